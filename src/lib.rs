@@ -1,0 +1,5 @@
+//! netkit-cni: a CNI plugin that wires pods to the host with netkit devices, leases physical NIC
+//! RX queues into them, and steers leased queues to the pod's AF_XDP sockets with XDP.
+//!
+//! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here has its own
+//! typed error so callers can tell kernel errnos apart (DEL must know ENOENT from EBUSY).
