@@ -1,0 +1,307 @@
+//! Helpers for the privileged integration tests, which run inside the test VM (`scripts/vm-run`).
+//!
+//! Every test builds its own world: a throwaway "node" netns that plays the host's role, pod
+//! netns beside it, and a netdevsim NIC moved into the node netns. Names are random, so tests run
+//! in parallel and never touch the VM's own devices. Namespace switches happen on dedicated
+//! threads: a test thread never changes its own netns.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Fails loudly (never skips) when the environment cannot run privileged tests: a test that
+/// silently passed outside the VM would prove nothing.
+pub fn require_privileged_kernel() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "privileged test run without root: run it through `scripts/vm-run` (make test does)"
+    );
+    assert!(
+        Path::new("/sys/bus/netdevsim/new_device").exists(),
+        "this kernel has no netdevsim: privileged tests need the project's 7.x test kernel \
+         (run them through `scripts/vm-run`; make test does)"
+    );
+}
+
+/// A short random token for names (netns, links): unique per process and per call.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut r = [0u8; 3];
+    fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r)).unwrap();
+    format!("{prefix}{:x}{:02x}{:02x}{:02x}", n % 16, r[0], r[1], r[2])
+}
+
+/// Run a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}):\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+}
+
+/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        sh(&["ip", "netns", "add", &name]);
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    pub fn fd(&self) -> OwnedFd {
+        fs::File::open(self.path()).unwrap().into()
+    }
+
+    /// `ip -n <ns> ...`, returning stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Run a closure with its thread in this netns; the caller's thread is untouched.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let fd = self.fd();
+        std::thread::spawn(move || {
+            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    }
+
+    /// A command run inside this netns (`ip netns exec`).
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// The id this netns gives to `other` (assigning one if needed), as `lease.netns-id` wants.
+    pub fn nsid_of(&self, other: &Netns) -> i32 {
+        let list = |ns: &Netns| -> Option<i32> {
+            let out = ns.ip(&["-j", "netns", "list-id"]);
+            let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
+            v.as_array()?.iter().find(|e| e["name"] == other.name.as_str()).and_then(|e| e["nsid"].as_i64()).map(|n| n as i32)
+        };
+        if let Some(id) = list(self) {
+            return id;
+        }
+        self.ip(&["netns", "set", &other.name, "auto"]);
+        list(self).unwrap_or_else(|| panic!("no nsid for {} in {}", other.name, self.name))
+    }
+
+    pub fn ifindex(&self, ifname: &str) -> u32 {
+        let out = self.ip(&["-j", "link", "show", "dev", ifname]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v[0]["ifindex"].as_u64().unwrap() as u32
+    }
+
+    /// `ip -d -j link show` in this netns, parsed.
+    pub fn links(&self) -> Vec<Value> {
+        let v: Value = serde_json::from_str(&self.ip(&["-d", "-j", "link", "show"])).unwrap();
+        v.as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+static NSIM_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A netdevsim device standing in for a physical NIC with `queues` RX/TX queues, moved into
+/// `netns` under a random name. Removed (with everything leased from it) on drop.
+pub struct Netdevsim {
+    pub id: u32,
+    pub ifname: String,
+    pub ifindex: u32,
+    pub netns: String,
+}
+
+impl Netdevsim {
+    pub fn new(netns: &Netns, queues: u32) -> Self {
+        // Device ids are global to the VM; derive from the pid so parallel test binaries differ.
+        let id = 1000 + (std::process::id() % 1000) * 64 + NSIM_ID.fetch_add(1, Ordering::Relaxed);
+        write_sysfs("/sys/bus/netdevsim/new_device", &format!("{id} 1 {queues}"));
+        let dir = format!("/sys/bus/netdevsim/devices/netdevsim{id}/net");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let orig = loop {
+            if let Some(e) = fs::read_dir(&dir).ok().and_then(|mut d| d.next()) {
+                break e.unwrap().file_name().into_string().unwrap();
+            }
+            assert!(Instant::now() < deadline, "netdevsim{id} never showed a netdev");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let ifname = unique("nic");
+        sh(&["ip", "link", "set", "dev", &orig, "name", &ifname, "netns", &netns.name]);
+        netns.ip(&["link", "set", "dev", &ifname, "up"]);
+        let ifindex = netns.ifindex(&ifname);
+        Netdevsim { id, ifname, ifindex, netns: netns.name.clone() }
+    }
+
+    /// Connect two netdevsim NICs back to back, so frames sent on one arrive on the other.
+    pub fn link_to(&self, a_ns: &Netns, other: &Netdevsim, b_ns: &Netns) {
+        let a = a_ns.fd();
+        let b = b_ns.fd();
+        // The kernel resolves "fd:ifindex" against the writer's fd table.
+        write_sysfs(
+            "/sys/bus/netdevsim/link_device",
+            &format!("{}:{} {}:{}", a.as_raw_fd(), self.ifindex, b.as_raw_fd(), other.ifindex),
+        );
+    }
+
+    pub fn remove(&mut self) {
+        if self.id != 0 {
+            write_sysfs("/sys/bus/netdevsim/del_device", &self.id.to_string());
+            self.id = 0;
+        }
+    }
+}
+
+impl Drop for Netdevsim {
+    fn drop(&mut self) {
+        if self.id != 0 {
+            let _ = fs::OpenOptions::new()
+                .write(true)
+                .open("/sys/bus/netdevsim/del_device")
+                .and_then(|mut f| f.write_all(self.id.to_string().as_bytes()));
+        }
+    }
+}
+
+pub fn write_sysfs(path: &str, value: &str) {
+    let mut f = fs::OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    f.write_all(value.as_bytes()).unwrap_or_else(|e| panic!("write {value:?} to {path}: {e}"));
+}
+
+/// The kernel's own netlink CLI (tools/net/ynl) from the test kernel's source tree: an
+/// independent client to check what our code did, and to drive the kernel where we have no code.
+pub struct Ynl {
+    cli: PathBuf,
+}
+
+/// What a ynl call returned: parsed JSON on success, or the error text.
+pub type YnlResult = Result<Value, String>;
+
+impl Ynl {
+    pub fn new() -> Self {
+        let src = std::env::var("NKC_KERNEL_SRC")
+            .expect("NKC_KERNEL_SRC unset: scripts/vm-run sets it to the kernel source tree");
+        let cli = Path::new(&src).join("tools/net/ynl/pyynl/cli.py");
+        assert!(cli.exists(), "{} missing", cli.display());
+        Ynl { cli }
+    }
+
+    /// Run `cli.py --family F --do|--dump OP [--json J]` inside `netns` (None: the current one).
+    pub fn call(&self, netns: Option<&Netns>, family: &str, verb: &str, op: &str, json: Option<&Value>, extra: &[&str]) -> YnlResult {
+        let mut c = match netns {
+            Some(ns) => ns.cmd("/usr/bin/python3"),
+            None => Command::new("/usr/bin/python3"),
+        };
+        c.arg(&self.cli).args(["--no-schema", "--family", family, verb, op, "--output-json"]);
+        if let Some(j) = json {
+            c.args(["--json", &j.to_string()]);
+        }
+        c.args(extra);
+        let out = c.stdin(Stdio::null()).output().expect("run ynl");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            return Err(format!("{}{}", stdout, String::from_utf8_lossy(&out.stderr)));
+        }
+        if stdout.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("ynl output not JSON ({e}): {stdout}")))
+    }
+
+    pub fn queue_get(&self, netns: &Netns, ifindex: u32, id: u32) -> Value {
+        self.call(Some(netns), "netdev", "--do", "queue-get", Some(&serde_json::json!({"ifindex": ifindex, "id": id, "type": "rx"})), &[])
+            .unwrap_or_else(|e| panic!("queue-get {ifindex}/{id}: {e}"))
+    }
+
+    pub fn queue_dump(&self, netns: &Netns, ifindex: u32) -> Vec<Value> {
+        let v = self
+            .call(Some(netns), "netdev", "--dump", "queue-get", Some(&serde_json::json!({"ifindex": ifindex})), &[])
+            .unwrap_or_else(|e| panic!("queue-get dump {ifindex}: {e}"));
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Poll `f` until it returns Some, for state the kernel tears down asynchronously (netns
+/// cleanup runs from a workqueue).
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The plugin binary, invoked the way a runtime does: CNI_* variables, config on stdin, result on
+/// stdout. `netns` is where the plugin process itself runs (the node's host netns in tests).
+pub struct PluginRun {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl PluginRun {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("plugin stdout is not JSON ({e}): {:?}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+pub fn plugin_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_netkit-cni"))
+}
+
+pub fn run_plugin(host: Option<&Netns>, env: &[(&str, &str)], stdin: &str) -> PluginRun {
+    let mut c = match host {
+        Some(ns) => ns.cmd(plugin_bin().to_str().unwrap()),
+        None => Command::new(plugin_bin()),
+    };
+    c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn plugin");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    PluginRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
