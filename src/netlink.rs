@@ -1,0 +1,716 @@
+//! Netlink plumbing shared by the generic-netlink `netdev` client ([`crate::netdev`]) and the
+//! rtnetlink netns-id helpers ([`crate::nsid`]): a byte-level [`Transport`], reply framing,
+//! NLMSG_ERROR / NLMSG_DONE decoding with extended ACKs, and the request/reply loop
+//! ([`transact`]).
+//!
+//! Everything above the transport works on plain byte slices so that request encoding and reply
+//! decoding can be tested byte-for-byte on a host without a kernel; only [`SocketTransport`]
+//! touches a real socket.
+//!
+//! Framing uses `netlink-packet-core`'s [`NetlinkBuffer`] rather than neli's `Nlmsghdr` parser
+//! because neli 0.7 (a) ignores `NLM_F_CAPPED` and trusts the echoed request's length inside an
+//! NLMSG_ERROR, (b) never reads the extended-ACK TLVs of a *successful* ACK and (c) does not bound
+//! each message by its own `nlmsg_len`, so an ACK carrying TLVs desynchronises every following
+//! message in the same datagram. The TLVs themselves are still parsed with neli's `GenlBuffer`.
+
+use std::io::{self, Cursor};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use neli::consts::socket::{Msg, NlFamily};
+use neli::socket::NlSocket;
+use neli::types::{Buffer, GenlBuffer};
+use neli::utils::Groups;
+use neli::FromBytesWithInput;
+use netlink_packet_core::NetlinkBuffer;
+use nix::errno::Errno;
+
+/// `NLMSG_NOOP`: to be ignored.
+pub const NLMSG_NOOP: u16 = 1;
+/// `NLMSG_ERROR`: error or (with error 0) ACK.
+pub const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`: end of a dump; carries the dump's final errno.
+pub const NLMSG_DONE: u16 = 3;
+/// `NLMSG_OVERRUN`: data lost.
+pub const NLMSG_OVERRUN: u16 = 4;
+
+/// `NLM_F_REQUEST`.
+pub const NLM_F_REQUEST: u16 = 0x01;
+/// `NLM_F_MULTI`.
+pub const NLM_F_MULTI: u16 = 0x02;
+/// `NLM_F_ACK`.
+pub const NLM_F_ACK: u16 = 0x04;
+/// `NLM_F_DUMP_INTR`: the dump was interrupted by a concurrent change and may be inconsistent.
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
+pub const NLM_F_DUMP: u16 = 0x300;
+/// `NLM_F_CAPPED` (on NLMSG_ERROR): the echoed request was cut down to its header.
+pub const NLM_F_CAPPED: u16 = 0x100;
+/// `NLM_F_ACK_TLVS` (on NLMSG_ERROR / NLMSG_DONE): extended-ACK attributes follow.
+pub const NLM_F_ACK_TLVS: u16 = 0x200;
+
+/// `NLMSGERR_ATTR_MSG`: human readable error string.
+pub const NLMSGERR_ATTR_MSG: u16 = 1;
+/// `NLMSGERR_ATTR_OFFS`: offset of the offending attribute in the request.
+pub const NLMSGERR_ATTR_OFFS: u16 = 2;
+/// `NLMSGERR_ATTR_COOKIE`: subsystem cookie.
+pub const NLMSGERR_ATTR_COOKIE: u16 = 3;
+/// `NLMSGERR_ATTR_POLICY`: policy of the rejected attribute.
+pub const NLMSGERR_ATTR_POLICY: u16 = 4;
+/// `NLMSGERR_ATTR_MISS_TYPE`: type of a missing required attribute.
+pub const NLMSGERR_ATTR_MISS_TYPE: u16 = 5;
+/// `NLMSGERR_ATTR_MISS_NEST`: offset of the nest in which that attribute is missing.
+pub const NLMSGERR_ATTR_MISS_NEST: u16 = 6;
+
+/// Size of `struct nlmsghdr`.
+const NETLINK_HEADER_LEN: usize = 16;
+
+// Socket options from uapi/linux/netlink.h (SOL_NETLINK level).
+const NETLINK_CAP_ACK: libc::c_int = 10;
+
+/// Decoded extended ACK (`NETLINK_EXT_ACK`) attached to an error, a warning-carrying ACK or a
+/// dump's NLMSG_DONE.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtAck {
+    /// `NLMSGERR_ATTR_MSG`, e.g. "Device queue in use due to queue leasing".
+    pub msg: Option<String>,
+    /// `NLMSGERR_ATTR_OFFS`: byte offset (from the start of the request's nlmsghdr) of the
+    /// attribute the kernel rejected.
+    pub bad_attr_offset: Option<u32>,
+    /// `NLMSGERR_ATTR_MISS_TYPE`: attribute type that was required but missing.
+    pub missing_attr_type: Option<u32>,
+    /// `NLMSGERR_ATTR_MISS_NEST`: offset of the nest the missing attribute belonged in.
+    pub missing_nest_offset: Option<u32>,
+    /// `NLMSGERR_ATTR_COOKIE`.
+    pub cookie: Option<Vec<u8>>,
+    /// `NLMSGERR_ATTR_POLICY` and anything newer, kept raw: (type, payload).
+    pub other: Vec<(u16, Vec<u8>)>,
+}
+
+impl ExtAck {
+    /// True when the kernel attached nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == ExtAck::default()
+    }
+
+    fn parse(tlvs: &[u8]) -> Result<ExtAck, NetlinkError> {
+        let mut ext = ExtAck::default();
+        if tlvs.is_empty() {
+            return Ok(ext);
+        }
+        let attrs =
+            GenlBuffer::<u16, Buffer>::from_bytes_with_input(&mut Cursor::new(tlvs), tlvs.len())
+                .map_err(|e| NetlinkError::Malformed(format!("extended ACK attributes: {e}")))?;
+        for attr in attrs.iter() {
+            let kind = *attr.nla_type().nla_type();
+            let payload = attr.nla_payload().as_ref();
+            match kind {
+                NLMSGERR_ATTR_MSG => {
+                    // NUL-terminated C string; tolerate a missing terminator.
+                    let end = payload
+                        .iter()
+                        .position(|&b| b == 0)
+                        .unwrap_or(payload.len());
+                    ext.msg = Some(String::from_utf8_lossy(&payload[..end]).into_owned());
+                }
+                NLMSGERR_ATTR_OFFS => {
+                    ext.bad_attr_offset = Some(u32_ne(payload, "NLMSGERR_ATTR_OFFS")?)
+                }
+                NLMSGERR_ATTR_MISS_TYPE => {
+                    ext.missing_attr_type = Some(u32_ne(payload, "NLMSGERR_ATTR_MISS_TYPE")?)
+                }
+                NLMSGERR_ATTR_MISS_NEST => {
+                    ext.missing_nest_offset = Some(u32_ne(payload, "NLMSGERR_ATTR_MISS_NEST")?)
+                }
+                NLMSGERR_ATTR_COOKIE => ext.cookie = Some(payload.to_vec()),
+                _ => ext.other.push((kind, payload.to_vec())),
+            }
+        }
+        Ok(ext)
+    }
+}
+
+impl std::fmt::Display for ExtAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(m) = &self.msg {
+            parts.push(format!("\"{m}\""));
+        }
+        if let Some(o) = self.bad_attr_offset {
+            parts.push(format!("bad attribute at offset {o}"));
+        }
+        if let Some(t) = self.missing_attr_type {
+            match self.missing_nest_offset {
+                Some(n) => parts.push(format!("missing attribute type {t} in nest at offset {n}")),
+                None => parts.push(format!("missing attribute type {t}")),
+            }
+        }
+        write!(f, "{}", parts.join(", "))
+    }
+}
+
+fn u32_ne(payload: &[u8], what: &str) -> Result<u32, NetlinkError> {
+    let arr: [u8; 4] = payload.try_into().map_err(|_| {
+        NetlinkError::Malformed(format!("{what}: expected 4 bytes, got {}", payload.len()))
+    })?;
+    Ok(u32::from_ne_bytes(arr))
+}
+
+fn i32_ne(payload: &[u8], what: &str) -> Result<i32, NetlinkError> {
+    u32_ne(payload, what).map(|v| v as i32)
+}
+
+/// Errors of the shared netlink layer; each protocol module wraps them into its own error type
+/// with the operation name attached.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The kernel answered with a negative errno (NLMSG_ERROR, or NLMSG_DONE of a dump).
+    #[error("{errno}{}", if .extack.is_empty() { String::new() } else { format!(" ({})", .extack) })]
+    Kernel {
+        /// The errno, typed so callers can match `Errno::EBUSY` etc.
+        errno: Errno,
+        /// Extended ACK, when the kernel supplied one.
+        extack: ExtAck,
+    },
+    /// Socket-level failure.
+    #[error("netlink socket: {0}")]
+    Io(#[from] io::Error),
+    /// A reply that does not follow the netlink wire format.
+    #[error("malformed netlink message: {0}")]
+    Malformed(String),
+    /// A dump reply carried NLM_F_DUMP_INTR: the kernel state changed while dumping, the result
+    /// may be inconsistent and the caller should retry.
+    #[error("netlink dump interrupted by a concurrent change")]
+    DumpInterrupted,
+}
+
+/// One netlink message of a reply datagram, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A protocol message (anything that is not a control message).
+    Data(DataMessage),
+    /// NLMSG_ERROR with error 0. Extended ACK here is a warning.
+    Ack {
+        /// Sequence number of the request being acknowledged.
+        seq: u32,
+        /// Warning TLVs, usually empty.
+        extack: ExtAck,
+    },
+    /// NLMSG_ERROR with a negative error.
+    Error {
+        /// Sequence number of the failed request.
+        seq: u32,
+        /// The (positive) errno.
+        errno: Errno,
+        /// Extended ACK.
+        extack: ExtAck,
+    },
+    /// NLMSG_DONE: end of a dump, with the dump's final status.
+    Done {
+        /// Sequence number of the dump request.
+        seq: u32,
+        /// `None` for success, otherwise the errno the dump ended with.
+        errno: Option<Errno>,
+        /// Extended ACK.
+        extack: ExtAck,
+    },
+}
+
+/// A protocol message from a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMessage {
+    /// `nlmsg_type` (the generic netlink family id, or an RTM_* type).
+    pub msg_type: u16,
+    /// `nlmsg_flags`.
+    pub flags: u16,
+    /// `nlmsg_seq`.
+    pub seq: u32,
+    /// Everything after the 16-byte nlmsghdr, up to `nlmsg_len`.
+    pub payload: Vec<u8>,
+}
+
+const fn nlmsg_align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// Split one received datagram into its netlink messages.
+pub fn parse_datagram(buf: &[u8]) -> Result<Vec<Message>, NetlinkError> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < buf.len() {
+        let nl = NetlinkBuffer::new_checked(&buf[off..])
+            .map_err(|e| NetlinkError::Malformed(format!("at offset {off}: {e}")))?;
+        let len = nl.length() as usize;
+        let flags = nl.flags();
+        let seq = nl.sequence_number();
+        let payload = nl.payload();
+        match nl.message_type() {
+            NLMSG_NOOP => {}
+            NLMSG_OVERRUN => {
+                return Err(NetlinkError::Malformed(
+                    "NLMSG_OVERRUN: kernel dropped data".into(),
+                ))
+            }
+            NLMSG_ERROR => out.push(parse_error(flags, seq, payload)?),
+            NLMSG_DONE => {
+                // A DONE without payload is legal (old kernels, other protocols): success.
+                let (errno, extack) = if payload.len() >= 4 {
+                    let code = i32_ne(&payload[..4], "NLMSG_DONE errno")?;
+                    let extack = if flags & NLM_F_ACK_TLVS != 0 {
+                        ExtAck::parse(&payload[4..])?
+                    } else {
+                        ExtAck::default()
+                    };
+                    ((code < 0).then(|| Errno::from_raw(-code)), extack)
+                } else {
+                    (None, ExtAck::default())
+                };
+                out.push(Message::Done { seq, errno, extack });
+            }
+            msg_type => out.push(Message::Data(DataMessage {
+                msg_type,
+                flags,
+                seq,
+                payload: payload.to_vec(),
+            })),
+        }
+        off += nlmsg_align(len);
+    }
+    Ok(out)
+}
+
+/// Layout (uapi/linux/netlink.h): `struct nlmsgerr { int error; struct nlmsghdr msg; }`, then
+/// the rest of the echoed request unless NLM_F_CAPPED, then TLVs if NLM_F_ACK_TLVS.
+fn parse_error(flags: u16, seq: u32, payload: &[u8]) -> Result<Message, NetlinkError> {
+    if payload.len() < 4 + NETLINK_HEADER_LEN {
+        return Err(NetlinkError::Malformed(format!(
+            "NLMSG_ERROR payload of {} bytes, need at least {}",
+            payload.len(),
+            4 + NETLINK_HEADER_LEN
+        )));
+    }
+    let code = i32_ne(&payload[..4], "NLMSG_ERROR errno")?;
+    let echoed_len = u32_ne(&payload[4..8], "echoed nlmsg_len")? as usize;
+    let tlv_start = if flags & NLM_F_CAPPED != 0 {
+        4 + NETLINK_HEADER_LEN
+    } else {
+        4 + nlmsg_align(echoed_len.max(NETLINK_HEADER_LEN))
+    };
+    let extack = if flags & NLM_F_ACK_TLVS != 0 {
+        let tlvs = payload.get(tlv_start..).ok_or_else(|| {
+            NetlinkError::Malformed(format!(
+                "NLMSG_ERROR: echoed request of {echoed_len} bytes overruns the {}-byte payload",
+                payload.len()
+            ))
+        })?;
+        ExtAck::parse(tlvs)?
+    } else {
+        ExtAck::default()
+    };
+    Ok(if code == 0 {
+        Message::Ack { seq, extack }
+    } else {
+        Message::Error {
+            seq,
+            // The kernel sends -errno; a positive value is bogus but keep it rather than lose it.
+            errno: Errno::from_raw(if code < 0 {
+                code.saturating_neg()
+            } else {
+                code
+            }),
+            extack,
+        }
+    })
+}
+
+/// A datagram-level netlink connection. The production implementation is [`SocketTransport`];
+/// tests replay literal kernel replies through a scripted implementation.
+pub trait Transport {
+    /// Send one request datagram.
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()>;
+    /// Receive one datagram (blocking).
+    fn recv(&mut self) -> io::Result<Vec<u8>>;
+}
+
+impl<T: Transport + ?Sized> Transport for &mut T {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        (**self).send(datagram)
+    }
+    fn recv(&mut self) -> io::Result<Vec<u8>> {
+        (**self).recv()
+    }
+}
+
+/// A blocking netlink socket.
+///
+/// A netlink socket is bound to the network namespace of the thread that *creates* it, for its
+/// whole lifetime; a later `setns()` of that thread does not move it. Open it on a thread that is
+/// already in the namespace you want to talk to.
+pub struct SocketTransport {
+    sock: NlSocket,
+}
+
+impl SocketTransport {
+    /// Open and bind a socket of the given netlink protocol in the current thread's netns, with
+    /// extended ACKs enabled (so errors carry the kernel's message) and capped ACKs (the kernel
+    /// does not echo our request back; we still have it).
+    pub fn open(protocol: NlFamily) -> io::Result<SocketTransport> {
+        let sock = NlSocket::connect(protocol, None, Groups::empty())?;
+        sock.block()?;
+        sock.enable_ext_ack(true)?;
+        // neli exposes EXT_ACK but not CAP_ACK.
+        let one: libc::c_int = 1;
+        // SAFETY: plain setsockopt on a socket we own, with a correctly sized c_int option.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_NETLINK,
+                NETLINK_CAP_ACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SocketTransport { sock })
+    }
+
+    /// Turn on `NETLINK_GET_STRICT_CHK` so rtnetlink GET requests with attributes the kernel
+    /// does not expect are rejected instead of silently ignored.
+    pub fn enable_strict_checking(&self) -> io::Result<()> {
+        self.sock.enable_strict_checking(true)
+    }
+}
+
+impl AsFd for SocketTransport {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd is owned by `self.sock` and lives as long as the borrow of `self`.
+        unsafe { BorrowedFd::borrow_raw(self.sock.as_raw_fd()) }
+    }
+}
+
+impl Transport for SocketTransport {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        loop {
+            match self.sock.send(datagram, Msg::empty()) {
+                Ok(n) if n == datagram.len() => return Ok(()),
+                Ok(n) => {
+                    return Err(io::Error::other(format!(
+                        "short netlink send: {n} of {} bytes",
+                        datagram.len()
+                    )))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn recv(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            // Peek with MSG_TRUNC to learn the datagram's real size, so a large dump chunk is
+            // never silently truncated by a fixed-size buffer.
+            let mut probe = [0u8; 0];
+            let size = match self.sock.recv(&mut probe[..], Msg::PEEK | Msg::TRUNC) {
+                Ok((n, _)) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let mut buf = vec![0u8; size];
+            match self.sock.recv(&mut buf[..], Msg::empty()) {
+                Ok((n, _)) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Send one request and collect the protocol messages of its reply.
+///
+/// The reply shape is taken from the request itself: with `NLM_F_DUMP` the reply ends at
+/// NLMSG_DONE; otherwise the request must carry `NLM_F_ACK` and the reply ends at the ACK (or
+/// the error). Messages for other sequence numbers (leftovers of an earlier, abandoned exchange)
+/// are skipped.
+pub fn transact<T: Transport + ?Sized>(
+    transport: &mut T,
+    request: &[u8],
+) -> Result<Vec<DataMessage>, NetlinkError> {
+    let hdr = NetlinkBuffer::new_checked(request)
+        .map_err(|e| NetlinkError::Malformed(format!("request: {e}")))?;
+    let seq = hdr.sequence_number();
+    let dump = hdr.flags() & NLM_F_DUMP == NLM_F_DUMP;
+    if !dump && hdr.flags() & NLM_F_ACK == 0 {
+        // Without an ACK a do-request that has no reply message would leave us blocked forever.
+        return Err(NetlinkError::Malformed(
+            "do-request without NLM_F_ACK".into(),
+        ));
+    }
+    transport.send(request)?;
+
+    let mut data = Vec::new();
+    let mut interrupted = false;
+    loop {
+        let datagram = transport.recv()?;
+        if datagram.is_empty() {
+            return Err(NetlinkError::Malformed("empty datagram".into()));
+        }
+        for msg in parse_datagram(&datagram)? {
+            match msg {
+                Message::Data(d) if d.seq == seq => {
+                    interrupted |= d.flags & NLM_F_DUMP_INTR != 0;
+                    data.push(d);
+                }
+                Message::Error {
+                    seq: s,
+                    errno,
+                    extack,
+                } if s == seq => {
+                    return Err(NetlinkError::Kernel { errno, extack });
+                }
+                Message::Ack { seq: s, .. } if s == seq && !dump => return Ok(data),
+                Message::Done {
+                    seq: s,
+                    errno,
+                    extack,
+                } if s == seq => {
+                    if let Some(errno) = errno {
+                        return Err(NetlinkError::Kernel { errno, extack });
+                    }
+                    if interrupted {
+                        return Err(NetlinkError::DumpInterrupted);
+                    }
+                    return Ok(data);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A scripted [`Transport`] replaying literal kernel datagrams.
+    use super::Transport;
+    use std::collections::VecDeque;
+    use std::io;
+
+    #[derive(Default)]
+    pub(crate) struct Scripted {
+        pub sent: Vec<Vec<u8>>,
+        pub replies: VecDeque<Vec<u8>>,
+    }
+
+    impl Scripted {
+        pub fn new<I: IntoIterator<Item = Vec<u8>>>(replies: I) -> Self {
+            Scripted {
+                sent: Vec::new(),
+                replies: replies.into_iter().collect(),
+            }
+        }
+    }
+
+    impl Transport for Scripted {
+        fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+            self.sent.push(datagram.to_vec());
+            Ok(())
+        }
+        fn recv(&mut self) -> io::Result<Vec<u8>> {
+            self.replies
+                .pop_front()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "script exhausted"))
+        }
+    }
+
+    /// Concatenate byte chunks (test literal helper).
+    pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+}
+
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use super::testing::{cat, Scripted};
+    use super::*;
+
+    // A request header: len 20, type 0x1b, flags REQUEST|ACK, seq 9, pid 0 + 4 payload bytes.
+    const REQ: [u8; 20] = [
+        0x14, 0, 0, 0, 0x1b, 0, 0x05, 0, 9, 0, 0, 0, 0, 0, 0, 0, //
+        0x0a, 0x01, 0, 0,
+    ];
+
+    #[test]
+    fn error_with_full_echo_and_extack() {
+        // NLMSG_ERROR, flags ACK_TLVS (0x200), seq 9, pid 0x1234.
+        // payload: error -16 (EBUSY), echoed 20-byte request, then MSG "busy\0" (len 9 -> pad 12).
+        let msg = cat(&[
+            &[
+                0x34, 0, 0, 0, 0x02, 0, 0x00, 0x02, 9, 0, 0, 0, 0x34, 0x12, 0, 0,
+            ],
+            &(-16i32).to_ne_bytes(),
+            &REQ,
+            &[0x09, 0, 0x01, 0, b'b', b'u', b's', b'y', 0, 0, 0, 0],
+        ]);
+        assert_eq!(msg.len(), 0x34);
+        let msgs = parse_datagram(&msg).unwrap();
+        assert_eq!(
+            msgs,
+            vec![Message::Error {
+                seq: 9,
+                errno: Errno::EBUSY,
+                extack: ExtAck {
+                    msg: Some("busy".into()),
+                    ..Default::default()
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn capped_error_with_offset_and_missing_type() {
+        // flags CAPPED|ACK_TLVS = 0x300: only the echoed header (16 bytes) is present.
+        let msg = cat(&[
+            &[0x34, 0, 0, 0, 0x02, 0, 0x00, 0x03, 9, 0, 0, 0, 0, 0, 0, 0],
+            &(-22i32).to_ne_bytes(),
+            &REQ[..16],
+            &[0x08, 0, 0x02, 0, 0x24, 0, 0, 0], // OFFS = 36
+            &[0x08, 0, 0x05, 0, 0x02, 0, 0, 0], // MISS_TYPE = 2
+        ]);
+        assert_eq!(msg.len(), 0x34);
+        match &parse_datagram(&msg).unwrap()[..] {
+            [Message::Error {
+                seq: 9,
+                errno: Errno::EINVAL,
+                extack,
+            }] => {
+                assert_eq!(extack.bad_attr_offset, Some(36));
+                assert_eq!(extack.missing_attr_type, Some(2));
+                assert_eq!(extack.msg, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ack_with_warning_tlv_does_not_desync_following_message() {
+        // A capped ACK with a warning, followed in the same datagram by a data message.
+        let ack = cat(&[
+            &[0x2c, 0, 0, 0, 0x02, 0, 0x00, 0x03, 9, 0, 0, 0, 0, 0, 0, 0],
+            &0i32.to_ne_bytes(),
+            &REQ[..16],
+            &[0x07, 0, 0x01, 0, b'h', b'm', 0, 0], // MSG "hm\0": nla_len 7, padded to 8
+        ]);
+        assert_eq!(ack.len(), 0x2c);
+        let data = [
+            0x14, 0, 0, 0, 0x1b, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x01, 0, 0,
+        ];
+        let msgs = parse_datagram(&cat(&[&ack, &data])).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(
+            msgs[0],
+            Message::Ack {
+                seq: 9,
+                extack: ExtAck {
+                    msg: Some("hm".into()),
+                    ..Default::default()
+                }
+            }
+        );
+        assert_eq!(
+            msgs[1],
+            Message::Data(DataMessage {
+                msg_type: 0x1b,
+                flags: 0,
+                seq: 10,
+                payload: vec![0x0a, 0x01, 0, 0]
+            })
+        );
+    }
+
+    #[test]
+    fn done_with_error_and_extack() {
+        // NLMSG_DONE, flags MULTI|ACK_TLVS, errno -ENODEV, MSG "gone".
+        let msg = cat(&[
+            &[0x20, 0, 0, 0, 0x03, 0, 0x02, 0x02, 9, 0, 0, 0, 0, 0, 0, 0],
+            &(-19i32).to_ne_bytes(),
+            &[0x09, 0, 0x01, 0, b'g', b'o', b'n', b'e', 0, 0, 0, 0],
+        ]);
+        assert_eq!(
+            parse_datagram(&msg).unwrap(),
+            vec![Message::Done {
+                seq: 9,
+                errno: Some(Errno::ENODEV),
+                extack: ExtAck {
+                    msg: Some("gone".into()),
+                    ..Default::default()
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn truncated_message_is_rejected() {
+        // nlmsg_len claims 40 bytes, only 20 present.
+        let mut bad = REQ;
+        bad[0] = 40;
+        assert!(matches!(
+            parse_datagram(&bad),
+            Err(NetlinkError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn transact_skips_stale_seq_and_stops_at_ack() {
+        let stale = [
+            0x14, 0, 0, 0, 0x1b, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0,
+        ];
+        let reply = [
+            0x14, 0, 0, 0, 0x1b, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0,
+        ];
+        let ack = cat(&[
+            &[0x24, 0, 0, 0, 0x02, 0, 0x00, 0x01, 9, 0, 0, 0, 0, 0, 0, 0],
+            &0i32.to_ne_bytes(),
+            &REQ[..16],
+        ]);
+        let mut t = Scripted::new([cat(&[&stale, &reply]), ack]);
+        let data = transact(&mut t, &REQ).unwrap();
+        assert_eq!(t.sent, vec![REQ.to_vec()]);
+        assert_eq!(data.len(), 1);
+        assert_eq!(data[0].payload, vec![2, 1, 0, 0]);
+        assert!(t.replies.is_empty());
+    }
+
+    #[test]
+    fn transact_dump_interrupted() {
+        let mut req = REQ;
+        req[6] = 0x01;
+        req[7] = 0x03; // REQUEST | DUMP
+        let part = [
+            0x14, 0, 0, 0, 0x1b, 0, 0x12, 0, 9, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0,
+        ];
+        let done = cat(&[
+            &[0x14, 0, 0, 0, 0x03, 0, 0x02, 0, 9, 0, 0, 0, 0, 0, 0, 0],
+            &[0, 0, 0, 0],
+        ]);
+        let mut t = Scripted::new([cat(&[&part, &done])]);
+        assert!(matches!(
+            transact(&mut t, &req),
+            Err(NetlinkError::DumpInterrupted)
+        ));
+    }
+
+    #[test]
+    fn transact_refuses_do_without_ack() {
+        let mut req = REQ;
+        req[6] = 0x01; // REQUEST only
+        let mut t = Scripted::new([]);
+        assert!(matches!(
+            transact(&mut t, &req),
+            Err(NetlinkError::Malformed(_))
+        ));
+        assert!(t.sent.is_empty());
+    }
+}
