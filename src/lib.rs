@@ -3,3 +3,5 @@
 //!
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here has its own
 //! typed error so callers can tell kernel errnos apart (DEL must know ENOENT from EBUSY).
+
+pub mod cni;
