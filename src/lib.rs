@@ -5,3 +5,5 @@
 //! typed error so callers can tell kernel errnos apart (DEL must know ENOENT from EBUSY).
 
 pub mod cni;
+pub mod config;
+pub mod logging;
