@@ -7,3 +7,4 @@
 pub mod cni;
 pub mod config;
 pub mod logging;
+pub mod ipam;
