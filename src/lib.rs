@@ -6,5 +6,5 @@
 
 pub mod cni;
 pub mod config;
-pub mod logging;
 pub mod ipam;
+pub mod logging;
