@@ -7,3 +7,7 @@
 pub mod netdev;
 pub mod netlink;
 pub mod nsid;
+pub mod cni;
+pub mod config;
+pub mod ipam;
+pub mod logging;

@@ -1,0 +1,939 @@
+//! The plugin's network configuration (stdin), typed and validated.
+//!
+//! Every accepted top-level key is listed once in [`KEYS`] with the function that reads it, so
+//! adding a key (e.g. `lease`, `xdp`) is one line there plus its field. Anything else is rejected
+//! with code 2, as the spec allows, so typos like `"mtus"` fail loudly instead of being ignored.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use crate::cni::env::matches_spec_identifier;
+use crate::cni::error::render_value;
+use crate::cni::result::FieldError;
+use crate::cni::version::version_of_config;
+use crate::cni::{codes, CniError, CniResult, CniVersion, Dns};
+use crate::logging::LogLevel;
+
+/// The `type` this plugin is installed as.
+pub const PLUGIN_TYPE: &str = "netkit-cni";
+
+/// Where the pod-side device gets its L2/L3 behaviour: netkit's own mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    L3,
+    L2,
+}
+
+/// Whether the host side gets a netkit pair (needs addresses, hence IPAM) or a single device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pairing {
+    #[default]
+    Pair,
+    Single,
+}
+
+/// netkit's default action when no BPF program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    #[default]
+    Forward,
+    Blackhole,
+}
+
+/// netkit's skb scrubbing on namespace crossing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scrub {
+    #[default]
+    Default,
+    None,
+}
+
+/// The `ipam` block. Only `type` is ours to check; the rest belongs to the IPAM plugin, which
+/// reads it from the full config on its own stdin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpamConfig {
+    pub plugin_type: String,
+    pub raw: Map<String, Value>,
+}
+
+/// One entry of GC's still-valid attachment list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConf {
+    pub cni_version: CniVersion,
+    pub name: String,
+    pub disable_check: bool,
+    pub disable_gc: bool,
+    pub args: Option<Map<String, Value>>,
+    pub ip_masq: bool,
+    pub ipam: Option<IpamConfig>,
+    pub dns: Option<Dns>,
+    pub runtime_config: Option<Map<String, Value>>,
+    pub prev_result: Option<CniResult>,
+    pub capabilities: Option<BTreeMap<String, bool>>,
+    /// GC only. libcni sends the list under both `cni.dev/valid-attachments` (the spec's name)
+    /// and `cni.dev/attachments` (an earlier draft's); the spec's name wins if both are present.
+    pub valid_attachments: Option<Vec<Attachment>>,
+
+    pub mode: Mode,
+    pub pairing: Pairing,
+    pub mtu: Option<u32>,
+    pub headroom: Option<u16>,
+    pub tailroom: Option<u16>,
+    pub policy: Policy,
+    pub peer_policy: Policy,
+    pub scrub: Scrub,
+    pub peer_scrub: Scrub,
+    pub log_file: Option<PathBuf>,
+    pub log_level: LogLevel,
+
+    /// The config exactly as decoded; delegated plugins must get the complete config.
+    pub raw: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to decode network config: {0}")]
+    Decode(String),
+    #[error("network config must be a JSON object, got {0}")]
+    NotAnObject(String),
+    #[error("unsupported field {key:?} (value {value}) in network config")]
+    UnsupportedField { key: String, value: String },
+    #[error("{}: {reason}", field_message(.field, .value.as_deref()))]
+    InvalidField {
+        field: String,
+        value: Option<String>,
+        reason: String,
+    },
+    /// From version negotiation (code 1 or 7) or prevResult decoding (code 6): already a CNI
+    /// error with the right code.
+    #[error("{0}")]
+    Cni(CniError),
+}
+
+fn field_message(field: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("invalid value {v} for field {field}"),
+        None => format!("field {field} is missing"),
+    }
+}
+
+impl ConfigError {
+    pub fn code(&self) -> u32 {
+        match self {
+            ConfigError::Decode(_) | ConfigError::NotAnObject(_) => codes::DECODE_FAILURE,
+            ConfigError::UnsupportedField { .. } => codes::UNSUPPORTED_FIELD,
+            ConfigError::InvalidField { .. } => codes::INVALID_CONFIG,
+            ConfigError::Cni(e) => e.code,
+        }
+    }
+
+    fn invalid(field: impl Into<String>, value: &Value, reason: impl Into<String>) -> Self {
+        ConfigError::InvalidField {
+            field: field.into(),
+            value: Some(render_value(value)),
+            reason: reason.into(),
+        }
+    }
+
+    fn missing(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::InvalidField {
+            field: field.into(),
+            value: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<FieldError> for ConfigError {
+    fn from(e: FieldError) -> Self {
+        ConfigError::InvalidField {
+            field: e.field,
+            value: e.value,
+            reason: e.why,
+        }
+    }
+}
+
+impl From<ConfigError> for CniError {
+    fn from(e: ConfigError) -> Self {
+        let code = e.code();
+        match e {
+            ConfigError::Cni(e) => e,
+            ConfigError::InvalidField {
+                field,
+                value,
+                reason,
+            } => CniError::new(code, field_message(&field, value.as_deref()), reason),
+            ConfigError::Decode(reason) => {
+                CniError::new(code, "failed to decode network config", reason)
+            }
+            other => CniError::new(code, other.to_string(), ""),
+        }
+    }
+}
+
+type Apply = fn(&mut NetConf, &Value) -> Result<(), ConfigError>;
+
+/// Every top-level key this plugin accepts, with its reader. Null values are treated as absent
+/// and never reach a reader.
+// Kept one entry per line (rustfmt would split them) so the table reads as the list of keys.
+#[rustfmt::skip]
+const KEYS: &[(&str, Apply)] = &[
+    // Read before all others (it decides how prevResult is parsed); listed so it is accepted.
+    ("cniVersion", |_, _| Ok(())),
+    ("cniVersions", |_, v| str_list(v, "cniVersions").map(drop)),
+    ("name", |c, v| put(&mut c.name, network_name(v))),
+    ("type", |_, v| plugin_type(v)),
+    ("disableCheck", |c, v| put(&mut c.disable_check, libcni_bool(v, "disableCheck"))),
+    ("disableGC", |c, v| put(&mut c.disable_gc, libcni_bool(v, "disableGC"))),
+    ("args", |c, v| put(&mut c.args, object(v, "args").cloned().map(Some))),
+    ("ipMasq", |c, v| put(&mut c.ip_masq, boolean(v, "ipMasq"))),
+    ("ipam", |c, v| put(&mut c.ipam, ipam(v).map(Some))),
+    ("dns", |c, v| put(&mut c.dns, dns(v).map(Some))),
+    ("runtimeConfig", |c, v| put(&mut c.runtime_config, object(v, "runtimeConfig").cloned().map(Some))),
+    ("prevResult", |c, v| put(&mut c.prev_result, prev_result(v, c.cni_version).map(Some))),
+    ("capabilities", |c, v| put(&mut c.capabilities, capabilities(v).map(Some))),
+    (VALID_ATTACHMENTS, |c, v| put(&mut c.valid_attachments, attachments(v, VALID_ATTACHMENTS).map(Some))),
+    // Applied before VALID_ATTACHMENTS (see NetConf::from_value), which then overrides it.
+    (ATTACHMENTS_OLD, |c, v| put(&mut c.valid_attachments, attachments(v, ATTACHMENTS_OLD).map(Some))),
+    ("mode", |c, v| put(&mut c.mode, one_of(v, "mode", MODES))),
+    ("pairing", |c, v| put(&mut c.pairing, one_of(v, "pairing", PAIRINGS))),
+    ("mtu", |c, v| put(&mut c.mtu, uint_in(v, "mtu", 68, 65535).map(|n| Some(n as u32)))),
+    ("headroom", |c, v| put(&mut c.headroom, uint_in(v, "headroom", 0, 65535).map(|n| Some(n as u16)))),
+    ("tailroom", |c, v| put(&mut c.tailroom, uint_in(v, "tailroom", 0, 65535).map(|n| Some(n as u16)))),
+    ("policy", |c, v| put(&mut c.policy, one_of(v, "policy", POLICIES))),
+    ("peerPolicy", |c, v| put(&mut c.peer_policy, one_of(v, "peerPolicy", POLICIES))),
+    ("scrub", |c, v| put(&mut c.scrub, one_of(v, "scrub", SCRUBS))),
+    ("peerScrub", |c, v| put(&mut c.peer_scrub, one_of(v, "peerScrub", SCRUBS))),
+    ("logFile", |c, v| put(&mut c.log_file, log_file(v).map(Some))),
+    ("logLevel", |c, v| put(&mut c.log_level, one_of(v, "logLevel", LOG_LEVELS))),
+];
+
+const MODES: &[(&str, Mode)] = &[("l3", Mode::L3), ("l2", Mode::L2)];
+const PAIRINGS: &[(&str, Pairing)] = &[("pair", Pairing::Pair), ("single", Pairing::Single)];
+const POLICIES: &[(&str, Policy)] = &[
+    ("forward", Policy::Forward),
+    ("blackhole", Policy::Blackhole),
+];
+const SCRUBS: &[(&str, Scrub)] = &[("default", Scrub::Default), ("none", Scrub::None)];
+const LOG_LEVELS: &[(&str, LogLevel)] = &[
+    ("error", LogLevel::Error),
+    ("warn", LogLevel::Warn),
+    ("info", LogLevel::Info),
+    ("debug", LogLevel::Debug),
+];
+
+fn put<T>(slot: &mut T, value: Result<T, ConfigError>) -> Result<(), ConfigError> {
+    *slot = value?;
+    Ok(())
+}
+
+const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+const ATTACHMENTS_OLD: &str = "cni.dev/attachments";
+
+impl NetConf {
+    /// Parses the config from stdin bytes: malformed JSON is code 6, an unsupported `cniVersion`
+    /// code 1, an unknown key code 2, a bad value code 7 (see [`ConfigError::code`]).
+    pub fn parse(stdin: &[u8]) -> Result<NetConf, ConfigError> {
+        let value: Value =
+            serde_json::from_slice(stdin).map_err(|e| ConfigError::Decode(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: Value) -> Result<NetConf, ConfigError> {
+        let Some(obj) = value.as_object() else {
+            return Err(ConfigError::NotAnObject(render_value(&value)));
+        };
+        let cni_version = version_of_config(&value).map_err(ConfigError::Cni)?;
+        let mut conf = NetConf {
+            cni_version,
+            name: String::new(),
+            disable_check: false,
+            disable_gc: false,
+            args: None,
+            ip_masq: false,
+            ipam: None,
+            dns: None,
+            runtime_config: None,
+            prev_result: None,
+            capabilities: None,
+            valid_attachments: None,
+            mode: Mode::default(),
+            pairing: Pairing::default(),
+            mtu: None,
+            headroom: None,
+            tailroom: None,
+            policy: Policy::default(),
+            peer_policy: Policy::default(),
+            scrub: Scrub::default(),
+            peer_scrub: Scrub::default(),
+            log_file: None,
+            log_level: LogLevel::DEFAULT,
+            raw: Value::Null,
+        };
+        // The spec's name is applied after the draft name whatever the key order, so it wins.
+        let mut deferred = None;
+        for (key, v) in obj {
+            let Some((_, apply)) = KEYS.iter().find(|(k, _)| k == key) else {
+                return Err(ConfigError::UnsupportedField {
+                    key: key.clone(),
+                    value: render_value(v),
+                });
+            };
+            if v.is_null() {
+                continue;
+            }
+            if key == VALID_ATTACHMENTS {
+                deferred = Some((apply, v));
+                continue;
+            }
+            apply(&mut conf, v)?;
+        }
+        if let Some((apply, v)) = deferred {
+            apply(&mut conf, v)?;
+        }
+
+        if conf.name.is_empty() {
+            return Err(ConfigError::missing("name", "the network name is required"));
+        }
+        if matches!(obj.get("type"), None | Some(Value::Null)) {
+            return Err(ConfigError::missing(
+                "type",
+                format!("must be {PLUGIN_TYPE:?}"),
+            ));
+        }
+        if conf.pairing == Pairing::Pair && conf.ipam.is_none() {
+            return Err(ConfigError::missing(
+                "ipam",
+                "pairing \"pair\" needs an ipam block to address the pair; use pairing \"single\" to go without",
+            ));
+        }
+        conf.raw = value;
+        Ok(conf)
+    }
+
+    /// The complete config as delegated plugins must receive it on stdin.
+    pub fn raw_bytes(&self) -> Vec<u8> {
+        // Serializing a Value that came from JSON cannot fail.
+        serde_json::to_vec(&self.raw).expect("serializing a serde_json::Value")
+    }
+}
+
+fn string<'a>(v: &'a Value, field: &str) -> Result<&'a str, ConfigError> {
+    v.as_str()
+        .ok_or_else(|| ConfigError::invalid(field, v, "expected a string"))
+}
+
+fn boolean(v: &Value, field: &str) -> Result<bool, ConfigError> {
+    v.as_bool()
+        .ok_or_else(|| ConfigError::invalid(field, v, "expected true or false"))
+}
+
+/// libcni itself accepts "true"/"false" strings for disableCheck/disableGC, so configs written
+/// that way work with every runtime; rejecting them here would be the odd one out.
+fn libcni_bool(v: &Value, field: &str) -> Result<bool, ConfigError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(ConfigError::invalid(field, v, "expected true or false")),
+    }
+}
+
+fn object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>, ConfigError> {
+    v.as_object()
+        .ok_or_else(|| ConfigError::invalid(field, v, "expected a JSON object"))
+}
+
+fn str_list(v: &Value, field: &str) -> Result<Vec<String>, ConfigError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| ConfigError::invalid(field, v, "expected a list of strings"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| string(item, &format!("{field}[{i}]")).map(str::to_owned))
+        .collect()
+}
+
+fn one_of<T: Copy>(v: &Value, field: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+    let expected = || {
+        let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+        format!("expected one of {}", names.join(", "))
+    };
+    let s = v
+        .as_str()
+        .ok_or_else(|| ConfigError::invalid(field, v, expected()))?;
+    choices
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| ConfigError::invalid(field, v, expected()))
+}
+
+fn uint_in(v: &Value, field: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    v.as_u64()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            ConfigError::invalid(field, v, format!("expected an integer in {min}..={max}"))
+        })
+}
+
+fn network_name(v: &Value) -> Result<String, ConfigError> {
+    let s = string(v, "name")?;
+    if !matches_spec_identifier(s) {
+        return Err(ConfigError::invalid(
+            "name",
+            v,
+            r"must match ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn plugin_type(v: &Value) -> Result<(), ConfigError> {
+    match v.as_str() {
+        Some(PLUGIN_TYPE) => Ok(()),
+        _ => Err(ConfigError::invalid(
+            "type",
+            v,
+            format!("this plugin is {PLUGIN_TYPE:?}"),
+        )),
+    }
+}
+
+/// Rejects IPAM types that would make the CNI_PATH lookup leave its directories. The IPAM
+/// module checks again (it can be used without a NetConf); this catches it at config time.
+pub(crate) fn ipam_type_problem(t: &str) -> Option<&'static str> {
+    if t.is_empty() {
+        Some("must not be empty")
+    } else if t.contains('/') || t.contains("..") || t.contains('\0') {
+        Some("must be a plain executable name (no '/', '..' or NUL)")
+    } else {
+        None
+    }
+}
+
+fn ipam(v: &Value) -> Result<IpamConfig, ConfigError> {
+    let obj = object(v, "ipam")?;
+    let t = match obj.get("type") {
+        None | Some(Value::Null) => {
+            return Err(ConfigError::missing(
+                "ipam.type",
+                "the IPAM plugin to delegate to",
+            ))
+        }
+        Some(t) => t,
+    };
+    let s = string(t, "ipam.type")?;
+    if let Some(why) = ipam_type_problem(s) {
+        return Err(ConfigError::invalid("ipam.type", t, why));
+    }
+    Ok(IpamConfig {
+        plugin_type: s.to_owned(),
+        raw: obj.clone(),
+    })
+}
+
+fn dns(v: &Value) -> Result<Dns, ConfigError> {
+    let dns = Dns::parse(v, "dns")?;
+    // Unlike results (passed through), this is the admin's own input: catch typos here.
+    for (i, ns) in dns.nameservers.iter().enumerate() {
+        if ns.parse::<IpAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                format!("dns.nameservers[{i}]"),
+                &Value::String(ns.clone()),
+                "expected an IPv4 or IPv6 address",
+            ));
+        }
+    }
+    Ok(dns)
+}
+
+fn prev_result(v: &Value, version: CniVersion) -> Result<CniResult, ConfigError> {
+    CniResult::from_json_at(v, version, "prevResult").map_err(ConfigError::Cni)
+}
+
+fn capabilities(v: &Value) -> Result<BTreeMap<String, bool>, ConfigError> {
+    object(v, "capabilities")?
+        .iter()
+        .map(|(k, b)| Ok((k.clone(), boolean(b, &format!("capabilities.{k}"))?)))
+        .collect()
+}
+
+fn attachments(v: &Value, field: &str) -> Result<Vec<Attachment>, ConfigError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| ConfigError::invalid(field, v, "expected a list"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let path = format!("{field}[{i}]");
+            let o = object(item, &path)?;
+            let get = |key: &str| {
+                let f = format!("{path}.{key}");
+                match o.get(key) {
+                    None | Some(Value::Null) => Err(ConfigError::missing(f, "required field")),
+                    Some(s) => string(s, &f).map(str::to_owned),
+                }
+            };
+            Ok(Attachment {
+                container_id: get("containerID")?,
+                ifname: get("ifname")?,
+            })
+        })
+        .collect()
+}
+
+fn log_file(v: &Value) -> Result<PathBuf, ConfigError> {
+    let s = string(v, "logFile")?;
+    if !s.starts_with('/') || s.contains('\0') {
+        return Err(ConfigError::invalid(
+            "logFile",
+            v,
+            "must be an absolute path",
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "cniVersion": "1.1.0",
+            "name": "pods",
+            "type": "netkit-cni",
+            "ipam": {"type": "host-local", "subnet": "10.1.0.0/16"}
+        })
+    }
+
+    fn with(key: &str, v: Value) -> Value {
+        let mut c = base();
+        c[key] = v;
+        c
+    }
+
+    fn parse(v: Value) -> Result<NetConf, ConfigError> {
+        NetConf::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(base()).unwrap();
+        assert_eq!(c.cni_version, CniVersion::V1_1_0);
+        assert_eq!(c.name, "pods");
+        assert_eq!(c.mode, Mode::L3);
+        assert_eq!(c.pairing, Pairing::Pair);
+        assert_eq!(
+            (c.policy, c.peer_policy),
+            (Policy::Forward, Policy::Forward)
+        );
+        assert_eq!((c.scrub, c.peer_scrub), (Scrub::Default, Scrub::Default));
+        assert_eq!((c.mtu, c.headroom, c.tailroom), (None, None, None));
+        assert_eq!(c.log_level, LogLevel::Warn);
+        assert_eq!(c.log_file, None);
+        assert!(!c.disable_check && !c.disable_gc && !c.ip_masq);
+        assert_eq!(c.ipam.as_ref().unwrap().plugin_type, "host-local");
+        assert_eq!(c.ipam.unwrap().raw["subnet"], "10.1.0.0/16");
+        assert_eq!(c.raw, base());
+    }
+
+    #[test]
+    fn full_config_parses_every_key() {
+        let v = json!({
+            "cniVersion": "1.0.0",
+            "cniVersions": ["1.0.0", "1.1.0"],
+            "name": "vm-net.1",
+            "type": "netkit-cni",
+            "disableCheck": true,
+            "disableGC": "True",
+            "args": {"labels": {"app": "x"}},
+            "ipMasq": true,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]},
+            "dns": {"nameservers": ["10.0.0.10", "fd00::10"], "search": ["svc.cluster.local"],
+                    "domain": "cluster.local", "options": ["ndots:5"]},
+            "runtimeConfig": {"mac": "02:00:00:00:00:01"},
+            "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "10.9.0.2/24"}]},
+            "capabilities": {"mac": true, "ips": false},
+            "cni.dev/valid-attachments": [{"containerID": "abc", "ifname": "eth0"}],
+            "cni.dev/attachments": [{"containerID": "abc", "ifname": "eth0"}],
+            "mode": "l2",
+            "pairing": "single",
+            "mtu": 9000,
+            "headroom": 256,
+            "tailroom": 0,
+            "policy": "blackhole",
+            "peerPolicy": "forward",
+            "scrub": "none",
+            "peerScrub": "default",
+            "logFile": "/var/log/netkit-cni.log",
+            "logLevel": "debug"
+        });
+        let c = parse(v.clone()).unwrap();
+        assert_eq!(c.raw, v);
+        let raw_back: Value = serde_json::from_slice(&c.raw_bytes()).unwrap();
+        assert_eq!(raw_back, v);
+        assert_eq!(c.cni_version, CniVersion::V1_0_0);
+        assert_eq!(c.name, "vm-net.1");
+        assert!(c.disable_check && c.disable_gc && c.ip_masq);
+        assert_eq!(c.args.unwrap()["labels"]["app"], "x");
+        let dns = c.dns.unwrap();
+        assert_eq!(dns.nameservers, vec!["10.0.0.10", "fd00::10"]);
+        assert_eq!(dns.domain.as_deref(), Some("cluster.local"));
+        assert_eq!(c.runtime_config.unwrap()["mac"], "02:00:00:00:00:01");
+        assert_eq!(
+            c.prev_result.unwrap().ips[0].address.to_string(),
+            "10.9.0.2/24"
+        );
+        let caps = c.capabilities.unwrap();
+        assert_eq!((caps["mac"], caps["ips"]), (true, false));
+        assert_eq!(
+            c.valid_attachments.unwrap(),
+            vec![Attachment {
+                container_id: "abc".into(),
+                ifname: "eth0".into()
+            }]
+        );
+        assert_eq!((c.mode, c.pairing), (Mode::L2, Pairing::Single));
+        assert_eq!(
+            (c.mtu, c.headroom, c.tailroom),
+            (Some(9000), Some(256), Some(0))
+        );
+        assert_eq!(
+            (c.policy, c.peer_policy),
+            (Policy::Blackhole, Policy::Forward)
+        );
+        assert_eq!((c.scrub, c.peer_scrub), (Scrub::None, Scrub::Default));
+        assert_eq!(c.log_file, Some(PathBuf::from("/var/log/netkit-cni.log")));
+        assert_eq!(c.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn single_mode_may_omit_ipam_and_pair_mode_may_not() {
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("ipam");
+        v["pairing"] = json!("single");
+        assert!(parse(v.clone()).unwrap().ipam.is_none());
+
+        v["pairing"] = json!("pair");
+        let err = parse(v.clone()).unwrap_err();
+        assert_eq!(err.code(), 7);
+        let cni: CniError = err.into();
+        assert!(cni.msg.contains("ipam"), "{}", cni.msg);
+
+        v.as_object_mut().unwrap().remove("pairing");
+        assert_eq!(parse(v).unwrap_err().code(), 7, "pair is the default");
+    }
+
+    #[test]
+    fn attachments_old_key_is_accepted_and_spec_key_wins() {
+        let mut v = base();
+        v["cni.dev/attachments"] = json!([{"containerID": "old", "ifname": "eth0"}]);
+        assert_eq!(
+            parse(v.clone()).unwrap().valid_attachments.unwrap()[0].container_id,
+            "old"
+        );
+        v["cni.dev/valid-attachments"] = json!([{"containerID": "new", "ifname": "eth1"}]);
+        let list = parse(v).unwrap().valid_attachments.unwrap();
+        assert_eq!(
+            list,
+            vec![Attachment {
+                container_id: "new".into(),
+                ifname: "eth1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn null_optional_keys_count_as_absent() {
+        let mut v = with("mtu", Value::Null);
+        v["prevResult"] = Value::Null;
+        let c = parse(v).unwrap();
+        assert_eq!((c.mtu, c.prev_result), (None, None));
+    }
+
+    #[test]
+    fn boundary_values_accepted() {
+        assert_eq!(parse(with("mtu", json!(68))).unwrap().mtu, Some(68));
+        assert_eq!(parse(with("mtu", json!(65535))).unwrap().mtu, Some(65535));
+        assert_eq!(
+            parse(with("headroom", json!(65535))).unwrap().headroom,
+            Some(65535)
+        );
+        assert!(
+            !parse(with("disableCheck", json!("FALSE")))
+                .unwrap()
+                .disable_check
+        );
+    }
+
+    /// (key, value, code, text the message must contain besides the field name)
+    fn bad_cases() -> Vec<(&'static str, Value, u32, &'static str)> {
+        vec![
+            ("mode", json!("l4"), 7, "\"l4\""),
+            ("mode", json!("L3"), 7, "\"L3\""),
+            ("mode", json!(3), 7, "3"),
+            ("pairing", json!("triple"), 7, "\"triple\""),
+            ("mtu", json!(67), 7, "67"),
+            ("mtu", json!(65536), 7, "65536"),
+            ("mtu", json!(-1), 7, "-1"),
+            ("mtu", json!(1500.5), 7, "1500.5"),
+            ("mtu", json!("1500"), 7, "\"1500\""),
+            ("headroom", json!(65536), 7, "65536"),
+            ("tailroom", json!(-5), 7, "-5"),
+            ("tailroom", json!(true), 7, "true"),
+            ("policy", json!("drop"), 7, "\"drop\""),
+            ("peerPolicy", json!("accept"), 7, "\"accept\""),
+            ("scrub", json!("all"), 7, "\"all\""),
+            ("peerScrub", json!(false), 7, "false"),
+            ("logFile", json!("relative/log"), 7, "\"relative/log\""),
+            ("logFile", json!(""), 7, "\"\""),
+            ("logFile", json!(7), 7, "7"),
+            ("logLevel", json!("trace"), 7, "\"trace\""),
+            ("logLevel", json!("DEBUG"), 7, "\"DEBUG\""),
+            ("name", json!("bad/name"), 7, "\"bad/name\""),
+            ("name", json!(".hidden"), 7, "\".hidden\""),
+            ("name", json!(""), 7, "\"\""),
+            ("name", json!(42), 7, "42"),
+            ("type", json!("bridge"), 7, "\"bridge\""),
+            ("type", json!(["netkit-cni"]), 7, "netkit-cni"),
+            ("disableCheck", json!("yes"), 7, "\"yes\""),
+            ("disableGC", json!(1), 7, "1"),
+            ("ipMasq", json!("true"), 7, "\"true\""),
+            ("args", json!("K=V"), 7, "\"K=V\""),
+            ("runtimeConfig", json!([]), 7, "[]"),
+            ("capabilities", json!(["mac"]), 7, "mac"),
+            ("ipam", json!("host-local"), 7, "\"host-local\""),
+            ("dns", json!(["10.0.0.1"]), 7, "10.0.0.1"),
+            ("cniVersions", json!("1.0.0"), 7, "\"1.0.0\""),
+            ("cni.dev/valid-attachments", json!({}), 7, "{}"),
+            ("cni.dev/attachments", json!("abc"), 7, "\"abc\""),
+        ]
+    }
+
+    #[test]
+    fn bad_values_are_code_7_naming_field_and_value() {
+        for (key, value, code, text) in bad_cases() {
+            let err = parse(with(key, value.clone())).unwrap_err();
+            assert_eq!(err.code(), code, "{key}={value}: {err}");
+            let cni: CniError = err.into();
+            assert_eq!(cni.code, code);
+            assert!(
+                cni.msg.contains(&format!("field {key}")),
+                "{key}={value}: msg {:?}",
+                cni.msg
+            );
+            assert!(
+                cni.msg.contains(text),
+                "{key}={value}: msg {:?} lacks {text}",
+                cni.msg
+            );
+        }
+    }
+
+    #[test]
+    fn nested_bad_values_name_the_nested_field() {
+        let cases: Vec<(&str, Value, &str, &str)> = vec![
+            (
+                "ipam",
+                json!({"subnet": "10.0.0.0/8"}),
+                "ipam.type",
+                "missing",
+            ),
+            ("ipam", json!({"type": 5}), "ipam.type", "5"),
+            ("ipam", json!({"type": ""}), "ipam.type", "\"\""),
+            (
+                "ipam",
+                json!({"type": "../../bin/sh"}),
+                "ipam.type",
+                "\"../../bin/sh\"",
+            ),
+            (
+                "ipam",
+                json!({"type": "/usr/bin/evil"}),
+                "ipam.type",
+                "\"/usr/bin/evil\"",
+            ),
+            ("ipam", json!({"type": "a..b"}), "ipam.type", "\"a..b\""),
+            (
+                "dns",
+                json!({"nameservers": ["not-an-ip"]}),
+                "dns.nameservers[0]",
+                "\"not-an-ip\"",
+            ),
+            (
+                "dns",
+                json!({"nameservers": "10.0.0.1"}),
+                "dns.nameservers",
+                "\"10.0.0.1\"",
+            ),
+            ("dns", json!({"domain": 3}), "dns.domain", "3"),
+            ("dns", json!({"search": [1]}), "dns.search[0]", "1"),
+            (
+                "capabilities",
+                json!({"mac": "yes"}),
+                "capabilities.mac",
+                "\"yes\"",
+            ),
+            ("cniVersions", json!(["1.0.0", 1]), "cniVersions[1]", "1"),
+            (
+                "cni.dev/valid-attachments",
+                json!([{"containerID": "a"}]),
+                "cni.dev/valid-attachments[0].ifname",
+                "missing",
+            ),
+            (
+                "cni.dev/valid-attachments",
+                json!([{"containerID": 1, "ifname": "eth0"}]),
+                "cni.dev/valid-attachments[0].containerID",
+                "1",
+            ),
+            (
+                "cni.dev/valid-attachments",
+                json!(["abc"]),
+                "cni.dev/valid-attachments[0]",
+                "\"abc\"",
+            ),
+        ];
+        for (key, value, field, text) in cases {
+            let err = parse(with(key, value.clone())).unwrap_err();
+            assert_eq!(err.code(), 7, "{key}={value}: {err}");
+            let cni: CniError = err.into();
+            assert!(
+                cni.msg.contains(&format!("field {field}")),
+                "{key}={value}: msg {:?}",
+                cni.msg
+            );
+            assert!(
+                cni.msg.contains(text),
+                "{key}={value}: msg {:?} lacks {text}",
+                cni.msg
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_code_2_naming_key_and_value() {
+        for (key, value) in [
+            ("mtus", json!(1500)),
+            ("lease", json!({"queues": 2})),
+            ("Mode", json!("l3")),
+            ("bogus", Value::Null),
+        ] {
+            let err = parse(with(key, value.clone())).unwrap_err();
+            assert_eq!(err.code(), 2, "{key}");
+            let cni: CniError = err.into();
+            assert_eq!(cni.code, 2);
+            assert!(cni.msg.contains(&format!("{key:?}")), "{}", cni.msg);
+            assert!(cni.msg.contains(&render_value(&value)), "{}", cni.msg);
+        }
+    }
+
+    #[test]
+    fn missing_required_keys_are_code_7() {
+        for key in ["name", "type"] {
+            let mut v = base();
+            v.as_object_mut().unwrap().remove(key);
+            let cni: CniError = parse(v).unwrap_err().into();
+            assert_eq!(cni.code, 7, "{key}");
+            assert!(
+                cni.msg.contains(&format!("field {key} is missing")),
+                "{}",
+                cni.msg
+            );
+        }
+        let cni: CniError = parse(with("type", Value::Null)).unwrap_err().into();
+        assert!(cni.msg.contains("field type"), "{}", cni.msg);
+    }
+
+    #[test]
+    fn version_errors() {
+        let cni: CniError = parse(with("cniVersion", json!("0.2.0")))
+            .unwrap_err()
+            .into();
+        assert_eq!(cni.code, 1);
+        assert!(cni.msg.contains("\"0.2.0\""), "{}", cni.msg);
+
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("cniVersion");
+        let cni: CniError = parse(v).unwrap_err().into();
+        assert_eq!(cni.code, 7);
+        assert!(cni.msg.contains("cniVersion"), "{}", cni.msg);
+
+        // An unsupported version wins over keys it may have introduced.
+        let mut v = with("cniVersion", json!("2.0.0"));
+        v["newKey"] = json!(1);
+        assert_eq!(parse(v).unwrap_err().code(), 1);
+    }
+
+    #[test]
+    fn malformed_json_is_code_6() {
+        for bad in [&b"{"[..], b"", b"{\"name\": }", b"nul"] {
+            let err = NetConf::parse(bad).unwrap_err();
+            assert_eq!(err.code(), 6, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(CniError::from(err).code, 6);
+        }
+        for not_obj in ["[]", "\"conf\"", "42", "null"] {
+            let err = NetConf::parse(not_obj.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), 6, "{not_obj}");
+            assert!(CniError::from(err).msg.contains(not_obj), "{not_obj}");
+        }
+    }
+
+    #[test]
+    fn prev_result_is_parsed_under_the_config_version() {
+        let prev = json!({"ips": [{"version": "4", "address": "10.1.0.5/16"}]});
+        let mut v = with("prevResult", prev.clone());
+        v["cniVersion"] = json!("0.4.0");
+        assert_eq!(parse(v).unwrap().prev_result.unwrap().ips.len(), 1);
+
+        // The same 0.4.0-shaped result under a 1.0.0 config is rejected, naming the field.
+        let mut v = with("prevResult", prev);
+        v["cniVersion"] = json!("1.0.0");
+        let cni: CniError = parse(v).unwrap_err().into();
+        assert_eq!(cni.code, 6);
+        assert!(cni.msg.contains("prevResult.ips[0].version"), "{}", cni.msg);
+
+        let cni: CniError = parse(with("prevResult", json!({"cniVersion": "1.0.0"})))
+            .unwrap_err()
+            .into();
+        assert!(
+            cni.msg.contains("prevResult.cniVersion") && cni.msg.contains("\"1.0.0\""),
+            "{}",
+            cni.msg
+        );
+    }
+
+    #[test]
+    fn key_table_has_no_duplicates() {
+        let mut keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n);
+    }
+
+    #[test]
+    fn log_level_choices_match_the_logger() {
+        assert_eq!(LOG_LEVELS.len(), LogLevel::ALL.len());
+        for (name, level) in LOG_LEVELS {
+            assert_eq!(LogLevel::parse(name), Some(*level));
+            assert_eq!(parse(with("logLevel", json!(name))).unwrap().log_level, *level);
+        }
+    }
+}

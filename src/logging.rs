@@ -1,0 +1,352 @@
+//! A small line logger. Stdout is the CNI result channel, so this logger has no way to write
+//! there: its targets are the `logFile` (appended to) or stderr.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cni::CniError;
+
+/// Ordered by verbosity: a logger at `Info` emits `Error`, `Warn` and `Info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    /// Quiet by default: the runtime runs the plugin for every pod and keeps its stderr.
+    pub const DEFAULT: LogLevel = LogLevel::Warn;
+    pub const ALL: [LogLevel; 4] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+    ];
+
+    /// The config spelling (`error|warn|info|debug`).
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            LogLevel::Error => "ERROR",
+            LogLevel::Warn => "WARN",
+            LogLevel::Info => "INFO",
+            LogLevel::Debug => "DEBUG",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot open log file {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+}
+
+impl From<LogError> for CniError {
+    fn from(e: LogError) -> Self {
+        match &e {
+            LogError::Open { path, .. } => CniError::io(
+                format!("cannot open logFile {:?}", path.display().to_string()),
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+pub struct Logger {
+    level: LogLevel,
+    tag: String,
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+impl fmt::Debug for Logger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Logger")
+            .field("level", &self.level)
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
+impl Logger {
+    pub fn stderr(level: LogLevel) -> Logger {
+        Self::to_writer(Box::new(io::stderr()), level)
+    }
+
+    /// Appends to `path`, creating it if needed. Several plugin processes run concurrently for
+    /// different pods; O_APPEND plus one write per line keeps their lines whole.
+    pub fn file(path: &Path, level: LogLevel) -> Result<Logger, LogError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(|source| LogError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self::to_writer(Box::new(file), level))
+    }
+
+    /// Any sink; how tests capture output, and how a caller can redirect logs.
+    pub fn to_writer(sink: Box<dyn Write + Send>, level: LogLevel) -> Logger {
+        Logger {
+            level,
+            tag: String::new(),
+            sink: Mutex::new(sink),
+        }
+    }
+
+    /// `logFile` if set and openable, else stderr. A log file we cannot open must not fail the
+    /// CNI operation itself, so the failure is reported on stderr and logging carries on there.
+    pub fn file_or_stderr(path: Option<&Path>, level: LogLevel) -> Logger {
+        match path.map(|p| Self::file(p, level)) {
+            None => Self::stderr(level),
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                let l = Self::stderr(level);
+                l.warn(format_args!("{e}; logging to stderr instead"));
+                l
+            }
+        }
+    }
+
+    /// A prefix for every line (e.g. `ADD 3f6940ab/eth0`) so lines from concurrent invocations
+    /// sharing one log file can be told apart.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Logger {
+        self.tag = tag.into();
+        self
+    }
+
+    pub fn level(&self) -> LogLevel {
+        self.level
+    }
+
+    pub fn enabled(&self, level: LogLevel) -> bool {
+        level <= self.level
+    }
+
+    /// Write failures are ignored: losing a log line is better than failing a pod's network setup.
+    pub fn log(&self, level: LogLevel, msg: impl fmt::Display) {
+        if !self.enabled(level) {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut line = format!(
+            "{} {} netkit-cni[{}]",
+            format_timestamp(now.as_secs(), now.subsec_millis()),
+            level.label(),
+            std::process::id()
+        );
+        if !self.tag.is_empty() {
+            line.push(' ');
+            line.push_str(&self.tag);
+        }
+        line.push_str(": ");
+        // One record per line, whatever the message contains (e.g. a delegate's multi-line stderr).
+        for c in msg.to_string().chars() {
+            match c {
+                '\n' => line.push_str("\\n"),
+                '\r' => line.push_str("\\r"),
+                c => line.push(c),
+            }
+        }
+        line.push('\n');
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = sink.write_all(line.as_bytes());
+        let _ = sink.flush();
+    }
+
+    pub fn error(&self, msg: impl fmt::Display) {
+        self.log(LogLevel::Error, msg)
+    }
+
+    pub fn warn(&self, msg: impl fmt::Display) {
+        self.log(LogLevel::Warn, msg)
+    }
+
+    pub fn info(&self, msg: impl fmt::Display) {
+        self.log(LogLevel::Info, msg)
+    }
+
+    pub fn debug(&self, msg: impl fmt::Display) {
+        self.log(LogLevel::Debug, msg)
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, computed by hand to stay dependency-free (days-to-civil
+/// conversion from Howard Hinnant's date algorithms).
+fn format_timestamp(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("netkit-cni-log-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn level_parsing_and_order() {
+        for l in LogLevel::ALL {
+            assert_eq!(LogLevel::parse(l.as_str()), Some(l));
+        }
+        assert_eq!(LogLevel::parse("WARN"), None);
+        assert_eq!(LogLevel::parse("trace"), None);
+        assert!(LogLevel::Error < LogLevel::Warn && LogLevel::Info < LogLevel::Debug);
+    }
+
+    #[test]
+    fn filters_by_level() {
+        let buf = Buf::default();
+        let log = Logger::to_writer(Box::new(buf.clone()), LogLevel::Info);
+        log.debug("hidden");
+        log.info("shown-info");
+        log.warn("shown-warn");
+        log.error("shown-error");
+        let text = buf.text();
+        assert!(!text.contains("hidden"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.contains(" INFO ") && text.contains(" WARN ") && text.contains(" ERROR "),
+            "{text}"
+        );
+        assert!(!log.enabled(LogLevel::Debug) && log.enabled(LogLevel::Info));
+    }
+
+    #[test]
+    fn line_format_tag_and_escaping() {
+        let buf = Buf::default();
+        let log =
+            Logger::to_writer(Box::new(buf.clone()), LogLevel::Debug).with_tag("ADD abc/eth0");
+        log.debug(format_args!("ipam said {}", "line1\nline2\r"));
+        let text = buf.text();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        let line = text.strip_suffix('\n').unwrap();
+        let (ts, rest) = line.split_once(' ').unwrap();
+        assert_eq!(ts.len(), "2024-01-01T00:00:00.000Z".len(), "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+        let expected = format!(
+            "DEBUG netkit-cni[{}] ADD abc/eth0: ipam said line1\\nline2\\r",
+            std::process::id()
+        );
+        assert_eq!(rest, expected);
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(format_timestamp(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_timestamp(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(
+            format_timestamp(1_709_251_199, 999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(
+            format_timestamp(4_102_444_800, 0),
+            "2100-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn file_target_appends() {
+        let dir = tempdir("append");
+        let path = dir.join("cni.log");
+        std::fs::write(&path, "existing\n").unwrap();
+        Logger::file(&path, LogLevel::Info).unwrap().info("first");
+        Logger::file(&path, LogLevel::Info).unwrap().warn("second");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "existing");
+        assert!(
+            lines[1].ends_with(": first") && lines[2].ends_with(": second"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unopenable_file_is_an_error_and_falls_back() {
+        let dir = tempdir("fallback");
+        // A directory cannot be opened for appending.
+        let err = Logger::file(&dir, LogLevel::Info).unwrap_err();
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
+        let cni: CniError = err.into();
+        assert_eq!(cni.code, 5);
+        assert!(cni.msg.contains("logFile"), "{}", cni.msg);
+
+        let log = Logger::file_or_stderr(Some(&dir), LogLevel::Debug);
+        assert_eq!(log.level(), LogLevel::Debug);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
