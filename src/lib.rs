@@ -4,10 +4,10 @@
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here has its own
 //! typed error so callers can tell kernel errnos apart (DEL must know ENOENT from EBUSY).
 
-pub mod netdev;
-pub mod netlink;
-pub mod nsid;
 pub mod cni;
 pub mod config;
 pub mod ipam;
 pub mod logging;
+pub mod netdev;
+pub mod netlink;
+pub mod nsid;
