@@ -7,7 +7,10 @@
 pub mod cni;
 pub mod config;
 pub mod ipam;
+pub mod link;
 pub mod logging;
 pub mod netdev;
 pub mod netlink;
+pub mod netns;
+pub mod nl;
 pub mod nsid;
