@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here has its own
 //! typed error so callers can tell kernel errnos apart (DEL must know ENOENT from EBUSY).
 
+pub mod addr;
 pub mod cni;
 pub mod config;
 pub mod ipam;
@@ -14,3 +15,5 @@ pub mod netlink;
 pub mod netns;
 pub mod nl;
 pub mod nsid;
+pub mod route;
+pub mod sysctl;

@@ -80,10 +80,10 @@ impl NetNs {
             source,
         })?;
         if fs.filesystem_type() != NSFS_MAGIC {
-            return Err(NetnsError::NotANamespace {
-                path,
-                fs_magic: fs.filesystem_type().0 as i64,
-            });
+            // f_type's C type differs per architecture; i64 holds all of them.
+            #[allow(clippy::unnecessary_cast)]
+            let fs_magic = fs.filesystem_type().0 as i64;
+            return Err(NetnsError::NotANamespace { path, fs_magic });
         }
         // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int.
         let nstype = unsafe { libc::ioctl(fd.as_raw_fd(), libc::NS_GET_NSTYPE as _) };
@@ -173,7 +173,7 @@ impl NetNs {
     /// the namespace; must be called within a Tokio runtime (spawn the returned connection).
     pub fn connect_rtnl(&self) -> Result<(Rtnl, RtnlConnection), NetnsError> {
         let socket =
-            self.run(|| netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE as isize))?;
+            self.run(|| netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE))?;
         let socket = socket.map_err(|e| NetnsError::Netlink {
             path: self.path.clone(),
             source: NetlinkError::Socket(e),
@@ -230,7 +230,7 @@ mod tests {
         match NetNs::open(&file) {
             Err(NetnsError::NotANamespace { path, fs_magic }) => {
                 assert_eq!(path, file);
-                assert_ne!(fs_magic, NSFS_MAGIC.0 as i64);
+                assert_ne!(fs_magic, 0x6e73_6673); // NSFS_MAGIC
             }
             other => panic!("expected NotANamespace, got {other:?}"),
         }

@@ -151,7 +151,7 @@ impl Rtnl {
     /// Opens a connection in the calling thread's network namespace. Must run inside a Tokio
     /// runtime with IO enabled; spawn the returned [`RtnlConnection`] on it.
     pub fn connect() -> Result<(Rtnl, RtnlConnection), NetlinkError> {
-        let socket = Socket::new(NETLINK_ROUTE as isize).map_err(NetlinkError::Socket)?;
+        let socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
         Self::from_socket(socket)
     }
 
