@@ -14,7 +14,7 @@ use netlink_packet_route::{
 };
 use nix::errno::Errno;
 
-use crate::nl::{Deletion, KernelError, NetlinkError, Rtnl};
+use crate::rtnl::{Deletion, KernelError, Rtnl, RtnlError};
 
 /// Which operation failed, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub enum AddrError {
     Transport {
         op: AddrOp,
         index: u32,
-        error: NetlinkError,
+        error: RtnlError,
     },
     /// An address/prefix string or prefix length that cannot be valid.
     #[error("invalid prefix {value:?}: {reason}")]
@@ -91,9 +91,9 @@ pub enum AddrError {
 }
 
 impl AddrError {
-    fn from_netlink(op: AddrOp, index: u32, prefix: Option<IpPrefix>, err: NetlinkError) -> Self {
+    fn from_netlink(op: AddrOp, index: u32, prefix: Option<IpPrefix>, err: RtnlError) -> Self {
         let kernel = match err {
-            NetlinkError::Kernel(k) => k,
+            RtnlError::Kernel(k) => k,
             error => return AddrError::Transport { op, index, error },
         };
         match (kernel.errno, prefix) {
@@ -121,7 +121,7 @@ impl AddrError {
             | AddrError::Exists { kernel, .. }
             | AddrError::Kernel { kernel, .. } => Some(kernel),
             AddrError::Transport {
-                error: NetlinkError::Kernel(kernel),
+                error: RtnlError::Kernel(kernel),
                 ..
             } => Some(kernel),
             _ => None,
@@ -542,7 +542,7 @@ mod tests {
 
     #[test]
     fn errno_classification() {
-        let k = |errno| NetlinkError::Kernel(KernelError::new(errno));
+        let k = |errno| RtnlError::Kernel(KernelError::new(errno));
         let pre = Some(p("10.0.0.1/24"));
         let gone = AddrError::from_netlink(AddrOp::Delete, 3, pre, k(Errno::EADDRNOTAVAIL));
         assert!(matches!(gone, AddrError::NotFound { .. }) && gone.is_already_gone());

@@ -13,7 +13,7 @@ pub mod logging;
 pub mod netdev;
 pub mod netlink;
 pub mod netns;
-pub mod nl;
 pub mod nsid;
 pub mod route;
+pub mod rtnl;
 pub mod sysctl;

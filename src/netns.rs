@@ -18,7 +18,7 @@ use nix::{
     sys::statfs::{fstatfs, NSFS_MAGIC},
 };
 
-use crate::nl::{NetlinkError, Rtnl, RtnlConnection};
+use crate::rtnl::{Rtnl, RtnlConnection, RtnlError};
 
 /// Errors opening or entering a network namespace.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum NetnsError {
         source: std::io::Error,
     },
     #[error("rtnetlink in netns {path}: {source}")]
-    Netlink { path: PathBuf, source: NetlinkError },
+    Netlink { path: PathBuf, source: RtnlError },
 }
 
 /// An open network namespace file (`/var/run/netns/<name>`, `/proc/<pid>/ns/net`, ...).
@@ -176,7 +176,7 @@ impl NetNs {
             self.run(|| netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE))?;
         let socket = socket.map_err(|e| NetnsError::Netlink {
             path: self.path.clone(),
-            source: NetlinkError::Socket(e),
+            source: RtnlError::Socket(e),
         })?;
         Rtnl::from_socket(socket).map_err(|source| NetnsError::Netlink {
             path: self.path.clone(),

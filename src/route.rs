@@ -15,7 +15,7 @@ use nix::errno::Errno;
 
 use crate::{
     addr::{IpFamily, IpPrefix},
-    nl::{Deletion, KernelError, NetlinkError, Rtnl},
+    rtnl::{Deletion, KernelError, Rtnl, RtnlError},
 };
 
 /// `RT_TABLE_MAIN`.
@@ -82,7 +82,7 @@ pub enum RouteError {
     },
     /// The request never got a kernel verdict.
     #[error("{op}: {error}")]
-    Transport { op: RouteOp, error: NetlinkError },
+    Transport { op: RouteOp, error: RtnlError },
     /// Rejected before talking to the kernel.
     #[error("invalid route {route}: {reason}")]
     InvalidArgument { route: String, reason: &'static str },
@@ -92,9 +92,9 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    fn from_netlink(op: RouteOp, dst: IpPrefix, err: NetlinkError) -> Self {
+    fn from_netlink(op: RouteOp, dst: IpPrefix, err: RtnlError) -> Self {
         let kernel = match err {
-            NetlinkError::Kernel(k) => k,
+            RtnlError::Kernel(k) => k,
             error => return RouteError::Transport { op, error },
         };
         match kernel.errno {
@@ -114,7 +114,7 @@ impl RouteError {
             | RouteError::GatewayUnreachable { kernel, .. }
             | RouteError::Kernel { kernel, .. } => Some(kernel),
             RouteError::Transport {
-                error: NetlinkError::Kernel(kernel),
+                error: RtnlError::Kernel(kernel),
                 ..
             } => Some(kernel),
             _ => None,
@@ -537,7 +537,7 @@ mod tests {
 
     #[test]
     fn errno_classification() {
-        let k = |errno| NetlinkError::Kernel(KernelError::new(errno));
+        let k = |errno| RtnlError::Kernel(KernelError::new(errno));
         let dst = p("10.0.0.0/24");
         let gone = RouteError::from_netlink(RouteOp::Delete, dst, k(Errno::ESRCH));
         assert!(matches!(gone, RouteError::NotFound { .. }) && gone.is_already_gone());

@@ -26,7 +26,7 @@ pub use netkit::{
     NETKIT_MAX_RX_QUEUES, NETKIT_MAX_TX_QUEUES,
 };
 
-use crate::nl::{Deletion, KernelError, NetlinkError, Rtnl};
+use crate::rtnl::{Deletion, KernelError, Rtnl, RtnlError};
 
 /// The link kind string netkit registers (`NETKIT_DRV_NAME`).
 pub const NETKIT_KIND: &str = "netkit";
@@ -140,7 +140,7 @@ pub enum LinkError {
     Transport {
         op: LinkOp,
         link: LinkRef,
-        error: NetlinkError,
+        error: RtnlError,
     },
     /// Rejected before talking to the kernel.
     #[error("invalid {what} {value:?}: {reason}")]
@@ -159,9 +159,9 @@ pub enum LinkError {
 }
 
 impl LinkError {
-    fn from_netlink(op: LinkOp, link: LinkRef, err: NetlinkError) -> LinkError {
+    fn from_netlink(op: LinkOp, link: LinkRef, err: RtnlError) -> LinkError {
         let kernel = match err {
-            NetlinkError::Kernel(k) => k,
+            RtnlError::Kernel(k) => k,
             error => return LinkError::Transport { op, link, error },
         };
         match kernel.errno {
@@ -183,7 +183,7 @@ impl LinkError {
             | LinkError::Unsupported { kernel, .. }
             | LinkError::Kernel { kernel, .. } => Some(kernel),
             LinkError::Transport {
-                error: NetlinkError::Kernel(kernel),
+                error: RtnlError::Kernel(kernel),
                 ..
             } => Some(kernel),
             _ => None,
@@ -610,8 +610,8 @@ mod tests {
     use crate::netns::NetNs;
     use netlink_packet_core::{Emitable, Parseable};
 
-    fn kernel(errno: Errno, extack: Option<&str>) -> NetlinkError {
-        NetlinkError::Kernel(KernelError {
+    fn kernel(errno: Errno, extack: Option<&str>) -> RtnlError {
+        RtnlError::Kernel(KernelError {
             errno,
             extack: extack.map(str::to_string),
             bad_attr_offset: None,
@@ -648,7 +648,7 @@ mod tests {
         assert!(matches!(other, LinkError::Unsupported { .. }) && !other.is_unknown_kind());
         let inval = LinkError::from_netlink(LinkOp::Create, l(), kernel(Errno::EINVAL, Some("x")));
         assert!(matches!(inval, LinkError::Kernel { .. }) && !inval.is_not_found());
-        let closed = LinkError::from_netlink(LinkOp::Get, l(), NetlinkError::ConnectionClosed);
+        let closed = LinkError::from_netlink(LinkOp::Get, l(), RtnlError::ConnectionClosed);
         assert!(matches!(closed, LinkError::Transport { .. }) && closed.errno().is_none());
     }
 

@@ -1,9 +1,10 @@
-//! Shared rtnetlink plumbing: a connection that reports the kernel's extended ack, a request
-//! helper that turns `NLMSG_ERROR`/`NLMSG_DONE` into a typed [`KernelError`], and the
-//! [`Deletion`] outcome used by every idempotent delete in this crate.
+//! rtnetlink plumbing for the `link`, `addr` and `route` modules, built on the `rtnetlink`
+//! crate (the generic-netlink client has its own in [`crate::netlink`]): a connection that
+//! reports the kernel's extended ack, a request helper that turns `NLMSG_ERROR`/`NLMSG_DONE`
+//! into a typed [`KernelError`], and the [`Deletion`] outcome of every idempotent delete.
 //!
-//! The per-object modules (`link`, `addr`, `route`) build messages and classify
-//! [`KernelError::errno`] into their own error enums; this module only moves bytes.
+//! The per-object modules build messages and classify [`KernelError::errno`] into their own
+//! error enums; this module only moves bytes.
 
 use std::os::fd::{AsRawFd, IntoRawFd};
 
@@ -28,7 +29,7 @@ const NLMSG_HDR_LEN: usize = 16;
 /// Errors of the netlink transport itself (not of the object being manipulated).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum NetlinkError {
+pub enum RtnlError {
     /// The kernel answered the request with a negative errno.
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -150,23 +151,21 @@ pub struct Rtnl {
 impl Rtnl {
     /// Opens a connection in the calling thread's network namespace. Must run inside a Tokio
     /// runtime with IO enabled; spawn the returned [`RtnlConnection`] on it.
-    pub fn connect() -> Result<(Rtnl, RtnlConnection), NetlinkError> {
-        let socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+    pub fn connect() -> Result<(Rtnl, RtnlConnection), RtnlError> {
+        let socket = Socket::new(NETLINK_ROUTE).map_err(RtnlError::Socket)?;
         Self::from_socket(socket)
     }
 
     /// Wraps an already created `NETLINK_ROUTE` socket (e.g. one created inside another netns).
-    pub fn from_socket(socket: Socket) -> Result<(Rtnl, RtnlConnection), NetlinkError> {
+    pub fn from_socket(socket: Socket) -> Result<(Rtnl, RtnlConnection), RtnlError> {
         // TokioSocket::from_raw_fd panics outside a runtime; turn that into an error.
-        tokio::runtime::Handle::try_current().map_err(|_| NetlinkError::NoRuntime)?;
-        socket.set_ext_ack(true).map_err(NetlinkError::Socket)?;
-        socket.set_cap_ack(true).map_err(NetlinkError::Socket)?;
+        tokio::runtime::Handle::try_current().map_err(|_| RtnlError::NoRuntime)?;
+        socket.set_ext_ack(true).map_err(RtnlError::Socket)?;
+        socket.set_cap_ack(true).map_err(RtnlError::Socket)?;
         socket
             .set_netlink_get_strict_chk(true)
-            .map_err(NetlinkError::Socket)?;
-        socket
-            .set_non_blocking(true)
-            .map_err(NetlinkError::Socket)?;
+            .map_err(RtnlError::Socket)?;
+        socket.set_non_blocking(true).map_err(RtnlError::Socket)?;
         debug_assert!(socket.as_raw_fd() >= 0);
         // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open netlink socket.
         let socket = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
@@ -184,7 +183,7 @@ impl Rtnl {
         &self,
         msg: RouteNetlinkMessage,
         extra_flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+    ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
         self.request(msg, NLM_F_REQUEST | NLM_F_ACK | extra_flags, true)
             .await
     }
@@ -193,11 +192,11 @@ impl Rtnl {
     pub(crate) async fn get(
         &self,
         msg: RouteNetlinkMessage,
-    ) -> Result<RouteNetlinkMessage, NetlinkError> {
+    ) -> Result<RouteNetlinkMessage, RtnlError> {
         let mut replies = self.request(msg, NLM_F_REQUEST, false).await?;
         match replies.len() {
             1 => Ok(replies.remove(0)),
-            n => Err(NetlinkError::UnexpectedReply(format!(
+            n => Err(RtnlError::UnexpectedReply(format!(
                 "expected one answer, got {n}"
             ))),
         }
@@ -207,7 +206,7 @@ impl Rtnl {
     pub(crate) async fn dump(
         &self,
         msg: RouteNetlinkMessage,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+    ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
         self.request(msg, NLM_F_REQUEST | NLM_F_DUMP, false).await
     }
 
@@ -216,13 +215,13 @@ impl Rtnl {
         msg: RouteNetlinkMessage,
         flags: u16,
         expect_ack: bool,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+    ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = flags;
         let mut handle = self.handle.clone();
         let mut replies = handle
             .request(req)
-            .map_err(|_| NetlinkError::ConnectionClosed)?;
+            .map_err(|_| RtnlError::ConnectionClosed)?;
         let mut out = Vec::new();
         let mut acked = false;
         while let Some(reply) = replies.next().await {
@@ -238,9 +237,9 @@ impl Rtnl {
                     return Err(KernelError::from_tlvs(done.code, &done.extended_ack).into())
                 }
                 NetlinkPayload::Done(_) | NetlinkPayload::Noop => acked = true,
-                NetlinkPayload::Overrun(_) => return Err(NetlinkError::Overrun),
+                NetlinkPayload::Overrun(_) => return Err(RtnlError::Overrun),
                 other => {
-                    return Err(NetlinkError::UnexpectedReply(format!(
+                    return Err(RtnlError::UnexpectedReply(format!(
                         "message type {}",
                         other.message_type()
                     )))
@@ -249,10 +248,10 @@ impl Rtnl {
         }
         // Without an ACK/DONE the stream only ends because the connection went away.
         if (expect_ack || flags & NLM_F_DUMP == NLM_F_DUMP) && !acked {
-            return Err(NetlinkError::ConnectionClosed);
+            return Err(RtnlError::ConnectionClosed);
         }
         if !expect_ack && flags & NLM_F_DUMP != NLM_F_DUMP && out.is_empty() {
-            return Err(NetlinkError::ConnectionClosed);
+            return Err(RtnlError::ConnectionClosed);
         }
         Ok(out)
     }
@@ -305,6 +304,6 @@ mod tests {
 
     #[test]
     fn connect_outside_runtime_is_an_error_not_a_panic() {
-        assert!(matches!(Rtnl::connect(), Err(NetlinkError::NoRuntime)));
+        assert!(matches!(Rtnl::connect(), Err(RtnlError::NoRuntime)));
     }
 }
