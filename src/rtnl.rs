@@ -6,10 +6,12 @@
 //! The per-object modules build messages and classify [`KernelError::errno`] into their own
 //! error enums; this module only moves bytes.
 
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::IntoRawFd;
 
 use futures::StreamExt;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
 use nix::errno::Errno;
@@ -45,6 +47,10 @@ pub enum RtnlError {
     /// The socket receive buffer overflowed during a dump; the result would be incomplete.
     #[error("netlink receive buffer overrun: reply is incomplete")]
     Overrun,
+    /// The dump kept being interrupted by concurrent changes (`NLM_F_DUMP_INTR`), so its result
+    /// may be inconsistent; retrying later is safe.
+    #[error("netlink dump interrupted by concurrent changes {0} times in a row")]
+    DumpInterrupted(u32),
     /// The kernel replied with a message of a type the request cannot produce.
     #[error("unexpected netlink reply: {0}")]
     UnexpectedReply(String),
@@ -166,7 +172,6 @@ impl Rtnl {
             .set_netlink_get_strict_chk(true)
             .map_err(RtnlError::Socket)?;
         socket.set_non_blocking(true).map_err(RtnlError::Socket)?;
-        debug_assert!(socket.as_raw_fd() >= 0);
         // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open netlink socket.
         let socket = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (mut conn, handle, _unsolicited) = rtnetlink::from_socket(socket);
@@ -203,11 +208,23 @@ impl Rtnl {
     }
 
     /// Sends a dump request and collects every message until `NLMSG_DONE`.
+    /// Sends a dump request and collects every message until `NLMSG_DONE`. A dump the kernel
+    /// flags as interrupted (the table changed underneath it, likely while pods churn) is
+    /// retried a few times rather than handed out possibly inconsistent.
     pub(crate) async fn dump(
         &self,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
-        self.request(msg, NLM_F_REQUEST | NLM_F_DUMP, false).await
+        const ATTEMPTS: u32 = 3;
+        for _ in 0..ATTEMPTS {
+            let (replies, interrupted) = self
+                .request_flagged(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP, false)
+                .await?;
+            if !interrupted {
+                return Ok(replies);
+            }
+        }
+        Err(RtnlError::DumpInterrupted(ATTEMPTS))
     }
 
     async fn request(
@@ -216,6 +233,16 @@ impl Rtnl {
         flags: u16,
         expect_ack: bool,
     ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
+        Ok(self.request_flagged(msg, flags, expect_ack).await?.0)
+    }
+
+    /// Like `request`, also reporting whether any reply carried `NLM_F_DUMP_INTR`.
+    async fn request_flagged(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        expect_ack: bool,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool), RtnlError> {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = flags;
         let mut handle = self.handle.clone();
@@ -224,7 +251,9 @@ impl Rtnl {
             .map_err(|_| RtnlError::ConnectionClosed)?;
         let mut out = Vec::new();
         let mut acked = false;
+        let mut interrupted = false;
         while let Some(reply) = replies.next().await {
+            interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
             match reply.payload {
                 NetlinkPayload::InnerMessage(m) => out.push(m),
                 NetlinkPayload::Error(e) => match e.code {
@@ -253,7 +282,7 @@ impl Rtnl {
         if !expect_ack && flags & NLM_F_DUMP != NLM_F_DUMP && out.is_empty() {
             return Err(RtnlError::ConnectionClosed);
         }
-        Ok(out)
+        Ok((out, interrupted))
     }
 }
 
