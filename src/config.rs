@@ -933,10 +933,7 @@ mod tests {
         assert_eq!(LOG_LEVELS.len(), LogLevel::ALL.len());
         for (name, level) in LOG_LEVELS {
             assert_eq!(LogLevel::parse(name), Some(*level));
-            assert_eq!(
-                parse(with("logLevel", json!(name))).unwrap().log_level,
-                *level
-            );
+            assert_eq!(parse(with("logLevel", json!(name))).unwrap().log_level, *level);
         }
     }
 }

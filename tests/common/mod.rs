@@ -35,9 +35,7 @@ pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut r = [0u8; 3];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r))
-        .unwrap();
+    fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r)).unwrap();
     format!("{prefix}{:x}{:02x}{:02x}{:02x}", n % 16, r[0], r[1], r[2])
 }
 
@@ -56,11 +54,7 @@ pub fn sh(args: &[&str]) -> String {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+    Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
 }
 
 /// A named network namespace (`/run/netns/<name>`), deleted on drop.
@@ -113,13 +107,8 @@ impl Netns {
     pub fn nsid_of(&self, other: &Netns) -> i32 {
         let list = |ns: &Netns| -> Option<i32> {
             let out = ns.ip(&["-j", "netns", "list-id"]);
-            let v: Value =
-                serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
-            v.as_array()?
-                .iter()
-                .find(|e| e["name"] == other.name.as_str())
-                .and_then(|e| e["nsid"].as_i64())
-                .map(|n| n as i32)
+            let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
+            v.as_array()?.iter().find(|e| e["name"] == other.name.as_str()).and_then(|e| e["nsid"].as_i64()).map(|n| n as i32)
         };
         if let Some(id) = list(self) {
             return id;
@@ -169,32 +158,14 @@ impl Netdevsim {
             if let Some(e) = fs::read_dir(&dir).ok().and_then(|mut d| d.next()) {
                 break e.unwrap().file_name().into_string().unwrap();
             }
-            assert!(
-                Instant::now() < deadline,
-                "netdevsim{id} never showed a netdev"
-            );
+            assert!(Instant::now() < deadline, "netdevsim{id} never showed a netdev");
             std::thread::sleep(Duration::from_millis(20));
         };
         let ifname = unique("nic");
-        sh(&[
-            "ip",
-            "link",
-            "set",
-            "dev",
-            &orig,
-            "name",
-            &ifname,
-            "netns",
-            &netns.name,
-        ]);
+        sh(&["ip", "link", "set", "dev", &orig, "name", &ifname, "netns", &netns.name]);
         netns.ip(&["link", "set", "dev", &ifname, "up"]);
         let ifindex = netns.ifindex(&ifname);
-        Netdevsim {
-            id,
-            ifname,
-            ifindex,
-            netns: netns.name.clone(),
-        }
+        Netdevsim { id, ifname, ifindex, netns: netns.name.clone() }
     }
 
     /// Connect two netdevsim NICs back to back, so frames sent on one arrive on the other.
@@ -204,13 +175,7 @@ impl Netdevsim {
         // The kernel resolves "fd:ifindex" against the writer's fd table.
         write_sysfs(
             "/sys/bus/netdevsim/link_device",
-            &format!(
-                "{}:{} {}:{}",
-                a.as_raw_fd(),
-                self.ifindex,
-                b.as_raw_fd(),
-                other.ifindex
-            ),
+            &format!("{}:{} {}:{}", a.as_raw_fd(), self.ifindex, b.as_raw_fd(), other.ifindex),
         );
     }
 
@@ -234,12 +199,8 @@ impl Drop for Netdevsim {
 }
 
 pub fn write_sysfs(path: &str, value: &str) {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {path}: {e}"));
-    f.write_all(value.as_bytes())
-        .unwrap_or_else(|e| panic!("write {value:?} to {path}: {e}"));
+    let mut f = fs::OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    f.write_all(value.as_bytes()).unwrap_or_else(|e| panic!("write {value:?} to {path}: {e}"));
 }
 
 /// The kernel's own netlink CLI (tools/net/ynl) from the test kernel's source tree: an
@@ -261,21 +222,12 @@ impl Ynl {
     }
 
     /// Run `cli.py --family F --do|--dump OP [--json J]` inside `netns` (None: the current one).
-    pub fn call(
-        &self,
-        netns: Option<&Netns>,
-        family: &str,
-        verb: &str,
-        op: &str,
-        json: Option<&Value>,
-        extra: &[&str],
-    ) -> YnlResult {
+    pub fn call(&self, netns: Option<&Netns>, family: &str, verb: &str, op: &str, json: Option<&Value>, extra: &[&str]) -> YnlResult {
         let mut c = match netns {
             Some(ns) => ns.cmd("/usr/bin/python3"),
             None => Command::new("/usr/bin/python3"),
         };
-        c.arg(&self.cli)
-            .args(["--no-schema", "--family", family, verb, op, "--output-json"]);
+        c.arg(&self.cli).args(["--no-schema", "--family", family, verb, op, "--output-json"]);
         if let Some(j) = json {
             c.args(["--json", &j.to_string()]);
         }
@@ -283,41 +235,22 @@ impl Ynl {
         let out = c.stdin(Stdio::null()).output().expect("run ynl");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if !out.status.success() {
-            return Err(format!(
-                "{}{}",
-                stdout,
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("{}{}", stdout, String::from_utf8_lossy(&out.stderr)));
         }
         if stdout.trim().is_empty() {
             return Ok(Value::Null);
         }
-        Ok(serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("ynl output not JSON ({e}): {stdout}")))
+        Ok(serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("ynl output not JSON ({e}): {stdout}")))
     }
 
     pub fn queue_get(&self, netns: &Netns, ifindex: u32, id: u32) -> Value {
-        self.call(
-            Some(netns),
-            "netdev",
-            "--do",
-            "queue-get",
-            Some(&serde_json::json!({"ifindex": ifindex, "id": id, "type": "rx"})),
-            &[],
-        )
-        .unwrap_or_else(|e| panic!("queue-get {ifindex}/{id}: {e}"))
+        self.call(Some(netns), "netdev", "--do", "queue-get", Some(&serde_json::json!({"ifindex": ifindex, "id": id, "type": "rx"})), &[])
+            .unwrap_or_else(|e| panic!("queue-get {ifindex}/{id}: {e}"))
     }
 
     pub fn queue_dump(&self, netns: &Netns, ifindex: u32) -> Vec<Value> {
         let v = self
-            .call(
-                Some(netns),
-                "netdev",
-                "--dump",
-                "queue-get",
-                Some(&serde_json::json!({"ifindex": ifindex})),
-                &[],
-            )
+            .call(Some(netns), "netdev", "--dump", "queue-get", Some(&serde_json::json!({"ifindex": ifindex})), &[])
             .unwrap_or_else(|e| panic!("queue-get dump {ifindex}: {e}"));
         v.as_array().cloned().unwrap_or_default()
     }
@@ -331,10 +264,7 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -349,12 +279,7 @@ pub struct PluginRun {
 
 impl PluginRun {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "plugin stdout is not JSON ({e}): {:?}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("plugin stdout is not JSON ({e}): {:?}\nstderr: {}", self.stdout, self.stderr))
     }
 }
 
@@ -371,18 +296,8 @@ pub fn run_plugin(host: Option<&Netns>, env: &[(&str, &str)], stdin: &str) -> Pl
     for (k, v) in env {
         c.env(k, v);
     }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn plugin");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     PluginRun {
         status: out.status,
