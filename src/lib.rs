@@ -4,10 +4,16 @@
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here has its own
 //! typed error so callers can tell kernel errnos apart (DEL must know ENOENT from EBUSY).
 
+pub mod addr;
 pub mod cni;
 pub mod config;
 pub mod ipam;
+pub mod link;
 pub mod logging;
 pub mod netdev;
 pub mod netlink;
+pub mod netns;
 pub mod nsid;
+pub mod route;
+pub mod rtnl;
+pub mod sysctl;
