@@ -54,7 +54,7 @@ fn pair_is_created_with_the_peer_directly_in_the_pod() {
     require_privileged_kernel();
     let (node, pod) = (Netns::new("node"), Netns::new("pod"));
     let (node_ns, pod_ns) = (open(&node), open(&pod));
-    let marker = Marker::new(&unique("cid"), "eth0").unwrap();
+    let marker = Marker::new("vmtest", &unique("cid"), "eth0").unwrap();
 
     let host = make_pair(&node_ns, &pod_ns, &marker, 8);
     assert_eq!(host.name, marker.host_ifname());
@@ -139,7 +139,7 @@ fn name_clashes_are_attributed_and_foreign_devices_survive_del() {
     require_privileged_kernel();
     let (node, pod, pod2) = (Netns::new("node"), Netns::new("pod"), Netns::new("pod"));
     let (node_ns, pod_ns, pod2_ns) = (open(&node), open(&pod), open(&pod2));
-    let marker = &Marker::new(&unique("cid"), "eth0").unwrap();
+    let marker = &Marker::new("vmtest", &unique("cid"), "eth0").unwrap();
     let (pod_ns, pod2_ns) = (&pod_ns, &pod2_ns);
     make_pair(&node_ns, pod_ns, marker, 1);
 
@@ -162,7 +162,7 @@ fn name_clashes_are_attributed_and_foreign_devices_survive_del() {
         .unwrap();
 
     // A device at a marker's derived name but without that marker is not ours: DEL refuses.
-    let foreign = &Marker::new(&unique("cid"), "eth0").unwrap();
+    let foreign = &Marker::new("vmtest", &unique("cid"), "eth0").unwrap();
     let err = node_ns
         .run_rtnl(|rtnl| async move {
             let pair = NetkitPair::new(&foreign.host_ifname(), "eth1", pod2_ns.as_fd()).unwrap();
@@ -251,7 +251,7 @@ fn peer_num_rx_queues_bounds_the_leases_and_only_the_peer_may_lease() {
     let (node_ns, pod_ns) = (open(&node), open(&pod));
     let nic = Netdevsim::new(&node, 4);
     let ynl = Ynl::new();
-    let marker = Marker::new(&unique("cid"), "eth0").unwrap();
+    let marker = Marker::new("vmtest", &unique("cid"), "eth0").unwrap();
     // 2 allocated RX queues: queue 0 is real, so exactly one lease fits.
     let host = make_pair(&node_ns, &pod_ns, &marker, 2);
     let peer_idx = host.link.unwrap();
@@ -284,7 +284,7 @@ fn addresses_routes_and_sysctls_in_the_pod() {
     require_privileged_kernel();
     let (node, pod) = (Netns::new("node"), Netns::new("pod"));
     let (node_ns, pod_ns) = (open(&node), open(&pod));
-    let marker = Marker::new(&unique("cid"), "eth0").unwrap();
+    let marker = Marker::new("vmtest", &unique("cid"), "eth0").unwrap();
     make_pair(&node_ns, &pod_ns, &marker, 1);
 
     let pod_ref = &pod;

@@ -71,19 +71,30 @@ pub fn validate_container_id(id: &str) -> Result<(), LinkError> {
     }
 }
 
-/// Identifies the CNI attachment (container id + interface name inside the pod) that owns a
-/// device. Rendered as `netkit-cni/<containerid>/<ifname>`.
+/// Identifies the CNI attachment (network name, container id, interface name inside the pod)
+/// that owns a device. Rendered as `netkit-cni/<network>/<containerid>/<ifname>`.
+///
+/// The network name is part of it because GC is per network: the runtime's list of valid
+/// attachments for network A says nothing about network B's devices on the same node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Marker {
+    network: String,
     container_id: String,
     ifname: String,
 }
 
 impl Marker {
-    pub fn new(container_id: &str, ifname: &str) -> Result<Marker, LinkError> {
+    pub fn new(network: &str, container_id: &str, ifname: &str) -> Result<Marker, LinkError> {
+        // The spec gives network names the same alphabet as container ids; neither has '/'.
+        validate_container_id(network).map_err(|_| LinkError::InvalidArgument {
+            what: "network name",
+            value: network.to_string(),
+            reason: "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*",
+        })?;
         validate_container_id(container_id)?;
         validate_ifname(ifname)?;
         let marker = Marker {
+            network: network.to_string(),
             container_id: container_id.to_string(),
             ifname: ifname.to_string(),
         };
@@ -102,9 +113,14 @@ impl Marker {
     /// GC must leave such devices alone.
     pub fn parse(alias: &str) -> Option<Marker> {
         let rest = alias.strip_prefix(MARKER_PREFIX)?;
-        // Neither part may contain '/', so there is exactly one separator.
+        // No part may contain '/', so there are exactly two separators.
+        let (network, rest) = rest.split_once('/')?;
         let (container_id, ifname) = rest.split_once('/')?;
-        Marker::new(container_id, ifname).ok()
+        Marker::new(network, container_id, ifname).ok()
+    }
+
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
     pub fn container_id(&self) -> &str {
@@ -117,6 +133,8 @@ impl Marker {
 
     /// The host-side device name for this attachment: `nk` followed by the top 52 bits of a
     /// 64-bit hash of (container id, ifname), as 13 lowercase hex digits — exactly 15 bytes.
+    /// The network name is left out on purpose: one pod cannot hold two interfaces with the
+    /// same name, so (container id, ifname) is already unique on a node.
     ///
     /// Stability: DEL after an upgrade must find devices an older version created, so this
     /// function's output for a given input must never change (a test pins known values).
@@ -138,7 +156,7 @@ impl Marker {
 
 impl fmt::Display for Marker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{MARKER_PREFIX}{}/{}", self.container_id, self.ifname)
+        write!(f, "{MARKER_PREFIX}{}/{}/{}", self.network, self.container_id, self.ifname)
     }
 }
 
@@ -182,9 +200,9 @@ mod tests {
 
     #[test]
     fn marker_round_trips() {
-        let m = Marker::new(CID, "eth0").unwrap();
+        let m = Marker::new("net", CID, "eth0").unwrap();
         let alias = m.to_string();
-        assert_eq!(alias, format!("netkit-cni/{CID}/eth0"));
+        assert_eq!(alias, format!("netkit-cni/net/{CID}/eth0"));
         assert_eq!(Marker::parse(&alias), Some(m));
     }
 
@@ -193,32 +211,34 @@ mod tests {
         for alias in [
             "",
             "netkit-cni/",
-            "netkit-cni/abc",                  // no ifname
-            "netkit-cni/abc/",                 // empty ifname
-            "netkit-cni//eth0",                // empty container id
-            "netkit-cni/-abc/eth0",            // id must start alphanumeric
-            "netkit-cni/abc/eth0/extra",       // '/' in ifname
-            "netkit-cni/abc/eth 0",            // whitespace in ifname
-            "netkit-cni/abc/sixteen-chars-xx", // ifname > 15 bytes
+            "netkit-cni/net/abc",              // no ifname
+            "netkit-cni/net/abc/",             // empty ifname
+            "netkit-cni/net//eth0",            // empty container id
+            "netkit-cni/abc/eth0",             // no network name
+            "netkit-cni/net/-abc/eth0",        // id must start alphanumeric
+            "netkit-cni/-net/abc/eth0",        // network must start alphanumeric
+            "netkit-cni/net/abc/eth0/extra",   // '/' in ifname
+            "netkit-cni/net/abc/eth 0",        // whitespace in ifname
+            "netkit-cni/net/abc/sixteen-chars-xx", // ifname > 15 bytes
             "cilium/abc/eth0",
             "Netkit-cni/abc/eth0",
         ] {
             assert_eq!(Marker::parse(alias), None, "{alias:?}");
         }
-        assert!(Marker::parse("netkit-cni/a.b_c-D/net1").is_some());
+        assert!(Marker::parse("netkit-cni/n.e_t-1/a.b_c-D/net1").is_some());
     }
 
     #[test]
     fn marker_respects_alias_limit() {
         let ifname = "fifteen-bytes-x";
-        let fits = "a".repeat(ALIAS_MAX - MARKER_PREFIX.len() - 1 - ifname.len());
+        let fits = "a".repeat(ALIAS_MAX - MARKER_PREFIX.len() - "net/".len() - 1 - ifname.len());
         assert_eq!(
-            Marker::new(&fits, ifname).unwrap().to_string().len(),
+            Marker::new("net", &fits, ifname).unwrap().to_string().len(),
             ALIAS_MAX
         );
         let too_long = format!("{fits}a");
         assert!(matches!(
-            Marker::new(&too_long, ifname),
+            Marker::new("net", &too_long, ifname),
             Err(LinkError::InvalidArgument {
                 what: "container id",
                 ..
@@ -248,7 +268,7 @@ mod tests {
 
     #[test]
     fn host_ifname_is_short_deterministic_and_input_sensitive() {
-        let a = Marker::new(CID, "eth0").unwrap();
+        let a = Marker::new("net", CID, "eth0").unwrap();
         let name = a.host_ifname();
         assert_eq!(name.len(), IFNAME_MAX);
         validate_ifname(&name).unwrap();
@@ -256,14 +276,14 @@ mod tests {
         assert!(name[2..]
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        assert_eq!(name, Marker::new(CID, "eth0").unwrap().host_ifname());
+        assert_eq!(name, Marker::new("net", CID, "eth0").unwrap().host_ifname());
 
-        assert_ne!(name, Marker::new(CID, "eth1").unwrap().host_ifname());
-        assert_ne!(name, Marker::new(&CID[1..], "eth0").unwrap().host_ifname());
+        assert_ne!(name, Marker::new("net", CID, "eth1").unwrap().host_ifname());
+        assert_ne!(name, Marker::new("net", &CID[1..], "eth0").unwrap().host_ifname());
         // The separator keeps the split point significant.
         assert_ne!(
-            Marker::new("ab", "c").unwrap().host_ifname(),
-            Marker::new("a", "bc").unwrap().host_ifname()
+            Marker::new("net", "ab", "c").unwrap().host_ifname(),
+            Marker::new("net", "a", "bc").unwrap().host_ifname()
         );
     }
 
@@ -271,7 +291,7 @@ mod tests {
     fn host_ifname_has_no_collisions_in_a_large_sample() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..20_000u32 {
-            let m = Marker::new(&format!("{i:064x}"), "eth0").unwrap();
+            let m = Marker::new("net", &format!("{i:064x}"), "eth0").unwrap();
             assert!(seen.insert(m.host_ifname()), "collision at {i}");
         }
     }
@@ -290,11 +310,11 @@ mod tests {
     #[test]
     fn host_ifname_is_stable_across_versions() {
         assert_eq!(
-            Marker::new(CID, "eth0").unwrap().host_ifname(),
+            Marker::new("net", CID, "eth0").unwrap().host_ifname(),
             "nk96128c575a98c"
         );
         assert_eq!(
-            Marker::new("a", "eth0").unwrap().host_ifname(),
+            Marker::new("net", "a", "eth0").unwrap().host_ifname(),
             "nk0d7ff874b1bc1"
         );
     }

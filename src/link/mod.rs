@@ -676,7 +676,7 @@ mod tests {
             LinkAttribute::NumTxQueues(1),
             LinkAttribute::NumRxQueues(1),
             LinkAttribute::Link(2),
-            LinkAttribute::IfAlias("netkit-cni/abc/eth0".into()),
+            LinkAttribute::IfAlias("netkit-cni/net/abc/eth0".into()),
             LinkAttribute::LinkInfo(vec![
                 NlaLinkInfo::Kind(InfoKind::Netkit),
                 NlaLinkInfo::Data(InfoData::Netkit(data)),
@@ -701,7 +701,7 @@ mod tests {
         assert_eq!(info.num_rx_queues, Some(1));
         assert_eq!(info.link, Some(2));
         assert_eq!(info.link_netnsid, Some(3));
-        assert_eq!(info.marker(), Some(Marker::new("abc", "eth0").unwrap()));
+        assert_eq!(info.marker(), Some(Marker::new("net", "abc", "eth0").unwrap()));
         let nk = info.netkit.as_ref().unwrap();
         assert_eq!(nk.primary, Some(true));
         assert_eq!(nk.mode, Some(NetkitMode::L3));
@@ -794,7 +794,7 @@ mod tests {
     #[test]
     fn delete_attachment_of_absent_device_is_already_gone() {
         // GETLINK finds nothing, so no delete is ever sent.
-        let marker = Marker::new("netkit-cni-test-absent", "eth0").unwrap();
+        let marker = Marker::new("net", "netkit-cni-test-absent", "eth0").unwrap();
         let out = NetNs::current()
             .unwrap()
             .run_rtnl(|rtnl| async move { delete_attachment(&rtnl, &marker).await })

@@ -703,7 +703,7 @@ mod tests {
 
     #[test]
     fn for_attachment_derives_names_from_marker() {
-        let m = Marker::new("abc", "net1").unwrap();
+        let m = Marker::new("net", "abc", "net1").unwrap();
         let pair = NetkitPair::for_attachment(&m, fd(3));
         assert_eq!(pair.host_name(), m.host_ifname());
         assert_eq!(pair.peer_name(), "net1");
