@@ -14,6 +14,7 @@ pub mod netdev;
 pub mod netlink;
 pub mod netns;
 pub mod nsid;
+pub mod plugin;
 pub mod route;
 pub mod rtnl;
 pub mod sysctl;
