@@ -106,6 +106,8 @@ impl DpError {
 }
 
 pub trait Dataplane {
+    /// Fail early, before IPAM allocates anything, when `path` is not a network namespace.
+    fn validate_netns(&mut self, path: &std::path::Path) -> Result<(), DpError>;
     /// Create the pair: host side in the current netns, peer created directly inside
     /// `spec.netns`, host side marked with `spec.marker`.
     fn create_pair(&mut self, spec: &PairSpec) -> Result<Created, DpError>;

@@ -76,6 +76,7 @@ pub fn cmd_add(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
     }
     let marker = req.marker()?;
     let ipam = ipam.ok_or_else(|| CniError::invalid_config("pairing \"pair\" needs an `ipam` block", "field ipam"))?;
+    dp.validate_netns(req.netns()).map_err(|e| dp_error(e, req))?;
 
     // Refuse a second ADD of the same attachment before IPAM: a rollback after IPAM would release
     // every address of this container id + ifname, including those of the live attachment.

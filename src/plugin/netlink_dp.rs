@@ -115,6 +115,10 @@ async fn add_route(rtnl: &Rtnl, ifindex: u32, r: &PlannedRoute) -> Result<(), Dp
 }
 
 impl Dataplane for NetlinkDataplane {
+    fn validate_netns(&mut self, path: &Path) -> Result<(), DpError> {
+        open_netns(path).map(drop)
+    }
+
     fn create_pair(&mut self, spec: &PairSpec) -> Result<Created, DpError> {
         let ns = open_netns(&spec.netns)?;
         let step = "create netkit pair";

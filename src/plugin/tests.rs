@@ -35,6 +35,9 @@ impl FakeKernel {
 }
 
 impl Dataplane for FakeKernel {
+    fn validate_netns(&mut self, _path: &Path) -> Result<(), DpError> {
+        Ok(())
+    }
     fn create_pair(&mut self, spec: &PairSpec) -> Result<Created, DpError> {
         self.step("create_pair")?;
         self.devices.insert(spec.marker.to_string(), spec.marker.clone());

@@ -305,3 +305,87 @@ pub fn run_plugin(host: Option<&Netns>, env: &[(&str, &str)], stdin: &str) -> Pl
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
 }
+
+/// A CNI network as a runtime drives it: the plugin runs in `node` (the node's host netns),
+/// with Debian's reference plugins (host-local) on CNI_PATH and host-local's state in a private
+/// directory, so each test sees exactly its own reservations.
+pub struct CniNet {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub subnet: String,
+}
+
+pub const CNI_PATH: &str = "/usr/lib/cni";
+
+impl CniNet {
+    pub fn new(subnet: &str) -> Self {
+        let name = unique("net");
+        let data_dir = std::env::temp_dir().join(unique("nkc-ipam-"));
+        fs::create_dir_all(&data_dir).unwrap();
+        assert!(Path::new(CNI_PATH).join("host-local").exists(), "host-local missing from {CNI_PATH}: install containernetworking-plugins");
+        CniNet { name, data_dir, subnet: subnet.to_string() }
+    }
+
+    /// The network config for `version`, with `extra` keys merged in.
+    pub fn conf(&self, version: &str, extra: Value) -> Value {
+        let mut c = serde_json::json!({
+            "cniVersion": version,
+            "name": self.name,
+            "type": "netkit-cni",
+            "ipam": {"type": "host-local", "subnet": self.subnet, "dataDir": self.data_dir},
+        });
+        for (k, v) in extra.as_object().expect("extra is an object") {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    pub fn call(&self, node: &Netns, command: &str, cid: &str, netns: Option<&Path>, ifname: &str, conf: &Value) -> PluginRun {
+        let netns = netns.map(|p| p.to_str().unwrap().to_string()).unwrap_or_default();
+        run_plugin(
+            Some(node),
+            &[
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_NETNS", &netns),
+                ("CNI_IFNAME", ifname),
+                ("CNI_PATH", CNI_PATH),
+            ],
+            &conf.to_string(),
+        )
+    }
+
+    /// Addresses host-local still holds (one file per reserved IP in dataDir/<network>/).
+    pub fn reserved(&self) -> Vec<String> {
+        let dir = self.data_dir.join(&self.name);
+        let Ok(rd) = fs::read_dir(&dir) else { return vec![] };
+        let mut v: Vec<String> = rd
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for CniNet {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+impl PluginRun {
+    /// Panics with everything the plugin said unless it succeeded.
+    pub fn ok(self, what: &str) -> Self {
+        assert!(self.status.success(), "{what} failed ({}):\nstdout: {}\nstderr: {}", self.status, self.stdout, self.stderr);
+        self
+    }
+
+    /// The CNI error object of a failed call.
+    pub fn err(&self, what: &str) -> Value {
+        assert!(!self.status.success(), "{what} should have failed but succeeded: {}", self.stdout);
+        let v = self.json();
+        assert!(v["code"].is_u64(), "{what}: not a CNI error object: {v}");
+        v
+    }
+}

@@ -1,0 +1,90 @@
+//! The binary as a runtime sees it when the input is wrong: every failure is the spec's error
+//! object on stdout, with the spec's code, and a non-zero exit. No privileges needed: all of
+//! these fail before the plugin touches the kernel.
+
+mod common;
+
+use common::run_plugin;
+use serde_json::Value;
+
+const GOOD: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"netkit-cni","ipam":{"type":"host-local","subnet":"10.9.0.0/24"}}"#;
+
+fn add_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/run/netns/x"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/usr/lib/cni")];
+    for (k, v) in extra {
+        env.retain(|(e, _)| e != k);
+        if !v.is_empty() {
+            env.push((k, v));
+        }
+    }
+    env
+}
+
+fn error_of(env: &[(&str, &str)], stdin: &str) -> Value {
+    let r = run_plugin(None, env, stdin);
+    assert_eq!(r.status.code(), Some(1), "stdout: {} stderr: {}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", r.stdout));
+    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "error without msg: {v}");
+    v
+}
+
+#[test]
+fn malformed_json_is_a_decode_error() {
+    let v = error_of(&add_env(&[]), "{bad");
+    assert_eq!(v["code"], 6, "{v}");
+}
+
+#[test]
+fn unknown_cni_version_is_code_1_naming_it() {
+    let v = error_of(&add_env(&[]), &GOOD.replace("1.0.0", "9.9.9"));
+    assert_eq!(v["code"], 1, "{v}");
+    assert!(v.to_string().contains("9.9.9"), "{v}");
+}
+
+#[test]
+fn missing_netns_on_add_is_code_4_naming_it() {
+    let v = error_of(&add_env(&[("CNI_NETNS", "")]), GOOD);
+    assert_eq!(v["code"], 4, "{v}");
+    assert!(v.to_string().contains("CNI_NETNS"), "{v}");
+}
+
+#[test]
+fn unknown_config_key_is_code_2_naming_it() {
+    let v = error_of(&add_env(&[]), &GOOD.replace("\"name\"", "\"bogusKey\":1,\"name\""));
+    assert_eq!(v["code"], 2, "{v}");
+    assert!(v.to_string().contains("bogusKey"), "{v}");
+}
+
+#[test]
+fn bad_mode_is_code_7_naming_field_and_value() {
+    let v = error_of(&add_env(&[]), &GOOD.replace("\"name\"", "\"mode\":\"l4\",\"name\""));
+    assert_eq!(v["code"], 7, "{v}");
+    let s = v.to_string();
+    assert!(s.contains("mode") && s.contains("l4"), "{v}");
+}
+
+#[test]
+fn ifname_with_slash_is_code_4() {
+    let v = error_of(&add_env(&[("CNI_IFNAME", "../eth0")]), GOOD);
+    assert_eq!(v["code"], 4, "{v}");
+    assert!(v.to_string().contains("CNI_IFNAME"), "{v}");
+}
+
+#[test]
+fn version_lists_every_supported_version() {
+    let r = run_plugin(None, &[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.1.0"}"#);
+    assert!(r.status.success(), "{}", r.stderr);
+    let v: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["cniVersion"], "1.1.0");
+    let sup: Vec<&str> = v["supportedVersions"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    for want in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        assert!(sup.contains(&want), "{want} missing from {sup:?}");
+    }
+}
+
+#[test]
+fn nothing_goes_to_stdout_but_the_error_object() {
+    let r = run_plugin(None, &add_env(&[("CNI_CONTAINERID", "../../etc")]), GOOD);
+    assert_eq!(r.stdout.trim().lines().count(), 1, "stdout must hold exactly the error object: {:?}", r.stdout);
+    assert_eq!(serde_json::from_str::<Value>(r.stdout.trim()).unwrap()["code"], 4);
+}
