@@ -7,3 +7,4 @@
 pub mod netdev;
 pub mod netlink;
 pub mod nsid;
+pub mod xdp;
