@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Types and sizes shared by the XDP dispatcher (dispatcher.bpf.c) and its Rust loader
- * (src/xdp/). The Rust side mirrors them by hand and a unit test checks the mirror against the
- * BTF of the compiled object, so a change here that is not made there fails `cargo test`.
+ * (src/xdp/). Rust uses the types libbpf-cargo generates from this object's BTF (the skeleton's
+ * `types` module); the sizes (NKC_MAX_*) are repeated as Rust constants and a unit test checks
+ * them against the compiled object.
  */
 #ifndef NKC_DISPATCH_H
 #define NKC_DISPATCH_H
@@ -39,23 +40,24 @@ enum nkc_action : __u8 {
 #pragma clang diagnostic pop
 
 /*
- * One physical queue (value of the `queues` array, key = physical queue id).
+ * One physical queue: element of the dispatcher's `nkc_queues` table, index = physical queue id.
  *
  * `base` is not read by the dispatcher: it records the queue's configured range action so that
  * the loader can restore it when a pod gives the queue back, with the state living in bpffs
  * only (no daemon, no files: bpffs holds nothing but BPF objects).
  *
- * Userspace rewrites the whole 8 bytes with one map update. The kernel copies map values
- * without a single-copy-atomicity guarantee, so the dispatcher may observe a mix of the old and
- * new bytes; the loader orders its writes so that any such mix stays harmless (see
- * src/xdp/dispatcher.rs, "Update ordering").
+ * 8 bytes, 8-aligned: user space writes an entry with one atomic 64-bit store through an mmap of
+ * the table and the dispatcher reads it with one 64-bit load, so a frame sees either the old or
+ * the new entry, never a mix of both.
  */
 struct nkc_queue {
 	__u32 vqueue;            /* virtual queue id in the pod (NKC_ACTION_POD only) */
 	enum nkc_action action;  /* what the dispatcher does now */
 	enum nkc_action base;    /* the range action to restore on reset (never NKC_ACTION_POD) */
 	__u16 reserved;          /* zero */
-};
+} __attribute__((aligned(8)));
+
+_Static_assert(sizeof(struct nkc_queue) == 8, "one 64-bit load or store per entry");
 
 /*
  * Per-queue counters (per-CPU array, key = physical queue id), kept only when the

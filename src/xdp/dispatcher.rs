@@ -6,20 +6,19 @@
 //!
 //! # Update ordering
 //!
-//! The dispatcher reads a queue's 8-byte `struct nkc_queue` while userspace may be rewriting it,
-//! and map updates are not single-copy atomic, so a frame may see any mix of old and new bytes.
-//! Writes are ordered so that every mix is harmless:
+//! A queue's entry (`struct nkc_queue`: action, virtual queue, range action) is written with one
+//! atomic 8-byte store into the mmapped table and read by the dispatcher with one 8-byte load,
+//! so a frame sees a whole old or a whole new entry. What remains is the order of the entry
+//! against the other maps, chosen so that every intermediate state is safe:
 //!
-//! * Steering a queue to a pod writes the pod's map into `pod_xsks[q]` *before* setting the
-//!   queue's action to *pod*; giving it back sets the range action *before* removing the map.
-//!   Whenever *pod* is observable, `pod_xsks[q]` therefore holds the map of the pod that owns
-//!   the queue (a queue changes owner only through a reset), and a torn `vqueue` can only select
-//!   another slot of that same pod's map, whose socket the kernel then refuses for this queue
-//!   (`xsk_rcv` checks the socket's bound queue): a drop, never another pod or the host.
+//! * Steering a queue to a pod stores the pod's map at `pod_xsks[q]` *before* the entry says
+//!   *pod*; giving it back writes the range action *before* removing the map. Whenever a frame
+//!   can see *pod*, `pod_xsks[q]` holds the map of the pod that owns the queue (a queue changes
+//!   owner only through a reset), so frames go to that pod or are dropped, never to another pod
+//!   or the host.
 //! * A queue switching to *program* gets its `programs[q]` entry before its action; leaving
 //!   *program* changes the action before deleting the entry. A tail call into an empty slot
 //!   passes to the host, which is what the queue was configured for anyway.
-//! * Writes of only the byte that changes (`base` of a leased queue) tear into nothing new.
 //!
 //! For the same reason, callers should steer a queue to its pod *before* creating the lease and
 //! reset it *after* destroying the lease: in both windows the queue's frames are dropped (no
@@ -47,6 +46,7 @@ use super::paths::{
 use super::skel::types::{nkc_action, nkc_queue, nkc_stats};
 use super::skel::DispatcherSkelBuilder;
 use super::sys;
+use super::table::QueueTable;
 use super::{MAX_QUEUES, MAX_VQUEUES};
 
 /// How the XDP link attaches to the NIC.
@@ -256,6 +256,7 @@ pub struct Dispatcher {
     opts: DispatcherOptions,
     link: OwnedFd,
     maps: Maps,
+    table: QueueTable,
     stats_enabled: bool,
     // Dropped last (fields drop in declaration order): the lock outlives every use of the pins.
     _lock: Flock<File>,
@@ -363,7 +364,7 @@ fn load_program(stats: bool, frags: bool, reuse: Option<&Maps>) -> Result<(Owned
         open.progs.nkc_dispatch.set_flags(flags | libbpf_sys::BPF_F_XDP_HAS_FRAGS);
     }
     if let Some(maps) = reuse {
-        open.maps.queues.reuse_fd(maps.queues.as_fd()).map_err(load_err)?;
+        open.maps.data_queues.reuse_fd(maps.queues.as_fd()).map_err(load_err)?;
         open.maps.pod_xsks.reuse_fd(maps.pod_xsks.as_fd()).map_err(load_err)?;
         open.maps.programs.reuse_fd(maps.programs.as_fd()).map_err(load_err)?;
         open.maps.stats.reuse_fd(maps.stats.as_fd()).map_err(load_err)?;
@@ -374,7 +375,7 @@ fn load_program(stats: bool, frags: bool, reuse: Option<&Maps>) -> Result<(Owned
     let maps = match reuse {
         Some(_) => None,
         None => Some(Maps {
-            queues: dup(skel.maps.queues.as_fd(), "dup map fd")?,
+            queues: dup(skel.maps.data_queues.as_fd(), "dup map fd")?,
             pod_xsks: dup(skel.maps.pod_xsks.as_fd(), "dup map fd")?,
             programs: dup(skel.maps.programs.as_fd(), "dup map fd")?,
             stats: dup(skel.maps.stats.as_fd(), "dup map fd")?,
@@ -400,7 +401,7 @@ fn check_queue(queue: u32) -> Result<(), XdpError> {
 
 /// Write the range actions into the maps. Program pins are all opened and checked before the
 /// first write, so a bad pin changes nothing.
-fn apply_ranges(maps: &Maps, paths: &NicPaths, ranges: &QueueRanges) -> Result<(), XdpError> {
+fn apply_ranges(maps: &Maps, table: &QueueTable, paths: &NicPaths, ranges: &QueueRanges) -> Result<(), XdpError> {
     let mut programs: Vec<(&Path, OwnedFd)> = Vec::new();
     for r in ranges.ranges() {
         if let RangeAction::Program(pin) = &r.action {
@@ -415,8 +416,7 @@ fn apply_ranges(maps: &Maps, paths: &NicPaths, ranges: &QueueRanges) -> Result<(
             programs.push((pin.as_path(), fd));
         }
     }
-    let table = read_table(maps, paths)?;
-    for (q, cur) in (0..MAX_QUEUES).zip(table) {
+    for (q, cur) in (0..MAX_QUEUES).zip(table.all()) {
         let want = ranges.action_for(q);
         let base = QueueAction::of_range(want);
         if let RangeAction::Program(pin) = want {
@@ -433,8 +433,7 @@ fn apply_ranges(maps: &Maps, paths: &NicPaths, ranges: &QueueRanges) -> Result<(
             entry(0, base, base)
         };
         if !same_entry(&new, &cur) {
-            sys::map_update(maps.queues.as_fd(), &q, &new, libbpf_sys::BPF_ANY as u64)
-                .map_err(|e| XdpError::sys("BPF_MAP_UPDATE_ELEM queues", Some(&paths.pin(PIN_QUEUES)), e))?;
+            table.set(q, &new);
         }
         if !matches!(want, RangeAction::Program(_)) && cur.base == nkc_action::NKC_ACTION_PROGRAM {
             sys::map_delete(maps.programs.as_fd(), &q)
@@ -444,10 +443,6 @@ fn apply_ranges(maps: &Maps, paths: &NicPaths, ranges: &QueueRanges) -> Result<(
     Ok(())
 }
 
-fn read_table(maps: &Maps, paths: &NicPaths) -> Result<Vec<nkc_queue>, XdpError> {
-    sys::array_read_all::<nkc_queue>(maps.queues.as_fd(), MAX_QUEUES)
-        .map_err(|e| XdpError::sys("BPF_MAP_LOOKUP_BATCH queues", Some(&paths.pin(PIN_QUEUES)), e))
-}
 
 impl Dispatcher {
     /// Open the dispatcher of NIC `ifindex` (in the calling thread's netns), attaching it first
@@ -468,8 +463,8 @@ impl Dispatcher {
         let paths = NicPaths::new(&opts.bpffs, &nic);
         let lock = lock_nic_dir(&opts.bpffs, &paths.dir, true)?.expect("created");
         match Self::open_pins(&paths, &nic)? {
-            Some((link, maps, stats_enabled)) => Ok((
-                Dispatcher { nic, paths, opts: opts.clone(), link, maps, stats_enabled, _lock: lock },
+            Some((link, maps, table, stats_enabled)) => Ok((
+                Dispatcher { nic, paths, opts: opts.clone(), link, maps, table, stats_enabled, _lock: lock },
                 Attach::Opened,
             )),
             None => {
@@ -489,19 +484,20 @@ impl Dispatcher {
         let Some(lock) = lock_nic_dir(&opts.bpffs, &paths.dir, false)? else {
             return Ok(None);
         };
-        Ok(Self::open_pins(&paths, &nic)?.map(|(link, maps, stats_enabled)| Dispatcher {
+        Ok(Self::open_pins(&paths, &nic)?.map(|(link, maps, table, stats_enabled)| Dispatcher {
             nic,
             paths,
             opts: opts.clone(),
             link,
             maps,
+            table,
             stats_enabled,
             _lock: lock,
         }))
     }
 
     /// Open the pinned link and maps; `None` if there is no live link for this NIC.
-    fn open_pins(paths: &NicPaths, nic: &NicKey) -> Result<Option<(OwnedFd, Maps, bool)>, XdpError> {
+    fn open_pins(paths: &NicPaths, nic: &NicKey) -> Result<Option<(OwnedFd, Maps, QueueTable, bool)>, XdpError> {
         let link_pin = paths.link();
         let link = match sys::obj_get(&link_pin) {
             Ok(fd) => fd,
@@ -537,7 +533,8 @@ impl Dispatcher {
         };
         let stats_info = sys::map_info(maps.stats.as_fd())
             .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&paths.pin(PIN_STATS)), e))?;
-        Ok(Some((link, maps, stats_info.max_entries >= MAX_QUEUES)))
+        let table = QueueTable::map(maps.queues.as_fd(), &paths.pin(PIN_QUEUES))?;
+        Ok(Some((link, maps, table, stats_info.max_entries >= MAX_QUEUES)))
     }
 
     fn attach_fresh(
@@ -549,12 +546,13 @@ impl Dispatcher {
     ) -> Result<Dispatcher, XdpError> {
         let (prog, maps) = load_program(opts.stats, opts.frags, None)?;
         let maps = maps.expect("fresh maps");
+        let table = QueueTable::map(maps.queues.as_fd(), &paths.pin(PIN_QUEUES))?;
         let attach = || -> Result<OwnedFd, XdpError> {
             for (name, fd) in maps.pins() {
                 let pin = paths.pin(name);
                 sys::obj_pin(fd, &pin).map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
             }
-            apply_ranges(&maps, &paths, ranges)?;
+            apply_ranges(&maps, &table, &paths, ranges)?;
             let link = sys::xdp_link_create(prog.as_fd(), nic.ifindex, opts.mode.flags()).map_err(|errno| match errno {
                 Errno::EBUSY | Errno::EEXIST => XdpError::NicHasXdp { ifindex: nic.ifindex, errno },
                 e => XdpError::sys("BPF_LINK_CREATE (XDP)", None, e),
@@ -570,6 +568,7 @@ impl Dispatcher {
                 opts: opts.clone(),
                 link,
                 maps,
+                table,
                 stats_enabled: opts.stats,
                 _lock: lock,
             }),
@@ -621,7 +620,7 @@ impl Dispatcher {
     /// State of physical queue `queue`.
     pub fn queue_status(&self, queue: u32) -> Result<QueueStatus, XdpError> {
         check_queue(queue)?;
-        let e = self.lookup_queue(queue)?;
+        let e = self.table.get(queue);
         self.status_of(queue, &e)
     }
 
@@ -640,19 +639,6 @@ impl Dispatcher {
         Ok(QueueStatus { action, base, vqueue, pod_map_id })
     }
 
-    fn lookup_queue(&self, queue: u32) -> Result<nkc_queue, XdpError> {
-        sys::map_lookup::<u32, nkc_queue>(self.maps.queues.as_fd(), &queue)
-            .map_err(|e| XdpError::sys("BPF_MAP_LOOKUP_ELEM queues", Some(&self.paths.pin(PIN_QUEUES)), e))?
-            .ok_or_else(|| XdpError::Corrupt {
-                path: self.paths.dir.clone(),
-                reason: format!("queues has no entry {queue}"),
-            })
-    }
-
-    fn write_queue(&self, queue: u32, e: &nkc_queue) -> Result<(), XdpError> {
-        sys::map_update(self.maps.queues.as_fd(), &queue, e, libbpf_sys::BPF_ANY as u64)
-            .map_err(|err| XdpError::sys("BPF_MAP_UPDATE_ELEM queues", Some(&self.paths.pin(PIN_QUEUES)), err))
-    }
 
     /// Id of the XSKMAP at `pod_xsks[queue]` (user space reads map-in-map values as map ids).
     fn pod_map_id_at(&self, queue: u32) -> Result<Option<u32>, XdpError> {
@@ -660,9 +646,6 @@ impl Dispatcher {
             .map_err(|e| XdpError::sys("BPF_MAP_LOOKUP_ELEM pod_xsks", Some(&self.paths.pin(PIN_POD_XSKS)), e))
     }
 
-    fn read_table(&self) -> Result<Vec<nkc_queue>, XdpError> {
-        read_table(&self.maps, &self.paths)
-    }
 
     /// Open the pod's XSKMAP pin; with `create`, create and pin it if missing. Returns the fd,
     /// the map id and whether this call created it.
@@ -737,7 +720,7 @@ impl Dispatcher {
         if vqueue >= MAX_VQUEUES {
             return Err(XdpError::VqueueOutOfRange { vqueue, limit: MAX_VQUEUES });
         }
-        let table = self.read_table()?;
+        let table = self.table.all();
         let cur = table[queue as usize];
         let (map_fd, map_id, created) = self.pod_map(pod, true)?.expect("created");
         let fail = |e: XdpError| {
@@ -769,12 +752,7 @@ impl Dispatcher {
             return fail(XdpError::sys("BPF_MAP_UPDATE_ELEM pod_xsks", Some(&self.paths.pin(PIN_POD_XSKS)), e));
         }
         let base = cur.base;
-        if let Err(e) = self.write_queue(queue, &entry(vqueue, nkc_action::NKC_ACTION_POD, base)) {
-            if cur.action != nkc_action::NKC_ACTION_POD {
-                let _ = sys::map_delete(self.maps.pod_xsks.as_fd(), &queue);
-            }
-            return fail(e);
-        }
+        self.table.set(queue, &entry(vqueue, nkc_action::NKC_ACTION_POD, base));
         let mut table = table;
         table[queue as usize] = entry(vqueue, nkc_action::NKC_ACTION_POD, base);
         self.handoff_for(pod, map_id, &table)
@@ -795,7 +773,7 @@ impl Dispatcher {
         let Some((_, map_id, _)) = self.pod_map(pod, false)? else {
             return Ok(None);
         };
-        let table = self.read_table()?;
+        let table = self.table.all();
         self.handoff_for(pod, map_id, &table).map(Some)
     }
 
@@ -804,11 +782,11 @@ impl Dispatcher {
     /// (see [`Dispatcher::release_pod`]).
     pub fn reset_queue(&self, queue: u32) -> Result<bool, XdpError> {
         check_queue(queue)?;
-        let cur = self.lookup_queue(queue)?;
+        let cur = self.table.get(queue);
         if cur.action != nkc_action::NKC_ACTION_POD {
             return Ok(false);
         }
-        self.write_queue(queue, &entry(0, cur.base, cur.base))?;
+        self.table.set(queue, &entry(0, cur.base, cur.base));
         sys::map_delete(self.maps.pod_xsks.as_fd(), &queue)
             .map_err(|e| XdpError::sys("BPF_MAP_DELETE_ELEM pod_xsks", Some(&self.paths.pin(PIN_POD_XSKS)), e))?;
         Ok(true)
@@ -820,7 +798,7 @@ impl Dispatcher {
     pub fn release_pod(&self, pod: &PodId) -> Result<Vec<u32>, XdpError> {
         let mut reset = Vec::new();
         if let Some((_, map_id, _)) = self.pod_map(pod, false)? {
-            let table = self.read_table()?;
+            let table = self.table.all();
             for (q, e) in (0..MAX_QUEUES).zip(&table) {
                 if e.action == nkc_action::NKC_ACTION_POD && self.pod_map_id_at(q)? == Some(map_id) {
                     self.reset_queue(q)?;
@@ -835,13 +813,13 @@ impl Dispatcher {
     /// Replace the range actions. Queues steered to pods keep steering and only get their
     /// restore-to action updated; every other queue switches now.
     pub fn set_ranges(&self, ranges: &QueueRanges) -> Result<(), XdpError> {
-        apply_ranges(&self.maps, &self.paths, ranges)
+        apply_ranges(&self.maps, &self.table, &self.paths, ranges)
     }
 
     /// Physical queues currently steered to pods.
     pub fn pod_queues(&self) -> Result<Vec<u32>, XdpError> {
         Ok((0..MAX_QUEUES)
-            .zip(self.read_table()?)
+            .zip(self.table.all())
             .filter(|(_, e)| e.action == nkc_action::NKC_ACTION_POD)
             .map(|(q, _)| q)
             .collect())

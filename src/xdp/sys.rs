@@ -85,46 +85,6 @@ pub fn map_delete<K: Copy>(fd: BorrowedFd<'_>, key: &K) -> Result<bool, Errno> {
     }
 }
 
-/// Read every entry of a `u32`-keyed ARRAY map of `n` entries with `BPF_MAP_LOOKUP_BATCH` (one
-/// syscall instead of `n`).
-pub fn array_read_all<V: Copy + Default>(fd: BorrowedFd<'_>, n: u32) -> Result<Vec<V>, Errno> {
-    let mut keys = vec![0u32; n as usize];
-    let mut values = vec![V::default(); n as usize];
-    let mut out_batch = 0u32;
-    let mut count = n;
-    // SAFETY: `opts.sz` describes the struct libbpf-sys was built with.
-    let opts = sys::bpf_map_batch_opts { sz: size_of::<sys::bpf_map_batch_opts>() as _, ..Default::default() };
-    // SAFETY: keys/values hold `count` elements of the map's key and value sizes; a NULL
-    // in_batch starts at the first entry.
-    let ret = unsafe {
-        sys::bpf_map_lookup_batch(
-            fd.as_raw_fd(),
-            std::ptr::null_mut(),
-            (&mut out_batch as *mut u32).cast(),
-            keys.as_mut_ptr().cast(),
-            values.as_mut_ptr().cast(),
-            &mut count,
-            &opts,
-        )
-    };
-    // ENOENT only says the walk reached the end, which for a full read is expected.
-    match check(ret) {
-        Ok(_) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err(e),
-    }
-    if count != n {
-        // An array always has all its entries; a short read means the map is not what we think.
-        return Err(Errno::EIO);
-    }
-    let mut out = vec![V::default(); n as usize];
-    for (k, v) in keys.iter().zip(values) {
-        if let Some(slot) = out.get_mut(*k as usize) {
-            *slot = v;
-        }
-    }
-    Ok(out)
-}
-
 /// `BPF_MAP_CREATE` of an XSKMAP with `max_entries` slots.
 pub fn xskmap_create(name: &str, max_entries: u32) -> Result<OwnedFd, Errno> {
     let name = CString::new(name).map_err(|_| Errno::EINVAL)?;

@@ -91,10 +91,22 @@ pub fn test_run_xdp(prog: BorrowedFd<'_>, input: &XdpInput, repeat: u32) -> Resu
     })
 }
 
+/// Attach `prog` to `ifindex` (calling thread's netns) through an XDP link; dropping the returned
+/// link fd detaches it.
+///
+/// Measurements need this for *both* programs compared: the kernel turns the call of an XDP
+/// program attached to a device into a direct call (its XDP `bpf_dispatcher`), while a program
+/// attached nowhere is called indirectly, which with retpolines costs several ns more and would
+/// make an unattached baseline look slower than the program under test.
+pub fn attach_xdp(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd, XdpError> {
+    sys::xdp_link_create(prog, ifindex, 0).map_err(|e| XdpError::sys("BPF_LINK_CREATE (XDP)", None, e))
+}
+
 /// Per-packet cost of `prog` on `input`, in nanoseconds: the best of `rounds` test runs of
 /// `repeat` packets each (the minimum filters out preemption on a busy machine), measured as
 /// wall time per packet (fractional; the kernel's own figure is truncated to whole ns).
-/// Compare against [`verdict_program`] returning `XDP_PASS` to get the cost a program adds.
+/// Compare against [`verdict_program`] returning `XDP_PASS` to get the cost a program adds (see
+/// [`compare_ns_per_packet`], and [`attach_xdp`] for why both must be attached somewhere).
 pub fn ns_per_packet(prog: BorrowedFd<'_>, input: &XdpInput, repeat: u32, rounds: u32) -> Result<f64, XdpError> {
     let mut best = f64::INFINITY;
     for _ in 0..rounds.max(1) {
@@ -103,25 +115,76 @@ pub fn ns_per_packet(prog: BorrowedFd<'_>, input: &XdpInput, repeat: u32, rounds
     Ok(best)
 }
 
+/// Per-packet costs of a program and of a baseline on the same input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// ns/packet of the program under test.
+    pub prog_ns: f64,
+    /// ns/packet of the baseline (e.g. a bare `XDP_PASS`).
+    pub baseline_ns: f64,
+}
+
+impl Cost {
+    /// What the program adds over the baseline.
+    pub fn added_ns(&self) -> f64 {
+        self.prog_ns - self.baseline_ns
+    }
+}
+
+/// [`ns_per_packet`] of `prog` and `baseline` in alternating rounds, so that load from other
+/// processes and frequency changes hit both alike; each figure is its best round.
+pub fn compare_ns_per_packet(
+    prog: BorrowedFd<'_>,
+    baseline: BorrowedFd<'_>,
+    input: &XdpInput,
+    repeat: u32,
+    rounds: u32,
+) -> Result<Cost, XdpError> {
+    let mut cost = Cost { prog_ns: f64::INFINITY, baseline_ns: f64::INFINITY };
+    for _ in 0..rounds.max(1) {
+        cost.baseline_ns = cost.baseline_ns.min(ns_per_packet(baseline, input, repeat, 1)?);
+        cost.prog_ns = cost.prog_ns.min(ns_per_packet(prog, input, repeat, 1)?);
+    }
+    Ok(cost)
+}
+
 /// Load a two-instruction XDP program that returns `verdict`: the bare baseline for cost
 /// measurements, and a stand-in admin program. `frags` sets `BPF_F_XDP_HAS_FRAGS`.
 pub fn verdict_program(verdict: u32, frags: bool) -> Result<OwnedFd, XdpError> {
     // r0 = verdict; exit
-    let mov = sys_::bpf_insn {
-        code: (sys_::BPF_ALU64 | sys_::BPF_MOV | sys_::BPF_K) as u8,
-        _bitfield_align_1: [],
-        _bitfield_1: sys_::bpf_insn::new_bitfield_1(0, 0),
-        off: 0,
-        imm: verdict as i32,
-    };
-    let exit = sys_::bpf_insn {
-        code: (sys_::BPF_JMP | sys_::BPF_EXIT) as u8,
-        _bitfield_align_1: [],
-        _bitfield_1: sys_::bpf_insn::new_bitfield_1(0, 0),
-        off: 0,
-        imm: 0,
-    };
+    let mov = insn(sys_::BPF_ALU64 | sys_::BPF_MOV | sys_::BPF_K, 0, 0, 0, verdict as i32);
+    let exit = insn(sys_::BPF_JMP | sys_::BPF_EXIT, 0, 0, 0, 0);
     let flags = if frags { sys_::BPF_F_XDP_HAS_FRAGS } else { 0 };
     sys::prog_load(sys_::BPF_PROG_TYPE_XDP, sys_::BPF_XDP, "nkc_verdict", &[mov, exit], flags)
+        .map_err(|e| XdpError::sys("BPF_PROG_LOAD", None, e))
+}
+
+fn insn(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> sys_::bpf_insn {
+    sys_::bpf_insn {
+        code: code as u8,
+        _bitfield_align_1: [],
+        _bitfield_1: sys_::bpf_insn::new_bitfield_1(dst, src),
+        off,
+        imm,
+    }
+}
+
+/// Load the canonical AF_XDP program, `return bpf_redirect_map(&xskmap, ctx->rx_queue_index,
+/// fallback)`: what a NIC dedicated to one AF_XDP user would run, i.e. the baseline for the cost
+/// the dispatcher adds on its *pod* path (whose redirect itself is not overhead).
+pub fn xsk_redirect_program(xskmap: BorrowedFd<'_>, fallback: u32) -> Result<OwnedFd, XdpError> {
+    const RX_QUEUE_INDEX: i16 = 16; // offsetof(struct xdp_md, rx_queue_index)
+    let insns = [
+        // r2 = ctx->rx_queue_index
+        insn(sys_::BPF_LDX | sys_::BPF_MEM | sys_::BPF_W, 2, 1, RX_QUEUE_INDEX, 0),
+        // r1 = &xskmap (two-slot ld_imm64 with a map fd)
+        insn(sys_::BPF_LD | sys_::BPF_DW | sys_::BPF_IMM, 1, sys_::BPF_PSEUDO_MAP_FD as u8, 0, xskmap.as_raw_fd()),
+        insn(0, 0, 0, 0, 0),
+        // r3 = fallback verdict
+        insn(sys_::BPF_ALU64 | sys_::BPF_MOV | sys_::BPF_K, 3, 0, 0, fallback as i32),
+        insn(sys_::BPF_JMP | sys_::BPF_CALL, 0, 0, 0, sys_::BPF_FUNC_redirect_map as i32),
+        insn(sys_::BPF_JMP | sys_::BPF_EXIT, 0, 0, 0, 0),
+    ];
+    sys::prog_load(sys_::BPF_PROG_TYPE_XDP, sys_::BPF_XDP, "nkc_xsk_redir", &insns, 0)
         .map_err(|e| XdpError::sys("BPF_PROG_LOAD", None, e))
 }

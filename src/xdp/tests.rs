@@ -84,6 +84,30 @@ fn shared_types_have_the_c_layout() {
     assert_eq!(nkc_action::NKC_ACTION_PROGRAM.0, 3);
     // An all-zero entry (a queue never written) must mean pass.
     assert_eq!(nkc_queue::default().action, nkc_action::NKC_ACTION_PASS);
+    assert_eq!(std::mem::offset_of!(nkc_queue, vqueue), 0);
+    assert_eq!(std::mem::offset_of!(nkc_queue, action), 4);
+    assert_eq!(std::mem::offset_of!(nkc_queue, base), 5);
+    assert_eq!(std::mem::offset_of!(nkc_queue, reserved), 6);
+    assert_eq!(std::mem::size_of::<nkc_queue>(), super::table::ENTRY);
+}
+
+#[test]
+fn queue_entries_pack_into_the_word_the_dispatcher_loads() {
+    use super::table::{pack, unpack};
+    let e = nkc_queue {
+        vqueue: 0x0102_0304,
+        action: nkc_action::NKC_ACTION_POD,
+        base: nkc_action::NKC_ACTION_DROP,
+        reserved: 0,
+    };
+    // The packed word is the struct's own memory image, i.e. what a 64-bit load of the C
+    // struct yields on this machine.
+    // SAFETY: both are 8 bytes of plain data.
+    let image: u64 = unsafe { std::mem::transmute(e) };
+    assert_eq!(pack(&e), image);
+    let back = unpack(pack(&e));
+    assert_eq!((back.vqueue, back.action, back.base, back.reserved), (e.vqueue, e.action, e.base, 0));
+    assert_eq!(pack(&nkc_queue::default()), 0);
 }
 
 #[test]
@@ -91,8 +115,10 @@ fn rust_constants_match_the_bpf_object() {
     let mut obj = MaybeUninit::uninit();
     let open = DispatcherSkelBuilder::default().open(&mut obj).expect("open embedded object");
     let m = &open.maps;
-    assert_eq!(m.queues.max_entries(), MAX_QUEUES);
-    assert_eq!(m.queues.value_size() as usize, std::mem::size_of::<nkc_queue>());
+    // The queue table is the `.data.queues` global: one value of MAX_QUEUES entries.
+    assert_eq!(m.data_queues.max_entries(), 1);
+    assert_eq!(m.data_queues.value_size() as usize, MAX_QUEUES as usize * std::mem::size_of::<nkc_queue>());
+    assert_eq!(m.data_queues_data.as_ref().expect("table").nkc_queues.len(), MAX_QUEUES as usize);
     assert_eq!(m.pod_xsks.max_entries(), MAX_QUEUES);
     assert_eq!(m.pod_xsks.map_type(), MapType::ArrayOfMaps);
     assert_eq!(m.programs.max_entries(), MAX_QUEUES);
