@@ -15,11 +15,13 @@ const HEADERS: &[&str] = &["bpf/dispatch.h"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
 
     // `-target bpf` drops the host's multiarch include directory, where Debian keeps <asm/types.h>
     // (pulled in by <linux/types.h>); add it back for the architecture we build for.
-    let mut clang_args: Vec<String> = vec!["-Wall".into(), "-Werror".into(), "-O2".into(), "-g".into()];
+    let mut clang_args: Vec<String> =
+        vec!["-Wall".into(), "-Werror".into(), "-O2".into(), "-g".into()];
     if let Some(dir) = multiarch_include() {
         clang_args.push("-I".into());
         clang_args.push(dir.display().to_string());
@@ -34,7 +36,11 @@ fn main() {
         let src = manifest.join("bpf").join(format!("{name}.bpf.c"));
         println!("cargo:rerun-if-changed=bpf/{name}.bpf.c");
         let skel = out.join(format!("{name}.skel.rs"));
-        if let Err(e) = SkeletonBuilder::new().source(&src).clang_args(&clang_args).build_and_generate(&skel) {
+        if let Err(e) = SkeletonBuilder::new()
+            .source(&src)
+            .clang_args(&clang_args)
+            .build_and_generate(&skel)
+        {
             // The chain carries clang's diagnostics; Display alone would drop them.
             panic!("building BPF skeleton for {}: {e:?}", src.display());
         }

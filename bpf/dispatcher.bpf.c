@@ -18,7 +18,7 @@
  * are the pod's traffic. XDP_PASS would hand them to the *host's* stack on the physical NIC, i.e.
  * let the host (and its sockets, netfilter, routing) see or answer another tenant's packets, and
  * let a pod that has not bound its socket yet get traffic injected into the host. The same
- * reasoning makes a missing pod map (a half-written entry) and an unknown action value drop.
+ * reasoning makes a missing pod map and an unknown action value drop.
  */
 #include <stdbool.h>
 #include <linux/bpf.h>
@@ -93,7 +93,7 @@ static __always_inline long nkc_to_pod(__u32 queue, __u32 vqueue)
 	void *xsks = bpf_map_lookup_elem(&pod_xsks, &queue);
 
 	if (!xsks)
-		return XDP_DROP; /* half-written entry: the pod's traffic must not reach the host */
+		return XDP_DROP; /* no pod map (never left so by the loader): still the pod's traffic */
 	/* The low bits of flags are the verdict when the slot holds no socket. */
 	return bpf_redirect_map(xsks, vqueue, XDP_DROP);
 }

@@ -12,11 +12,12 @@ use std::time::Duration;
 use host_common::{delete_slot, require_root, unique, Bpffs, Netns, Xsk};
 use netkit_cni::xdp::testrun::verdict::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use netkit_cni::xdp::testrun::{
-    attach_xdp, compare_ns_per_packet, ns_per_packet, test_run_xdp, verdict_program, xsk_redirect_program, XdpInput,
+    attach_xdp, compare_ns_per_packet, ns_per_packet, test_run_xdp, test_run_xdp_live,
+    verdict_program, xsk_redirect_program, XdpInput,
 };
 use netkit_cni::xdp::{
-    Attach, DetachOutcome, Dispatcher, DispatcherOptions, PodId, QueueAction, QueueLease, QueueRanges, QueueStats,
-    XdpError,
+    Attach, DetachOutcome, Dispatcher, DispatcherOptions, PodId, QueueAction, QueueLease,
+    QueueRanges, QueueStats, XdpError,
 };
 use nix::errno::Errno;
 
@@ -34,11 +35,19 @@ fn world() -> World {
     require_root();
     let ns = Netns::new();
     let (veth, ifindex) = ns.veth(QUEUES, None);
-    World { ns, bpffs: Bpffs::new(), veth, ifindex }
+    World {
+        ns,
+        bpffs: Bpffs::new(),
+        veth,
+        ifindex,
+    }
 }
 
 fn opts(bpffs: &Path) -> DispatcherOptions {
-    DispatcherOptions { bpffs: bpffs.to_path_buf(), ..Default::default() }
+    DispatcherOptions {
+        bpffs: bpffs.to_path_buf(),
+        ..Default::default()
+    }
 }
 
 fn pod(prefix: &str) -> PodId {
@@ -58,7 +67,10 @@ fn xdp_prog_id_in(ns: &str, ifname: &str) -> Option<u32> {
     let out = host_common::sh(&["ip", "-n", ns, "-d", "-j", "link", "show", "dev", ifname]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let xdp = &v[0]["xdp"];
-    xdp["prog"]["id"].as_u64().or_else(|| xdp["attached"][0]["prog"]["id"].as_u64()).map(|n| n as u32)
+    xdp["prog"]["id"]
+        .as_u64()
+        .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
+        .map(|n| n as u32)
 }
 
 /// Verdict of one frame on `queue`.
@@ -141,12 +153,53 @@ fn every_queue_gets_its_actions_verdict_and_only_the_owning_pod_slot_redirects()
 }
 
 #[test]
+fn live_frames_land_in_the_owning_pods_socket_only() {
+    let w = world();
+    let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
+    w.ns.run(move || {
+        let (d, _) =
+            Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).unwrap();
+        // Live test runs deliver on a stand-in RX queue 0, so queue 0 is the one steered here.
+        let (a, b) = (pod("ca"), pod("cb"));
+        let ha = d.set_queue_pod(0, &a, 3).unwrap();
+        let xsk = Xsk::bind(ifindex, 0);
+        xsk.insert_into(&ha.xskmap_pin, 3);
+        let prog = d.program().unwrap();
+        let mut frame = XdpInput::on_queue(ifindex, 0);
+        frame.data[14..22].copy_from_slice(b"nkc-live");
+        test_run_xdp_live(prog.as_fd(), &frame, 1).unwrap();
+        let got = xsk.received();
+        assert_eq!(got.len(), 1, "frame not delivered to pod A's socket");
+        assert_eq!(got[0], frame.data, "delivered bytes differ");
+
+        // Hand queue 0 to pod B, whose slot 3 is empty: the frame is dropped, A gets nothing more.
+        d.release_pod(&a).unwrap();
+        d.set_queue_pod(0, &b, 3).unwrap();
+        test_run_xdp_live(prog.as_fd(), &frame, 1).unwrap();
+        assert_eq!(
+            xsk.received().len(),
+            1,
+            "pod A's socket received pod B's frame"
+        );
+    });
+}
+
+#[test]
 fn reset_release_reconfigure_and_detach() {
     let w = world();
-    let (bpffs, ifindex, ns_name, veth) = (w.bpffs.path.clone(), w.ifindex, w.ns.name.clone(), w.veth.clone());
+    let (bpffs, ifindex, ns_name, veth) = (
+        w.bpffs.path.clone(),
+        w.ifindex,
+        w.ns.name.clone(),
+        w.veth.clone(),
+    );
     let d_dir = w.ns.run(move || {
-        let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &ranges(r#"[{"queues":"0-1","action":"drop"}]"#, &bpffs))
-            .unwrap();
+        let (d, _) = Dispatcher::attach_or_open(
+            &opts(&bpffs),
+            ifindex,
+            &ranges(r#"[{"queues":"0-1","action":"drop"}]"#, &bpffs),
+        )
+        .unwrap();
         let (a, b) = (pod("ca"), pod("cb"));
         d.set_queue_pod(2, &a, 0).unwrap();
         d.set_queue_pod(3, &a, 1).unwrap();
@@ -163,27 +216,47 @@ fn reset_release_reconfigure_and_detach() {
         assert!(!d.reset_queue(2).unwrap());
         assert!(!d.reset_queue(0).unwrap());
         assert_eq!(verdict(&d, ifindex, 0), XDP_DROP);
-        assert_eq!(d.pod_handoff(&a).unwrap().unwrap().queues, [QueueLease { queue: 3, vqueue: 1 }]);
+        assert_eq!(
+            d.pod_handoff(&a).unwrap().unwrap().queues,
+            [QueueLease {
+                queue: 3,
+                vqueue: 1
+            }]
+        );
 
         // New ranges: non-pod queues switch now, pod queues keep steering and only learn their
         // new restore-to action.
-        d.set_ranges(&ranges(r#"[{"queues":"2-4","action":"drop"}]"#, &bpffs)).unwrap();
+        d.set_ranges(&ranges(r#"[{"queues":"2-4","action":"drop"}]"#, &bpffs))
+            .unwrap();
         assert_eq!(verdicts(&d, ifindex)[..3], [XDP_PASS, XDP_PASS, XDP_DROP]);
         let s3 = d.queue_status(3).unwrap();
-        assert_eq!((s3.action, s3.base, s3.vqueue), (QueueAction::Pod, QueueAction::Drop, Some(1)));
+        assert_eq!(
+            (s3.action, s3.base, s3.vqueue),
+            (QueueAction::Pod, QueueAction::Drop, Some(1))
+        );
         assert!(s3.pod_map_id.is_some());
 
         // Releasing A resets its remaining queue to the new base and removes its pin.
         assert_eq!(d.release_pod(&a).unwrap(), [3]);
         assert!(!a_pin.exists());
-        assert!(!a_pin.parent().unwrap().parent().unwrap().exists(), "container dir left behind");
+        assert!(
+            !a_pin.parent().unwrap().parent().unwrap().exists(),
+            "container dir left behind"
+        );
         assert_eq!(verdict(&d, ifindex, 3), XDP_DROP);
         assert_eq!(d.pod_handoff(&a).unwrap(), None);
-        assert_eq!(d.release_pod(&a).unwrap(), Vec::<u32>::new(), "release is idempotent");
+        assert_eq!(
+            d.release_pod(&a).unwrap(),
+            Vec::<u32>::new(),
+            "release is idempotent"
+        );
 
         // B still holds queue 4: no detach, and the NIC still runs the dispatcher.
         let d = match d.detach_if_unused().unwrap() {
-            DetachOutcome::StillUsed { pod_queues, dispatcher } => {
+            DetachOutcome::StillUsed {
+                pod_queues,
+                dispatcher,
+            } => {
                 assert_eq!(pod_queues, [4]);
                 dispatcher
             }
@@ -194,12 +267,19 @@ fn reset_release_reconfigure_and_detach() {
         assert_eq!(xdp_prog_id_in(&ns_name, &veth), Some(running));
         d.release_pod(&b).unwrap();
         let dir = d.dir().to_path_buf();
-        assert!(matches!(d.detach_if_unused().unwrap(), DetachOutcome::Detached));
+        assert!(matches!(
+            d.detach_if_unused().unwrap(),
+            DetachOutcome::Detached
+        ));
         assert!(!dir.exists(), "NIC directory left behind");
         assert!(Dispatcher::open(&opts(&bpffs), ifindex).unwrap().is_none());
         dir
     });
-    assert_eq!(w.ns.xdp_prog_id(&w.veth), None, "XDP still attached after detach");
+    assert_eq!(
+        w.ns.xdp_prog_id(&w.veth),
+        None,
+        "XDP still attached after detach"
+    );
     assert!(d_dir.starts_with(&w.bpffs.path));
 }
 
@@ -210,9 +290,12 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
     let prog_before = w.ns.run({
         let bpffs = bpffs.clone();
         move || {
-            let (d, how) =
-                Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &ranges(r#"[{"queues":"0","action":"drop"}]"#, &bpffs))
-                    .unwrap();
+            let (d, how) = Dispatcher::attach_or_open(
+                &opts(&bpffs),
+                ifindex,
+                &ranges(r#"[{"queues":"0","action":"drop"}]"#, &bpffs),
+            )
+            .unwrap();
             assert_eq!(how, Attach::Attached);
             let link = d.link_id().unwrap();
             let p = pod("cu");
@@ -224,12 +307,24 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
                 let netns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
                 move || {
                     nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                    let (d2, how) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).unwrap();
-                    (how, d2.link_id().unwrap(), d2.queue_status(0).unwrap().action)
+                    let (d2, how) = Dispatcher::attach_or_open(
+                        &opts(&bpffs),
+                        ifindex,
+                        &QueueRanges::all_pass(),
+                    )
+                    .unwrap();
+                    (
+                        how,
+                        d2.link_id().unwrap(),
+                        d2.queue_status(0).unwrap().action,
+                    )
                 }
             });
             std::thread::sleep(Duration::from_millis(300));
-            assert!(!second.is_finished(), "second user did not wait for the NIC lock");
+            assert!(
+                !second.is_finished(),
+                "second user did not wait for the NIC lock"
+            );
             drop(d);
             // ...then opens the same link and leaves the first user's ranges alone.
             let (how, link2, q0) = second.join().unwrap();
@@ -237,7 +332,9 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
             assert_eq!(link2, link);
             assert_eq!(q0, QueueAction::Drop);
 
-            let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).unwrap();
+            let (d, _) =
+                Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())
+                    .unwrap();
             let xsk = Xsk::bind(ifindex, 0);
             xsk.insert_into(&h.xskmap_pin, 0);
             let old = d.program().unwrap();
@@ -254,7 +351,11 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
             (up.old_prog_id, up.new_prog_id)
         }
     });
-    assert_eq!(w.ns.xdp_prog_id(&w.veth), Some(prog_before.1), "the NIC does not run the upgraded program");
+    assert_eq!(
+        w.ns.xdp_prog_id(&w.veth),
+        Some(prog_before.1),
+        "the NIC does not run the upgraded program"
+    );
 }
 
 #[test]
@@ -264,7 +365,8 @@ fn concurrent_users_of_one_nic_are_serialised() {
         .map(|q| {
             let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
             w.ns.spawn(move || {
-                let (d, how) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())?;
+                let (d, how) =
+                    Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())?;
                 d.set_queue_pod(q, &pod("cc"), 0)?;
                 Ok::<_, XdpError>(how)
             })
@@ -278,7 +380,9 @@ fn concurrent_users_of_one_nic_are_serialised() {
     assert_eq!(attached, 1, "exactly one user attaches");
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
     w.ns.run(move || {
-        let d = Dispatcher::open(&opts(&bpffs), ifindex).unwrap().expect("attached");
+        let d = Dispatcher::open(&opts(&bpffs), ifindex)
+            .unwrap()
+            .expect("attached");
         assert_eq!(d.pod_queues().unwrap(), (0..QUEUES).collect::<Vec<_>>());
         let nics = std::fs::read_dir(bpffs.join("netkit-cni")).unwrap().count();
         assert_eq!(nics, 1);
@@ -300,7 +404,11 @@ fn same_ifindex_in_two_netns_gets_two_directories() {
         dirs.push(ns.run(move || {
             let r = ranges(&format!(r#"[{{"queues":"0-7","action":"{action}"}}]"#), &b);
             let (d, how) = Dispatcher::attach_or_open(&opts(&b), 40, &r).unwrap();
-            assert_eq!(how, Attach::Attached, "the other netns' NIC was taken for this one");
+            assert_eq!(
+                how,
+                Attach::Attached,
+                "the other netns' NIC was taken for this one"
+            );
             let want = if action == "drop" { XDP_DROP } else { XDP_PASS };
             assert_eq!(verdicts(&d, 40), vec![want; QUEUES as usize]);
             d.dir().to_path_buf()
@@ -367,15 +475,26 @@ fn conflicting_requests_fail_without_side_effects() {
         };
         // SAFETY: valid program fd and options.
         let link = unsafe {
-            libbpf_rs::libbpf_sys::bpf_link_create(foreign.as_raw_fd(), other as i32, libbpf_rs::libbpf_sys::BPF_XDP, &opts_)
+            libbpf_rs::libbpf_sys::bpf_link_create(
+                foreign.as_raw_fd(),
+                other as i32,
+                libbpf_rs::libbpf_sys::BPF_XDP,
+                &opts_,
+            )
         };
         assert!(link >= 0, "foreign attach: {}", Errno::from_raw(-link));
         match Dispatcher::attach_or_open(&opts(&bpffs), other, &QueueRanges::all_pass()) {
-            Err(XdpError::NicHasXdp { ifindex, errno: Errno::EBUSY }) => assert_eq!(ifindex, other),
+            Err(XdpError::NicHasXdp {
+                ifindex,
+                errno: Errno::EBUSY,
+            }) => assert_eq!(ifindex, other),
             other => panic!("expected NicHasXdp, got {other:?}"),
         }
         let nic = netkit_cni::xdp::NicKey::in_current_netns(other).unwrap();
-        assert!(!bpffs.join("netkit-cni").join(nic.dir_name()).exists(), "directory of a failed attach left behind");
+        assert!(
+            !bpffs.join("netkit-cni").join(nic.dir_name()).exists(),
+            "directory of a failed attach left behind"
+        );
         // SAFETY: we own this fd.
         unsafe { libc::close(link) };
     });
@@ -391,11 +510,21 @@ fn socket_filter_program() -> OwnedFd {
         off: 0,
         imm,
     };
-    let insns = [insn(s::BPF_ALU64 | s::BPF_MOV | s::BPF_K, 0), insn(s::BPF_JMP | s::BPF_EXIT, 0)];
+    let insns = [
+        insn(s::BPF_ALU64 | s::BPF_MOV | s::BPF_K, 0),
+        insn(s::BPF_JMP | s::BPF_EXIT, 0),
+    ];
     let lic = std::ffi::CString::new("GPL").unwrap();
     // SAFETY: valid instructions and license for the duration of the call.
     let fd = unsafe {
-        s::bpf_prog_load(s::BPF_PROG_TYPE_SOCKET_FILTER, std::ptr::null(), lic.as_ptr(), insns.as_ptr(), 2, std::ptr::null_mut())
+        s::bpf_prog_load(
+            s::BPF_PROG_TYPE_SOCKET_FILTER,
+            std::ptr::null(),
+            lic.as_ptr(),
+            insns.as_ptr(),
+            2,
+            std::ptr::null_mut(),
+        )
     };
     assert!(fd >= 0, "load socket filter: {}", Errno::from_raw(-fd));
     // SAFETY: new fd owned by us.
@@ -410,7 +539,8 @@ fn stale_directories_are_recovered() {
     let (veth, idx) = w.ns.veth(QUEUES, Some(50));
     let b = bpffs.clone();
     let dir = w.ns.run(move || {
-        let (d, how) = Dispatcher::attach_or_open(&opts(&b), idx, &QueueRanges::all_pass()).unwrap();
+        let (d, how) =
+            Dispatcher::attach_or_open(&opts(&b), idx, &QueueRanges::all_pass()).unwrap();
         assert_eq!(how, Attach::Attached);
         d.set_queue_pod(1, &pod("cs"), 0).unwrap();
         d.dir().to_path_buf()
@@ -420,11 +550,20 @@ fn stale_directories_are_recovered() {
     assert_eq!(idx2, idx);
     let b = bpffs.clone();
     w.ns.run(move || {
-        let (d, how) = Dispatcher::attach_or_open(&opts(&b), idx, &QueueRanges::all_pass()).unwrap();
+        let (d, how) =
+            Dispatcher::attach_or_open(&opts(&b), idx, &QueueRanges::all_pass()).unwrap();
         assert_eq!(how, Attach::Attached, "defunct link adopted");
         assert_eq!(d.dir(), dir);
-        assert!(d.pod_queues().unwrap().is_empty(), "state of the dead device carried over");
-        assert_eq!(std::fs::read_dir(d.paths().pods()).map(|r| r.count()).unwrap_or(0), 0);
+        assert!(
+            d.pod_queues().unwrap().is_empty(),
+            "state of the dead device carried over"
+        );
+        assert_eq!(
+            std::fs::read_dir(d.paths().pods())
+                .map(|r| r.count())
+                .unwrap_or(0),
+            0
+        );
         assert_eq!(verdict(&d, idx, 1), XDP_PASS);
     });
 
@@ -433,7 +572,8 @@ fn stale_directories_are_recovered() {
     let ifindex = w.ifindex;
     w.ns.run(move || {
         let dir: PathBuf = {
-            let (d, _) = Dispatcher::attach_or_open(&opts(&b), ifindex, &QueueRanges::all_pass()).unwrap();
+            let (d, _) =
+                Dispatcher::attach_or_open(&opts(&b), ifindex, &QueueRanges::all_pass()).unwrap();
             d.dir().to_path_buf()
         };
         // What a crash between pinning the maps and pinning the link leaves: the process's exit
@@ -444,7 +584,8 @@ fn stale_directories_are_recovered() {
         drop(link);
         std::fs::remove_file(dir.join("link")).unwrap();
         assert!(dir.join("queues").exists());
-        let (d, how) = Dispatcher::attach_or_open(&opts(&b), ifindex, &QueueRanges::all_pass()).unwrap();
+        let (d, how) =
+            Dispatcher::attach_or_open(&opts(&b), ifindex, &QueueRanges::all_pass()).unwrap();
         assert_eq!(how, Attach::Attached);
         assert_eq!(verdict(&d, ifindex, 0), XDP_PASS);
     });
@@ -492,7 +633,8 @@ fn statistics_count_each_path_when_enabled() {
     let w = world();
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
     w.ns.run(move || {
-        let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).unwrap();
+        let (d, _) =
+            Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).unwrap();
         assert!(!d.stats_enabled());
         assert!(matches!(d.queue_stats(0), Err(XdpError::StatsDisabled)));
     });

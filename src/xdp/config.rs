@@ -86,18 +86,33 @@ impl QueueRanges {
         let mut ranges = Vec::with_capacity(entries.len());
         let mut origin = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            let err = |reason: String| XdpError::InvalidConfig { entry: Some(i), reason };
+            let err = |reason: String| XdpError::InvalidConfig {
+                entry: Some(i),
+                reason,
+            };
             let (first, last) = parse_queues(&e.queues).map_err(err)?;
             let action = match (e.action, &e.program) {
                 (ActionName::Pass, None) => RangeAction::Pass,
                 (ActionName::Drop, None) => RangeAction::Drop,
-                (ActionName::Program, Some(p)) => RangeAction::Program(validate_program_pin(p, bpffs).map_err(err)?),
-                (ActionName::Program, None) => return Err(err("action \"program\" needs \"program\": <bpffs pin>".into())),
+                (ActionName::Program, Some(p)) => {
+                    RangeAction::Program(validate_program_pin(p, bpffs).map_err(err)?)
+                }
+                (ActionName::Program, None) => {
+                    return Err(err(
+                        "action \"program\" needs \"program\": <bpffs pin>".into()
+                    ))
+                }
                 (a, Some(_)) => {
-                    return Err(err(format!("\"program\" is only valid with action \"program\", not {a:?}")))
+                    return Err(err(format!(
+                        "\"program\" is only valid with action \"program\", not {a:?}"
+                    )))
                 }
             };
-            ranges.push(QueueRange { first, last, action });
+            ranges.push(QueueRange {
+                first,
+                last,
+                action,
+            });
             origin.push(i);
         }
         let mut order: Vec<usize> = (0..ranges.len()).collect();
@@ -105,10 +120,16 @@ impl QueueRanges {
         for w in order.windows(2) {
             let (a, b) = (&ranges[w[0]], &ranges[w[1]]);
             if b.first <= a.last {
-                let (ea, eb) = (origin[w[0]].min(origin[w[1]]), origin[w[0]].max(origin[w[1]]));
+                let (ea, eb) = (
+                    origin[w[0]].min(origin[w[1]]),
+                    origin[w[0]].max(origin[w[1]]),
+                );
                 return Err(XdpError::InvalidConfig {
                     entry: Some(eb),
-                    reason: format!("queues {}-{} overlap entry {ea} ({}-{})", b.first, b.last, a.first, a.last),
+                    reason: format!(
+                        "queues {}-{} overlap entry {ea} ({}-{})",
+                        b.first, b.last, a.first, a.last
+                    ),
                 });
             }
         }
@@ -119,7 +140,10 @@ impl QueueRanges {
     /// Parse and validate a JSON list of [`QueueRangeConfig`].
     pub fn from_json(json: &str, bpffs: &Path) -> Result<QueueRanges, XdpError> {
         let entries: Vec<QueueRangeConfig> =
-            serde_json::from_str(json).map_err(|e| XdpError::InvalidConfig { entry: None, reason: e.to_string() })?;
+            serde_json::from_str(json).map_err(|e| XdpError::InvalidConfig {
+                entry: None,
+                reason: e.to_string(),
+            })?;
         QueueRanges::new(&entries, bpffs)
     }
 
@@ -144,11 +168,17 @@ impl QueueRanges {
 fn parse_queues(s: &str) -> Result<(u32, u32), String> {
     let num = |t: &str| -> Result<u32, String> {
         if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(format!("queues {s:?}: expected \"N\" or \"N-M\" with decimal queue ids"));
+            return Err(format!(
+                "queues {s:?}: expected \"N\" or \"N-M\" with decimal queue ids"
+            ));
         }
-        let n: u32 = t.parse().map_err(|_| format!("queues {s:?}: {t} out of range"))?;
+        let n: u32 = t
+            .parse()
+            .map_err(|_| format!("queues {s:?}: {t} out of range"))?;
         if n >= MAX_QUEUES {
-            return Err(format!("queues {s:?}: queue {n} out of range (the dispatcher handles 0..{MAX_QUEUES})"));
+            return Err(format!(
+                "queues {s:?}: queue {n} out of range (the dispatcher handles 0..{MAX_QUEUES})"
+            ));
         }
         Ok(n)
     };
@@ -173,19 +203,39 @@ fn validate_program_pin(pin: &Path, bpffs: &Path) -> Result<PathBuf, String> {
         return Err(format!("bpffs root {} is not absolute", bpffs.display()));
     }
     if !pin.is_absolute() {
-        return Err(format!("program pin {} is not an absolute path", pin.display()));
+        return Err(format!(
+            "program pin {} is not an absolute path",
+            pin.display()
+        ));
     }
     // Checked on the raw bytes: `Path::components` silently drops inner `.` segments.
-    if pin.as_os_str().as_encoded_bytes().split(|&b| b == b'/').any(|seg| seg == b"." || seg == b"..") {
-        return Err(format!("program pin {} contains '.' or '..'", pin.display()));
+    if pin
+        .as_os_str()
+        .as_encoded_bytes()
+        .split(|&b| b == b'/')
+        .any(|seg| seg == b"." || seg == b"..")
+    {
+        return Err(format!(
+            "program pin {} contains '.' or '..'",
+            pin.display()
+        ));
     }
     let root: PathBuf = bpffs.components().collect();
     let rel = match pin.strip_prefix(&root) {
         Ok(rel) if rel.components().next().is_some() => rel,
-        _ => return Err(format!("program pin {} is outside the bpf file system {}", pin.display(), root.display())),
+        _ => {
+            return Err(format!(
+                "program pin {} is outside the bpf file system {}",
+                pin.display(),
+                root.display()
+            ))
+        }
     };
     if rel.components().next() == Some(Component::Normal(PLUGIN_DIR.as_ref())) {
-        return Err(format!("program pin {} is inside the plugin's own directory", pin.display()));
+        return Err(format!(
+            "program pin {} is inside the plugin's own directory",
+            pin.display()
+        ));
     }
     Ok(root.join(rel))
 }
@@ -195,7 +245,11 @@ mod tests {
     use super::*;
 
     fn cfg(queues: &str, action: ActionName, program: Option<&str>) -> QueueRangeConfig {
-        QueueRangeConfig { queues: queues.into(), action, program: program.map(PathBuf::from) }
+        QueueRangeConfig {
+            queues: queues.into(),
+            action,
+            program: program.map(PathBuf::from),
+        }
     }
 
     fn bpffs() -> &'static Path {
@@ -220,7 +274,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_queue_specs() {
-        for bad in ["", "-", "1-", "-1", "a", "1-b", " 1", "1 ", "+1", "1-2-3", "0x1", "1,2", "１"] {
+        for bad in [
+            "", "-", "1-", "-1", "a", "1-b", " 1", "1 ", "+1", "1-2-3", "0x1", "1,2", "１",
+        ] {
             assert!(parse_queues(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -229,8 +285,12 @@ mod tests {
     fn rejects_out_of_range_and_reversed() {
         assert!(parse_queues("1024").unwrap_err().contains("out of range"));
         assert!(parse_queues("0-1024").unwrap_err().contains("out of range"));
-        assert!(parse_queues("99999999999").unwrap_err().contains("out of range"));
-        assert!(parse_queues("3-2").unwrap_err().contains("first queue after last"));
+        assert!(parse_queues("99999999999")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse_queues("3-2")
+            .unwrap_err()
+            .contains("first queue after last"));
     }
 
     #[test]
@@ -251,8 +311,14 @@ mod tests {
         assert_eq!(r.action_for(2), &RangeAction::Pass);
         assert_eq!(r.action_for(3), &RangeAction::Pass);
         assert_eq!(r.action_for(5), &RangeAction::Pass);
-        assert_eq!(r.action_for(6), &RangeAction::Program("/sys/fs/bpf/admin/fw".into()));
-        assert_eq!(r.action_for(7), &RangeAction::Program("/sys/fs/bpf/admin/fw".into()));
+        assert_eq!(
+            r.action_for(6),
+            &RangeAction::Program("/sys/fs/bpf/admin/fw".into())
+        );
+        assert_eq!(
+            r.action_for(7),
+            &RangeAction::Program("/sys/fs/bpf/admin/fw".into())
+        );
         assert_eq!(r.action_for(8), &RangeAction::Pass);
         assert_eq!(r.action_for(u32::MAX), &RangeAction::Pass);
         assert_eq!(QueueRanges::all_pass().action_for(0), &RangeAction::Pass);
@@ -261,25 +327,47 @@ mod tests {
     #[test]
     fn rejects_overlaps_naming_the_later_entry() {
         let (entry, why) = reason(QueueRanges::new(
-            &[cfg("0-3", ActionName::Drop, None), cfg("8", ActionName::Pass, None), cfg("3-4", ActionName::Pass, None)],
+            &[
+                cfg("0-3", ActionName::Drop, None),
+                cfg("8", ActionName::Pass, None),
+                cfg("3-4", ActionName::Pass, None),
+            ],
             bpffs(),
         ));
         assert_eq!(entry, Some(2));
         assert!(why.contains("overlap entry 0"), "{why}");
         // Same queue twice, even with the same action, is an overlap.
-        let (entry, _) =
-            reason(QueueRanges::new(&[cfg("5", ActionName::Drop, None), cfg("5", ActionName::Drop, None)], bpffs()));
+        let (entry, _) = reason(QueueRanges::new(
+            &[
+                cfg("5", ActionName::Drop, None),
+                cfg("5", ActionName::Drop, None),
+            ],
+            bpffs(),
+        ));
         assert_eq!(entry, Some(1));
         // Adjacent is fine.
-        assert!(QueueRanges::new(&[cfg("0-3", ActionName::Drop, None), cfg("4-5", ActionName::Drop, None)], bpffs()).is_ok());
+        assert!(QueueRanges::new(
+            &[
+                cfg("0-3", ActionName::Drop, None),
+                cfg("4-5", ActionName::Drop, None)
+            ],
+            bpffs()
+        )
+        .is_ok());
     }
 
     #[test]
     fn program_field_must_match_action() {
-        let (entry, why) = reason(QueueRanges::new(&[cfg("0", ActionName::Program, None)], bpffs()));
+        let (entry, why) = reason(QueueRanges::new(
+            &[cfg("0", ActionName::Program, None)],
+            bpffs(),
+        ));
         assert_eq!(entry, Some(0));
         assert!(why.contains("needs"), "{why}");
-        let (_, why) = reason(QueueRanges::new(&[cfg("0", ActionName::Drop, Some("/sys/fs/bpf/p"))], bpffs()));
+        let (_, why) = reason(QueueRanges::new(
+            &[cfg("0", ActionName::Drop, Some("/sys/fs/bpf/p"))],
+            bpffs(),
+        ));
         assert!(why.contains("only valid with action"), "{why}");
     }
 
@@ -289,7 +377,11 @@ mod tests {
         assert!(ok("/sys/fs/bpf/fw").is_ok());
         assert!(ok("/sys/fs/bpf/admin/fw").is_ok());
         // Trailing slash on the root is normalised away.
-        assert!(QueueRanges::new(&[cfg("0", ActionName::Program, Some("/sys/fs/bpf/fw"))], Path::new("/sys/fs/bpf/")).is_ok());
+        assert!(QueueRanges::new(
+            &[cfg("0", ActionName::Program, Some("/sys/fs/bpf/fw"))],
+            Path::new("/sys/fs/bpf/")
+        )
+        .is_ok());
         for bad in [
             "/tmp/fw",
             "/sys/fs/bpfx/fw",
@@ -313,7 +405,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.ranges().len(), 2);
-        assert_eq!(r.action_for(6), &RangeAction::Program("/sys/fs/bpf/fw".into()));
+        assert_eq!(
+            r.action_for(6),
+            &RangeAction::Program("/sys/fs/bpf/fw".into())
+        );
         for bad in [
             r#"[{"queues":"0","action":"redirect"}]"#,
             r#"[{"queues":"0","action":"drop","extra":1}]"#,

@@ -40,8 +40,8 @@ use nix::fcntl::{Flock, FlockArg};
 use super::config::{QueueRanges, RangeAction};
 use super::error::XdpError;
 use super::paths::{
-    check_bpffs, plugin_root, NicKey, NicPaths, PodId, DEFAULT_BPFFS, PIN_POD_XSKS, PIN_PROGRAMS, PIN_QUEUES,
-    PIN_STATS,
+    check_bpffs, plugin_root, NicKey, NicPaths, PodId, DEFAULT_BPFFS, PIN_POD_XSKS, PIN_PROGRAMS,
+    PIN_QUEUES, PIN_STATS,
 };
 use super::skel::types::{nkc_action, nkc_queue, nkc_stats};
 use super::skel::DispatcherSkelBuilder;
@@ -95,7 +95,12 @@ pub struct DispatcherOptions {
 
 impl Default for DispatcherOptions {
     fn default() -> Self {
-        DispatcherOptions { bpffs: PathBuf::from(DEFAULT_BPFFS), mode: XdpMode::Auto, stats: false, frags: false }
+        DispatcherOptions {
+            bpffs: PathBuf::from(DEFAULT_BPFFS),
+            mode: XdpMode::Auto,
+            stats: false,
+            frags: false,
+        }
     }
 }
 
@@ -248,7 +253,9 @@ impl Maps {
 ///
 /// Obtained with [`Dispatcher::attach_or_open`] (ADD) or [`Dispatcher::open`] (DEL, CHECK). The
 /// NIC directory stays `flock`ed until the value is dropped: keep it only for the duration of
-/// one plugin operation.
+/// one plugin operation. The lock belongs to the open directory, not the process, so a second
+/// `attach_or_open`/`open` of the same NIC blocks until the first value is dropped, even from
+/// another thread of the same process.
 #[derive(Debug)]
 pub struct Dispatcher {
     nic: NicKey,
@@ -302,7 +309,11 @@ fn clear_dir(dir: &Path) -> Result<(), XdpError> {
         let entry = entry.map_err(|e| XdpError::sys("readdir", Some(dir), io_errno(&e)))?;
         let path = entry.path();
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        let res = if is_dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        let res = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
         match res {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -332,7 +343,8 @@ fn lock_nic_dir(bpffs: &Path, dir: &Path, create: bool) -> Result<Option<Flock<F
         };
         let locked = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| XdpError::sys("flock", Some(dir), e))?;
-        let st = nix::sys::stat::fstat(locked.as_fd()).map_err(|e| XdpError::sys("fstat", Some(dir), e))?;
+        let st = nix::sys::stat::fstat(locked.as_fd())
+            .map_err(|e| XdpError::sys("fstat", Some(dir), e))?;
         if st.st_nlink == 0 {
             if create {
                 continue;
@@ -345,13 +357,23 @@ fn lock_nic_dir(bpffs: &Path, dir: &Path, create: bool) -> Result<Option<Flock<F
 
 /// Load the dispatcher program. With `reuse`, the program uses those (pinned) maps; without,
 /// libbpf creates fresh maps and their fds are returned.
-fn load_program(stats: bool, frags: bool, reuse: Option<&Maps>) -> Result<(OwnedFd, Option<Maps>), XdpError> {
+fn load_program(
+    stats: bool,
+    frags: bool,
+    reuse: Option<&Maps>,
+) -> Result<(OwnedFd, Option<Maps>), XdpError> {
     let load_err = |source| XdpError::Load { source };
     let mut object = MaybeUninit::uninit();
-    let mut open = DispatcherSkelBuilder::default().open(&mut object).map_err(load_err)?;
-    let rodata = open.maps.rodata_data.as_deref_mut().ok_or_else(|| XdpError::Load {
-        source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
-    })?;
+    let mut open = DispatcherSkelBuilder::default()
+        .open(&mut object)
+        .map_err(load_err)?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| XdpError::Load {
+            source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
+        })?;
     rodata.nkc_stats_enabled = stats;
     if !stats {
         // The program never looks the map up then; one entry keeps its pin uniform and cheap.
@@ -361,16 +383,33 @@ fn load_program(stats: bool, frags: bool, reuse: Option<&Maps>) -> Result<(Owned
         let prog = open.progs.nkc_dispatch.as_libbpf_object().as_ptr();
         // SAFETY: `prog` belongs to the open, not yet loaded object we hold.
         let flags = unsafe { libbpf_sys::bpf_program__flags(prog) };
-        open.progs.nkc_dispatch.set_flags(flags | libbpf_sys::BPF_F_XDP_HAS_FRAGS);
+        open.progs
+            .nkc_dispatch
+            .set_flags(flags | libbpf_sys::BPF_F_XDP_HAS_FRAGS);
     }
     if let Some(maps) = reuse {
-        open.maps.data_queues.reuse_fd(maps.queues.as_fd()).map_err(load_err)?;
-        open.maps.pod_xsks.reuse_fd(maps.pod_xsks.as_fd()).map_err(load_err)?;
-        open.maps.programs.reuse_fd(maps.programs.as_fd()).map_err(load_err)?;
-        open.maps.stats.reuse_fd(maps.stats.as_fd()).map_err(load_err)?;
+        open.maps
+            .data_queues
+            .reuse_fd(maps.queues.as_fd())
+            .map_err(load_err)?;
+        open.maps
+            .pod_xsks
+            .reuse_fd(maps.pod_xsks.as_fd())
+            .map_err(load_err)?;
+        open.maps
+            .programs
+            .reuse_fd(maps.programs.as_fd())
+            .map_err(load_err)?;
+        open.maps
+            .stats
+            .reuse_fd(maps.stats.as_fd())
+            .map_err(load_err)?;
     }
     let skel = open.load().map_err(load_err)?;
-    let dup = |fd: BorrowedFd<'_>, what| fd.try_clone_to_owned().map_err(|e| XdpError::sys(what, None, io_errno(&e)));
+    let dup = |fd: BorrowedFd<'_>, what| {
+        fd.try_clone_to_owned()
+            .map_err(|e| XdpError::sys(what, None, io_errno(&e)))
+    };
     let prog = dup(skel.progs.nkc_dispatch.as_fd(), "dup program fd")?;
     let maps = match reuse {
         Some(_) => None,
@@ -389,29 +428,47 @@ fn same_entry(a: &nkc_queue, b: &nkc_queue) -> bool {
 }
 
 fn entry(vqueue: u32, action: nkc_action, base: nkc_action) -> nkc_queue {
-    nkc_queue { vqueue, action, base, reserved: 0 }
+    nkc_queue {
+        vqueue,
+        action,
+        base,
+        reserved: 0,
+    }
 }
 
 fn check_queue(queue: u32) -> Result<(), XdpError> {
     if queue >= MAX_QUEUES {
-        return Err(XdpError::QueueOutOfRange { queue, limit: MAX_QUEUES });
+        return Err(XdpError::QueueOutOfRange {
+            queue,
+            limit: MAX_QUEUES,
+        });
     }
     Ok(())
 }
 
 /// Write the range actions into the maps. Program pins are all opened and checked before the
 /// first write, so a bad pin changes nothing.
-fn apply_ranges(maps: &Maps, table: &QueueTable, paths: &NicPaths, ranges: &QueueRanges) -> Result<(), XdpError> {
+fn apply_ranges(
+    maps: &Maps,
+    table: &QueueTable,
+    paths: &NicPaths,
+    ranges: &QueueRanges,
+) -> Result<(), XdpError> {
     let mut programs: Vec<(&Path, OwnedFd)> = Vec::new();
     for r in ranges.ranges() {
         if let RangeAction::Program(pin) = &r.action {
             if programs.iter().any(|(p, _)| *p == pin.as_path()) {
                 continue;
             }
-            let fd = sys::obj_get(pin).map_err(|e| XdpError::sys("BPF_OBJ_GET program", Some(pin), e))?;
-            let info = sys::prog_info(fd.as_fd()).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(pin), e))?;
+            let fd = sys::obj_get(pin)
+                .map_err(|e| XdpError::sys("BPF_OBJ_GET program", Some(pin), e))?;
+            let info = sys::prog_info(fd.as_fd())
+                .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(pin), e))?;
             if info.type_ != libbpf_sys::BPF_PROG_TYPE_XDP {
-                return Err(XdpError::NotXdpProgram { path: pin.clone(), prog_type: info.type_ });
+                return Err(XdpError::NotXdpProgram {
+                    path: pin.clone(),
+                    prog_type: info.type_,
+                });
             }
             programs.push((pin.as_path(), fd));
         }
@@ -420,12 +477,21 @@ fn apply_ranges(maps: &Maps, table: &QueueTable, paths: &NicPaths, ranges: &Queu
         let want = ranges.action_for(q);
         let base = QueueAction::of_range(want);
         if let RangeAction::Program(pin) = want {
-            let fd = &programs.iter().find(|(p, _)| *p == pin.as_path()).expect("opened above").1;
+            let fd = &programs
+                .iter()
+                .find(|(p, _)| *p == pin.as_path())
+                .expect("opened above")
+                .1;
             let raw = fd.as_raw_fd() as u32;
-            sys::map_update(maps.programs.as_fd(), &q, &raw, libbpf_sys::BPF_ANY as u64).map_err(|errno| match errno {
-                Errno::EINVAL => XdpError::ProgramIncompatible { path: pin.clone(), errno },
-                e => XdpError::sys("BPF_MAP_UPDATE_ELEM programs", Some(pin), e),
-            })?;
+            sys::map_update(maps.programs.as_fd(), &q, &raw, libbpf_sys::BPF_ANY as u64).map_err(
+                |errno| match errno {
+                    Errno::EINVAL => XdpError::ProgramIncompatible {
+                        path: pin.clone(),
+                        errno,
+                    },
+                    e => XdpError::sys("BPF_MAP_UPDATE_ELEM programs", Some(pin), e),
+                },
+            )?;
         }
         let new = if cur.action == nkc_action::NKC_ACTION_POD {
             nkc_queue { base, ..cur }
@@ -436,13 +502,17 @@ fn apply_ranges(maps: &Maps, table: &QueueTable, paths: &NicPaths, ranges: &Queu
             table.set(q, &new);
         }
         if !matches!(want, RangeAction::Program(_)) && cur.base == nkc_action::NKC_ACTION_PROGRAM {
-            sys::map_delete(maps.programs.as_fd(), &q)
-                .map_err(|e| XdpError::sys("BPF_MAP_DELETE_ELEM programs", Some(&paths.pin(PIN_PROGRAMS)), e))?;
+            sys::map_delete(maps.programs.as_fd(), &q).map_err(|e| {
+                XdpError::sys(
+                    "BPF_MAP_DELETE_ELEM programs",
+                    Some(&paths.pin(PIN_PROGRAMS)),
+                    e,
+                )
+            })?;
         }
     }
     Ok(())
 }
-
 
 impl Dispatcher {
     /// Open the dispatcher of NIC `ifindex` (in the calling thread's netns), attaching it first
@@ -464,7 +534,16 @@ impl Dispatcher {
         let lock = lock_nic_dir(&opts.bpffs, &paths.dir, true)?.expect("created");
         match Self::open_pins(&paths, &nic)? {
             Some((link, maps, table, stats_enabled)) => Ok((
-                Dispatcher { nic, paths, opts: opts.clone(), link, maps, table, stats_enabled, _lock: lock },
+                Dispatcher {
+                    nic,
+                    paths,
+                    opts: opts.clone(),
+                    link,
+                    maps,
+                    table,
+                    stats_enabled,
+                    _lock: lock,
+                },
                 Attach::Opened,
             )),
             None => {
@@ -484,27 +563,33 @@ impl Dispatcher {
         let Some(lock) = lock_nic_dir(&opts.bpffs, &paths.dir, false)? else {
             return Ok(None);
         };
-        Ok(Self::open_pins(&paths, &nic)?.map(|(link, maps, table, stats_enabled)| Dispatcher {
-            nic,
-            paths,
-            opts: opts.clone(),
-            link,
-            maps,
-            table,
-            stats_enabled,
-            _lock: lock,
-        }))
+        Ok(
+            Self::open_pins(&paths, &nic)?.map(|(link, maps, table, stats_enabled)| Dispatcher {
+                nic,
+                paths,
+                opts: opts.clone(),
+                link,
+                maps,
+                table,
+                stats_enabled,
+                _lock: lock,
+            }),
+        )
     }
 
     /// Open the pinned link and maps; `None` if there is no live link for this NIC.
-    fn open_pins(paths: &NicPaths, nic: &NicKey) -> Result<Option<(OwnedFd, Maps, QueueTable, bool)>, XdpError> {
+    fn open_pins(
+        paths: &NicPaths,
+        nic: &NicKey,
+    ) -> Result<Option<(OwnedFd, Maps, QueueTable, bool)>, XdpError> {
         let link_pin = paths.link();
         let link = match sys::obj_get(&link_pin) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(XdpError::sys("BPF_OBJ_GET", Some(&link_pin), e)),
         };
-        let info = sys::link_info(link.as_fd()).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&link_pin), e))?;
+        let info = sys::link_info(link.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&link_pin), e))?;
         if info.link_type != libbpf_sys::BPF_LINK_TYPE_XDP {
             return Err(XdpError::Corrupt {
                 path: paths.dir.clone(),
@@ -518,7 +603,10 @@ impl Dispatcher {
         if info.ifindex != nic.ifindex {
             return Err(XdpError::Corrupt {
                 path: paths.dir.clone(),
-                reason: format!("pinned link is attached to ifindex {}, not {}", info.ifindex, nic.ifindex),
+                reason: format!(
+                    "pinned link is attached to ifindex {}, not {}",
+                    info.ifindex, nic.ifindex
+                ),
             });
         }
         let open = |name: &str| {
@@ -534,7 +622,12 @@ impl Dispatcher {
         let stats_info = sys::map_info(maps.stats.as_fd())
             .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&paths.pin(PIN_STATS)), e))?;
         let table = QueueTable::map(maps.queues.as_fd(), &paths.pin(PIN_QUEUES))?;
-        Ok(Some((link, maps, table, stats_info.max_entries >= MAX_QUEUES)))
+        Ok(Some((
+            link,
+            maps,
+            table,
+            stats_info.max_entries >= MAX_QUEUES,
+        )))
     }
 
     fn attach_fresh(
@@ -553,12 +646,18 @@ impl Dispatcher {
                 sys::obj_pin(fd, &pin).map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
             }
             apply_ranges(&maps, &table, &paths, ranges)?;
-            let link = sys::xdp_link_create(prog.as_fd(), nic.ifindex, opts.mode.flags()).map_err(|errno| match errno {
-                Errno::EBUSY | Errno::EEXIST => XdpError::NicHasXdp { ifindex: nic.ifindex, errno },
-                e => XdpError::sys("BPF_LINK_CREATE (XDP)", None, e),
-            })?;
+            let link = sys::xdp_link_create(prog.as_fd(), nic.ifindex, opts.mode.flags()).map_err(
+                |errno| match errno {
+                    Errno::EBUSY | Errno::EEXIST => XdpError::NicHasXdp {
+                        ifindex: nic.ifindex,
+                        errno,
+                    },
+                    e => XdpError::sys("BPF_LINK_CREATE (XDP)", None, e),
+                },
+            )?;
             let link_pin = paths.link();
-            sys::obj_pin(link.as_fd(), &link_pin).map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&link_pin), e))?;
+            sys::obj_pin(link.as_fd(), &link_pin)
+                .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&link_pin), e))?;
             Ok(link)
         };
         match attach() {
@@ -608,7 +707,8 @@ impl Dispatcher {
     }
 
     fn link_info(&self) -> Result<sys::XdpLinkInfo, XdpError> {
-        sys::link_info(self.link.as_fd()).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&self.paths.link()), e))
+        sys::link_info(self.link.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&self.paths.link()), e))
     }
 
     /// An fd of the program the link runs now (e.g. for `BPF_PROG_TEST_RUN`).
@@ -636,16 +736,24 @@ impl Dispatcher {
         } else {
             (None, None)
         };
-        Ok(QueueStatus { action, base, vqueue, pod_map_id })
+        Ok(QueueStatus {
+            action,
+            base,
+            vqueue,
+            pod_map_id,
+        })
     }
-
 
     /// Id of the XSKMAP at `pod_xsks[queue]` (user space reads map-in-map values as map ids).
     fn pod_map_id_at(&self, queue: u32) -> Result<Option<u32>, XdpError> {
-        sys::map_lookup::<u32, u32>(self.maps.pod_xsks.as_fd(), &queue)
-            .map_err(|e| XdpError::sys("BPF_MAP_LOOKUP_ELEM pod_xsks", Some(&self.paths.pin(PIN_POD_XSKS)), e))
+        sys::map_lookup::<u32, u32>(self.maps.pod_xsks.as_fd(), &queue).map_err(|e| {
+            XdpError::sys(
+                "BPF_MAP_LOOKUP_ELEM pod_xsks",
+                Some(&self.paths.pin(PIN_POD_XSKS)),
+                e,
+            )
+        })
     }
-
 
     /// Open the pod's XSKMAP pin; with `create`, create and pin it if missing. Returns the fd,
     /// the map id and whether this call created it.
@@ -660,12 +768,14 @@ impl Dispatcher {
                 mkdir(&self.paths.pod_dir(pod))?;
                 let fd = sys::xskmap_create("nkc_pod_xsks", MAX_VQUEUES)
                     .map_err(|e| XdpError::sys("BPF_MAP_CREATE (XSKMAP)", Some(&pin), e))?;
-                sys::obj_pin(fd.as_fd(), &pin).map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
+                sys::obj_pin(fd.as_fd(), &pin)
+                    .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
                 (fd, true)
             }
             Err(e) => return Err(XdpError::sys("BPF_OBJ_GET", Some(&pin), e)),
         };
-        let info = sys::map_info(fd.as_fd()).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&pin), e))?;
+        let info = sys::map_info(fd.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&pin), e))?;
         if info.type_ != libbpf_sys::BPF_MAP_TYPE_XSKMAP || info.max_entries != MAX_VQUEUES {
             return Err(XdpError::Corrupt {
                 path: self.paths.dir.clone(),
@@ -687,8 +797,19 @@ impl Dispatcher {
         match std::fs::remove_dir(self.paths.pod_container_dir(pod)) {
             Ok(()) => Ok(()),
             // Another interface of the same container still has a map.
-            Err(e) if matches!(io_errno(&e), Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOENT) => Ok(()),
-            Err(e) => Err(XdpError::sys("rmdir", Some(&self.paths.pod_container_dir(pod)), io_errno(&e))),
+            Err(e)
+                if matches!(
+                    io_errno(&e),
+                    Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOENT
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(XdpError::sys(
+                "rmdir",
+                Some(&self.paths.pod_container_dir(pod)),
+                io_errno(&e),
+            )),
         }
     }
 
@@ -701,7 +822,11 @@ impl Dispatcher {
                 let pin = ifn.path().join(super::paths::PIN_POD_XSKMAP);
                 let Ok(fd) = sys::obj_get(&pin) else { continue };
                 if sys::map_info(fd.as_fd()).map(|i| i.id) == Ok(map_id) {
-                    return Some(format!("{}/{}", cid.file_name().to_string_lossy(), ifn.file_name().to_string_lossy()));
+                    return Some(format!(
+                        "{}/{}",
+                        cid.file_name().to_string_lossy(),
+                        ifn.file_name().to_string_lossy()
+                    ));
                 }
             }
         }
@@ -715,10 +840,18 @@ impl Dispatcher {
     ///
     /// Errors: [`XdpError::QueueBusy`] if another pod holds the queue,
     /// [`XdpError::VqueueBusy`] if another queue already feeds this pod's `vqueue`.
-    pub fn set_queue_pod(&self, queue: u32, pod: &PodId, vqueue: u32) -> Result<PodHandoff, XdpError> {
+    pub fn set_queue_pod(
+        &self,
+        queue: u32,
+        pod: &PodId,
+        vqueue: u32,
+    ) -> Result<PodHandoff, XdpError> {
         check_queue(queue)?;
         if vqueue >= MAX_VQUEUES {
-            return Err(XdpError::VqueueOutOfRange { vqueue, limit: MAX_VQUEUES });
+            return Err(XdpError::VqueueOutOfRange {
+                vqueue,
+                limit: MAX_VQUEUES,
+            });
         }
         let table = self.table.all();
         let cur = table[queue as usize];
@@ -732,7 +865,10 @@ impl Dispatcher {
         if cur.action == nkc_action::NKC_ACTION_POD {
             let owner = self.pod_map_id_at(queue)?;
             if owner != Some(map_id) {
-                return fail(XdpError::QueueBusy { queue, owner: owner.and_then(|id| self.pod_by_map_id(id)) });
+                return fail(XdpError::QueueBusy {
+                    queue,
+                    owner: owner.and_then(|id| self.pod_by_map_id(id)),
+                });
             }
             if cur.vqueue == vqueue {
                 return self.handoff_for(pod, map_id, &table);
@@ -748,24 +884,45 @@ impl Dispatcher {
             }
         }
         let raw = map_fd.as_raw_fd() as u32;
-        if let Err(e) = sys::map_update(self.maps.pod_xsks.as_fd(), &queue, &raw, libbpf_sys::BPF_ANY as u64) {
-            return fail(XdpError::sys("BPF_MAP_UPDATE_ELEM pod_xsks", Some(&self.paths.pin(PIN_POD_XSKS)), e));
+        if let Err(e) = sys::map_update(
+            self.maps.pod_xsks.as_fd(),
+            &queue,
+            &raw,
+            libbpf_sys::BPF_ANY as u64,
+        ) {
+            return fail(XdpError::sys(
+                "BPF_MAP_UPDATE_ELEM pod_xsks",
+                Some(&self.paths.pin(PIN_POD_XSKS)),
+                e,
+            ));
         }
         let base = cur.base;
-        self.table.set(queue, &entry(vqueue, nkc_action::NKC_ACTION_POD, base));
+        self.table
+            .set(queue, &entry(vqueue, nkc_action::NKC_ACTION_POD, base));
         let mut table = table;
         table[queue as usize] = entry(vqueue, nkc_action::NKC_ACTION_POD, base);
         self.handoff_for(pod, map_id, &table)
     }
 
-    fn handoff_for(&self, pod: &PodId, map_id: u32, table: &[nkc_queue]) -> Result<PodHandoff, XdpError> {
+    fn handoff_for(
+        &self,
+        pod: &PodId,
+        map_id: u32,
+        table: &[nkc_queue],
+    ) -> Result<PodHandoff, XdpError> {
         let mut queues = Vec::new();
         for (q, e) in (0..MAX_QUEUES).zip(table) {
             if e.action == nkc_action::NKC_ACTION_POD && self.pod_map_id_at(q)? == Some(map_id) {
-                queues.push(QueueLease { queue: q, vqueue: e.vqueue });
+                queues.push(QueueLease {
+                    queue: q,
+                    vqueue: e.vqueue,
+                });
             }
         }
-        Ok(PodHandoff { xskmap_pin: self.paths.pod_xskmap(pod), queues })
+        Ok(PodHandoff {
+            xskmap_pin: self.paths.pod_xskmap(pod),
+            queues,
+        })
     }
 
     /// The pod's current handoff, or `None` if it has no XSKMAP on this NIC.
@@ -787,8 +944,13 @@ impl Dispatcher {
             return Ok(false);
         }
         self.table.set(queue, &entry(0, cur.base, cur.base));
-        sys::map_delete(self.maps.pod_xsks.as_fd(), &queue)
-            .map_err(|e| XdpError::sys("BPF_MAP_DELETE_ELEM pod_xsks", Some(&self.paths.pin(PIN_POD_XSKS)), e))?;
+        sys::map_delete(self.maps.pod_xsks.as_fd(), &queue).map_err(|e| {
+            XdpError::sys(
+                "BPF_MAP_DELETE_ELEM pod_xsks",
+                Some(&self.paths.pin(PIN_POD_XSKS)),
+                e,
+            )
+        })?;
         Ok(true)
     }
 
@@ -800,7 +962,8 @@ impl Dispatcher {
         if let Some((_, map_id, _)) = self.pod_map(pod, false)? {
             let table = self.table.all();
             for (q, e) in (0..MAX_QUEUES).zip(&table) {
-                if e.action == nkc_action::NKC_ACTION_POD && self.pod_map_id_at(q)? == Some(map_id) {
+                if e.action == nkc_action::NKC_ACTION_POD && self.pod_map_id_at(q)? == Some(map_id)
+                {
                     self.reset_queue(q)?;
                     reset.push(q);
                 }
@@ -833,13 +996,20 @@ impl Dispatcher {
         }
         // Per-CPU values are laid out with an 8-byte-aligned stride, one per possible CPU.
         let stride = std::mem::size_of::<nkc_stats>().div_ceil(8) * 8;
-        let cpus = sys::possible_cpus().map_err(|e| XdpError::sys("libbpf_num_possible_cpus", None, e))?;
+        let cpus =
+            sys::possible_cpus().map_err(|e| XdpError::sys("libbpf_num_possible_cpus", None, e))?;
         let mut buf = vec![0u8; stride * cpus];
-        sys::map_lookup_raw(self.maps.stats.as_fd(), &queue, &mut buf)
-            .map_err(|e| XdpError::sys("BPF_MAP_LOOKUP_ELEM stats", Some(&self.paths.pin(PIN_STATS)), e))?;
+        sys::map_lookup_raw(self.maps.stats.as_fd(), &queue, &mut buf).map_err(|e| {
+            XdpError::sys(
+                "BPF_MAP_LOOKUP_ELEM stats",
+                Some(&self.paths.pin(PIN_STATS)),
+                e,
+            )
+        })?;
         let mut total = QueueStats::default();
         for cpu in buf.chunks_exact(stride) {
-            let field = |i: usize| u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            let field =
+                |i: usize| u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
             total.pass += field(0);
             total.drop += field(1);
             total.redirect += field(2);
@@ -856,12 +1026,19 @@ impl Dispatcher {
     /// swap fail (`EPERM`) if the link no longer runs the program this call read.
     pub fn upgrade(&self) -> Result<Upgrade, XdpError> {
         let info = self.link_info()?;
-        let old = sys::prog_fd_by_id(info.prog_id).map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))?;
+        let old = sys::prog_fd_by_id(info.prog_id)
+            .map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))?;
         let (new, _) = load_program(self.stats_enabled, self.opts.frags, Some(&self.maps))?;
         sys::link_update(self.link.as_fd(), new.as_fd(), old.as_fd())
             .map_err(|e| XdpError::sys("BPF_LINK_UPDATE", Some(&self.paths.link()), e))?;
-        let new_prog_id = sys::prog_info(new.as_fd()).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?.id;
-        Ok(Upgrade { link_id: info.id, old_prog_id: info.prog_id, new_prog_id })
+        let new_prog_id = sys::prog_info(new.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?
+            .id;
+        Ok(Upgrade {
+            link_id: info.id,
+            old_prog_id: info.prog_id,
+            new_prog_id,
+        })
     }
 
     /// Detach the dispatcher and remove the NIC directory if no queue is steered to a pod any
@@ -870,11 +1047,15 @@ impl Dispatcher {
     pub fn detach_if_unused(self) -> Result<DetachOutcome, XdpError> {
         let pod_queues = self.pod_queues()?;
         if !pod_queues.is_empty() {
-            return Ok(DetachOutcome::StillUsed { pod_queues, dispatcher: self });
+            return Ok(DetachOutcome::StillUsed {
+                pod_queues,
+                dispatcher: self,
+            });
         }
         // Detach explicitly rather than by dropping the last reference: another process (say,
         // bpftool) may hold the link open, and the NIC must be free when this returns.
-        sys::link_detach(self.link.as_fd()).map_err(|e| XdpError::sys("BPF_LINK_DETACH", Some(&self.paths.link()), e))?;
+        sys::link_detach(self.link.as_fd())
+            .map_err(|e| XdpError::sys("BPF_LINK_DETACH", Some(&self.paths.link()), e))?;
         clear_dir(&self.paths.dir)?;
         // Still holding the lock: waiters see the dead directory (nlink 0) and start over.
         rmdir(&self.paths.dir)?;

@@ -139,6 +139,10 @@ impl XdpError {
     }
 
     pub(crate) fn sys(op: &'static str, path: Option<&std::path::Path>, errno: Errno) -> XdpError {
-        XdpError::Sys { op, path: path.map(|p| p.to_path_buf()), errno }
+        XdpError::Sys {
+            op,
+            path: path.map(|p| p.to_path_buf()),
+            errno,
+        }
     }
 }

@@ -60,7 +60,10 @@ pub struct NicKey {
 impl NicKey {
     /// The key of `ifindex` in the calling *thread's* netns (where XDP attach resolves it too).
     pub fn in_current_netns(ifindex: u32) -> Result<NicKey, XdpError> {
-        Ok(NicKey { netns_cookie: current_netns_cookie()?, ifindex })
+        Ok(NicKey {
+            netns_cookie: current_netns_cookie()?,
+            ifindex,
+        })
     }
 
     /// Directory name under `<bpffs>/netkit-cni/`.
@@ -72,8 +75,13 @@ impl NicKey {
 /// `SO_NETNS_COOKIE` of the calling thread's netns (Linux ≥ 5.14): sockets are created in the
 /// creating thread's netns, so a throwaway socket tells which one that is.
 pub fn current_netns_cookie() -> Result<u64, XdpError> {
-    let sock = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| XdpError::sys("socket(AF_UNIX) for SO_NETNS_COOKIE", None, e))?;
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| XdpError::sys("socket(AF_UNIX) for SO_NETNS_COOKIE", None, e))?;
     let mut cookie = 0u64;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: valid socket, output buffer of `len` bytes.
@@ -87,7 +95,11 @@ pub fn current_netns_cookie() -> Result<u64, XdpError> {
         )
     };
     if ret != 0 {
-        return Err(XdpError::sys("getsockopt(SO_NETNS_COOKIE)", None, Errno::last()));
+        return Err(XdpError::sys(
+            "getsockopt(SO_NETNS_COOKIE)",
+            None,
+            Errno::last(),
+        ));
     }
     Ok(cookie)
 }
@@ -108,7 +120,10 @@ impl PodId {
     pub fn new(container_id: &str, ifname: &str) -> Result<PodId, XdpError> {
         validate_container_id(container_id)?;
         validate_ifname(ifname)?;
-        Ok(PodId { container_id: container_id.to_owned(), ifname: ifname.to_owned() })
+        Ok(PodId {
+            container_id: container_id.to_owned(),
+            ifname: ifname.to_owned(),
+        })
     }
 
     /// The container id.
@@ -129,24 +144,41 @@ impl std::fmt::Display for PodId {
 }
 
 fn validate_container_id(id: &str) -> Result<(), XdpError> {
-    let bad = |reason| Err(XdpError::InvalidId { what: "container id", value: id.to_owned(), reason });
+    let bad = |reason| {
+        Err(XdpError::InvalidId {
+            what: "container id",
+            value: id.to_owned(),
+            reason,
+        })
+    };
     let bytes = id.as_bytes();
     match bytes.first() {
         None => return bad("empty"),
-        Some(c) if !c.is_ascii_alphanumeric() => return bad("must start with an ASCII letter or digit"),
+        Some(c) if !c.is_ascii_alphanumeric() => {
+            return bad("must start with an ASCII letter or digit")
+        }
         Some(_) => {}
     }
     if bytes.len() > CONTAINER_ID_MAX {
         return bad("longer than 255 bytes");
     }
-    if !bytes.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')) {
+    if !bytes
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    {
         return bad("may only contain ASCII letters, digits, '_', '.' and '-'");
     }
     Ok(())
 }
 
 fn validate_ifname(name: &str) -> Result<(), XdpError> {
-    let bad = |reason| Err(XdpError::InvalidId { what: "interface name", value: name.to_owned(), reason });
+    let bad = |reason| {
+        Err(XdpError::InvalidId {
+            what: "interface name",
+            value: name.to_owned(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("empty");
     }
@@ -156,7 +188,10 @@ fn validate_ifname(name: &str) -> Result<(), XdpError> {
     if name == "." || name == ".." {
         return bad("'.' and '..' are not interface names");
     }
-    if name.bytes().any(|c| c == b'/' || c == b':' || c == 0 || c.is_ascii_whitespace()) {
+    if name
+        .bytes()
+        .any(|c| c == b'/' || c == b':' || c == 0 || c.is_ascii_whitespace())
+    {
         return bad("contains '/', ':', NUL or whitespace");
     }
     Ok(())
@@ -177,7 +212,9 @@ pub struct NicPaths {
 impl NicPaths {
     /// Paths for `nic` under the bpffs mount `bpffs`.
     pub fn new(bpffs: &Path, nic: &NicKey) -> NicPaths {
-        NicPaths { dir: plugin_root(bpffs).join(nic.dir_name()) }
+        NicPaths {
+            dir: plugin_root(bpffs).join(nic.dir_name()),
+        }
     }
 
     /// The pinned XDP link.
@@ -217,7 +254,10 @@ pub fn check_bpffs(path: &Path) -> Result<(), XdpError> {
     let st = nix::sys::statfs::statfs(path).map_err(|e| XdpError::sys("statfs", Some(path), e))?;
     let magic = st.filesystem_type().0 as i64;
     if magic != BPF_FS_MAGIC {
-        return Err(XdpError::NotBpffs { path: path.to_path_buf(), magic });
+        return Err(XdpError::NotBpffs {
+            path: path.to_path_buf(),
+            magic,
+        });
     }
     Ok(())
 }

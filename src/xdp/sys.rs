@@ -46,11 +46,21 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), Errno> {
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with plain-old-data key and value.
-pub fn map_update<K: Copy, V: Copy>(fd: BorrowedFd<'_>, key: &K, value: &V, flags: u64) -> Result<(), Errno> {
+pub fn map_update<K: Copy, V: Copy>(
+    fd: BorrowedFd<'_>,
+    key: &K,
+    value: &V,
+    flags: u64,
+) -> Result<(), Errno> {
     // SAFETY: key and value point to initialised memory of the sizes the map was created with
     // (callers pass the map's own key/value types).
     check(unsafe {
-        sys::bpf_map_update_elem(fd.as_raw_fd(), (key as *const K).cast(), (value as *const V).cast(), flags)
+        sys::bpf_map_update_elem(
+            fd.as_raw_fd(),
+            (key as *const K).cast(),
+            (value as *const V).cast(),
+            flags,
+        )
     })
     .map(drop)
 }
@@ -60,7 +70,13 @@ pub fn map_lookup<K: Copy, V: Copy>(fd: BorrowedFd<'_>, key: &K) -> Result<Optio
     let mut value = std::mem::MaybeUninit::<V>::zeroed();
     // SAFETY: the kernel writes exactly value_size bytes, which is size_of::<V>() for callers'
     // map/type pairs.
-    match check(unsafe { sys::bpf_map_lookup_elem(fd.as_raw_fd(), (key as *const K).cast(), value.as_mut_ptr().cast()) }) {
+    match check(unsafe {
+        sys::bpf_map_lookup_elem(
+            fd.as_raw_fd(),
+            (key as *const K).cast(),
+            value.as_mut_ptr().cast(),
+        )
+    }) {
         // SAFETY: V is plain old data and fully written by the kernel (or zeroed).
         Ok(_) => Ok(Some(unsafe { value.assume_init() })),
         Err(Errno::ENOENT) => Ok(None),
@@ -71,8 +87,14 @@ pub fn map_lookup<K: Copy, V: Copy>(fd: BorrowedFd<'_>, key: &K) -> Result<Optio
 /// `BPF_MAP_LOOKUP_ELEM` into a caller-sized buffer (per-CPU maps).
 pub fn map_lookup_raw<K: Copy>(fd: BorrowedFd<'_>, key: &K, value: &mut [u8]) -> Result<(), Errno> {
     // SAFETY: the caller sizes `value` for the map (value size rounded to 8 × possible CPUs).
-    check(unsafe { sys::bpf_map_lookup_elem(fd.as_raw_fd(), (key as *const K).cast(), value.as_mut_ptr().cast()) })
-        .map(drop)
+    check(unsafe {
+        sys::bpf_map_lookup_elem(
+            fd.as_raw_fd(),
+            (key as *const K).cast(),
+            value.as_mut_ptr().cast(),
+        )
+    })
+    .map(drop)
 }
 
 /// `BPF_MAP_DELETE_ELEM`; `Ok(false)` for `ENOENT`.
@@ -90,12 +112,23 @@ pub fn xskmap_create(name: &str, max_entries: u32) -> Result<OwnedFd, Errno> {
     let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
     // SAFETY: valid name; NULL opts means defaults (no flags).
     fd_from(unsafe {
-        sys::bpf_map_create(sys::BPF_MAP_TYPE_XSKMAP, name.as_ptr(), 4, 4, max_entries, std::ptr::null())
+        sys::bpf_map_create(
+            sys::BPF_MAP_TYPE_XSKMAP,
+            name.as_ptr(),
+            4,
+            4,
+            max_entries,
+            std::ptr::null(),
+        )
     })
 }
 
 /// `BPF_LINK_CREATE` for XDP on `ifindex` (in the calling thread's netns).
-pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, xdp_flags: u32) -> Result<OwnedFd, Errno> {
+pub fn xdp_link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    xdp_flags: u32,
+) -> Result<OwnedFd, Errno> {
     // SAFETY: zero is a valid bit pattern for these C option structs.
     let mut opts: sys::bpf_link_create_opts = unsafe { zeroed() };
     opts.sz = size_of::<sys::bpf_link_create_opts>() as _;
@@ -106,7 +139,11 @@ pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, xdp_flags: u32) -> Re
 
 /// `BPF_LINK_UPDATE` with `BPF_F_REPLACE`: swap the link's program for `new` only if it still
 /// runs `old` (the kernel answers `EPERM` otherwise).
-pub fn link_update(link: BorrowedFd<'_>, new: BorrowedFd<'_>, old: BorrowedFd<'_>) -> Result<(), Errno> {
+pub fn link_update(
+    link: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+) -> Result<(), Errno> {
     let opts = sys::bpf_link_update_opts {
         sz: size_of::<sys::bpf_link_update_opts>() as _,
         flags: sys::BPF_F_REPLACE,
@@ -175,7 +212,12 @@ pub fn link_info(fd: BorrowedFd<'_>) -> Result<XdpLinkInfo, Errno> {
     } else {
         0
     };
-    Ok(XdpLinkInfo { id: info.id, link_type: info.type_, prog_id: info.prog_id, ifindex })
+    Ok(XdpLinkInfo {
+        id: info.id,
+        link_type: info.type_,
+        prog_id: info.prog_id,
+        ifindex,
+    })
 }
 
 /// `BPF_PROG_LOAD` of a program made of raw instructions.
@@ -194,7 +236,16 @@ pub fn prog_load(
     opts.expected_attach_type = expected_attach_type;
     opts.prog_flags = prog_flags;
     // SAFETY: valid strings and instruction buffer for the duration of the call.
-    fd_from(unsafe { sys::bpf_prog_load(prog_type, name.as_ptr(), license.as_ptr(), insns.as_ptr(), insns.len() as _, &mut opts) })
+    fd_from(unsafe {
+        sys::bpf_prog_load(
+            prog_type,
+            name.as_ptr(),
+            license.as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            &mut opts,
+        )
+    })
 }
 
 /// Number of possible CPUs (the stride of per-CPU map values).

@@ -61,7 +61,8 @@ impl QueueTable {
     /// Map the table map `fd` (pinned at `pin`, for error messages) after checking that it is
     /// what the dispatcher declares: an mmapable ARRAY of one value holding MAX_QUEUES entries.
     pub(crate) fn map(fd: BorrowedFd<'_>, pin: &Path) -> Result<QueueTable, XdpError> {
-        let info = sys::map_info(fd).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(pin), e))?;
+        let info =
+            sys::map_info(fd).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(pin), e))?;
         let want = MAX_QUEUES as usize * ENTRY;
         if info.type_ != libbpf_sys::BPF_MAP_TYPE_ARRAY
             || info.max_entries != 1
@@ -79,12 +80,20 @@ impl QueueTable {
         // SAFETY: mapping a BPF array map fd; the kernel bounds the mapping to the map's pages,
         // which `want` does not exceed.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), want, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                want,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         if ptr == libc::MAP_FAILED {
             return Err(XdpError::sys("mmap", Some(pin), Errno::last()));
         }
-        let base = NonNull::new(ptr.cast::<AtomicU64>()).expect("mmap never returns NULL on success");
+        let base =
+            NonNull::new(ptr.cast::<AtomicU64>()).expect("mmap never returns NULL on success");
         Ok(QueueTable { base, len: want })
     }
 

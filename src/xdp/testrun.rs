@@ -43,7 +43,11 @@ impl XdpInput {
         let mut data = vec![0u8; 64];
         data[..6].fill(0xff);
         data[12] = 0x08;
-        XdpInput { ingress_ifindex: ifindex, rx_queue_index: queue, data }
+        XdpInput {
+            ingress_ifindex: ifindex,
+            rx_queue_index: queue,
+            data,
+        }
     }
 }
 
@@ -60,7 +64,33 @@ pub struct TestRun {
 }
 
 /// Run `prog` over `input` `repeat` times (at least once) with `BPF_PROG_TEST_RUN`.
-pub fn test_run_xdp(prog: BorrowedFd<'_>, input: &XdpInput, repeat: u32) -> Result<TestRun, XdpError> {
+pub fn test_run_xdp(
+    prog: BorrowedFd<'_>,
+    input: &XdpInput,
+    repeat: u32,
+) -> Result<TestRun, XdpError> {
+    run(prog, input, repeat, 0)
+}
+
+/// Like [`test_run_xdp`] with `BPF_F_TEST_XDP_LIVE_FRAMES`: the kernel acts on each verdict as
+/// a driver would (`XDP_REDIRECT` really redirects, `XDP_PASS` builds an skb), so a frame
+/// redirected to an AF_XDP socket lands in its RX ring. Frames then arrive on a stand-in RX
+/// queue *0* of `ingress_ifindex`, whatever `rx_queue_index` says, and `retval` carries no
+/// verdict.
+pub fn test_run_xdp_live(
+    prog: BorrowedFd<'_>,
+    input: &XdpInput,
+    repeat: u32,
+) -> Result<TestRun, XdpError> {
+    run(prog, input, repeat, sys_::BPF_F_TEST_XDP_LIVE_FRAMES)
+}
+
+fn run(
+    prog: BorrowedFd<'_>,
+    input: &XdpInput,
+    repeat: u32,
+    flags: u32,
+) -> Result<TestRun, XdpError> {
     let mut ctx = sys_::xdp_md {
         data: 0,
         data_end: input.data.len() as u32,
@@ -77,12 +107,17 @@ pub fn test_run_xdp(prog: BorrowedFd<'_>, input: &XdpInput, repeat: u32) -> Resu
     opts.ctx_in = (&mut ctx as *mut sys_::xdp_md).cast();
     opts.ctx_size_in = std::mem::size_of::<sys_::xdp_md>() as u32;
     opts.repeat = repeat.max(1) as i32;
+    opts.flags = flags;
     let start = Instant::now();
     // SAFETY: buffers outlive the call; no output buffers are requested.
     let ret = unsafe { sys_::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
     let wall = start.elapsed();
     if ret < 0 {
-        return Err(XdpError::sys("BPF_PROG_TEST_RUN", None, nix::errno::Errno::from_raw(-ret)));
+        return Err(XdpError::sys(
+            "BPF_PROG_TEST_RUN",
+            None,
+            nix::errno::Errno::from_raw(-ret),
+        ));
     }
     Ok(TestRun {
         retval: opts.retval,
@@ -99,7 +134,8 @@ pub fn test_run_xdp(prog: BorrowedFd<'_>, input: &XdpInput, repeat: u32) -> Resu
 /// attached nowhere is called indirectly, which with retpolines costs several ns more and would
 /// make an unattached baseline look slower than the program under test.
 pub fn attach_xdp(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd, XdpError> {
-    sys::xdp_link_create(prog, ifindex, 0).map_err(|e| XdpError::sys("BPF_LINK_CREATE (XDP)", None, e))
+    sys::xdp_link_create(prog, ifindex, 0)
+        .map_err(|e| XdpError::sys("BPF_LINK_CREATE (XDP)", None, e))
 }
 
 /// Per-packet cost of `prog` on `input`, in nanoseconds: the best of `rounds` test runs of
@@ -107,7 +143,12 @@ pub fn attach_xdp(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd, XdpErro
 /// wall time per packet (fractional; the kernel's own figure is truncated to whole ns).
 /// Compare against [`verdict_program`] returning `XDP_PASS` to get the cost a program adds (see
 /// [`compare_ns_per_packet`], and [`attach_xdp`] for why both must be attached somewhere).
-pub fn ns_per_packet(prog: BorrowedFd<'_>, input: &XdpInput, repeat: u32, rounds: u32) -> Result<f64, XdpError> {
+pub fn ns_per_packet(
+    prog: BorrowedFd<'_>,
+    input: &XdpInput,
+    repeat: u32,
+    rounds: u32,
+) -> Result<f64, XdpError> {
     let mut best = f64::INFINITY;
     for _ in 0..rounds.max(1) {
         best = best.min(test_run_xdp(prog, input, repeat)?.wall_ns_per_run);
@@ -140,9 +181,14 @@ pub fn compare_ns_per_packet(
     repeat: u32,
     rounds: u32,
 ) -> Result<Cost, XdpError> {
-    let mut cost = Cost { prog_ns: f64::INFINITY, baseline_ns: f64::INFINITY };
+    let mut cost = Cost {
+        prog_ns: f64::INFINITY,
+        baseline_ns: f64::INFINITY,
+    };
     for _ in 0..rounds.max(1) {
-        cost.baseline_ns = cost.baseline_ns.min(ns_per_packet(baseline, input, repeat, 1)?);
+        cost.baseline_ns = cost
+            .baseline_ns
+            .min(ns_per_packet(baseline, input, repeat, 1)?);
         cost.prog_ns = cost.prog_ns.min(ns_per_packet(prog, input, repeat, 1)?);
     }
     Ok(cost)
@@ -152,11 +198,23 @@ pub fn compare_ns_per_packet(
 /// measurements, and a stand-in admin program. `frags` sets `BPF_F_XDP_HAS_FRAGS`.
 pub fn verdict_program(verdict: u32, frags: bool) -> Result<OwnedFd, XdpError> {
     // r0 = verdict; exit
-    let mov = insn(sys_::BPF_ALU64 | sys_::BPF_MOV | sys_::BPF_K, 0, 0, 0, verdict as i32);
+    let mov = insn(
+        sys_::BPF_ALU64 | sys_::BPF_MOV | sys_::BPF_K,
+        0,
+        0,
+        0,
+        verdict as i32,
+    );
     let exit = insn(sys_::BPF_JMP | sys_::BPF_EXIT, 0, 0, 0, 0);
     let flags = if frags { sys_::BPF_F_XDP_HAS_FRAGS } else { 0 };
-    sys::prog_load(sys_::BPF_PROG_TYPE_XDP, sys_::BPF_XDP, "nkc_verdict", &[mov, exit], flags)
-        .map_err(|e| XdpError::sys("BPF_PROG_LOAD", None, e))
+    sys::prog_load(
+        sys_::BPF_PROG_TYPE_XDP,
+        sys_::BPF_XDP,
+        "nkc_verdict",
+        &[mov, exit],
+        flags,
+    )
+    .map_err(|e| XdpError::sys("BPF_PROG_LOAD", None, e))
 }
 
 fn insn(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> sys_::bpf_insn {
@@ -176,15 +234,45 @@ pub fn xsk_redirect_program(xskmap: BorrowedFd<'_>, fallback: u32) -> Result<Own
     const RX_QUEUE_INDEX: i16 = 16; // offsetof(struct xdp_md, rx_queue_index)
     let insns = [
         // r2 = ctx->rx_queue_index
-        insn(sys_::BPF_LDX | sys_::BPF_MEM | sys_::BPF_W, 2, 1, RX_QUEUE_INDEX, 0),
+        insn(
+            sys_::BPF_LDX | sys_::BPF_MEM | sys_::BPF_W,
+            2,
+            1,
+            RX_QUEUE_INDEX,
+            0,
+        ),
         // r1 = &xskmap (two-slot ld_imm64 with a map fd)
-        insn(sys_::BPF_LD | sys_::BPF_DW | sys_::BPF_IMM, 1, sys_::BPF_PSEUDO_MAP_FD as u8, 0, xskmap.as_raw_fd()),
+        insn(
+            sys_::BPF_LD | sys_::BPF_DW | sys_::BPF_IMM,
+            1,
+            sys_::BPF_PSEUDO_MAP_FD as u8,
+            0,
+            xskmap.as_raw_fd(),
+        ),
         insn(0, 0, 0, 0, 0),
         // r3 = fallback verdict
-        insn(sys_::BPF_ALU64 | sys_::BPF_MOV | sys_::BPF_K, 3, 0, 0, fallback as i32),
-        insn(sys_::BPF_JMP | sys_::BPF_CALL, 0, 0, 0, sys_::BPF_FUNC_redirect_map as i32),
+        insn(
+            sys_::BPF_ALU64 | sys_::BPF_MOV | sys_::BPF_K,
+            3,
+            0,
+            0,
+            fallback as i32,
+        ),
+        insn(
+            sys_::BPF_JMP | sys_::BPF_CALL,
+            0,
+            0,
+            0,
+            sys_::BPF_FUNC_redirect_map as i32,
+        ),
         insn(sys_::BPF_JMP | sys_::BPF_EXIT, 0, 0, 0, 0),
     ];
-    sys::prog_load(sys_::BPF_PROG_TYPE_XDP, sys_::BPF_XDP, "nkc_xsk_redir", &insns, 0)
-        .map_err(|e| XdpError::sys("BPF_PROG_LOAD", None, e))
+    sys::prog_load(
+        sys_::BPF_PROG_TYPE_XDP,
+        sys_::BPF_XDP,
+        "nkc_xsk_redir",
+        &insns,
+        0,
+    )
+    .map_err(|e| XdpError::sys("BPF_PROG_LOAD", None, e))
 }
