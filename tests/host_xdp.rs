@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use host_common::{delete_slot, require_root, unique, Bpffs, Netns, Xsk};
-use netkit_cni::xdp::testrun::verdict::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
+use netkit_cni::xdp::testrun::verdict::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use netkit_cni::xdp::testrun::{
     attach_xdp, compare_ns_per_packet, ns_per_packet, test_run_xdp, test_run_xdp_live,
     verdict_program, xsk_redirect_program, XdpInput,
@@ -287,7 +287,7 @@ fn reset_release_reconfigure_and_detach() {
 fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_place() {
     let w = world();
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
-    let prog_before = w.ns.run({
+    let new_prog_id = w.ns.run({
         let bpffs = bpffs.clone();
         move || {
             let (d, how) = Dispatcher::attach_or_open(
@@ -337,23 +337,25 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
                     .unwrap();
             let xsk = Xsk::bind(ifindex, 0);
             xsk.insert_into(&h.xskmap_pin, 0);
-            let old = d.program().unwrap();
+            let id_of = |fd: OwnedFd| libbpf_rs::Program::id_from_fd(fd.as_fd()).unwrap();
+            let old = id_of(d.program().unwrap());
             let up = d.upgrade().unwrap();
             assert_eq!(up.link_id, link);
-            assert_ne!(up.new_prog_id, up.old_prog_id);
+            assert_eq!(up.old_prog_id, old);
+            assert_ne!(up.new_prog_id, old);
+            // Same link, now running the new program.
             assert_eq!(d.link_id().unwrap(), link);
-            // The old program object is still alive through our fd, but no longer the link's.
-            assert_ne!(d.program().unwrap().as_raw_fd(), old.as_raw_fd());
+            assert_eq!(id_of(d.program().unwrap()), up.new_prog_id);
             // State survived: the new program reads the same pinned maps.
             assert_eq!(verdict(&d, ifindex, 0), XDP_DROP);
             assert_eq!(verdict(&d, ifindex, 1), XDP_PASS);
             assert_eq!(verdict(&d, ifindex, 2), XDP_REDIRECT);
-            (up.old_prog_id, up.new_prog_id)
+            up.new_prog_id
         }
     });
     assert_eq!(
         w.ns.xdp_prog_id(&w.veth),
-        Some(prog_before.1),
+        Some(new_prog_id),
         "the NIC does not run the upgraded program"
     );
 }
@@ -455,13 +457,38 @@ fn conflicting_requests_fail_without_side_effects() {
             .unwrap_err();
         assert!(matches!(err, XdpError::NotXdpProgram { .. }), "{err}");
 
+        // An incompatible program (frags flag differs from the dispatcher's) is refused, and
+        // what the same call already wrote for an earlier queue is rolled back.
+        let tx_pin = bpffs.join("admin-tx");
+        pin(&verdict_program(XDP_TX, false).unwrap(), &tx_pin);
+        let aborted_pin = bpffs.join("admin-aborted");
+        pin(&verdict_program(XDP_ABORTED, false).unwrap(), &aborted_pin);
         let frags_pin = bpffs.join("frags");
         pin(&verdict_program(XDP_TX, true).unwrap(), &frags_pin);
+        let program = |q: u32, p: &Path| {
+            format!(r#"{{"queues":"{q}","action":"program","program":"{}"}}"#, p.display())
+        };
+        d.set_ranges(&ranges(&format!("[{}]", program(1, &tx_pin)), &bpffs))
+            .unwrap();
+        assert_eq!(verdict(&d, ifindex, 1), XDP_TX);
         let err = d
-            .set_ranges(&ranges(&format!(r#"[{{"queues":"1","action":"program","program":"{}"}}]"#, frags_pin.display()), &bpffs))
+            .set_ranges(&ranges(
+                &format!("[{},{}]", program(1, &aborted_pin), program(5, &frags_pin)),
+                &bpffs,
+            ))
             .unwrap_err();
-        assert!(matches!(err, XdpError::ProgramIncompatible { errno: Errno::EINVAL, .. }), "{err}");
-        assert_eq!(d.queue_status(1).unwrap().action, QueueAction::Pass);
+        assert!(
+            matches!(
+                err,
+                XdpError::ProgramIncompatible {
+                    errno: Errno::EINVAL,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(verdict(&d, ifindex, 1), XDP_TX, "queue 1's program not restored");
+        assert_eq!(d.queue_status(5).unwrap().action, QueueAction::Pass);
     });
 
     // A NIC that already runs someone else's XDP program is refused, and nothing is left behind.

@@ -446,8 +446,9 @@ fn check_queue(queue: u32) -> Result<(), XdpError> {
     Ok(())
 }
 
-/// Write the range actions into the maps. Program pins are all opened and checked before the
-/// first write, so a bad pin changes nothing.
+/// Write the range actions into the maps. Nothing in the queue table changes unless every
+/// program pin opened, is XDP, and was accepted by the kernel into the program array; program
+/// array entries written before a refusal are restored.
 fn apply_ranges(
     maps: &Maps,
     table: &QueueTable,
@@ -473,26 +474,48 @@ fn apply_ranges(
             programs.push((pin.as_path(), fd));
         }
     }
-    for (q, cur) in (0..MAX_QUEUES).zip(table.all()) {
-        let want = ranges.action_for(q);
-        let base = QueueAction::of_range(want);
-        if let RangeAction::Program(pin) = want {
-            let fd = &programs
-                .iter()
-                .find(|(p, _)| *p == pin.as_path())
-                .expect("opened above")
-                .1;
-            let raw = fd.as_raw_fd() as u32;
-            sys::map_update(maps.programs.as_fd(), &q, &raw, libbpf_sys::BPF_ANY as u64).map_err(
-                |errno| match errno {
+
+    // Program array entries first: a queue gets its program before its action says *program*,
+    // and the kernel's compatibility check (same type, JIT and frags flag as the dispatcher)
+    // happens here, before the table is touched.
+    let programs_pin = paths.pin(PIN_PROGRAMS);
+    let mut written: Vec<(u32, Option<u32>)> = Vec::new();
+    for q in 0..MAX_QUEUES {
+        let RangeAction::Program(pin) = ranges.action_for(q) else {
+            continue;
+        };
+        let fd = &programs
+            .iter()
+            .find(|(p, _)| *p == pin.as_path())
+            .expect("opened above")
+            .1;
+        // User space reads program array entries as program ids.
+        let previous = sys::map_lookup::<u32, u32>(maps.programs.as_fd(), &q)
+            .map_err(|e| XdpError::sys("BPF_MAP_LOOKUP_ELEM programs", Some(&programs_pin), e));
+        let raw = fd.as_raw_fd() as u32;
+        let res = previous.and_then(|previous| {
+            sys::map_update(maps.programs.as_fd(), &q, &raw, libbpf_sys::BPF_ANY as u64)
+                .map(|()| previous)
+                .map_err(|errno| match errno {
                     Errno::EINVAL => XdpError::ProgramIncompatible {
                         path: pin.clone(),
                         errno,
                     },
                     e => XdpError::sys("BPF_MAP_UPDATE_ELEM programs", Some(pin), e),
-                },
-            )?;
+                })
+        });
+        match res {
+            Ok(previous) => written.push((q, previous)),
+            Err(e) => {
+                restore_programs(maps, &written);
+                return Err(e);
+            }
         }
+    }
+
+    for (q, cur) in (0..MAX_QUEUES).zip(table.all()) {
+        let want = ranges.action_for(q);
+        let base = QueueAction::of_range(want);
         let new = if cur.action == nkc_action::NKC_ACTION_POD {
             nkc_queue { base, ..cur }
         } else {
@@ -501,17 +524,31 @@ fn apply_ranges(
         if !same_entry(&new, &cur) {
             table.set(q, &new);
         }
+        // Leaving *program*: the action changed above, now the program may go.
         if !matches!(want, RangeAction::Program(_)) && cur.base == nkc_action::NKC_ACTION_PROGRAM {
             sys::map_delete(maps.programs.as_fd(), &q).map_err(|e| {
-                XdpError::sys(
-                    "BPF_MAP_DELETE_ELEM programs",
-                    Some(&paths.pin(PIN_PROGRAMS)),
-                    e,
-                )
+                XdpError::sys("BPF_MAP_DELETE_ELEM programs", Some(&programs_pin), e)
             })?;
         }
     }
     Ok(())
+}
+
+/// Best-effort undo of program array writes (queue, previous program id): the caller is already
+/// failing, so an entry that cannot be restored (its old program is gone) is removed instead.
+fn restore_programs(maps: &Maps, written: &[(u32, Option<u32>)]) {
+    for &(q, previous) in written.iter().rev() {
+        let restored = previous
+            .and_then(|id| sys::prog_fd_by_id(id).ok())
+            .map(|fd| {
+                let raw = fd.as_raw_fd() as u32;
+                sys::map_update(maps.programs.as_fd(), &q, &raw, libbpf_sys::BPF_ANY as u64).is_ok()
+            })
+            .unwrap_or(false);
+        if !restored {
+            let _ = sys::map_delete(maps.programs.as_fd(), &q);
+        }
+    }
 }
 
 impl Dispatcher {
