@@ -1,6 +1,6 @@
 # netkit-cni: the two entry points are `make demo` (the main job, in the VM on netdevsim) and
 # `make test` (every test). Both install what they need on a fresh machine.
-.PHONY: all build test unit-test vm-test demo setup kernel clean
+.PHONY: all build test unit-test host-test vm-test demo setup kernel clean
 
 CARGO ?= cargo
 
@@ -16,11 +16,15 @@ setup:
 kernel:
 	scripts/kernel-build
 
-# Unprivileged unit and host tests, then every privileged test inside the VM.
-test: setup unit-test vm-test
+# Unit tests, the privileged host tests (BPF on this kernel, run as root), then every test that
+# needs Linux 7.x inside the VM.
+test: setup unit-test host-test vm-test
 
 unit-test:
 	$(CARGO) test --release
+
+host-test:
+	$(CARGO) test --release --features host-tests --test host_xdp --test host_no_netkit
 
 vm-test:
 	scripts/vm-tests

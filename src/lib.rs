@@ -18,3 +18,4 @@ pub mod plugin;
 pub mod route;
 pub mod rtnl;
 pub mod sysctl;
+pub mod xdp;

@@ -1,0 +1,1101 @@
+//! The dispatcher on one NIC: attach-or-open, per-queue steering, range actions, atomic
+//! upgrade and detach. State lives only in bpffs pins (see [`super::paths`]); every operation
+//! runs under an exclusive `flock(2)` of the NIC directory, held for the life of a
+//! [`Dispatcher`] value, so concurrent plugin invocations for one NIC are serialised without a
+//! daemon.
+//!
+//! # Update ordering
+//!
+//! A queue's entry (`struct nkc_queue`: action, virtual queue, range action) is written with one
+//! atomic 8-byte store into the mmapped table and read by the dispatcher with one 8-byte load,
+//! so a frame sees a whole old or a whole new entry. What remains is the order of the entry
+//! against the other maps, chosen so that every intermediate state is safe:
+//!
+//! * Steering a queue to a pod stores the pod's map at `pod_xsks[q]` *before* the entry says
+//!   *pod*; giving it back writes the range action *before* removing the map. Whenever a frame
+//!   can see *pod*, `pod_xsks[q]` holds the map of the pod that owns the queue (a queue changes
+//!   owner only through a reset), so frames go to that pod or are dropped, never to another pod
+//!   or the host.
+//! * A queue switching to *program* gets its `programs[q]` entry before its action; leaving
+//!   *program* changes the action before deleting the entry. A tail call into an empty slot
+//!   passes to the host, which is what the queue was configured for anyway.
+//!
+//! For the same reason, callers should steer a queue to its pod *before* creating the lease and
+//! reset it *after* destroying the lease: in both windows the queue's frames are dropped (no
+//! socket yet / socket no longer valid for the queue) instead of reaching the host stack.
+
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::AsRawLibbpf;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use super::config::{QueueRanges, RangeAction};
+use super::error::XdpError;
+use super::paths::{
+    check_bpffs, plugin_root, NicKey, NicPaths, PodId, DEFAULT_BPFFS, PIN_POD_XSKS, PIN_PROGRAMS,
+    PIN_QUEUES, PIN_STATS,
+};
+use super::skel::types::{nkc_action, nkc_queue, nkc_stats};
+use super::skel::DispatcherSkelBuilder;
+use super::sys;
+use super::table::QueueTable;
+use super::{MAX_QUEUES, MAX_VQUEUES};
+
+/// How the XDP link attaches to the NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// Native (driver) mode if the driver supports XDP, generic (skb) mode otherwise: the
+    /// kernel's choice when no mode flag is given.
+    #[default]
+    Auto,
+    /// Driver mode only (`XDP_FLAGS_DRV_MODE`); attach fails on drivers without XDP support.
+    Native,
+    /// Generic mode (`XDP_FLAGS_SKB_MODE`), e.g. for tests on devices whose native XDP is
+    /// unwanted.
+    Generic,
+}
+
+impl XdpMode {
+    fn flags(self) -> u32 {
+        match self {
+            XdpMode::Auto => 0,
+            XdpMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => libbpf_sys::XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+/// Options of a NIC's dispatcher.
+///
+/// `mode` and `stats` only take effect when a call attaches the dispatcher; later users get
+/// what the first one chose (statistics are read back from the pinned map). `frags` must be the
+/// same for every user of a NIC: the kernel ties the pinned program array to it, so an upgrade
+/// with a different value fails to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatcherOptions {
+    /// Mount point of the bpf file system to pin under.
+    pub bpffs: PathBuf,
+    /// Attach mode.
+    pub mode: XdpMode,
+    /// Keep per-queue counters (costs one per-CPU map lookup per frame when on; compiled out by
+    /// the verifier when off).
+    pub stats: bool,
+    /// Load the dispatcher as multi-buffer aware (`xdp.frags`), required by drivers to attach
+    /// XDP on an MTU above one page. Admin programs must then be `xdp.frags` too.
+    pub frags: bool,
+}
+
+impl Default for DispatcherOptions {
+    fn default() -> Self {
+        DispatcherOptions {
+            bpffs: PathBuf::from(DEFAULT_BPFFS),
+            mode: XdpMode::Auto,
+            stats: false,
+            frags: false,
+        }
+    }
+}
+
+/// What [`Dispatcher::attach_or_open`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// This call attached the dispatcher to the NIC (and applied the ranges it was given).
+    Attached,
+    /// The dispatcher was already attached; this call opened its pins.
+    Opened,
+}
+
+/// A queue action as stored in the dispatcher's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueAction {
+    /// Host stack.
+    Pass,
+    /// XDP_DROP.
+    Drop,
+    /// The pod's XSKMAP.
+    Pod,
+    /// Tail call into an admin program.
+    Program,
+}
+
+impl QueueAction {
+    fn from_raw(a: nkc_action) -> Option<QueueAction> {
+        match a {
+            nkc_action::NKC_ACTION_PASS => Some(QueueAction::Pass),
+            nkc_action::NKC_ACTION_DROP => Some(QueueAction::Drop),
+            nkc_action::NKC_ACTION_POD => Some(QueueAction::Pod),
+            nkc_action::NKC_ACTION_PROGRAM => Some(QueueAction::Program),
+            _ => None,
+        }
+    }
+
+    fn of_range(a: &RangeAction) -> nkc_action {
+        match a {
+            RangeAction::Pass => nkc_action::NKC_ACTION_PASS,
+            RangeAction::Drop => nkc_action::NKC_ACTION_DROP,
+            RangeAction::Program(_) => nkc_action::NKC_ACTION_PROGRAM,
+        }
+    }
+}
+
+/// One physical queue's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// What the dispatcher does now.
+    pub action: QueueAction,
+    /// The configured range action, restored when a pod gives the queue back.
+    pub base: QueueAction,
+    /// For [`QueueAction::Pod`]: the virtual queue id (XSKMAP index) in the pod.
+    pub vqueue: Option<u32>,
+    /// For [`QueueAction::Pod`]: kernel id of the pod's XSKMAP.
+    pub pod_map_id: Option<u32>,
+}
+
+/// A physical queue handed to a pod and the virtual queue it appears as there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueueLease {
+    /// Physical queue id on the NIC.
+    pub queue: u32,
+    /// Virtual queue id on the pod's netkit device: the XSKMAP index for its socket.
+    pub vqueue: u32,
+}
+
+/// What a pod needs to receive its queues (for the CNI device-info handoff).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodHandoff {
+    /// bpffs pin of the pod interface's XSKMAP: the pod puts the AF_XDP socket bound to virtual
+    /// queue `v` at index `v`.
+    pub xskmap_pin: PathBuf,
+    /// Every queue of this NIC steered to the pod, by physical queue id.
+    pub queues: Vec<QueueLease>,
+}
+
+impl PodHandoff {
+    /// The virtual queue ids, ascending.
+    pub fn vqueues(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.queues.iter().map(|l| l.vqueue).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Counters of one queue, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Frames passed to the host by a *pass* entry.
+    pub pass: u64,
+    /// Frames dropped by a *drop* entry.
+    pub drop: u64,
+    /// Frames handed to a pod's XSKMAP.
+    pub redirect: u64,
+    /// Frames of a *pod* queue dropped because the pod had no socket at the virtual queue.
+    pub pod_drop: u64,
+    /// Tail calls attempted for a *program* entry.
+    pub program: u64,
+    /// Tail calls that failed (frame passed to the host).
+    pub program_fallback: u64,
+}
+
+/// Result of [`Dispatcher::upgrade`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The (unchanged) link.
+    pub link_id: u32,
+    /// Program the link ran before.
+    pub old_prog_id: u32,
+    /// Program the link runs now.
+    pub new_prog_id: u32,
+}
+
+/// Result of [`Dispatcher::detach_if_unused`].
+#[derive(Debug)]
+pub enum DetachOutcome {
+    /// The XDP link was detached and the NIC directory removed.
+    Detached,
+    /// Queues are still steered to pods; nothing changed.
+    StillUsed {
+        /// The physical queues still in *pod* state.
+        pod_queues: Vec<u32>,
+        /// The dispatcher, still locked, for further use.
+        dispatcher: Dispatcher,
+    },
+}
+
+/// The dispatcher's maps, opened from (or about to be pinned to) the NIC directory.
+#[derive(Debug)]
+struct Maps {
+    queues: OwnedFd,
+    pod_xsks: OwnedFd,
+    programs: OwnedFd,
+    stats: OwnedFd,
+}
+
+impl Maps {
+    fn pins(&self) -> [(&'static str, BorrowedFd<'_>); 4] {
+        [
+            (PIN_QUEUES, self.queues.as_fd()),
+            (PIN_POD_XSKS, self.pod_xsks.as_fd()),
+            (PIN_PROGRAMS, self.programs.as_fd()),
+            (PIN_STATS, self.stats.as_fd()),
+        ]
+    }
+}
+
+/// The XDP dispatcher of one NIC, opened and locked.
+///
+/// Obtained with [`Dispatcher::attach_or_open`] (ADD) or [`Dispatcher::open`] (DEL, CHECK). The
+/// NIC directory stays `flock`ed until the value is dropped: keep it only for the duration of
+/// one plugin operation. The lock belongs to the open directory, not the process, so a second
+/// `attach_or_open`/`open` of the same NIC blocks until the first value is dropped, even from
+/// another thread of the same process.
+#[derive(Debug)]
+pub struct Dispatcher {
+    nic: NicKey,
+    paths: NicPaths,
+    opts: DispatcherOptions,
+    link: OwnedFd,
+    maps: Maps,
+    table: QueueTable,
+    stats_enabled: bool,
+    // Dropped last (fields drop in declaration order): the lock outlives every use of the pins.
+    _lock: Flock<File>,
+}
+
+fn io_errno(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn mkdir(path: &Path) -> Result<(), XdpError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(XdpError::sys("mkdir", Some(path), io_errno(&e))),
+    }
+}
+
+/// Remove a pin or an empty directory; a missing one is fine (idempotent cleanup).
+fn unpin(path: &Path) -> Result<(), XdpError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(XdpError::sys("unlink", Some(path), io_errno(&e))),
+    }
+}
+
+fn rmdir(path: &Path) -> Result<(), XdpError> {
+    match std::fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(XdpError::sys("rmdir", Some(path), io_errno(&e))),
+    }
+}
+
+/// Remove everything inside `dir` (not `dir` itself: it may be the locked NIC directory).
+fn clear_dir(dir: &Path) -> Result<(), XdpError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(XdpError::sys("readdir", Some(dir), io_errno(&e))),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| XdpError::sys("readdir", Some(dir), io_errno(&e)))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let res = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(XdpError::sys("remove", Some(&path), io_errno(&e))),
+        }
+    }
+    Ok(())
+}
+
+/// Lock the NIC directory, creating it first if `create`. Returns `None` if it does not exist
+/// and `create` is false.
+///
+/// A detaching user removes the directory while holding the lock, so a waiter that then gets
+/// the lock may hold a dead directory: it sees `st_nlink == 0` and starts over.
+fn lock_nic_dir(bpffs: &Path, dir: &Path, create: bool) -> Result<Option<Flock<File>>, XdpError> {
+    loop {
+        if create {
+            mkdir(&plugin_root(bpffs))?;
+            mkdir(dir)?;
+        }
+        let file = match File::open(dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+            // Removed between our mkdir and open by a detaching user: create it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(XdpError::sys("open", Some(dir), io_errno(&e))),
+        };
+        let locked = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| XdpError::sys("flock", Some(dir), e))?;
+        let st = nix::sys::stat::fstat(locked.as_fd())
+            .map_err(|e| XdpError::sys("fstat", Some(dir), e))?;
+        if st.st_nlink == 0 {
+            if create {
+                continue;
+            }
+            return Ok(None);
+        }
+        return Ok(Some(locked));
+    }
+}
+
+/// Load the dispatcher program. With `reuse`, the program uses those (pinned) maps; without,
+/// libbpf creates fresh maps and their fds are returned.
+fn load_program(
+    stats: bool,
+    frags: bool,
+    reuse: Option<&Maps>,
+) -> Result<(OwnedFd, Option<Maps>), XdpError> {
+    let load_err = |source| XdpError::Load { source };
+    let mut object = MaybeUninit::uninit();
+    let mut open = DispatcherSkelBuilder::default()
+        .open(&mut object)
+        .map_err(load_err)?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| XdpError::Load {
+            source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
+        })?;
+    rodata.nkc_stats_enabled = stats;
+    if !stats {
+        // The program never looks the map up then; one entry keeps its pin uniform and cheap.
+        open.maps.stats.set_max_entries(1).map_err(load_err)?;
+    }
+    if frags {
+        let prog = open.progs.nkc_dispatch.as_libbpf_object().as_ptr();
+        // SAFETY: `prog` belongs to the open, not yet loaded object we hold.
+        let flags = unsafe { libbpf_sys::bpf_program__flags(prog) };
+        open.progs
+            .nkc_dispatch
+            .set_flags(flags | libbpf_sys::BPF_F_XDP_HAS_FRAGS);
+    }
+    if let Some(maps) = reuse {
+        open.maps
+            .data_queues
+            .reuse_fd(maps.queues.as_fd())
+            .map_err(load_err)?;
+        open.maps
+            .pod_xsks
+            .reuse_fd(maps.pod_xsks.as_fd())
+            .map_err(load_err)?;
+        open.maps
+            .programs
+            .reuse_fd(maps.programs.as_fd())
+            .map_err(load_err)?;
+        open.maps
+            .stats
+            .reuse_fd(maps.stats.as_fd())
+            .map_err(load_err)?;
+    }
+    let skel = open.load().map_err(load_err)?;
+    let dup = |fd: BorrowedFd<'_>, what| {
+        fd.try_clone_to_owned()
+            .map_err(|e| XdpError::sys(what, None, io_errno(&e)))
+    };
+    let prog = dup(skel.progs.nkc_dispatch.as_fd(), "dup program fd")?;
+    let maps = match reuse {
+        Some(_) => None,
+        None => Some(Maps {
+            queues: dup(skel.maps.data_queues.as_fd(), "dup map fd")?,
+            pod_xsks: dup(skel.maps.pod_xsks.as_fd(), "dup map fd")?,
+            programs: dup(skel.maps.programs.as_fd(), "dup map fd")?,
+            stats: dup(skel.maps.stats.as_fd(), "dup map fd")?,
+        }),
+    };
+    Ok((prog, maps))
+}
+
+fn same_entry(a: &nkc_queue, b: &nkc_queue) -> bool {
+    a.vqueue == b.vqueue && a.action == b.action && a.base == b.base && a.reserved == b.reserved
+}
+
+fn entry(vqueue: u32, action: nkc_action, base: nkc_action) -> nkc_queue {
+    nkc_queue {
+        vqueue,
+        action,
+        base,
+        reserved: 0,
+    }
+}
+
+fn check_queue(queue: u32) -> Result<(), XdpError> {
+    if queue >= MAX_QUEUES {
+        return Err(XdpError::QueueOutOfRange {
+            queue,
+            limit: MAX_QUEUES,
+        });
+    }
+    Ok(())
+}
+
+/// Write the range actions into the maps. Nothing in the queue table changes unless every
+/// program pin opened, is XDP, and was accepted by the kernel into the program array; program
+/// array entries written before a refusal are restored.
+fn apply_ranges(
+    maps: &Maps,
+    table: &QueueTable,
+    paths: &NicPaths,
+    ranges: &QueueRanges,
+) -> Result<(), XdpError> {
+    let mut programs: Vec<(&Path, OwnedFd)> = Vec::new();
+    for r in ranges.ranges() {
+        if let RangeAction::Program(pin) = &r.action {
+            if programs.iter().any(|(p, _)| *p == pin.as_path()) {
+                continue;
+            }
+            let fd = sys::obj_get(pin)
+                .map_err(|e| XdpError::sys("BPF_OBJ_GET program", Some(pin), e))?;
+            let info = sys::prog_info(fd.as_fd())
+                .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(pin), e))?;
+            if info.type_ != libbpf_sys::BPF_PROG_TYPE_XDP {
+                return Err(XdpError::NotXdpProgram {
+                    path: pin.clone(),
+                    prog_type: info.type_,
+                });
+            }
+            programs.push((pin.as_path(), fd));
+        }
+    }
+
+    // Program array entries first: a queue gets its program before its action says *program*,
+    // and the kernel's compatibility check (same type, JIT and frags flag as the dispatcher)
+    // happens here, before the table is touched.
+    let programs_pin = paths.pin(PIN_PROGRAMS);
+    let mut written: Vec<(u32, Option<u32>)> = Vec::new();
+    for q in 0..MAX_QUEUES {
+        let RangeAction::Program(pin) = ranges.action_for(q) else {
+            continue;
+        };
+        let fd = &programs
+            .iter()
+            .find(|(p, _)| *p == pin.as_path())
+            .expect("opened above")
+            .1;
+        // User space reads program array entries as program ids.
+        let previous = sys::map_lookup::<u32, u32>(maps.programs.as_fd(), &q)
+            .map_err(|e| XdpError::sys("BPF_MAP_LOOKUP_ELEM programs", Some(&programs_pin), e));
+        let raw = fd.as_raw_fd() as u32;
+        let res = previous.and_then(|previous| {
+            sys::map_update(maps.programs.as_fd(), &q, &raw, libbpf_sys::BPF_ANY as u64)
+                .map(|()| previous)
+                .map_err(|errno| match errno {
+                    Errno::EINVAL => XdpError::ProgramIncompatible {
+                        path: pin.clone(),
+                        errno,
+                    },
+                    e => XdpError::sys("BPF_MAP_UPDATE_ELEM programs", Some(pin), e),
+                })
+        });
+        match res {
+            Ok(previous) => written.push((q, previous)),
+            Err(e) => {
+                restore_programs(maps, &written);
+                return Err(e);
+            }
+        }
+    }
+
+    for (q, cur) in (0..MAX_QUEUES).zip(table.all()) {
+        let want = ranges.action_for(q);
+        let base = QueueAction::of_range(want);
+        let new = if cur.action == nkc_action::NKC_ACTION_POD {
+            nkc_queue { base, ..cur }
+        } else {
+            entry(0, base, base)
+        };
+        if !same_entry(&new, &cur) {
+            table.set(q, &new);
+        }
+        // Leaving *program*: the action changed above, now the program may go.
+        if !matches!(want, RangeAction::Program(_)) && cur.base == nkc_action::NKC_ACTION_PROGRAM {
+            sys::map_delete(maps.programs.as_fd(), &q).map_err(|e| {
+                XdpError::sys("BPF_MAP_DELETE_ELEM programs", Some(&programs_pin), e)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort undo of program array writes (queue, previous program id): the caller is already
+/// failing, so an entry that cannot be restored (its old program is gone) is removed instead.
+fn restore_programs(maps: &Maps, written: &[(u32, Option<u32>)]) {
+    for &(q, previous) in written.iter().rev() {
+        let restored = previous
+            .and_then(|id| sys::prog_fd_by_id(id).ok())
+            .map(|fd| {
+                let raw = fd.as_raw_fd() as u32;
+                sys::map_update(maps.programs.as_fd(), &q, &raw, libbpf_sys::BPF_ANY as u64).is_ok()
+            })
+            .unwrap_or(false);
+        if !restored {
+            let _ = sys::map_delete(maps.programs.as_fd(), &q);
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Open the dispatcher of NIC `ifindex` (in the calling thread's netns), attaching it first
+    /// if no user has yet.
+    ///
+    /// The first user loads the program, pins its maps, writes `ranges`, attaches it to the NIC
+    /// through an XDP `bpf_link` and pins the link last: the link pin is the commit point, so a
+    /// directory without it (an attach that died half-way) is cleared and attached afresh, as is
+    /// one whose link is defunct (its device is gone). Later users open the pins and leave the
+    /// ranges alone (use [`Dispatcher::set_ranges`] to change them).
+    pub fn attach_or_open(
+        opts: &DispatcherOptions,
+        ifindex: u32,
+        ranges: &QueueRanges,
+    ) -> Result<(Dispatcher, Attach), XdpError> {
+        check_bpffs(&opts.bpffs)?;
+        let nic = NicKey::in_current_netns(ifindex)?;
+        let paths = NicPaths::new(&opts.bpffs, &nic);
+        let lock = lock_nic_dir(&opts.bpffs, &paths.dir, true)?.expect("created");
+        match Self::open_pins(&paths, &nic)? {
+            Some((link, maps, table, stats_enabled)) => Ok((
+                Dispatcher {
+                    nic,
+                    paths,
+                    opts: opts.clone(),
+                    link,
+                    maps,
+                    table,
+                    stats_enabled,
+                    _lock: lock,
+                },
+                Attach::Opened,
+            )),
+            None => {
+                clear_dir(&paths.dir)?;
+                let d = Self::attach_fresh(opts, nic, paths, ranges, lock)?;
+                Ok((d, Attach::Attached))
+            }
+        }
+    }
+
+    /// Open the dispatcher of NIC `ifindex` if it is attached; never attaches. `Ok(None)` when
+    /// the NIC has no (live) dispatcher.
+    pub fn open(opts: &DispatcherOptions, ifindex: u32) -> Result<Option<Dispatcher>, XdpError> {
+        check_bpffs(&opts.bpffs)?;
+        let nic = NicKey::in_current_netns(ifindex)?;
+        let paths = NicPaths::new(&opts.bpffs, &nic);
+        let Some(lock) = lock_nic_dir(&opts.bpffs, &paths.dir, false)? else {
+            return Ok(None);
+        };
+        Ok(
+            Self::open_pins(&paths, &nic)?.map(|(link, maps, table, stats_enabled)| Dispatcher {
+                nic,
+                paths,
+                opts: opts.clone(),
+                link,
+                maps,
+                table,
+                stats_enabled,
+                _lock: lock,
+            }),
+        )
+    }
+
+    /// Open the pinned link and maps; `None` if there is no live link for this NIC.
+    fn open_pins(
+        paths: &NicPaths,
+        nic: &NicKey,
+    ) -> Result<Option<(OwnedFd, Maps, QueueTable, bool)>, XdpError> {
+        let link_pin = paths.link();
+        let link = match sys::obj_get(&link_pin) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(XdpError::sys("BPF_OBJ_GET", Some(&link_pin), e)),
+        };
+        let info = sys::link_info(link.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&link_pin), e))?;
+        if info.link_type != libbpf_sys::BPF_LINK_TYPE_XDP {
+            return Err(XdpError::Corrupt {
+                path: paths.dir.clone(),
+                reason: format!("pinned link is of type {}, not XDP", info.link_type),
+            });
+        }
+        if info.ifindex == 0 {
+            // The device this link was attached to is gone; the ifindex now names another one.
+            return Ok(None);
+        }
+        if info.ifindex != nic.ifindex {
+            return Err(XdpError::Corrupt {
+                path: paths.dir.clone(),
+                reason: format!(
+                    "pinned link is attached to ifindex {}, not {}",
+                    info.ifindex, nic.ifindex
+                ),
+            });
+        }
+        let open = |name: &str| {
+            let pin = paths.pin(name);
+            sys::obj_get(&pin).map_err(|e| XdpError::sys("BPF_OBJ_GET", Some(&pin), e))
+        };
+        let maps = Maps {
+            queues: open(PIN_QUEUES)?,
+            pod_xsks: open(PIN_POD_XSKS)?,
+            programs: open(PIN_PROGRAMS)?,
+            stats: open(PIN_STATS)?,
+        };
+        let stats_info = sys::map_info(maps.stats.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&paths.pin(PIN_STATS)), e))?;
+        let table = QueueTable::map(maps.queues.as_fd(), &paths.pin(PIN_QUEUES))?;
+        Ok(Some((
+            link,
+            maps,
+            table,
+            stats_info.max_entries >= MAX_QUEUES,
+        )))
+    }
+
+    fn attach_fresh(
+        opts: &DispatcherOptions,
+        nic: NicKey,
+        paths: NicPaths,
+        ranges: &QueueRanges,
+        lock: Flock<File>,
+    ) -> Result<Dispatcher, XdpError> {
+        let (prog, maps) = load_program(opts.stats, opts.frags, None)?;
+        let maps = maps.expect("fresh maps");
+        let table = QueueTable::map(maps.queues.as_fd(), &paths.pin(PIN_QUEUES))?;
+        let attach = || -> Result<OwnedFd, XdpError> {
+            for (name, fd) in maps.pins() {
+                let pin = paths.pin(name);
+                sys::obj_pin(fd, &pin).map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
+            }
+            apply_ranges(&maps, &table, &paths, ranges)?;
+            let link = sys::xdp_link_create(prog.as_fd(), nic.ifindex, opts.mode.flags()).map_err(
+                |errno| match errno {
+                    Errno::EBUSY | Errno::EEXIST => XdpError::NicHasXdp {
+                        ifindex: nic.ifindex,
+                        errno,
+                    },
+                    e => XdpError::sys("BPF_LINK_CREATE (XDP)", None, e),
+                },
+            )?;
+            let link_pin = paths.link();
+            sys::obj_pin(link.as_fd(), &link_pin)
+                .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&link_pin), e))?;
+            Ok(link)
+        };
+        match attach() {
+            Ok(link) => Ok(Dispatcher {
+                nic,
+                paths,
+                opts: opts.clone(),
+                link,
+                maps,
+                table,
+                stats_enabled: opts.stats,
+                _lock: lock,
+            }),
+            Err(e) => {
+                // Nothing is committed without the link pin; leave no half-made directory
+                // behind (the link fd, if any, was dropped, which detached it).
+                let _ = clear_dir(&paths.dir);
+                let _ = rmdir(&paths.dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The NIC this dispatcher serves.
+    pub fn nic(&self) -> NicKey {
+        self.nic
+    }
+
+    /// The NIC's bpffs directory.
+    pub fn dir(&self) -> &Path {
+        &self.paths.dir
+    }
+
+    /// Paths of the NIC directory.
+    pub fn paths(&self) -> &NicPaths {
+        &self.paths
+    }
+
+    /// Whether the dispatcher keeps per-queue counters.
+    pub fn stats_enabled(&self) -> bool {
+        self.stats_enabled
+    }
+
+    /// Kernel id of the XDP link.
+    pub fn link_id(&self) -> Result<u32, XdpError> {
+        Ok(self.link_info()?.id)
+    }
+
+    fn link_info(&self) -> Result<sys::XdpLinkInfo, XdpError> {
+        sys::link_info(self.link.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&self.paths.link()), e))
+    }
+
+    /// An fd of the program the link runs now (e.g. for `BPF_PROG_TEST_RUN`).
+    pub fn program(&self) -> Result<OwnedFd, XdpError> {
+        let id = self.link_info()?.prog_id;
+        sys::prog_fd_by_id(id).map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))
+    }
+
+    /// State of physical queue `queue`.
+    pub fn queue_status(&self, queue: u32) -> Result<QueueStatus, XdpError> {
+        check_queue(queue)?;
+        let e = self.table.get(queue);
+        self.status_of(queue, &e)
+    }
+
+    fn status_of(&self, queue: u32, e: &nkc_queue) -> Result<QueueStatus, XdpError> {
+        let corrupt = |what: &str, v: nkc_action| XdpError::Corrupt {
+            path: self.paths.dir.clone(),
+            reason: format!("queue {queue}: unknown {what} {}", v.0),
+        };
+        let action = QueueAction::from_raw(e.action).ok_or_else(|| corrupt("action", e.action))?;
+        let base = QueueAction::from_raw(e.base).ok_or_else(|| corrupt("base action", e.base))?;
+        let (vqueue, pod_map_id) = if action == QueueAction::Pod {
+            (Some(e.vqueue), self.pod_map_id_at(queue)?)
+        } else {
+            (None, None)
+        };
+        Ok(QueueStatus {
+            action,
+            base,
+            vqueue,
+            pod_map_id,
+        })
+    }
+
+    /// Id of the XSKMAP at `pod_xsks[queue]` (user space reads map-in-map values as map ids).
+    fn pod_map_id_at(&self, queue: u32) -> Result<Option<u32>, XdpError> {
+        sys::map_lookup::<u32, u32>(self.maps.pod_xsks.as_fd(), &queue).map_err(|e| {
+            XdpError::sys(
+                "BPF_MAP_LOOKUP_ELEM pod_xsks",
+                Some(&self.paths.pin(PIN_POD_XSKS)),
+                e,
+            )
+        })
+    }
+
+    /// Open the pod's XSKMAP pin; with `create`, create and pin it if missing. Returns the fd,
+    /// the map id and whether this call created it.
+    fn pod_map(&self, pod: &PodId, create: bool) -> Result<Option<(OwnedFd, u32, bool)>, XdpError> {
+        let pin = self.paths.pod_xskmap(pod);
+        let (fd, created) = match sys::obj_get(&pin) {
+            Ok(fd) => (fd, false),
+            Err(Errno::ENOENT) if !create => return Ok(None),
+            Err(Errno::ENOENT) => {
+                mkdir(&self.paths.pods())?;
+                mkdir(&self.paths.pod_container_dir(pod))?;
+                mkdir(&self.paths.pod_dir(pod))?;
+                let fd = sys::xskmap_create("nkc_pod_xsks", MAX_VQUEUES)
+                    .map_err(|e| XdpError::sys("BPF_MAP_CREATE (XSKMAP)", Some(&pin), e))?;
+                sys::obj_pin(fd.as_fd(), &pin)
+                    .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
+                (fd, true)
+            }
+            Err(e) => return Err(XdpError::sys("BPF_OBJ_GET", Some(&pin), e)),
+        };
+        let info = sys::map_info(fd.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&pin), e))?;
+        if info.type_ != libbpf_sys::BPF_MAP_TYPE_XSKMAP || info.max_entries != MAX_VQUEUES {
+            return Err(XdpError::Corrupt {
+                path: self.paths.dir.clone(),
+                reason: format!(
+                    "{} is map type {} with {} entries, not an XSKMAP of {MAX_VQUEUES}",
+                    pin.display(),
+                    info.type_,
+                    info.max_entries
+                ),
+            });
+        }
+        Ok(Some((fd, info.id, created)))
+    }
+
+    /// Remove a pod's XSKMAP pin and its directories (the container directory only if empty).
+    fn unpin_pod(&self, pod: &PodId) -> Result<(), XdpError> {
+        unpin(&self.paths.pod_xskmap(pod))?;
+        rmdir(&self.paths.pod_dir(pod))?;
+        match std::fs::remove_dir(self.paths.pod_container_dir(pod)) {
+            Ok(()) => Ok(()),
+            // Another interface of the same container still has a map.
+            Err(e)
+                if matches!(
+                    io_errno(&e),
+                    Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOENT
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(XdpError::sys(
+                "rmdir",
+                Some(&self.paths.pod_container_dir(pod)),
+                io_errno(&e),
+            )),
+        }
+    }
+
+    /// `<container id>/<ifname>` of the pod whose XSKMAP has kernel id `map_id`, by scanning the
+    /// pod pins (error reporting only).
+    fn pod_by_map_id(&self, map_id: u32) -> Option<String> {
+        let pods = std::fs::read_dir(self.paths.pods()).ok()?;
+        for cid in pods.flatten() {
+            for ifn in std::fs::read_dir(cid.path()).ok()?.flatten() {
+                let pin = ifn.path().join(super::paths::PIN_POD_XSKMAP);
+                let Ok(fd) = sys::obj_get(&pin) else { continue };
+                if sys::map_info(fd.as_fd()).map(|i| i.id) == Ok(map_id) {
+                    return Some(format!(
+                        "{}/{}",
+                        cid.file_name().to_string_lossy(),
+                        ifn.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Steer physical queue `queue` to the pod interface `pod`, as its virtual queue `vqueue`:
+    /// create and pin the pod's XSKMAP if needed, store it at `pod_xsks[queue]`, then mark the
+    /// queue *pod*. Idempotent for the same pod and virtual queue; a leased queue may be moved
+    /// to another virtual queue of the same pod.
+    ///
+    /// Errors: [`XdpError::QueueBusy`] if another pod holds the queue,
+    /// [`XdpError::VqueueBusy`] if another queue already feeds this pod's `vqueue`.
+    pub fn set_queue_pod(
+        &self,
+        queue: u32,
+        pod: &PodId,
+        vqueue: u32,
+    ) -> Result<PodHandoff, XdpError> {
+        check_queue(queue)?;
+        if vqueue >= MAX_VQUEUES {
+            return Err(XdpError::VqueueOutOfRange {
+                vqueue,
+                limit: MAX_VQUEUES,
+            });
+        }
+        let table = self.table.all();
+        let cur = table[queue as usize];
+        let (map_fd, map_id, created) = self.pod_map(pod, true)?.expect("created");
+        let fail = |e: XdpError| {
+            if created {
+                let _ = self.unpin_pod(pod);
+            }
+            Err(e)
+        };
+        if cur.action == nkc_action::NKC_ACTION_POD {
+            let owner = self.pod_map_id_at(queue)?;
+            if owner != Some(map_id) {
+                return fail(XdpError::QueueBusy {
+                    queue,
+                    owner: owner.and_then(|id| self.pod_by_map_id(id)),
+                });
+            }
+            if cur.vqueue == vqueue {
+                return self.handoff_for(pod, map_id, &table);
+            }
+        }
+        for (q, e) in (0..MAX_QUEUES).zip(&table) {
+            if q != queue
+                && e.action == nkc_action::NKC_ACTION_POD
+                && e.vqueue == vqueue
+                && self.pod_map_id_at(q)? == Some(map_id)
+            {
+                return fail(XdpError::VqueueBusy { vqueue, queue: q });
+            }
+        }
+        let raw = map_fd.as_raw_fd() as u32;
+        if let Err(e) = sys::map_update(
+            self.maps.pod_xsks.as_fd(),
+            &queue,
+            &raw,
+            libbpf_sys::BPF_ANY as u64,
+        ) {
+            return fail(XdpError::sys(
+                "BPF_MAP_UPDATE_ELEM pod_xsks",
+                Some(&self.paths.pin(PIN_POD_XSKS)),
+                e,
+            ));
+        }
+        let base = cur.base;
+        self.table
+            .set(queue, &entry(vqueue, nkc_action::NKC_ACTION_POD, base));
+        let mut table = table;
+        table[queue as usize] = entry(vqueue, nkc_action::NKC_ACTION_POD, base);
+        self.handoff_for(pod, map_id, &table)
+    }
+
+    fn handoff_for(
+        &self,
+        pod: &PodId,
+        map_id: u32,
+        table: &[nkc_queue],
+    ) -> Result<PodHandoff, XdpError> {
+        let mut queues = Vec::new();
+        for (q, e) in (0..MAX_QUEUES).zip(table) {
+            if e.action == nkc_action::NKC_ACTION_POD && self.pod_map_id_at(q)? == Some(map_id) {
+                queues.push(QueueLease {
+                    queue: q,
+                    vqueue: e.vqueue,
+                });
+            }
+        }
+        Ok(PodHandoff {
+            xskmap_pin: self.paths.pod_xskmap(pod),
+            queues,
+        })
+    }
+
+    /// The pod's current handoff, or `None` if it has no XSKMAP on this NIC.
+    pub fn pod_handoff(&self, pod: &PodId) -> Result<Option<PodHandoff>, XdpError> {
+        let Some((_, map_id, _)) = self.pod_map(pod, false)? else {
+            return Ok(None);
+        };
+        let table = self.table.all();
+        self.handoff_for(pod, map_id, &table).map(Some)
+    }
+
+    /// Give physical queue `queue` back: restore its range action, then drop the pod map
+    /// reference. Returns whether the queue was steered to a pod. The pod's XSKMAP pin stays
+    /// (see [`Dispatcher::release_pod`]).
+    pub fn reset_queue(&self, queue: u32) -> Result<bool, XdpError> {
+        check_queue(queue)?;
+        let cur = self.table.get(queue);
+        if cur.action != nkc_action::NKC_ACTION_POD {
+            return Ok(false);
+        }
+        self.table.set(queue, &entry(0, cur.base, cur.base));
+        sys::map_delete(self.maps.pod_xsks.as_fd(), &queue).map_err(|e| {
+            XdpError::sys(
+                "BPF_MAP_DELETE_ELEM pod_xsks",
+                Some(&self.paths.pin(PIN_POD_XSKS)),
+                e,
+            )
+        })?;
+        Ok(true)
+    }
+
+    /// Reset every queue steered to `pod` and remove its XSKMAP pin and directory. Returns the
+    /// queues that were reset (empty if the pod had none, also when it has no pin at all:
+    /// DEL is idempotent).
+    pub fn release_pod(&self, pod: &PodId) -> Result<Vec<u32>, XdpError> {
+        let mut reset = Vec::new();
+        if let Some((_, map_id, _)) = self.pod_map(pod, false)? {
+            let table = self.table.all();
+            for (q, e) in (0..MAX_QUEUES).zip(&table) {
+                if e.action == nkc_action::NKC_ACTION_POD && self.pod_map_id_at(q)? == Some(map_id)
+                {
+                    self.reset_queue(q)?;
+                    reset.push(q);
+                }
+            }
+        }
+        self.unpin_pod(pod)?;
+        Ok(reset)
+    }
+
+    /// Replace the range actions. Queues steered to pods keep steering and only get their
+    /// restore-to action updated; every other queue switches now.
+    pub fn set_ranges(&self, ranges: &QueueRanges) -> Result<(), XdpError> {
+        apply_ranges(&self.maps, &self.table, &self.paths, ranges)
+    }
+
+    /// Physical queues currently steered to pods.
+    pub fn pod_queues(&self) -> Result<Vec<u32>, XdpError> {
+        Ok((0..MAX_QUEUES)
+            .zip(self.table.all())
+            .filter(|(_, e)| e.action == nkc_action::NKC_ACTION_POD)
+            .map(|(q, _)| q)
+            .collect())
+    }
+
+    /// Counters of `queue`, summed over CPUs.
+    pub fn queue_stats(&self, queue: u32) -> Result<QueueStats, XdpError> {
+        check_queue(queue)?;
+        if !self.stats_enabled {
+            return Err(XdpError::StatsDisabled);
+        }
+        // Per-CPU values are laid out with an 8-byte-aligned stride, one per possible CPU.
+        let stride = std::mem::size_of::<nkc_stats>().div_ceil(8) * 8;
+        let cpus =
+            sys::possible_cpus().map_err(|e| XdpError::sys("libbpf_num_possible_cpus", None, e))?;
+        let mut buf = vec![0u8; stride * cpus];
+        sys::map_lookup_raw(self.maps.stats.as_fd(), &queue, &mut buf).map_err(|e| {
+            XdpError::sys(
+                "BPF_MAP_LOOKUP_ELEM stats",
+                Some(&self.paths.pin(PIN_STATS)),
+                e,
+            )
+        })?;
+        let mut total = QueueStats::default();
+        for cpu in buf.chunks_exact(stride) {
+            let field =
+                |i: usize| u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            total.pass += field(0);
+            total.drop += field(1);
+            total.redirect += field(2);
+            total.pod_drop += field(3);
+            total.program += field(4);
+            total.program_fallback += field(5);
+        }
+        Ok(total)
+    }
+
+    /// Replace the running program with this build's dispatcher, atomically: the new program is
+    /// loaded on the pinned maps (so every queue keeps its state) and swapped in with
+    /// `BPF_LINK_UPDATE`, which never leaves the NIC without a program. `BPF_F_REPLACE` makes the
+    /// swap fail (`EPERM`) if the link no longer runs the program this call read.
+    pub fn upgrade(&self) -> Result<Upgrade, XdpError> {
+        let info = self.link_info()?;
+        let old = sys::prog_fd_by_id(info.prog_id)
+            .map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))?;
+        let (new, _) = load_program(self.stats_enabled, self.opts.frags, Some(&self.maps))?;
+        sys::link_update(self.link.as_fd(), new.as_fd(), old.as_fd())
+            .map_err(|e| XdpError::sys("BPF_LINK_UPDATE", Some(&self.paths.link()), e))?;
+        let new_prog_id = sys::prog_info(new.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?
+            .id;
+        Ok(Upgrade {
+            link_id: info.id,
+            old_prog_id: info.prog_id,
+            new_prog_id,
+        })
+    }
+
+    /// Detach the dispatcher and remove the NIC directory if no queue is steered to a pod any
+    /// more. Leftover pod XSKMAP pins (pods without queues) go with it: nothing can reach them
+    /// through the dispatcher.
+    pub fn detach_if_unused(self) -> Result<DetachOutcome, XdpError> {
+        let pod_queues = self.pod_queues()?;
+        if !pod_queues.is_empty() {
+            return Ok(DetachOutcome::StillUsed {
+                pod_queues,
+                dispatcher: self,
+            });
+        }
+        // Detach explicitly rather than by dropping the last reference: another process (say,
+        // bpftool) may hold the link open, and the NIC must be free when this returns.
+        sys::link_detach(self.link.as_fd())
+            .map_err(|e| XdpError::sys("BPF_LINK_DETACH", Some(&self.paths.link()), e))?;
+        clear_dir(&self.paths.dir)?;
+        // Still holding the lock: waiters see the dead directory (nlink 0) and start over.
+        rmdir(&self.paths.dir)?;
+        Ok(DetachOutcome::Detached)
+    }
+}

@@ -1,0 +1,255 @@
+//! Thin bpf(2) wrappers over libbpf-sys that keep the errno typed.
+//!
+//! libbpf-rs' own map and link methods fold the errno into an opaque error, but the loader must
+//! tell e.g. `ENOENT` (no entry / no pin) from `EBUSY` (XDP already attached). libbpf ≥ 1.0
+//! returns `-errno` from every low-level call, which is what these wrappers decode.
+
+use std::ffi::CString;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use libbpf_rs::libbpf_sys as sys;
+use nix::errno::Errno;
+
+/// Decode a libbpf return value: negative is `-errno`.
+fn check(ret: i32) -> Result<i32, Errno> {
+    if ret < 0 {
+        Err(Errno::from_raw(-ret))
+    } else {
+        Ok(ret)
+    }
+}
+
+fn fd_from(ret: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: a non-negative return of these libbpf calls is a new fd owned by the caller.
+    check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn c_path(path: &Path) -> Result<CString, Errno> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `BPF_OBJ_GET`: open a pinned object.
+pub fn obj_get(path: &Path) -> Result<OwnedFd, Errno> {
+    let p = c_path(path)?;
+    // SAFETY: `p` is a valid NUL-terminated string for the duration of the call.
+    fd_from(unsafe { sys::bpf_obj_get(p.as_ptr()) })
+}
+
+/// `BPF_OBJ_PIN`.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), Errno> {
+    let p = c_path(path)?;
+    // SAFETY: valid fd and NUL-terminated path.
+    check(unsafe { sys::bpf_obj_pin(fd.as_raw_fd(), p.as_ptr()) }).map(drop)
+}
+
+/// `BPF_MAP_UPDATE_ELEM` with plain-old-data key and value.
+pub fn map_update<K: Copy, V: Copy>(
+    fd: BorrowedFd<'_>,
+    key: &K,
+    value: &V,
+    flags: u64,
+) -> Result<(), Errno> {
+    // SAFETY: key and value point to initialised memory of the sizes the map was created with
+    // (callers pass the map's own key/value types).
+    check(unsafe {
+        sys::bpf_map_update_elem(
+            fd.as_raw_fd(),
+            (key as *const K).cast(),
+            (value as *const V).cast(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `BPF_MAP_LOOKUP_ELEM`; `None` for `ENOENT`.
+pub fn map_lookup<K: Copy, V: Copy>(fd: BorrowedFd<'_>, key: &K) -> Result<Option<V>, Errno> {
+    let mut value = std::mem::MaybeUninit::<V>::zeroed();
+    // SAFETY: the kernel writes exactly value_size bytes, which is size_of::<V>() for callers'
+    // map/type pairs.
+    match check(unsafe {
+        sys::bpf_map_lookup_elem(
+            fd.as_raw_fd(),
+            (key as *const K).cast(),
+            value.as_mut_ptr().cast(),
+        )
+    }) {
+        // SAFETY: V is plain old data and fully written by the kernel (or zeroed).
+        Ok(_) => Ok(Some(unsafe { value.assume_init() })),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` into a caller-sized buffer (per-CPU maps).
+pub fn map_lookup_raw<K: Copy>(fd: BorrowedFd<'_>, key: &K, value: &mut [u8]) -> Result<(), Errno> {
+    // SAFETY: the caller sizes `value` for the map (value size rounded to 8 × possible CPUs).
+    check(unsafe {
+        sys::bpf_map_lookup_elem(
+            fd.as_raw_fd(),
+            (key as *const K).cast(),
+            value.as_mut_ptr().cast(),
+        )
+    })
+    .map(drop)
+}
+
+/// `BPF_MAP_DELETE_ELEM`; `Ok(false)` for `ENOENT`.
+pub fn map_delete<K: Copy>(fd: BorrowedFd<'_>, key: &K) -> Result<bool, Errno> {
+    // SAFETY: key points to key_size bytes.
+    match check(unsafe { sys::bpf_map_delete_elem(fd.as_raw_fd(), (key as *const K).cast()) }) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_MAP_CREATE` of an XSKMAP with `max_entries` slots.
+pub fn xskmap_create(name: &str, max_entries: u32) -> Result<OwnedFd, Errno> {
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: valid name; NULL opts means defaults (no flags).
+    fd_from(unsafe {
+        sys::bpf_map_create(
+            sys::BPF_MAP_TYPE_XSKMAP,
+            name.as_ptr(),
+            4,
+            4,
+            max_entries,
+            std::ptr::null(),
+        )
+    })
+}
+
+/// `BPF_LINK_CREATE` for XDP on `ifindex` (in the calling thread's netns).
+pub fn xdp_link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    xdp_flags: u32,
+) -> Result<OwnedFd, Errno> {
+    // SAFETY: zero is a valid bit pattern for these C option structs.
+    let mut opts: sys::bpf_link_create_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_link_create_opts>() as _;
+    opts.flags = xdp_flags;
+    // SAFETY: valid fd and options.
+    fd_from(unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, sys::BPF_XDP, &opts) })
+}
+
+/// `BPF_LINK_UPDATE` with `BPF_F_REPLACE`: swap the link's program for `new` only if it still
+/// runs `old` (the kernel answers `EPERM` otherwise).
+pub fn link_update(
+    link: BorrowedFd<'_>,
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+) -> Result<(), Errno> {
+    let opts = sys::bpf_link_update_opts {
+        sz: size_of::<sys::bpf_link_update_opts>() as _,
+        flags: sys::BPF_F_REPLACE,
+        old_prog_fd: old.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // SAFETY: valid fds and options.
+    check(unsafe { sys::bpf_link_update(link.as_raw_fd(), new.as_raw_fd(), &opts) }).map(drop)
+}
+
+/// `BPF_LINK_DETACH`: detach the link from its hook even if other fds or pins still hold it.
+pub fn link_detach(link: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: valid fd.
+    check(unsafe { sys::bpf_link_detach(link.as_raw_fd()) }).map(drop)
+}
+
+/// `BPF_PROG_GET_FD_BY_ID`.
+pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall wrapper.
+    fd_from(unsafe { sys::bpf_prog_get_fd_by_id(id) })
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` for a program.
+pub fn prog_info(fd: BorrowedFd<'_>) -> Result<sys::bpf_prog_info, Errno> {
+    // SAFETY: zero is valid for the info struct; the kernel fills at most `len` bytes.
+    let mut info: sys::bpf_prog_info = unsafe { zeroed() };
+    let mut len = size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: as above.
+    check(unsafe { sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })?;
+    Ok(info)
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` for a map.
+pub fn map_info(fd: BorrowedFd<'_>) -> Result<sys::bpf_map_info, Errno> {
+    // SAFETY: as in prog_info.
+    let mut info: sys::bpf_map_info = unsafe { zeroed() };
+    let mut len = size_of::<sys::bpf_map_info>() as u32;
+    // SAFETY: as above.
+    check(unsafe { sys::bpf_map_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })?;
+    Ok(info)
+}
+
+/// The parts of `BPF_OBJ_GET_INFO_BY_FD` for an XDP link the loader needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XdpLinkInfo {
+    /// Link id.
+    pub id: u32,
+    /// `bpf_link_type`.
+    pub link_type: u32,
+    /// Program the link runs.
+    pub prog_id: u32,
+    /// Device the link is attached to; 0 once the device is gone (the link is then defunct).
+    pub ifindex: u32,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` for a link, reduced to what an XDP link reports.
+pub fn link_info(fd: BorrowedFd<'_>) -> Result<XdpLinkInfo, Errno> {
+    // SAFETY: as in prog_info.
+    let mut info: sys::bpf_link_info = unsafe { zeroed() };
+    let mut len = size_of::<sys::bpf_link_info>() as u32;
+    // SAFETY: as above.
+    check(unsafe { sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })?;
+    let ifindex = if info.type_ == sys::BPF_LINK_TYPE_XDP {
+        // SAFETY: the union member matching the link type.
+        unsafe { info.__bindgen_anon_1.xdp.ifindex }
+    } else {
+        0
+    };
+    Ok(XdpLinkInfo {
+        id: info.id,
+        link_type: info.type_,
+        prog_id: info.prog_id,
+        ifindex,
+    })
+}
+
+/// `BPF_PROG_LOAD` of a program made of raw instructions.
+pub fn prog_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    name: &str,
+    insns: &[sys::bpf_insn],
+    prog_flags: u32,
+) -> Result<OwnedFd, Errno> {
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let license = CString::new("Apache-2.0").expect("no NUL");
+    // SAFETY: zero is valid for the options struct.
+    let mut opts: sys::bpf_prog_load_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_prog_load_opts>() as _;
+    opts.expected_attach_type = expected_attach_type;
+    opts.prog_flags = prog_flags;
+    // SAFETY: valid strings and instruction buffer for the duration of the call.
+    fd_from(unsafe {
+        sys::bpf_prog_load(
+            prog_type,
+            name.as_ptr(),
+            license.as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            &mut opts,
+        )
+    })
+}
+
+/// Number of possible CPUs (the stride of per-CPU map values).
+pub fn possible_cpus() -> Result<usize, Errno> {
+    // SAFETY: plain libbpf call (reads /sys/devices/system/cpu/possible once).
+    check(unsafe { sys::libbpf_num_possible_cpus() }).map(|n| n as usize)
+}
