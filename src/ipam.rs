@@ -1,5 +1,10 @@
 //! IPAM delegation (spec section 4): run the `ipam.type` plugin found in CNI_PATH with our
 //! environment and the complete network config, and read back its result or error.
+//!
+//! IPAM plugins may lag behind us in spec version: Debian's host-local 1.1.1 speaks up to 1.0.0
+//! and answers a 1.1.0 config with code 1. ADD/DEL/CHECK therefore fall back to the newest version
+//! both sides speak when (and only when) the plugin rejects ours, and the 1.1-only verbs GC and
+//! STATUS are not sent to a plugin that does not know them (see [`Delegation`]).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -7,16 +12,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::cni::env::CNI_COMMAND;
 use crate::cni::error::render_value;
-use crate::cni::{codes, CniError, CniResult, CniVersion, Command};
+use crate::cni::{check_command_allowed, codes, CniError, CniResult, CniVersion, Command};
 use crate::config::{ipam_type_problem, NetConf};
 
-/// The operations IPAM is delegated (VERSION is never delegated).
+/// The commands run on the IPAM plugin. Our own VERSION is never delegated (we answer it
+/// ourselves); `Version` is only the probe asking the IPAM plugin which versions it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpamOp {
     Add,
@@ -24,6 +30,7 @@ pub enum IpamOp {
     Check,
     Gc,
     Status,
+    Version,
 }
 
 impl IpamOp {
@@ -34,6 +41,7 @@ impl IpamOp {
             IpamOp::Check => Command::Check,
             IpamOp::Gc => Command::Gc,
             IpamOp::Status => Command::Status,
+            IpamOp::Version => Command::Version,
         }
     }
 }
@@ -41,6 +49,35 @@ impl IpamOp {
 impl fmt::Display for IpamOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.command().as_str())
+    }
+}
+
+/// What became of a GC or STATUS request. Both verbs exist only since spec 1.1.0, so a plugin
+/// that does not support 1.1.0 is not sent them: it would answer "unknown command" at best, and
+/// a hand-written plugin that treats every non-ADD command as a release could free live
+/// addresses. Callers log [`Delegation::NotForwarded`]; it is not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delegation {
+    /// The IPAM plugin ran the command and succeeded.
+    Forwarded,
+    /// Not sent, because the plugin's `supportedVersions` (listed here) lack 1.1.0. For GC that
+    /// is safe: such a plugin's addresses are released by the DEL that runtimes send for each
+    /// attachment anyway. For STATUS, the plugin is taken as available: it has no way to say
+    /// otherwise, and ADD will report any real problem.
+    NotForwarded { plugin_versions: Vec<String> },
+}
+
+impl fmt::Display for Delegation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Delegation::Forwarded => f.write_str("forwarded to the IPAM plugin"),
+            Delegation::NotForwarded { plugin_versions } => write!(
+                f,
+                "not forwarded: the IPAM plugin supports cniVersion [{}], not {}",
+                plugin_versions.join(", "),
+                CniVersion::V1_1_0
+            ),
+        }
     }
 }
 
@@ -85,6 +122,29 @@ pub enum IpamError {
         plugin_type: String,
         error: CniError,
     },
+    #[error("IPAM plugin {plugin_type:?} gave an unusable VERSION answer: {reason}")]
+    BadVersionInfo {
+        plugin_type: String,
+        reason: String,
+        stdout: String,
+    },
+    /// The plugin rejected our version (code 1) on `op` and no older version could be used:
+    /// it supports none we speak that allows `op`, or asking it failed (`reason` says which).
+    #[error(
+        "IPAM plugin {plugin_type:?} rejected cniVersion {version} on {op} and no older version \
+         can be used: {reason}"
+    )]
+    NoCommonVersion {
+        plugin_type: String,
+        op: IpamOp,
+        version: CniVersion,
+        reason: String,
+        rejection: CniError,
+    },
+    /// A caller bug: GC or STATUS under a config version that does not define them (the
+    /// command layer refuses those before IPAM is reached).
+    #[error("{op} cannot be delegated under cniVersion {version}")]
+    NotAllowed { op: IpamOp, version: CniVersion },
 }
 
 fn join_paths(paths: &[PathBuf]) -> String {
@@ -168,6 +228,35 @@ impl From<IpamError> for CniError {
                 ),
                 error.details,
             ),
+            IpamError::BadVersionInfo { ref stdout, .. } => {
+                let details = format!("stdout: {stdout:?}");
+                CniError::decode(e.to_string(), details)
+            }
+            IpamError::NoCommonVersion {
+                ref plugin_type,
+                op,
+                version,
+                ref reason,
+                ref rejection,
+            } => {
+                // Code 1 and the plugin's own words, so the operator sees both what it
+                // said and why no retry could help.
+                let details = format!(
+                    "{reason}; IPAM plugin {plugin_type:?} said on {op}: {}",
+                    rejection
+                );
+                CniError::incompatible_version(
+                    format!("IPAM plugin {plugin_type:?} does not support cniVersion {version}"),
+                    details,
+                )
+            }
+            IpamError::NotAllowed { op, version } => CniError::incompatible_version(
+                e.to_string(),
+                format!(
+                    "{op} requires cniVersion {} (config is {version})",
+                    CniVersion::V1_1_0
+                ),
+            ),
         }
     }
 }
@@ -199,13 +288,22 @@ pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf, I
     })
 }
 
-/// A located IPAM plugin bound to one network config and environment.
+/// A located IPAM plugin bound to one network config and environment: one per invocation of
+/// our plugin, so what it learns about the IPAM plugin's versions is never stale for long.
 pub struct Ipam {
     plugin_type: String,
     exe: PathBuf,
     env: Vec<(String, String)>,
+    /// The config as given, kept to rewrite its `cniVersion` for a fallback.
+    netconf: Value,
+    /// `netconf` serialized once: what every first attempt sends.
     stdin: Vec<u8>,
     version: CniVersion,
+    /// The older version chosen after the plugin rejected `version`. Later operations of the
+    /// same invocation (a DEL cleaning up after a failed ADD) use it without asking again.
+    fallback: Mutex<Option<CniVersion>>,
+    /// The plugin's `supportedVersions`, asked at most once.
+    plugin_versions: OnceLock<Vec<String>>,
     stderr: Mutex<Box<dyn Write + Send>>,
 }
 
@@ -215,6 +313,7 @@ impl fmt::Debug for Ipam {
             .field("plugin_type", &self.plugin_type)
             .field("exe", &self.exe)
             .field("version", &self.version)
+            .field("fallback", &self.fallback_version())
             .finish_non_exhaustive()
     }
 }
@@ -239,7 +338,8 @@ impl Ipam {
     }
 
     /// As [`Ipam::new`] without a parsed [`NetConf`]: `netconf` is sent as is, and `version` is
-    /// what an ADD result is read as when the plugin's output does not name its own version.
+    /// its `cniVersion`: the version we speak to the plugin unless it rejects it, and what an ADD
+    /// result is read as when the plugin's output does not name its own version.
     pub fn with_plugin(
         plugin_type: &str,
         netconf: &Value,
@@ -253,7 +353,10 @@ impl Ipam {
             exe,
             env: env.into_iter().filter(|(k, _)| k != CNI_COMMAND).collect(),
             stdin: serde_json::to_vec(netconf).expect("serializing a serde_json::Value"),
+            netconf: netconf.clone(),
             version,
+            fallback: Mutex::new(None),
+            plugin_versions: OnceLock::new(),
             stderr: Mutex::new(Box::new(io::stderr())),
         })
     }
@@ -272,10 +375,17 @@ impl Ipam {
         &self.exe
     }
 
+    /// The older cniVersion this instance fell back to after the plugin rejected the config's,
+    /// if it had to (for logging: results are converted back by the caller either way).
+    pub fn fallback_version(&self) -> Option<CniVersion> {
+        *self.fallback.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Allocates addresses. The result is abbreviated (no interfaces): the caller assigns
-    /// interface indexes, then merges it into its own result.
+    /// interface indexes, then merges it into its own result and writes that in its own version
+    /// with [`CniResult::to_json`], whatever version the IPAM plugin answered in.
     pub fn add(&self) -> Result<CniResult, IpamError> {
-        let stdout = self.run(IpamOp::Add)?;
+        let (spoken, stdout) = self.run(IpamOp::Add)?;
         let bad = |error: CniError| IpamError::BadResult {
             plugin_type: self.plugin_type.clone(),
             error,
@@ -290,7 +400,7 @@ impl Ipam {
         // versions may answer in its own; what matters is that we can read what it declares.
         let version = match value.get("cniVersion").and_then(Value::as_str) {
             Some(v) => CniVersion::parse(v).map_err(bad)?,
-            None => self.version,
+            None => spoken,
         };
         // IPAM must not report interfaces; drop them if it does, since indexes into a list we
         // replace would point at the wrong interfaces after the caller merges.
@@ -313,16 +423,144 @@ impl Ipam {
         self.run(IpamOp::Check).map(drop)
     }
 
-    pub fn gc(&self) -> Result<(), IpamError> {
-        self.run(IpamOp::Gc).map(drop)
+    /// Forwards GC when the plugin supports 1.1.0; see [`Delegation`] for when it does not.
+    pub fn gc(&self) -> Result<Delegation, IpamError> {
+        self.run_1_1_verb(IpamOp::Gc)
     }
 
-    pub fn status(&self) -> Result<(), IpamError> {
-        self.run(IpamOp::Status).map(drop)
+    /// Forwards STATUS when the plugin supports 1.1.0; see [`Delegation`] for when it does not.
+    pub fn status(&self) -> Result<Delegation, IpamError> {
+        self.run_1_1_verb(IpamOp::Status)
     }
 
-    /// Runs one operation and returns stdout on success.
-    pub fn run(&self, op: IpamOp) -> Result<Vec<u8>, IpamError> {
+    /// The plugin's `supportedVersions` from its VERSION answer (asked once per instance).
+    pub fn plugin_versions(&self) -> Result<&[String], IpamError> {
+        if let Some(v) = self.plugin_versions.get() {
+            return Ok(v);
+        }
+        // The spec's VERSION input: just our version, so the plugin may tailor its answer.
+        let stdin = serde_json::to_vec(&json!({ "cniVersion": self.version.as_str() }))
+            .expect("serializing a serde_json::Value");
+        let stdout = self.exec(IpamOp::Version, &stdin)?;
+        let bad = |reason: String| IpamError::BadVersionInfo {
+            plugin_type: self.plugin_type.clone(),
+            reason,
+            stdout: tail(&stdout),
+        };
+        let value: Value =
+            serde_json::from_slice(&stdout).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let list = value
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("no supportedVersions list".to_owned()))?;
+        let versions = list
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| bad("supportedVersions has a non-string entry".to_owned()))?;
+        Ok(self.plugin_versions.get_or_init(|| versions))
+    }
+
+    /// ADD, DEL or CHECK, with the version fallback. Returns the version the plugin was spoken
+    /// to in (the one its output is in) and its stdout.
+    ///
+    /// The config goes out as-is first: with an up-to-date plugin that is the only exec, so the
+    /// common case pays nothing for the fallback. Only a code-1 answer (incompatible version,
+    /// which libcni's skel also gives for CHECK under a version it does not allow) makes us ask
+    /// VERSION and retry once in the newest version both sides speak. Anything else the plugin
+    /// says is its answer, passed on unchanged.
+    fn run(&self, op: IpamOp) -> Result<(CniVersion, Vec<u8>), IpamError> {
+        if let Some(v) = self.fallback_version() {
+            return Ok((v, self.exec(op, &self.stdin_in(v))?));
+        }
+        let rejection = match self.exec(op, &self.stdin) {
+            Ok(stdout) => return Ok((self.version, stdout)),
+            Err(IpamError::Plugin { error, .. }) if error.code == codes::INCOMPATIBLE_VERSION => {
+                error
+            }
+            Err(e) => return Err(e),
+        };
+        let v = self.older_version(op, rejection)?;
+        // Remembered before the retry's outcome is known: the plugin's own VERSION answer is
+        // what chose it, and re-negotiating for the next operation would choose the same.
+        *self.fallback.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        Ok((v, self.exec(op, &self.stdin_in(v))?))
+    }
+
+    /// The newest version we speak, older than ours, that the plugin lists and that allows
+    /// `op` (CHECK needs 0.4.0). "Older" because the plugin has just rejected ours: if it lists
+    /// ours anyway, the code 1 was about something else and retrying cannot help.
+    fn older_version(&self, op: IpamOp, rejection: CniError) -> Result<CniVersion, IpamError> {
+        let none = |reason: String, rejection: CniError| IpamError::NoCommonVersion {
+            plugin_type: self.plugin_type.clone(),
+            op,
+            version: self.version,
+            reason,
+            rejection,
+        };
+        let theirs = match self.plugin_versions() {
+            Ok(v) => v,
+            Err(e) => return Err(none(format!("asking it VERSION failed: {e}"), rejection)),
+        };
+        if theirs.iter().any(|t| t == self.version.as_str()) {
+            return Err(IpamError::Plugin {
+                plugin_type: self.plugin_type.clone(),
+                op,
+                error: rejection,
+            });
+        }
+        CniVersion::SUPPORTED
+            .into_iter()
+            .rev()
+            .filter(|v| *v < self.version && check_command_allowed(op.command(), *v).is_ok())
+            .find(|v| theirs.iter().any(|t| t == v.as_str()))
+            .ok_or_else(|| {
+                none(
+                    format!(
+                        "it supports [{}]; we speak [{}] and {op} needs one of them",
+                        theirs.join(", "),
+                        CniVersion::SUPPORTED.map(CniVersion::as_str).join(", ")
+                    ),
+                    rejection,
+                )
+            })
+    }
+
+    /// The config with its `cniVersion` replaced and nothing else changed. A chained ADD's
+    /// `prevResult` stays in our version's shape: between 1.1.0 and 1.0.0 (the fallback seen in
+    /// practice) the result shapes differ only by optional fields older readers ignore.
+    fn stdin_in(&self, version: CniVersion) -> Vec<u8> {
+        if version == self.version {
+            return self.stdin.clone();
+        }
+        let mut conf = self.netconf.clone();
+        if let Some(obj) = conf.as_object_mut() {
+            obj.insert("cniVersion".into(), json!(version.as_str()));
+        }
+        serde_json::to_vec(&conf).expect("serializing a serde_json::Value")
+    }
+
+    /// GC or STATUS: sent only to a plugin that lists 1.1.0, which costs a VERSION exec per
+    /// invocation. Unlike ADD, trying first is not an option here: what an older plugin does
+    /// with a command it does not know is exactly what we must not risk (see [`Delegation`]).
+    fn run_1_1_verb(&self, op: IpamOp) -> Result<Delegation, IpamError> {
+        if check_command_allowed(op.command(), self.version).is_err() {
+            return Err(IpamError::NotAllowed {
+                op,
+                version: self.version,
+            });
+        }
+        let theirs = self.plugin_versions()?;
+        if !theirs.iter().any(|t| t == CniVersion::V1_1_0.as_str()) {
+            return Ok(Delegation::NotForwarded {
+                plugin_versions: theirs.to_vec(),
+            });
+        }
+        self.exec(op, &self.stdin).map(|_| Delegation::Forwarded)
+    }
+
+    /// Runs the plugin once for `op` with `stdin` and returns its stdout on success.
+    fn exec(&self, op: IpamOp, stdin: &[u8]) -> Result<Vec<u8>, IpamError> {
         let exec_err = |source| IpamError::Exec {
             path: self.exe.clone(),
             op,
@@ -337,11 +575,11 @@ impl Ipam {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(exec_err)?;
-        let mut stdin = child.stdin.take().expect("stdin was piped");
+        let mut pipe = child.stdin.take().expect("stdin was piped");
         // Written from a second thread: a plugin that prints before it has read all its input
         // would otherwise deadlock against us once both pipe buffers fill.
         let (write_result, output) = std::thread::scope(|s| {
-            let writer = s.spawn(move || stdin.write_all(&self.stdin));
+            let writer = s.spawn(move || pipe.write_all(stdin));
             let output = child.wait_with_output();
             (writer.join().expect("stdin writer panicked"), output)
         });
@@ -470,12 +708,18 @@ mod tests {
         .collect()
     }
 
-    /// A fake IPAM that records its environment and stdin per command, then runs `tail`.
+    /// The VERSION answer of a plugin that speaks every version we do.
+    const VERSION_1_1: &str =
+        r#"{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#;
+
+    /// A fake IPAM that records its environment and stdin per command, answers VERSION as a
+    /// 1.1.0 plugin, and otherwise runs `tail`.
     fn recording_ipam(t: &TempDir, tail_body: &str) -> PathBuf {
         let rec = t.0.join("rec");
         std::fs::create_dir_all(&rec).unwrap();
         let body = format!(
-            "env > {rec}/env.$CNI_COMMAND\ncat > {rec}/stdin.$CNI_COMMAND\n{tail_body}",
+            "env > {rec}/env.$CNI_COMMAND\ncat > {rec}/stdin.$CNI_COMMAND\n\
+             [ \"$CNI_COMMAND\" = VERSION ] && {{ echo '{VERSION_1_1}'; exit 0; }}\n{tail_body}",
             rec = rec.display()
         );
         t.script("bin", "fake-ipam", &body);
@@ -538,8 +782,9 @@ mod tests {
         .unwrap();
         ipam.del().unwrap();
         ipam.check().unwrap();
-        ipam.gc().unwrap();
-        ipam.status().unwrap();
+        assert_eq!(ipam.gc().unwrap(), Delegation::Forwarded);
+        assert_eq!(ipam.status().unwrap(), Delegation::Forwarded);
+        assert_eq!(ipam.fallback_version(), None);
         for cmd in ["DEL", "CHECK", "GC", "STATUS"] {
             let e = read_env(&t.0.join(format!("rec/env.{cmd}")));
             assert_eq!(e["CNI_COMMAND"], cmd);
@@ -558,9 +803,12 @@ mod tests {
         t.script(
             "bin",
             "busy-ipam",
-            r#"cat >/dev/null
-echo '{"cniVersion":"1.1.0","code":11,"msg":"range exhausted, retry","details":"pool 10.9.0.0/24"}'
-exit 1"#,
+            &format!(
+                r#"cat >/dev/null
+[ "$CNI_COMMAND" = VERSION ] && {{ echo '{VERSION_1_1}'; exit 0; }}
+echo '{{"cniVersion":"1.1.0","code":11,"msg":"range exhausted, retry","details":"pool 10.9.0.0/24"}}'
+exit 1"#
+            ),
         );
         let bin = t.0.join("bin");
         let _r = EXEC_LOCK.read().unwrap();
@@ -570,14 +818,15 @@ exit 1"#,
             env(&bin),
         )
         .unwrap();
-        for op in [
-            IpamOp::Add,
-            IpamOp::Del,
-            IpamOp::Check,
-            IpamOp::Gc,
-            IpamOp::Status,
-        ] {
-            let err = ipam.run(op).unwrap_err();
+        let calls: [(IpamOp, &dyn Fn() -> IpamError); 5] = [
+            (IpamOp::Add, &|| ipam.add().unwrap_err()),
+            (IpamOp::Del, &|| ipam.del().unwrap_err()),
+            (IpamOp::Check, &|| ipam.check().unwrap_err()),
+            (IpamOp::Gc, &|| ipam.gc().unwrap_err()),
+            (IpamOp::Status, &|| ipam.status().unwrap_err()),
+        ];
+        for (op, call) in calls {
+            let err = call();
             assert!(
                 matches!(err, IpamError::Plugin { op: o, .. } if o == op),
                 "{err:?}"
@@ -837,7 +1086,7 @@ exit 1"#,
         )
         .unwrap()
         .with_stderr(Box::new(sink.clone()));
-        ipam.status().unwrap();
+        ipam.del().unwrap();
         assert_eq!(sink.0.lock().unwrap().len(), 200_000);
     }
 
@@ -924,22 +1173,375 @@ exit 1"#,
         );
         b.del().unwrap();
 
-        // Error objects from the real plugin pass through with their code.
-        let status = a.status();
-        if supported.contains(&"1.1.0") {
-            status.unwrap();
-        } else {
-            let cni: CniError = status.unwrap_err().into();
-            assert_eq!(cni.code, 4, "{cni:?}");
-            assert!(cni.msg.contains("STATUS"), "{}", cni.msg);
-            let newer = Ipam::new(&netconf("1.1.0"), &dirs, env_for("ctr-c")).unwrap();
-            let cni: CniError = newer.add().unwrap_err().into();
-            assert_eq!(cni.code, 1, "{cni:?}");
-            assert!(
-                cni.details.contains("1.1.0") && cni.details.contains("host-local"),
-                "{}",
-                cni.details
-            );
+        // GC and STATUS do not exist under a 1.0.0 config: refused without running anything.
+        for err in [a.gc().unwrap_err(), a.status().unwrap_err()] {
+            assert!(matches!(err, IpamError::NotAllowed { .. }), "{err:?}");
+            assert_eq!(CniError::from(err).code, 1);
         }
+        assert!(
+            a.plugin_versions.get().is_none(),
+            "no VERSION probe was needed"
+        );
+    }
+
+    /// The supportedVersions host-local 1.1.1 reports (it answers 1.1.0 configs with code 1).
+    const UP_TO_1_0: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+
+    /// A fake IPAM that logs `COMMAND stdin` per call to `rec/log`, answers VERSION with
+    /// `supported`, rejects any other config version with code 1 as libcni's skel does, and
+    /// answers ADD with one IPv4 address in the shape of the version it was asked in.
+    fn versioned_ipam(t: &TempDir, name: &str, supported: &[&str]) -> PathBuf {
+        let log = t.0.join("rec/log");
+        std::fs::create_dir_all(t.0.join("rec")).unwrap();
+        let quoted: Vec<String> = supported.iter().map(|v| format!("\"{v}\"")).collect();
+        let body = format!(
+            r#"input=$(cat)
+printf '%s %s\n' "$CNI_COMMAND" "$input" >> {log}
+if [ "$CNI_COMMAND" = VERSION ]; then
+  echo '{{"cniVersion":"1.0.0","supportedVersions":[{list}]}}'
+  exit 0
+fi
+v=$(printf '%s' "$input" | sed -n 's/.*"cniVersion":"\([^"]*\)".*/\1/p')
+case " {spaced} " in
+  *" $v "*) ;;
+  *) printf '{{"code":1,"msg":"incompatible CNI versions","details":"config is \\"%s\\""}}' "$v"; exit 1;;
+esac
+if [ "$CNI_COMMAND" = ADD ]; then
+  case "$v" in 0.*) ipv=',"version":"4"';; *) ipv='';; esac
+  printf '{{"cniVersion":"%s","ips":[{{"address":"10.9.0.7/24","gateway":"10.9.0.1"%s}}],"routes":[{{"dst":"0.0.0.0/0"}}],"dns":{{}}}}' "$v" "$ipv"
+fi
+exit 0"#,
+            log = log.display(),
+            list = quoted.join(","),
+            spaced = supported.join(" "),
+        );
+        t.script("bin", name, &body);
+        t.0.join("bin")
+    }
+
+    /// The fake's calls so far: (command, stdin as JSON).
+    fn calls(t: &TempDir) -> Vec<(String, Value)> {
+        std::fs::read_to_string(t.0.join("rec/log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let (cmd, stdin) = l.split_once(' ').unwrap();
+                (cmd.to_owned(), serde_json::from_str(stdin).unwrap())
+            })
+            .collect()
+    }
+
+    fn with_version(conf: &Value, v: &str) -> Value {
+        let mut c = conf.clone();
+        c["cniVersion"] = json!(v);
+        c
+    }
+
+    #[test]
+    fn add_falls_back_to_the_plugins_newest_version_and_converts_back() {
+        for ours in CniVersion::SUPPORTED {
+            let t = TempDir::new(&format!("fallback-{ours}"));
+            let bin = versioned_ipam(&t, "old-ipam", UP_TO_1_0);
+            let c = conf(ours.as_str(), "old-ipam");
+            let _r = EXEC_LOCK.read().unwrap();
+            let ipam = Ipam::new(&c, std::slice::from_ref(&bin), env(&bin)).unwrap();
+            let r = ipam.add().unwrap();
+            assert_eq!(r.ips[0].address.to_string(), "10.9.0.7/24", "{ours}");
+            assert_eq!(r.ips[0].gateway, Some("10.9.0.1".parse().unwrap()));
+
+            // The caller writes the result in its own version, whatever the plugin spoke.
+            let out = r.to_json(ours);
+            assert_eq!(out["cniVersion"], ours.as_str());
+            assert_eq!(out["ips"][0]["address"], "10.9.0.7/24");
+            assert_eq!(
+                out["ips"][0].get("version").is_some(),
+                ours.has_ip_version_field(),
+                "{ours}: {out}"
+            );
+            assert_eq!(CniResult::from_json(&out, ours).unwrap(), r);
+
+            let log = calls(&t);
+            if ours == CniVersion::V1_1_0 {
+                assert_eq!(ipam.fallback_version(), Some(CniVersion::V1_0_0));
+                assert_eq!(log.len(), 3, "{log:?}");
+                assert_eq!(log[0], ("ADD".to_owned(), c.raw.clone()));
+                assert_eq!(
+                    log[1],
+                    ("VERSION".to_owned(), json!({"cniVersion": "1.1.0"}))
+                );
+                // The retry differs from the config in cniVersion only.
+                assert_eq!(log[2], ("ADD".to_owned(), with_version(&c.raw, "1.0.0")));
+            } else {
+                // A version the plugin speaks: one exec, no probe.
+                assert_eq!(ipam.fallback_version(), None);
+                assert_eq!(log, vec![("ADD".to_owned(), c.raw.clone())], "{ours}");
+            }
+        }
+    }
+
+    #[test]
+    fn del_and_check_fall_back_and_reuse_the_negotiated_version() {
+        let t = TempDir::new("fallback-del");
+        let bin = versioned_ipam(&t, "old-ipam", UP_TO_1_0);
+        let c = conf("1.1.0", "old-ipam");
+        let _r = EXEC_LOCK.read().unwrap();
+        let ipam = Ipam::new(&c, std::slice::from_ref(&bin), env(&bin)).unwrap();
+        ipam.del().unwrap();
+        ipam.check().unwrap();
+        ipam.del().unwrap();
+        let old = with_version(&c.raw, "1.0.0");
+        let expected = vec![
+            ("DEL".to_owned(), c.raw.clone()),
+            ("VERSION".to_owned(), json!({"cniVersion": "1.1.0"})),
+            ("DEL".to_owned(), old.clone()),
+            // Same invocation: no second rejection, no second probe.
+            ("CHECK".to_owned(), old.clone()),
+            ("DEL".to_owned(), old),
+        ];
+        assert_eq!(calls(&t), expected);
+    }
+
+    #[test]
+    fn fallback_picks_the_newest_common_version_below_ours() {
+        let t = TempDir::new("fallback-pick");
+        // Lists a version we do not know (2.0.0) and an old one: 0.4.0 is the one to use.
+        let bin = versioned_ipam(&t, "odd-ipam", &["0.2.0", "0.3.1", "0.4.0", "2.0.0"]);
+        let c = conf("1.0.0", "odd-ipam");
+        let _r = EXEC_LOCK.read().unwrap();
+        let ipam = Ipam::new(&c, std::slice::from_ref(&bin), env(&bin)).unwrap();
+        let r = ipam.add().unwrap();
+        assert_eq!(ipam.fallback_version(), Some(CniVersion::V0_4_0));
+        assert_eq!(r.ips[0].address.to_string(), "10.9.0.7/24");
+        assert_eq!(calls(&t)[2].1["cniVersion"], "0.4.0");
+        // Converted to the caller's 1.0.0: the 0.4.0-only ips[].version is gone.
+        assert_eq!(r.to_json(CniVersion::V1_0_0)["ips"][0].get("version"), None);
+    }
+
+    #[test]
+    fn no_retry_without_a_usable_older_version() {
+        /// A fake that logs its commands, answers VERSION with `version_answer` and everything
+        /// else with the error object `error`.
+        fn fake(name: &str, version_answer: &str, error: &str) -> TempDir {
+            let t = TempDir::new(&format!("fallback-{name}"));
+            std::fs::create_dir_all(t.0.join("rec")).unwrap();
+            t.script(
+                "bin",
+                name,
+                &format!(
+                    r#"cat >/dev/null; echo "$CNI_COMMAND {{}}" >> {log}
+[ "$CNI_COMMAND" = VERSION ] && {{ echo '{version_answer}'; exit 0; }}
+echo '{error}'; exit 1"#,
+                    log = t.0.join("rec/log").display()
+                ),
+            );
+            t
+        }
+        const REJECT: &str = r#"{"code":1,"msg":"incompatible CNI versions"}"#;
+        // Only pre-0.3.0 versions in common: nothing we can read a result in.
+        let ancient = TempDir::new("fallback-none");
+        versioned_ipam(&ancient, "ancient", &["0.1.0", "0.2.0"]);
+        // Claims our version yet says code 1: retrying in it again cannot help.
+        let liar = fake(
+            "liar",
+            VERSION_1_1,
+            r#"{"code":1,"msg":"prevResult too old"}"#,
+        );
+        let mute = fake("mute", "VERSION? never heard of it", REJECT);
+        let busy = fake("busy", VERSION_1_1, r#"{"code":11,"msg":"try later"}"#);
+
+        let _r = EXEC_LOCK.read().unwrap();
+        let add_err = |t: &TempDir, ty: &str, version: &str| -> (IpamError, Vec<String>) {
+            let bin = t.0.join("bin");
+            let ipam =
+                Ipam::new(&conf(version, ty), std::slice::from_ref(&bin), env(&bin)).unwrap();
+            let err = ipam.add().unwrap_err();
+            assert_eq!(ipam.fallback_version(), None);
+            (err, calls(t).into_iter().map(|(c, _)| c).collect())
+        };
+
+        let (err, log) = add_err(&ancient, "ancient", "1.1.0");
+        assert!(matches!(err, IpamError::NoCommonVersion { .. }), "{err:?}");
+        assert_eq!(log, ["ADD", "VERSION"]);
+        let cni: CniError = err.into();
+        assert_eq!(cni.code, 1);
+        assert!(
+            cni.msg.contains("\"ancient\"") && cni.msg.contains("1.1.0"),
+            "{}",
+            cni.msg
+        );
+        assert!(
+            cni.details.contains("[0.1.0, 0.2.0]")
+                && cni.details.contains("incompatible CNI versions"),
+            "{}",
+            cni.details
+        );
+
+        let (err, log) = add_err(&liar, "liar", "1.1.0");
+        assert!(
+            matches!(&err, IpamError::Plugin { error, .. } if error.msg == "prevResult too old"),
+            "{err:?}"
+        );
+        assert_eq!(log, ["ADD", "VERSION"]);
+
+        // A VERSION probe that fails leaves the plugin's own code-1 answer standing.
+        let (err, log) = add_err(&mute, "mute", "1.0.0");
+        assert_eq!(log, ["ADD", "VERSION"]);
+        let cni: CniError = err.into();
+        assert_eq!(cni.code, 1);
+        assert!(
+            cni.details.contains("asking it VERSION failed")
+                && cni.details.contains("incompatible CNI versions"),
+            "{}",
+            cni.details
+        );
+
+        // Errors other than code 1 are the plugin's answer: no probe.
+        let (err, log) = add_err(&busy, "busy", "1.1.0");
+        assert_eq!(CniError::from(err).code, 11);
+        assert_eq!(log, ["ADD"]);
+    }
+
+    #[test]
+    fn check_is_not_retried_in_a_version_without_check() {
+        let t = TempDir::new("fallback-check");
+        let bin = versioned_ipam(&t, "v03-ipam", &["0.3.0", "0.3.1"]);
+        let _r = EXEC_LOCK.read().unwrap();
+        let ipam = Ipam::new(
+            &conf("1.0.0", "v03-ipam"),
+            std::slice::from_ref(&bin),
+            env(&bin),
+        )
+        .unwrap();
+        let cni: CniError = ipam.check().unwrap_err().into();
+        assert_eq!(cni.code, 1);
+        assert!(cni.details.contains("CHECK needs"), "{}", cni.details);
+        let log: Vec<String> = calls(&t).into_iter().map(|(c, _)| c).collect();
+        assert_eq!(log, ["CHECK", "VERSION"]);
+        // ADD still works through the same instance, in 0.3.1.
+        ipam.add().unwrap();
+        assert_eq!(ipam.fallback_version(), Some(CniVersion::V0_3_1));
+    }
+
+    #[test]
+    fn gc_and_status_are_not_forwarded_to_a_pre_1_1_plugin() {
+        let t = TempDir::new("gc-old");
+        let bin = versioned_ipam(&t, "old-ipam", UP_TO_1_0);
+        let _r = EXEC_LOCK.read().unwrap();
+        let ipam = Ipam::new(
+            &conf("1.1.0", "old-ipam"),
+            std::slice::from_ref(&bin),
+            env(&bin),
+        )
+        .unwrap();
+        let expected = Delegation::NotForwarded {
+            plugin_versions: UP_TO_1_0.iter().map(|v| v.to_string()).collect(),
+        };
+        assert_eq!(ipam.gc().unwrap(), expected);
+        assert_eq!(ipam.status().unwrap(), expected);
+        assert!(
+            expected.to_string().contains("1.0.0]") && expected.to_string().contains("not 1.1.0"),
+            "{expected}"
+        );
+        // Only the probe ran, once: the plugin never saw GC or STATUS.
+        let log: Vec<String> = calls(&t).into_iter().map(|(c, _)| c).collect();
+        assert_eq!(log, ["VERSION"]);
+    }
+
+    #[test]
+    fn gc_and_status_are_forwarded_to_a_1_1_plugin() {
+        let t = TempDir::new("gc-new");
+        let all: Vec<&str> = CniVersion::SUPPORTED.iter().map(|v| v.as_str()).collect();
+        let bin = versioned_ipam(&t, "new-ipam", &all);
+        let c = conf("1.1.0", "new-ipam");
+        let _r = EXEC_LOCK.read().unwrap();
+        let ipam = Ipam::new(&c, std::slice::from_ref(&bin), env(&bin)).unwrap();
+        assert_eq!(ipam.gc().unwrap(), Delegation::Forwarded);
+        assert_eq!(ipam.status().unwrap(), Delegation::Forwarded);
+        let expected = vec![
+            ("VERSION".to_owned(), json!({"cniVersion": "1.1.0"})),
+            ("GC".to_owned(), c.raw.clone()),
+            ("STATUS".to_owned(), c.raw.clone()),
+        ];
+        assert_eq!(calls(&t), expected);
+
+        // Under an older config the verbs do not exist; refused before any exec.
+        let old = Ipam::new(
+            &conf("1.0.0", "new-ipam"),
+            std::slice::from_ref(&bin),
+            env(&bin),
+        )
+        .unwrap();
+        let cni: CniError = old.gc().unwrap_err().into();
+        assert_eq!(cni.code, 1);
+        assert!(
+            cni.msg.contains("GC") && cni.msg.contains("1.0.0"),
+            "{}",
+            cni.msg
+        );
+        assert_eq!(calls(&t).len(), 3);
+    }
+
+    #[test]
+    fn real_host_local_with_a_1_1_0_config() {
+        let dirs: Vec<PathBuf> = REAL_CNI_DIRS.iter().map(PathBuf::from).collect();
+        find_plugin("host-local", &dirs).unwrap_or_else(|e| {
+            panic!("{e}: install the containernetworking-plugins package to run this test")
+        });
+        let t = TempDir::new("hostlocal11");
+        let data = t.0.join("data");
+        let conf = NetConf::from_value(json!({
+            "cniVersion": "1.1.0",
+            "name": "hl-11",
+            "type": "netkit-cni",
+            "ipam": {
+                "type": "host-local",
+                "dataDir": data.to_str().unwrap(),
+                "ranges": [[{"subnet": "10.254.8.0/29"}]]
+            }
+        }))
+        .unwrap();
+        let mut e = env(Path::new(REAL_CNI_DIRS[0]));
+        e.retain(|(k, _)| k != "CNI_ARGS");
+        let _r = EXEC_LOCK.read().unwrap();
+
+        // Each CNI command is its own invocation of our plugin, hence its own Ipam.
+        let add = Ipam::new(&conf, &dirs, e.clone()).unwrap();
+        let r = add.add().unwrap();
+        let spoke_1_1 = add.plugin_versions().unwrap().iter().any(|v| v == "1.1.0");
+        if !spoke_1_1 {
+            assert_eq!(add.fallback_version(), Some(CniVersion::V1_0_0));
+        }
+        let ip = r.ips[0].address;
+        assert_eq!((ip.prefix_len(), ip.is_ipv4()), (29, true));
+        let out = r.to_json(CniVersion::V1_1_0);
+        assert_eq!(out["cniVersion"], "1.1.0");
+        assert_eq!(CniResult::from_json(&out, CniVersion::V1_1_0).unwrap(), r);
+
+        let net_dir = data.join("hl-11");
+        let lease = std::fs::read_to_string(net_dir.join(ip.addr().to_string())).unwrap();
+        assert!(lease.contains("ctr-1"), "{lease}");
+
+        let status = Ipam::new(&conf, &dirs, e.clone())
+            .unwrap()
+            .status()
+            .unwrap();
+        let gc = Ipam::new(&conf, &dirs, e.clone()).unwrap().gc().unwrap();
+        let expected = if spoke_1_1 {
+            Delegation::Forwarded
+        } else {
+            Delegation::NotForwarded {
+                plugin_versions: add.plugin_versions().unwrap().to_vec(),
+            }
+        };
+        assert_eq!((&status, &gc), (&expected, &expected));
+
+        Ipam::new(&conf, &dirs, e.clone()).unwrap().del().unwrap();
+        // Released: no file named after an address is left in the network's state directory.
+        let left: Vec<String> = std::fs::read_dir(&net_dir)
+            .unwrap()
+            .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        assert!(left.is_empty(), "allocations left after DEL: {left:?}");
     }
 }
