@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cni::{CniError, CniResult};
 use crate::config::NetConf;
-use crate::ipam::Ipam;
+use crate::ipam::{Delegation, Ipam};
 
 pub trait IpamDelegate {
     fn add(&self) -> Result<CniResult, CniError>;
@@ -13,8 +13,9 @@ pub trait IpamDelegate {
     /// other than the invocation's own.
     fn del(&self, container_id: &str, ifname: &str) -> Result<(), CniError>;
     fn check(&self) -> Result<(), CniError>;
-    fn gc(&self) -> Result<(), CniError>;
-    fn status(&self) -> Result<(), CniError>;
+    /// GC and STATUS are 1.1-only: IPAM plugins that predate 1.1.0 are not sent them.
+    fn gc(&self) -> Result<Delegation, CniError>;
+    fn status(&self) -> Result<Delegation, CniError>;
 }
 
 /// Executes the IPAM plugin named by the config's `ipam.type` from CNI_PATH.
@@ -49,11 +50,11 @@ impl IpamDelegate for ExecIpam<'_> {
         Ok(self.ipam(&[])?.check()?)
     }
 
-    fn gc(&self) -> Result<(), CniError> {
+    fn gc(&self) -> Result<Delegation, CniError> {
         Ok(self.ipam(&[])?.gc()?)
     }
 
-    fn status(&self) -> Result<(), CniError> {
+    fn status(&self) -> Result<Delegation, CniError> {
         Ok(self.ipam(&[])?.status()?)
     }
 }

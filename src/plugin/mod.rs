@@ -277,7 +277,8 @@ pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDeleg
         }
     }
     if let Some(ipam) = ipam {
-        ipam.gc()?;
+        let d = ipam.gc()?;
+        log.info(format_args!("GC forwarded to IPAM: {d}"));
     }
     if failures.is_empty() {
         Ok(())
@@ -290,7 +291,7 @@ pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDeleg
 // STATUS
 
 /// STATUS: 50 when the kernel has no netkit (nothing could ever be added), else IPAM's answer.
-pub fn cmd_status(dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>) -> Result<(), CniError> {
+pub fn cmd_status(dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<(), CniError> {
     if !dp.netkit_available().map_err(kernel_error)? {
         return Err(CniError::plugin_not_available(
             "this kernel has no netkit devices (needs Linux >= 6.7 with CONFIG_NETKIT)",
@@ -298,7 +299,8 @@ pub fn cmd_status(dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>) -> Re
         ));
     }
     if let Some(ipam) = ipam {
-        ipam.status()?;
+        let d = ipam.status()?;
+        log.debug(format_args!("STATUS forwarded to IPAM: {d}"));
     }
     Ok(())
 }
@@ -497,7 +499,7 @@ fn dispatch(req: &Request, vars: &[(String, String)], log: &Logger) -> Result<Op
         Command::Del => cmd_del(req, &mut dp, ipam, log).map(|_| None),
         Command::Check => cmd_check(req, &mut dp, ipam).map(|_| None),
         Command::Gc => cmd_gc(req, &mut dp, ipam, log).map(|_| None),
-        Command::Status => cmd_status(&mut dp, ipam).map(|_| None),
+        Command::Status => cmd_status(&mut dp, ipam, log).map(|_| None),
         Command::Version => unreachable!("VERSION is answered before the environment is parsed"),
     }
 }

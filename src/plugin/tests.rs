@@ -92,12 +92,12 @@ impl IpamDelegate for FakeIpam {
     fn check(&self) -> Result<(), CniError> {
         Ok(())
     }
-    fn gc(&self) -> Result<(), CniError> {
+    fn gc(&self) -> Result<crate::ipam::Delegation, CniError> {
         self.calls.borrow_mut().push("gc".into());
-        Ok(())
+        Ok(crate::ipam::Delegation::Forwarded)
     }
-    fn status(&self) -> Result<(), CniError> {
-        Ok(())
+    fn status(&self) -> Result<crate::ipam::Delegation, CniError> {
+        Ok(crate::ipam::Delegation::Forwarded)
     }
 }
 
@@ -214,7 +214,7 @@ fn gc_without_a_list_deletes_nothing() {
 fn status_is_50_without_netkit() {
     let mut k = FakeKernel::new();
     k.netkit = false;
-    let err = cmd_status(&mut k, None).unwrap_err();
+    let err = cmd_status(&mut k, None, &quiet()).unwrap_err();
     assert_eq!(err.code, 50);
     assert!(err.msg.contains("netkit"));
 }
