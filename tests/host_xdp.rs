@@ -3,13 +3,14 @@
 //!
 //! Needs root. Run: `cargo test --features host-tests --test host_xdp`.
 
+mod common;
 mod host_common;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use host_common::{delete_slot, require_root, unique, Bpffs, Netns, Xsk};
+use host_common::{delete_slot, require_root, unique, xdp_prog_id_in, Bpffs, Netns, Xsk};
 use netkit_cni::xdp::testrun::verdict::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use netkit_cni::xdp::testrun::{
     attach_xdp, compare_ns_per_packet, ns_per_packet, test_run_xdp, test_run_xdp_live,
@@ -59,18 +60,6 @@ fn pin(fd: &OwnedFd, path: &Path) {
     // SAFETY: valid fd and NUL-terminated path.
     let ret = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
     assert_eq!(ret, 0, "pin {}: {}", path.display(), Errno::from_raw(-ret));
-}
-
-/// The XDP program id on `ifname` in netns `ns` (callable from a thread inside another netns:
-/// `ip -n` resolves the netns by name).
-fn xdp_prog_id_in(ns: &str, ifname: &str) -> Option<u32> {
-    let out = host_common::sh(&["ip", "-n", ns, "-d", "-j", "link", "show", "dev", ifname]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let xdp = &v[0]["xdp"];
-    xdp["prog"]["id"]
-        .as_u64()
-        .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
-        .map(|n| n as u32)
 }
 
 /// Verdict of one frame on `queue`.

@@ -6,12 +6,13 @@
 //! switches happen on dedicated threads; the test thread never changes its own netns.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub use super::common::{sh, unique};
+
 use std::fs;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
+use std::sync::atomic::Ordering;
 
 use libbpf_rs::MapCore;
 
@@ -25,41 +26,6 @@ pub fn require_root() {
     );
 }
 
-/// A short random token for names: unique per process and per call.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut r = [0u8; 4];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut r))
-        .unwrap();
-    format!(
-        "{prefix}{:x}{:02x}{:02x}{:02x}{:02x}",
-        n % 16,
-        r[0],
-        r[1],
-        r[2],
-        r[3]
-    )
-}
-
-/// Run a command, panicking with its output if it fails; returns stdout.
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}):\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A named network namespace (`/run/netns/<name>`), deleted on drop.
 pub struct Netns {
@@ -116,13 +82,7 @@ impl Netns {
 
     /// The XDP program id attached to `ifname`, if any (from `ip -d -j link show`).
     pub fn xdp_prog_id(&self, ifname: &str) -> Option<u32> {
-        let out = self.ip(&["-d", "-j", "link", "show", "dev", ifname]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let xdp = &v[0]["xdp"];
-        xdp["prog"]["id"]
-            .as_u64()
-            .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
-            .map(|n| n as u32)
+        xdp_prog_id_in(&self.name, ifname)
     }
 
     /// A veth pair with `queues` RX and TX queues on both ends, both up. Returns (name, ifindex)
@@ -400,4 +360,16 @@ pub fn delete_slot(pin: &Path, slot: u32) {
         .unwrap_or_else(|e| panic!("open {}: {e}", pin.display()));
     map.delete(&slot.to_ne_bytes())
         .unwrap_or_else(|e| panic!("delete {} slot {slot}: {e}", pin.display()));
+}
+
+/// The XDP program id on `ifname` in the netns named `ns` (callable from a thread inside another
+/// netns: `ip -n` resolves the netns by name).
+pub fn xdp_prog_id_in(ns: &str, ifname: &str) -> Option<u32> {
+    let out = sh(&["ip", "-n", ns, "-d", "-j", "link", "show", "dev", ifname]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let xdp = &v[0]["xdp"];
+    xdp["prog"]["id"]
+        .as_u64()
+        .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
+        .map(|n| n as u32)
 }
