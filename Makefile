@@ -1,6 +1,6 @@
 # netkit-cni: the two entry points are `make demo` (the main job, in the VM on netdevsim) and
 # `make test` (every test). Both install what they need on a fresh machine.
-.PHONY: all build test unit-test host-test vm-test demo setup kernel clean
+.PHONY: all build test unit-test host-test vm-test demo bench setup kernel clean
 
 CARGO ?= cargo
 
@@ -31,6 +31,10 @@ vm-test:
 
 demo: setup
 	scripts/demo
+
+# Speed, as ratios against Debian's reference ptp plugin in the same VM run (see README).
+bench: setup
+	scripts/bench
 
 clean:
 	$(CARGO) clean
