@@ -11,3 +11,4 @@ pub mod logging;
 pub mod netdev;
 pub mod netlink;
 pub mod nsid;
+pub mod request;
