@@ -932,6 +932,20 @@ mod tests {
     }
 
     #[test]
+    fn raw_bytes_parse_back_to_the_same_config() {
+        // Found by fuzzing (fuzz/fuzz_targets/config.rs): with serde_json's default, not
+        // correctly rounded, float parsing, 99999999999199999990999 read as one f64 and its
+        // re-serialization as another, so a delegate got numbers we never validated.
+        let input = br#"{"cniVersion":"1.1.0","name":"n","type":"netkit-cni",
+            "ipam":{"type":"host-local","x":99999999999199999990999,
+                    "y":9.99999999992e22,"z":0.1,"w":-1.7976931348623157e308}}"#;
+        let c = NetConf::parse(input).unwrap();
+        let again = NetConf::parse(&c.raw_bytes()).unwrap();
+        assert_eq!(again, c);
+        assert_eq!(again.raw_bytes(), c.raw_bytes());
+    }
+
+    #[test]
     fn key_table_has_no_duplicates() {
         let mut keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
         let n = keys.len();

@@ -1,7 +1,8 @@
 //! Runs every case of the hostile-input corpus (`tests/corpus/*.json`) through the library's
 //! parse layer ([`parse_request`]: environment, version negotiation, config, prevResult, CNI_ARGS
 //! keys), exactly what the binary does before it touches the kernel, and checks the CNI error
-//! code and that the error names the field at fault. A case that panics fails like any other.
+//! code and that the error names the field at fault. A case that panics fails like any other;
+//! an accepted one must also survive re-serialization for the IPAM delegate unchanged.
 //!
 //! Own harness (`harness = false`) so that the summary line is printed by plain `cargo test`.
 //! Arguments not starting with `-` filter cases by name, as with libtest.
@@ -13,7 +14,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use corpus_case::Case;
-use netkit_cni::request::parse_request;
+use netkit_cni::config::NetConf;
+use netkit_cni::request::{parse_request, Request};
 
 /// The corpus is meant to stay at least this large: fewer cases means files went missing.
 const MIN_CASES: usize = 60;
@@ -24,7 +26,7 @@ const MAX_ERROR_TEXT: usize = 1024;
 fn run(case: &Case) -> Result<(), String> {
     let result = parse_request(|k| case.env.get(k).cloned(), &case.stdin);
     let err = match (result, case.expect_code) {
-        (Ok(_), 0) => return Ok(()),
+        (Ok(r), 0) => return delegated_as_validated(&r),
         (Ok(r), code) => {
             let what = format!("{r:?}");
             let what: String = what.chars().take(200).collect();
@@ -54,6 +56,19 @@ fn run(case: &Case) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// An accepted config, serialized as delegates get it (`raw_bytes`), must parse back to the same
+/// config: IPAM must see exactly what we validated (a fuzzing find: float re-serialization).
+fn delegated_as_validated(r: &Request) -> Result<(), String> {
+    let Request::Network { conf, .. } = r else {
+        return Ok(());
+    };
+    match NetConf::parse(&conf.raw_bytes()) {
+        Ok(again) if again == **conf => Ok(()),
+        Ok(_) => Err("raw_bytes parses back to a different config".to_owned()),
+        Err(e) => Err(format!("raw_bytes does not parse back: {e}")),
+    }
 }
 
 fn main() -> ExitCode {
