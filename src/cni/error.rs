@@ -157,12 +157,23 @@ const ECHO_MAX: usize = 80;
 
 /// Renders a string from the input (an environment variable, a key) for an error message:
 /// quoted with Rust's escapes so whitespace and control characters show, and cut short like
-/// [`render_value`] so a hostile megabyte-long value cannot flood the runtime's event log.
+/// [`render_value`] so a hostile megabyte-long value cannot flood the runtime's event log. The
+/// limit applies to the escaped text: one control byte escapes to up to 8 (`\u{18}`), so a limit
+/// on the input would let 80 of them through as 480 (a fuzzing find).
 pub fn render_str(s: &str) -> String {
-    match clip(s) {
-        Cow::Borrowed(_) => format!("{s:?}"),
-        Cow::Owned(_) => format!("{:?}...", cut(s)),
+    let mut out = String::from("\"");
+    for (i, c) in s.char_indices() {
+        // Debug of the one-character slice: exactly what `{s:?}` writes for that character.
+        let quoted = format!("{:?}", &s[i..i + c.len_utf8()]);
+        let escaped = &quoted[1..quoted.len() - 1];
+        if out.len() - 1 + escaped.len() > ECHO_MAX {
+            out.push_str("\"...");
+            return out;
+        }
+        out.push_str(escaped);
     }
+    out.push('"');
+    out
 }
 
 /// `s` unquoted, cut short with "..." like [`render_str`]: for input that ends up inside a
@@ -285,6 +296,17 @@ mod tests {
         assert!(long.ends_with("\"..."), "{long}");
         assert!(long.len() <= 90, "{}", long.len());
         assert_eq!(render_str(&"x".repeat(80)), format!("{:?}", "x".repeat(80)));
+        assert_eq!(
+            render_str(&"x".repeat(81)),
+            format!("{:?}...", "x".repeat(80))
+        );
+        // Short strings render exactly as Debug does, escapes included.
+        for s in ["a'b\"c", "tab\there", "\u{301}e\u{301}", "nul\0", ""] {
+            assert_eq!(render_str(s), format!("{s:?}"));
+        }
+        // The limit is on the escaped text (fuzz target cni_args).
+        let ctl = render_str(&"\u{18}".repeat(1000));
+        assert!(ctl.len() <= 90 && ctl.starts_with("\"\\u{18}"), "{ctl}");
     }
 
     #[test]
