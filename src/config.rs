@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::cni::env::matches_spec_identifier;
-use crate::cni::error::render_value;
+use crate::cni::env::{matches_spec_identifier, NAME_MAX};
+use crate::cni::error::{clip, render_str, render_value};
 use crate::cni::result::FieldError;
 use crate::cni::version::version_of_config;
 use crate::cni::{codes, CniError, CniResult, CniVersion, Dns};
@@ -106,7 +106,7 @@ pub enum ConfigError {
     Decode(String),
     #[error("network config must be a JSON object, got {0}")]
     NotAnObject(String),
-    #[error("unsupported field {key:?} (value {value}) in network config")]
+    #[error("unsupported field {} (value {value}) in network config", render_str(.key))]
     UnsupportedField { key: String, value: String },
     #[error("{}: {reason}", field_message(.field, .value.as_deref()))]
     InvalidField {
@@ -389,6 +389,9 @@ fn uint_in(v: &Value, field: &str, min: u64, max: u64) -> Result<u64, ConfigErro
         })
 }
 
+/// The spec's pattern, and short enough to name a file: IPAM plugins and runtimes name
+/// directories and cache files after the network (host-local's `dataDir/<name>`), so a longer
+/// name would pass here only to fail with ENAMETOOLONG in the middle of an ADD.
 fn network_name(v: &Value) -> Result<String, ConfigError> {
     let s = string(v, "name")?;
     if !matches_spec_identifier(s) {
@@ -396,6 +399,13 @@ fn network_name(v: &Value) -> Result<String, ConfigError> {
             "name",
             v,
             r"must match ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$",
+        ));
+    }
+    if s.len() > NAME_MAX {
+        return Err(ConfigError::invalid(
+            "name",
+            v,
+            format!("must be at most {NAME_MAX} bytes, is {}", s.len()),
         ));
     }
     Ok(s.to_owned())
@@ -467,7 +477,8 @@ fn prev_result(v: &Value, version: CniVersion) -> Result<CniResult, ConfigError>
 fn capabilities(v: &Value) -> Result<BTreeMap<String, bool>, ConfigError> {
     object(v, "capabilities")?
         .iter()
-        .map(|(k, b)| Ok((k.clone(), boolean(b, &format!("capabilities.{k}"))?)))
+        // The key is the runtime's choice, so it is clipped like any echoed input.
+        .map(|(k, b)| Ok((k.clone(), boolean(b, &format!("capabilities.{}", clip(k)))?)))
         .collect()
 }
 
@@ -710,6 +721,7 @@ mod tests {
             ("name", json!(".hidden"), 7, "\".hidden\""),
             ("name", json!(""), 7, "\"\""),
             ("name", json!(42), 7, "42"),
+            ("name", json!("n".repeat(256)), 7, "nnnnnnnn"),
             ("type", json!("bridge"), 7, "\"bridge\""),
             ("type", json!(["netkit-cni"]), 7, "netkit-cni"),
             ("disableCheck", json!("yes"), 7, "\"yes\""),
@@ -917,6 +929,20 @@ mod tests {
             "{}",
             cni.msg
         );
+    }
+
+    #[test]
+    fn raw_bytes_parse_back_to_the_same_config() {
+        // Found by fuzzing (fuzz/fuzz_targets/config.rs): with serde_json's default, not
+        // correctly rounded, float parsing, 99999999999199999990999 read as one f64 and its
+        // re-serialization as another, so a delegate got numbers we never validated.
+        let input = br#"{"cniVersion":"1.1.0","name":"n","type":"netkit-cni",
+            "ipam":{"type":"host-local","x":99999999999199999990999,
+                    "y":9.99999999992e22,"z":0.1,"w":-1.7976931348623157e308}}"#;
+        let c = NetConf::parse(input).unwrap();
+        let again = NetConf::parse(&c.raw_bytes()).unwrap();
+        assert_eq!(again, c);
+        assert_eq!(again.raw_bytes(), c.raw_bytes());
     }
 
     #[test]

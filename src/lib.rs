@@ -15,6 +15,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nsid;
 pub mod plugin;
+pub mod request;
 pub mod route;
 pub mod rtnl;
 pub mod sysctl;

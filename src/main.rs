@@ -18,7 +18,8 @@ Usage:
 
 fn main() -> anyhow::Result<()> {
     if std::env::var_os("CNI_COMMAND").is_some() {
-        let vars: Vec<(String, String)> = std::env::vars().collect();
+        // vars_os: a non-UTF-8 variable must become a CNI error (code 4), not a panic.
+        let vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
         let mut stdin = Vec::new();
         std::io::stdin().read_to_end(&mut stdin).context("reading the network config from stdin")?;
         let resp = netkit_cni::plugin::run(&vars, &stdin);

@@ -4,10 +4,11 @@
 //! environment and tests pass a map.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use super::error::CniError;
+use super::error::{render_str, CniError};
 
 pub const CNI_COMMAND: &str = "CNI_COMMAND";
 pub const CNI_CONTAINERID: &str = "CNI_CONTAINERID";
@@ -52,7 +53,7 @@ impl Command {
         .find(|c| c.as_str() == s)
         .ok_or_else(|| {
             CniError::invalid_env(
-                format!("{CNI_COMMAND}={s:?} is not a CNI command"),
+                format!("{CNI_COMMAND}={} is not a CNI command", render_str(s)),
                 "expected one of ADD, DEL, CHECK, STATUS, GC, VERSION",
             )
         })
@@ -128,21 +129,32 @@ pub(crate) fn matches_spec_identifier(s: &str) -> bool {
     bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Longest file name Linux filesystems take (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// Longest path the kernel resolves, without the NUL (PATH_MAX - 1).
+pub const PATH_MAX_LEN: usize = 4095;
+
 /// A container ID that passed the spec's pattern. Other modules key on-disk state by it, so the
-/// pattern (no `/`, cannot start with `.`) is what keeps it from escaping a state directory.
+/// pattern (no `/`, cannot start with `.`) is what keeps it from escaping a state directory, and
+/// the length limit (the spec sets none; runtimes use 64 hex digits) is what lets it name a file:
+/// a longer one would only fail with ENAMETOOLONG halfway through an ADD.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContainerId(String);
 
 impl ContainerId {
     pub fn parse(s: &str) -> Result<Self, CniError> {
-        if matches_spec_identifier(s) {
-            Ok(ContainerId(s.to_owned()))
+        let why = if !matches_spec_identifier(s) {
+            r"must match ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$".to_owned()
+        } else if s.len() > NAME_MAX {
+            format!("must be at most {NAME_MAX} bytes, is {}", s.len())
         } else {
-            Err(CniError::invalid_env(
-                format!("{CNI_CONTAINERID}={s:?} is invalid"),
-                r"must match ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$",
-            ))
-        }
+            return Ok(ContainerId(s.to_owned()));
+        };
+        Err(CniError::invalid_env(
+            format!("{CNI_CONTAINERID}={} is invalid", render_str(s)),
+            why,
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -185,7 +197,7 @@ impl IfName {
         match why {
             None => Ok(IfName(s.to_owned())),
             Some(why) => Err(CniError::invalid_env(
-                format!("{CNI_IFNAME}={s:?} is invalid"),
+                format!("{CNI_IFNAME}={} is invalid", render_str(s)),
                 why,
             )),
         }
@@ -222,20 +234,24 @@ impl CniArgs {
         for pair in raw.split(';').filter(|p| !p.is_empty()) {
             let Some((k, v)) = pair.split_once('=') else {
                 return Err(CniError::invalid_env(
-                    format!("{CNI_ARGS} has invalid pair {pair:?}"),
+                    format!("{CNI_ARGS} has invalid pair {}", render_str(pair)),
                     "expected KEY=VALUE pairs separated by ';'",
                 ));
             };
             if k.is_empty() {
                 return Err(CniError::invalid_env(
-                    format!("{CNI_ARGS} has invalid pair {pair:?}"),
+                    format!("{CNI_ARGS} has invalid pair {}", render_str(pair)),
                     "key must not be empty",
                 ));
             }
             if k == Self::IGNORE_UNKNOWN {
                 ignore_unknown = parse_go_bool(v).ok_or_else(|| {
                     CniError::invalid_env(
-                        format!("{CNI_ARGS} has invalid {}={v:?}", Self::IGNORE_UNKNOWN),
+                        format!(
+                            "{CNI_ARGS} has invalid {}={}",
+                            Self::IGNORE_UNKNOWN,
+                            render_str(v)
+                        ),
                         "expected a boolean (1, t, true, 0, f, false, ...)",
                     )
                 })?;
@@ -284,7 +300,11 @@ impl CniArgs {
         {
             None => Ok(()),
             Some((k, v)) => Err(CniError::invalid_env(
-                format!("{CNI_ARGS} has unknown key {k:?} (value {v:?})"),
+                format!(
+                    "{CNI_ARGS} has unknown key {} (value {})",
+                    render_str(k),
+                    render_str(v)
+                ),
                 format!("known keys: {known:?}; set IgnoreUnknown=1 to skip unknown keys"),
             )),
         }
@@ -323,11 +343,39 @@ impl CniEnv {
     /// Parses and validates the environment for the command it names. Missing required variables
     /// are all reported in one error so the runtime's operator fixes them in one go.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CniError> {
+        Self::parse_vars(|k| Ok(get(k)))
+    }
+
+    /// [`Self::from_lookup`] for an environment of raw bytes, such as the process's own
+    /// (`std::env::var_os`). A variable the command reads that is not UTF-8 is a code-4 error
+    /// naming it: converting it lossily would turn it into a different interface name, netns
+    /// path or container ID than the runtime meant, and act on that.
+    pub fn from_os_lookup(get: impl Fn(&str) -> Option<OsString>) -> Result<Self, CniError> {
+        Self::parse_vars(|k| {
+            get(k)
+                .map(|v| {
+                    v.into_string().map_err(|raw| {
+                        CniError::invalid_env(
+                            format!(
+                                "{k}={} is not valid UTF-8",
+                                render_str(&raw.to_string_lossy())
+                            ),
+                            "CNI variables must be UTF-8 text",
+                        )
+                    })
+                })
+                .transpose()
+        })
+    }
+
+    fn parse_vars(
+        get: impl Fn(&str) -> Result<Option<String>, CniError>,
+    ) -> Result<Self, CniError> {
         // An empty value counts as unset: containerd passes CNI_NETNS="" on DEL after the
         // namespace is gone, and libcni's skel treats empty the same way.
-        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        let get = |k: &str| get(k).map(|v| v.filter(|v| !v.is_empty()));
 
-        let command = match get(CNI_COMMAND) {
+        let command = match get(CNI_COMMAND)? {
             Some(c) => Command::parse(&c)?,
             None => {
                 return Err(CniError::invalid_env(
@@ -338,22 +386,25 @@ impl CniEnv {
         };
         let rules = command.vars();
 
-        let fetch = |name: &'static str, need: Need, missing: &mut Vec<&'static str>| match need {
-            Need::Ignored => None,
-            _ => {
-                let v = get(name);
-                if v.is_none() && need == Need::Required {
-                    missing.push(name);
-                }
-                v
+        let fetch = |name: &'static str,
+                     need: Need,
+                     missing: &mut Vec<&'static str>|
+         -> Result<Option<String>, CniError> {
+            if need == Need::Ignored {
+                return Ok(None);
             }
+            let v = get(name)?;
+            if v.is_none() && need == Need::Required {
+                missing.push(name);
+            }
+            Ok(v)
         };
         let mut missing = Vec::new();
-        let container_id = fetch(CNI_CONTAINERID, rules.container_id, &mut missing);
-        let netns = fetch(CNI_NETNS, rules.netns, &mut missing);
-        let ifname = fetch(CNI_IFNAME, rules.ifname, &mut missing);
-        let path = fetch(CNI_PATH, rules.path, &mut missing);
-        let args = fetch(CNI_ARGS, rules.args, &mut missing);
+        let container_id = fetch(CNI_CONTAINERID, rules.container_id, &mut missing)?;
+        let netns = fetch(CNI_NETNS, rules.netns, &mut missing)?;
+        let ifname = fetch(CNI_IFNAME, rules.ifname, &mut missing)?;
+        let path = fetch(CNI_PATH, rules.path, &mut missing)?;
+        let args = fetch(CNI_ARGS, rules.args, &mut missing)?;
         if !missing.is_empty() {
             return Err(CniError::invalid_env(
                 format!(
@@ -371,19 +422,23 @@ impl CniEnv {
         let ifname = ifname.as_deref().map(IfName::parse).transpose()?;
         let netns = netns
             .map(|ns| {
-                if ns.starts_with('/') {
-                    Ok(PathBuf::from(ns))
+                // Only what can be told from the string; whether it names a network namespace
+                // is learnt when it is opened.
+                let why = if !ns.starts_with('/') {
+                    "must be an absolute path to a network namespace".to_owned()
+                } else if ns.len() > PATH_MAX_LEN {
+                    format!("must be at most {PATH_MAX_LEN} bytes, is {}", ns.len())
                 } else {
-                    Err(CniError::invalid_env(
-                        format!("{CNI_NETNS}={ns:?} is invalid"),
-                        "must be an absolute path to a network namespace",
-                    ))
-                }
+                    return Ok(PathBuf::from(ns));
+                };
+                Err(CniError::invalid_env(
+                    format!("{CNI_NETNS}={} is invalid", render_str(&ns)),
+                    why,
+                ))
             })
             .transpose()?;
-        let path: Vec<PathBuf> = path
-            .as_deref()
-            .unwrap_or_default()
+        let raw_path = path.unwrap_or_default();
+        let path: Vec<PathBuf> = raw_path
             .split(':')
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
@@ -391,10 +446,7 @@ impl CniEnv {
         if path.is_empty() && rules.path == Need::Required {
             // Only separators, e.g. CNI_PATH=":": present but names no directory.
             return Err(CniError::invalid_env(
-                format!(
-                    "{CNI_PATH}={:?} names no directory",
-                    get(CNI_PATH).unwrap_or_default()
-                ),
+                format!("{CNI_PATH}={} names no directory", render_str(&raw_path)),
                 "",
             ));
         }
@@ -636,6 +688,61 @@ mod tests {
         }
         // 15 bytes is the limit, not 15 characters.
         assert!(IfName::parse(&"é".repeat(8)).is_err());
+    }
+
+    #[test]
+    fn container_id_and_netns_lengths_are_bounded() {
+        let id = "c".repeat(NAME_MAX);
+        assert_eq!(ContainerId::parse(&id).unwrap().as_str(), id);
+        let err = ContainerId::parse(&"c".repeat(NAME_MAX + 1)).unwrap_err();
+        assert_eq!(err.code, 4);
+        assert!(err.details.contains("at most 255 bytes"), "{}", err.details);
+        assert!(
+            err.msg.len() < 200,
+            "the value is echoed cut short: {}",
+            err.msg
+        );
+
+        let mut vars = add_env();
+        let longest = format!("/{}", "n".repeat(PATH_MAX_LEN - 1));
+        vars.insert(CNI_NETNS.into(), longest.clone());
+        assert_eq!(
+            CniEnv::from_map(&vars).unwrap().netns,
+            Some(PathBuf::from(longest))
+        );
+        vars.insert(CNI_NETNS.into(), format!("/{}", "n".repeat(PATH_MAX_LEN)));
+        let err = CniEnv::from_map(&vars).unwrap_err();
+        assert_eq!(err.code, 4);
+        assert!(
+            err.msg.contains(CNI_NETNS) && err.details.contains("at most 4095 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn non_utf8_values_are_errors_only_where_read() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = || OsString::from_vec(b"eth\xff".to_vec());
+        let vars: HashMap<String, OsString> = add_env()
+            .into_iter()
+            .map(|(k, v)| (k, OsString::from(v)))
+            .collect();
+        let mut with_bad = vars.clone();
+        with_bad.insert(CNI_IFNAME.into(), bad());
+        let err = CniEnv::from_os_lookup(|k| with_bad.get(k).cloned()).unwrap_err();
+        assert_eq!(err.code, 4);
+        assert!(
+            err.msg.contains("CNI_IFNAME=\"eth\u{fffd}\"") && err.msg.contains("UTF-8"),
+            "{}",
+            err.msg
+        );
+        // STATUS does not read CNI_IFNAME, so its bytes do not matter.
+        with_bad.insert(CNI_COMMAND.into(), "STATUS".into());
+        CniEnv::from_os_lookup(|k| with_bad.get(k).cloned()).unwrap();
+        assert_eq!(
+            CniEnv::from_os_lookup(|k| vars.get(k).cloned()).unwrap(),
+            CniEnv::from_map(&add_env()).unwrap()
+        );
     }
 
     #[test]

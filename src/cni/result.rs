@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
-use super::error::{render_value, CniError};
+use super::error::{render_str, render_value, CniError};
 use super::version::CniVersion;
 
 /// An address with prefix length, as the spec's "CIDR notation" fields carry it. Host bits are
@@ -45,14 +45,14 @@ impl FromStr for IpCidr {
         let (addr, len) = s.split_once('/').ok_or("missing /prefix-length")?;
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+            .map_err(|_| format!("{} is not an IP address", render_str(addr)))?;
         // Digits only: u8's parser would also take "+8".
         if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("prefix length {len:?} is not a number"));
+            return Err(format!("prefix length {} is not a number", render_str(len)));
         }
         let len: u8 = len
             .parse()
-            .map_err(|_| format!("prefix length {len:?} is out of range"))?;
+            .map_err(|_| format!("prefix length {} is out of range", render_str(len)))?;
         IpCidr::new(addr, len).ok_or_else(|| format!("prefix length {len} is out of range"))
     }
 }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde_json::{json, Value};
 
 use super::env::Command;
-use super::error::{render_value, CniError};
+use super::error::{render_str, render_value, CniError};
 
 /// A CNI spec version this plugin speaks. 0.1.0/0.2.0 are not supported: they predate the rich
 /// result type (interfaces list) that netkit pairs need to report.
@@ -46,7 +46,7 @@ impl CniVersion {
             .find(|v| v.as_str() == s)
             .ok_or_else(|| {
                 CniError::incompatible_version(
-                    format!("unsupported cniVersion {s:?}"),
+                    format!("unsupported cniVersion {}", render_str(s)),
                     format!("this plugin supports {}", supported_list()),
                 )
             })

@@ -12,6 +12,7 @@ pub mod netlink_dp;
 mod tests;
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Instant;
@@ -448,35 +449,28 @@ pub struct Response {
 }
 
 /// Runs one CNI invocation: `vars` is the process environment, `stdin` the network config.
-/// Errors become the spec's error object on stdout with a non-zero exit.
-pub fn run(vars: &[(String, String)], stdin: &[u8]) -> Response {
+/// Errors become the spec's error object on stdout with a non-zero exit. Parsing is
+/// [`crate::request::parse_request`], the same layer the hostile-input corpus exercises.
+pub fn run(vars: &[(OsString, OsString)], stdin: &[u8]) -> Response {
     let lookup = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     // The error object echoes the caller's version when we can tell it.
     let err_version = cni::negotiate(stdin).map(|v| v.as_str().to_string()).unwrap_or_else(|_| CniVersion::LATEST.as_str().to_string());
     let fail = |e: CniError, v: &str| Response { stdout: Some(e.to_json(v).to_string()), exit_code: 1 };
 
-    if lookup("CNI_COMMAND").as_deref() == Some("VERSION") {
-        return match cni::version_response(stdin) {
-            Ok(v) => Response { stdout: Some(v.to_string()), exit_code: 0 },
-            Err(e) => fail(e, &err_version),
-        };
-    }
-    let env = match CniEnv::from_lookup(lookup) {
-        Ok(env) => env,
+    let (env, conf) = match crate::request::parse_request(lookup, stdin) {
+        Ok(crate::request::Request::Version { response }) => return Response { stdout: Some(response.to_string()), exit_code: 0 },
+        Ok(crate::request::Request::Network { env, conf }) => (env, *conf),
         Err(e) => return fail(e, &err_version),
     };
-    let conf = match NetConf::parse(stdin) {
-        Ok(c) => c,
-        Err(e) => return fail(e.into(), &err_version),
-    };
     let version = conf.cni_version;
-    if let Err(e) = cni::check_command_allowed(env.command, version) {
-        return fail(e, version.as_str());
-    }
     let log = Logger::file_or_stderr(conf.log_file.as_deref(), conf.log_level).with_tag(env.command.as_str());
     let req = Request { env, conf };
+    // Delegates get our environment; a variable that is not UTF-8 cannot be a CNI_* one (those
+    // were validated above) and is left out rather than mangled.
+    let utf8_vars: Vec<(String, String)> =
+        vars.iter().filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string()))).collect();
     let started = Instant::now();
-    let out = dispatch(&req, vars, &log);
+    let out = dispatch(&req, &utf8_vars, &log);
     log.info(format_args!("{} done in {:?}: {}", req.env.command, started.elapsed(), if out.is_ok() { "ok" } else { "error" }));
     match out {
         Ok(v) => Response { stdout: v.map(|v| v.to_string()), exit_code: 0 },
