@@ -7,7 +7,8 @@
 //! own conflist directory and plugin directory, and runs its CNI plugins inside a throwaway
 //! "node" netns, so the host-side devices, host routes and portmap's iptables rules land there
 //! and nowhere else. Nothing reads or writes the machine's /var/lib/containerd,
-//! /var/lib/containers or /etc/cni/net.d.
+//! /var/lib/containers or /etc/cni/net.d; libcni's result cache (/var/lib/cni) is the VM's own,
+//! in the VM's memory, and every entry in it is keyed by this run's random network names.
 
 mod common;
 
