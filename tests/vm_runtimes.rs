@@ -1,0 +1,765 @@
+//! Real container runtimes driving the plugin: containerd 1.6 through `ctr run --cni`, and podman
+//! 4.3 with its CNI network backend and crun. Both use a conflist with netkit-cni first and
+//! Debian's portmap, tuning and bandwidth chained after it, and run a container from an image
+//! built here from Debian's static busybox (no registry is reachable from the tests).
+//!
+//! Isolation: each runtime gets its own daemon state and image storage on a private tmpfs, its
+//! own conflist directory and plugin directory, and runs its CNI plugins inside a throwaway
+//! "node" netns, so the host-side devices, host routes and portmap's iptables rules land there
+//! and nowhere else. Nothing reads or writes the machine's /var/lib/containerd,
+//! /var/lib/containers or /etc/cni/net.d; libcni's result cache (/var/lib/cni) is the VM's own,
+//! in the VM's memory, and every entry in it is keyed by this run's random network names.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// The Debian reference plugins chained after ours.
+const CHAINED: [&str; 3] = ["portmap", "tuning", "bandwidth"];
+/// A netns-scoped sysctl the tuning plugin sets in the pod, with a value no kernel defaults to, so
+/// reading it back inside the container proves the chain ran past us with our result.
+const TUNED_SYSCTL: &str = "net.ipv4.tcp_keepalive_intvl";
+const TUNED_VALUE: &str = "17";
+/// An address the node owns (on its loopback), standing in for the node's own IP that clients
+/// of a mapped port would connect to.
+const NODE_IP: &str = "192.0.2.1";
+const HOST_PORT: u16 = 8080;
+const POD_PORT: u16 = 80;
+
+/// A fresh directory with a tmpfs on it, lazily unmounted (with everything mounted below it) and
+/// removed on drop. The runtimes need it: the VM's /tmp is 9p, which overlayfs (containerd's
+/// snapshotter, podman's storage driver) cannot use as an upper layer.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(prefix));
+        fs::create_dir_all(&dir).unwrap();
+        sh(&["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", dir.to_str().unwrap()]);
+        Scratch { dir }
+    }
+
+    /// `dir/name`, created.
+    fn sub(&self, name: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = run(&["umount", "-l", self.dir.to_str().unwrap()]);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `cmd` with a hard time limit (coreutils `timeout`), so a hung runtime fails the test instead of
+/// stalling the whole VM run.
+fn timed(limit: Duration, program: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["-k", "5", &limit.as_secs().to_string(), program]);
+    c.stdin(Stdio::null());
+    c
+}
+
+fn output(c: &mut Command) -> Output {
+    c.output().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+}
+
+fn check(c: &mut Command, what: &str) -> String {
+    let out = output(c);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\ncommand: {c:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let out = sh(&["sha256sum", s(path)]);
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+/// Moves `file` into the OCI layout's blob store under its digest; returns (digest, size).
+fn add_blob(layout: &Path, file: &Path) -> (String, u64) {
+    let hex = sha256_hex(file);
+    let size = fs::metadata(file).unwrap().len();
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    fs::rename(file, blobs.join(&hex)).unwrap();
+    (format!("sha256:{hex}"), size)
+}
+
+/// An OCI image archive (oci-layout + index.json + blobs, as `ctr image import` and `podman load`
+/// read it) holding one uncompressed layer: Debian's static busybox, the applets the tests call,
+/// and `/www/index.html` containing `page`, so an HTTP answer proves which container served it.
+fn busybox_image(work: &Path, name: &str, page: &str) -> PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    let pkg = run(&["dpkg-query", "-W", "-f=${Status}", "busybox-static"]);
+    assert!(
+        String::from_utf8_lossy(&pkg.stdout).contains("install ok installed") && busybox.exists(),
+        "the test image is built from Debian's busybox-static (a dynamic busybox would not run \
+         in an image without libc): install it (scripts/vm-tests does)"
+    );
+    let rootfs = work.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::create_dir_all(rootfs.join("www")).unwrap();
+    fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "httpd", "ping", "ip", "cat", "sleep"] {
+        symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    fs::write(rootfs.join("www/index.html"), page).unwrap();
+
+    let layout = work.join("layout");
+    fs::create_dir_all(&layout).unwrap();
+    let layer = work.join("layer.tar");
+    sh(&["tar", "--sort=name", "--owner=0", "--group=0", "--numeric-owner", "-C", s(&rootfs), "-cf", s(&layer), "."]);
+    let diff_id = format!("sha256:{}", sha256_hex(&layer));
+    let (layer_digest, layer_size) = add_blob(&layout, &layer);
+
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let config_file = work.join("config.json");
+    fs::write(&config_file, config.to_string()).unwrap();
+    let (config_digest, config_size) = add_blob(&layout, &config_file);
+
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+    });
+    let manifest_file = work.join("manifest.json");
+    fs::write(&manifest_file, manifest.to_string()).unwrap();
+    let (manifest_digest, manifest_size) = add_blob(&layout, &manifest_file);
+
+    // containerd names the imported image from the first annotation, podman from the second.
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name},
+        }],
+    });
+    fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let archive = work.join("image.tar");
+    sh(&["tar", "--owner=0", "--group=0", "-C", s(&layout), "-cf", s(&archive), "oci-layout", "index.json", "blobs"]);
+    archive
+}
+
+/// The network both runtimes attach to: its conflist directory, a plugin directory holding
+/// exactly the plugins the chain names, host-local's state and the plugin's debug log, all under
+/// the test's scratch directory.
+struct RuntimeNet {
+    name: String,
+    subnet: String,
+    conf_dir: PathBuf,
+    bin_dir: PathBuf,
+    ipam_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl RuntimeNet {
+    fn new(scratch: &Scratch, subnet: &str) -> Self {
+        let bin_dir = scratch.sub("cni-bin");
+        symlink(plugin_bin(), bin_dir.join("netkit-cni")).unwrap();
+        for p in ["host-local"].iter().chain(CHAINED.iter()) {
+            let src = Path::new(CNI_PATH).join(p);
+            assert!(src.exists(), "{} missing: install containernetworking-plugins", src.display());
+            symlink(src, bin_dir.join(p)).unwrap();
+        }
+        RuntimeNet {
+            name: unique("rtnet"),
+            subnet: subnet.to_string(),
+            conf_dir: scratch.sub("cni-conf"),
+            bin_dir,
+            ipam_dir: scratch.sub("ipam"),
+            log: scratch.dir.join("netkit-cni.log"),
+        }
+    }
+
+    /// Writes the conflist: netkit-cni in `mode`, then portmap, tuning and bandwidth.
+    /// `static_ports` goes into portmap's own `runtimeConfig`: libcni passes a plugin's
+    /// runtimeConfig through when the runtime injects none, which is the only way to map a port
+    /// with `ctr` (it has no flag for it). Bandwidth is chained without limits: with a rate set,
+    /// Debian's bandwidth plugin (1.1.1) looks for the pod interface's *veth* peer and fails on
+    /// any other device type, netkit included, so here it can only pass the result through.
+    fn write_conflist(&self, mode: &str, static_ports: Option<Value>) -> Value {
+        let mut portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}});
+        if let Some(p) = static_ports {
+            portmap["runtimeConfig"] = json!({"portMappings": p});
+        }
+        let list = json!({
+            "cniVersion": "1.0.0",
+            "name": self.name,
+            "plugins": [
+                {
+                    "type": "netkit-cni",
+                    "mode": mode,
+                    "ipam": {"type": "host-local", "subnet": self.subnet, "dataDir": self.ipam_dir},
+                    "logFile": self.log,
+                    "logLevel": "debug",
+                },
+                portmap,
+                {"type": "tuning", "sysctl": {TUNED_SYSCTL: TUNED_VALUE}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}},
+            ],
+        });
+        fs::write(self.conf_dir.join(format!("10-{}.conflist", self.name)), serde_json::to_string_pretty(&list).unwrap()).unwrap();
+        list
+    }
+
+    /// host-local's reservations: (address, container id) per reserved address.
+    fn reservations(&self) -> Vec<(String, String)> {
+        let Ok(rd) = fs::read_dir(self.ipam_dir.join(&self.name)) else { return vec![] };
+        let mut v: Vec<(String, String)> = rd
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_str().unwrap().parse::<std::net::IpAddr>().is_ok())
+            .map(|e| {
+                let owner = fs::read_to_string(e.path()).unwrap();
+                (e.file_name().into_string().unwrap(), owner.lines().next().unwrap_or("").trim().to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn plugin_log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no plugin log: {e})"))
+    }
+}
+
+/// The node netns a runtime runs its plugins in, with `NODE_IP` on its loopback.
+fn node_netns() -> Netns {
+    let node = Netns::new("node");
+    node.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]);
+    node
+}
+
+fn netkit_links(ns_args: &[&str]) -> Vec<Value> {
+    let mut v = vec!["ip"];
+    v.extend_from_slice(ns_args);
+    v.extend_from_slice(&["-d", "-j", "link", "show"]);
+    let links: Value = serde_json::from_str(&sh(&v)).unwrap();
+    links.as_array().unwrap().iter().filter(|l| l["linkinfo"]["info_kind"] == "netkit").cloned().collect()
+}
+
+/// The container's network as the kernel shows it through the container's netns
+/// (`/proc/<pid>/ns/net`): its `eth0` link, eth0's IPv4 addresses, and the default gateway.
+fn container_net(pid: u32) -> (Value, Vec<String>, String) {
+    let netns = format!("--net=/proc/{pid}/ns/net");
+    let json = |args: &[&str]| -> Value {
+        let mut v = vec!["nsenter", &netns, "ip"];
+        v.extend_from_slice(args);
+        serde_json::from_str(&sh(&v)).unwrap()
+    };
+    let link = json(&["-d", "-j", "link", "show", "dev", "eth0"]);
+    let addrs = json(&["-4", "-j", "addr", "show", "dev", "eth0"]);
+    let v4 = addrs[0]["addr_info"].as_array().unwrap().iter().map(|a| a["local"].as_str().unwrap().to_string()).collect();
+    let routes = json(&["-4", "-j", "route", "show", "default"]);
+    let gw = routes[0]["gateway"].as_str().unwrap_or_else(|| panic!("container has no default gateway: {routes}")).to_string();
+    (link[0].clone(), v4, gw)
+}
+
+/// One HTTP/1.0 GET from inside `node`; the body, or why it failed.
+fn http_get(node: &Netns, ip: &str, port: u16) -> Result<String, String> {
+    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    node.run(move || {
+        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| format!("connect {addr}: {e}"))?;
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").map_err(|e| format!("send to {addr}: {e}"))?;
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).map_err(|e| format!("read from {addr}: {e}"))?;
+        let (head, body) = resp.split_once("\r\n\r\n").ok_or_else(|| format!("not HTTP: {resp:?}"))?;
+        if !head.starts_with("HTTP/1.") || !head.lines().next().unwrap().contains(" 200") {
+            return Err(format!("unexpected answer from {addr}: {head}"));
+        }
+        Ok(body.to_string())
+    })
+}
+
+/// The page must come back through the mapped port, from the node's own address and from its
+/// localhost (portmap's hairpin path: route_localnet plus masquerade). The container may still be
+/// starting its server, so connection failures are retried for a while.
+fn assert_port_mapped(node: &Netns, page: &str, diag: &dyn Fn() -> String) {
+    for ip in [NODE_IP, "127.0.0.1"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let body = loop {
+            match http_get(node, ip, HOST_PORT) {
+                Ok(b) => break b,
+                Err(e) if Instant::now() > deadline => panic!("mapped port {ip}:{HOST_PORT} never answered: {e}\n{}", diag()),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        assert_eq!(body, page, "{ip}:{HOST_PORT} answered with another page");
+    }
+}
+
+/// portmap's rules in the node netns, both as iptables sees them and as nftables does (Debian's
+/// iptables is the nft variant, so the rules live in nftables).
+fn portmap_state(node: &Netns) -> (String, String) {
+    let ipt = check(node.cmd("iptables-save").stdin(Stdio::null()), "iptables-save in the node netns");
+    let nft = check(node.cmd("nft").args(["list", "ruleset"]).stdin(Stdio::null()), "nft list ruleset in the node netns");
+    (ipt, nft)
+}
+
+/// Everything ADD created must be gone: the netkit pair, the host route, host-local's
+/// reservation, and portmap's per-container chain and rules. The reservation and the rules can
+/// only go through a DEL of the whole chain, so this also proves the runtime ran DEL.
+fn assert_nothing_left(node: &Netns, net: &RuntimeNet, cid: &str, pod_ip: &str) {
+    let links = netkit_links(&["-n", &node.name]);
+    assert!(links.is_empty(), "netkit devices left in the node netns: {links:?}\nplugin log:\n{}", net.plugin_log());
+    let routes = node.ip(&["route", "show", pod_ip]);
+    assert!(routes.trim().is_empty(), "host route to {pod_ip} left: {routes}");
+    assert_eq!(net.reservations(), vec![], "host-local still holds addresses\nplugin log:\n{}", net.plugin_log());
+    let (ipt, nft) = portmap_state(node);
+    assert!(!ipt.contains(cid) && !ipt.contains("CNI-DN-"), "portmap rules left for {cid}:\n{ipt}");
+    assert!(!nft.contains(cid) && !nft.contains("CNI-DN-"), "portmap nftables rules left for {cid}:\n{nft}");
+    assert!(!nft.contains(&format!("{pod_ip}:{POD_PORT}")), "a DNAT to {pod_ip} is left:\n{nft}");
+}
+
+/// What the runtime-independent checks need from a running container.
+struct Running<'a> {
+    node: &'a Netns,
+    net: &'a RuntimeNet,
+    /// The CNI container id the runtime used.
+    cid: &'a str,
+    pid: u32,
+    mode: &'a str,
+}
+
+impl Running<'_> {
+    /// The container's eth0 is the pod end of a netkit pair in `mode`, holds the one address
+    /// host-local reserved for this container id, and routes by default to the node's end of
+    /// the pair; the node holds that end (its alias naming the network and container) and a
+    /// route to the pod's address. Returns (pod address, gateway, pod eth0 link).
+    fn assert_attached(&self, diag: &dyn Fn() -> String) -> (String, String, Value) {
+        let (link, addrs, gw) = container_net(self.pid);
+        assert_eq!(link["linkinfo"]["info_kind"], "netkit", "container eth0 is not netkit: {link}\n{}", diag());
+        // Debian's iproute2 (6.1) predates netkit's attributes, so the mode shows in what it
+        // implies: an L3 device has no hardware address and no ARP, an L2 device both.
+        let flags: Vec<&str> = link["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        let has_mac = link["address"].as_str().is_some_and(|a| a != "00:00:00:00:00:00");
+        match self.mode {
+            "l3" => assert!(flags.contains(&"NOARP") && !has_mac, "container eth0 does not look L3: {link}"),
+            "l2" => assert!(!flags.contains(&"NOARP") && has_mac, "container eth0 does not look L2: {link}"),
+            m => panic!("unknown mode {m}"),
+        }
+        let reserved = self.net.reservations();
+        assert_eq!(reserved.len(), 1, "host-local must hold exactly one address: {reserved:?}\n{}", diag());
+        let (addr, owner) = reserved[0].clone();
+        assert_eq!(owner, self.cid, "the reservation belongs to another container id");
+        assert_eq!(addrs, vec![addr.clone()], "container eth0 must carry the reserved address");
+
+        let host = netkit_links(&["-n", &self.node.name]);
+        assert_eq!(host.len(), 1, "exactly one host-side netkit device expected: {host:?}");
+        let host_if = host[0]["ifname"].as_str().unwrap();
+        let alias = host[0]["ifalias"].as_str().unwrap_or_default();
+        assert!(
+            alias.contains(&self.net.name) && alias.contains(self.cid),
+            "host device alias {alias:?} must name network {} and container {}",
+            self.net.name,
+            self.cid
+        );
+        let host_addrs = self.node.ip(&["-4", "-o", "addr", "show", "dev", host_if]);
+        assert!(host_addrs.contains(&format!("inet {gw}/")), "the pod's gateway {gw} is not on the host device {host_if}: {host_addrs}");
+        let route = self.node.ip(&["route", "show", &addr]);
+        assert!(route.contains(host_if), "no host route to {addr} via {host_if}: {route}");
+        (addr, gw, link)
+    }
+
+    /// portmap ran with our result: its DNAT points at the pod's address and names the container.
+    fn assert_dnat(&self, addr: &str) {
+        let (ipt, _) = portmap_state(self.node);
+        assert!(
+            ipt.contains(&format!("--to-destination {addr}:{POD_PORT}")) && ipt.contains(self.cid),
+            "no portmap DNAT to {addr}:{POD_PORT} for {}:\n{ipt}",
+            self.cid
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// containerd
+
+/// A private containerd: config, root, state and socket under its own tmpfs; the CRI plugin is
+/// disabled (it would load its own CNI config and is not what `ctr` uses). Stopped on drop, with
+/// every task it still runs and every shim it started.
+struct Containerd {
+    child: Child,
+    sock: PathBuf,
+    namespace: String,
+    fifo_dir: PathBuf,
+    log: PathBuf,
+    scratch: Scratch,
+}
+
+impl Containerd {
+    fn start() -> Self {
+        for bin in ["containerd", "ctr", "runc", "containerd-shim-runc-v2"] {
+            assert!(run(&["sh", "-c", &format!("command -v {bin}")]).status.success(), "{bin} missing: install containerd and runc");
+        }
+        let scratch = Scratch::new("nkc-containerd-");
+        let sock = scratch.dir.join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = {root:?}\nstate = {state:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = {sock:?}\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt:?}\n",
+            root = s(&scratch.sub("root")),
+            state = s(&scratch.sub("state")),
+            sock = s(&sock),
+            opt = s(&scratch.sub("opt")),
+        );
+        let config_file = scratch.dir.join("config.toml");
+        fs::write(&config_file, config).unwrap();
+        let log = scratch.dir.join("containerd.log");
+        let child = Command::new("containerd")
+            .args(["--config", s(&config_file)])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn containerd");
+        let mut d = Containerd { child, sock, namespace: unique("nkc"), fifo_dir: scratch.sub("fifo"), log, scratch };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !d.sock.exists() {
+            if let Some(status) = d.child.try_wait().unwrap() {
+                panic!("containerd exited ({status}) before serving:\n{}", d.log_text());
+            }
+            assert!(Instant::now() < deadline, "containerd never created {}:\n{}", d.sock.display(), d.log_text());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The socket file appears before the gRPC server serves; `ctr version` proves it does.
+        eventually("containerd to answer", Duration::from_secs(60), || d.ctr_out(&["version"]).status.success().then_some(()));
+        d
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn ctr_cmd(&self) -> Command {
+        let mut c = timed(Duration::from_secs(300), "ctr");
+        c.args(["--address", s(&self.sock), "--namespace", &self.namespace]);
+        c
+    }
+
+    fn ctr_out(&self, args: &[&str]) -> Output {
+        output(self.ctr_cmd().args(args))
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        check(self.ctr_cmd().args(args), &format!("ctr {}", args.join(" ")))
+    }
+
+    /// (pid, status) of a task, from `ctr task ls`.
+    fn task(&self, id: &str) -> Option<(u32, String)> {
+        let out = self.ctr(&["task", "ls"]);
+        out.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && f[0] == id).then(|| (f[1].parse().unwrap(), f[2].to_string()))
+        })
+    }
+
+    /// Processes whose command line names our socket: the shims this containerd started.
+    fn shims(&self) -> Vec<i32> {
+        let needle = s(&self.sock).as_bytes().to_vec();
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| *pid as u32 != self.child.id())
+            .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.windows(needle.len()).any(|w| w == needle)).unwrap_or(false))
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Only after a failed test is anything still running here.
+        if let Ok(out) = self.ctr_cmd().args(["task", "ls", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.ctr_cmd().args(["task", "kill", "-a", "-s", "SIGKILL", id]).output();
+                std::thread::sleep(Duration::from_millis(500));
+                let _ = self.ctr_cmd().args(["task", "rm", "-f", id]).output();
+            }
+        }
+        let shims = self.shims();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in shims {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// `ctr run --cni` for `id`, in the foreground (so that ctr itself runs DEL when the task ends:
+/// ctr 1.6 only tears the network down from the `run` invocation that set it up).
+///
+/// ctr takes no CNI flags: it loads the first config in /etc/cni/net.d and looks for plugins in
+/// /opt/cni/bin, then /usr/lib/cni (Debian's addition). So it runs in a private mount namespace
+/// where our conflist directory is bind-mounted on /etc/cni/net.d and our plugin directory on
+/// /opt/cni/bin (over a tmpfs on /opt, since /opt/cni need not exist), and in the node netns via
+/// `nsenter` (not `ip netns exec`, whose fresh /sys would hide the cgroup2 mount).
+fn ctr_run_cni(d: &Containerd, node: &Netns, net: &RuntimeNet, image: &str, id: &str, out: &Path) -> Child {
+    assert!(Path::new("/etc/cni/net.d").is_dir(), "/etc/cni/net.d must exist as a mount point (the podman package creates it)");
+    let script = r#"set -e
+mount --bind "$1" /etc/cni/net.d
+mount -t tmpfs tmpfs /opt
+mkdir -p /opt/cni/bin
+mount --bind "$2" /opt/cni/bin
+shift 2
+exec "$@""#;
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", s(&node.path())))
+        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", s(&net.conf_dir), s(&net.bin_dir)])
+        .args(["timeout", "-k", "5", "600", "ctr", "--address", s(&d.sock), "--namespace", &d.namespace])
+        .args(["run", "--cni", "--rm", "--fifo-dir", s(&d.fifo_dir), image, id])
+        .args(["/bin/httpd", "-f", "-p", &POD_PORT.to_string(), "-h", "/www"])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(out).unwrap())
+        .stderr(fs::File::create(out).unwrap());
+    c.spawn().expect("spawn ctr run")
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn containerd_ctr_run_cni_attaches_maps_a_port_and_cleans_up() {
+    require_privileged_kernel();
+    let d = Containerd::start();
+    let node = node_netns();
+    let net = RuntimeNet::new(&d.scratch, "10.70.0.0/24");
+    // L3, the plugin's default mode; the podman test covers L2.
+    net.write_conflist("l3", Some(json!([{"hostPort": HOST_PORT, "containerPort": POD_PORT, "protocol": "tcp"}])));
+
+    let image = format!("localhost/nkc-busybox:{}", unique("t"));
+    let page = format!("served by {image} over netkit\n");
+    let archive = busybox_image(&d.scratch.sub("image"), &image, &page);
+    d.ctr(&["image", "import", s(&archive)]);
+    assert!(d.ctr(&["image", "ls", "-q"]).lines().any(|l| l == image), "imported image {image} not listed");
+
+    let id = unique("ctr");
+    // libcni's container id, as ctr passes it: "<namespace>-<id>".
+    let cid = format!("{}-{id}", d.namespace);
+    let run_out = d.scratch.dir.join("ctr-run.out");
+    let mut ctr_run = ctr_run_cni(&d, &node, &net, &image, &id, &run_out);
+    let diag = || {
+        format!(
+            "ctr run output:\n{}\nplugin log:\n{}\ncontainerd log (tail):\n{}",
+            fs::read_to_string(&run_out).unwrap_or_default(),
+            net.plugin_log(),
+            d.log_text().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    };
+    // ctr starts the task only after the whole chain's ADD succeeded.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let pid = loop {
+        if let Some(st) = ctr_run.try_wait().unwrap() {
+            panic!("ctr run exited ({st}) before the task ran\n{}", diag());
+        }
+        match d.task(&id) {
+            Some((pid, status)) if status == "RUNNING" => break pid,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "task {id} never ran\n{}", diag());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+
+    let running = Running { node: &node, net: &net, cid: &cid, pid, mode: "l3" };
+    let (addr, gw, _) = running.assert_attached(&diag);
+    // The container reaches the host over netkit: its gateway is the node's end of the pair.
+    d.ctr(&["task", "exec", "--exec-id", &unique("ping"), &id, "ping", "-c", "1", "-W", "10", &gw]);
+    let tuned = d.ctr(&["task", "exec", "--exec-id", &unique("cat"), &id, "cat", &format!("/proc/sys/{}", TUNED_SYSCTL.replace('.', "/"))]);
+    assert_eq!(tuned.trim(), TUNED_VALUE, "tuning did not run after netkit-cni");
+    running.assert_dnat(&addr);
+    assert_port_mapped(&node, &page, &diag);
+
+    // Stopping the task ends `ctr run`, which runs DEL for the chain and removes the container.
+    d.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    let st = wait_child(&mut ctr_run, Duration::from_secs(120)).unwrap_or_else(|| panic!("ctr run did not return after the task was killed\n{}", diag()));
+    assert_eq!(st.code(), Some(137), "ctr run must report the SIGKILLed task (and nothing else)\n{}", diag());
+    assert!(d.task(&id).is_none(), "task {id} still listed");
+    assert!(!d.ctr(&["containers", "ls", "-q"]).lines().any(|l| l == id), "container {id} not removed by --rm");
+    assert_nothing_left(&node, &net, &cid, &addr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// podman
+
+/// podman with everything private: storage root and runroot on a tmpfs, its own containers.conf
+/// and storage.conf (through CONTAINERS_CONF / CONTAINERS_STORAGE_CONF, which the cleanup
+/// process conmon starts inherits too), the CNI backend with our conflist and plugin
+/// directories, crun, and no event log. Every invocation runs in the node netns, so the plugins
+/// podman runs (on `run`, `stop` and `rm`) put the host side there.
+struct Podman {
+    global: Vec<String>,
+    env: Vec<(String, String)>,
+    node: PathBuf,
+}
+
+impl Podman {
+    fn new(scratch: &Scratch, net: &RuntimeNet, node: &Netns) -> Self {
+        for bin in ["podman", "crun", "conmon"] {
+            let found = run(&["sh", "-c", &format!("command -v {bin} || test -x /usr/libexec/podman/{bin}")]);
+            assert!(found.status.success(), "{bin} missing: install podman and crun");
+        }
+        let (root, runroot, tmp) = (scratch.sub("root"), scratch.sub("runroot"), scratch.sub("tmp"));
+        let conf = scratch.dir.join("containers.conf");
+        fs::write(
+            &conf,
+            format!(
+                "[engine]\ntmp_dir = {tmp:?}\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\nruntime = \"crun\"\n\
+                 [network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [{bin:?}]\nnetwork_config_dir = {netdir:?}\n",
+                tmp = s(&tmp),
+                bin = s(&net.bin_dir),
+                netdir = s(&net.conf_dir),
+            ),
+        )
+        .unwrap();
+        let storage = scratch.dir.join("storage.conf");
+        fs::write(&storage, format!("[storage]\ndriver = \"overlay\"\ngraphroot = {:?}\nrunroot = {:?}\n", s(&root), s(&runroot))).unwrap();
+        let global = [
+            "--root", s(&root), "--runroot", s(&runroot), "--tmpdir", s(&tmp),
+            "--cni-config-dir", s(&net.conf_dir), "--network-backend", "cni",
+            "--runtime", "crun", "--cgroup-manager", "cgroupfs", "--events-backend", "none",
+            "--storage-driver", "overlay",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let env = vec![
+            ("CONTAINERS_CONF".to_string(), s(&conf).to_string()),
+            ("CONTAINERS_STORAGE_CONF".to_string(), s(&storage).to_string()),
+        ];
+        Podman { global, env, node: node.path() }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = timed(Duration::from_secs(300), "nsenter");
+        c.arg(format!("--net={}", s(&self.node))).arg("podman").args(&self.global).args(args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn podman(&self, args: &[&str]) -> String {
+        check(&mut self.cmd(args), &format!("podman {}", args.join(" ")))
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // Only after a failed test is anything left: stop it so its mounts and conmon go.
+        let _ = self.cmd(&["rm", "--all", "--force", "--time", "0"]).output();
+    }
+}
+
+#[test]
+fn podman_cni_backend_runs_lists_and_removes_a_netkit_network() {
+    require_privileged_kernel();
+    // Declared in this order so they drop in reverse: podman removes what is left (after a
+    // failure) before the node netns goes and the scratch tmpfs is unmounted.
+    let scratch = Scratch::new("nkc-podman-");
+    let node = node_netns();
+    let net = RuntimeNet::new(&scratch, "10.71.0.0/24");
+    let p = Podman::new(&scratch, &net, &node);
+    // L2: podman's CNI backend parses the `mac` of every container-side interface in the result
+    // (net.ParseMAC, failing with "invalid MAC address" when it is absent), and the plugin only
+    // reports a MAC in L2 mode, where the device has one.
+    net.write_conflist("l2", None);
+
+    let listed = p.podman(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert!(
+        listed.lines().any(|l| l == format!("{} netkit-cni", net.name)),
+        "podman network ls must list {} with driver netkit-cni:\n{listed}",
+        net.name
+    );
+    let backend = p.podman(&["info", "--format", "{{.Host.NetworkBackend}}"]);
+    assert_eq!(backend.trim(), "cni", "podman must use its CNI backend");
+
+    let image = format!("localhost/nkc-busybox:{}", unique("t"));
+    let page = format!("served by {image} over netkit\n");
+    let archive = busybox_image(&scratch.sub("image"), &image, &page);
+    let loaded = p.podman(&["load", "--input", s(&archive)]);
+    assert!(loaded.contains(&image), "podman load did not name {image}: {loaded}");
+
+    let name = unique("pod");
+    let publish = format!("{HOST_PORT}:{POD_PORT}");
+    let cid = p.podman(&[
+        "run", "--detach", "--pull", "never", "--name", &name, "--network", &net.name, "--publish", &publish,
+        &image, "/bin/httpd", "-f", "-p", &POD_PORT.to_string(), "-h", "/www",
+    ]);
+    // podman's CNI container id is its full container id.
+    let cid = cid.trim().to_string();
+    let diag = || format!("plugin log:\n{}", net.plugin_log());
+    let inspect: Value = serde_json::from_str(&p.podman(&["inspect", "--type", "container", &name])).unwrap();
+    let state = &inspect[0];
+    assert_eq!(state["State"]["Status"], "running", "{state}\n{}", diag());
+    let pid = state["State"]["Pid"].as_u64().unwrap() as u32;
+    let sandbox = state["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
+    let reported = &state["NetworkSettings"]["Networks"][&net.name];
+
+    let running = Running { node: &node, net: &net, cid: &cid, pid, mode: "l2" };
+    let (addr, gw, link) = running.assert_attached(&diag);
+    // podman took its view of the network from our result.
+    assert_eq!(reported["IPAddress"], addr.as_str(), "podman reports another address: {reported}");
+    assert_eq!(reported["Gateway"], gw.as_str(), "podman reports another gateway: {reported}");
+    assert_eq!(reported["MacAddress"], link["address"], "podman's MAC is not eth0's: {reported}");
+
+    p.podman(&["exec", &name, "ping", "-c", "1", "-W", "10", &gw]);
+    let tuned = p.podman(&["exec", &name, "cat", &format!("/proc/sys/{}", TUNED_SYSCTL.replace('.', "/"))]);
+    assert_eq!(tuned.trim(), TUNED_VALUE, "tuning did not run after netkit-cni");
+    running.assert_dnat(&addr);
+    assert_port_mapped(&node, &page, &diag);
+
+    // httpd as PID 1 ignores SIGTERM; --time 0 kills it at once instead of after 10 s.
+    p.podman(&["rm", "--force", "--time", "0", &name]);
+    assert!(p.podman(&["ps", "--all", "--quiet"]).trim().is_empty(), "podman still lists a container");
+    assert!(!Path::new(&sandbox).exists(), "podman left the container's netns {sandbox}");
+    assert_nothing_left(&node, &net, &cid, &addr);
+    // The network itself is configuration, not state: it stays listed after the container goes.
+    assert!(p.podman(&["network", "ls", "--format", "{{.Name}}"]).lines().any(|l| l == net.name));
+}
