@@ -132,10 +132,11 @@ pub enum DpError {
     Netns { path: PathBuf, source: crate::netns::NetnsError },
     #[error("{step}: {source}")]
     Rtnl { step: &'static str, source: crate::rtnl::RtnlError },
+    /// Boxed, as is `Nsid`: their extacks would make every `DpError` several times larger.
     #[error("{step}: {source}")]
-    Netdev { step: &'static str, source: NetdevError },
+    Netdev { step: &'static str, source: Box<NetdevError> },
     #[error("{step}: {source}")]
-    Nsid { step: &'static str, source: NsidError },
+    Nsid { step: &'static str, source: Box<NsidError> },
     #[error("{0}")]
     Other(String),
 }

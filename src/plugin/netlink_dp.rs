@@ -50,7 +50,7 @@ impl NetlinkDataplane {
 
     fn node_netdev(&mut self) -> Result<&mut NetdevClient, DpError> {
         if self.node_netdev.is_none() {
-            let c = NetdevClient::open().map_err(|source| DpError::Netdev { step: "open netdev netlink in the node netns", source })?;
+            let c = NetdevClient::open().map_err(|source| DpError::Netdev { step: "open netdev netlink in the node netns", source: Box::new(source) })?;
             self.node_netdev = Some(c);
         }
         Ok(self.node_netdev.as_mut().expect("just opened"))
@@ -65,14 +65,14 @@ impl NetlinkDataplane {
             let node = NetNs::current().map_err(|source| DpError::Netns { path: "/proc/thread-self/ns/net".into(), source })?;
             let opened = ns
                 .run(|| {
-                    let nsid = if crate::nsid::is_current_netns(node.as_fd()).map_err(|source| DpError::Nsid { step: "compare netns", source })? {
+                    let nsid = if crate::nsid::is_current_netns(node.as_fd()).map_err(|source| DpError::Nsid { step: "compare netns", source: Box::new(source) })? {
                         None
                     } else {
                         // Never assume an id: the pod netns may already know the node's
                         // netns under any number, or not at all (then one is assigned).
-                        Some(crate::nsid::ensure_nsid(node.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the node netns as the pod sees it", source })?)
+                        Some(crate::nsid::ensure_nsid(node.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the node netns as the pod sees it", source: Box::new(source) })?)
                     };
-                    let client = NetdevClient::open().map_err(|source| DpError::Netdev { step: "open netdev netlink in the pod netns", source })?;
+                    let client = NetdevClient::open().map_err(|source| DpError::Netdev { step: "open netdev netlink in the pod netns", source: Box::new(source) })?;
                     Ok::<_, DpError>((client, nsid))
                 })
                 .map_err(|source| DpError::Netns { path: netns.to_path_buf(), source })??;
@@ -429,16 +429,16 @@ impl Dataplane for NetlinkDataplane {
         for _ in 0..3 {
             match client.queue_dump(master_ifindex) {
                 Err(e @ NetdevError::DumpInterrupted { .. }) => last = Some(e),
-                other => return other.map_err(|source| DpError::Netdev { step: "dump the master's queues", source }),
+                other => return other.map_err(|source| DpError::Netdev { step: "dump the master's queues", source: Box::new(source) }),
             }
         }
-        Err(DpError::Netdev { step: "dump the master's queues", source: last.expect("three interrupted dumps") })
+        Err(DpError::Netdev { step: "dump the master's queues", source: Box::new(last.expect("three interrupted dumps")) })
     }
 
     fn master_queue(&mut self, master_ifindex: u32, id: u32) -> Result<Queue, DpError> {
         self.node_netdev()?
             .queue_get(master_ifindex, id, QueueType::Rx)
-            .map_err(|source| DpError::Netdev { step: "read a master queue", source })
+            .map_err(|source| DpError::Netdev { step: "read a master queue", source: Box::new(source) })
     }
 
     fn lease_queue(&mut self, target: &LeaseTarget, phys: u32) -> Result<u32, DpError> {
@@ -446,20 +446,20 @@ impl Dataplane for NetlinkDataplane {
         let lease = Lease { ifindex: target.master_ifindex, queue: QueueId::rx(phys), netns_id: *nsid };
         client
             .queue_create(target.ifindex, QueueType::Rx, &lease)
-            .map_err(|source| DpError::Netdev { step: "lease a master queue", source })
+            .map_err(|source| DpError::Netdev { step: "lease a master queue", source: Box::new(source) })
     }
 
     fn lease_available(&mut self) -> Result<bool, DpError> {
         match self.node_netdev() {
             Ok(c) => Ok(c.family().supports(NetdevCmd::QueueCreate, false)),
-            Err(DpError::Netdev { source: NetdevError::FamilyNotFound, .. }) => Ok(false),
+            Err(DpError::Netdev { source, .. }) if matches!(*source, NetdevError::FamilyNotFound) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
     fn nsid_of(&mut self, netns: &Path) -> Result<Option<i32>, DpError> {
         let ns = open_netns(netns)?;
-        crate::nsid::get_nsid(ns.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the pod netns", source })
+        crate::nsid::get_nsid(ns.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the pod netns", source: Box::new(source) })
     }
 
     fn remote_link(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Option<ObservedLink>, DpError> {
