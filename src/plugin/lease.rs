@@ -28,6 +28,17 @@ pub const RC_QUEUES: &str = "netkitLeaseQueues";
 /// runtimeConfig key: as [`ARG_QUEUE_IDS`] (a list of numbers).
 pub const RC_QUEUE_IDS: &str = "netkitLeaseQueueIds";
 
+/// CNI_ARGS without this plugin's own keys, for delegated plugins.
+pub fn strip_own_args(raw: &str) -> String {
+    raw.split(';')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            key != ARG_QUEUES && key != ARG_QUEUE_IDS
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// A pod's resolved request and where it came from (named in error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRequest {
@@ -373,4 +384,35 @@ pub fn prepare(dp: &mut dyn Dataplane, conf: &LeaseConfig, args: &CniArgs, runti
     let master = find_master(dp, conf)?;
     let view = nic_view(dp, &master)?;
     plan(conf, req, master, &view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_args_are_not_passed_to_delegates() {
+        assert_eq!(strip_own_args("IgnoreUnknown=1;NETKIT_LEASE_QUEUES=2;K8S_POD_NAME=web"), "IgnoreUnknown=1;K8S_POD_NAME=web");
+        assert_eq!(strip_own_args("NETKIT_LEASE_QUEUE_IDS=1,3-4"), "");
+        assert_eq!(strip_own_args("NETKIT_LEASE_QUEUESX=1;A=b"), "NETKIT_LEASE_QUEUESX=1;A=b");
+        assert_eq!(strip_own_args(""), "");
+    }
+
+    #[test]
+    fn busy_reasons_follow_the_kernels_three_conditions() {
+        use crate::netdev::{IoUringInfo, Lease, QueueId};
+        let mut q = Queue { id: 3, queue_type: QueueType::Rx, ifindex: 4, napi_id: None, dmabuf: None, io_uring: None, xsk: false, lease: None, unknown: vec![] };
+        assert_eq!(busy_reason(&q), None);
+        q.lease = Some(Lease { ifindex: 9, queue: QueueId::rx(2), netns_id: Some(1) });
+        assert_eq!(busy_reason(&q).unwrap(), "leased to ifindex 9 in netns id 1 as its queue 2");
+        q.lease = None;
+        q.xsk = true;
+        assert!(busy_reason(&q).unwrap().contains("AF_XDP"));
+        q.xsk = false;
+        q.io_uring = Some(IoUringInfo::default());
+        assert!(busy_reason(&q).unwrap().contains("memory provider"));
+        q.io_uring = None;
+        q.dmabuf = Some(1);
+        assert!(busy_reason(&q).unwrap().contains("memory provider"));
+    }
 }

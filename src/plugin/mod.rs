@@ -803,10 +803,13 @@ pub fn run(vars: &[(String, String)], stdin: &[u8]) -> Response {
 }
 
 fn dispatch(req: &Request, vars: &[(String, String)], log: &Logger) -> Result<Option<Value>, CniError> {
-    let ipam = match &req.conf.ipam {
-        Some(_) => Some(ExecIpam::new(&req.conf, &req.env.path, vars)),
-        None => None,
-    };
+    // The lease keys in CNI_ARGS are addressed to us: Go IPAM plugins such as host-local refuse
+    // unknown keys unless the runtime also sent IgnoreUnknown=1, so they are not passed on.
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| if k == cni::env::CNI_ARGS { (k.clone(), lease::strip_own_args(v)) } else { (k.clone(), v.clone()) })
+        .collect();
+    let ipam = req.conf.ipam.as_ref().map(|_| ExecIpam::new(&req.conf, &req.env.path, &vars));
     let ipam = ipam.as_ref().map(|i| i as &dyn IpamDelegate);
     let mut dp = netlink_dp::NetlinkDataplane::new().map_err(kernel_error)?;
     match req.env.command {
