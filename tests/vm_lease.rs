@@ -387,13 +387,13 @@ fn requests_outside_the_pool_and_busy_queues_are_refused_cleanly() {
     assert!(e["msg"].as_str().unwrap().contains(conf["lease"]["master"].as_str().unwrap()), "{e}");
 
     // A virtual master: the kernel refuses, and its extack says why.
-    let dummy = unique("dum");
-    node.ip(&["link", "add", &dummy, "type", "dummy"]);
-    node.ip(&["link", "set", &dummy, "up"]);
+    let veth = unique("veth");
+    node.ip(&["link", "add", &veth, "type", "veth", "peer", "name", &unique("vethp")]);
+    node.ip(&["link", "set", &veth, "up"]);
     let mut conf = net.conf.clone();
-    conf["lease"] = json!({"master": dummy, "queueIds": [0], "allowedQueues": "0", "deviceInfoDir": net.dir});
+    conf["lease"] = json!({"master": veth, "queueIds": [0], "allowedQueues": "0", "deviceInfoDir": net.dir});
     let e = net.call(&node, "ADD", &unique("c"), Some(&pod.path()), "", &conf).err("virtual master");
-    node.ip(&["link", "del", &dummy]);
+    node.ip(&["link", "del", &veth]);
     assert_eq!(e["code"], 108, "{e}");
     assert!(e["msg"].as_str().unwrap().contains("Lease device is a virtual device"), "the kernel's extack: {e}");
     assert_eq!(pod_netkit(&pod), Vec::<String>::new(), "rolled back");
