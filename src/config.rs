@@ -4,7 +4,8 @@
 //! adding a key (e.g. `lease`, `xdp`) is one line there plus its field. Anything else is rejected
 //! with code 2, as the spec allows, so typos like `"mtus"` fail loudly instead of being ignored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -95,6 +96,8 @@ pub struct NetConf {
     pub peer_scrub: Scrub,
     pub log_file: Option<PathBuf>,
     pub log_level: LogLevel,
+    /// NIC RX queues leased into the pod's netkit device; required for `pairing: single`.
+    pub lease: Option<LeaseConfig>,
 
     /// The config exactly as decoded; delegated plugins must get the complete config.
     pub raw: Value,
@@ -217,6 +220,7 @@ const KEYS: &[(&str, Apply)] = &[
     ("peerScrub", |c, v| put(&mut c.peer_scrub, one_of(v, "peerScrub", SCRUBS))),
     ("logFile", |c, v| put(&mut c.log_file, log_file(v).map(Some))),
     ("logLevel", |c, v| put(&mut c.log_level, one_of(v, "logLevel", LOG_LEVELS))),
+    ("lease", |c, v| put(&mut c.lease, lease(v).map(Some))),
 ];
 
 const MODES: &[(&str, Mode)] = &[("l3", Mode::L3), ("l2", Mode::L2)];
@@ -279,6 +283,7 @@ impl NetConf {
             peer_scrub: Scrub::default(),
             log_file: None,
             log_level: LogLevel::DEFAULT,
+            lease: None,
             raw: Value::Null,
         };
         // The spec's name is applied after the draft name whatever the key order, so it wins.
@@ -316,6 +321,12 @@ impl NetConf {
             return Err(ConfigError::missing(
                 "ipam",
                 "pairing \"pair\" needs an ipam block to address the pair; use pairing \"single\" to go without",
+            ));
+        }
+        if conf.pairing == Pairing::Single && conf.lease.is_none() {
+            return Err(ConfigError::missing(
+                "lease",
+                "pairing \"single\" creates a lease-only device: name the NIC to lease from in a lease block",
             ));
         }
         conf.raw = value;
@@ -519,6 +530,330 @@ fn log_file(v: &Value) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(s))
 }
 
+/// Where device-info files go unless the config says otherwise: the NPWG device-info spec's
+/// directory for files written by CNI plugins (section 4.2; `devinfo/dp/` belongs to device
+/// plugins).
+pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/cni";
+
+/// Highest queue id a config may name. NICs have at most a few hundred RX queues; the bound
+/// keeps a typo like `"0-4294967295"` from becoming a four-billion-entry set.
+pub const MAX_QUEUE_ID: u32 = 65535;
+
+/// Most leases one netkit device can hold: netkit allocates at most 1024 RX queues and queue 0
+/// is the device's own.
+pub const MAX_LEASES_PER_DEVICE: u32 = 1023;
+
+/// A set of RX queue ids, written `"2-7"` or `"1,3-5"` (or as a JSON list of ids).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueSet(BTreeSet<u32>);
+
+impl QueueSet {
+    /// Parses `"2-7"`, `"1,3-5"`, `"4"`; spaces around items are allowed. `Err` says why.
+    pub fn parse(s: &str) -> Result<QueueSet, String> {
+        let mut set = BTreeSet::new();
+        for item in s.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err("empty item (expected ids and ranges like \"1,3-5\")".into());
+            }
+            let (lo, hi) = match item.split_once('-') {
+                Some((a, b)) => (queue_id(a.trim())?, queue_id(b.trim())?),
+                None => {
+                    let id = queue_id(item)?;
+                    (id, id)
+                }
+            };
+            if lo > hi {
+                return Err(format!("range {item:?} is reversed"));
+            }
+            set.extend(lo..=hi);
+        }
+        Ok(QueueSet(set))
+    }
+
+    pub fn from_ids(ids: impl IntoIterator<Item = u32>) -> QueueSet {
+        QueueSet(ids.into_iter().collect())
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.0.contains(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// The ids below `limit` (a NIC's queue count).
+    pub fn below(&self, limit: u32) -> QueueSet {
+        QueueSet(self.0.range(..limit).copied().collect())
+    }
+}
+
+/// Renders as compact ranges (`1,3-5`), the way operators write pools.
+impl fmt::Display for QueueSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids = self.0.iter().copied().peekable();
+        let mut first = true;
+        while let Some(lo) = ids.next() {
+            let mut hi = lo;
+            while ids.peek() == Some(&(hi + 1)) {
+                hi = ids.next().unwrap();
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        if first {
+            f.write_str("(none)")?;
+        }
+        Ok(())
+    }
+}
+
+fn queue_id(s: &str) -> Result<u32, String> {
+    // Only plain decimal digits: "+3" or " 3" parse as u32 but are not what anyone meant.
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?} is not a queue id"));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n <= MAX_QUEUE_ID => Ok(n),
+        _ => Err(format!("queue id {s} is above {MAX_QUEUE_ID}")),
+    }
+}
+
+/// How many queues a pod gets, or exactly which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseQueues {
+    /// Any `n` free queues of the pool.
+    Count(u32),
+    /// These physical queue ids, in this order.
+    Ids(Vec<u32>),
+}
+
+/// The `lease` block: which NIC's RX queues are leased into pods, from which pool, how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// The physical NIC, by name in the node's (the plugin's) network namespace.
+    pub master: String,
+    /// What a pod gets when it asks for nothing itself (`queues`, default 1, or `queueIds`).
+    pub queues: LeaseQueues,
+    /// The admin's pool (`allowedQueues`). `None`: every RX queue of the master but queue 0,
+    /// which stays with the host (it usually carries the node's own traffic).
+    pub allowed_queues: Option<QueueSet>,
+    /// Most queues one pod may ask for (`maxQueuesPerPod`).
+    pub max_queues_per_pod: Option<u32>,
+    /// Where the device-info file of each attachment is written (`deviceInfoDir`).
+    pub device_info_dir: PathBuf,
+}
+
+impl LeaseConfig {
+    /// The pool as configured, for messages: the explicit set, or a description of the default.
+    pub fn pool_description(&self) -> String {
+        match &self.allowed_queues {
+            Some(set) => format!("allowedQueues {set}"),
+            None => "every RX queue but 0 (default pool)".into(),
+        }
+    }
+
+    /// Whether `id` is in the admin's pool (the NIC's range is checked separately).
+    pub fn allows(&self, id: u32) -> bool {
+        match &self.allowed_queues {
+            Some(set) => set.contains(id),
+            None => id != 0,
+        }
+    }
+}
+
+const LEASE_KEYS: &[&str] = &[
+    "master",
+    "queues",
+    "queueIds",
+    "allowedQueues",
+    "maxQueuesPerPod",
+    "deviceInfoDir",
+];
+
+fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
+    let obj = object(v, "lease")?;
+    if let Some((k, val)) = obj.iter().find(|(k, _)| !LEASE_KEYS.contains(&k.as_str())) {
+        return Err(ConfigError::UnsupportedField {
+            key: format!("lease.{k}"),
+            value: render_value(val),
+        });
+    }
+    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+
+    let master = match get("master") {
+        None => {
+            return Err(ConfigError::missing(
+                "lease.master",
+                "the physical NIC (by name in the node's network namespace) to lease queues from",
+            ))
+        }
+        Some(m) => {
+            let s = string(m, "lease.master")?;
+            if let Err(e) = crate::link::validate_ifname(s) {
+                return Err(ConfigError::invalid("lease.master", m, e.to_string()));
+            }
+            s.to_owned()
+        }
+    };
+
+    let max_leases = u64::from(MAX_LEASES_PER_DEVICE);
+    let queues = match (get("queues"), get("queueIds")) {
+        (Some(_), Some(ids)) => {
+            return Err(ConfigError::invalid(
+                "lease.queueIds",
+                ids,
+                "give either lease.queues (a count) or lease.queueIds (exact ids), not both",
+            ))
+        }
+        (Some(n), None) => LeaseQueues::Count(uint_in(n, "lease.queues", 1, max_leases)? as u32),
+        (None, Some(ids)) => LeaseQueues::Ids(queue_id_list(ids, "lease.queueIds")?),
+        (None, None) => LeaseQueues::Count(1),
+    };
+
+    let allowed_queues = match get("allowedQueues") {
+        None => None,
+        Some(a) => {
+            let set = match a {
+                Value::String(s) => QueueSet::parse(s)
+                    .map_err(|why| ConfigError::invalid("lease.allowedQueues", a, why))?,
+                Value::Array(_) => QueueSet::from_ids(queue_id_list(a, "lease.allowedQueues")?),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "lease.allowedQueues",
+                        a,
+                        "expected a string like \"2-7\" or \"1,3-5\", or a list of queue ids",
+                    ))
+                }
+            };
+            Some(set)
+        }
+    };
+
+    let max_queues_per_pod = get("maxQueuesPerPod")
+        .map(|m| uint_in(m, "lease.maxQueuesPerPod", 1, max_leases).map(|n| n as u32))
+        .transpose()?;
+
+    let device_info_dir = match get("deviceInfoDir") {
+        None => PathBuf::from(DEFAULT_DEVICE_INFO_DIR),
+        Some(d) => {
+            let s = string(d, "lease.deviceInfoDir")?;
+            if !s.starts_with('/') || s.contains('\0') {
+                return Err(ConfigError::invalid(
+                    "lease.deviceInfoDir",
+                    d,
+                    "must be an absolute path",
+                ));
+            }
+            PathBuf::from(s)
+        }
+    };
+
+    let conf = LeaseConfig {
+        master,
+        queues,
+        allowed_queues,
+        max_queues_per_pod,
+        device_info_dir,
+    };
+    lease_consistency(&conf, obj)?;
+    Ok(conf)
+}
+
+/// The admin's own defaults must fit the admin's own pool and cap; a pod's request is checked
+/// against the same rules at ADD time.
+fn lease_consistency(c: &LeaseConfig, obj: &Map<String, Value>) -> Result<(), ConfigError> {
+    let field = |k: &str| obj.get(k).cloned().unwrap_or(Value::Null);
+    if c.allowed_queues.as_ref().is_some_and(QueueSet::is_empty) {
+        return Err(ConfigError::invalid(
+            "lease.allowedQueues",
+            &field("allowedQueues"),
+            "the pool is empty",
+        ));
+    }
+    let cap = c.max_queues_per_pod.unwrap_or(MAX_LEASES_PER_DEVICE);
+    match &c.queues {
+        LeaseQueues::Count(n) => {
+            if *n > cap {
+                return Err(ConfigError::invalid(
+                    "lease.queues",
+                    &field("queues"),
+                    format!("more than maxQueuesPerPod {cap}"),
+                ));
+            }
+            if let Some(pool) = &c.allowed_queues {
+                if *n as usize > pool.len() {
+                    return Err(ConfigError::invalid(
+                        "lease.queues",
+                        &field("queues"),
+                        format!("more than the {} queue(s) in allowedQueues {pool}", pool.len()),
+                    ));
+                }
+            }
+        }
+        LeaseQueues::Ids(ids) => {
+            if ids.len() as u32 > cap {
+                return Err(ConfigError::invalid(
+                    "lease.queueIds",
+                    &field("queueIds"),
+                    format!("{} queues, more than maxQueuesPerPod {cap}", ids.len()),
+                ));
+            }
+            if let Some(id) = ids.iter().find(|id| !c.allows(**id)) {
+                return Err(ConfigError::invalid(
+                    "lease.queueIds",
+                    &field("queueIds"),
+                    format!("queue {id} is outside the pool: {}", c.pool_description()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A non-empty JSON list of distinct queue ids.
+fn queue_id_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| ConfigError::invalid(field, v, "expected a list of queue ids"))?;
+    if items.is_empty() {
+        return Err(ConfigError::invalid(field, v, "the list is empty"));
+    }
+    if items.len() > MAX_LEASES_PER_DEVICE as usize && field == "lease.queueIds" {
+        return Err(ConfigError::invalid(
+            field,
+            v,
+            format!("a netkit device holds at most {MAX_LEASES_PER_DEVICE} leases"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let id = uint_in(item, &format!("{field}[{i}]"), 0, u64::from(MAX_QUEUE_ID))? as u32;
+        if !seen.insert(id) {
+            return Err(ConfigError::invalid(field, v, format!("queue {id} is listed twice")));
+        }
+        out.push(id);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,7 +928,9 @@ mod tests {
             "scrub": "none",
             "peerScrub": "default",
             "logFile": "/var/log/netkit-cni.log",
-            "logLevel": "debug"
+            "logLevel": "debug",
+            "lease": {"master": "eth1", "queues": 2, "allowedQueues": "2-7", "maxQueuesPerPod": 4,
+                      "deviceInfoDir": "/run/devinfo"}
         });
         let c = parse(v.clone()).unwrap();
         assert_eq!(c.raw, v);
@@ -632,6 +969,12 @@ mod tests {
         assert_eq!((c.scrub, c.peer_scrub), (Scrub::None, Scrub::Default));
         assert_eq!(c.log_file, Some(PathBuf::from("/var/log/netkit-cni.log")));
         assert_eq!(c.log_level, LogLevel::Debug);
+        let lease = c.lease.unwrap();
+        assert_eq!(lease.master, "eth1");
+        assert_eq!(lease.queues, LeaseQueues::Count(2));
+        assert_eq!(lease.allowed_queues.unwrap().to_string(), "2-7");
+        assert_eq!(lease.max_queues_per_pod, Some(4));
+        assert_eq!(lease.device_info_dir, PathBuf::from("/run/devinfo"));
     }
 
     #[test]
@@ -639,6 +982,7 @@ mod tests {
         let mut v = base();
         v.as_object_mut().unwrap().remove("ipam");
         v["pairing"] = json!("single");
+        v["lease"] = json!({"master": "eth1"});
         assert!(parse(v.clone()).unwrap().ipam.is_none());
 
         v["pairing"] = json!("pair");
@@ -843,7 +1187,7 @@ mod tests {
     fn unknown_keys_are_code_2_naming_key_and_value() {
         for (key, value) in [
             ("mtus", json!(1500)),
-            ("lease", json!({"queues": 2})),
+            ("leases", json!({"queues": 2})),
             ("Mode", json!("l3")),
             ("bogus", Value::Null),
         ] {
@@ -929,6 +1273,92 @@ mod tests {
             "{}",
             cni.msg
         );
+    }
+
+    fn lease(block: Value) -> Result<LeaseConfig, CniError> {
+        parse(with("lease", block)).map(|c| c.lease.unwrap()).map_err(CniError::from)
+    }
+
+    #[test]
+    fn lease_block_defaults() {
+        let l = lease(json!({"master": "ens1f0"})).unwrap();
+        assert_eq!(l.queues, LeaseQueues::Count(1));
+        assert_eq!(l.allowed_queues, None);
+        assert_eq!(l.max_queues_per_pod, None);
+        assert_eq!(l.device_info_dir, PathBuf::from(DEFAULT_DEVICE_INFO_DIR));
+        assert!(!l.allows(0) && l.allows(1) && l.allows(MAX_QUEUE_ID));
+        let l = lease(json!({"master": "ens1f0", "queueIds": [3, 1], "allowedQueues": [1, 3, 9]})).unwrap();
+        assert_eq!(l.queues, LeaseQueues::Ids(vec![3, 1]), "order is kept");
+        assert_eq!(l.allowed_queues.unwrap().to_string(), "1,3,9");
+    }
+
+    #[test]
+    fn single_pairing_needs_a_lease_block() {
+        let mut v = with("pairing", json!("single"));
+        let err: CniError = parse(v.clone()).unwrap_err().into();
+        assert_eq!(err.code, 7);
+        assert!(err.msg.contains("field lease is missing"), "{}", err.msg);
+        v["lease"] = json!({"master": "eth1"});
+        assert!(parse(v).is_ok());
+    }
+
+    #[test]
+    fn queue_sets_parse_and_render_as_ranges() {
+        for (text, ids, shown) in [
+            ("2-7", vec![2, 3, 4, 5, 6, 7], "2-7"),
+            ("1,3-5", vec![1, 3, 4, 5], "1,3-5"),
+            (" 4 , 0 ", vec![0, 4], "0,4"),
+            ("5-5,1", vec![1, 5], "1,5"),
+        ] {
+            let set = QueueSet::parse(text).unwrap();
+            assert_eq!(set.iter().collect::<Vec<_>>(), ids, "{text}");
+            assert_eq!(set.to_string(), shown, "{text}");
+        }
+        for bad in ["", "1,,2", "7-2", "a", "-3", "1-", "+4", "70000", "0-4294967295"] {
+            assert!(QueueSet::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(QueueSet::default().to_string(), "(none)");
+        assert_eq!(QueueSet::parse("0-9").unwrap().below(4).to_string(), "0-3");
+    }
+
+    #[test]
+    fn bad_lease_blocks_are_code_7_naming_the_nested_field() {
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (json!({}), "lease.master", "missing"),
+            (json!({"master": ""}), "lease.master", "\"\""),
+            (json!({"master": "a/b"}), "lease.master", "\"a/b\""),
+            (json!({"master": "averyveryverylongname"}), "lease.master", "15 bytes"),
+            (json!({"master": 3}), "lease.master", "3"),
+            (json!({"master": "e", "queues": 0}), "lease.queues", "0"),
+            (json!({"master": "e", "queues": 1024}), "lease.queues", "1024"),
+            (json!({"master": "e", "queues": 2, "queueIds": [1]}), "lease.queueIds", "not both"),
+            (json!({"master": "e", "queueIds": []}), "lease.queueIds", "empty"),
+            (json!({"master": "e", "queueIds": [1, 1]}), "lease.queueIds", "twice"),
+            (json!({"master": "e", "queueIds": [-1]}), "lease.queueIds[0]", "-1"),
+            (json!({"master": "e", "queueIds": [0]}), "lease.queueIds", "queue 0 is outside the pool"),
+            (json!({"master": "e", "queueIds": [5], "allowedQueues": "1-4"}), "lease.queueIds", "queue 5"),
+            (json!({"master": "e", "allowedQueues": "7-2"}), "lease.allowedQueues", "reversed"),
+            (json!({"master": "e", "allowedQueues": 3}), "lease.allowedQueues", "3"),
+            (json!({"master": "e", "allowedQueues": []}), "lease.allowedQueues", "empty"),
+            (json!({"master": "e", "queues": 3, "allowedQueues": "1-2"}), "lease.queues", "allowedQueues 1-2"),
+            (json!({"master": "e", "queues": 3, "maxQueuesPerPod": 2}), "lease.queues", "maxQueuesPerPod 2"),
+            (json!({"master": "e", "queueIds": [1, 2], "maxQueuesPerPod": 1}), "lease.queueIds", "maxQueuesPerPod 1"),
+            (json!({"master": "e", "maxQueuesPerPod": 0}), "lease.maxQueuesPerPod", "0"),
+            (json!({"master": "e", "deviceInfoDir": "rel/dir"}), "lease.deviceInfoDir", "absolute"),
+            (json!("eth1"), "lease", "\"eth1\""),
+        ];
+        for (block, field, text) in cases {
+            let err = lease(block.clone()).unwrap_err();
+            assert_eq!(err.code, 7, "{block}: {err:?}");
+            assert!(err.msg.contains(&format!("field {field}")), "{block}: {:?}", err.msg);
+            assert!(
+                err.msg.contains(text) || err.details.contains(text),
+                "{block}: {err:?} lacks {text}"
+            );
+        }
+        let err = lease(json!({"master": "e", "queus": 2})).unwrap_err();
+        assert_eq!(err.code, 2, "a typo inside the block is an unknown field");
+        assert!(err.msg.contains("lease.queus"), "{}", err.msg);
     }
 
     #[test]

@@ -1052,7 +1052,8 @@ exit 1"#
     #[test]
     fn missing_ipam_section() {
         let c = NetConf::from_value(json!({
-            "cniVersion": "1.1.0", "name": "n", "type": "netkit-cni", "pairing": "single"
+            "cniVersion": "1.1.0", "name": "n", "type": "netkit-cni", "pairing": "single",
+            "lease": {"master": "eth1"}
         }))
         .unwrap();
         let err = Ipam::new(&c, &[PathBuf::from("/nonexistent")], Vec::new()).unwrap_err();

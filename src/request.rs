@@ -15,6 +15,9 @@ use crate::config::{ConfigError, NetConf};
 /// delegate, so keys meant for it must get through us: `IP` is host-local's request for a fixed
 /// address, and the `K8S_POD_*` keys are what Kubernetes runtimes send for every pod.
 pub const KNOWN_ARGS: &[&str] = &[
+    // A pod's lease request (bounded by the admin's lease block; see plugin::lease).
+    crate::plugin::lease::ARG_QUEUES,
+    crate::plugin::lease::ARG_QUEUE_IDS,
     "IP",
     "K8S_POD_NAMESPACE",
     "K8S_POD_NAME",

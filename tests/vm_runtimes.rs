@@ -571,7 +571,7 @@ fn containerd_ctr_run_cni_attaches_maps_a_port_and_cleans_up() {
     let d = Containerd::start();
     let node = node_netns();
     let net = RuntimeNet::new(&d.scratch, "10.70.0.0/24");
-    // L3, the plugin's default mode; the podman test covers L2.
+    // L3, the plugin's default mode (the podman test runs L3 too).
     net.write_conflist("l3", Some(json!([{"hostPort": HOST_PORT, "containerPort": POD_PORT, "protocol": "tcp"}])));
 
     let image = format!("localhost/nkc-busybox:{}", unique("t"));
@@ -706,10 +706,10 @@ fn podman_cni_backend_runs_lists_and_removes_a_netkit_network() {
     let node = node_netns();
     let net = RuntimeNet::new(&scratch, "10.71.0.0/24");
     let p = Podman::new(&scratch, &net, &node);
-    // L2: podman's CNI backend parses the `mac` of every container-side interface in the result
-    // (net.ParseMAC, failing with "invalid MAC address" when it is absent), and the plugin only
-    // reports a MAC in L2 mode, where the device has one.
-    net.write_conflist("l2", None);
+    // L3, the default: podman's CNI backend parses the `mac` of every container-side interface
+    // in the result (net.ParseMAC, failing with "invalid MAC address" when it is absent), so this
+    // also proves the plugin reports the L3 device's all-zero MAC instead of leaving it out.
+    net.write_conflist("l3", None);
 
     let listed = p.podman(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
     assert!(
@@ -742,7 +742,7 @@ fn podman_cni_backend_runs_lists_and_removes_a_netkit_network() {
     let sandbox = state["NetworkSettings"]["SandboxKey"].as_str().unwrap().to_string();
     let reported = &state["NetworkSettings"]["Networks"][&net.name];
 
-    let running = Running { node: &node, net: &net, cid: &cid, pid, mode: "l2" };
+    let running = Running { node: &node, net: &net, cid: &cid, pid, mode: "l3" };
     let (addr, gw, link) = running.assert_attached(&diag);
     // podman took its view of the network from our result.
     assert_eq!(reported["IPAddress"], addr.as_str(), "podman reports another address: {reported}");

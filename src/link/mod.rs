@@ -58,6 +58,9 @@ impl fmt::Display for LinkOp {
 pub enum LinkRef {
     Name(String),
     Index(u32),
+    /// A link in another namespace, addressed by that namespace's nsid (as the requesting
+    /// socket's namespace knows it) and the link's ifindex there.
+    InNetns { netnsid: i32, index: u32 },
     /// A dump; no single link.
     All,
 }
@@ -67,6 +70,7 @@ impl fmt::Display for LinkRef {
         match self {
             LinkRef::Name(n) => write!(f, "{n:?}"),
             LinkRef::Index(i) => write!(f, "ifindex {i}"),
+            LinkRef::InNetns { netnsid, index } => write!(f, "ifindex {index} in netns id {netnsid}"),
             LinkRef::All => f.write_str("(all)"),
         }
     }
@@ -406,6 +410,28 @@ pub async fn get_link_by_index(rtnl: &Rtnl, index: u32) -> Result<LinkInfo, Link
         .await
         .map_err(|e| LinkError::from_netlink(LinkOp::Get, link.clone(), e))?;
     expect_link(LinkOp::Get, link, reply)
+}
+
+/// A link in another namespace, by its nsid as this socket's namespace knows it
+/// (`IFLA_TARGET_NETNSID`) and its ifindex there. This is how the host side reaches a pod's
+/// single netkit device, which has no host-side half, knowing only what a queue lease reports.
+pub async fn get_link_in(rtnl: &Rtnl, netnsid: i32, index: u32) -> Result<LinkInfo, LinkError> {
+    let link = LinkRef::InNetns { netnsid, index };
+    let mut msg = get_request(index, None);
+    msg.attributes.push(LinkAttribute::IfNetnsId(netnsid));
+    let reply = rtnl
+        .get(RouteNetlinkMessage::GetLink(msg))
+        .await
+        .map_err(|e| LinkError::from_netlink(LinkOp::Get, link.clone(), e))?;
+    expect_link(LinkOp::Get, link, reply)
+}
+
+/// Deletes a link in another namespace (see [`get_link_in`]). Already gone is success.
+pub async fn delete_link_in(rtnl: &Rtnl, netnsid: i32, index: u32) -> Result<Deletion, LinkError> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::IfNetnsId(netnsid));
+    delete(rtnl, msg, LinkRef::InNetns { netnsid, index }).await
 }
 
 /// All netkit links in the socket's namespace (primaries and peers). For GC only: this dumps.

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use crate::cni::IpCidr;
 use crate::config::{Mode, Policy, Scrub};
 use crate::link::{LinkError, Marker};
+use crate::netdev::{NetdevError, Queue};
+use crate::nsid::NsidError;
 use crate::rtnl::Deletion;
 
 /// Everything needed to create one pod's netkit pair.
@@ -24,9 +26,42 @@ pub struct PairSpec {
     pub headroom: Option<u16>,
     pub tailroom: Option<u16>,
     pub mtu: Option<u32>,
+    /// RX queues allocated on the peer: 1 + the number of leases planned (`None`: kernel default).
+    pub peer_rx_queues: Option<u32>,
 }
 
-/// What the kernel made.
+/// Everything needed to create one pod's single netkit device (lease-only, no host side).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SingleSpec {
+    /// Also names the device: [`Marker::ifname`] inside `netns`.
+    pub marker: Marker,
+    pub netns: PathBuf,
+    pub mode: Mode,
+    pub headroom: Option<u16>,
+    pub tailroom: Option<u16>,
+    pub mtu: Option<u32>,
+    /// 1 + the number of leases planned.
+    pub rx_queues: u32,
+}
+
+/// The lease master (physical NIC) as found in the node's netns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Master {
+    pub name: String,
+    pub ifindex: u32,
+    /// `IFLA_NUM_RX_QUEUES`: allocated RX queues, an upper bound of the real ones.
+    pub num_rx_queues: Option<u32>,
+    pub is_up: bool,
+}
+
+/// Where a lease goes: the pod's netkit device (the peer of a pair or a single device), inside
+/// `netns`, and the master it leases from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTarget {
+    pub netns: PathBuf,
+    pub ifindex: u32,
+    pub master_ifindex: u32,
+}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     pub host_ifindex: u32,
@@ -49,6 +84,9 @@ pub struct PodPlan {
     pub ifname: String,
     pub addrs: Vec<IpCidr>,
     pub routes: Vec<PlannedRoute>,
+    /// Keep the kernel's prefix route for each address. A pair routes everything through the
+    /// host side's gateway instead; a single device has no host side and no gateway.
+    pub prefix_routes: bool,
 }
 
 /// The host side: gateway addresses on the host device, a /32 (/128) route per pod address.
@@ -94,6 +132,11 @@ pub enum DpError {
     Netns { path: PathBuf, source: crate::netns::NetnsError },
     #[error("{step}: {source}")]
     Rtnl { step: &'static str, source: crate::rtnl::RtnlError },
+    /// Boxed, as is `Nsid`: their extacks would make every `DpError` several times larger.
+    #[error("{step}: {source}")]
+    Netdev { step: &'static str, source: Box<NetdevError> },
+    #[error("{step}: {source}")]
+    Nsid { step: &'static str, source: Box<NsidError> },
     #[error("{0}")]
     Other(String),
 }
@@ -102,6 +145,19 @@ impl DpError {
     /// True when the kernel has no netkit at all ("Unknown device type").
     pub fn is_netkit_missing(&self) -> bool {
         matches!(self, DpError::Link { source, .. } if source.is_unknown_kind())
+    }
+
+    /// The errno of a failed netdev (queue) operation.
+    pub fn netdev_errno(&self) -> Option<nix::errno::Errno> {
+        match self {
+            DpError::Netdev { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
+
+    /// The kernel lacks queue leasing altogether (no netdev family or no queue-create).
+    pub fn is_lease_unsupported(&self) -> bool {
+        matches!(self, DpError::Netdev { source, .. } if source.is_kernel_unsupported())
     }
 }
 
@@ -124,4 +180,32 @@ pub trait Dataplane {
     fn list_ours(&mut self) -> Result<Vec<Marker>, DpError>;
     /// Whether the kernel has netkit, asked without creating anything.
     fn netkit_available(&mut self) -> Result<bool, DpError>;
+
+    // --- Queue leasing -------------------------------------------------------------------
+
+    /// Create a single netkit device named `spec.marker.ifname()` inside `spec.netns`, with
+    /// `spec.marker` in its alias. `Created::host_*` are meaningless (there is no host side).
+    fn create_single(&mut self, spec: &SingleSpec) -> Result<Created, DpError>;
+    /// Delete the single device `marker.ifname()` in `netns`, only if it carries `marker`.
+    /// Already gone (netns included) is success.
+    fn delete_single(&mut self, netns: &std::path::Path, marker: &Marker) -> Result<Deletion, DpError>;
+    /// The master by name in the node netns; `None` when no such device exists.
+    fn master(&mut self, name: &str) -> Result<Option<Master>, DpError>;
+    /// queue-get dump of the master: its real RX and TX queues (none while it is down).
+    fn master_queues(&mut self, master_ifindex: u32) -> Result<Vec<Queue>, DpError>;
+    /// queue-get of RX queue `id` of the master.
+    fn master_queue(&mut self, master_ifindex: u32, id: u32) -> Result<Queue, DpError>;
+    /// Lease the master's RX queue `phys` into `target`; returns the new queue's id on the pod
+    /// device. Issued from inside the pod netns with `lease.netns-id` = the node netns as the
+    /// pod netns knows it.
+    fn lease_queue(&mut self, target: &LeaseTarget, phys: u32) -> Result<u32, DpError>;
+    /// Whether the kernel offers queue-create.
+    fn lease_available(&mut self) -> Result<bool, DpError>;
+    /// The nsid the node netns gives to `netns` (how queue leases name it), if any.
+    fn nsid_of(&mut self, netns: &std::path::Path) -> Result<Option<i32>, DpError>;
+    /// A link in another netns, by its nsid as the node knows it (`None`: the node's own netns)
+    /// and its ifindex there. `None` when it does not exist.
+    fn remote_link(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Option<ObservedLink>, DpError>;
+    /// Delete such a link. Already gone is success.
+    fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError>;
 }

@@ -1,12 +1,17 @@
 //! The CNI verbs. `cmd_add`, `cmd_del`, `cmd_check`, `cmd_gc` and `cmd_status` come first; the
 //! pod-side and host-side planning they share follows; the process entry point ([`run`]) last.
 //!
-//! No state files: the host device's name is derived from (container id, ifname) and its alias
-//! carries a [`Marker`] (network, container id, ifname), so DEL and GC find everything they need
-//! in the kernel.
+//! No state files for the devices: a pair's host device name is derived from (container id,
+//! ifname) and its alias carries a [`Marker`] (network, container id, ifname); a single device
+//! (lease-only, no host side) carries the marker itself. DEL and GC find everything in the
+//! kernel — a single device inside a pod netns through the master NIC's leases. The one file
+//! per leasing attachment is its device-info file ([`devinfo`]), written for consumers such as
+//! Multus and read back by CHECK to know which leases to expect.
 
 pub mod dataplane;
+pub mod devinfo;
 pub mod ipam_delegate;
+pub mod lease;
 pub mod netlink_dp;
 #[cfg(test)]
 mod tests;
@@ -17,14 +22,18 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Instant;
 
+use nix::errno::Errno;
 use serde_json::Value;
 
 use crate::cni::{self, CniEnv, CniError, CniResult, CniVersion, Command, Interface, IpCidr, Route};
-use crate::config::{NetConf, Pairing};
+use crate::config::{LeaseConfig, NetConf, Pairing};
 use crate::link::{LinkError, Marker};
 use crate::logging::Logger;
+use crate::netdev::QueueType;
+use crate::rtnl::Deletion;
 use dataplane::*;
 pub use ipam_delegate::{ExecIpam, IpamDelegate};
+use lease::{LeasePlan, Leased};
 
 /// Plugin-specific error codes (the spec reserves ≥ 100 for plugins).
 pub mod errcodes {
@@ -37,6 +46,17 @@ pub mod errcodes {
     pub const ALREADY_EXISTS: u32 = 103;
     /// CHECK found the attachment different from `prevResult`.
     pub const CHECK_FAILED: u32 = 104;
+    /// The kernel cannot lease NIC queues (no netdev queue-create: Linux < 7.1).
+    pub const LEASE_UNSUPPORTED: u32 = 105;
+    /// The lease pool has fewer free queues than the pod needs; retrying later may succeed.
+    pub const LEASE_POOL_EXHAUSTED: u32 = 106;
+    /// A queue named explicitly (queueIds) is busy: leased, bound to AF_XDP or a memory provider.
+    pub const LEASE_QUEUE_BUSY: u32 = 107;
+    /// The kernel refused a lease; the message carries its extack (e.g. a virtual master, one
+    /// without queue management).
+    pub const LEASE_FAILED: u32 = 108;
+    /// The device-info file could not be written, read or removed.
+    pub const DEVICE_INFO_FAILED: u32 = 109;
 }
 
 /// One parsed invocation.
@@ -65,45 +85,77 @@ impl Request {
 // ---------------------------------------------------------------------------------------------
 // ADD
 
-/// ADD: IPAM first, then the pair (peer created directly in the pod netns), then the pod side,
-/// then the host side. Any failure after IPAM rolls back everything this invocation did, IPAM
-/// included; nothing that existed before is touched.
+/// ADD: the lease plan is checked first (master, kernel, pool, cap, NIC range), then IPAM, then
+/// the device (a pair with its peer created directly in the pod netns, or a single device in
+/// the pod netns), the leases onto the pod-side device, the pod side, the host side and the
+/// device-info file. Any failure after IPAM rolls back everything this invocation did — the
+/// device (its leases end with it), the file and IPAM; nothing that existed before is touched.
 pub fn cmd_add(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<CniResult, CniError> {
-    if req.conf.pairing == Pairing::Single {
-        return Err(CniError::invalid_config(
-            "pairing \"single\" creates a lease-only device and needs a `lease` block, which this version does not accept yet",
-            "field pairing, value \"single\"",
-        ));
-    }
     let marker = req.marker()?;
-    let ipam = ipam.ok_or_else(|| CniError::invalid_config("pairing \"pair\" needs an `ipam` block", "field ipam"))?;
+    let single = req.conf.pairing == Pairing::Single;
+    if !single && ipam.is_none() {
+        return Err(CniError::invalid_config("pairing \"pair\" needs an `ipam` block", "field ipam"));
+    }
     dp.validate_netns(req.netns()).map_err(|e| dp_error(e, req))?;
+
+    // Before IPAM and before any device: a request the pool, the cap or the NIC can never serve,
+    // or an exhausted pool, costs nothing to refuse here.
+    let plan = match &req.conf.lease {
+        Some(l) => Some(lease::prepare(dp, l, &req.env.args, req.conf.runtime_config.as_ref())?),
+        None => None,
+    };
 
     // Refuse a second ADD of the same attachment before IPAM: a rollback after IPAM would release
     // every address of this container id + ifname, including those of the live attachment.
-    let existing = dp.observe(&marker, None, req.ifname()).map_err(kernel_error)?;
-    if existing.host.is_some() {
-        return Err(CniError::plugin_specific(
-            errcodes::ALREADY_EXISTS,
-            format!("attachment {marker} already exists (host device {})", marker.host_ifname()),
-            "CNI_CONTAINERID and CNI_IFNAME name a live attachment; DEL it first",
-        ));
+    if single {
+        let existing = dp.observe(&marker, Some(req.netns()), req.ifname()).map_err(|e| dp_error(e, req))?;
+        if let Some(pod) = existing.pod {
+            let whose = if pod.marker.as_ref() == Some(&marker) { "this attachment's device".to_string() } else { "a device this attachment does not own".to_string() };
+            return Err(CniError::plugin_specific(
+                errcodes::ALREADY_EXISTS,
+                format!("interface {} already exists in the pod netns {} ({whose})", req.ifname(), req.netns().display()),
+                format!("attachment {marker}; DEL it first"),
+            ));
+        }
+    } else {
+        let existing = dp.observe(&marker, None, req.ifname()).map_err(kernel_error)?;
+        if existing.host.is_some() {
+            return Err(CniError::plugin_specific(
+                errcodes::ALREADY_EXISTS,
+                format!("attachment {marker} already exists (host device {})", marker.host_ifname()),
+                "CNI_CONTAINERID and CNI_IFNAME name a live attachment; DEL it first",
+            ));
+        }
     }
 
-    let ipam_result = ipam.add()?;
-    log.debug(format_args!("ipam gave {} address(es)", ipam_result.ips.len()));
+    let ipam_result = match ipam {
+        Some(ipam) => {
+            let r = ipam.add()?;
+            log.debug(format_args!("ipam gave {} address(es)", r.ips.len()));
+            Some(r)
+        }
+        None => None,
+    };
     let mut done = Rollback::default();
-    match add_after_ipam(req, &marker, dp, &ipam_result, &mut done) {
+    match add_after_ipam(req, &marker, dp, ipam_result.as_ref(), plan.as_ref(), &mut done, log) {
         Ok(result) => Ok(result),
         Err(err) => {
             log.warn(format_args!("ADD {marker} failed, rolling back: {}", err.msg));
             if done.device {
-                if let Err(e) = dp.delete(&marker) {
-                    log.error(format_args!("rollback: cannot delete {}: {e}", marker.host_ifname()));
+                let deleted = if single { dp.delete_single(req.netns(), &marker) } else { dp.delete(&marker) };
+                if let Err(e) = deleted {
+                    log.error(format_args!("rollback: cannot delete the device of {marker}: {e}"));
                 }
             }
-            if let Err(e) = ipam.del(marker.container_id(), marker.ifname()) {
-                log.error(format_args!("rollback: IPAM DEL failed: {}", e.msg));
+            if let (true, Some(l)) = (done.device_info, &req.conf.lease) {
+                if let Err(e) = devinfo::remove(&l.device_info_dir, &marker) {
+                    log.error(format_args!("rollback: {e}"));
+                }
+            }
+            if let Some(ipam) = ipam {
+                if let Err(e) = ipam.del(marker.container_id(), marker.ifname()) {
+                    log.error(format_args!("rollback: IPAM DEL failed: {}", e.msg));
+                }
             }
             Err(err)
         }
@@ -113,44 +165,111 @@ pub fn cmd_add(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
 #[derive(Default)]
 struct Rollback {
     device: bool,
+    device_info: bool,
 }
 
-fn add_after_ipam(req: &Request, marker: &Marker, dp: &mut dyn Dataplane, ipam: &CniResult, done: &mut Rollback) -> Result<CniResult, CniError> {
+fn add_after_ipam(
+    req: &Request,
+    marker: &Marker,
+    dp: &mut dyn Dataplane,
+    ipam: Option<&CniResult>,
+    plan: Option<&LeasePlan>,
+    done: &mut Rollback,
+    log: &Logger,
+) -> Result<CniResult, CniError> {
     let conf = &req.conf;
-    let spec = PairSpec {
-        marker: marker.clone(),
-        netns: req.netns().to_path_buf(),
-        mode: conf.mode,
-        policy: conf.policy,
-        peer_policy: conf.peer_policy,
-        scrub: conf.scrub,
-        peer_scrub: conf.peer_scrub,
-        headroom: conf.headroom,
-        tailroom: conf.tailroom,
-        mtu: conf.mtu,
+    let single = conf.pairing == Pairing::Single;
+    // Queue 0 is the device's own; each lease adds one.
+    let rx_queues = plan.map(|p| 1 + p.count());
+    let created = if single {
+        let spec = SingleSpec {
+            marker: marker.clone(),
+            netns: req.netns().to_path_buf(),
+            mode: conf.mode,
+            headroom: conf.headroom,
+            tailroom: conf.tailroom,
+            mtu: conf.mtu,
+            rx_queues: rx_queues.unwrap_or(1),
+        };
+        dp.create_single(&spec).map_err(|e| dp_error(e, req))?
+    } else {
+        let spec = PairSpec {
+            marker: marker.clone(),
+            netns: req.netns().to_path_buf(),
+            mode: conf.mode,
+            policy: conf.policy,
+            peer_policy: conf.peer_policy,
+            scrub: conf.scrub,
+            peer_scrub: conf.peer_scrub,
+            headroom: conf.headroom,
+            tailroom: conf.tailroom,
+            mtu: conf.mtu,
+            peer_rx_queues: rx_queues,
+        };
+        dp.create_pair(&spec).map_err(|e| dp_error(e, req))?
     };
-    let created = dp.create_pair(&spec).map_err(|e| dp_error(e, req))?;
     done.device = true;
 
-    let (pod_plan, reported_routes) = pod_plan(req.ifname(), ipam)?;
-    dp.configure_pod(req.netns(), &pod_plan).map_err(|e| dp_error(e, req))?;
-    let host_plan = host_plan(created.host_ifindex, ipam, &pod_plan);
-    dp.configure_host(&host_plan).map_err(|e| dp_error(e, req))?;
+    // Leases go onto the pod-side device: the peer of a pair (the kernel refuses the primary)
+    // or the single device.
+    let leased = match (plan, &conf.lease) {
+        (Some(plan), Some(lconf)) => {
+            let target = LeaseTarget { netns: req.netns().to_path_buf(), ifindex: created.pod_ifindex, master_ifindex: plan.master.ifindex };
+            lease::lease_queues(dp, lconf, &target, plan, log)?
+        }
+        _ => vec![],
+    };
 
+    let empty = CniResult::default();
+    let ipam_r = ipam.unwrap_or(&empty);
+    let (pod_plan, reported_routes) = if single {
+        // No host side, so no gateway to route through: just the addresses, with their subnet
+        // routes, on the device the leased queues deliver to.
+        let plan = PodPlan { ifname: req.ifname().to_string(), addrs: ipam_r.ips.iter().map(|ip| ip.address).collect(), routes: vec![], prefix_routes: true };
+        (plan, vec![])
+    } else {
+        pod_plan(req.ifname(), ipam_r)?
+    };
+    dp.configure_pod(req.netns(), &pod_plan).map_err(|e| dp_error(e, req))?;
+    if !single {
+        let host_plan = host_plan(created.host_ifindex, ipam_r, &pod_plan);
+        dp.configure_host(&host_plan).map_err(|e| dp_error(e, req))?;
+    }
+
+    if let (Some(plan), Some(lconf)) = (plan, &conf.lease) {
+        let info = device_info(req, marker, &created, plan, &leased);
+        done.device_info = true;
+        let path = devinfo::write(&lconf.device_info_dir, marker, &info).map_err(devinfo_error)?;
+        log.info(format_args!(
+            "ADD {marker}: leased {} (ifindex {}) queues [{}] into {} (ifindex {}) in {}; device info {}",
+            plan.master.name,
+            plan.master.ifindex,
+            leased.iter().map(|l| format!("{}->{}", l.physical, l.virtual_id)).collect::<Vec<_>>().join(", "),
+            req.ifname(),
+            created.pod_ifindex,
+            req.netns().display(),
+            path.display()
+        ));
+    }
+
+    let pod_itf = Interface {
+        name: req.ifname().to_string(),
+        mac: created.pod_mac.clone(),
+        mtu: conf.mtu,
+        sandbox: Some(req.netns().display().to_string()),
+        ..Default::default()
+    };
+    let mut interfaces = Vec::new();
+    if !single {
+        interfaces.push(Interface { name: created.host_ifname.clone(), mac: created.host_mac.clone(), ..Default::default() });
+    }
+    interfaces.push(pod_itf);
+    let pod_idx = interfaces.len() - 1;
     let ours = CniResult {
-        interfaces: vec![
-            Interface { name: created.host_ifname.clone(), mac: created.host_mac.clone(), ..Default::default() },
-            Interface {
-                name: req.ifname().to_string(),
-                mac: created.pod_mac.clone(),
-                mtu: conf.mtu,
-                sandbox: Some(req.netns().display().to_string()),
-                ..Default::default()
-            },
-        ],
-        ips: ipam.ips.iter().map(|ip| cni::IpConfig { interface: Some(1), ..ip.clone() }).collect(),
+        interfaces,
+        ips: ipam_r.ips.iter().map(|ip| cni::IpConfig { interface: Some(pod_idx), ..ip.clone() }).collect(),
         routes: reported_routes,
-        dns: ipam.dns.clone(),
+        dns: ipam_r.dns.clone(),
     };
     Ok(match &conf.prev_result {
         // Chained after another plugin: extend its result, pointing our IPs at our interface's
@@ -158,7 +277,7 @@ fn add_after_ipam(req: &Request, marker: &Marker, dp: &mut dyn Dataplane, ipam: 
         Some(prev) => {
             let mut merged = prev.clone();
             let positions = merged.merge(CniResult { ips: vec![], ..ours.clone() });
-            let pod_pos = positions[1];
+            let pod_pos = positions[pod_idx];
             merged.ips.extend(ours.ips.iter().map(|ip| cni::IpConfig { interface: Some(pod_pos), ..ip.clone() }));
             merged
         }
@@ -166,23 +285,48 @@ fn add_after_ipam(req: &Request, marker: &Marker, dp: &mut dyn Dataplane, ipam: 
     })
 }
 
+fn device_info(req: &Request, marker: &Marker, created: &Created, plan: &LeasePlan, leased: &[Leased]) -> devinfo::DeviceInfo {
+    devinfo::DeviceInfo::new(devinfo::LeaseInfo {
+        network: marker.network().to_string(),
+        container_id: marker.container_id().to_string(),
+        interface: marker.ifname().to_string(),
+        pairing: if req.conf.pairing == Pairing::Single { "single" } else { "pair" }.into(),
+        ifindex: created.pod_ifindex,
+        sandbox: req.netns().display().to_string(),
+        master: devinfo::MasterInfo { name: plan.master.name.clone(), ifindex: plan.master.ifindex },
+        queues: leased.iter().map(|l| devinfo::QueueMap { physical: l.physical, virtual_id: l.virtual_id }).collect(),
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // DEL
 
-/// DEL is idempotent and best effort, as the spec asks: a missing netns, a missing device or a
-/// repeated DEL all succeed. The device goes first so the pod's traffic stops before its
-/// address can be handed to another pod; IPAM DEL is itself idempotent, so a retry after a
-/// failure between the two steps is harmless. The pod netns is never needed: the host device's
-/// name is derived, and deleting it removes the peer and the host routes with it.
+/// DEL is idempotent and best effort, as the spec asks: a missing netns, a missing device, a
+/// missing master NIC or a repeated DEL all succeed. The device goes first so the pod's traffic
+/// stops (and its leases end) before its address can be handed to another pod; IPAM DEL is
+/// itself idempotent, so a retry after a failure between the steps is harmless.
+///
+/// A pair needs no netns: the host device's name is derived, and deleting it removes the peer,
+/// the host routes and the peer's leases with it. A single device lives only in the pod netns;
+/// when the runtime sends no CNI_NETNS it is found through the master's leases instead.
 pub fn cmd_del(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<(), CniError> {
     let marker = req.marker()?;
-    match dp.delete(&marker) {
+    let deleted = match (req.conf.pairing, req.env.netns.as_deref(), &req.conf.lease) {
+        (Pairing::Pair, _, _) => dp.delete(&marker),
+        (Pairing::Single, Some(netns), _) => dp.delete_single(netns, &marker),
+        (Pairing::Single, None, Some(l)) => delete_single_via_master(dp, l, &marker, log),
+        (Pairing::Single, None, None) => Ok(Deletion::AlreadyGone),
+    };
+    match deleted {
         Ok(d) => log.debug(format_args!("DEL {marker}: device {d:?}")),
-        // A device with our derived name but another owner's marker is not ours to delete.
+        // A device with our name but another owner's marker is not ours to delete.
         Err(DpError::Link { source: LinkError::MarkerMismatch { name, alias, .. }, .. }) => {
             log.warn(format_args!("DEL {marker}: {name} belongs to {alias:?}, left alone"))
         }
         Err(e) => return Err(kernel_error(e)),
+    }
+    if let Some(l) = &req.conf.lease {
+        devinfo::remove(&l.device_info_dir, &marker).map_err(devinfo_error)?;
     }
     if let Some(ipam) = ipam {
         ipam.del(marker.container_id(), marker.ifname())?;
@@ -190,11 +334,58 @@ pub fn cmd_del(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
     Ok(())
 }
 
+/// Single devices of `marker` found through the master's leases (see [`leasing_devices`]) and
+/// deleted from the node netns by nsid. No master means no lessees: removing a NIC deletes
+/// every device leasing from it.
+fn delete_single_via_master(dp: &mut dyn Dataplane, conf: &LeaseConfig, marker: &Marker, log: &Logger) -> Result<Deletion, DpError> {
+    let mut out = Deletion::AlreadyGone;
+    for dev in leasing_devices(dp, conf, log)? {
+        if dev.marker == *marker {
+            out = dp.delete_remote(dev.netnsid, dev.ifindex)?;
+        }
+    }
+    Ok(out)
+}
+
+/// A marked device holding leases on the master, as the node netns addresses it.
+struct LeasingDevice {
+    netnsid: Option<i32>,
+    ifindex: u32,
+    marker: Marker,
+}
+
+/// Every device of ours that leases a queue of the master, found from the node netns alone:
+/// each physical queue's lease names the lessee's netns (by nsid, as the master's netns knows
+/// it) and ifindex, and the lessee's alias says whose it is. Unmarked lessees (pair peers, other
+/// users' devices) are skipped; pairs are found through their host side instead.
+fn leasing_devices(dp: &mut dyn Dataplane, conf: &LeaseConfig, log: &Logger) -> Result<Vec<LeasingDevice>, DpError> {
+    let Some(master) = dp.master(&conf.master)? else {
+        log.debug(format_args!("lease master {} is gone, and its lessees with it", conf.master));
+        return Ok(vec![]);
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for q in dp.master_queues(master.ifindex)? {
+        let Some(l) = q.lease.filter(|_| q.queue_type == QueueType::Rx) else { continue };
+        // -1: the kernel could not name the lessee's netns; nothing can address it.
+        if l.netns_id.is_some_and(|n| n < 0) || !seen.insert((l.netns_id, l.ifindex)) {
+            continue;
+        }
+        if let Some(link) = dp.remote_link(l.netns_id, l.ifindex)? {
+            if let Some(marker) = link.marker.filter(|_| link.is_netkit) {
+                out.push(LeasingDevice { netnsid: l.netns_id, ifindex: l.ifindex, marker });
+            }
+        }
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 // CHECK
 
-/// CHECK: the attachment must still look like `prevResult` says — both devices exist and are
-/// netkit in the configured mode, every address and route is in place — and IPAM agrees.
+/// CHECK: the attachment must still look like `prevResult` says — the device(s) exist and are
+/// netkit in the configured mode, every address and route is in place — every lease recorded
+/// in the device-info file still holds on the master, and IPAM agrees.
 pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>) -> Result<(), CniError> {
     let marker = req.marker()?;
     let prev = req
@@ -203,20 +394,26 @@ pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDe
         .as_ref()
         .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult", "field prevResult is missing"))?;
     let ifname = req.ifname();
+    let single = req.conf.pairing == Pairing::Single;
     let obs = dp.observe(&marker, Some(req.netns()), ifname).map_err(|e| dp_error(e, req))?;
     let fail = |what: String| CniError::plugin_specific(errcodes::CHECK_FAILED, what, format!("attachment {marker}"));
 
     let host_name = marker.host_ifname();
-    let host = obs.host.as_ref().ok_or_else(|| fail(format!("host device {host_name} is missing")))?;
-    if !host.is_netkit {
-        return Err(fail(format!("host device {host_name} is not a netkit device")));
-    }
-    if host.marker.as_ref() != Some(&marker) {
-        return Err(fail(format!("host device {host_name} is not marked as {marker}")));
+    if !single {
+        let host = obs.host.as_ref().ok_or_else(|| fail(format!("host device {host_name} is missing")))?;
+        if !host.is_netkit {
+            return Err(fail(format!("host device {host_name} is not a netkit device")));
+        }
+        if host.marker.as_ref() != Some(&marker) {
+            return Err(fail(format!("host device {host_name} is not marked as {marker}")));
+        }
     }
     let pod = obs.pod.as_ref().ok_or_else(|| fail(format!("pod interface {ifname} is missing")))?;
     if !pod.is_netkit {
         return Err(fail(format!("pod interface {ifname} is not a netkit device")));
+    }
+    if single && pod.marker.as_ref() != Some(&marker) {
+        return Err(fail(format!("pod interface {ifname} is not marked as {marker}")));
     }
     if pod.mode != Some(req.conf.mode) {
         return Err(fail(format!("pod interface {ifname} is in mode {:?}, config says {:?}", pod.mode, req.conf.mode)));
@@ -230,12 +427,16 @@ pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDe
         if !obs.pod_addrs.contains(&ip.address) {
             return Err(fail(format!("address {} is missing on {ifname}", cidr_str(&ip.address))));
         }
+        if single {
+            continue;
+        }
         let host_route = IpCidr::new(ip.address.addr(), if ip.address.is_ipv4() { 32 } else { 128 }).unwrap();
         if !obs.host_routes.contains(&host_route) {
             return Err(fail(format!("host route to {} via {host_name} is missing", ip.address.addr())));
         }
     }
-    for r in &prev.routes {
+    // A single device installs no routes, so any in prevResult belong to other plugins.
+    for r in prev.routes.iter().filter(|_| !single) {
         let dst = network(&r.dst);
         let found = obs.pod_routes.iter().any(|o| o.dst == dst && (r.gw.is_none() || o.gw == r.gw));
         if !found {
@@ -243,8 +444,54 @@ pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDe
             return Err(fail(format!("route {}{via} is missing in the pod", cidr_str(&r.dst))));
         }
     }
+    if let Some(l) = &req.conf.lease {
+        check_leases(req, dp, l, &marker, pod.ifindex).map_err(fail)?;
+    }
     if let Some(ipam) = ipam {
         ipam.check()?;
+    }
+    Ok(())
+}
+
+/// Every lease the device-info file records must still be on the master, pointing at this
+/// pod's device in this pod's netns. Read with queue-get on each physical queue.
+fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marker: &Marker, pod_ifindex: u32) -> Result<(), String> {
+    let path = devinfo::path_for(&conf.device_info_dir, marker);
+    let info = devinfo::read(&conf.device_info_dir, marker)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("device-info file {} is missing, so the leases cannot be checked", path.display()))?
+        .lease;
+    let master = dp
+        .master(&conf.master)
+        .map_err(|e| format!("cannot look up lease master {}: {e}", conf.master))?
+        .ok_or_else(|| format!("lease master {} is gone", conf.master))?;
+    let pod_nsid = dp.nsid_of(req.netns()).map_err(|e| e.to_string())?;
+    for q in &info.queues {
+        let got = match dp.master_queue(master.ifindex, q.physical) {
+            Ok(got) => got,
+            Err(e) if e.netdev_errno() == Some(Errno::ENOENT) => {
+                return Err(format!("queue {} of {}: cannot read it while {} is down ({e})", q.physical, master.name, master.name))
+            }
+            Err(e) if e.netdev_errno() == Some(Errno::EINVAL) => {
+                return Err(format!("queue {} of {} no longer exists ({e})", q.physical, master.name))
+            }
+            Err(e) => return Err(format!("queue {} of {}: {e}", q.physical, master.name)),
+        };
+        let Some(l) = got.lease else {
+            return Err(format!("lease of queue {} of {} is gone", q.physical, master.name));
+        };
+        if l.ifindex != pod_ifindex || l.netns_id != pod_nsid || l.queue.id != q.virtual_id {
+            return Err(format!(
+                "queue {} of {} is leased to ifindex {} queue {} in netns id {:?}, not to {} (ifindex {pod_ifindex}) queue {} in netns id {pod_nsid:?}",
+                q.physical,
+                master.name,
+                l.ifindex,
+                l.queue.id,
+                l.netns_id,
+                marker.ifname(),
+                q.virtual_id
+            ));
+        }
     }
     Ok(())
 }
@@ -253,28 +500,58 @@ pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDe
 // GC
 
 /// GC: every attachment of this network that the runtime no longer lists is deleted and its
-/// addresses released; then GC is forwarded to IPAM. Failures on one orphan do not stop the
-/// others; they are all reported at the end.
+/// addresses released — pairs found by their host side, single devices through the master's
+/// leases — and stale device-info files are removed; then GC is forwarded to IPAM. Failures on
+/// one orphan do not stop the others; they are all reported at the end.
 pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<(), CniError> {
     let valid = req.conf.valid_attachments.as_ref().ok_or_else(|| {
         // Treating a missing list as empty would delete every pod on the node.
         CniError::invalid_config("GC needs cni.dev/valid-attachments", "field cni.dev/valid-attachments is missing")
     })?;
     let valid: BTreeSet<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
+    let orphan = |m: &Marker| m.network() == req.conf.name && !valid.contains(&(m.container_id(), m.ifname()));
     let mut failures = Vec::new();
-    for m in dp.list_ours().map_err(kernel_error)? {
-        if m.network() != req.conf.name || valid.contains(&(m.container_id(), m.ifname())) {
-            continue;
-        }
+    let mut removed: Vec<Marker> = Vec::new();
+    for m in dp.list_ours().map_err(kernel_error)?.into_iter().filter(|m| orphan(m)) {
         log.info(format_args!("GC: removing orphan {m}"));
-        if let Err(e) = dp.delete(&m) {
-            failures.push(format!("{m}: {e}"));
-            continue;
+        match dp.delete(&m) {
+            Ok(_) => removed.push(m),
+            Err(e) => failures.push(format!("{m}: {e}")),
         }
-        if let Some(ipam) = ipam {
+    }
+    if let Some(l) = &req.conf.lease {
+        match leasing_devices(dp, l, log) {
+            Ok(devs) => {
+                for d in devs.into_iter().filter(|d| orphan(&d.marker)) {
+                    log.info(format_args!("GC: removing orphan single device {} (ifindex {} in netns id {:?})", d.marker, d.ifindex, d.netnsid));
+                    match dp.delete_remote(d.netnsid, d.ifindex) {
+                        Ok(_) => removed.push(d.marker),
+                        Err(e) => failures.push(format!("{}: {e}", d.marker)),
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("devices leasing from {}: {e}", l.master)),
+        }
+    }
+    if let Some(ipam) = ipam {
+        for m in &removed {
             if let Err(e) = ipam.del(m.container_id(), m.ifname()) {
                 failures.push(format!("{m}: IPAM DEL: {}", e.msg));
             }
+        }
+    }
+    if let Some(l) = &req.conf.lease {
+        // Files outlive devices that died with their netns without a DEL.
+        match devinfo::list(&l.device_info_dir, &req.conf.name) {
+            Ok(files) => {
+                for m in files.into_iter().filter(|m| orphan(m)) {
+                    log.info(format_args!("GC: removing the device-info file of {m}"));
+                    if let Err(e) = devinfo::remove(&l.device_info_dir, &m) {
+                        failures.push(e.to_string());
+                    }
+                }
+            }
+            Err(e) => failures.push(e.to_string()),
         }
     }
     if let Some(ipam) = ipam {
@@ -291,17 +568,51 @@ pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDeleg
 // ---------------------------------------------------------------------------------------------
 // STATUS
 
-/// STATUS: 50 when the kernel has no netkit (nothing could ever be added), else IPAM's answer.
-pub fn cmd_status(dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<(), CniError> {
+/// STATUS: 50 when nothing could be added — the kernel has no netkit, or (with a lease block)
+/// cannot lease queues, the master is missing, or its pool has no free queue left — else IPAM's
+/// answer.
+pub fn cmd_status(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<(), CniError> {
     if !dp.netkit_available().map_err(kernel_error)? {
         return Err(CniError::plugin_not_available(
             "this kernel has no netkit devices (needs Linux >= 6.7 with CONFIG_NETKIT)",
             "probe: RTM_NEWLINK kind netkit answered \"Unknown device type\"",
         ));
     }
+    if let Some(l) = &req.conf.lease {
+        lease_status(dp, l, log)?;
+    }
     if let Some(ipam) = ipam {
         let d = ipam.status()?;
         log.debug(format_args!("STATUS forwarded to IPAM: {d}"));
+    }
+    Ok(())
+}
+
+fn lease_status(dp: &mut dyn Dataplane, conf: &LeaseConfig, log: &Logger) -> Result<(), CniError> {
+    let unavailable = |msg: String, details: String| CniError::plugin_not_available(msg, details);
+    match dp.lease_available() {
+        Ok(true) => {}
+        Ok(false) => return Err(unavailable("this kernel cannot lease NIC queues (needs Linux >= 7.1 with netdev queue-create)".into(), "the netdev generic netlink family has no queue-create operation".into())),
+        Err(e) if e.is_lease_unsupported() => return Err(unavailable("this kernel cannot lease NIC queues (needs Linux >= 7.1 with netdev queue-create)".into(), e.to_string())),
+        Err(e) => return Err(kernel_error(e)),
+    }
+    let master = match dp.master(&conf.master).map_err(kernel_error)? {
+        Some(m) => m,
+        None => return Err(unavailable(format!("lease master {} does not exist in the node's network namespace", conf.master), "field lease.master".into())),
+    };
+    let view = lease::nic_view(dp, &master)?;
+    if !view.known {
+        log.info(format_args!("STATUS: {} is down, its queue occupancy is unknown", master.name));
+        return Ok(());
+    }
+    let pool: Vec<u32> = (0..view.rx_queues).filter(|q| conf.allows(*q)).collect();
+    let free = pool.iter().filter(|q| !view.busy.iter().any(|(b, _)| b == *q)).count();
+    log.debug(format_args!("STATUS: {free} of {} pool queues free on {}", pool.len(), master.name));
+    if free == 0 {
+        return Err(unavailable(
+            format!("no free RX queue left in the lease pool of {} ({})", master.name, conf.pool_description()),
+            format!("{} pool queue(s), all busy", pool.len()),
+        ));
     }
     Ok(())
 }
@@ -439,6 +750,10 @@ fn dp_error(e: DpError, req: &Request) -> CniError {
     }
 }
 
+fn devinfo_error(e: devinfo::DevInfoError) -> CniError {
+    CniError::plugin_specific(errcodes::DEVICE_INFO_FAILED, e.to_string(), "")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Entry point
 
@@ -482,10 +797,13 @@ pub fn run(vars: &[(OsString, OsString)], stdin: &[u8]) -> Response {
 }
 
 fn dispatch(req: &Request, vars: &[(String, String)], log: &Logger) -> Result<Option<Value>, CniError> {
-    let ipam = match &req.conf.ipam {
-        Some(_) => Some(ExecIpam::new(&req.conf, &req.env.path, vars)),
-        None => None,
-    };
+    // The lease keys in CNI_ARGS are addressed to us: Go IPAM plugins such as host-local refuse
+    // unknown keys unless the runtime also sent IgnoreUnknown=1, so they are not passed on.
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| if k == cni::env::CNI_ARGS { (k.clone(), lease::strip_own_args(v)) } else { (k.clone(), v.clone()) })
+        .collect();
+    let ipam = req.conf.ipam.as_ref().map(|_| ExecIpam::new(&req.conf, &req.env.path, &vars));
     let ipam = ipam.as_ref().map(|i| i as &dyn IpamDelegate);
     let mut dp = netlink_dp::NetlinkDataplane::new().map_err(kernel_error)?;
     match req.env.command {
@@ -493,7 +811,7 @@ fn dispatch(req: &Request, vars: &[(String, String)], log: &Logger) -> Result<Op
         Command::Del => cmd_del(req, &mut dp, ipam, log).map(|_| None),
         Command::Check => cmd_check(req, &mut dp, ipam).map(|_| None),
         Command::Gc => cmd_gc(req, &mut dp, ipam, log).map(|_| None),
-        Command::Status => cmd_status(&mut dp, ipam, log).map(|_| None),
+        Command::Status => cmd_status(req, &mut dp, ipam, log).map(|_| None),
         Command::Version => unreachable!("VERSION is answered before the environment is parsed"),
     }
 }

@@ -5,8 +5,10 @@
 //! ([`NetNs::run_rtnl`]), so the process's main thread never changes namespace. Nothing here
 //! dumps all links on ADD's path: everything is addressed by name or index.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 
 use netlink_packet_route::link::LinkAttribute;
 
@@ -14,8 +16,9 @@ use super::dataplane::*;
 use crate::addr::{self, AddressSpec, IpFamily, IpPrefix};
 use crate::cni::IpCidr;
 use crate::config::{Mode, Policy, Scrub};
-use crate::link::{self, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitPolicy, NetkitScrub};
-use crate::netns::NetNs;
+use crate::link::{self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitPolicy, NetkitScrub, NetkitSingle};
+use crate::netdev::{Lease, NetdevClient, NetdevCmd, NetdevError, Queue, QueueId, QueueType};
+use crate::netns::{NetNs, NetnsError};
 use crate::route::{self, RouteScope};
 use crate::rtnl::{Deletion, Rtnl};
 use crate::sysctl::{self, SysctlKey};
@@ -23,6 +26,11 @@ use crate::sysctl::{self, SysctlKey};
 pub struct NetlinkDataplane {
     rt: tokio::runtime::Runtime,
     rtnl: Rtnl,
+    /// netdev genl in the node netns (queue dumps of the master), opened on first use.
+    node_netdev: Option<NetdevClient>,
+    /// netdev genl sockets created inside pod netns (queue-create must be sent from there),
+    /// with the nsid each pod netns gives the node netns (`None`: same netns).
+    pod_netdev: HashMap<PathBuf, (NetdevClient, Option<i32>)>,
 }
 
 impl NetlinkDataplane {
@@ -37,7 +45,50 @@ impl NetlinkDataplane {
             tokio::spawn(conn);
             Ok::<_, DpError>(rtnl)
         })?;
-        Ok(NetlinkDataplane { rt, rtnl })
+        Ok(NetlinkDataplane { rt, rtnl, node_netdev: None, pod_netdev: HashMap::new() })
+    }
+
+    fn node_netdev(&mut self) -> Result<&mut NetdevClient, DpError> {
+        if self.node_netdev.is_none() {
+            let c = NetdevClient::open().map_err(|source| DpError::Netdev { step: "open netdev netlink in the node netns", source: Box::new(source) })?;
+            self.node_netdev = Some(c);
+        }
+        Ok(self.node_netdev.as_mut().expect("just opened"))
+    }
+
+    /// The netdev client inside `netns` and the nsid that netns gives the node's, opened once
+    /// per ADD. Both are made on a thread inside the pod netns; a netlink socket keeps the netns
+    /// it was created in, so the client then works from this thread.
+    fn pod_netdev(&mut self, netns: &Path) -> Result<&mut (NetdevClient, Option<i32>), DpError> {
+        if !self.pod_netdev.contains_key(netns) {
+            let ns = open_netns(netns)?;
+            let node = NetNs::current().map_err(|source| DpError::Netns { path: "/proc/thread-self/ns/net".into(), source })?;
+            let opened = ns
+                .run(|| {
+                    let nsid = if crate::nsid::is_current_netns(node.as_fd()).map_err(|source| DpError::Nsid { step: "compare netns", source: Box::new(source) })? {
+                        None
+                    } else {
+                        // Never assume an id: the pod netns may already know the node's
+                        // netns under any number, or not at all (then one is assigned).
+                        Some(crate::nsid::ensure_nsid(node.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the node netns as the pod sees it", source: Box::new(source) })?)
+                    };
+                    let client = NetdevClient::open().map_err(|source| DpError::Netdev { step: "open netdev netlink in the pod netns", source: Box::new(source) })?;
+                    Ok::<_, DpError>((client, nsid))
+                })
+                .map_err(|source| DpError::Netns { path: netns.to_path_buf(), source })??;
+            self.pod_netdev.insert(netns.to_path_buf(), opened);
+        }
+        Ok(self.pod_netdev.get_mut(netns).expect("just inserted"))
+    }
+}
+
+/// A netns that no longer exists for DEL's purposes: the path is gone, or only the empty mount
+/// point a runtime left behind after unmounting it.
+fn netns_gone(e: &NetnsError) -> bool {
+    match e {
+        NetnsError::Open { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        NetnsError::NotANamespace { .. } => true,
+        _ => false,
     }
 }
 
@@ -66,10 +117,12 @@ fn nk_scrub(s: Scrub) -> NetkitScrub {
     }
 }
 
-/// The device's MAC as CNI results spell it; L3 netkit devices have none.
+/// The device's MAC as CNI results spell it. An L3 netkit device reports all zeros, and that is
+/// what we report too rather than leaving `mac` out: podman parses the MAC of every sandbox
+/// interface in the result and refuses the container when it is missing ("invalid MAC address").
 fn mac_of(info: &LinkInfo) -> Option<String> {
     info.message.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(b) if b.len() == 6 && b.iter().any(|x| *x != 0) => {
+        LinkAttribute::Address(b) if b.len() == 6 => {
             Some(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"))
         }
         _ => None,
@@ -138,6 +191,9 @@ impl Dataplane for NetlinkDataplane {
         if let Some(m) = spec.mtu {
             pair = pair.mtu(m);
         }
+        if let Some(n) = spec.peer_rx_queues {
+            pair = pair.peer_num_rx_queues(n).map_err(|source| DpError::Link { step, source })?;
+        }
         let host = self
             .rt
             .block_on(link::create_marked_pair(&self.rtnl, &pair, &spec.marker))
@@ -167,7 +223,10 @@ impl Dataplane for NetlinkDataplane {
                 // No prefix route: the pod reaches its subnet through the gateway like everything
                 // else (in L2 mode an on-link subnet route would ARP for other pods, which nobody
                 // answers), and the routes below say so explicitly.
-                let mut spec = AddressSpec::new(pod.index, prefix(a)?).noprefixroute();
+                let mut spec = AddressSpec::new(pod.index, prefix(a)?);
+                if !plan.prefix_routes {
+                    spec = spec.noprefixroute();
+                }
                 if !a.is_ipv4() {
                     spec = spec.nodad();
                 }
@@ -297,4 +356,132 @@ impl Dataplane for NetlinkDataplane {
             }
         }
     }
+
+    fn create_single(&mut self, spec: &SingleSpec) -> Result<Created, DpError> {
+        let ns = open_netns(&spec.netns)?;
+        let step = "create netkit single device";
+        let mut single = NetkitSingle::new(spec.marker.ifname(), ns.as_fd())
+            .map_err(|source| DpError::Link { step, source })?
+            .mode(nk_mode(spec.mode))
+            .num_rx_queues(spec.rx_queues)
+            .map_err(|source| DpError::Link { step, source })?;
+        if let Some(h) = spec.headroom {
+            single = single.headroom(h);
+        }
+        if let Some(t) = spec.tailroom {
+            single = single.tailroom(t);
+        }
+        if let Some(m) = spec.mtu {
+            single = single.mtu(m);
+        }
+        let rtnl = &self.rtnl;
+        let info = self.rt.block_on(async {
+            let (target, conn) = ns.connect_rtnl().map_err(|source| DpError::Netns { path: spec.netns.clone(), source })?;
+            tokio::spawn(conn);
+            let info = link::create_single(rtnl, &single, &target).await.map_err(|source| DpError::Link { step, source })?;
+            // The marker is what lets DEL and GC recognise the device later; an unmarked one
+            // could never be cleaned up, so it does not survive a failure here.
+            if let Err(source) = link::set_marker(&target, info.index, &spec.marker).await {
+                let _ = link::delete_link(&target, info.index).await;
+                return Err(DpError::Link { step: "mark the single device", source });
+            }
+            Ok(info)
+        })?;
+        Ok(Created { host_ifindex: 0, host_ifname: String::new(), host_mac: None, pod_ifindex: info.index, pod_mac: mac_of(&info) })
+    }
+
+    fn delete_single(&mut self, netns: &Path, marker: &Marker) -> Result<Deletion, DpError> {
+        let ns = match NetNs::open(netns) {
+            Ok(ns) => ns,
+            // Deleting a netns destroys its netkit devices, and their leases end with them.
+            Err(e) if netns_gone(&e) => return Ok(Deletion::AlreadyGone),
+            Err(source) => return Err(DpError::Netns { path: netns.to_path_buf(), source }),
+        };
+        let marker = marker.clone();
+        ns.run_rtnl(|rtnl| async move {
+            let step = "delete the single device";
+            let dev = match link::get_link_by_name(&rtnl, marker.ifname()).await {
+                Ok(d) => d,
+                Err(e) if e.is_not_found() => return Ok(Deletion::AlreadyGone),
+                Err(source) => return Err(DpError::Link { step, source }),
+            };
+            if dev.marker().as_ref() != Some(&marker) {
+                return Err(DpError::Link {
+                    step,
+                    source: LinkError::MarkerMismatch { name: dev.name.clone(), alias: dev.alias.clone(), expected: marker.to_string() },
+                });
+            }
+            link::delete_link(&rtnl, dev.index).await.map_err(|source| DpError::Link { step, source })
+        })
+        .map_err(|source| DpError::Netns { path: netns.to_path_buf(), source })?
+    }
+
+    fn master(&mut self, name: &str) -> Result<Option<Master>, DpError> {
+        match self.rt.block_on(link::get_link_by_name(&self.rtnl, name)) {
+            Ok(l) => Ok(Some(Master { name: l.name.clone(), ifindex: l.index, num_rx_queues: l.num_rx_queues, is_up: l.is_up() })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(source) => Err(DpError::Link { step: "find the lease master", source }),
+        }
+    }
+
+    fn master_queues(&mut self, master_ifindex: u32) -> Result<Vec<Queue>, DpError> {
+        let client = self.node_netdev()?;
+        // Queues come and go while other pods lease; an interrupted dump is simply redone.
+        let mut last = None;
+        for _ in 0..3 {
+            match client.queue_dump(master_ifindex) {
+                Err(e @ NetdevError::DumpInterrupted { .. }) => last = Some(e),
+                other => return other.map_err(|source| DpError::Netdev { step: "dump the master's queues", source: Box::new(source) }),
+            }
+        }
+        Err(DpError::Netdev { step: "dump the master's queues", source: Box::new(last.expect("three interrupted dumps")) })
+    }
+
+    fn master_queue(&mut self, master_ifindex: u32, id: u32) -> Result<Queue, DpError> {
+        self.node_netdev()?
+            .queue_get(master_ifindex, id, QueueType::Rx)
+            .map_err(|source| DpError::Netdev { step: "read a master queue", source: Box::new(source) })
+    }
+
+    fn lease_queue(&mut self, target: &LeaseTarget, phys: u32) -> Result<u32, DpError> {
+        let (client, nsid) = self.pod_netdev(&target.netns)?;
+        let lease = Lease { ifindex: target.master_ifindex, queue: QueueId::rx(phys), netns_id: *nsid };
+        client
+            .queue_create(target.ifindex, QueueType::Rx, &lease)
+            .map_err(|source| DpError::Netdev { step: "lease a master queue", source: Box::new(source) })
+    }
+
+    fn lease_available(&mut self) -> Result<bool, DpError> {
+        match self.node_netdev() {
+            Ok(c) => Ok(c.family().supports(NetdevCmd::QueueCreate, false)),
+            Err(DpError::Netdev { source, .. }) if matches!(*source, NetdevError::FamilyNotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn nsid_of(&mut self, netns: &Path) -> Result<Option<i32>, DpError> {
+        let ns = open_netns(netns)?;
+        crate::nsid::get_nsid(ns.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the pod netns", source: Box::new(source) })
+    }
+
+    fn remote_link(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Option<ObservedLink>, DpError> {
+        let out = match netnsid {
+            Some(id) => self.rt.block_on(link::get_link_in(&self.rtnl, id, ifindex)),
+            None => self.rt.block_on(link::get_link_by_index(&self.rtnl, ifindex)),
+        };
+        match out {
+            Ok(l) => Ok(Some(observed(&l))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(source) => Err(DpError::Link { step: "find a leasing device", source }),
+        }
+    }
+
+    fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError> {
+        let out = match netnsid {
+            Some(id) => self.rt.block_on(link::delete_link_in(&self.rtnl, id, ifindex)),
+            None => self.rt.block_on(link::delete_link(&self.rtnl, ifindex)),
+        };
+        out.map_err(|source| DpError::Link { step: "delete a leasing device", source })
+    }
+
 }

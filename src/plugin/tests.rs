@@ -2,28 +2,85 @@
 //! with no kernel. The real kernel paths are covered by the VM tests (tests/vm_cni.rs).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::*;
 use crate::cni::{IpConfig, Route};
 use crate::logging::{LogLevel, Logger};
+use crate::netdev::{Lease, NetdevError, Queue, QueueId};
+use crate::netlink::ExtAck;
 use crate::rtnl::Deletion;
+
+/// The physical NIC of the fake node.
+struct FakeNic {
+    name: String,
+    ifindex: u32,
+    rx: u32,
+    up: bool,
+    /// physical queue → (lessee's netns id as the node sees it, lessee ifindex, its queue id)
+    leases: BTreeMap<u32, (Option<i32>, u32, u32)>,
+    xsk: Vec<u32>,
+}
+
+/// A pod-side netkit device: a pair's peer or a single device.
+#[derive(Clone)]
+struct FakePod {
+    netns: PathBuf,
+    ifindex: u32,
+    single: bool,
+    /// RX queues allocated (1 + leases it can take).
+    rx_cap: u32,
+    leased: u32,
+}
 
 #[derive(Default)]
 struct FakeKernel {
     calls: Vec<String>,
     /// Host devices by marker string.
     devices: HashMap<String, Marker>,
+    /// Pod-side devices by marker string.
+    pods: HashMap<String, FakePod>,
+    next_ifindex: u32,
     fail_on: Option<&'static str>,
     netkit: bool,
+    lease_ok: bool,
+    nic: Option<FakeNic>,
+    /// Queues a concurrent ADD takes just before ours asks for them: our queue-create on them
+    /// answers EBUSY.
+    race: Vec<u32>,
+    /// Error (errno, extack) every queue-create answers, e.g. a virtual master.
+    lease_refusal: Option<(Errno, &'static str)>,
+}
+
+/// Every pod netns has this nsid in the node netns.
+const POD_NSID: i32 = 7;
+
+fn kernel_err(op: &'static str, errno: Errno, msg: &str) -> NetdevError {
+    NetdevError::Kernel { op, errno, extack: ExtAck { msg: (!msg.is_empty()).then(|| msg.to_string()), ..Default::default() } }
+}
+
+fn netdev(step: &'static str, e: NetdevError) -> DpError {
+    DpError::Netdev { step, source: Box::new(e) }
 }
 
 impl FakeKernel {
     fn new() -> Self {
-        FakeKernel { netkit: true, ..Default::default() }
+        FakeKernel { netkit: true, lease_ok: true, next_ifindex: 2, ..Default::default() }
+    }
+    /// With an 8-queue NIC "nic0" (ifindex 50), up, nothing leased.
+    fn with_nic() -> Self {
+        let mut k = Self::new();
+        k.nic = Some(FakeNic { name: "nic0".into(), ifindex: 50, rx: 8, up: true, leases: BTreeMap::new(), xsk: vec![] });
+        k
+    }
+    fn nic(&mut self) -> &mut FakeNic {
+        self.nic.as_mut().unwrap()
+    }
+    fn leased_queues(&self) -> Vec<u32> {
+        self.nic.as_ref().map(|n| n.leases.keys().copied().collect()).unwrap_or_default()
     }
     fn step(&mut self, name: &'static str) -> Result<(), DpError> {
         self.calls.push(name.to_string());
@@ -32,6 +89,20 @@ impl FakeKernel {
         }
         Ok(())
     }
+    fn add_pod(&mut self, marker: &Marker, netns: &Path, single: bool, rx_cap: u32) -> u32 {
+        let ifindex = self.next_ifindex;
+        self.next_ifindex += 1;
+        self.pods.insert(marker.to_string(), FakePod { netns: netns.to_path_buf(), ifindex, single, rx_cap, leased: 0 });
+        ifindex
+    }
+    /// Deleting a device ends its leases.
+    fn remove_pod(&mut self, key: &str) -> bool {
+        let Some(pod) = self.pods.remove(key) else { return false };
+        if let Some(nic) = self.nic.as_mut() {
+            nic.leases.retain(|_, (_, ifindex, _)| *ifindex != pod.ifindex);
+        }
+        true
+    }
 }
 
 impl Dataplane for FakeKernel {
@@ -39,9 +110,11 @@ impl Dataplane for FakeKernel {
         Ok(())
     }
     fn create_pair(&mut self, spec: &PairSpec) -> Result<Created, DpError> {
+        self.calls.push(format!("create_pair rx={:?}", spec.peer_rx_queues));
         self.step("create_pair")?;
         self.devices.insert(spec.marker.to_string(), spec.marker.clone());
-        Ok(Created { host_ifindex: 10, host_ifname: spec.marker.host_ifname(), host_mac: None, pod_ifindex: 2, pod_mac: None })
+        let pod_ifindex = self.add_pod(&spec.marker, &spec.netns, false, spec.peer_rx_queues.unwrap_or(1));
+        Ok(Created { host_ifindex: 10, host_ifname: spec.marker.host_ifname(), host_mac: None, pod_ifindex, pod_mac: None })
     }
     fn configure_pod(&mut self, _netns: &Path, plan: &PodPlan) -> Result<(), DpError> {
         self.calls.push(format!("pod_routes={}", plan.routes.len()));
@@ -52,12 +125,19 @@ impl Dataplane for FakeKernel {
     }
     fn delete(&mut self, marker: &Marker) -> Result<Deletion, DpError> {
         self.step("delete")?;
+        self.remove_pod(&marker.to_string());
         Ok(if self.devices.remove(&marker.to_string()).is_some() { Deletion::Deleted } else { Deletion::AlreadyGone })
     }
-    fn observe(&mut self, marker: &Marker, _netns: Option<&Path>, _ifname: &str) -> Result<Observed, DpError> {
+    fn observe(&mut self, marker: &Marker, netns: Option<&Path>, _ifname: &str) -> Result<Observed, DpError> {
         self.step("observe")?;
         let host = self.devices.get(&marker.to_string()).map(|m| ObservedLink { ifindex: 10, is_netkit: true, mode: None, marker: Some(m.clone()) });
-        Ok(Observed { host, ..Default::default() })
+        let pod = netns.and_then(|ns| self.pods.get(&marker.to_string()).filter(|p| p.netns == ns)).map(|p| ObservedLink {
+            ifindex: p.ifindex,
+            is_netkit: true,
+            mode: Some(crate::config::Mode::L3),
+            marker: p.single.then(|| marker.clone()),
+        });
+        Ok(Observed { host, pod, ..Default::default() })
     }
     fn list_ours(&mut self) -> Result<Vec<Marker>, DpError> {
         self.step("list_ours")?;
@@ -65,6 +145,110 @@ impl Dataplane for FakeKernel {
     }
     fn netkit_available(&mut self) -> Result<bool, DpError> {
         Ok(self.netkit)
+    }
+    fn create_single(&mut self, spec: &SingleSpec) -> Result<Created, DpError> {
+        self.calls.push(format!("create_single rx={}", spec.rx_queues));
+        self.step("create_single")?;
+        let pod_ifindex = self.add_pod(&spec.marker, &spec.netns, true, spec.rx_queues);
+        Ok(Created { host_ifindex: 0, host_ifname: String::new(), host_mac: None, pod_ifindex, pod_mac: None })
+    }
+    fn delete_single(&mut self, netns: &Path, marker: &Marker) -> Result<Deletion, DpError> {
+        self.step("delete_single")?;
+        let key = marker.to_string();
+        let here = self.pods.get(&key).is_some_and(|p| p.single && p.netns == netns);
+        Ok(if here && self.remove_pod(&key) { Deletion::Deleted } else { Deletion::AlreadyGone })
+    }
+    fn master(&mut self, name: &str) -> Result<Option<Master>, DpError> {
+        Ok(self.nic.as_ref().filter(|n| n.name == name).map(|n| Master { name: n.name.clone(), ifindex: n.ifindex, num_rx_queues: Some(n.rx), is_up: n.up }))
+    }
+    fn master_queues(&mut self, master_ifindex: u32) -> Result<Vec<Queue>, DpError> {
+        self.calls.push("dump".into());
+        let nic = self.nic.as_ref().filter(|n| n.ifindex == master_ifindex).ok_or_else(|| netdev("dump", kernel_err("queue-get", Errno::ENODEV, "")))?;
+        if !nic.up {
+            return Ok(vec![]);
+        }
+        let q = |id: u32, queue_type: QueueType| Queue {
+            id,
+            queue_type,
+            ifindex: nic.ifindex,
+            napi_id: None,
+            dmabuf: None,
+            io_uring: None,
+            xsk: queue_type == QueueType::Rx && nic.xsk.contains(&id),
+            lease: nic.leases.get(&id).filter(|_| queue_type == QueueType::Rx).map(|(nsid, ifindex, v)| Lease { ifindex: *ifindex, queue: QueueId::rx(*v), netns_id: *nsid }),
+            unknown: vec![],
+        };
+        // TX queues too, as the kernel dumps them: they must never count as leasable.
+        Ok((0..nic.rx).map(|i| q(i, QueueType::Rx)).chain((0..nic.rx).map(|i| q(i, QueueType::Tx))).collect())
+    }
+    fn master_queue(&mut self, master_ifindex: u32, id: u32) -> Result<Queue, DpError> {
+        let up = self.nic.as_ref().is_some_and(|n| n.up);
+        if !up {
+            return Err(netdev("queue-get", kernel_err("queue-get", Errno::ENOENT, "")));
+        }
+        self.master_queues(master_ifindex)?
+            .into_iter()
+            .find(|q| q.id == id && q.queue_type == QueueType::Rx)
+            .ok_or_else(|| netdev("queue-get", kernel_err("queue-get", Errno::EINVAL, "")))
+    }
+    fn lease_queue(&mut self, target: &LeaseTarget, phys: u32) -> Result<u32, DpError> {
+        self.calls.push(format!("lease {phys}"));
+        self.step("lease_queue")?;
+        let step = "lease";
+        if let Some((errno, msg)) = self.lease_refusal {
+            return Err(netdev(step, kernel_err("queue-create", errno, msg)));
+        }
+        let nic = self.nic.as_mut().filter(|n| n.ifindex == target.master_ifindex).ok_or_else(|| netdev(step, kernel_err("queue-create", Errno::ENODEV, "")))?;
+        if phys >= nic.rx {
+            return Err(netdev(step, kernel_err("queue-create", Errno::ERANGE, "")));
+        }
+        if let Some(i) = self.race.iter().position(|q| *q == phys) {
+            self.race.remove(i);
+            nic.leases.insert(phys, (Some(99), 999, 1));
+        }
+        if nic.leases.contains_key(&phys) {
+            return Err(netdev(step, kernel_err("queue-create", Errno::EBUSY, "Device queue in use due to queue leasing")));
+        }
+        if nic.xsk.contains(&phys) {
+            return Err(netdev(step, kernel_err("queue-create", Errno::EBUSY, "Device queue in use by AF_XDP")));
+        }
+        let pod = self.pods.values_mut().find(|p| p.ifindex == target.ifindex && p.netns == target.netns).ok_or_else(|| netdev(step, kernel_err("queue-create", Errno::ENODEV, "")))?;
+        if pod.leased + 1 >= pod.rx_cap {
+            return Err(netdev(step, kernel_err("queue-create", Errno::EINVAL, "netkit maximum queue limit reached")));
+        }
+        pod.leased += 1;
+        let virt = pod.leased;
+        nic.leases.insert(phys, (Some(POD_NSID), pod.ifindex, virt));
+        Ok(virt)
+    }
+    fn lease_available(&mut self) -> Result<bool, DpError> {
+        Ok(self.lease_ok)
+    }
+    fn nsid_of(&mut self, _netns: &Path) -> Result<Option<i32>, DpError> {
+        Ok(Some(POD_NSID))
+    }
+    fn remote_link(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Option<ObservedLink>, DpError> {
+        self.calls.push(format!("remote_link {netnsid:?} {ifindex}"));
+        if netnsid != Some(POD_NSID) {
+            return Ok(None);
+        }
+        Ok(self.pods.iter().find(|(_, p)| p.ifindex == ifindex).map(|(key, p)| ObservedLink {
+            ifindex,
+            is_netkit: true,
+            mode: None,
+            marker: p.single.then(|| Marker::parse(key).unwrap()),
+        }))
+    }
+    fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError> {
+        self.calls.push(format!("delete_remote {netnsid:?} {ifindex}"));
+        let key = self.pods.iter().find(|(_, p)| p.ifindex == ifindex && netnsid == Some(POD_NSID)).map(|(k, _)| k.clone());
+        Ok(match key {
+            Some(k) => {
+                self.remove_pod(&k);
+                Deletion::Deleted
+            }
+            None => Deletion::AlreadyGone,
+        })
     }
 }
 
@@ -102,7 +286,13 @@ impl IpamDelegate for FakeIpam {
 }
 
 fn request(command: &str, cid: &str, extra: serde_json::Value) -> Request {
+    request_with(command, cid, extra, "")
+}
+
+/// As [`request`], with CNI_ARGS.
+fn request_with(command: &str, cid: &str, extra: serde_json::Value, cni_args: &str) -> Request {
     let mut vars = HashMap::new();
+    vars.insert("CNI_ARGS".to_string(), cni_args.to_string());
     vars.insert("CNI_COMMAND".to_string(), command.to_string());
     vars.insert("CNI_CONTAINERID".to_string(), cid.to_string());
     vars.insert("CNI_NETNS".to_string(), "/run/netns/pod".to_string());
@@ -126,7 +316,7 @@ fn add_reports_both_interfaces_and_points_ips_at_the_pod_side() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
     let req = request("ADD", "c1", json!({}));
     let r = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap();
-    assert_eq!(k.calls, ["observe", "create_pair", "pod_routes=3", "configure_pod", "configure_host"]);
+    assert_eq!(k.calls, ["observe", "create_pair rx=None", "create_pair", "pod_routes=3", "configure_pod", "configure_host"]);
     assert_eq!(r.interfaces.len(), 2);
     assert_eq!(r.interfaces[0].sandbox, None, "host side has no sandbox");
     assert_eq!(r.interfaces[1].sandbox.as_deref(), Some("/run/netns/pod"));
@@ -214,7 +404,7 @@ fn gc_without_a_list_deletes_nothing() {
 fn status_is_50_without_netkit() {
     let mut k = FakeKernel::new();
     k.netkit = false;
-    let err = cmd_status(&mut k, None, &quiet()).unwrap_err();
+    let err = cmd_status(&request("STATUS", "x", json!({})), &mut k, None, &quiet()).unwrap_err();
     assert_eq!(err.code, 50);
     assert!(err.msg.contains("netkit"));
 }
@@ -245,4 +435,319 @@ fn gateway_of_a_slash_32_without_gateway_is_an_error_naming_the_address() {
     assert_eq!(gateway_of(&ip).unwrap(), "10.3.0.1".parse::<IpAddr>().unwrap());
     let ip = IpConfig { address: IpCidr::new("10.3.0.1".parse().unwrap(), 31).unwrap(), gateway: None, interface: None };
     assert!(gateway_of(&ip).unwrap_err().msg.contains("10.3.0.1/31"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue leasing
+
+/// A private device-info directory, removed on drop.
+struct DevDir(PathBuf);
+
+impl DevDir {
+    fn new() -> DevDir {
+        let mut r = [0u8; 6];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut r).unwrap();
+        DevDir(std::env::temp_dir().join(format!("nkc-lease-{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>())))
+    }
+    fn files(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.0) else { return vec![] };
+        let mut v: Vec<String> = rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+    fn info(&self, cid: &str) -> serde_json::Value {
+        let body = std::fs::read(self.0.join(format!("podnet:{cid}:eth0-device.json"))).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+impl Drop for DevDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config with a lease block on "nic0" (`lease` merged into the defaults).
+fn lease_conf(dir: &DevDir, pairing: &str, lease: serde_json::Value) -> serde_json::Value {
+    let mut l = json!({"master": "nic0", "deviceInfoDir": dir.0});
+    for (k, v) in lease.as_object().unwrap() {
+        l[k] = v.clone();
+    }
+    let mut c = json!({"pairing": pairing, "lease": l});
+    if pairing == "single" {
+        c["ipam"] = serde_json::Value::Null;
+    }
+    c
+}
+
+fn leases_of(k: &FakeKernel) -> Vec<(u32, u32, u32)> {
+    k.nic.as_ref().unwrap().leases.iter().map(|(p, (_, ifindex, v))| (*p, *ifindex, *v)).collect()
+}
+
+#[test]
+fn pair_leases_onto_the_peer_sized_for_the_leases_and_records_the_mapping() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    let req = request("ADD", "c1", lease_conf(&dir, "pair", json!({"queues": 2})));
+    let r = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap();
+    assert!(k.calls.contains(&"create_pair rx=Some(3)".to_string()), "1 own + 2 leased RX queues: {:?}", k.calls);
+    let peer = k.pods["netkit-cni/podnet/c1/eth0"].ifindex;
+    // Default pool: every queue but 0, lowest first.
+    assert_eq!(leases_of(&k), [(1, peer, 1), (2, peer, 2)]);
+    assert_eq!(r.interfaces.len(), 2);
+    let info = dir.info("c1");
+    assert_eq!(info["type"], "netkit-lease");
+    assert_eq!(info["version"], "1.1.0");
+    let l = &info["netkit-lease"];
+    assert_eq!((l["pairing"].as_str(), l["ifindex"].as_u64()), (Some("pair"), Some(peer as u64)));
+    assert_eq!(l["master"], json!({"name": "nic0", "ifindex": 50}));
+    assert_eq!(l["queues"], json!([{"physical": 1, "virtual": 1}, {"physical": 2, "virtual": 2}]));
+}
+
+#[test]
+fn single_without_ipam_reports_only_the_pod_interface() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let req = request("ADD", "c1", lease_conf(&dir, "single", json!({"queueIds": [3, 5]})));
+    let r = cmd_add(&req, &mut k, None, &quiet()).unwrap();
+    assert!(k.calls.contains(&"create_single rx=3".to_string()), "{:?}", k.calls);
+    assert!(!k.calls.iter().any(|c| c == "configure_host" || c.starts_with("create_pair")), "no host side: {:?}", k.calls);
+    assert_eq!(r.interfaces.len(), 1);
+    assert_eq!(r.interfaces[0].name, "eth0");
+    assert_eq!(r.interfaces[0].sandbox.as_deref(), Some("/run/netns/pod"));
+    assert!(r.ips.is_empty() && r.routes.is_empty());
+    assert_eq!(leases_of(&k).iter().map(|l| l.0).collect::<Vec<_>>(), [3, 5], "exactly the named queues");
+    assert_eq!(dir.info("c1")["netkit-lease"]["pairing"], "single");
+}
+
+#[test]
+fn selection_skips_busy_queues_and_picks_again_when_a_racing_add_wins() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    k.nic().leases.insert(1, (Some(3), 77, 1)); // leased to someone else
+    k.nic().xsk.push(2); // an AF_XDP socket on queue 2
+    k.race = vec![3]; // another ADD takes 3 between our dump and our queue-create
+    let req = request("ADD", "c1", lease_conf(&dir, "single", json!({"queues": 2})));
+    cmd_add(&req, &mut k, None, &quiet()).unwrap();
+    let tries: Vec<&String> = k.calls.iter().filter(|c| c.starts_with("lease ") || *c == "dump").collect();
+    // prepare's dump, selection's dump, 3 refused, fresh dump, then 4 and 5.
+    assert_eq!(tries, ["dump", "dump", "lease 3", "dump", "lease 4", "lease 5"]);
+    let me = k.pods["netkit-cni/podnet/c1/eth0"].ifindex;
+    let mine: Vec<u32> = leases_of(&k).into_iter().filter(|l| l.1 == me).map(|l| l.0).collect();
+    assert_eq!(mine, [4, 5]);
+}
+
+#[test]
+fn exhausted_pool_fails_before_ipam_and_before_any_device() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    k.nic().leases.insert(2, (Some(3), 77, 1));
+    k.nic().leases.insert(3, (Some(3), 78, 1));
+    let req = request("ADD", "c1", lease_conf(&dir, "pair", json!({"allowedQueues": "2-3"})));
+    let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::LEASE_POOL_EXHAUSTED);
+    assert!(err.msg.contains("allowedQueues 2-3") && err.msg.contains("nic0"), "names the pool: {}", err.msg);
+    assert!(ipam.calls.borrow().is_empty(), "IPAM untouched");
+    assert!(k.pods.is_empty() && k.devices.is_empty());
+}
+
+#[test]
+fn losing_the_last_queue_to_a_race_rolls_back_device_leases_ipam_and_file() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    k.race = vec![2];
+    let req = request("ADD", "c1", lease_conf(&dir, "pair", json!({"allowedQueues": "1-2", "queues": 2})));
+    let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::LEASE_POOL_EXHAUSTED, "{err:?}");
+    assert!(k.calls.contains(&"delete".to_string()), "{:?}", k.calls);
+    assert!(k.pods.is_empty() && k.devices.is_empty());
+    assert_eq!(k.leased_queues(), [2], "our lease of queue 1 ended with the device; the racer keeps 2");
+    assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+#[test]
+fn pod_requests_must_stay_within_the_pool_the_cap_and_the_nic() {
+    let dir = DevDir::new();
+    let conf = lease_conf(&dir, "single", json!({"maxQueuesPerPod": 2, "allowedQueues": "1-15"}));
+    let cases: Vec<(&str, serde_json::Value, &str, &[&str])> = vec![
+        ("NETKIT_LEASE_QUEUES=5", json!(null), "", &["5", "maxQueuesPerPod 2"]),
+        ("NETKIT_LEASE_QUEUES=0", json!(null), "", &["at least 1"]),
+        ("NETKIT_LEASE_QUEUES=two", json!(null), "", &["\"two\""]),
+        ("NETKIT_LEASE_QUEUE_IDS=0", json!(null), "", &["queue 0", "outside the lease pool", "1-15"]),
+        ("NETKIT_LEASE_QUEUE_IDS=9", json!(null), "", &["queue 9", "out of range", "8 RX queues"]),
+        ("NETKIT_LEASE_QUEUES=1;NETKIT_LEASE_QUEUE_IDS=2", json!(null), "", &["both"]),
+        ("", json!({"netkitLeaseQueueIds": [16]}), "", &["queue 16", "outside"]),
+        ("", json!({"netkitLeaseQueues": 3}), "", &["3", "maxQueuesPerPod 2"]),
+    ];
+    for (args, rc, _, texts) in cases {
+        let mut k = FakeKernel::with_nic();
+        let mut c = conf.clone();
+        c["runtimeConfig"] = rc.clone();
+        let err = cmd_add(&request_with("ADD", "c1", c, args), &mut k, None, &quiet()).unwrap_err();
+        assert_eq!(err.code, 7, "{args} {rc}: {err:?}");
+        for t in texts {
+            assert!(err.msg.contains(t), "{args} {rc}: {:?} lacks {t}", err.msg);
+        }
+        assert!(k.pods.is_empty(), "{args}: nothing created");
+    }
+    // Within limits: runtimeConfig wins over CNI_ARGS.
+    let mut k = FakeKernel::with_nic();
+    let mut c = conf.clone();
+    c["runtimeConfig"] = json!({"netkitLeaseQueueIds": [6, 4]});
+    cmd_add(&request_with("ADD", "c1", c, "NETKIT_LEASE_QUEUES=1"), &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.leased_queues(), [4, 6]);
+}
+
+#[test]
+fn a_busy_explicit_queue_fails_cleanly() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    k.nic().xsk.push(4);
+    let req = request("ADD", "c1", lease_conf(&dir, "pair", json!({"queueIds": [3, 4]})));
+    let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::LEASE_QUEUE_BUSY);
+    assert!(err.msg.contains("queue 4 of nic0") && err.msg.contains("AF_XDP"), "{}", err.msg);
+    assert!(k.pods.is_empty() && k.leased_queues().is_empty() && ipam.calls.borrow().is_empty());
+
+    // Taken between the check and the lease: queue 3 is leased, then 4 is refused → rollback.
+    k.nic().xsk.clear();
+    k.race = vec![4];
+    let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::LEASE_QUEUE_BUSY, "{err:?}");
+    assert!(err.msg.contains("queue 4"), "{}", err.msg);
+    assert!(k.pods.is_empty() && k.devices.is_empty());
+    assert_eq!(k.leased_queues(), [4], "queue 3 was given back with the device");
+    assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
+    assert!(dir.files().is_empty());
+}
+
+#[test]
+fn missing_master_unsupported_kernel_and_refused_leases_have_their_codes() {
+    let dir = DevDir::new();
+    let req = request("ADD", "c1", lease_conf(&dir, "single", json!({"master": "ens9"})));
+    let err = cmd_add(&req, &mut FakeKernel::with_nic(), None, &quiet()).unwrap_err();
+    assert_eq!(err.code, 7);
+    assert!(err.msg.contains("\"ens9\""), "{}", err.msg);
+
+    let mut k = FakeKernel::with_nic();
+    k.lease_ok = false;
+    let err = cmd_add(&request("ADD", "c1", lease_conf(&dir, "single", json!({}))), &mut k, None, &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::LEASE_UNSUPPORTED);
+    assert!(err.code >= 100 && err.msg.contains("queue-create"), "{}", err.msg);
+
+    // A master the kernel cannot lease from (here: a virtual device): the kernel says why.
+    let (mut k, ipam) = (FakeKernel::with_nic(), FakeIpam::default());
+    k.lease_refusal = Some((Errno::EINVAL, "Lease device is a virtual device"));
+    let err = cmd_add(&request("ADD", "c1", lease_conf(&dir, "pair", json!({}))), &mut k, Some(&ipam), &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::LEASE_FAILED);
+    assert!(err.msg.contains("Lease device is a virtual device"), "{}", err.msg);
+    assert!(k.pods.is_empty() && k.devices.is_empty(), "rolled back");
+    assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
+}
+
+#[test]
+fn check_passes_then_names_the_queue_whose_lease_is_gone() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = lease_conf(&dir, "single", json!({"queues": 2}));
+    let r = cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    let mut check = conf.clone();
+    check["prevResult"] = r.to_json(crate::cni::CniVersion::V1_1_0);
+    cmd_check(&request("CHECK", "c1", check.clone()), &mut k, None).unwrap();
+
+    k.nic().leases.remove(&2);
+    let err = cmd_check(&request("CHECK", "c1", check.clone()), &mut k, None).unwrap_err();
+    assert_eq!(err.code, errcodes::CHECK_FAILED);
+    assert!(err.msg.contains("queue 2 of nic0"), "{}", err.msg);
+
+    k.nic().up = false;
+    let err = cmd_check(&request("CHECK", "c1", check.clone()), &mut k, None).unwrap_err();
+    assert!(err.msg.contains("down"), "{}", err.msg);
+
+    std::fs::remove_dir_all(&dir.0).unwrap();
+    let err = cmd_check(&request("CHECK", "c1", check), &mut k, None).unwrap_err();
+    assert!(err.msg.contains("device-info file") && err.msg.contains("missing"), "{}", err.msg);
+}
+
+#[test]
+fn del_of_a_single_device_with_and_without_the_netns_frees_everything() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = lease_conf(&dir, "single", json!({"queues": 2}));
+    for cid in ["c1", "c2"] {
+        cmd_add(&request("ADD", cid, conf.clone()), &mut k, None, &quiet()).unwrap();
+    }
+    assert_eq!(k.leased_queues().len(), 4);
+    cmd_del(&request("DEL", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.leased_queues(), [3, 4]);
+
+    // No CNI_NETNS: found through the master's leases, addressed by nsid.
+    let mut del = request("DEL", "c2", conf.clone());
+    del.env.netns = None;
+    cmd_del(&del, &mut k, None, &quiet()).unwrap();
+    assert!(k.calls.iter().any(|c| c.starts_with("delete_remote Some(7)")), "{:?}", k.calls);
+    assert!(k.leased_queues().is_empty() && k.pods.is_empty());
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+    // Again, and with the NIC gone: still fine.
+    cmd_del(&del, &mut k, None, &quiet()).unwrap();
+    k.nic = None;
+    cmd_del(&request("DEL", "c2", conf), &mut k, None, &quiet()).unwrap();
+}
+
+#[test]
+fn gc_finds_orphan_single_devices_through_the_masters_leases() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    let mut conf = lease_conf(&dir, "single", json!({}));
+    conf["ipam"] = json!({"type": "host-local"});
+    for cid in ["live", "orphan"] {
+        cmd_add(&request("ADD", cid, conf.clone()), &mut k, Some(&ipam), &quiet()).unwrap();
+    }
+    // A device of another network leasing from the same NIC, and a stale file of a pod whose
+    // netns died without DEL.
+    let foreign = Marker::new("othernet", "f1", "eth0").unwrap();
+    let fi = k.add_pod(&foreign, Path::new("/run/netns/other"), true, 2);
+    k.nic().leases.insert(7, (Some(POD_NSID), fi, 1));
+    std::fs::write(dir.0.join("podnet:dead:eth0-device.json"), b"{}").unwrap();
+    ipam.calls.borrow_mut().clear();
+
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "live", "ifname": "eth0"}]);
+    cmd_gc(&request("GC", "x", gc), &mut k, Some(&ipam), &quiet()).unwrap();
+    let mut left: Vec<&String> = k.pods.keys().collect();
+    left.sort();
+    assert_eq!(left, ["netkit-cni/othernet/f1/eth0", "netkit-cni/podnet/live/eth0"]);
+    assert_eq!(k.leased_queues(), [1, 7], "the orphan's queue 2 is free again");
+    assert_eq!(*ipam.calls.borrow(), ["del orphan eth0", "gc"]);
+    assert_eq!(dir.files(), ["podnet:live:eth0-device.json"]);
+}
+
+#[test]
+fn status_is_50_without_queue_create_or_without_a_free_pool_queue() {
+    let dir = DevDir::new();
+    let req = request("STATUS", "x", lease_conf(&dir, "single", json!({"allowedQueues": "1-2"})));
+    let mut k = FakeKernel::with_nic();
+    cmd_status(&req, &mut k, None, &quiet()).unwrap();
+
+    k.lease_ok = false;
+    let err = cmd_status(&req, &mut k, None, &quiet()).unwrap_err();
+    assert_eq!(err.code, 50);
+    assert!(err.msg.contains("queue"), "{}", err.msg);
+
+    let mut k = FakeKernel::with_nic();
+    k.nic().leases.insert(1, (Some(1), 5, 1));
+    cmd_status(&req, &mut k, None, &quiet()).unwrap();
+    k.nic().xsk.push(2);
+    let err = cmd_status(&req, &mut k, None, &quiet()).unwrap_err();
+    assert_eq!(err.code, 50);
+    assert!(err.msg.contains("allowedQueues 1-2"), "{}", err.msg);
+
+    k.nic = None;
+    let err = cmd_status(&req, &mut k, None, &quiet()).unwrap_err();
+    assert_eq!(err.code, 50);
+    assert!(err.msg.contains("nic0"), "{}", err.msg);
+}
+
+#[test]
+fn a_down_nic_dumps_nothing_so_the_kernel_decides_occupancy_and_range() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    k.nic().up = false;
+    k.nic().rx = 3; // real queues; the fake's master() reports the same as allocated
+    k.nic().leases.insert(1, (Some(3), 77, 1));
+    let req = request("ADD", "c1", lease_conf(&dir, "single", json!({"queues": 1})));
+    cmd_add(&req, &mut k, None, &quiet()).unwrap();
+    let tries: Vec<&String> = k.calls.iter().filter(|c| c.starts_with("lease ")).collect();
+    assert_eq!(tries, ["lease 1", "lease 2"], "1 was busy, learnt from EBUSY");
 }

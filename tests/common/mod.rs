@@ -154,15 +154,22 @@ impl Netdevsim {
         write_sysfs("/sys/bus/netdevsim/new_device", &format!("{id} 1 {queues}"));
         let dir = format!("/sys/bus/netdevsim/devices/netdevsim{id}/net");
         let deadline = Instant::now() + Duration::from_secs(10);
-        let orig = loop {
+        let ifname = unique("nic");
+        // udev may rename the new netdev (predictable names) between our reading its name and
+        // moving it: read the name again and retry until the move finds it.
+        loop {
             if let Some(e) = fs::read_dir(&dir).ok().and_then(|mut d| d.next()) {
-                break e.unwrap().file_name().into_string().unwrap();
+                let orig = e.unwrap().file_name().into_string().unwrap();
+                let out = run(&["ip", "link", "set", "dev", &orig, "name", &ifname, "netns", &netns.name]);
+                if out.status.success() {
+                    break;
+                }
+                let err = String::from_utf8_lossy(&out.stderr).to_string();
+                assert!(err.contains("Cannot find device") && Instant::now() < deadline, "moving netdevsim{id} ({orig}) failed: {err}");
             }
             assert!(Instant::now() < deadline, "netdevsim{id} never showed a netdev");
             std::thread::sleep(Duration::from_millis(20));
-        };
-        let ifname = unique("nic");
-        sh(&["ip", "link", "set", "dev", &orig, "name", &ifname, "netns", &netns.name]);
+        }
         netns.ip(&["link", "set", "dev", &ifname, "up"]);
         let ifindex = netns.ifindex(&ifname);
         Netdevsim { id, ifname, ifindex, netns: netns.name.clone() }

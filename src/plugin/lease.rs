@@ -1,0 +1,418 @@
+//! NIC queue leasing as the verbs use it: what a pod may ask for (the admin's pool, the per-pod
+//! cap, the NIC's range), which free queues it gets, and what the kernel's answers mean.
+//!
+//! Queue selection reads the master's queue dump in the node netns and tries the lowest free
+//! queue of the pool. Two ADDs racing for the same queue are settled by the kernel: one
+//! queue-create wins, the other gets EBUSY, re-reads the dump and picks again. Every refusal
+//! removes a queue from the candidates, so the loop ends after at most `pool + n` attempts, and
+//! two pods can never hold the same queue (the kernel allows one lease per physical queue).
+
+use std::collections::BTreeSet;
+
+use nix::errno::Errno;
+use serde_json::{Map, Value};
+
+use super::dataplane::{Dataplane, DpError, LeaseTarget, Master};
+use super::errcodes;
+use crate::cni::{CniArgs, CniError};
+use crate::config::{LeaseConfig, LeaseQueues, QueueSet, MAX_LEASES_PER_DEVICE};
+use crate::logging::Logger;
+use crate::netdev::{Queue, QueueType};
+
+/// CNI_ARGS key: how many queues the pod asks for.
+pub const ARG_QUEUES: &str = "NETKIT_LEASE_QUEUES";
+/// CNI_ARGS key: exactly which physical queues the pod asks for (`"3"`, `"3,5"`, `"3-5"`).
+pub const ARG_QUEUE_IDS: &str = "NETKIT_LEASE_QUEUE_IDS";
+/// runtimeConfig key: as [`ARG_QUEUES`] (a number).
+pub const RC_QUEUES: &str = "netkitLeaseQueues";
+/// runtimeConfig key: as [`ARG_QUEUE_IDS`] (a list of numbers).
+pub const RC_QUEUE_IDS: &str = "netkitLeaseQueueIds";
+
+/// CNI_ARGS without this plugin's own keys, for delegated plugins.
+pub fn strip_own_args(raw: &str) -> String {
+    raw.split(';')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            key != ARG_QUEUES && key != ARG_QUEUE_IDS
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// A pod's resolved request and where it came from (named in error messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRequest {
+    pub queues: LeaseQueues,
+    pub origin: String,
+}
+
+/// Reads the pod's request: runtimeConfig first (the runtime's structured channel), then
+/// CNI_ARGS, then the config's own default. The request is checked against the admin's pool and
+/// cap here; against the NIC in [`plan`].
+pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<String, Value>>) -> Result<PodRequest, CniError> {
+    let rc = |k: &str| runtime.and_then(|m| m.get(k)).filter(|v| !v.is_null());
+    let req = match (rc(RC_QUEUES), rc(RC_QUEUE_IDS)) {
+        (Some(_), Some(_)) => {
+            return Err(CniError::invalid_config(
+                format!("runtimeConfig has both {RC_QUEUES} and {RC_QUEUE_IDS}"),
+                "ask for a number of queues or for exact queue ids, not both",
+            ))
+        }
+        (Some(v), None) => {
+            let n = v.as_u64().filter(|n| *n <= u64::from(u32::MAX)).ok_or_else(|| {
+                CniError::invalid_config(format!("runtimeConfig {RC_QUEUES}={v} is not a queue count"), "expected a positive integer")
+            })?;
+            Some(PodRequest { queues: LeaseQueues::Count(n as u32), origin: format!("runtimeConfig {RC_QUEUES}={n}") })
+        }
+        (None, Some(v)) => {
+            let ids = v
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .and_then(|a| a.iter().map(|i| i.as_u64().filter(|n| *n <= u64::from(u32::MAX)).map(|n| n as u32)).collect::<Option<Vec<u32>>>())
+                .ok_or_else(|| CniError::invalid_config(format!("runtimeConfig {RC_QUEUE_IDS}={v} is not a list of queue ids"), "expected e.g. [2, 3]"))?;
+            Some(PodRequest { queues: LeaseQueues::Ids(ids), origin: format!("runtimeConfig {RC_QUEUE_IDS}={v}") })
+        }
+        (None, None) => None,
+    };
+    let req = match req {
+        Some(r) => r,
+        None => match (args.get(ARG_QUEUES), args.get(ARG_QUEUE_IDS)) {
+            (Some(_), Some(_)) => {
+                return Err(CniError::invalid_config(
+                    format!("CNI_ARGS has both {ARG_QUEUES} and {ARG_QUEUE_IDS}"),
+                    "ask for a number of queues or for exact queue ids, not both",
+                ))
+            }
+            (Some(v), None) => {
+                let n = v.parse::<u32>().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit())).ok_or_else(|| {
+                    CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUES}={v:?} is not a queue count"), "expected a positive integer")
+                })?;
+                PodRequest { queues: LeaseQueues::Count(n), origin: format!("CNI_ARGS {ARG_QUEUES}={v}") }
+            }
+            (None, Some(v)) => {
+                let set = QueueSet::parse(v)
+                    .map_err(|why| CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUE_IDS}={v:?} is not a list of queue ids"), why))?;
+                PodRequest { queues: LeaseQueues::Ids(set.iter().collect()), origin: format!("CNI_ARGS {ARG_QUEUE_IDS}={v}") }
+            }
+            (None, None) => return Ok(PodRequest { queues: conf.queues.clone(), origin: "the lease block".into() }),
+        },
+    };
+    check_against_pool(conf, &req)?;
+    Ok(req)
+}
+
+/// A pod may only ask within the admin's pool and cap.
+fn check_against_pool(conf: &LeaseConfig, req: &PodRequest) -> Result<(), CniError> {
+    let cap = conf.max_queues_per_pod.unwrap_or(MAX_LEASES_PER_DEVICE);
+    let cap_name = if conf.max_queues_per_pod.is_some() { "maxQueuesPerPod" } else { "the netkit limit" };
+    let origin = &req.origin;
+    match &req.queues {
+        LeaseQueues::Count(0) => Err(CniError::invalid_config(format!("{origin}: a pod asking for leases needs at least 1 queue"), "")),
+        LeaseQueues::Count(n) if *n > cap => Err(CniError::invalid_config(
+            format!("{origin} asks for {n} queues, more than {cap_name} {cap}"),
+            format!("lease pool: {}", conf.pool_description()),
+        )),
+        LeaseQueues::Count(n) => match &conf.allowed_queues {
+            Some(pool) if *n as usize > pool.len() => Err(CniError::invalid_config(
+                format!("{origin} asks for {n} queues, more than the {} in allowedQueues {pool}", pool.len()),
+                "",
+            )),
+            _ => Ok(()),
+        },
+        LeaseQueues::Ids(ids) => {
+            let distinct: BTreeSet<u32> = ids.iter().copied().collect();
+            if distinct.len() != ids.len() {
+                return Err(CniError::invalid_config(format!("{origin} names a queue twice"), ""));
+            }
+            if ids.len() as u32 > cap {
+                return Err(CniError::invalid_config(format!("{origin} asks for {} queues, more than {cap_name} {cap}", ids.len()), ""));
+            }
+            match ids.iter().find(|id| !conf.allows(**id)) {
+                Some(id) => Err(CniError::invalid_config(
+                    format!("{origin} asks for queue {id}, which is outside the lease pool ({})", conf.pool_description()),
+                    "a pod may only ask for queues of the pool the lease block allows",
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// What the master's queue dump says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicView {
+    /// Real RX queues; when the NIC is down (the kernel dumps nothing) the allocated count,
+    /// an upper bound.
+    pub rx_queues: u32,
+    /// Whether `busy` is known. A down NIC dumps no queues, so occupancy is only learnt from
+    /// queue-create's answers.
+    pub known: bool,
+    /// RX queues that cannot be leased, with the reason.
+    pub busy: Vec<(u32, String)>,
+}
+
+impl NicView {
+    fn is_busy(&self, id: u32) -> bool {
+        self.busy.iter().any(|(q, _)| *q == id)
+    }
+
+    fn why_busy(&self, id: u32) -> Option<&str> {
+        self.busy.iter().find(|(q, _)| *q == id).map(|(_, w)| w.as_str())
+    }
+}
+
+/// Why a physical queue cannot be leased, if it cannot: the same three conditions the kernel's
+/// `netdev_queue_busy` checks (a lease, an AF_XDP pool, a memory provider).
+pub fn busy_reason(q: &Queue) -> Option<String> {
+    if let Some(l) = &q.lease {
+        let ns = l.netns_id.map(|n| format!(" in netns id {n}")).unwrap_or_default();
+        return Some(format!("leased to ifindex {}{ns} as its queue {}", l.ifindex, l.queue.id));
+    }
+    if q.xsk {
+        return Some("in use by an AF_XDP socket".into());
+    }
+    if q.io_uring.is_some() || q.dmabuf.is_some() {
+        return Some("in use by a memory provider (io_uring zero-copy RX or devmem)".into());
+    }
+    None
+}
+
+pub fn nic_view(dp: &mut dyn Dataplane, master: &Master) -> Result<NicView, CniError> {
+    let queues = dp.master_queues(master.ifindex).map_err(|e| lease_kernel_error(e, &master.name))?;
+    let rx: Vec<&Queue> = queues.iter().filter(|q| q.queue_type == QueueType::Rx).collect();
+    if rx.is_empty() {
+        return Ok(NicView { rx_queues: master.num_rx_queues.unwrap_or(0), known: false, busy: vec![] });
+    }
+    Ok(NicView {
+        rx_queues: rx.len() as u32,
+        known: true,
+        busy: rx.iter().filter_map(|q| busy_reason(q).map(|w| (q.id, w))).collect(),
+    })
+}
+
+/// A request checked against the NIC: what to lease and from which candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasePlan {
+    pub master: Master,
+    pub want: LeaseQueues,
+    /// The pool on this NIC: the admin's pool within the NIC's range, ascending.
+    pub pool: QueueSet,
+    pub origin: String,
+}
+
+impl LeasePlan {
+    pub fn count(&self) -> u32 {
+        match &self.want {
+            LeaseQueues::Count(n) => *n,
+            LeaseQueues::Ids(ids) => ids.len() as u32,
+        }
+    }
+
+    fn pool_name(&self, conf: &LeaseConfig) -> String {
+        format!("{} on {}, here {}", conf.pool_description(), self.master.name, self.pool)
+    }
+}
+
+/// Checks the request against the NIC's range (code 7: it can never succeed on this NIC) and
+/// the current occupancy (code ≥ 100: it may succeed later), before anything is allocated.
+pub fn plan(conf: &LeaseConfig, req: PodRequest, master: Master, view: &NicView) -> Result<LeasePlan, CniError> {
+    let pool = match &conf.allowed_queues {
+        Some(set) => set.below(view.rx_queues),
+        None => QueueSet::from_ids(1..view.rx_queues),
+    };
+    let range = match view.rx_queues {
+        0 => format!("{} reports no RX queues", master.name),
+        n if view.known => format!("{} has {n} RX queues (0-{})", master.name, n - 1),
+        n => format!("{} has at most {n} RX queues (0-{}; it is down, so the kernel lists none)", master.name, n - 1),
+    };
+    let plan = LeasePlan { master, want: req.queues, pool, origin: req.origin };
+    match &plan.want {
+        LeaseQueues::Ids(ids) => {
+            if let Some(id) = ids.iter().find(|id| **id >= view.rx_queues) {
+                return Err(CniError::invalid_config(format!("{} asks for queue {id}, out of range: {range}", plan.origin), ""));
+            }
+            if let Some(id) = ids.iter().find(|id| view.is_busy(**id)) {
+                return Err(queue_busy(&plan.master.name, *id, view.why_busy(*id).unwrap_or_default()));
+            }
+        }
+        LeaseQueues::Count(n) => {
+            if *n as usize > plan.pool.len() {
+                return Err(CniError::invalid_config(
+                    format!("{} asks for {n} queues, but the lease pool has only {} on this NIC", plan.origin, plan.pool.len()),
+                    format!("pool: {}; {range}", plan.pool_name(conf)),
+                ));
+            }
+            let free = plan.pool.iter().filter(|q| !view.is_busy(*q)).count();
+            if free < *n as usize {
+                return Err(pool_exhausted(conf, &plan, free));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// One lease as made: physical queue on the master ↔ virtual queue on the pod device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leased {
+    pub physical: u32,
+    pub virtual_id: u32,
+}
+
+/// Leases the planned queues into `target`. On error, the leases already made stay until the
+/// caller deletes the device (a lease has no release of its own; it ends with the device).
+pub fn lease_queues(dp: &mut dyn Dataplane, conf: &LeaseConfig, target: &LeaseTarget, plan: &LeasePlan, log: &Logger) -> Result<Vec<Leased>, CniError> {
+    let master = &plan.master.name;
+    let mut out: Vec<Leased> = Vec::new();
+    match &plan.want {
+        LeaseQueues::Ids(ids) => {
+            for &phys in ids {
+                match dp.lease_queue(target, phys) {
+                    Ok(v) => out.push(Leased { physical: phys, virtual_id: v }),
+                    Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
+                        let why = e.to_string();
+                        return Err(queue_busy(master, phys, &why));
+                    }
+                    Err(e) => return Err(lease_error(e, master, phys)),
+                }
+            }
+        }
+        LeaseQueues::Count(n) => {
+            let n = *n as usize;
+            // Queues the kernel refused during this ADD: taken by a racing ADD, or (NIC down,
+            // range unknown) beyond the NIC's real queues.
+            let mut refused: BTreeSet<u32> = BTreeSet::new();
+            let mut view = nic_view(dp, &plan.master)?;
+            let bound = plan.pool.len() + n;
+            for _attempt in 0..bound {
+                if out.len() == n {
+                    break;
+                }
+                let taken = |q: u32| view.is_busy(q) || refused.contains(&q) || out.iter().any(|l| l.physical == q);
+                let Some(phys) = plan.pool.iter().find(|q| !taken(*q)) else {
+                    break;
+                };
+                match dp.lease_queue(target, phys) {
+                    Ok(v) => out.push(Leased { physical: phys, virtual_id: v }),
+                    Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
+                        log.info(format_args!("queue {phys} of {master} was taken meanwhile ({e}); picking again"));
+                        refused.insert(phys);
+                        view = nic_view(dp, &plan.master)?;
+                    }
+                    Err(e) if e.netdev_errno() == Some(Errno::ERANGE) && !view.known => {
+                        // The NIC is down and its allocated count overstated the real one:
+                        // every higher id is out of range too.
+                        log.info(format_args!("queue {phys} of {master} is beyond its real RX queues"));
+                        refused.extend(plan.pool.iter().filter(|q| *q >= phys));
+                    }
+                    Err(e) => return Err(lease_error(e, master, phys)),
+                }
+            }
+            if out.len() < n {
+                let free = plan.pool.iter().filter(|q| !view.is_busy(*q) && !refused.contains(q)).count();
+                return Err(pool_exhausted(conf, plan, free.saturating_sub(out.len())));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn pool_exhausted(conf: &LeaseConfig, plan: &LeasePlan, free: usize) -> CniError {
+    CniError::plugin_specific(
+        errcodes::LEASE_POOL_EXHAUSTED,
+        format!(
+            "no free RX queue left in the lease pool of {} ({}): {} needed, {free} free",
+            plan.master.name,
+            conf.pool_description(),
+            plan.count()
+        ),
+        format!("pool {}; requested by {}", plan.pool_name(conf), plan.origin),
+    )
+}
+
+fn queue_busy(master: &str, id: u32, why: &str) -> CniError {
+    CniError::plugin_specific(errcodes::LEASE_QUEUE_BUSY, format!("queue {id} of {master} is busy: {why}"), "it cannot be leased until its current user lets go")
+}
+
+/// A refused queue-create: out of range is the caller's mistake (7), a kernel without leasing
+/// is [`errcodes::LEASE_UNSUPPORTED`], anything else carries the kernel's extack (a virtual
+/// master, one without queue management, a second master for the same device...).
+fn lease_error(e: DpError, master: &str, phys: u32) -> CniError {
+    if e.netdev_errno() == Some(Errno::ERANGE) {
+        return CniError::invalid_config(format!("queue {phys} is out of range for {master}"), e.to_string());
+    }
+    if e.is_lease_unsupported() {
+        return unsupported(e);
+    }
+    CniError::plugin_specific(errcodes::LEASE_FAILED, format!("cannot lease queue {phys} of {master}: {e}"), "")
+}
+
+pub fn unsupported(e: impl std::fmt::Display) -> CniError {
+    CniError::plugin_specific(
+        errcodes::LEASE_UNSUPPORTED,
+        "this kernel cannot lease NIC queues (needs Linux >= 7.1 with netdev queue-create)",
+        e.to_string(),
+    )
+}
+
+/// A failure reading the master's queues.
+pub fn lease_kernel_error(e: DpError, master: &str) -> CniError {
+    if e.is_lease_unsupported() {
+        return unsupported(e);
+    }
+    CniError::plugin_specific(errcodes::KERNEL_FAILED, format!("cannot read the queues of {master}: {e}"), "")
+}
+
+/// The master must exist in the node netns: a missing one is a config error naming it.
+pub fn find_master(dp: &mut dyn Dataplane, conf: &LeaseConfig) -> Result<Master, CniError> {
+    dp.master(&conf.master)
+        .map_err(|e| CniError::plugin_specific(errcodes::KERNEL_FAILED, format!("cannot look up lease.master {:?}: {e}", conf.master), ""))?
+        .ok_or_else(|| {
+            CniError::invalid_config(
+                format!("lease.master {:?} does not exist in the node's network namespace", conf.master),
+                "field lease.master names the physical NIC to lease queues from",
+            )
+        })
+}
+
+/// Everything ADD checks before allocating: master, kernel support, the pod's request against
+/// pool, cap, NIC range and current occupancy.
+pub fn prepare(dp: &mut dyn Dataplane, conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<String, Value>>) -> Result<LeasePlan, CniError> {
+    let req = pod_request(conf, args, runtime)?;
+    if !dp.lease_available().map_err(|e| lease_kernel_error(e, &conf.master))? {
+        return Err(unsupported("the netdev generic netlink family has no queue-create operation"));
+    }
+    let master = find_master(dp, conf)?;
+    let view = nic_view(dp, &master)?;
+    plan(conf, req, master, &view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_args_are_not_passed_to_delegates() {
+        assert_eq!(strip_own_args("IgnoreUnknown=1;NETKIT_LEASE_QUEUES=2;K8S_POD_NAME=web"), "IgnoreUnknown=1;K8S_POD_NAME=web");
+        assert_eq!(strip_own_args("NETKIT_LEASE_QUEUE_IDS=1,3-4"), "");
+        assert_eq!(strip_own_args("NETKIT_LEASE_QUEUESX=1;A=b"), "NETKIT_LEASE_QUEUESX=1;A=b");
+        assert_eq!(strip_own_args(""), "");
+    }
+
+    #[test]
+    fn busy_reasons_follow_the_kernels_three_conditions() {
+        use crate::netdev::{IoUringInfo, Lease, QueueId};
+        let mut q = Queue { id: 3, queue_type: QueueType::Rx, ifindex: 4, napi_id: None, dmabuf: None, io_uring: None, xsk: false, lease: None, unknown: vec![] };
+        assert_eq!(busy_reason(&q), None);
+        q.lease = Some(Lease { ifindex: 9, queue: QueueId::rx(2), netns_id: Some(1) });
+        assert_eq!(busy_reason(&q).unwrap(), "leased to ifindex 9 in netns id 1 as its queue 2");
+        q.lease = None;
+        q.xsk = true;
+        assert!(busy_reason(&q).unwrap().contains("AF_XDP"));
+        q.xsk = false;
+        q.io_uring = Some(IoUringInfo::default());
+        assert!(busy_reason(&q).unwrap().contains("memory provider"));
+        q.io_uring = None;
+        q.dmabuf = Some(1);
+        assert!(busy_reason(&q).unwrap().contains("memory provider"));
+    }
+}
