@@ -287,6 +287,9 @@ fn add_check_gc_del(pairing: &str, subnet: Option<&str>) {
     lease_leaves_nothing(&ynl, &node, &nic, &net);
     net.del(&node, &cid_live, Some(&live)).ok("second DEL");
     net.del(&node, &cid_orphan, None).ok("DEL of the GC'd orphan without CNI_NETNS");
+    let gone = orphan.path();
+    drop(orphan);
+    net.call(&node, "DEL", &cid_orphan, Some(&gone), "", &net.conf).ok("DEL with the netns already deleted");
 }
 
 #[test]
