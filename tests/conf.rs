@@ -164,16 +164,8 @@ fn every_lease_netkit_config_in_conf_passes_the_plugins_validation() {
         leases.iter().map(|pc| &pc.origin).collect::<Vec<_>>()
     );
     for pc in &leases {
-        match parse(&pc.conf) {
-            Ok(_) => {}
-            Err(ConfigError::UnsupportedField { key, .. }) if key == "lease" => {
-                let mut stripped = pc.conf.clone();
-                stripped.as_object_mut().unwrap().remove("lease");
-                if let Err(e) = parse(&stripped) {
-                    panic!("{} without its lease block is rejected (code {}): {e}\n{stripped:#}", pc.origin, e.code());
-                }
-            }
-            Err(e) => panic!("{} is rejected by the plugin (code {}): {e}\n{:#}", pc.origin, e.code(), pc.conf),
+        if let Err(e) = parse(&pc.conf) {
+            panic!("{} is rejected by the plugin (code {}): {e}\n{:#}", pc.origin, e.code(), pc.conf);
         }
     }
 }
