@@ -1,7 +1,10 @@
 //! The netdev generic netlink client: socket I/O around the pure encoders/decoders.
 
+use neli::consts::genl::NlAttrType;
 use neli::consts::nl::NlmF;
+
 use neli::consts::socket::NlFamily;
+use neli::types::{Buffer, GenlBuffer};
 use nix::errno::Errno;
 
 use super::attrs::{NetdevCmd, QueueType, FAMILY_NAME, FAMILY_VERSION};
@@ -92,26 +95,8 @@ impl<T: Transport> NetdevClient<T> {
         queue_type: QueueType,
         lease: &Lease,
     ) -> Result<u32, NetdevError> {
-        let cmd = NetdevCmd::QueueCreate;
         let attrs = queue_create_attrs(ifindex, queue_type, lease)?;
-        let replies = self.request(cmd, false, |fam, seq| {
-            encode_request(
-                cmd.name(),
-                fam,
-                NlmF::REQUEST | NlmF::ACK,
-                seq,
-                cmd,
-                FAMILY_VERSION,
-                attrs,
-            )
-        })?;
-        match replies.as_slice() {
-            [one] => decode_created_id(&self.body(cmd, one)?.attrs),
-            _ => Err(NetdevError::malformed(
-                cmd.name(),
-                format!("expected one reply, got {}", replies.len()),
-            )),
-        }
+        self.do_one(NetdevCmd::QueueCreate, attrs, decode_created_id)
     }
 
     /// Get one queue. The kernel answers `ENOENT` if the device is down, `EINVAL` if the queue
@@ -122,26 +107,8 @@ impl<T: Transport> NetdevClient<T> {
         id: u32,
         queue_type: QueueType,
     ) -> Result<Queue, NetdevError> {
-        let cmd = NetdevCmd::QueueGet;
         let attrs = queue_get_attrs(ifindex, QueueId { id, queue_type })?;
-        let replies = self.request(cmd, false, |fam, seq| {
-            encode_request(
-                cmd.name(),
-                fam,
-                NlmF::REQUEST | NlmF::ACK,
-                seq,
-                cmd,
-                FAMILY_VERSION,
-                attrs,
-            )
-        })?;
-        match replies.as_slice() {
-            [one] => decode_queue(&self.body(cmd, one)?.attrs),
-            _ => Err(NetdevError::malformed(
-                cmd.name(),
-                format!("expected one reply, got {}", replies.len()),
-            )),
-        }
+        self.do_one(NetdevCmd::QueueGet, attrs, decode_queue)
     }
 
     /// All real RX then TX queues of a device. A device that is down yields an empty list (the
@@ -149,18 +116,7 @@ impl<T: Transport> NetdevClient<T> {
     pub fn queue_dump(&mut self, ifindex: u32) -> Result<Vec<Queue>, NetdevError> {
         let cmd = NetdevCmd::QueueGet;
         let attrs = queue_dump_attrs(ifindex)?;
-        // No NLM_F_ACK: the kernel never acknowledges a dump, it ends with NLMSG_DONE.
-        let replies = self.request(cmd, true, |fam, seq| {
-            encode_request(
-                cmd.name(),
-                fam,
-                NlmF::REQUEST | NlmF::DUMP,
-                seq,
-                cmd,
-                FAMILY_VERSION,
-                attrs,
-            )
-        })?;
+        let replies = self.request(cmd, true, attrs)?;
         replies
             .iter()
             .map(|m| decode_queue(&self.body(cmd, m)?.attrs))
@@ -169,21 +125,20 @@ impl<T: Transport> NetdevClient<T> {
 
     /// XDP / AF_XDP capabilities of a device.
     pub fn dev_get(&mut self, ifindex: u32) -> Result<Dev, NetdevError> {
-        let cmd = NetdevCmd::DevGet;
         let attrs = dev_get_attrs(ifindex)?;
-        let replies = self.request(cmd, false, |fam, seq| {
-            encode_request(
-                cmd.name(),
-                fam,
-                NlmF::REQUEST | NlmF::ACK,
-                seq,
-                cmd,
-                FAMILY_VERSION,
-                attrs,
-            )
-        })?;
+        self.do_one(NetdevCmd::DevGet, attrs, decode_dev)
+    }
+
+    /// A "do" request answered by exactly one message, decoded by `decode`.
+    fn do_one<A: NlAttrType, R>(
+        &mut self,
+        cmd: NetdevCmd,
+        attrs: GenlBuffer<A, Buffer>,
+        decode: impl FnOnce(&GenlBuffer<u16, Buffer>) -> Result<R, NetdevError>,
+    ) -> Result<R, NetdevError> {
+        let replies = self.request(cmd, false, attrs)?;
         match replies.as_slice() {
-            [one] => decode_dev(&self.body(cmd, one)?.attrs),
+            [one] => decode(&self.body(cmd, one)?.attrs),
             _ => Err(NetdevError::malformed(
                 cmd.name(),
                 format!("expected one reply, got {}", replies.len()),
@@ -192,18 +147,32 @@ impl<T: Transport> NetdevClient<T> {
     }
 
     /// Check the kernel implements `cmd`, encode with the next sequence number, exchange.
-    fn request(
+    fn request<A: NlAttrType>(
         &mut self,
         cmd: NetdevCmd,
         dump: bool,
-        encode: impl FnOnce(u16, u32) -> Result<Vec<u8>, NetdevError>,
+        attrs: GenlBuffer<A, Buffer>,
     ) -> Result<Vec<DataMessage>, NetdevError> {
         if !self.family.supports(cmd, dump) {
             return Err(NetdevError::OperationNotSupported { op: cmd.name() });
         }
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        let req = encode(self.family.id, seq)?;
+        // No NLM_F_ACK on a dump: the kernel never acknowledges one, it ends with NLMSG_DONE.
+        let flags = if dump {
+            NlmF::REQUEST | NlmF::DUMP
+        } else {
+            NlmF::REQUEST | NlmF::ACK
+        };
+        let req = encode_request(
+            cmd.name(),
+            self.family.id,
+            flags,
+            seq,
+            cmd,
+            FAMILY_VERSION,
+            attrs,
+        )?;
         transact(&mut self.transport, &req).map_err(|e| NetdevError::from_netlink(cmd.name(), e))
     }
 
