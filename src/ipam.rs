@@ -634,7 +634,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::collections::BTreeMap;
-    use std::sync::{Arc, RwLock};
+    use std::sync::RwLock;
 
     /// Writing an executable while another test thread forks can leave the write fd open in the
     /// child for a moment, and exec then fails with ETXTBSY. Script creation takes this lock
@@ -669,18 +669,7 @@ mod tests {
         }
     }
 
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logging::Buf;
 
     fn conf(version: &str, ipam_type: &str) -> NetConf {
         NetConf::from_value(json!({

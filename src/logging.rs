@@ -222,23 +222,26 @@ fn format_timestamp(secs: u64, millis: u32) -> String {
     )
 }
 
+/// A clonable in-memory sink for tests that check what was written to a `Box<dyn Write>`
+/// (this module's logs, a delegate's copied stderr).
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Buf(pub(crate) std::sync::Arc<Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     impl Buf {
         fn text(&self) -> String {
