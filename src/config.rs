@@ -17,6 +17,7 @@ use crate::cni::result::FieldError;
 use crate::cni::version::version_of_config;
 use crate::cni::{codes, CniError, CniResult, CniVersion, Dns};
 use crate::logging::LogLevel;
+use crate::xdp::{DispatcherOptions, QueueRangeConfig, QueueRanges, XdpError, XdpMode, DEFAULT_BPFFS};
 
 /// The `type` this plugin is installed as.
 pub const PLUGIN_TYPE: &str = "netkit-cni";
@@ -98,6 +99,9 @@ pub struct NetConf {
     pub log_level: LogLevel,
     /// NIC RX queues leased into the pod's netkit device; required for `pairing: single`.
     pub lease: Option<LeaseConfig>,
+    /// Steer the leased queues to the pod's AF_XDP sockets with the per-queue dispatcher on the
+    /// master; needs `lease` and `pairing: single`.
+    pub xdp: Option<XdpConfig>,
 
     /// The config exactly as decoded; delegated plugins must get the complete config.
     pub raw: Value,
@@ -221,6 +225,7 @@ const KEYS: &[(&str, Apply)] = &[
     ("logFile", |c, v| put(&mut c.log_file, log_file(v).map(Some))),
     ("logLevel", |c, v| put(&mut c.log_level, one_of(v, "logLevel", LOG_LEVELS))),
     ("lease", |c, v| put(&mut c.lease, lease(v).map(Some))),
+    ("xdp", |c, v| put(&mut c.xdp, xdp(v).map(Some))),
 ];
 
 const MODES: &[(&str, Mode)] = &[("l3", Mode::L3), ("l2", Mode::L2)];
@@ -284,6 +289,7 @@ impl NetConf {
             log_file: None,
             log_level: LogLevel::DEFAULT,
             lease: None,
+            xdp: None,
             raw: Value::Null,
         };
         // The spec's name is applied after the draft name whatever the key order, so it wins.
@@ -328,6 +334,25 @@ impl NetConf {
                 "lease",
                 "pairing \"single\" creates a lease-only device: name the NIC to lease from in a lease block",
             ));
+        }
+        if let Some(x) = obj.get("xdp").filter(|v| !v.is_null()) {
+            if conf.lease.is_none() {
+                return Err(ConfigError::invalid(
+                    "xdp",
+                    x,
+                    "the dispatcher steers leased queues: it needs a lease block naming the NIC",
+                ));
+            }
+            // The kernel proxies AF_XDP pools through leases only on netkit single devices
+            // (netkit.c refuses XSK pools on a pair), so a pair's queue steered to a pod would
+            // drop every frame: no socket can ever bind there.
+            if conf.pairing != Pairing::Single {
+                return Err(ConfigError::invalid(
+                    "xdp",
+                    x,
+                    "AF_XDP through a leased queue needs pairing \"single\" (the kernel binds AF_XDP pools only to netkit single devices)",
+                ));
+            }
         }
         conf.raw = value;
         Ok(conf)
@@ -827,6 +852,69 @@ fn lease_consistency(c: &LeaseConfig, obj: &Map<String, Value>) -> Result<(), Co
     Ok(())
 }
 
+/// The `xdp` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// The bpf file system to pin under (`bpffs`, default `/sys/fs/bpf`).
+    pub bpffs: PathBuf,
+    /// Attach mode (`mode`: `auto`, the default, `native` or `generic`).
+    pub mode: XdpMode,
+    /// Per-queue counters (`stats`, default false).
+    pub stats: bool,
+    /// Multi-buffer aware dispatcher (`frags`, default false): needed on an MTU above a page.
+    pub frags: bool,
+    /// What the queues not leased to a pod do (`ranges`, default: all pass).
+    pub ranges: QueueRanges,
+}
+
+impl XdpConfig {
+    pub fn options(&self) -> DispatcherOptions {
+        DispatcherOptions { bpffs: self.bpffs.clone(), mode: self.mode, stats: self.stats, frags: self.frags }
+    }
+}
+
+const XDP_KEYS: &[&str] = &["bpffs", "mode", "stats", "frags", "ranges"];
+const XDP_MODES: &[(&str, XdpMode)] = &[("auto", XdpMode::Auto), ("native", XdpMode::Native), ("generic", XdpMode::Generic)];
+
+fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
+    let obj = object(v, "xdp")?;
+    if let Some((k, val)) = obj.iter().find(|(k, _)| !XDP_KEYS.contains(&k.as_str())) {
+        return Err(ConfigError::UnsupportedField { key: format!("xdp.{k}"), value: render_value(val) });
+    }
+    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let bpffs = match get("bpffs") {
+        None => PathBuf::from(DEFAULT_BPFFS),
+        Some(b) => {
+            let s = string(b, "xdp.bpffs")?;
+            let p = std::path::Path::new(s);
+            // Pins and the per-NIC lock live under it: only a plain absolute path, so no input
+            // can point the plugin's writes through `..` somewhere else.
+            let plain = p.is_absolute() && p.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
+            if !plain || s.contains('\0') {
+                return Err(ConfigError::invalid("xdp.bpffs", b, "must be an absolute path without \".\" or \"..\""));
+            }
+            PathBuf::from(s)
+        }
+    };
+    let mode = get("mode").map(|m| one_of(m, "xdp.mode", XDP_MODES)).transpose()?.unwrap_or_default();
+    let stats = get("stats").map(|b| boolean(b, "xdp.stats")).transpose()?.unwrap_or(false);
+    let frags = get("frags").map(|b| boolean(b, "xdp.frags")).transpose()?.unwrap_or(false);
+    let ranges = match get("ranges") {
+        None => QueueRanges::all_pass(),
+        Some(r) => {
+            let entries: Vec<QueueRangeConfig> = serde_json::from_value(r.clone())
+                .map_err(|e| ConfigError::invalid("xdp.ranges", r, format!("expected a list of {{\"queues\", \"action\", \"program\"}}: {e}")))?;
+            QueueRanges::new(&entries, &bpffs).map_err(|e| match e {
+                XdpError::InvalidConfig { entry: Some(i), reason } => {
+                    ConfigError::invalid(format!("xdp.ranges[{i}]"), &r.get(i).cloned().unwrap_or(Value::Null), reason)
+                }
+                other => ConfigError::invalid("xdp.ranges", r, other.to_string()),
+            })?
+        }
+    };
+    Ok(XdpConfig { bpffs, mode, stats, frags, ranges })
+}
+
 /// A non-empty JSON list of distinct queue ids.
 fn queue_id_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
     let items = v
@@ -1273,6 +1361,66 @@ mod tests {
             "{}",
             cni.msg
         );
+    }
+
+    fn xdp_conf(block: Value, pairing: &str) -> Result<NetConf, CniError> {
+        let mut v = with("lease", json!({"master": "ens1f0"}));
+        v["pairing"] = json!(pairing);
+        v["xdp"] = block;
+        parse(v).map_err(CniError::from)
+    }
+
+    #[test]
+    fn xdp_block_defaults_and_fields() {
+        let x = xdp_conf(json!({}), "single").unwrap().xdp.unwrap();
+        assert_eq!(x.bpffs, PathBuf::from("/sys/fs/bpf"));
+        assert_eq!((x.mode, x.stats, x.frags), (XdpMode::Auto, false, false));
+        assert_eq!(x.ranges, QueueRanges::all_pass());
+        let x = xdp_conf(
+            json!({"bpffs": "/run/bpf", "mode": "generic", "stats": true,
+                   "ranges": [{"queues": "6-7", "action": "drop"}, {"queues": "0", "action": "program", "program": "/run/bpf/fw/prog"}]}),
+            "single",
+        )
+        .unwrap()
+        .xdp
+        .unwrap();
+        assert_eq!((x.mode, x.stats), (XdpMode::Generic, true));
+        assert_eq!(x.ranges.ranges().len(), 2);
+        assert_eq!(x.options().bpffs, PathBuf::from("/run/bpf"));
+    }
+
+    #[test]
+    fn bad_xdp_blocks_name_the_field_and_value() {
+        let cases = [
+            (json!({"ranges": [{"queues": "0-3", "action": "drop"}, {"queues": "2", "action": "pass"}]}), "xdp.ranges[1]", "overlap"),
+            (json!({"ranges": [{"queues": "0", "action": "program", "program": "/etc/passwd"}]}), "xdp.ranges[0]", "/etc/passwd"),
+            (json!({"ranges": [{"queues": "0", "action": "program", "program": "/sys/fs/bpf/../../etc/x"}]}), "xdp.ranges[0]", "etc/x"),
+            (json!({"ranges": [{"queues": "5-2", "action": "drop"}]}), "xdp.ranges[0]", "5-2"),
+            (json!({"ranges": [{"queues": "0", "action": "redirect"}]}), "xdp.ranges", "redirect"),
+            (json!({"ranges": "0-3"}), "xdp.ranges", "0-3"),
+            (json!({"bpffs": "sys/fs/bpf"}), "xdp.bpffs", "sys/fs/bpf"),
+            (json!({"bpffs": "/sys/fs/bpf/../../tmp"}), "xdp.bpffs", ".."),
+            (json!({"mode": "offload"}), "xdp.mode", "offload"),
+            (json!({"stats": "yes"}), "xdp.stats", "yes"),
+        ];
+        for (block, field, value) in cases {
+            let e = xdp_conf(block.clone(), "single").unwrap_err();
+            assert_eq!(e.code, codes::INVALID_CONFIG, "{block}: {}", e.msg);
+            assert!(e.msg.contains(field) && (e.msg.contains(value) || e.details.contains(value)), "{block}: {} / {}", e.msg, e.details);
+        }
+        let e = xdp_conf(json!({"ranges": [], "colour": 1}), "single").unwrap_err();
+        assert_eq!(e.code, codes::UNSUPPORTED_FIELD);
+        assert!(e.msg.contains("xdp.colour"), "{}", e.msg);
+    }
+
+    #[test]
+    fn xdp_needs_a_lease_and_a_single_device() {
+        let mut pair = with("lease", json!({"master": "ens1f0"}));
+        pair["xdp"] = json!({});
+        let e = CniError::from(parse(pair).unwrap_err());
+        assert!(e.msg.contains("field xdp") && e.details.contains("single"), "{} / {}", e.msg, e.details);
+        let e = CniError::from(parse(with("xdp", json!({}))).unwrap_err());
+        assert!(e.msg.contains("field xdp") && e.details.contains("lease"), "{} / {}", e.msg, e.details);
     }
 
     fn lease(block: Value) -> Result<LeaseConfig, CniError> {

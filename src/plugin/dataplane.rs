@@ -7,11 +7,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::cni::IpCidr;
-use crate::config::{Mode, Policy, Scrub};
+use crate::config::{Mode, Policy, Scrub, XdpConfig};
 use crate::link::{LinkError, Marker};
 use crate::netdev::{NetdevError, Queue};
 use crate::nsid::NsidError;
 use crate::rtnl::Deletion;
+use crate::xdp::{PodHandoff, PodId, XdpError};
 
 /// Everything needed to create one pod's netkit pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +138,8 @@ pub enum DpError {
     Netdev { step: &'static str, source: Box<NetdevError> },
     #[error("{step}: {source}")]
     Nsid { step: &'static str, source: Box<NsidError> },
+    #[error("{step}: {source}")]
+    Xdp { step: &'static str, source: Box<XdpError> },
     #[error("{0}")]
     Other(String),
 }
@@ -208,4 +211,46 @@ pub trait Dataplane {
     fn remote_link(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Option<ObservedLink>, DpError>;
     /// Delete such a link. Already gone is success.
     fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError>;
+
+    // --- XDP dispatcher on the master ----------------------------------------------------
+
+    /// Attach the master's dispatcher unless it is (applying `conf.ranges` when this call
+    /// attaches), then steer each leased physical queue to `pod`'s XSKMAP at its virtual queue.
+    fn xdp_steer(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId, queues: &[SteerQueue]) -> Result<PodHandoff, DpError>;
+    /// Give `pod`'s queues back to their range actions, remove its XSKMAP pin, and detach the
+    /// dispatcher when no pod is left on the master. No dispatcher at all is success (DEL is
+    /// idempotent).
+    fn xdp_release(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId) -> Result<XdpRelease, DpError>;
+    /// The dispatcher as CHECK sees it: `None` when none is attached to the master.
+    fn xdp_observe(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId) -> Result<Option<XdpObserved>, DpError>;
+    /// Every pod with an XSKMAP pin on the master's dispatcher (GC's view).
+    fn xdp_pods(&mut self, conf: &XdpConfig, master_ifindex: u32) -> Result<Vec<PodId>, DpError>;
+    /// Remove the pins of dispatchers whose NIC is gone (its link is defunct), in this netns.
+    /// Returns the directories removed.
+    fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<Vec<PathBuf>, DpError>;
+}
+
+/// One leased queue to steer: the master's RX queue and the queue it became on the pod device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteerQueue {
+    pub physical: u32,
+    pub virtual_id: u32,
+}
+
+/// What [`Dataplane::xdp_release`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct XdpRelease {
+    /// Physical queues given back to their range action.
+    pub reset: Vec<u32>,
+    /// Whether this call detached the dispatcher (the last pod on the master left).
+    pub detached: bool,
+}
+
+/// The master's dispatcher as CHECK sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpObserved {
+    /// Kernel id of the pinned XDP link (attached to the master).
+    pub link_id: u32,
+    /// This pod's XSKMAP and the queues steered into it; `None` without a pin for the pod.
+    pub handoff: Option<PodHandoff>,
 }

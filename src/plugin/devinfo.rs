@@ -12,10 +12,17 @@
 //!     "network": "podnet", "container-id": "c1", "interface": "eth0", "pairing": "single",
 //!     "ifindex": 2, "sandbox": "/run/netns/pod",
 //!     "master": {"name": "ens1f0", "ifindex": 4},
-//!     "queues": [{"physical": 1, "virtual": 1}, {"physical": 2, "virtual": 2}]
+//!     "queues": [{"physical": 1, "virtual": 1}, {"physical": 2, "virtual": 2}],
+//!     "xdp": {"xsk-map": "/sys/fs/bpf/netkit-cni/netns1-if4/pods/c1/eth0/xsks",
+//!             "start-queue": 1, "queue-count": 2, "map-start-index": 1}
 //!   }
 //! }
 //! ```
+//!
+//! `xdp` is present when the network steers leased queues to AF_XDP sockets (the `xdp` block):
+//! an AF_XDP socket bound to virtual queue `v` of the pod device goes into the pinned XSKMAP at
+//! index `v`. The names follow QEMU's `-netdev af-xdp` options (`start-queue`, `queues`,
+//! `map-path`, `map-start-index`), so a launcher can pass them through unchanged.
 //!
 //! `ifindex` is the pod device's index inside the sandbox, `master.ifindex` the NIC's in the
 //! node netns; each queue pairs a physical RX queue of the master with the RX queue it became on
@@ -69,6 +76,32 @@ pub struct LeaseInfo {
     pub sandbox: String,
     pub master: MasterInfo,
     pub queues: Vec<QueueMap>,
+    /// Absent when the network has no `xdp` block (and in files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpInfo>,
+}
+
+/// Where the pod's AF_XDP sockets go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct XdpInfo {
+    /// bpffs pin of the attachment's XSKMAP (QEMU `map-path`).
+    pub xsk_map: String,
+    /// Lowest virtual queue id fed by a leased queue (QEMU `start-queue`).
+    pub start_queue: u32,
+    /// Virtual queues fed, `start-queue` upwards (QEMU `queues`).
+    pub queue_count: u32,
+    /// XSKMAP index of the socket on `start-queue` (QEMU `map-start-index`): the map is indexed
+    /// by virtual queue id, so this equals `start-queue`.
+    pub map_start_index: u32,
+}
+
+impl XdpInfo {
+    pub fn from_handoff(h: &crate::xdp::PodHandoff) -> XdpInfo {
+        let v = h.vqueues();
+        let start = v.first().copied().unwrap_or(0);
+        XdpInfo { xsk_map: h.xskmap_pin.display().to_string(), start_queue: start, queue_count: v.len() as u32, map_start_index: start }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +229,7 @@ mod tests {
             sandbox: "/run/netns/p".into(),
             master: MasterInfo { name: "ens1f0".into(), ifindex: 4 },
             queues: vec![QueueMap { physical: 3, virtual_id: 1 }, QueueMap { physical: 5, virtual_id: 2 }],
+            xdp: None,
         })
     }
 

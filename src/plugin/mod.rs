@@ -31,6 +31,7 @@ use crate::link::{LinkError, Marker};
 use crate::logging::Logger;
 use crate::netdev::QueueType;
 use crate::rtnl::Deletion;
+use crate::xdp::{PodHandoff, PodId};
 use dataplane::*;
 pub use ipam_delegate::{ExecIpam, IpamDelegate};
 use lease::{LeasePlan, Leased};
@@ -57,6 +58,10 @@ pub mod errcodes {
     pub const LEASE_FAILED: u32 = 108;
     /// The device-info file could not be written, read or removed.
     pub const DEVICE_INFO_FAILED: u32 = 109;
+    /// The XDP dispatcher on the master could not be attached, steered or released (bpffs not
+    /// mounted, another XDP program on the NIC, a driver refusing XDP, …); the message names the
+    /// step and the errno.
+    pub const XDP_FAILED: u32 = 110;
 }
 
 /// One parsed invocation.
@@ -80,6 +85,11 @@ impl Request {
     fn ifname(&self) -> &str {
         self.env.ifname.as_ref().map(|i| i.as_str()).expect("CniEnv guarantees CNI_IFNAME")
     }
+}
+
+/// The attachment as the dispatcher names its pins: `pods/<container id>/<ifname>`.
+fn pod_id(marker: &Marker) -> Result<PodId, CniError> {
+    PodId::new(marker.container_id(), marker.ifname()).map_err(|e| CniError::invalid_env(format!("cannot name this attachment's XDP pins: {e}"), "CNI_CONTAINERID / CNI_IFNAME"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,6 +157,15 @@ pub fn cmd_add(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
                     log.error(format_args!("rollback: cannot delete the device of {marker}: {e}"));
                 }
             }
+            // After the device: its leases are gone, so resetting the queues cannot hand a
+            // leased queue's frames to the host.
+            if let (Some(master), Some(x)) = (done.xdp_master, &req.conf.xdp) {
+                match pod_id(&marker).map(|pod| dp.xdp_release(x, master, &pod)) {
+                    Ok(Ok(r)) => log.debug(format_args!("rollback: XDP queues {:?} given back, dispatcher detached: {}", r.reset, r.detached)),
+                    Ok(Err(e)) => log.error(format_args!("rollback: cannot release the XDP steering of {marker}: {e}")),
+                    Err(e) => log.error(format_args!("rollback: {}", e.msg)),
+                }
+            }
             if let (true, Some(l)) = (done.device_info, &req.conf.lease) {
                 if let Err(e) = devinfo::remove(&l.device_info_dir, &marker) {
                     log.error(format_args!("rollback: {e}"));
@@ -166,6 +185,8 @@ pub fn cmd_add(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
 struct Rollback {
     device: bool,
     device_info: bool,
+    /// The master whose dispatcher this invocation may have attached or steered.
+    xdp_master: Option<u32>,
 }
 
 fn add_after_ipam(
@@ -219,6 +240,19 @@ fn add_after_ipam(
         }
         _ => vec![],
     };
+    // Steered after the leases exist: the virtual queue ids are the kernel's answer to
+    // queue-create. Until then the queue's frames keep their range action.
+    let handoff = match (plan, &conf.xdp) {
+        (Some(plan), Some(x)) if !leased.is_empty() => {
+            let pod = pod_id(marker)?;
+            done.xdp_master = Some(plan.master.ifindex);
+            let queues: Vec<SteerQueue> = leased.iter().map(|l| SteerQueue { physical: l.physical, virtual_id: l.virtual_id }).collect();
+            let h = dp.xdp_steer(x, plan.master.ifindex, &pod, &queues).map_err(xdp_error)?;
+            log.debug(format_args!("XDP: queues {:?} of {} steered to {}", h.queues, plan.master.name, h.xskmap_pin.display()));
+            Some(h)
+        }
+        _ => None,
+    };
 
     let empty = CniResult::default();
     let ipam_r = ipam.unwrap_or(&empty);
@@ -237,7 +271,7 @@ fn add_after_ipam(
     }
 
     if let (Some(plan), Some(lconf)) = (plan, &conf.lease) {
-        let info = device_info(req, marker, &created, plan, &leased);
+        let info = device_info(req, marker, &created, plan, &leased, handoff.as_ref());
         done.device_info = true;
         let path = devinfo::write(&lconf.device_info_dir, marker, &info).map_err(devinfo_error)?;
         log.info(format_args!(
@@ -285,7 +319,7 @@ fn add_after_ipam(
     })
 }
 
-fn device_info(req: &Request, marker: &Marker, created: &Created, plan: &LeasePlan, leased: &[Leased]) -> devinfo::DeviceInfo {
+fn device_info(req: &Request, marker: &Marker, created: &Created, plan: &LeasePlan, leased: &[Leased], handoff: Option<&PodHandoff>) -> devinfo::DeviceInfo {
     devinfo::DeviceInfo::new(devinfo::LeaseInfo {
         network: marker.network().to_string(),
         container_id: marker.container_id().to_string(),
@@ -295,6 +329,7 @@ fn device_info(req: &Request, marker: &Marker, created: &Created, plan: &LeasePl
         sandbox: req.netns().display().to_string(),
         master: devinfo::MasterInfo { name: plan.master.name.clone(), ifindex: plan.master.ifindex },
         queues: leased.iter().map(|l| devinfo::QueueMap { physical: l.physical, virtual_id: l.virtual_id }).collect(),
+        xdp: handoff.map(devinfo::XdpInfo::from_handoff),
     })
 }
 
@@ -325,11 +360,33 @@ pub fn cmd_del(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
         }
         Err(e) => return Err(kernel_error(e)),
     }
+    // After the device, whose deletion ended the leases (see the rollback in cmd_add).
+    if let (Some(l), Some(x)) = (&req.conf.lease, &req.conf.xdp) {
+        release_xdp(dp, l, x, &marker, log)?;
+    }
     if let Some(l) = &req.conf.lease {
         devinfo::remove(&l.device_info_dir, &marker).map_err(devinfo_error)?;
     }
     if let Some(ipam) = ipam {
         ipam.del(marker.container_id(), marker.ifname())?;
+    }
+    Ok(())
+}
+
+/// The attachment's queues go back to their range actions and its XSKMAP pin goes; the last pod
+/// on the master detaches the dispatcher. With the master gone there is no dispatcher to open
+/// (its link died with the NIC): the dead NIC's pins are swept instead.
+fn release_xdp(dp: &mut dyn Dataplane, l: &LeaseConfig, x: &crate::config::XdpConfig, marker: &Marker, log: &Logger) -> Result<(), CniError> {
+    let pod = pod_id(marker)?;
+    match dp.master(&l.master).map_err(kernel_error)? {
+        Some(master) => {
+            let r = dp.xdp_release(x, master.ifindex, &pod).map_err(xdp_error)?;
+            log.debug(format_args!("DEL {marker}: XDP queues {:?} given back, dispatcher detached: {}", r.reset, r.detached));
+        }
+        None => {
+            let swept = dp.xdp_sweep(x).map_err(xdp_error)?;
+            log.debug(format_args!("DEL {marker}: master {} is gone; swept {swept:?}", l.master));
+        }
     }
     Ok(())
 }
@@ -445,7 +502,10 @@ pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDe
         }
     }
     if let Some(l) = &req.conf.lease {
-        check_leases(req, dp, l, &marker, pod.ifindex).map_err(fail)?;
+        let info = check_leases(req, dp, l, &marker, pod.ifindex).map_err(fail)?;
+        if let Some(x) = &req.conf.xdp {
+            check_xdp(dp, x, &marker, &info).map_err(fail)?;
+        }
     }
     if let Some(ipam) = ipam {
         ipam.check()?;
@@ -453,9 +513,35 @@ pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDe
     Ok(())
 }
 
+/// The master's dispatcher must be attached, and exactly the queues the device-info file records
+/// must be steered into this attachment's XSKMAP at their virtual queues.
+fn check_xdp(dp: &mut dyn Dataplane, x: &crate::config::XdpConfig, marker: &Marker, info: &devinfo::LeaseInfo) -> Result<(), String> {
+    let pod = pod_id(marker).map_err(|e| e.msg)?;
+    let master = &info.master;
+    let obs = dp
+        .xdp_observe(x, master.ifindex, &pod)
+        .map_err(|e| format!("cannot read the XDP dispatcher of {}: {e}", master.name))?
+        .ok_or_else(|| format!("no XDP dispatcher is attached to {} (under {})", master.name, x.bpffs.display()))?;
+    let handoff = obs.handoff.ok_or_else(|| format!("{marker} has no XSKMAP on the dispatcher of {} (link {})", master.name, obs.link_id))?;
+    let mut want: Vec<(u32, u32)> = info.queues.iter().map(|q| (q.physical, q.virtual_id)).collect();
+    let mut got: Vec<(u32, u32)> = handoff.queues.iter().map(|q| (q.queue, q.vqueue)).collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    if want != got {
+        return Err(format!("the dispatcher of {} steers {got:?} (physical, virtual) to {marker}, the device-info file says {want:?}", master.name));
+    }
+    if let Some(recorded) = &info.xdp {
+        if Path::new(&recorded.xsk_map) != handoff.xskmap_pin {
+            return Err(format!("XSKMAP pin is {}, the device-info file says {}", handoff.xskmap_pin.display(), recorded.xsk_map));
+        }
+    }
+    Ok(())
+}
+
 /// Every lease the device-info file records must still be on the master, pointing at this
-/// pod's device in this pod's netns. Read with queue-get on each physical queue.
-fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marker: &Marker, pod_ifindex: u32) -> Result<(), String> {
+/// pod's device in this pod's netns. Read with queue-get on each physical queue. Returns the
+/// file's lease section.
+fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marker: &Marker, pod_ifindex: u32) -> Result<devinfo::LeaseInfo, String> {
     let path = devinfo::path_for(&conf.device_info_dir, marker);
     let info = devinfo::read(&conf.device_info_dir, marker)
         .map_err(|e| e.to_string())?
@@ -493,7 +579,7 @@ fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marke
             ));
         }
     }
-    Ok(())
+    Ok(info)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -533,6 +619,9 @@ pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDeleg
             Err(e) => failures.push(format!("devices leasing from {}: {e}", l.master)),
         }
     }
+    if let (Some(l), Some(x)) = (&req.conf.lease, &req.conf.xdp) {
+        gc_xdp(dp, l, x, &req.conf.name, &valid, &mut failures, log);
+    }
     if let Some(ipam) = ipam {
         for m in &removed {
             if let Err(e) = ipam.del(m.container_id(), m.ifname()) {
@@ -565,6 +654,38 @@ pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDeleg
     }
 }
 
+/// Pods steered on the master's dispatcher that the runtime no longer lists lose their queues
+/// and pins (the last one detaches the dispatcher); a dead NIC's pins are swept. The pins carry
+/// no network name and the runtime's list covers only this network, so a pin whose attachment
+/// still has a live leasing device of another network on the same NIC is left alone.
+fn gc_xdp(dp: &mut dyn Dataplane, l: &LeaseConfig, x: &crate::config::XdpConfig, network: &str, valid: &BTreeSet<(&str, &str)>, failures: &mut Vec<String>, log: &Logger) {
+    match dp.xdp_sweep(x) {
+        Ok(swept) if !swept.is_empty() => log.info(format_args!("GC: removed the pins of NICs that are gone: {swept:?}")),
+        Ok(_) => {}
+        Err(e) => failures.push(e.to_string()),
+    }
+    let master = match dp.master(&l.master) {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(e) => return failures.push(e.to_string()),
+    };
+    let pods = match dp.xdp_pods(x, master.ifindex) {
+        Ok(p) => p,
+        Err(e) => return failures.push(e.to_string()),
+    };
+    let others: BTreeSet<(String, String)> = match leasing_devices(dp, l, log) {
+        Ok(devs) => devs.into_iter().filter(|d| d.marker.network() != network).map(|d| (d.marker.container_id().to_string(), d.marker.ifname().to_string())).collect(),
+        Err(e) => return failures.push(e.to_string()),
+    };
+    let orphan = |p: &PodId| !valid.contains(&(p.container_id(), p.ifname())) && !others.contains(&(p.container_id().to_string(), p.ifname().to_string()));
+    for pod in pods.into_iter().filter(|p| orphan(p)) {
+        log.info(format_args!("GC: releasing the XDP steering of orphan {network}/{pod} on {}", master.name));
+        if let Err(e) = dp.xdp_release(x, master.ifindex, &pod) {
+            failures.push(format!("XDP steering of {pod}: {e}"));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // STATUS
 
@@ -580,6 +701,15 @@ pub fn cmd_status(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamD
     }
     if let Some(l) = &req.conf.lease {
         lease_status(dp, l, log)?;
+    }
+    if req.conf.xdp.is_some() {
+        // Not a reason to refuse pods (receive steering works), but the operator must know
+        // that nothing on the node can filter what pods send through AF_XDP.
+        let hook = crate::xdp::egress::probe();
+        match hook {
+            crate::xdp::egress::EgressHook::Available(_) => log.info(format_args!("STATUS: {}", hook.describe())),
+            _ => log.warn(format_args!("STATUS: {}", hook.describe())),
+        }
     }
     if let Some(ipam) = ipam {
         let d = ipam.status()?;
@@ -748,6 +878,10 @@ fn dp_error(e: DpError, req: &Request) -> CniError {
         ),
         _ => kernel_error(e),
     }
+}
+
+fn xdp_error(e: DpError) -> CniError {
+    CniError::plugin_specific(errcodes::XDP_FAILED, e.to_string(), "")
 }
 
 fn devinfo_error(e: devinfo::DevInfoError) -> CniError {

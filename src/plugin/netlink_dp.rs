@@ -15,13 +15,14 @@ use netlink_packet_route::link::LinkAttribute;
 use super::dataplane::*;
 use crate::addr::{self, AddressSpec, IpFamily, IpPrefix};
 use crate::cni::IpCidr;
-use crate::config::{Mode, Policy, Scrub};
+use crate::config::{Mode, Policy, Scrub, XdpConfig};
 use crate::link::{self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitPolicy, NetkitScrub, NetkitSingle};
 use crate::netdev::{Lease, NetdevClient, NetdevCmd, NetdevError, Queue, QueueId, QueueType};
 use crate::netns::{NetNs, NetnsError};
 use crate::route::{self, RouteScope};
 use crate::rtnl::{Deletion, Rtnl};
 use crate::sysctl::{self, SysctlKey};
+use crate::xdp::{Attach, DetachOutcome, Dispatcher, PodHandoff, PodId, XdpError};
 
 pub struct NetlinkDataplane {
     rt: tokio::runtime::Runtime,
@@ -484,4 +485,59 @@ impl Dataplane for NetlinkDataplane {
         out.map_err(|source| DpError::Link { step: "delete a leasing device", source })
     }
 
+    fn xdp_steer(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId, queues: &[SteerQueue]) -> Result<PodHandoff, DpError> {
+        let (d, attach) = Dispatcher::attach_or_open(&conf.options(), master_ifindex, &conf.ranges).map_err(xdp("attach the XDP dispatcher to the master"))?;
+        let mut handoff = None;
+        for q in queues {
+            match d.set_queue_pod(q.physical, pod, q.virtual_id) {
+                Ok(h) => handoff = Some(h),
+                Err(e) => {
+                    // This call's steering goes again; so does a dispatcher this call attached
+                    // (no other pod can be using it yet: the lock is still held).
+                    let _ = d.release_pod(pod);
+                    if attach == Attach::Attached {
+                        let _ = d.detach_if_unused();
+                    }
+                    return Err(xdp("steer a leased queue to the pod")(e));
+                }
+            }
+        }
+        match handoff {
+            Some(h) => Ok(h),
+            None => d.pod_handoff(pod).map_err(xdp("read the pod's handoff"))?.ok_or_else(|| DpError::Other("no queue to steer".into())),
+        }
+    }
+
+    fn xdp_release(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId) -> Result<XdpRelease, DpError> {
+        let Some(d) = Dispatcher::open(&conf.options(), master_ifindex).map_err(xdp("open the master's XDP dispatcher"))? else {
+            return Ok(XdpRelease::default());
+        };
+        let reset = d.release_pod(pod).map_err(xdp("give the pod's queues back"))?;
+        let detached = matches!(d.detach_if_unused().map_err(xdp("detach the XDP dispatcher"))?, DetachOutcome::Detached);
+        Ok(XdpRelease { reset, detached })
+    }
+
+    fn xdp_observe(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId) -> Result<Option<XdpObserved>, DpError> {
+        let Some(d) = Dispatcher::open(&conf.options(), master_ifindex).map_err(xdp("open the master's XDP dispatcher"))? else {
+            return Ok(None);
+        };
+        let link_id = d.link_id().map_err(xdp("read the dispatcher link"))?;
+        let handoff = d.pod_handoff(pod).map_err(xdp("read the pod's handoff"))?;
+        Ok(Some(XdpObserved { link_id, handoff }))
+    }
+
+    fn xdp_pods(&mut self, conf: &XdpConfig, master_ifindex: u32) -> Result<Vec<PodId>, DpError> {
+        match Dispatcher::open(&conf.options(), master_ifindex).map_err(xdp("open the master's XDP dispatcher"))? {
+            Some(d) => d.pods().map_err(xdp("list the dispatcher's pods")),
+            None => Ok(vec![]),
+        }
+    }
+
+    fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<Vec<PathBuf>, DpError> {
+        Dispatcher::sweep_defunct(&conf.options()).map_err(xdp("remove the pins of NICs that are gone"))
+    }
+}
+
+fn xdp(step: &'static str) -> impl Fn(XdpError) -> DpError {
+    move |source| DpError::Xdp { step, source: Box::new(source) }
 }

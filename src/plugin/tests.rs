@@ -53,6 +53,21 @@ struct FakeKernel {
     race: Vec<u32>,
     /// Error (errno, extack) every queue-create answers, e.g. a virtual master.
     lease_refusal: Option<(Errno, &'static str)>,
+    /// The master's dispatcher.
+    xdp: FakeXdp,
+}
+
+/// The dispatcher on the fake NIC: attached or not, and queue → (pod "cid/ifname", vqueue).
+#[derive(Default)]
+struct FakeXdp {
+    attached: bool,
+    /// Attached this many times (an attach while attached would be a second dispatcher).
+    attaches: u32,
+    steered: BTreeMap<u32, (String, u32)>,
+    /// Pods with an XSKMAP pin.
+    pins: std::collections::BTreeSet<String>,
+    /// The NIC died with the dispatcher attached: pins left for a sweep.
+    defunct: bool,
 }
 
 /// Every pod netns has this nsid in the node netns.
@@ -94,6 +109,13 @@ impl FakeKernel {
         self.next_ifindex += 1;
         self.pods.insert(marker.to_string(), FakePod { netns: netns.to_path_buf(), ifindex, single, rx_cap, leased: 0 });
         ifindex
+    }
+    fn handoff(&self, conf: &crate::config::XdpConfig, pod: &PodId) -> PodHandoff {
+        let who = pod.to_string();
+        PodHandoff {
+            xskmap_pin: conf.bpffs.join(format!("netkit-cni/nic/pods/{who}/xsks")),
+            queues: self.xdp.steered.iter().filter(|(_, (o, _))| *o == who).map(|(q, (_, v))| crate::xdp::QueueLease { queue: *q, vqueue: *v }).collect(),
+        }
     }
     /// Deleting a device ends its leases.
     fn remove_pod(&mut self, key: &str) -> bool {
@@ -238,6 +260,67 @@ impl Dataplane for FakeKernel {
             mode: None,
             marker: p.single.then(|| Marker::parse(key).unwrap()),
         }))
+    }
+    fn xdp_steer(&mut self, conf: &crate::config::XdpConfig, master_ifindex: u32, pod: &PodId, queues: &[SteerQueue]) -> Result<PodHandoff, DpError> {
+        self.calls.push(format!("xdp_steer {:?}", queues.iter().map(|q| (q.physical, q.virtual_id)).collect::<Vec<_>>()));
+        self.step("xdp_steer")?;
+        assert_eq!(master_ifindex, self.nic.as_ref().unwrap().ifindex);
+        let x = &mut self.xdp;
+        if !x.attached {
+            x.attached = true;
+            x.attaches += 1;
+        }
+        let who = pod.to_string();
+        for q in queues {
+            // The kernel's leases already make queues exclusive; the dispatcher checks again.
+            if let Some((owner, _)) = x.steered.get(&q.physical).filter(|(o, _)| *o != who) {
+                return Err(DpError::Xdp { step: "steer", source: Box::new(crate::xdp::XdpError::QueueBusy { queue: q.physical, owner: Some(owner.clone()) }) });
+            }
+        }
+        x.pins.insert(who.clone());
+        for q in queues {
+            x.steered.insert(q.physical, (who.clone(), q.virtual_id));
+        }
+        Ok(self.handoff(conf, pod))
+    }
+    fn xdp_release(&mut self, _conf: &crate::config::XdpConfig, _master_ifindex: u32, pod: &PodId) -> Result<XdpRelease, DpError> {
+        self.calls.push(format!("xdp_release {pod}"));
+        self.step("xdp_release")?;
+        let x = &mut self.xdp;
+        if !x.attached {
+            return Ok(XdpRelease::default());
+        }
+        let who = pod.to_string();
+        let reset: Vec<u32> = x.steered.iter().filter(|(_, (o, _))| *o == who).map(|(q, _)| *q).collect();
+        x.steered.retain(|_, (o, _)| *o != who);
+        x.pins.remove(&who);
+        let detached = x.steered.is_empty();
+        if detached {
+            x.attached = false;
+            x.pins.clear();
+        }
+        Ok(XdpRelease { reset, detached })
+    }
+    fn xdp_observe(&mut self, conf: &crate::config::XdpConfig, _master_ifindex: u32, pod: &PodId) -> Result<Option<XdpObserved>, DpError> {
+        if !self.xdp.attached {
+            return Ok(None);
+        }
+        let handoff = self.xdp.pins.contains(&pod.to_string()).then(|| self.handoff(conf, pod));
+        Ok(Some(XdpObserved { link_id: 42, handoff }))
+    }
+    fn xdp_pods(&mut self, _conf: &crate::config::XdpConfig, _master_ifindex: u32) -> Result<Vec<PodId>, DpError> {
+        Ok(self.xdp.pins.iter().map(|p| {
+            let (c, i) = p.split_once('/').unwrap();
+            PodId::new(c, i).unwrap()
+        }).collect())
+    }
+    fn xdp_sweep(&mut self, conf: &crate::config::XdpConfig) -> Result<Vec<PathBuf>, DpError> {
+        self.calls.push("xdp_sweep".into());
+        if !self.xdp.defunct {
+            return Ok(vec![]);
+        }
+        self.xdp = FakeXdp::default();
+        Ok(vec![conf.bpffs.join("netkit-cni/dead")])
     }
     fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError> {
         self.calls.push(format!("delete_remote {netnsid:?} {ifindex}"));
@@ -750,4 +833,115 @@ fn a_down_nic_dumps_nothing_so_the_kernel_decides_occupancy_and_range() {
     cmd_add(&req, &mut k, None, &quiet()).unwrap();
     let tries: Vec<&String> = k.calls.iter().filter(|c| c.starts_with("lease ")).collect();
     assert_eq!(tries, ["lease 1", "lease 2"], "1 was busy, learnt from EBUSY");
+}
+
+// ---------------------------------------------------------------------------------------------
+// XDP steering of leased queues
+
+fn xdp_conf(dir: &DevDir, lease: serde_json::Value) -> serde_json::Value {
+    let mut c = lease_conf(dir, "single", lease);
+    c["xdp"] = json!({"bpffs": "/sys/fs/bpf", "ranges": [{"queues": "0", "action": "pass"}, {"queues": "6-7", "action": "drop"}]});
+    c
+}
+
+#[test]
+fn add_steers_the_leased_queues_after_leasing_and_hands_the_map_over() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = xdp_conf(&dir, json!({"queueIds": [3, 5]}));
+    cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    let lease_at = k.calls.iter().position(|c| c == "lease 5").unwrap();
+    let steer_at = k.calls.iter().position(|c| c.starts_with("xdp_steer")).unwrap();
+    assert!(lease_at < steer_at, "virtual ids come from queue-create: {:?}", k.calls);
+    assert_eq!(k.calls[steer_at], "xdp_steer [(3, 1), (5, 2)]");
+    assert_eq!(k.xdp.steered.get(&3), Some(&("c1/eth0".to_string(), 1)));
+    let x = &dir.info("c1")["netkit-lease"]["xdp"];
+    assert_eq!(x["xsk-map"], "/sys/fs/bpf/netkit-cni/nic/pods/c1/eth0/xsks");
+    assert_eq!((x["start-queue"].as_u64(), x["queue-count"].as_u64(), x["map-start-index"].as_u64()), (Some(1), Some(2), Some(1)));
+
+    // A second pod shares the one dispatcher.
+    cmd_add(&request("ADD", "c2", xdp_conf(&dir, json!({"queueIds": [4]}))), &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.xdp.attaches, 1);
+    cmd_del(&request("DEL", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    assert!(k.xdp.attached, "c2 still has queues");
+    assert!(!k.xdp.steered.values().any(|(o, _)| o == "c1/eth0"));
+    cmd_del(&request("DEL", "c2", conf.clone()), &mut k, None, &quiet()).unwrap();
+    assert!(!k.xdp.attached && k.xdp.pins.is_empty() && k.xdp.steered.is_empty(), "the last DEL detaches");
+    // Idempotent: again, and with the NIC gone.
+    cmd_del(&request("DEL", "c2", conf.clone()), &mut k, None, &quiet()).unwrap();
+    k.nic = None;
+    cmd_del(&request("DEL", "c2", conf), &mut k, None, &quiet()).unwrap();
+    assert!(k.calls.iter().any(|c| c == "xdp_sweep"), "no master: the dead NIC's pins are swept: {:?}", k.calls);
+}
+
+#[test]
+fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = xdp_conf(&dir, json!({"queues": 1}));
+    cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    k.calls.clear();
+    cmd_del(&request("DEL", "c1", conf), &mut k, None, &quiet()).unwrap();
+    let del_at = k.calls.iter().position(|c| c == "delete_single").unwrap();
+    let rel_at = k.calls.iter().position(|c| c.starts_with("xdp_release")).unwrap();
+    assert!(del_at < rel_at, "{:?}", k.calls);
+}
+
+#[test]
+fn failures_after_steering_give_the_queues_back_and_leave_nothing() {
+    for step in ["configure_pod", "xdp_steer"] {
+        let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+        k.fail_on = Some(step);
+        let err = cmd_add(&request("ADD", "c1", xdp_conf(&dir, json!({"queues": 2}))), &mut k, None, &quiet()).unwrap_err();
+        let want = if step == "xdp_steer" { errcodes::XDP_FAILED } else { errcodes::KERNEL_FAILED };
+        assert_eq!(err.code, want, "{step}: {}", err.msg);
+        assert!(k.pods.is_empty() && k.leased_queues().is_empty(), "{step}: device and leases rolled back");
+        assert!(!k.xdp.attached && k.xdp.steered.is_empty() && k.xdp.pins.is_empty(), "{step}: dispatcher released");
+        assert!(dir.files().is_empty(), "{step}: {:?}", dir.files());
+        assert!(k.calls.iter().any(|c| c == "xdp_release c1/eth0"), "{step}: {:?}", k.calls);
+    }
+}
+
+#[test]
+fn check_needs_the_dispatcher_and_exactly_the_recorded_steering() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = xdp_conf(&dir, json!({"queueIds": [2, 4]}));
+    let r = cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    let mut check = conf;
+    check["prevResult"] = r.to_json(crate::cni::CniVersion::V1_1_0);
+    cmd_check(&request("CHECK", "c1", check.clone()), &mut k, None).unwrap();
+
+    // A queue steered elsewhere (e.g. by hand) is named.
+    k.xdp.steered.insert(4, ("c1/eth0".into(), 7));
+    let err = cmd_check(&request("CHECK", "c1", check.clone()), &mut k, None).unwrap_err();
+    assert_eq!(err.code, errcodes::CHECK_FAILED);
+    assert!(err.msg.contains("(4, 7)") && err.msg.contains("(4, 2)"), "{}", err.msg);
+
+    k.xdp.attached = false;
+    let err = cmd_check(&request("CHECK", "c1", check), &mut k, None).unwrap_err();
+    assert!(err.msg.contains("no XDP dispatcher is attached to nic0"), "{}", err.msg);
+}
+
+#[test]
+fn gc_releases_unlisted_pods_but_not_other_networks_live_ones() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = xdp_conf(&dir, json!({"queues": 1}));
+    for cid in ["live", "orphan"] {
+        cmd_add(&request("ADD", cid, conf.clone()), &mut k, None, &quiet()).unwrap();
+    }
+    // Another network's live pod on the same NIC and dispatcher.
+    let foreign = Marker::new("othernet", "f1", "eth0").unwrap();
+    let fi = k.add_pod(&foreign, Path::new("/run/netns/other"), true, 2);
+    k.nic().leases.insert(7, (Some(POD_NSID), fi, 1));
+    k.xdp.steered.insert(7, ("f1/eth0".into(), 1));
+    k.xdp.pins.insert("f1/eth0".into());
+    // A pin left by a pod whose device died with its netns without DEL.
+    k.xdp.steered.insert(6, ("dead/eth0".into(), 1));
+    k.xdp.pins.insert("dead/eth0".into());
+
+    let mut gc = conf;
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "live", "ifname": "eth0"}]);
+    cmd_gc(&request("GC", "x", gc), &mut k, None, &quiet()).unwrap();
+    let pins: Vec<&String> = k.xdp.pins.iter().collect();
+    assert_eq!(pins, ["f1/eth0", "live/eth0"]);
+    assert_eq!(k.xdp.steered.keys().copied().collect::<Vec<_>>(), [1, 7]);
+    assert!(k.xdp.attached);
 }

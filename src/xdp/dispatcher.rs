@@ -1078,6 +1078,66 @@ impl Dispatcher {
         })
     }
 
+    /// Pod interfaces with an XSKMAP pin in this NIC's directory (GC compares them with the
+    /// runtime's list of live attachments). Entries that are not valid ids are skipped: only
+    /// this plugin writes here, and it only writes validated ones.
+    pub fn pods(&self) -> Result<Vec<PodId>, XdpError> {
+        let dir = self.paths.pods();
+        let read = |d: &Path| match std::fs::read_dir(d) {
+            Ok(it) => Ok(Some(it)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(XdpError::sys("readdir", Some(d), io_errno(&e))),
+        };
+        let mut out = Vec::new();
+        let Some(cids) = read(&dir)? else { return Ok(out) };
+        for cid in cids.flatten() {
+            let Some(ifnames) = read(&cid.path())? else { continue };
+            for ifn in ifnames.flatten() {
+                let (Some(c), Some(i)) = (cid.file_name().to_str().map(String::from), ifn.file_name().to_str().map(String::from)) else {
+                    continue;
+                };
+                if let Ok(pod) = PodId::new(&c, &i) {
+                    out.push(pod);
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.container_id(), a.ifname()).cmp(&(b.container_id(), b.ifname())));
+        Ok(out)
+    }
+
+    /// Remove the directories of dispatchers in the calling thread's netns whose NIC is gone.
+    /// Removing a NIC detaches its XDP link but leaves the pins (bpffs outlives devices); with
+    /// the NIC gone there is no ifindex left to DEL by, so DEL and GC sweep instead. Each
+    /// directory is locked first, so a live attach in progress is never touched. Returns the
+    /// directories removed.
+    pub fn sweep_defunct(opts: &DispatcherOptions) -> Result<Vec<PathBuf>, XdpError> {
+        check_bpffs(&opts.bpffs)?;
+        let root = plugin_root(&opts.bpffs);
+        let cookie = super::paths::current_netns_cookie()?;
+        let prefix = format!("netns{cookie}-if");
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(XdpError::sys("readdir", Some(&root), io_errno(&e))),
+        };
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(ifindex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|i| i.parse::<u32>().ok()) else {
+                continue;
+            };
+            let nic = NicKey { netns_cookie: cookie, ifindex };
+            let paths = NicPaths::new(&opts.bpffs, &nic);
+            let Some(_lock) = lock_nic_dir(&opts.bpffs, &paths.dir, false)? else { continue };
+            if Self::open_pins(&paths, &nic)?.is_none() {
+                clear_dir(&paths.dir)?;
+                rmdir(&paths.dir)?;
+                removed.push(paths.dir);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Detach the dispatcher and remove the NIC directory if no queue is steered to a pod any
     /// more. Leftover pod XSKMAP pins (pods without queues) go with it: nothing can reach them
     /// through the dispatcher.

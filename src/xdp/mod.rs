@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod dispatcher;
+pub mod egress;
 pub mod error;
 pub mod paths;
 pub(crate) mod sys;
