@@ -1,0 +1,430 @@
+//! AF_XDP into pods through leased NIC queues, end to end: the plugin binary attaches the
+//! dispatcher to a netdevsim NIC, frames sent from a second netdevsim NIC wired to it arrive on
+//! an AF_XDP socket bound *inside the pod* to the pod's netkit single device and virtual queue,
+//! and leave the host stack alone; other queues keep the host path. Every kernel-side claim is
+//! read back with an independent client (bpftool, ip, the file system).
+//!
+//! Queue steering on the wire: netdevsim delivers a frame to the peer's RX ring numbered after
+//! the sender's TX queue, but records it on the skb as that TX queue mapping (an RX-recorded
+//! mapping is stored +1), so XDP on the receiver sees `rx_queue_index = tx queue - 1` (see
+//! `nsim_start_xmit` and `netif_get_rxqueue`). The sender picks its TX queue per UDP port with
+//! `tc … skbedit queue_mapping`, hence `tx_queue_for(rx)`.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use netkit_cni::xsk::{Xsk, XskConfig};
+use serde_json::{json, Value};
+
+const NIC_QUEUES: u32 = 6;
+const NODE_IP: &str = "10.77.0.1";
+const FAR_IP: &str = "10.77.0.2";
+
+/// The sender's TX queue whose frames the receiver's XDP sees on RX queue `rx`.
+fn tx_queue_for(rx: u32) -> u32 {
+    rx + 1
+}
+
+/// A private bpffs for the plugin's pins (the VM's own /sys/fs/bpf is not ours to fill), under
+/// /tmp so that `ip netns exec` (which remounts /sys) still sees it.
+struct Bpffs {
+    path: PathBuf,
+}
+
+impl Bpffs {
+    fn new() -> Bpffs {
+        let path = std::env::temp_dir().join(unique("nkc-bpffs-"));
+        std::fs::create_dir(&path).unwrap();
+        sh(&["mount", "-t", "bpf", "bpf", path.to_str().unwrap()]);
+        Bpffs { path }
+    }
+
+    /// Everything under the plugin's directory, relative paths, sorted.
+    fn plugin_entries(&self) -> Vec<String> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            let Ok(rd) = std::fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+                if p.is_dir() {
+                    walk(root, &p, out);
+                }
+            }
+        }
+        let root = self.path.join("netkit-cni");
+        let mut out = Vec::new();
+        walk(&root, &root, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = run(&["umount", "-l", self.path.to_str().unwrap()]);
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Node netns with the "physical" NIC, a far netns with its wired peer, a private bpffs.
+struct Wire {
+    node: Netns,
+    far: Netns,
+    nic: Netdevsim,
+    peer: Netdevsim,
+    bpffs: Bpffs,
+    node_mac: String,
+}
+
+fn wire(queues: u32) -> Wire {
+    require_privileged_kernel();
+    let node = Netns::new("node");
+    let far = Netns::new("far");
+    let nic = Netdevsim::new(&node, queues);
+    let peer = Netdevsim::new(&far, queues);
+    nic.link_to(&node, &peer, &far);
+    node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", &nic.ifname]);
+    far.ip(&["addr", "add", &format!("{FAR_IP}/24"), "dev", &peer.ifname]);
+    let v: Value = serde_json::from_str(&node.ip(&["-j", "link", "show", "dev", &nic.ifname])).unwrap();
+    let node_mac = v[0]["address"].as_str().unwrap().to_string();
+    // No ARP across the wire: an ARP reply could ride a leased queue into a pod.
+    far.ip(&["neigh", "replace", NODE_IP, "lladdr", &node_mac, "dev", &peer.ifname, "nud", "permanent"]);
+    sh(&["ip", "netns", "exec", &far.name, "tc", "qdisc", "add", "dev", &peer.ifname, "clsact"]);
+    Wire { node, far, nic, peer, bpffs: Bpffs::new(), node_mac }
+}
+
+impl Wire {
+    /// UDP to `port` leaves the far NIC on the TX queue that lands on the node's RX queue `rx`.
+    fn steer_port(&self, port: u16, rx: u32) {
+        let tx = tx_queue_for(rx).to_string();
+        let port = port.to_string();
+        sh(&[
+            "ip", "netns", "exec", &self.far.name, "tc", "filter", "add", "dev", &self.peer.ifname, "egress", "protocol", "ip", "prio", "1",
+            "u32", "match", "ip", "dport", &port, "0xffff", "action", "skbedit", "queue_mapping", &tx,
+        ]);
+    }
+
+    /// Send `payloads` as UDP from the far side to the node's address at `port`.
+    fn send(&self, port: u16, payloads: Vec<String>) {
+        self.far.run(move || {
+            let s = UdpSocket::bind((FAR_IP, 0)).unwrap();
+            for p in payloads {
+                s.send_to(p.as_bytes(), (NODE_IP, port)).unwrap();
+                // netdevsim's ring is small; do not outrun the NAPI timer under TCG.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    }
+
+    /// `bpftool -j net show dev <nic>` in the node netns: the XDP entries on the NIC.
+    fn bpftool_xdp(&self) -> Vec<Value> {
+        let out = sh(&["ip", "netns", "exec", &self.node.name, "bpftool", "-j", "net", "show", "dev", &self.nic.ifname]);
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("bpftool net: {e}: {out}"));
+        v[0]["xdp"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// XDP links (bpftool link) attached to the NIC.
+    fn bpftool_xdp_links(&self) -> Vec<Value> {
+        let out = sh(&["bpftool", "-j", "link", "show"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v.as_array().unwrap().iter().filter(|l| l["type"] == "xdp" && l["ifindex"].as_u64() == Some(self.nic.ifindex as u64)).cloned().collect()
+    }
+}
+
+/// A network leasing from the wire's NIC into single devices, with the dispatcher on the NIC.
+struct XdpNet {
+    name: String,
+    dir: PathBuf,
+    conf: Value,
+}
+
+impl XdpNet {
+    fn new(w: &Wire, lease: Value) -> XdpNet {
+        let name = unique("xnet");
+        let dir = std::env::temp_dir().join(unique("nkc-devinfo-"));
+        let mut l = json!({"master": w.nic.ifname, "deviceInfoDir": dir});
+        for (k, v) in lease.as_object().unwrap() {
+            l[k] = v.clone();
+        }
+        let conf = json!({
+            "cniVersion": "1.1.0", "name": name, "type": "netkit-cni", "pairing": "single",
+            "lease": l,
+            "xdp": {"bpffs": w.bpffs.path, "stats": true, "ranges": [{"queues": "5", "action": "drop"}]},
+        });
+        XdpNet { name, dir, conf }
+    }
+
+    fn call(&self, w: &Wire, command: &str, cid: &str, pod: Option<&Netns>, args: &str) -> PluginRun {
+        let netns = pod.map(|p| p.path().display().to_string()).unwrap_or_default();
+        run_plugin(
+            Some(&w.node),
+            &[
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_NETNS", &netns),
+                ("CNI_IFNAME", "xsk0"),
+                ("CNI_PATH", CNI_PATH),
+                ("CNI_ARGS", args),
+            ],
+            &self.conf.to_string(),
+        )
+    }
+
+    fn info(&self, cid: &str) -> Value {
+        let body = std::fs::read(self.dir.join(format!("{}:{cid}:xsk0-device.json", self.name))).unwrap();
+        serde_json::from_slice::<Value>(&body).unwrap()["netkit-lease"].clone()
+    }
+}
+
+impl Drop for XdpNet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A pod's AF_XDP socket, bound inside the pod netns to its netkit device's virtual queue and
+/// put into its XSKMAP at the reported path, living on a thread in that netns.
+struct PodSocket {
+    frames: std::sync::mpsc::Receiver<Vec<Vec<u8>>>,
+    go: std::sync::mpsc::Sender<(usize, Duration)>,
+}
+
+impl PodSocket {
+    fn open(pod: &Netns, info: &Value) -> PodSocket {
+        let ifindex = info["ifindex"].as_u64().unwrap() as u32;
+        let vqueue = info["xdp"]["start-queue"].as_u64().unwrap() as u32;
+        let map = PathBuf::from(info["xdp"]["xsk-map"].as_str().unwrap());
+        let fd = pod.fd();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<(usize, Duration)>();
+        let (frames_tx, frames_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            nix::sched::setns(std::os::fd::AsFd::as_fd(&fd), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut xsk = match Xsk::bind(ifindex, vqueue, &XskConfig::default()) {
+                Ok(x) => x,
+                Err(e) => return ready_tx.send(Err(format!("bind AF_XDP to ifindex {ifindex} queue {vqueue} in the pod: {e}"))).unwrap(),
+            };
+            if let Err(e) = xsk.insert_into(&map, vqueue) {
+                return ready_tx.send(Err(format!("insert into {}: {e}", map.display()))).unwrap();
+            }
+            ready_tx.send(Ok(())).unwrap();
+            while let Ok((n, timeout)) = go_rx.recv() {
+                let mut got = Vec::new();
+                let deadline = std::time::Instant::now() + timeout;
+                while got.len() < n && std::time::Instant::now() < deadline {
+                    got.extend(xsk.recv(n - got.len(), Duration::from_millis(200)).unwrap());
+                }
+                if got.len() < n {
+                    eprintln!("pod socket on ifindex {ifindex}/{vqueue}: {} of {n} frames; stats {:?}", got.len(), xsk.stats());
+                }
+                frames_tx.send(got).unwrap();
+            }
+        });
+        ready_rx.recv().unwrap().unwrap_or_else(|e: String| panic!("{e}"));
+        PodSocket { frames: frames_rx, go: go_tx }
+    }
+
+    /// Frames received until `n` arrived or `timeout` passed.
+    fn receive(&self, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        self.go.send((n, timeout)).unwrap();
+        self.frames.recv().unwrap()
+    }
+}
+
+/// UDP payloads of IPv4 frames (Ethernet II, no VLAN) from the far side.
+fn udp_payloads(frames: &[Vec<u8>]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.len() > 42 && f[12..14] == [0x08, 0x00] && f[23] == 17)
+        .map(|f| {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            String::from_utf8_lossy(&f[14 + ihl + 8..]).to_string()
+        })
+        .collect()
+}
+
+/// A UDP socket of the node's own stack listening on `port`, collecting what reaches it.
+fn host_listener(node: &Netns, port: u16) -> Arc<UdpSocket> {
+    let s = node.run(move || UdpSocket::bind((NODE_IP, port)).unwrap());
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    Arc::new(s)
+}
+
+fn host_received(s: &UdpSocket) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = s.recv_from(&mut buf) {
+        out.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    out
+}
+
+fn payloads(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("nkc-{tag}-{i:03}-{}", "x".repeat(40))).collect()
+}
+
+#[test]
+fn frames_on_a_leased_queue_reach_the_pods_socket_and_other_queues_the_host() {
+    let w = wire(NIC_QUEUES);
+    let net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
+    let (pod1, pod2) = (Netns::new("pod"), Netns::new("pod"));
+    net.call(&w, "ADD", "c1", Some(&pod1), "NETKIT_LEASE_QUEUE_IDS=2").ok("ADD c1");
+    net.call(&w, "ADD", "c2", Some(&pod2), "NETKIT_LEASE_QUEUE_IDS=3").ok("ADD c2");
+    let (i1, i2) = (net.info("c1"), net.info("c2"));
+    assert_eq!(i1["queues"], json!([{"physical": 2, "virtual": 1}]));
+    assert_eq!(i1["xdp"]["start-queue"], 1);
+    assert!(i1["xdp"]["xsk-map"].as_str().unwrap().starts_with(w.bpffs.path.to_str().unwrap()), "{i1}");
+    assert_ne!(i1["xdp"]["xsk-map"], i2["xdp"]["xsk-map"], "each pod has its own map");
+
+    // One dispatcher, one pinned link, on the NIC, as bpftool sees it.
+    let xdp = w.bpftool_xdp();
+    assert_eq!(xdp.len(), 1, "one XDP program on the NIC: {xdp:?}");
+    let links = w.bpftool_xdp_links();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(links[0]["prog_id"], xdp[0]["id"]);
+    let pinned = links[0]["pinned"].as_array().map(|p| p.iter().filter_map(|s| s.as_str()).any(|s| s.starts_with(w.bpffs.path.to_str().unwrap())));
+    assert_ne!(pinned, Some(false), "the link is pinned under the plugin's bpffs: {links:?}");
+
+    let (s1, s2) = (PodSocket::open(&pod1, &i1), PodSocket::open(&pod2, &i2));
+    let host_pass = host_listener(&w.node, 5001);
+    let host_leased = host_listener(&w.node, 5002);
+    w.steer_port(5001, 1); // a pool queue nobody leased: the host's
+    w.steer_port(5002, 2); // c1's
+    w.steer_port(5003, 3); // c2's
+
+    let (to1, to2, to_host) = (payloads("c1", 20), payloads("c2", 20), payloads("host", 10));
+    w.send(5002, to1.clone());
+    w.send(5003, to2.clone());
+    w.send(5001, to_host.clone());
+
+    let got1 = udp_payloads(&s1.receive(to1.len(), Duration::from_secs(20)));
+    let got2 = udp_payloads(&s2.receive(to2.len(), Duration::from_secs(20)));
+    assert_eq!(got1, to1, "c1's socket gets exactly its queue's frames, payloads intact, in order");
+    assert_eq!(got2, to2, "c2's socket gets exactly its queue's frames");
+    assert_eq!(host_received(&host_pass), to_host, "an unleased queue keeps the host path");
+    assert!(host_received(&host_leased).is_empty(), "a leased queue's frames do not reach the host stack");
+    // Nothing extra trickles in afterwards (e.g. the other pod's frames).
+    assert!(s1.receive(1, Duration::from_secs(1)).is_empty());
+    assert!(s2.receive(1, Duration::from_secs(1)).is_empty());
+
+    // CHECK agrees while it all holds.
+    for (cid, pod) in [("c1", &pod1), ("c2", &pod2)] {
+        let mut check = net.conf.clone();
+        check["prevResult"] = json!({"cniVersion": "1.1.0", "interfaces": [{"name": "xsk0", "sandbox": pod.path()}]});
+        let r = run_plugin(
+            Some(&w.node),
+            &[("CNI_COMMAND", "CHECK"), ("CNI_CONTAINERID", cid), ("CNI_NETNS", pod.path().to_str().unwrap()), ("CNI_IFNAME", "xsk0"), ("CNI_PATH", CNI_PATH)],
+            &check.to_string(),
+        );
+        r.ok(&format!("CHECK {cid}"));
+    }
+
+    net.call(&w, "DEL", "c1", Some(&pod1), "").ok("DEL c1");
+    assert_eq!(w.bpftool_xdp().len(), 1, "c2 still receives: the dispatcher stays");
+    assert!(!w.bpffs.plugin_entries().iter().any(|e| e.contains("/pods/c1")), "c1's map is unpinned: {:?}", w.bpffs.plugin_entries());
+    net.call(&w, "DEL", "c2", Some(&pod2), "").ok("DEL c2");
+    assert!(w.bpftool_xdp().is_empty(), "no XDP on the NIC after the last DEL: {:?}", w.bpftool_xdp());
+    assert!(w.bpftool_xdp_links().is_empty());
+    assert!(w.bpffs.plugin_entries().is_empty(), "the NIC's bpffs directory is gone: {:?}", w.bpffs.plugin_entries());
+    // After the dispatcher is gone the formerly leased queue is the host's again.
+    w.send(5002, payloads("after", 3));
+    assert_eq!(host_received(&host_leased).len(), 3);
+    let _ = &w.node_mac;
+}
+
+#[test]
+fn parallel_adds_and_dels_on_one_nic_share_exactly_one_dispatcher() {
+    const PODS: usize = 16;
+    let w = wire(PODS as u32 + 2);
+    let net = Arc::new(XdpNet::new(&w, json!({"queues": 1})));
+    let pods: Vec<Netns> = (0..PODS).map(|_| Netns::new("pod")).collect();
+    let w = Arc::new(w);
+    let call_all = |command: &'static str| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let (w, net, path) = (w.clone(), net.clone(), pod.path());
+                let name = pod.name.clone();
+                std::thread::spawn(move || {
+                    let netns = path.display().to_string();
+                    let r = run_plugin(
+                        Some(&w.node),
+                        &[("CNI_COMMAND", command), ("CNI_CONTAINERID", &format!("p{i}")), ("CNI_NETNS", &netns), ("CNI_IFNAME", "xsk0"), ("CNI_PATH", CNI_PATH)],
+                        &net.conf.to_string(),
+                    );
+                    (name, r)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (name, r) = h.join().unwrap();
+            r.ok(&format!("{command} in {name}"));
+        }
+    };
+    call_all("ADD");
+    assert_eq!(w.bpftool_xdp().len(), 1, "one dispatcher: {:?}", w.bpftool_xdp());
+    assert_eq!(w.bpftool_xdp_links().len(), 1);
+    let mut steered = std::collections::BTreeSet::new();
+    for i in 0..PODS {
+        let info = net.info(&format!("p{i}"));
+        let q = info["queues"][0]["physical"].as_u64().unwrap();
+        assert!(steered.insert(q), "queue {q} handed out twice");
+        assert!(Path::new(info["xdp"]["xsk-map"].as_str().unwrap()).exists(), "{info}");
+    }
+    call_all("DEL");
+    assert!(w.bpftool_xdp().is_empty(), "{:?}", w.bpftool_xdp());
+    assert!(w.bpftool_xdp_links().is_empty());
+    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+}
+
+#[test]
+fn removing_the_nic_under_live_pods_leaves_del_and_gc_nothing_to_trip_on() {
+    let mut w = wire(4);
+    let net = XdpNet::new(&w, json!({"queues": 1}));
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD");
+    assert!(!w.bpffs.plugin_entries().is_empty());
+    w.nic.remove();
+    // The kernel deleted the lessee with its NIC; the pins are left for the plugin.
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL after the NIC is gone");
+    assert!(w.bpffs.plugin_entries().is_empty(), "DEL swept the dead NIC's pins: {:?}", w.bpffs.plugin_entries());
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL again");
+    let mut gc = net.conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let r = run_plugin(Some(&w.node), &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &gc.to_string());
+    r.ok("GC");
+}
+
+#[test]
+fn bad_xdp_config_and_a_missing_bpffs_leave_nothing_behind() {
+    let w = wire(4);
+    let pod = Netns::new("pod");
+    // A program pin outside bpffs: config error before anything is created.
+    let mut net = XdpNet::new(&w, json!({"queues": 1}));
+    net.conf["xdp"]["ranges"] = json!([{"queues": "0", "action": "program", "program": "/etc/passwd"}]);
+    let e = net.call(&w, "ADD", "c1", Some(&pod), "").err("program outside bpffs");
+    assert_eq!(e["code"], 7, "{e}");
+    assert!(e["msg"].as_str().unwrap().contains("xdp.ranges[0]"), "{e}");
+    // bpffs not mounted where the config says: the XDP step fails, and everything is undone.
+    let mut net = XdpNet::new(&w, json!({"queues": 1}));
+    let plain = std::env::temp_dir().join(unique("nkc-notbpf-"));
+    std::fs::create_dir(&plain).unwrap();
+    net.conf["xdp"]["bpffs"] = json!(plain);
+    net.conf["xdp"]["ranges"] = json!([]);
+    let e = net.call(&w, "ADD", "c1", Some(&pod), "").err("bpffs not mounted");
+    assert_eq!(e["code"], 110, "{e}");
+    assert!(e["msg"].as_str().unwrap().contains("not a bpf file system"), "{e}");
+    let netkit: Vec<Value> = pod.links().into_iter().filter(|l| l["linkinfo"]["info_kind"] == "netkit").collect();
+    assert!(netkit.is_empty(), "the pod device was rolled back: {netkit:?}");
+    let leased = Ynl::new().queue_dump(&w.node, w.nic.ifindex).into_iter().filter(|q| q.get("lease").is_some()).count();
+    assert_eq!(leased, 0, "no lease left");
+    assert!(std::fs::read_dir(&plain).unwrap().next().is_none(), "nothing written into the non-bpffs directory");
+    assert!(w.bpftool_xdp().is_empty());
+    let _ = std::fs::remove_dir_all(&plain);
+}
