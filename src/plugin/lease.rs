@@ -267,7 +267,10 @@ pub fn lease_queues(dp: &mut dyn Dataplane, conf: &LeaseConfig, target: &LeaseTa
         LeaseQueues::Ids(ids) => {
             for &phys in ids {
                 match dp.lease_queue(target, phys) {
-                    Ok(v) => out.push(Leased { physical: phys, virtual_id: v }),
+                    Ok(v) => {
+                        out.push(Leased { physical: phys, virtual_id: v });
+                        crate::failpoint::hit("add-after-lease").map_err(super::injected)?;
+                    }
                     Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
                         let why = e.to_string();
                         return Err(queue_busy(master, phys, &why));
@@ -292,7 +295,10 @@ pub fn lease_queues(dp: &mut dyn Dataplane, conf: &LeaseConfig, target: &LeaseTa
                     break;
                 };
                 match dp.lease_queue(target, phys) {
-                    Ok(v) => out.push(Leased { physical: phys, virtual_id: v }),
+                    Ok(v) => {
+                        out.push(Leased { physical: phys, virtual_id: v });
+                        crate::failpoint::hit("add-after-lease").map_err(super::injected)?;
+                    }
                     Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
                         log.info(format_args!("queue {phys} of {master} was taken meanwhile ({e}); picking again"));
                         refused.insert(phys);

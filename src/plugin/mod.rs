@@ -198,6 +198,7 @@ fn add_after_ipam(
     done: &mut Rollback,
     log: &Logger,
 ) -> Result<CniResult, CniError> {
+    crate::failpoint::hit("add-after-ipam").map_err(injected)?;
     let conf = &req.conf;
     let single = conf.pairing == Pairing::Single;
     // Queue 0 is the device's own; each lease adds one.
@@ -230,6 +231,7 @@ fn add_after_ipam(
         dp.create_pair(&spec).map_err(|e| dp_error(e, req))?
     };
     done.device = true;
+    crate::failpoint::hit("add-after-device").map_err(injected)?;
 
     // Leases go onto the pod-side device: the peer of a pair (the kernel refuses the primary)
     // or the single device.
@@ -248,6 +250,7 @@ fn add_after_ipam(
             done.xdp_master = Some(plan.master.ifindex);
             let queues: Vec<SteerQueue> = leased.iter().map(|l| SteerQueue { physical: l.physical, virtual_id: l.virtual_id }).collect();
             let h = dp.xdp_steer(x, plan.master.ifindex, &pod, &queues).map_err(xdp_error)?;
+            crate::failpoint::hit("add-after-xdp").map_err(injected)?;
             log.debug(format_args!("XDP: queues {:?} of {} steered to {}", h.queues, plan.master.name, h.xskmap_pin.display()));
             Some(h)
         }
@@ -265,15 +268,18 @@ fn add_after_ipam(
         pod_plan(req.ifname(), ipam_r)?
     };
     dp.configure_pod(req.netns(), &pod_plan).map_err(|e| dp_error(e, req))?;
+    crate::failpoint::hit("add-after-pod-config").map_err(injected)?;
     if !single {
         let host_plan = host_plan(created.host_ifindex, ipam_r, &pod_plan);
         dp.configure_host(&host_plan).map_err(|e| dp_error(e, req))?;
+        crate::failpoint::hit("add-after-host-config").map_err(injected)?;
     }
 
     if let (Some(plan), Some(lconf)) = (plan, &conf.lease) {
         let info = device_info(req, marker, &created, plan, &leased, handoff.as_ref());
         done.device_info = true;
         let path = devinfo::write(&lconf.device_info_dir, marker, &info).map_err(devinfo_error)?;
+        crate::failpoint::hit("add-after-device-info").map_err(injected)?;
         log.info(format_args!(
             "ADD {marker}: leased {} (ifindex {}) queues [{}] into {} (ifindex {}) in {}; device info {}",
             plan.master.name,
@@ -305,6 +311,7 @@ fn add_after_ipam(
         routes: reported_routes,
         dns: ipam_r.dns.clone(),
     };
+    crate::failpoint::hit("add-before-result").map_err(injected)?;
     Ok(match &conf.prev_result {
         // Chained after another plugin: extend its result, pointing our IPs at our interface's
         // position in the merged list.
@@ -878,6 +885,11 @@ fn dp_error(e: DpError, req: &Request) -> CniError {
         ),
         _ => kernel_error(e),
     }
+}
+
+/// An error injected at a failpoint (`failpoints` builds only, see [`crate::failpoint`]).
+fn injected(msg: String) -> CniError {
+    CniError::plugin_specific(errcodes::KERNEL_FAILED, msg, "injected by NKC_FAILPOINT")
 }
 
 fn xdp_error(e: DpError) -> CniError {
