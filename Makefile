@@ -1,6 +1,6 @@
 # netkit-cni: the two entry points are `make demo` (the main job, in the VM on netdevsim) and
 # `make test` (every test). Both install what they need on a fresh machine.
-.PHONY: all build test unit-test host-test vm-test demo bench setup kernel clean
+.PHONY: all build test unit-test host-test vm-test demo bench soak setup kernel clean
 
 CARGO ?= cargo
 
@@ -31,6 +31,11 @@ vm-test:
 
 demo: setup
 	scripts/demo
+
+# The full concurrency soak (make test runs a short one): 32 parallel ADD/CHECK/DEL loops x 20
+# rounds on one NIC with leases and XDP, then zero leaks. NKC_SOAK_SEED=<n> replays an order.
+soak: setup
+	NKC_SOAK_LOOPS=$${NKC_SOAK_LOOPS:-32} NKC_SOAK_ROUNDS=$${NKC_SOAK_ROUNDS:-20} scripts/vm-tests soak_
 
 # Speed, as ratios against Debian's reference ptp plugin in the same VM run (see README).
 bench: setup

@@ -30,47 +30,6 @@ fn tx_queue_for(rx: u32) -> u32 {
     rx + 1
 }
 
-/// A private bpffs for the plugin's pins (the VM's own /sys/fs/bpf is not ours to fill), under
-/// /tmp so that `ip netns exec` (which remounts /sys) still sees it.
-struct Bpffs {
-    path: PathBuf,
-}
-
-impl Bpffs {
-    fn new() -> Bpffs {
-        let path = std::env::temp_dir().join(unique("nkc-bpffs-"));
-        std::fs::create_dir(&path).unwrap();
-        sh(&["mount", "-t", "bpf", "bpf", path.to_str().unwrap()]);
-        Bpffs { path }
-    }
-
-    /// Everything under the plugin's directory, relative paths, sorted.
-    fn plugin_entries(&self) -> Vec<String> {
-        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-            let Ok(rd) = std::fs::read_dir(dir) else { return };
-            for e in rd.flatten() {
-                let p = e.path();
-                out.push(p.strip_prefix(root).unwrap().display().to_string());
-                if p.is_dir() {
-                    walk(root, &p, out);
-                }
-            }
-        }
-        let root = self.path.join("netkit-cni");
-        let mut out = Vec::new();
-        walk(&root, &root, &mut out);
-        out.sort();
-        out
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = run(&["umount", "-l", self.path.to_str().unwrap()]);
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
-
 /// Node netns with the "physical" NIC, a far netns with its wired peer, a private bpffs.
 struct Wire {
     node: Netns,

@@ -396,3 +396,45 @@ impl PluginRun {
         v
     }
 }
+
+/// A private bpf file system for the plugin's pins (the VM's own /sys/fs/bpf is not a test's to
+/// fill), mounted under /tmp so that `ip netns exec` (which remounts /sys) still sees it.
+/// Unmounted and removed on drop.
+pub struct Bpffs {
+    pub path: PathBuf,
+}
+
+impl Bpffs {
+    pub fn new() -> Bpffs {
+        let path = std::env::temp_dir().join(unique("nkc-bpffs-"));
+        fs::create_dir(&path).unwrap();
+        sh(&["mount", "-t", "bpf", "bpf", path.to_str().unwrap()]);
+        Bpffs { path }
+    }
+
+    /// Everything under the plugin's directory, as paths relative to it, sorted.
+    pub fn plugin_entries(&self) -> Vec<String> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            let Ok(rd) = fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+                if p.is_dir() {
+                    walk(root, &p, out);
+                }
+            }
+        }
+        let root = self.path.join("netkit-cni");
+        let mut out = Vec::new();
+        walk(&root, &root, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = run(&["umount", "-l", self.path.to_str().unwrap()]);
+        let _ = fs::remove_dir(&self.path);
+    }
+}
