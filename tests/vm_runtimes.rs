@@ -211,11 +211,16 @@ impl RuntimeNet {
     /// Debian's bandwidth plugin (1.1.1) looks for the pod interface's *veth* peer and fails on
     /// any other device type, netkit included, so here it can only pass the result through.
     fn write_conflist(&self, mode: &str, static_ports: Option<Value>) -> Value {
+        self.write_conflist_leasing(mode, static_ports, None)
+    }
+
+    /// As [`Self::write_conflist`], with netkit-cni's `lease` block when given.
+    fn write_conflist_leasing(&self, mode: &str, static_ports: Option<Value>, lease: Option<Value>) -> Value {
         let mut portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}});
         if let Some(p) = static_ports {
             portmap["runtimeConfig"] = json!({"portMappings": p});
         }
-        let list = json!({
+        let mut list = json!({
             "cniVersion": "1.0.0",
             "name": self.name,
             "plugins": [
@@ -231,6 +236,9 @@ impl RuntimeNet {
                 {"type": "bandwidth", "capabilities": {"bandwidth": true}},
             ],
         });
+        if let Some(l) = lease {
+            list["plugins"][0]["lease"] = l;
+        }
         fs::write(self.conf_dir.join(format!("10-{}.conflist", self.name)), serde_json::to_string_pretty(&list).unwrap()).unwrap();
         list
     }
@@ -565,6 +573,56 @@ fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitSt
     }
 }
 
+/// A busybox image with an httpd serving a unique page, imported into `d`: (image, page).
+fn import_image(d: &Containerd) -> (String, String) {
+    let image = format!("localhost/nkc-busybox:{}", unique("t"));
+    let page = format!("served by {image} over netkit\n");
+    let archive = busybox_image(&d.scratch.sub("image"), &image, &page);
+    d.ctr(&["image", "import", s(&archive)]);
+    assert!(d.ctr(&["image", "ls", "-q"]).lines().any(|l| l == image), "imported image {image} not listed");
+    (image, page)
+}
+
+/// What ctr, the plugin and containerd said, for failure messages.
+fn diagnose(d: &Containerd, net: &RuntimeNet, run_out: &Path) -> String {
+    format!(
+        "ctr run output:\n{}\nplugin log:\n{}\ncontainerd log (tail):\n{}",
+        fs::read_to_string(run_out).unwrap_or_default(),
+        net.plugin_log(),
+        d.log_text().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// `ctr run --cni` of `image` as task `id`, returning once the task runs: ctr starts it only
+/// after the whole chain's ADD succeeded. Returns ctr's process, the task's pid and ctr's output
+/// file.
+fn start_task(d: &Containerd, node: &Netns, net: &RuntimeNet, image: &str, id: &str) -> (Child, u32, PathBuf) {
+    let run_out = d.scratch.dir.join(format!("ctr-run-{id}.out"));
+    let mut ctr_run = ctr_run_cni(d, node, net, image, id, &run_out);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let pid = loop {
+        if let Some(st) = ctr_run.try_wait().unwrap() {
+            panic!("ctr run exited ({st}) before the task ran\n{}", diagnose(d, net, &run_out));
+        }
+        match d.task(id) {
+            Some((pid, status)) if status == "RUNNING" => break pid,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "task {id} never ran\n{}", diagnose(d, net, &run_out));
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    (ctr_run, pid, run_out)
+}
+
+/// Stopping the task ends `ctr run`, which runs DEL for the chain and removes the container.
+fn stop_task(d: &Containerd, ctr_run: &mut Child, id: &str, diag: &dyn Fn() -> String) {
+    d.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    let st = wait_child(ctr_run, Duration::from_secs(120)).unwrap_or_else(|| panic!("ctr run did not return after the task was killed\n{}", diag()));
+    assert_eq!(st.code(), Some(137), "ctr run must report the SIGKILLed task (and nothing else)\n{}", diag());
+    assert!(d.task(id).is_none(), "task {id} still listed");
+    assert!(!d.ctr(&["containers", "ls", "-q"]).lines().any(|l| l == id), "container {id} not removed by --rm");
+}
+
 #[test]
 fn containerd_ctr_run_cni_attaches_maps_a_port_and_cleans_up() {
     require_privileged_kernel();
@@ -574,38 +632,12 @@ fn containerd_ctr_run_cni_attaches_maps_a_port_and_cleans_up() {
     // L3, the plugin's default mode (the podman test runs L3 too).
     net.write_conflist("l3", Some(json!([{"hostPort": HOST_PORT, "containerPort": POD_PORT, "protocol": "tcp"}])));
 
-    let image = format!("localhost/nkc-busybox:{}", unique("t"));
-    let page = format!("served by {image} over netkit\n");
-    let archive = busybox_image(&d.scratch.sub("image"), &image, &page);
-    d.ctr(&["image", "import", s(&archive)]);
-    assert!(d.ctr(&["image", "ls", "-q"]).lines().any(|l| l == image), "imported image {image} not listed");
-
+    let (image, page) = import_image(&d);
     let id = unique("ctr");
     // libcni's container id, as ctr passes it: "<namespace>-<id>".
     let cid = format!("{}-{id}", d.namespace);
-    let run_out = d.scratch.dir.join("ctr-run.out");
-    let mut ctr_run = ctr_run_cni(&d, &node, &net, &image, &id, &run_out);
-    let diag = || {
-        format!(
-            "ctr run output:\n{}\nplugin log:\n{}\ncontainerd log (tail):\n{}",
-            fs::read_to_string(&run_out).unwrap_or_default(),
-            net.plugin_log(),
-            d.log_text().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-        )
-    };
-    // ctr starts the task only after the whole chain's ADD succeeded.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let pid = loop {
-        if let Some(st) = ctr_run.try_wait().unwrap() {
-            panic!("ctr run exited ({st}) before the task ran\n{}", diag());
-        }
-        match d.task(&id) {
-            Some((pid, status)) if status == "RUNNING" => break pid,
-            _ => {}
-        }
-        assert!(Instant::now() < deadline, "task {id} never ran\n{}", diag());
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let (mut ctr_run, pid, run_out) = start_task(&d, &node, &net, &image, &id);
+    let diag = || diagnose(&d, &net, &run_out);
 
     let running = Running { node: &node, net: &net, cid: &cid, pid, mode: "l3" };
     let (addr, gw, _) = running.assert_attached(&diag);
@@ -616,12 +648,7 @@ fn containerd_ctr_run_cni_attaches_maps_a_port_and_cleans_up() {
     running.assert_dnat(&addr);
     assert_port_mapped(&node, &page, &diag);
 
-    // Stopping the task ends `ctr run`, which runs DEL for the chain and removes the container.
-    d.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
-    let st = wait_child(&mut ctr_run, Duration::from_secs(120)).unwrap_or_else(|| panic!("ctr run did not return after the task was killed\n{}", diag()));
-    assert_eq!(st.code(), Some(137), "ctr run must report the SIGKILLed task (and nothing else)\n{}", diag());
-    assert!(d.task(&id).is_none(), "task {id} still listed");
-    assert!(!d.ctr(&["containers", "ls", "-q"]).lines().any(|l| l == id), "container {id} not removed by --rm");
+    stop_task(&d, &mut ctr_run, &id, &diag);
     assert_nothing_left(&node, &net, &cid, &addr);
 }
 
@@ -762,4 +789,41 @@ fn podman_cni_backend_runs_lists_and_removes_a_netkit_network() {
     assert_nothing_left(&node, &net, &cid, &addr);
     // The network itself is configuration, not state: it stays listed after the container goes.
     assert!(p.podman(&["network", "ls", "--format", "{{.Name}}"]).lines().any(|l| l == net.name));
+}
+
+#[test]
+fn containerd_with_a_lease_block_leases_nic_queues_into_the_container_and_frees_them() {
+    require_privileged_kernel();
+    let d = Containerd::start();
+    let node = node_netns();
+    let nic = Netdevsim::new(&node, 4);
+    let net = RuntimeNet::new(&d.scratch, "10.71.0.0/24");
+    let devinfo = d.scratch.sub("devinfo");
+    net.write_conflist_leasing("l3", None, Some(json!({"master": nic.ifname, "queues": 2, "deviceInfoDir": devinfo})));
+    let (image, _) = import_image(&d);
+    let id = unique("ctr");
+    let cid = format!("{}-{id}", d.namespace);
+    let (mut ctr_run, pid, run_out) = start_task(&d, &node, &net, &image, &id);
+    let diag = || diagnose(&d, &net, &run_out);
+
+    let running = Running { node: &node, net: &net, cid: &cid, pid, mode: "l3" };
+    let (addr, _, eth0) = running.assert_attached(&diag);
+    // The kernel's own view (ynl queue-get on the NIC): two queues leased to the container's
+    // eth0, the netkit peer inside the container's netns.
+    let ynl = Ynl::new();
+    let leases: Vec<Value> = ynl.queue_dump(&node, nic.ifindex).into_iter().filter_map(|q| q.get("lease").cloned()).collect();
+    assert_eq!(leases.len(), 2, "two leased queues expected: {leases:?}\n{}", diag());
+    for l in &leases {
+        assert_eq!(l["ifindex"], eth0["ifindex"], "lease {l} is not on the container's eth0 ({})", eth0["ifindex"]);
+    }
+    let file = devinfo.join(format!("{}:{cid}:eth0-device.json", net.name));
+    let info: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}\n{}", file.display(), diag()))).unwrap();
+    assert_eq!(info["netkit-lease"]["container-id"], cid.as_str());
+    assert_eq!(info["netkit-lease"]["queues"].as_array().map(Vec::len), Some(2), "{info}");
+
+    stop_task(&d, &mut ctr_run, &id, &diag);
+    let left: Vec<Value> = ynl.queue_dump(&node, nic.ifindex).into_iter().filter(|q| q.get("lease").is_some()).collect();
+    assert!(left.is_empty(), "leases left after the container stopped: {left:?}");
+    assert!(!file.exists(), "device-info file left: {}", file.display());
+    assert_nothing_left(&node, &net, &cid, &addr);
 }
