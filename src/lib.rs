@@ -21,3 +21,4 @@ pub mod route;
 pub mod rtnl;
 pub mod sysctl;
 pub mod xdp;
+pub mod xsk;

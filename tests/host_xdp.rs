@@ -6,11 +6,12 @@
 mod common;
 mod host_common;
 
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use host_common::{delete_slot, require_root, unique, xdp_prog_id_in, Bpffs, Netns, Xsk};
+use host_common::{bind_xsk, delete_slot, require_root, unique, xdp_prog_id_in, Bpffs, Netns};
 use netkit_cni::xdp::testrun::verdict::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use netkit_cni::xdp::testrun::{
     attach_xdp, compare_ns_per_packet, ns_per_packet, test_run_xdp, test_run_xdp_live,
@@ -20,6 +21,8 @@ use netkit_cni::xdp::{
     Attach, DetachOutcome, Dispatcher, DispatcherOptions, PodId, QueueAction, QueueLease,
     QueueRanges, QueueStats, XdpError,
 };
+use netkit_cni::xsk::frame::{Mac, UdpFrame};
+use netkit_cni::xsk::{Xsk, XskConfig, XskError};
 use nix::errno::Errno;
 
 const QUEUES: u32 = 8;
@@ -107,8 +110,8 @@ fn every_queue_gets_its_actions_verdict_and_only_the_owning_pod_slot_redirects()
         assert_ne!(ha.xskmap_pin, hb.xskmap_pin);
 
         // One real socket, in exactly one slot of one pod map: pod A, virtual queue 1.
-        let xsk = Xsk::bind(ifindex, 0);
-        xsk.insert_into(&ha.xskmap_pin, 1);
+        let xsk = bind_xsk(ifindex, 0);
+        xsk.insert_into(&ha.xskmap_pin, 1).unwrap();
         // Queue 7 keeps action `program` but loses its program: the tail call must fail over.
         delete_slot(&d.dir().join("programs"), 7);
 
@@ -129,7 +132,7 @@ fn every_queue_gets_its_actions_verdict_and_only_the_owning_pod_slot_redirects()
         // The redirect came from A's slot 1: move the socket to B's slot 1 and the verdicts swap.
         delete_slot(&ha.xskmap_pin, 1);
         assert_eq!(verdict(&d, ifindex, 2), XDP_DROP);
-        xsk.insert_into(&hb.xskmap_pin, 1);
+        xsk.insert_into(&hb.xskmap_pin, 1).unwrap();
         assert_eq!(verdict(&d, ifindex, 5), XDP_REDIRECT);
         assert_eq!(verdict(&d, ifindex, 2), XDP_DROP);
         assert_eq!(verdict(&d, ifindex, 3), XDP_DROP);
@@ -151,13 +154,13 @@ fn live_frames_land_in_the_owning_pods_socket_only() {
         // Live test runs deliver on a stand-in RX queue 0, so queue 0 is the one steered here.
         let (a, b) = (pod("ca"), pod("cb"));
         let ha = d.set_queue_pod(0, &a, 3).unwrap();
-        let xsk = Xsk::bind(ifindex, 0);
-        xsk.insert_into(&ha.xskmap_pin, 3);
+        let mut xsk = bind_xsk(ifindex, 0);
+        xsk.insert_into(&ha.xskmap_pin, 3).unwrap();
         let prog = d.program().unwrap();
         let mut frame = XdpInput::on_queue(ifindex, 0);
         frame.data[14..22].copy_from_slice(b"nkc-live");
         test_run_xdp_live(prog.as_fd(), &frame, 1).unwrap();
-        let got = xsk.received();
+        let got = xsk.recv(16, Duration::from_secs(1)).unwrap();
         assert_eq!(got.len(), 1, "frame not delivered to pod A's socket");
         assert_eq!(got[0], frame.data, "delivered bytes differ");
 
@@ -166,10 +169,131 @@ fn live_frames_land_in_the_owning_pods_socket_only() {
         d.set_queue_pod(0, &b, 3).unwrap();
         test_run_xdp_live(prog.as_fd(), &frame, 1).unwrap();
         assert_eq!(
-            xsk.received().len(),
-            1,
+            xsk.recv(16, Duration::from_millis(200)).unwrap(),
+            Vec::<Vec<u8>>::new(),
             "pod A's socket received pod B's frame"
         );
+    });
+}
+
+/// Frame `i` of a numbered sequence: the live test frame with `i` in its payload.
+fn numbered_frame(ifindex: u32, i: u32) -> XdpInput {
+    let mut frame = XdpInput::on_queue(ifindex, 0);
+    frame.data[14..18].copy_from_slice(b"nkc#");
+    frame.data[18..22].copy_from_slice(&i.to_be_bytes());
+    frame
+}
+
+#[test]
+fn the_receive_loop_recycles_frames_far_past_the_ring_size() {
+    let w = world();
+    let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
+    w.ns.run(move || {
+        let (d, _) =
+            Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).unwrap();
+        let h = d.set_queue_pod(0, &pod("cr"), 0).unwrap();
+        // 8 receive frames: without recycling the socket would go deaf after the 8th frame.
+        const RING: u32 = 8;
+        let config = XskConfig { frames: 2 * RING, ring_size: RING, ..XskConfig::default() };
+        let mut xsk = Xsk::bind(ifindex, 0, &config).unwrap();
+        xsk.insert_into(&h.xskmap_pin, 0).unwrap();
+        let prog = d.program().unwrap();
+
+        // Batches of 5 (not a divisor of the ring size, so batches straddle the ring's end).
+        const TOTAL: u32 = 25 * RING;
+        let mut next = 0;
+        while next < TOTAL {
+            let batch: Vec<XdpInput> = (next..(next + 5).min(TOTAL)).map(|i| numbered_frame(ifindex, i)).collect();
+            for f in &batch {
+                test_run_xdp_live(prog.as_fd(), f, 1).unwrap();
+            }
+            let mut got = Vec::new();
+            while got.len() < batch.len() {
+                let more = xsk.recv(64, Duration::from_secs(1)).unwrap();
+                assert!(!more.is_empty(), "frames {next}.. lost after {} of {}: {}", got.len(), batch.len(), xsk.stats().unwrap());
+                got.extend(more);
+            }
+            let want: Vec<Vec<u8>> = batch.into_iter().map(|f| f.data).collect();
+            assert_eq!(got, want, "frames {next}.. arrived changed, reordered or duplicated");
+            next += want.len() as u32;
+        }
+
+        // The counting loop recycles as well and sees every frame and byte.
+        for round in 0..3 * RING {
+            for i in 0..5 {
+                test_run_xdp_live(prog.as_fd(), &numbered_frame(ifindex, i), 1).unwrap();
+            }
+            let counted = xsk.count(Duration::from_millis(20)).unwrap();
+            assert_eq!(counted, (5, 5 * 64), "round {round}: {}", xsk.stats().unwrap());
+        }
+        // (tx_ring_empty_descs counts the polls: in copy mode poll(2) also tries to transmit.)
+        let s = xsk.stats().unwrap();
+        assert_eq!(
+            (s.rx_dropped, s.rx_invalid_descs, s.rx_ring_full, s.rx_fill_ring_empty_descs),
+            (0, 0, 0, 0),
+            "the kernel dropped or refused something: {s}"
+        );
+    });
+}
+
+#[test]
+fn send_puts_frames_on_the_wire_of_the_bound_queue() {
+    let w = world();
+    let (veth, ifindex) = (w.veth.clone(), w.ifindex);
+    // The other end of the test veth: what `send` puts on the wire comes out there.
+    let out = w.ns.ip(&["-j", "link", "show", "dev", &veth]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let peer = v[0]["link"].as_str().expect("veth peer name").to_string();
+    let out = w.ns.ip(&["-j", "link", "show", "dev", &peer]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let peer_mac: Mac = v[0]["address"].as_str().unwrap().parse().unwrap();
+    w.ns.ip(&["addr", "add", "10.77.0.2/24", "dev", &peer]);
+    w.ns.run(move || {
+        // A UDP socket on the peer: the frames must survive the whole receive path, IPv4 header
+        // checksum included, to reach it.
+        let sock = std::net::UdpSocket::bind("10.77.0.2:7777").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let payloads: Vec<String> = (0..100).map(|i| format!("nkc-tx-{i}")).collect();
+        let frames: Vec<Vec<u8>> = payloads
+            .iter()
+            .map(|p| {
+                UdpFrame {
+                    src_mac: "02:00:00:00:77:01".parse().unwrap(),
+                    dst_mac: peer_mac,
+                    src_ip: Ipv4Addr::new(10, 77, 0, 1),
+                    dst_ip: Ipv4Addr::new(10, 77, 0, 2),
+                    src_port: 40000,
+                    dst_port: 7777,
+                    payload: p.as_bytes(),
+                }
+                .build()
+                .unwrap()
+            })
+            .collect();
+        // Queue 5 of 8: a queue other than 0 must work too.
+        let mut xsk = bind_xsk(ifindex, 5);
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+        // More frames than the socket has TX buffers (32): they must be recycled from the
+        // completion ring along the way.
+        assert_eq!(xsk.send(&refs).unwrap(), refs.len(), "{}", xsk.stats().unwrap());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while got.len() < payloads.len() {
+            let (n, from) = sock
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("after {} datagrams: {e}", got.len()));
+            assert_eq!(from, "10.77.0.1:40000".parse().unwrap());
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(got, payloads);
+        assert_eq!(xsk.stats().unwrap().tx_invalid_descs, 0);
+
+        // Frames that do not fit a UMEM frame are refused before anything is sent.
+        let big = vec![0u8; 4096];
+        match xsk.send(&[&frames[0], &big]) {
+            Err(XskError::FrameLength { index: 1, len: 4096, max: 2048 }) => {}
+            other => panic!("expected FrameLength, got {other:?}"),
+        }
     });
 }
 
@@ -195,8 +319,8 @@ fn reset_release_reconfigure_and_detach() {
         d.set_queue_pod(4, &b, 0).unwrap();
         let a_pin = d.paths().pod_xskmap(&a);
         assert!(a_pin.exists());
-        let xa = Xsk::bind(ifindex, 0);
-        xa.insert_into(&a_pin, 0);
+        let xa = bind_xsk(ifindex, 0);
+        xa.insert_into(&a_pin, 0).unwrap();
         assert_eq!(verdict(&d, ifindex, 2), XDP_REDIRECT);
 
         // Reset restores the range action (pass) and is idempotent; non-pod queues are left alone.
@@ -324,8 +448,8 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
             let (d, _) =
                 Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())
                     .unwrap();
-            let xsk = Xsk::bind(ifindex, 0);
-            xsk.insert_into(&h.xskmap_pin, 0);
+            let xsk = bind_xsk(ifindex, 0);
+            xsk.insert_into(&h.xskmap_pin, 0).unwrap();
             let id_of = |fd: OwnedFd| libbpf_rs::Program::id_from_fd(fd.as_fd()).unwrap();
             let old = id_of(d.program().unwrap());
             let up = d.upgrade().unwrap();
@@ -625,8 +749,8 @@ fn statistics_count_each_path_when_enabled() {
         let p = pod("cs");
         let h = d.set_queue_pod(2, &p, 0).unwrap();
         d.set_queue_pod(3, &p, 1).unwrap();
-        let xsk = Xsk::bind(ifindex, 0);
-        xsk.insert_into(&h.xskmap_pin, 0);
+        let xsk = bind_xsk(ifindex, 0);
+        xsk.insert_into(&h.xskmap_pin, 0).unwrap();
         let prog = d.program().unwrap();
         for q in [0, 2, 3, 4, 6] {
             test_run_xdp(prog.as_fd(), &XdpInput::on_queue(ifindex, q), 10).unwrap();
@@ -667,8 +791,8 @@ fn per_packet_cost_of_the_dispatcher() {
         let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &ranges(r#"[{"queues":"1","action":"drop"}]"#, &bpffs))
             .unwrap();
         let h = d.set_queue_pod(2, &pod("cm"), 0).unwrap();
-        let xsk = Xsk::bind(ifindex, 0);
-        xsk.insert_into(&h.xskmap_pin, 0);
+        let xsk = bind_xsk(ifindex, 0);
+        xsk.insert_into(&h.xskmap_pin, 0).unwrap();
         let bare = verdict_program(XDP_PASS, false).unwrap();
         let _bare_link = attach_xdp(bare.as_fd(), spare).unwrap();
         let disp = d.program().unwrap();
@@ -704,7 +828,7 @@ fn per_packet_cost_of_the_dispatcher() {
                     },
                 )
                 .unwrap();
-                let fd = xsk.fd.as_raw_fd() as u32;
+                let fd = xsk.fd().as_raw_fd() as u32;
                 libbpf_rs::MapCore::update(&flat, &2u32.to_ne_bytes(), &fd.to_ne_bytes(), libbpf_rs::MapFlags::ANY).unwrap();
                 let canon = xsk_redirect_program(flat.as_fd(), XDP_DROP).unwrap();
                 let _canon_link = attach_xdp(canon.as_fd(), spare2).unwrap();

@@ -9,12 +9,12 @@
 pub use super::common::{sh, unique};
 
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::Ordering;
 
 use libbpf_rs::MapCore;
+use netkit_cni::xsk::{Xsk, XskConfig};
 
 /// Fails loudly (never skips): a privileged test that silently passed unprivileged would prove
 /// nothing.
@@ -152,206 +152,11 @@ impl Drop for Bpffs {
     }
 }
 
-/// A bound AF_XDP socket in copy mode with its UMEM, a filled fill ring and a mapped RX ring, so
-/// frames redirected to it can be read back; closed and unmapped on drop.
-pub struct Xsk {
-    pub fd: OwnedFd,
-    umem: *mut libc::c_void,
-    fill: *mut libc::c_void,
-    fill_len: usize,
-    rx: *mut libc::c_void,
-    rx_len: usize,
-    offsets: libc::xdp_mmap_offsets,
-}
-
-// SAFETY: the mappings are only touched through &self methods and unmapped on drop.
-unsafe impl Send for Xsk {}
-
-const XSK_FRAMES: usize = 16;
-const XSK_FRAME: usize = 4096;
-const XSK_RING: u32 = 8;
-
-fn map_ring(fd: libc::c_int, len: usize, pgoff: u64) -> *mut libc::c_void {
-    // SAFETY: mapping a ring of a live AF_XDP socket at the kernel's offset.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
-            fd,
-            pgoff as libc::off_t,
-        )
-    };
-    assert_ne!(
-        p,
-        libc::MAP_FAILED,
-        "mmap ring {pgoff:#x}: {}",
-        std::io::Error::last_os_error()
-    );
-    p
-}
-
-impl Xsk {
-    /// Bind a socket to `ifindex`/`queue` in the calling thread's netns.
-    pub fn bind(ifindex: u32, queue: u32) -> Xsk {
-        // SAFETY: plain syscalls on values we own; every result is checked.
-        unsafe {
-            let raw = libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-            assert!(
-                raw >= 0,
-                "socket(AF_XDP): {}",
-                std::io::Error::last_os_error()
-            );
-            let fd = OwnedFd::from_raw_fd(raw);
-            let umem = libc::mmap(
-                std::ptr::null_mut(),
-                XSK_FRAMES * XSK_FRAME,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(umem, libc::MAP_FAILED, "mmap umem");
-            let reg = libc::xdp_umem_reg {
-                addr: umem as u64,
-                len: (XSK_FRAMES * XSK_FRAME) as u64,
-                chunk_size: XSK_FRAME as u32,
-                headroom: 0,
-                flags: 0,
-                tx_metadata_len: 0,
-            };
-            let so = |opt: libc::c_int, val: *const libc::c_void, len: usize| {
-                let r = libc::setsockopt(raw, libc::SOL_XDP, opt, val, len as libc::socklen_t);
-                assert_eq!(
-                    r,
-                    0,
-                    "setsockopt(SOL_XDP, {opt}): {}",
-                    std::io::Error::last_os_error()
-                );
-            };
-            so(
-                libc::XDP_UMEM_REG,
-                (&reg as *const libc::xdp_umem_reg).cast(),
-                std::mem::size_of_val(&reg),
-            );
-            let ring_ptr = (&XSK_RING as *const u32).cast();
-            so(libc::XDP_UMEM_FILL_RING, ring_ptr, 4);
-            so(libc::XDP_UMEM_COMPLETION_RING, ring_ptr, 4);
-            so(libc::XDP_RX_RING, ring_ptr, 4);
-
-            let mut offsets: libc::xdp_mmap_offsets = std::mem::zeroed();
-            let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-            let r = libc::getsockopt(
-                raw,
-                libc::SOL_XDP,
-                libc::XDP_MMAP_OFFSETS,
-                (&mut offsets as *mut libc::xdp_mmap_offsets).cast(),
-                &mut len,
-            );
-            assert_eq!(
-                r,
-                0,
-                "XDP_MMAP_OFFSETS: {}",
-                std::io::Error::last_os_error()
-            );
-            let fill_len = offsets.fr.desc as usize + XSK_RING as usize * 8;
-            let fill = map_ring(raw, fill_len, libc::XDP_UMEM_PGOFF_FILL_RING);
-            let rx_len = offsets.rx.desc as usize
-                + XSK_RING as usize * std::mem::size_of::<libc::xdp_desc>();
-            let rx = map_ring(raw, rx_len, libc::XDP_PGOFF_RX_RING as u64);
-            // Give the kernel every ring slot's worth of frames to copy into.
-            let descs = fill
-                .cast::<u8>()
-                .add(offsets.fr.desc as usize)
-                .cast::<u64>();
-            for i in 0..XSK_RING as usize {
-                *descs.add(i) = (i * XSK_FRAME) as u64;
-            }
-            let producer = &*fill
-                .cast::<u8>()
-                .add(offsets.fr.producer as usize)
-                .cast::<std::sync::atomic::AtomicU32>();
-            producer.store(XSK_RING, Ordering::Release);
-
-            let xsk = Xsk {
-                fd,
-                umem,
-                fill,
-                fill_len,
-                rx,
-                rx_len,
-                offsets,
-            };
-            let mut sa: libc::sockaddr_xdp = std::mem::zeroed();
-            sa.sxdp_family = libc::AF_XDP as u16;
-            sa.sxdp_flags = libc::XDP_COPY;
-            sa.sxdp_ifindex = ifindex;
-            sa.sxdp_queue_id = queue;
-            let r = libc::bind(
-                raw,
-                (&sa as *const libc::sockaddr_xdp).cast(),
-                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            );
-            assert_eq!(
-                r,
-                0,
-                "bind AF_XDP to {ifindex}/{queue}: {}",
-                std::io::Error::last_os_error()
-            );
-            xsk
-        }
-    }
-
-    /// Frames the kernel has put on the RX ring so far (not consumed: repeated calls see them
-    /// again), as their bytes in the UMEM.
-    pub fn received(&self) -> Vec<Vec<u8>> {
-        // SAFETY: reading the kernel-published part of our own RX ring and UMEM.
-        unsafe {
-            let base = self.rx.cast::<u8>();
-            let producer = &*base
-                .add(self.offsets.rx.producer as usize)
-                .cast::<std::sync::atomic::AtomicU32>();
-            let n = producer.load(Ordering::Acquire);
-            let descs = base
-                .add(self.offsets.rx.desc as usize)
-                .cast::<libc::xdp_desc>();
-            (0..n.min(XSK_RING))
-                .map(|i| {
-                    let d = *descs.add(i as usize);
-                    std::slice::from_raw_parts(
-                        self.umem.cast::<u8>().add(d.addr as usize),
-                        d.len as usize,
-                    )
-                    .to_vec()
-                })
-                .collect()
-        }
-    }
-
-    /// Put this socket into the XSKMAP pinned at `pin`, at `slot`.
-    pub fn insert_into(&self, pin: &Path, slot: u32) {
-        let map = libbpf_rs::MapHandle::from_pinned_path(pin)
-            .unwrap_or_else(|e| panic!("open {}: {e}", pin.display()));
-        let fd = self.fd.as_raw_fd() as u32;
-        map.update(
-            &slot.to_ne_bytes(),
-            &fd.to_ne_bytes(),
-            libbpf_rs::MapFlags::ANY,
-        )
-        .unwrap_or_else(|e| panic!("insert socket into {} at {slot}: {e}", pin.display()));
-    }
-}
-
-impl Drop for Xsk {
-    fn drop(&mut self) {
-        // SAFETY: each mapped once in bind, unmapped once.
-        unsafe {
-            libc::munmap(self.rx, self.rx_len);
-            libc::munmap(self.fill, self.fill_len);
-            libc::munmap(self.umem, XSK_FRAMES * XSK_FRAME);
-        }
-    }
+/// A copy-mode AF_XDP socket on `ifindex`/`queue` (calling thread's netns) with a small UMEM:
+/// enough for the tests, which bind several at once.
+pub fn bind_xsk(ifindex: u32, queue: u32) -> Xsk {
+    let config = XskConfig { frames: 64, ring_size: 32, ..XskConfig::default() };
+    Xsk::bind(ifindex, queue, &config).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Remove slot `slot` of the map pinned at `pin`.
