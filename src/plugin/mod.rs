@@ -558,8 +558,10 @@ fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marke
         .master(&conf.master)
         .map_err(|e| format!("cannot look up lease master {}: {e}", conf.master))?
         .ok_or_else(|| format!("lease master {} is gone", conf.master))?;
-    let pod_nsid = dp.nsid_of(req.netns()).map_err(|e| e.to_string())?;
-    for q in &info.queues {
+    // The pod's nsid is read after the queues, never before: the node netns may have no id for
+    // the pod netns until the kernel allocates one to name it in a lease reply.
+    let mut pod_nsid = None;
+    for (i, q) in info.queues.iter().enumerate() {
         let got = match dp.master_queue(master.ifindex, q.physical) {
             Ok(got) => got,
             Err(e) if e.netdev_errno() == Some(Errno::ENOENT) => {
@@ -573,6 +575,9 @@ fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marke
         let Some(l) = got.lease else {
             return Err(format!("lease of queue {} of {} is gone", q.physical, master.name));
         };
+        if i == 0 {
+            pod_nsid = dp.nsid_of(req.netns()).map_err(|e| e.to_string())?;
+        }
         if l.ifindex != pod_ifindex || l.netns_id != pod_nsid || l.queue.id != q.virtual_id {
             return Err(format!(
                 "queue {} of {} is leased to ifindex {} queue {} in netns id {:?}, not to {} (ifindex {pod_ifindex}) queue {} in netns id {pod_nsid:?}",
