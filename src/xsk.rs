@@ -558,6 +558,9 @@ impl Xsk {
     /// Create a socket with `config`'s UMEM and rings and bind it to `queue` of `ifindex` in the
     /// calling thread's netns. The fill ring starts full, so the socket receives as soon as an
     /// XDP program redirects to it (see [`Xsk::insert_into`]).
+    ///
+    /// A queue another socket used a moment ago can still answer `EBUSY`: the kernel releases a
+    /// closed socket's hold on its queue from a workqueue.
     pub fn bind(ifindex: u32, queue: u32, config: &XskConfig) -> Result<Xsk, XskError> {
         config.validate()?;
         // SAFETY: plain syscall; the result is checked.
