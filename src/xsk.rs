@@ -165,6 +165,10 @@ impl Default for XskConfig {
 impl XskConfig {
     /// Check what the kernel would refuse with a bare `EINVAL`, naming the field.
     pub fn validate(&self) -> Result<(), XskError> {
+        self.validated_umem_len().map(drop)
+    }
+
+    fn validated_umem_len(&self) -> Result<usize, XskError> {
         let bad = |field, reason: String| Err(XskError::Config { field, reason });
         let page = page_size();
         if !self.frame_size.is_power_of_two()
@@ -188,7 +192,7 @@ impl XskConfig {
                 ),
             );
         }
-        if self.umem_len().is_none() {
+        let Some(len) = self.umem_len() else {
             return bad(
                 "frames",
                 format!(
@@ -196,14 +200,14 @@ impl XskConfig {
                     self.frames, self.frame_size
                 ),
             );
-        }
+        };
         if !self.ring_size.is_power_of_two() {
             return bad(
                 "ring_size",
                 format!("{} must be a power of two", self.ring_size),
             );
         }
-        Ok(())
+        Ok(len)
     }
 
     fn umem_len(&self) -> Option<usize> {
@@ -426,7 +430,6 @@ impl<T: Copy> Ring<T> {
 
     /// Write `v` at the next reserved entry; the caller checked [`Ring::free`] first.
     fn push(&mut self, v: T) {
-        debug_assert!(self.cached_cons.wrapping_sub(self.cached_prod) > 0);
         let i = (self.cached_prod & self.mask) as usize;
         // SAFETY: i <= mask < size, inside the descriptor array; the entry belongs to us until
         // `submit` publishes it.
@@ -558,8 +561,11 @@ impl Xsk {
     /// Create a socket with `config`'s UMEM and rings and bind it to `queue` of `ifindex` in the
     /// calling thread's netns. The fill ring starts full, so the socket receives as soon as an
     /// XDP program redirects to it (see [`Xsk::insert_into`]).
+    ///
+    /// A queue another socket used a moment ago can still answer `EBUSY`: the kernel releases a
+    /// closed socket's hold on its queue from a workqueue.
     pub fn bind(ifindex: u32, queue: u32, config: &XskConfig) -> Result<Xsk, XskError> {
-        config.validate()?;
+        let umem_len = config.validated_umem_len()?;
         // SAFETY: plain syscall; the result is checked.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -567,7 +573,6 @@ impl Xsk {
         }
         // SAFETY: a new fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let umem_len = config.umem_len().expect("validated");
         let umem = Mapping::anonymous(umem_len).map_err(|e| XskError::sys("mmap UMEM", e))?;
         let reg = libc::xdp_umem_reg {
             addr: umem.ptr.as_ptr() as u64,
@@ -871,10 +876,12 @@ impl Xsk {
                 .min(self.tx_free.len())
                 .min(u32::MAX as usize) as u32;
             let n = want.min(self.tx.free(want));
-            for f in &frames[queued..queued + n as usize] {
-                let addr = self.tx_free.pop().expect("counted above");
-                // SAFETY: a TX frame we own (in tx_free: not on any ring), inside the UMEM, and
-                // f.len() <= frame_size (checked above).
+            for (f, addr) in frames[queued..queued + n as usize]
+                .iter()
+                .zip(self.tx_free.drain(self.tx_free.len() - n as usize..).rev())
+            {
+                // SAFETY: a frame-aligned TX frame inside the UMEM that we own (it was in
+                // tx_free: on no ring, not in flight), and f.len() <= frame_size (checked above).
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         f.as_ptr(),

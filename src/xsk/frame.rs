@@ -129,7 +129,11 @@ pub fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
     if frame.len() < ETH_HLEN {
         return None;
     }
-    let mac = |o: usize| Mac(frame[o..o + 6].try_into().expect("6 bytes"));
+    let mac = |o: usize| {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&frame[o..o + 6]);
+        Mac(m)
+    };
     let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
     let mut p = Parsed {
         src_mac: mac(6),

@@ -37,7 +37,18 @@ impl Netns {
         let name = unique("nkcx");
         sh(&["ip", "netns", "add", &name]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns { name }
+        let ns = Netns { name };
+        // Quiet links: without IPv6 a new veth sends nothing by itself (no DAD, router
+        // solicitations or MLD reports), so every frame a test's socket sees is the test's own.
+        ns.run(|| {
+            for conf in ["all", "default"] {
+                let knob = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+                if std::path::Path::new(&knob).exists() {
+                    fs::write(&knob, "1").unwrap_or_else(|e| panic!("{knob}: {e}"));
+                }
+            }
+        });
+        ns
     }
 
     pub fn fd(&self) -> OwnedFd {
