@@ -20,8 +20,9 @@ kernel:
 # needs Linux 7.x inside the VM.
 test: setup unit-test host-test vm-test
 
+# `tools`: nkc-xsk (the AF_XDP tool the demo and the bench use) and its CLI tests.
 unit-test:
-	$(CARGO) test --release
+	$(CARGO) test --release --features tools
 
 host-test:
 	$(CARGO) test --release --features host-tests --test host_xdp --test host_no_netkit
