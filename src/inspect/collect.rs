@@ -98,14 +98,14 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
     };
 
     // Host-side halves of netkit-cni pairs: the peer (the lessee, in the pod) carries no marker,
-    // the primary does, and names its peer by (nsid as the node sees it, ifindex).
+    // the primary does, and names its peer by (nsid as the node sees it, ifindex). The peer's
+    // ifindex may well equal the primary's own: ifindexes are per netns.
     let pairs: HashMap<(Option<i32>, u32), (Marker, String)> = links
         .iter()
         .filter(|l| {
             l.is_netkit()
                 && l.netkit.as_ref().and_then(|n| n.pairing) != Some(link::NetkitPairing::Single)
         })
-        .filter(|l| l.link != Some(l.index))
         .filter_map(|l| Some(((l.link_netnsid, l.link?), (l.marker()?, l.name.clone()))))
         .collect();
 
