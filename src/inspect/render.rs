@@ -162,7 +162,7 @@ fn dispatch(d: &DispatchReport) -> String {
         }
     }
     if d.range_action != d.action {
-        let _ = write!(s, ", then {}", action(d.range_action));
+        let _ = write!(s, ", restores {}", action(d.range_action));
     }
     s
 }

@@ -172,7 +172,7 @@ fn table_shows_every_queue_and_the_dispatcher() {
         "              pods/podA/eth0/xsks (map 9)",
         "  QUEUE  STATE                             CONTAINER  IFNAME  NETWORK  PAIRING  IFINDEX  NSID  VQUEUE  DISPATCHER",
         "  0      free                              -          -       -        -        -        -     -       pass",
-        "  1      leased                            podA       eth0    fastnet  single   2        0     1       pod vq 1 xskmap 9 (podA/eth0), then drop",
+        "  1      leased                            podA       eth0    fastnet  single   2        0     1       pod vq 1 xskmap 9 (podA/eth0), restores drop",
         "  2      leased (not netkit-cni) [af-xdp]  -          other0  -        -        7        self  3       -",
         "  warning: queue 9: something odd",
         "",
