@@ -118,7 +118,7 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
         Err(source) => {
             return Err(InspectError::Netdev {
                 step: "open netdev netlink",
-                source,
+                source: Box::new(source),
             })
         }
     };
@@ -249,7 +249,7 @@ fn rx_queues(client: &mut NetdevClient, ifindex: u32) -> Result<Vec<Queue>, Insp
             other => {
                 break other.map_err(|source| InspectError::Netdev {
                     step: "dump the NIC's queues",
-                    source,
+                    source: Box::new(source),
                 })?
             }
         }

@@ -134,9 +134,9 @@ pub enum InspectError {
     Netdev {
         /// What was being read.
         step: &'static str,
-        /// The netdev error.
+        /// The netdev error (boxed: it carries the kernel's extack).
         #[source]
-        source: NetdevError,
+        source: Box<NetdevError>,
     },
     /// bpffs or bpf(2) failed where the report cannot do without it.
     #[error("{step}: {source}")]
