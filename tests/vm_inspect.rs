@@ -13,28 +13,6 @@ use common::*;
 use netkit_cni::xdp::{Dispatcher, DispatcherOptions, PodId, QueueRanges};
 use serde_json::{json, Value};
 
-/// A private bpffs mount under the temp dir, unmounted on drop.
-struct Bpffs {
-    path: PathBuf,
-}
-
-impl Bpffs {
-    fn new() -> Bpffs {
-        let path = std::env::temp_dir().join(unique("nkc-bpffs-"));
-        std::fs::create_dir(&path).unwrap();
-        nix::mount::mount(Some("bpf"), &path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-            .unwrap_or_else(|e| panic!("mount -t bpf {}: {e}", path.display()));
-        Bpffs { path }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
-
 /// A leasing network with private device-info (and, for pairs, IPAM) directories.
 struct Net {
     conf: Value,
