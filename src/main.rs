@@ -12,6 +12,10 @@ As a CNI plugin it is run by the container runtime with CNI_COMMAND set (ADD, DE
 STATUS, VERSION), the network config on stdin and the result on stdout.
 
 Usage:
+  netkit-cni inspect [--json] [--master IFNAME] [--bpffs PATH]
+                           show, read-only, the NIC queues leased to pods and the XDP
+                           dispatcher state on this node (run as root in the node netns;
+                           `netkit-cni inspect --help` for details)
   netkit-cni --version     print the plugin version and the CNI versions it speaks
   netkit-cni --help        this text
 ";
@@ -45,10 +49,43 @@ fn main() -> anyhow::Result<()> {
             print!("{USAGE}");
             Ok(())
         }
-        _ => {
+        Some("inspect") => inspect(&args[1..]),
+        Some(other) => {
+            eprint!("{USAGE}");
+            eprintln!("\nerror: unknown command {other:?}");
+            std::process::exit(2);
+        }
+        None => {
             eprint!("{USAGE}");
             eprintln!("\nerror: CNI_COMMAND is not set and no admin command was given");
             std::process::exit(2);
         }
     }
+}
+
+/// `netkit-cni inspect`: the report on stdout; a bad argument exits 2, any failure 1, both with
+/// the message on stderr.
+fn inspect(args: &[String]) -> anyhow::Result<()> {
+    use netkit_cni::inspect::{self, Invocation};
+    let fail = |e: inspect::InspectError| -> ! {
+        eprintln!("netkit-cni inspect: error: {e}");
+        if e.exit_code() == 2 {
+            eprintln!("(netkit-cni inspect --help shows the usage)");
+        }
+        std::process::exit(e.exit_code());
+    };
+    let opts = match inspect::parse_args(args) {
+        Ok(Invocation::Help) => {
+            print!("{}", inspect::USAGE);
+            return Ok(());
+        }
+        Ok(Invocation::Run(opts)) => opts,
+        Err(e) => fail(e),
+    };
+    let report = inspect::inspect(&opts).unwrap_or_else(|e| fail(e));
+    let text = if opts.json { report.to_json() + "\n" } else { inspect::render_table(&report) };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).context("writing the report to stdout")?;
+    stdout.flush().context("writing the report to stdout")?;
+    Ok(())
 }

@@ -88,3 +88,54 @@ fn nothing_goes_to_stdout_but_the_error_object() {
     assert_eq!(r.stdout.trim().lines().count(), 1, "stdout must hold exactly the error object: {:?}", r.stdout);
     assert_eq!(serde_json::from_str::<Value>(r.stdout.trim()).unwrap()["code"], 4);
 }
+
+// The admin side (no CNI_COMMAND): `inspect`'s command line. Only failures that happen before
+// the kernel is asked anything are checked here; the report itself is tested in the VM
+// (tests/vm_inspect.rs).
+
+fn admin(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::plugin_bin())
+        .args(args)
+        .env_remove("CNI_COMMAND")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn help_lists_inspect_and_version_still_works() {
+    let out = admin(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("netkit-cni inspect [--json] [--master IFNAME] [--bpffs PATH]"), "{help}");
+    assert!(help.contains("--version"), "{help}");
+    let out = admin(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("netkit-cni "));
+    let out = admin(&["inspect", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for opt in ["--json", "--master IFNAME", "--bpffs PATH"] {
+        assert!(help.contains(opt), "{opt} missing from inspect --help: {help}");
+    }
+}
+
+#[test]
+fn inspect_bad_arguments_exit_2_naming_them() {
+    for (args, named) in [
+        (&["inspect", "--bogus"][..], "--bogus"),
+        (&["inspect", "--master"][..], "--master"),
+        (&["inspect", "--bpffs"][..], "--bpffs"),
+        (&["inspect", "--master", "bad/name"][..], "--master"),
+        (&["inspect", "--json", "--json"][..], "--json"),
+    ] {
+        let out = admin(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(named), "{args:?}: stderr must name {named}: {err}");
+    }
+    let out = admin(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("frobnicate"));
+}

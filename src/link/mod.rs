@@ -434,6 +434,19 @@ pub async fn delete_link_in(rtnl: &Rtnl, netnsid: i32, index: u32) -> Result<Del
     delete(rtnl, msg, LinkRef::InNetns { netnsid, index }).await
 }
 
+/// Every link in the socket's namespace, of any kind. For admin tools (`netkit-cni inspect`)
+/// only: this dumps, and is never on a CNI verb's path.
+pub async fn list_links(rtnl: &Rtnl) -> Result<Vec<LinkInfo>, LinkError> {
+    let replies = rtnl
+        .dump(RouteNetlinkMessage::GetLink(get_request(0, None)))
+        .await
+        .map_err(|e| LinkError::from_netlink(LinkOp::List, LinkRef::All, e))?;
+    replies
+        .into_iter()
+        .map(|reply| expect_link(LinkOp::List, LinkRef::All, reply))
+        .collect()
+}
+
 /// All netkit links in the socket's namespace (primaries and peers). For GC only: this dumps.
 ///
 /// The kernel filters by kind when it knows the kind; if the netkit module is not loaded it

@@ -204,6 +204,26 @@ pub struct QueueStats {
     pub program_fallback: u64,
 }
 
+/// What a pin in the NIC directory holds (see [`Dispatcher::pins`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinKind {
+    /// The XDP `bpf_link` (`link`).
+    Link,
+    /// A map: the dispatcher's (`queues`, `pod_xsks`, `programs`, `stats`) or a pod's XSKMAP.
+    Map,
+}
+
+/// One object pinned in the NIC directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// Path relative to the NIC directory, e.g. `link` or `pods/<cid>/<ifname>/xsks`.
+    pub path: PathBuf,
+    /// Link or map.
+    pub kind: PinKind,
+    /// Kernel id of the object; `None` when it could not be opened.
+    pub id: Option<u32>,
+}
+
 /// Result of [`Dispatcher::upgrade`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upgrade {
@@ -752,6 +772,51 @@ impl Dispatcher {
     pub fn program(&self) -> Result<OwnedFd, XdpError> {
         let id = self.link_info()?.prog_id;
         sys::prog_fd_by_id(id).map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))
+    }
+
+    /// Kernel id of the program the XDP link runs now (read-only; for `netkit-cni inspect`).
+    pub fn program_id(&self) -> Result<u32, XdpError> {
+        Ok(self.link_info()?.prog_id)
+    }
+
+    /// Every object pinned in the NIC directory (`link`, the maps, `pods/<cid>/<ifname>/xsks`),
+    /// sorted by path, with its kernel id. Read-only; for `netkit-cni inspect`.
+    pub fn pins(&self) -> Result<Vec<Pin>, XdpError> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.paths.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = std::fs::read_dir(&dir)
+                .map_err(|e| XdpError::sys("readdir", Some(&dir), io_errno(&e)))?;
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| XdpError::sys("readdir", Some(&dir), io_errno(&e)))?;
+                let path = entry.path();
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    dirs.push(path);
+                    continue;
+                }
+                let rel = path
+                    .strip_prefix(&self.paths.dir)
+                    .unwrap_or(&path)
+                    .to_path_buf();
+                let kind = if rel == Path::new(super::paths::PIN_LINK) {
+                    PinKind::Link
+                } else {
+                    PinKind::Map
+                };
+                let id = sys::obj_get(&path).ok().and_then(|fd| match kind {
+                    PinKind::Link => sys::link_info(fd.as_fd()).ok().map(|i| i.id),
+                    PinKind::Map => sys::map_info(fd.as_fd()).ok().map(|i| i.id),
+                });
+                out.push(Pin {
+                    path: rel,
+                    kind,
+                    id,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
     }
 
     /// State of physical queue `queue`.

@@ -1,0 +1,453 @@
+//! Reading the report from the kernel and bpffs (see the [module docs](super)).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Component, Path, PathBuf};
+
+use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+
+use super::*;
+use crate::link::{self, LinkInfo, Marker};
+use crate::netdev::{NetdevClient, Queue, QueueType};
+use crate::rtnl::Rtnl;
+use crate::xdp::paths::{check_bpffs, current_netns_cookie, plugin_root};
+use crate::xdp::{Dispatcher, DispatcherOptions, NicKey, NicPaths, DEFAULT_BPFFS};
+
+/// Build the report for the calling thread's netns (see the [module docs](super)).
+///
+/// Fails on what makes the report meaningless (rtnetlink or netdev netlink failing, a `--master`
+/// that does not exist, an explicit `--bpffs` that is not a bpffs); everything that only hides
+/// part of the picture (a dispatcher that cannot be read, a lessee that cannot be reached)
+/// becomes a warning in the report instead.
+pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(InspectError::Runtime)?;
+    let rtnl = rt.block_on(async {
+        let (rtnl, conn) = Rtnl::connect().map_err(InspectError::Rtnl)?;
+        tokio::spawn(conn);
+        Ok::<_, InspectError>(rtnl)
+    })?;
+    let links = rt
+        .block_on(link::list_links(&rtnl))
+        .map_err(|source| InspectError::Link {
+            step: "list links",
+            source,
+        })?;
+
+    let mut warnings = Vec::new();
+    let bpffs = opts
+        .bpffs
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS));
+    let bpffs_mounted = match check_bpffs(&bpffs) {
+        Ok(()) => true,
+        Err(source) if opts.bpffs.is_some() => {
+            return Err(InspectError::Xdp {
+                step: "--bpffs",
+                source,
+            })
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "{e}: dispatchers not shown (is bpffs mounted elsewhere? pass --bpffs)"
+            ));
+            false
+        }
+    };
+    let netns_cookie = current_netns_cookie().map_err(|source| InspectError::Xdp {
+        step: "netns cookie",
+        source,
+    })?;
+    let dirs = if bpffs_mounted {
+        nic_dirs(&bpffs, netns_cookie)?
+    } else {
+        BTreeSet::new()
+    };
+
+    let candidates: Vec<&LinkInfo> = match &opts.master {
+        Some(name) => vec![links
+            .iter()
+            .find(|l| l.name == *name)
+            .ok_or_else(|| InspectError::NoSuchMaster(name.clone()))?],
+        None => {
+            for ifindex in dirs
+                .iter()
+                .filter(|i| !links.iter().any(|l| l.index == **i))
+            {
+                let dir = NicPaths::new(
+                    &bpffs,
+                    &NicKey {
+                        netns_cookie,
+                        ifindex: *ifindex,
+                    },
+                )
+                .dir;
+                warnings.push(format!(
+                    "{}: no device with ifindex {ifindex} in this netns (left over?)",
+                    dir.display()
+                ));
+            }
+            // Only a device with a parent (a real NIC) can lend queues; the kernel refuses
+            // leases from virtual devices, so their queues need not be dumped.
+            links
+                .iter()
+                .filter(|l| has_parent(l) || dirs.contains(&l.index))
+                .collect()
+        }
+    };
+
+    // Host-side halves of netkit-cni pairs: the peer (the lessee, in the pod) carries no marker,
+    // the primary does, and names its peer by (nsid as the node sees it, ifindex). The peer's
+    // ifindex may well equal the primary's own: ifindexes are per netns.
+    let pairs: HashMap<(Option<i32>, u32), (Marker, String)> = links
+        .iter()
+        .filter(|l| {
+            l.is_netkit()
+                && l.netkit.as_ref().and_then(|n| n.pairing) != Some(link::NetkitPairing::Single)
+        })
+        .filter_map(|l| Some(((l.link_netnsid, l.link?), (l.marker()?, l.name.clone()))))
+        .collect();
+
+    let mut netdev = match NetdevClient::open() {
+        Ok(c) => Some(c),
+        Err(e) if e.is_kernel_unsupported() => {
+            warnings.push(format!("{e}: queues not shown"));
+            None
+        }
+        Err(source) => {
+            return Err(InspectError::Netdev {
+                step: "open netdev netlink",
+                source: Box::new(source),
+            })
+        }
+    };
+
+    let mut nics = Vec::new();
+    for l in candidates {
+        let rx = match netdev.as_mut() {
+            Some(c) => rx_queues(c, l.index)?,
+            None => Vec::new(),
+        };
+        let has_dir = dirs.contains(&l.index);
+        if opts.master.is_none() && !has_dir && !rx.iter().any(|q| q.lease.is_some()) {
+            continue;
+        }
+        let nic = NicKey {
+            netns_cookie,
+            ifindex: l.index,
+        };
+        let mut report = NicReport {
+            name: l.name.clone(),
+            ifindex: l.index,
+            up: l.is_up(),
+            netns_cookie,
+            bpffs_dir: NicPaths::new(&bpffs, &nic).dir,
+            rx_queues: (l.is_up() && netdev.is_some()).then_some(rx.len() as u32),
+            xdp: xdp_of(l),
+            dispatcher: None,
+            queues: Vec::new(),
+            warnings: Vec::new(),
+        };
+        if !l.is_up() {
+            report
+                .warnings
+                .push("device is down: the kernel reports no queues".into());
+        }
+        let statuses = if has_dir {
+            read_dispatcher(&bpffs, &mut report, &rx)
+        } else {
+            HashMap::new()
+        };
+        for q in &rx {
+            let lease = match &q.lease {
+                Some(lease) => Some(resolve_lessee(
+                    &rt,
+                    &rtnl,
+                    &pairs,
+                    lease,
+                    q.id,
+                    &mut report.warnings,
+                )),
+                None => None,
+            };
+            let state = match &lease {
+                None => QueueState::Free,
+                Some(l) if l.container_id.is_some() => QueueState::Leased,
+                Some(_) => QueueState::Foreign,
+            };
+            let mut busy = Vec::new();
+            if q.xsk {
+                busy.push("af-xdp".to_string());
+            }
+            if q.dmabuf.is_some() {
+                busy.push("dmabuf".to_string());
+            }
+            if q.io_uring.is_some() {
+                busy.push("io-uring".to_string());
+            }
+            report.queues.push(QueueReport {
+                id: q.id,
+                state,
+                busy,
+                lease,
+                dispatch: statuses.get(&q.id).cloned(),
+            });
+        }
+        nics.push(report);
+    }
+    nics.sort_by_key(|n| n.ifindex);
+    Ok(Report {
+        version: REPORT_VERSION,
+        bpffs,
+        bpffs_mounted,
+        nics,
+        warnings,
+    })
+}
+
+/// ifindexes with a directory `netns<cookie>-if<ifindex>` under `<bpffs>/netkit-cni/`.
+fn nic_dirs(bpffs: &Path, cookie: u64) -> Result<BTreeSet<u32>, InspectError> {
+    let root = plugin_root(bpffs);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(source) => return Err(InspectError::Io { path: root, source }),
+    };
+    let prefix = format!("netns{cookie}-if");
+    let mut out = BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| InspectError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        if let Some(i) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|i| i.parse().ok())
+        {
+            out.insert(i);
+        }
+    }
+    Ok(out)
+}
+
+fn has_parent(l: &LinkInfo) -> bool {
+    l.message
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::ParentDevName(_)))
+}
+
+/// The device's real RX queues, by id (a down device has none; an interrupted dump is redone).
+fn rx_queues(client: &mut NetdevClient, ifindex: u32) -> Result<Vec<Queue>, InspectError> {
+    let mut attempt = 0;
+    let all = loop {
+        match client.queue_dump(ifindex) {
+            Err(crate::netdev::NetdevError::DumpInterrupted { .. }) if attempt < 2 => attempt += 1,
+            other => {
+                break other.map_err(|source| InspectError::Netdev {
+                    step: "dump the NIC's queues",
+                    source: Box::new(source),
+                })?
+            }
+        }
+    };
+    let mut rx: Vec<Queue> = all
+        .into_iter()
+        .filter(|q| q.queue_type == QueueType::Rx)
+        .collect();
+    rx.sort_by_key(|q| q.id);
+    Ok(rx)
+}
+
+/// `IFLA_XDP` of a link.
+pub(super) fn xdp_of(l: &LinkInfo) -> Option<XdpReport> {
+    let nest = l.message.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(x) => Some(x),
+        _ => None,
+    })?;
+    let (mut mode, mut prog, mut drv, mut skb, mut hw) = (None, None, None, None, None);
+    for x in nest {
+        match x {
+            LinkXdp::Attached(a) => {
+                mode = match a {
+                    XdpAttached::Driver => Some(XdpAttachMode::Native),
+                    XdpAttached::SocketBuffer => Some(XdpAttachMode::Generic),
+                    XdpAttached::Hardware => Some(XdpAttachMode::Offload),
+                    XdpAttached::Multiple => Some(XdpAttachMode::Multi),
+                    _ => None,
+                }
+            }
+            LinkXdp::ProgId(id) => prog = Some(*id),
+            LinkXdp::DrvProgId(id) => drv = Some(*id),
+            LinkXdp::SkbProgId(id) => skb = Some(*id),
+            LinkXdp::HwProgId(id) => hw = Some(*id),
+            _ => {}
+        }
+    }
+    Some(XdpReport {
+        mode: mode?,
+        prog_id: prog.or(drv).or(skb).or(hw),
+    })
+}
+
+/// Fill in the dispatcher (or a warning) and return its entries for the NIC's real queues. The
+/// dispatcher's lock is held only inside this function.
+fn read_dispatcher(
+    bpffs: &Path,
+    report: &mut NicReport,
+    rx: &[Queue],
+) -> HashMap<u32, DispatchReport> {
+    let opts = DispatcherOptions {
+        bpffs: bpffs.to_path_buf(),
+        ..DispatcherOptions::default()
+    };
+    let d = match Dispatcher::open(&opts, report.ifindex) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            report.warnings.push(format!(
+                "{}: no live XDP link (a stale directory; the next ADD clears it)",
+                report.bpffs_dir.display()
+            ));
+            return HashMap::new();
+        }
+        Err(e) => {
+            report
+                .warnings
+                .push(format!("dispatcher not readable: {e}"));
+            return HashMap::new();
+        }
+    };
+    let read = || -> Result<(DispatcherReport, HashMap<u32, DispatchReport>), XdpError> {
+        let pins: Vec<PinReport> = d
+            .pins()?
+            .into_iter()
+            .map(|p| PinReport {
+                path: p.path.to_string_lossy().into_owned(),
+                kind: match p.kind {
+                    crate::xdp::PinKind::Link => PinKind::Link,
+                    crate::xdp::PinKind::Map => PinKind::Map,
+                },
+                id: p.id,
+            })
+            .collect();
+        let pods: HashMap<u32, String> = pins
+            .iter()
+            .filter_map(|p| Some((p.id?, pod_of_pin(&p.path)?)))
+            .collect();
+        let mut statuses = HashMap::new();
+        for q in rx {
+            let s = d.queue_status(q.id)?;
+            statuses.insert(
+                q.id,
+                DispatchReport {
+                    action: s.action.into(),
+                    range_action: s.base.into(),
+                    vqueue: s.vqueue,
+                    xskmap_id: s.pod_map_id,
+                    pod: s.pod_map_id.and_then(|id| pods.get(&id).cloned()),
+                },
+            );
+        }
+        let program_id = d.program_id()?;
+        let dispatcher = DispatcherReport {
+            link_id: d.link_id()?,
+            program_id,
+            mode: report
+                .xdp
+                .as_ref()
+                .filter(|x| x.prog_id == Some(program_id))
+                .map(|x| x.mode),
+            stats: d.stats_enabled(),
+            pins,
+        };
+        Ok((dispatcher, statuses))
+    };
+    let out = read();
+    drop(d);
+    match out {
+        Ok((dispatcher, statuses)) => {
+            report.dispatcher = Some(dispatcher);
+            statuses
+        }
+        Err(e) => {
+            report
+                .warnings
+                .push(format!("dispatcher not readable: {e}"));
+            HashMap::new()
+        }
+    }
+}
+
+/// `<cid>/<ifname>` of a pin path `pods/<cid>/<ifname>/xsks`.
+pub(super) fn pod_of_pin(path: &str) -> Option<String> {
+    let parts: Vec<&str> = Path::new(path)
+        .components()
+        .map(|c| match c {
+            Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        ["pods", cid, ifname, "xsks"] => Some(format!("{cid}/{ifname}")),
+        _ => None,
+    }
+}
+
+/// Who holds a leased queue: a pair's peer (known by its host-side primary's marker), a single
+/// device (its own marker), or someone else's device.
+fn resolve_lessee(
+    rt: &tokio::runtime::Runtime,
+    rtnl: &Rtnl,
+    pairs: &HashMap<(Option<i32>, u32), (Marker, String)>,
+    lease: &crate::netdev::Lease,
+    queue: u32,
+    warnings: &mut Vec<String>,
+) -> LeaseReport {
+    let mut out = LeaseReport {
+        ifindex: lease.ifindex,
+        netns_id: lease.netns_id,
+        vqueue: lease.queue.id,
+        ifname: None,
+        network: None,
+        container_id: None,
+        pairing: None,
+        host_ifname: None,
+    };
+    let remote = match lease.netns_id {
+        Some(id) if id < 0 => {
+            warnings.push(format!(
+                "queue {queue}: the kernel could not name the lessee's netns (nsid {id})"
+            ));
+            None
+        }
+        Some(id) => Some(rt.block_on(link::get_link_in(rtnl, id, lease.ifindex))),
+        None => Some(rt.block_on(link::get_link_by_index(rtnl, lease.ifindex))),
+    };
+    let remote = match remote {
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            warnings.push(format!("queue {queue}: lessee not readable: {e}"));
+            None
+        }
+        None => None,
+    };
+    out.ifname = remote.as_ref().map(|l| l.name.clone());
+    let (marker, pairing, host) = match pairs.get(&(lease.netns_id, lease.ifindex)) {
+        Some((m, host)) => (Some(m.clone()), Some(Pairing::Pair), Some(host.clone())),
+        None => match remote.as_ref().and_then(LinkInfo::marker) {
+            Some(m) => (Some(m), Some(Pairing::Single), None),
+            None => (None, None, None),
+        },
+    };
+    if let Some(m) = marker {
+        out.network = Some(m.network().to_string());
+        out.container_id = Some(m.container_id().to_string());
+        out.ifname = out.ifname.or_else(|| Some(m.ifname().to_string()));
+        out.pairing = pairing;
+        out.host_ifname = host;
+    }
+    out
+}
