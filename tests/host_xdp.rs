@@ -848,3 +848,30 @@ fn per_packet_cost_of_the_dispatcher() {
         }
     });
 }
+
+/// A queue whose lease moved to a new pod while the old pod's DEL has not reset it yet: the
+/// new owner takes the steering over (it holds the kernel's lease, so the old steering is
+/// stale), a caller without that guarantee is still refused, and the old pod's late release
+/// leaves the new owner's steering alone.
+#[test]
+fn a_leased_queue_takes_over_a_stale_steering_and_the_late_release_keeps_it() {
+    let w = world();
+    let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
+    w.ns.run(move || {
+        let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).unwrap();
+        let (old, new, other) = (pod("old"), pod("new"), pod("other"));
+        d.set_queue_pod(3, &old, 1).unwrap();
+        let h = d.steer_leased_queue(3, &new, 2).unwrap();
+        assert_eq!(h.queues, vec![QueueLease { queue: 3, vqueue: 2 }]);
+        match d.set_queue_pod(3, &other, 1) {
+            Err(XdpError::QueueBusy { queue: 3, .. }) => {}
+            r => panic!("a caller without the lease must still be refused: {r:?}"),
+        }
+        let new_map = d.queue_status(3).unwrap().pod_map_id;
+        assert_eq!(d.release_pod(&old).unwrap(), Vec::<u32>::new(), "the old pod no longer owns queue 3");
+        let s = d.queue_status(3).unwrap();
+        assert_eq!((s.action, s.vqueue, s.pod_map_id), (QueueAction::Pod, Some(2), new_map));
+        assert_eq!(d.release_pod(&new).unwrap(), vec![3]);
+        assert!(matches!(d.detach_if_unused().unwrap(), DetachOutcome::Detached));
+    });
+}

@@ -147,7 +147,7 @@ fn every_point(bed: &Bed) -> usize {
         // Injected error: ADD answers it and rolls everything back by itself.
         let pod = Netns::new("pod");
         let r = bed.call("ADD", &pod, &[("NKC_FAILPOINT", format!("{point}:error"))]);
-        let e = r.err(point);
+        let e = r.err(&format!("{point} (the plugin binary must be built with the failpoints feature, which vm-tests enables)"));
         assert_eq!(e["code"], 102, "{point}: {e}");
         assert!(e["msg"].as_str().unwrap().contains(point), "{point}: {e}");
         let left = bed.leftovers(&pod, &ynl);
@@ -240,7 +240,7 @@ fn soak_parallel_add_del_with_leases_and_xdp_leaks_nothing() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
     eprintln!("soak: {loops} loops x {rounds} rounds, NKC_SOAK_SEED={seed}");
-    let bed = std::sync::Arc::new(Bed::with_queues("single", "10.94.0.0/20", loops as u32 + 2));
+    let bed = std::sync::Arc::new(Bed::with_queues("single", "10.94.0.0/20", 2 * loops as u32 + 2));
     let started = Instant::now();
     let handles: Vec<_> = (0..loops)
         .map(|i| {

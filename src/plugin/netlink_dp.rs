@@ -489,7 +489,10 @@ impl Dataplane for NetlinkDataplane {
         let (d, attach) = Dispatcher::attach_or_open(&conf.options(), master_ifindex, &conf.ranges).map_err(xdp("attach the XDP dispatcher to the master"))?;
         let mut handoff = None;
         for q in queues {
-            match d.set_queue_pod(q.physical, pod, q.virtual_id) {
+            // ADD holds the kernel's lease on every queue it steers, so a steering still left to
+            // another pod is stale (that pod's device, and with it its lease, is gone; its DEL
+            // is between deleting the device and resetting the queue): take it over.
+            match d.steer_leased_queue(q.physical, pod, q.virtual_id) {
                 Ok(h) => handoff = Some(h),
                 Err(e) => {
                     // This call's steering goes again; so does a dispatcher this call attached

@@ -271,12 +271,8 @@ impl Dataplane for FakeKernel {
             x.attaches += 1;
         }
         let who = pod.to_string();
-        for q in queues {
-            // The kernel's leases already make queues exclusive; the dispatcher checks again.
-            if let Some((owner, _)) = x.steered.get(&q.physical).filter(|(o, _)| *o != who) {
-                return Err(DpError::Xdp { step: "steer", source: Box::new(crate::xdp::XdpError::QueueBusy { queue: q.physical, owner: Some(owner.clone()) }) });
-            }
-        }
+        // ADD holds the leases, so a steering left to another pod is stale and taken over
+        // (Dispatcher::steer_leased_queue).
         x.pins.insert(who.clone());
         for q in queues {
             x.steered.insert(q.physical, (who.clone(), q.virtual_id));

@@ -948,6 +948,30 @@ impl Dispatcher {
         pod: &PodId,
         vqueue: u32,
     ) -> Result<PodHandoff, XdpError> {
+        self.steer(queue, pod, vqueue, false)
+    }
+
+    /// As [`Dispatcher::set_queue_pod`], for a caller that holds the kernel's lease on `queue`
+    /// for `pod`: a steering left to another pod is taken over instead of refused. The kernel
+    /// allows one lease per physical queue, so such a steering is stale — its pod's device is
+    /// gone (which ended its lease) and its DEL has not reset the queue yet. Taking over is safe
+    /// for that DEL too: it resets only queues that still point at its own map.
+    pub fn steer_leased_queue(
+        &self,
+        queue: u32,
+        pod: &PodId,
+        vqueue: u32,
+    ) -> Result<PodHandoff, XdpError> {
+        self.steer(queue, pod, vqueue, true)
+    }
+
+    fn steer(
+        &self,
+        queue: u32,
+        pod: &PodId,
+        vqueue: u32,
+        takeover: bool,
+    ) -> Result<PodHandoff, XdpError> {
         check_queue(queue)?;
         if vqueue >= MAX_VQUEUES {
             return Err(XdpError::VqueueOutOfRange {
@@ -966,13 +990,13 @@ impl Dispatcher {
         };
         if cur.action == nkc_action::NKC_ACTION_POD {
             let owner = self.pod_map_id_at(queue)?;
-            if owner != Some(map_id) {
+            if owner != Some(map_id) && !takeover {
                 return fail(XdpError::QueueBusy {
                     queue,
                     owner: owner.and_then(|id| self.pod_by_map_id(id)),
                 });
             }
-            if cur.vqueue == vqueue {
+            if owner == Some(map_id) && cur.vqueue == vqueue {
                 return self.handoff_for(pod, map_id, &table);
             }
         }
