@@ -11,7 +11,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use host_common::{bind_xsk, delete_slot, require_root, unique, xdp_prog_id_in, Bpffs, Netns};
+use common::Bpffs;
+use host_common::{bind_xsk, delete_slot, require_root, unique, xdp_prog_id_in, Netns};
 use netkit_cni::xdp::testrun::verdict::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use netkit_cni::xdp::testrun::{
     attach_xdp, compare_ns_per_packet, ns_per_packet, test_run_xdp, test_run_xdp_live,

@@ -10,7 +10,7 @@ pub use super::common::{sh, unique};
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use libbpf_rs::MapCore;
@@ -132,34 +132,6 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
-    }
-}
-
-/// A private bpffs mount in a fresh directory under the temp dir, unmounted on drop.
-pub struct Bpffs {
-    pub path: PathBuf,
-}
-
-impl Bpffs {
-    pub fn new() -> Bpffs {
-        let path = std::env::temp_dir().join(unique("nkc-bpffs-"));
-        fs::create_dir(&path).unwrap();
-        nix::mount::mount(
-            Some("bpf"),
-            &path,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap_or_else(|e| panic!("mount -t bpf {}: {e}", path.display()));
-        Bpffs { path }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
-        let _ = fs::remove_dir(&self.path);
     }
 }
 
