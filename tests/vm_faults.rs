@@ -5,7 +5,8 @@
 //! independent tools: netkit devices (ip), leases (the kernel's ynl), XDP on the NIC (ip),
 //! pins (bpffs), IPAM reservations (host-local's files) and device-info files.
 //!
-//! The binary is built with the `failpoints` feature (the `vm-tests` feature enables it).
+//! The plugin binary here is `netkit-cni-failpoints`, the build with the `failpoints` feature
+//! (the `vm-tests` feature enables it).
 
 mod common;
 
@@ -16,6 +17,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use netkit_cni::failpoint::ADD_POINTS;
 use serde_json::{json, Value};
+
+fn failpoints_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_netkit-cni-failpoints"))
+}
 
 struct Bed {
     node: Netns,
@@ -72,13 +77,13 @@ impl Bed {
         let mut env = self.env(command, cid, &path);
         env.extend(extra_env.iter().cloned());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        run_plugin(Some(&self.node), &env, &self.conf().to_string())
+        run_plugin_bin(&failpoints_bin(), Some(&self.node), &env, &self.conf().to_string())
     }
 
     fn gc(&self) -> PluginRun {
         let mut c = self.conf();
         c["cni.dev/valid-attachments"] = json!([]);
-        run_plugin(Some(&self.node), &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &c.to_string())
+        run_plugin_bin(&failpoints_bin(), Some(&self.node), &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &c.to_string())
     }
 
     /// What is left of the attachment, as independent tools see it; empty when nothing is.
@@ -147,7 +152,7 @@ fn every_point(bed: &Bed) -> usize {
         // Injected error: ADD answers it and rolls everything back by itself.
         let pod = Netns::new("pod");
         let r = bed.call("ADD", &pod, &[("NKC_FAILPOINT", format!("{point}:error"))]);
-        let e = r.err(&format!("{point} (the plugin binary must be built with the failpoints feature, which vm-tests enables)"));
+        let e = r.err(point);
         assert_eq!(e["code"], 102, "{point}: {e}");
         assert!(e["msg"].as_str().unwrap().contains(point), "{point}: {e}");
         let left = bed.leftovers(&pod, &ynl);
@@ -161,7 +166,7 @@ fn every_point(bed: &Bed) -> usize {
         let ready = std::env::temp_dir().join(unique("nkc-fp-"));
         let path = pod.path().display().to_string();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &bed.node.name, plugin_bin().to_str().unwrap()]).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.args(["netns", "exec", &bed.node.name, failpoints_bin().to_str().unwrap()]).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         for (k, v) in bed.env("ADD", "cf", &path) {
             cmd.env(k, v);
         }
@@ -263,7 +268,7 @@ fn soak_parallel_add_del_with_leases_and_xdp_leaks_nothing() {
                         let path = pod.path().display().to_string();
                         let env = bed.env("CHECK", &cid, &path);
                         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                        let r = run_plugin(Some(&bed.node), &env, &check.to_string());
+                        let r = run_plugin_bin(&failpoints_bin(), Some(&bed.node), &env, &check.to_string());
                         if !r.status.success() {
                             errors.push(format!("{cid} round {round} CHECK: {}", r.stdout));
                         }

@@ -295,9 +295,14 @@ pub fn plugin_bin() -> PathBuf {
 }
 
 pub fn run_plugin(host: Option<&Netns>, env: &[(&str, &str)], stdin: &str) -> PluginRun {
+    run_plugin_bin(&plugin_bin(), host, env, stdin)
+}
+
+/// As [`run_plugin`], with another build of the plugin (e.g. the failpoints one).
+pub fn run_plugin_bin(bin: &Path, host: Option<&Netns>, env: &[(&str, &str)], stdin: &str) -> PluginRun {
     let mut c = match host {
-        Some(ns) => ns.cmd(plugin_bin().to_str().unwrap()),
-        None => Command::new(plugin_bin()),
+        Some(ns) => ns.cmd(bin.to_str().unwrap()),
+        None => Command::new(bin),
     };
     c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for (k, v) in env {
