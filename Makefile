@@ -38,7 +38,8 @@ demo: setup
 soak: setup
 	NKC_SOAK_LOOPS=$${NKC_SOAK_LOOPS:-32} NKC_SOAK_ROUNDS=$${NKC_SOAK_ROUNDS:-20} scripts/vm-tests soak_
 
-# Speed, as ratios against Debian's reference ptp plugin in the same VM run (see README).
+# Speed and cost in the VM (see README, Benchmarks): ADD/DEL against Debian's ptp plugin, scale,
+# lease and XDP cost, the XDP dispatcher against libxdp's, data path against veth, ADD profile.
 bench: setup
 	scripts/bench
 

@@ -10,6 +10,9 @@ use libbpf_cargo::SkeletonBuilder;
 
 /// Every BPF program: `bpf/<name>.bpf.c` becomes `$OUT_DIR/<name>.skel.rs`.
 const PROGRAMS: &[&str] = &["dispatcher"];
+/// Objects compiled without a skeleton: `bpf/<name>.bpf.c` becomes `$OUT_DIR/<name>.bpf.o`.
+/// `bench_pass` is the program nkc-bench hands to xdp-loader (libxdp's dispatcher cost).
+const OBJECTS: &[&str] = &["bench_pass"];
 /// Headers the programs include; a change to any of them rebuilds every program.
 const HEADERS: &[&str] = &["bpf/dispatch.h"];
 
@@ -43,6 +46,18 @@ fn main() {
         {
             // The chain carries clang's diagnostics; Display alone would drop them.
             panic!("building BPF skeleton for {}: {e:?}", src.display());
+        }
+    }
+    for name in OBJECTS {
+        let src = manifest.join("bpf").join(format!("{name}.bpf.c"));
+        println!("cargo:rerun-if-changed=bpf/{name}.bpf.c");
+        if let Err(e) = SkeletonBuilder::new()
+            .source(&src)
+            .obj(out.join(format!("{name}.bpf.o")))
+            .clang_args(&clang_args)
+            .build()
+        {
+            panic!("building BPF object for {}: {e:?}", src.display());
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct PlannedRoute {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodPlan {
     pub ifname: String,
+    /// The pod interface's ifindex, as `create_pair`/`create_single` reported it: the pod side
+    /// is configured by index, without looking the name up again.
+    pub ifindex: u32,
     pub addrs: Vec<IpCidr>,
     pub routes: Vec<PlannedRoute>,
     /// Keep the kernel's prefix route for each address. A pair routes everything through the

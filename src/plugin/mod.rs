@@ -262,10 +262,12 @@ fn add_after_ipam(
     let (pod_plan, reported_routes) = if single {
         // No host side, so no gateway to route through: just the addresses, with their subnet
         // routes, on the device the leased queues deliver to.
-        let plan = PodPlan { ifname: req.ifname().to_string(), addrs: ipam_r.ips.iter().map(|ip| ip.address).collect(), routes: vec![], prefix_routes: true };
+        let plan = PodPlan { ifname: req.ifname().to_string(), ifindex: created.pod_ifindex, addrs: ipam_r.ips.iter().map(|ip| ip.address).collect(), routes: vec![], prefix_routes: true };
         (plan, vec![])
     } else {
-        pod_plan(req.ifname(), ipam_r)?
+        let (mut plan, routes) = pod_plan(req.ifname(), ipam_r)?;
+        plan.ifindex = created.pod_ifindex;
+        (plan, routes)
     };
     dp.configure_pod(req.netns(), &pod_plan).map_err(|e| dp_error(e, req))?;
     crate::failpoint::hit("add-after-pod-config").map_err(injected)?;

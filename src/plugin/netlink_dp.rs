@@ -1,9 +1,10 @@
 //! [`Dataplane`] over rtnetlink: the implementation the binary uses.
 //!
-//! The host side is driven from the plugin's own netns (the runtime's host netns) on a Tokio
-//! current-thread runtime; the pod side from a dedicated thread inside the pod netns
-//! ([`NetNs::run_rtnl`]), so the process's main thread never changes namespace. Nothing here
-//! dumps all links on ADD's path: everything is addressed by name or index.
+//! Everything runs on one Tokio current-thread runtime in the plugin's own netns (the runtime's
+//! host netns). The pod side goes through a netlink socket created inside the pod netns by a
+//! short-lived thread ([`NetNs::connect_rtnl`]), once per pod netns and invocation, so the
+//! process's main thread never changes namespace. Nothing here dumps all links on ADD's path:
+//! everything is addressed by name or index.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +28,10 @@ use crate::xdp::{Attach, DetachOutcome, Dispatcher, PodHandoff, PodId, XdpError}
 pub struct NetlinkDataplane {
     rt: tokio::runtime::Runtime,
     rtnl: Rtnl,
+    /// rtnetlink connections whose sockets live in pod netns (by path), driven by `rt` like
+    /// `rtnl`: one socket per pod netns and invocation, rather than a thread, a runtime and a
+    /// socket for every step on the pod side.
+    pod_rtnl: HashMap<PathBuf, Rtnl>,
     /// netdev genl in the node netns (queue dumps of the master), opened on first use.
     node_netdev: Option<NetdevClient>,
     /// netdev genl sockets created inside pod netns (queue-create must be sent from there),
@@ -46,7 +51,22 @@ impl NetlinkDataplane {
             tokio::spawn(conn);
             Ok::<_, DpError>(rtnl)
         })?;
-        Ok(NetlinkDataplane { rt, rtnl, node_netdev: None, pod_netdev: HashMap::new() })
+        Ok(NetlinkDataplane { rt, rtnl, pod_rtnl: HashMap::new(), node_netdev: None, pod_netdev: HashMap::new() })
+    }
+
+    /// The rtnetlink connection inside the pod netns `ns` (opened at `path`), made on first use.
+    fn pod_rtnl(&mut self, path: &Path, ns: &NetNs) -> Result<Rtnl, DpError> {
+        if let Some(r) = self.pod_rtnl.get(path) {
+            return Ok(r.clone());
+        }
+        let (rtnl, conn) = {
+            // Registering the socket with the runtime's reactor needs its context.
+            let _rt = self.rt.enter();
+            ns.connect_rtnl().map_err(|source| DpError::Netns { path: path.to_path_buf(), source })?
+        };
+        self.rt.spawn(conn);
+        self.pod_rtnl.insert(path.to_path_buf(), rtnl.clone());
+        Ok(rtnl)
     }
 
     fn node_netdev(&mut self) -> Result<&mut NetdevClient, DpError> {
@@ -199,10 +219,10 @@ impl Dataplane for NetlinkDataplane {
             .rt
             .block_on(link::create_marked_pair(&self.rtnl, &pair, &spec.marker))
             .map_err(|source| DpError::Link { step, source })?;
-        let ifname = spec.marker.ifname().to_string();
-        let peer = ns
-            .run_rtnl(|rtnl| async move { link::get_link_by_name(&rtnl, &ifname).await })
-            .map_err(|source| DpError::Netns { path: spec.netns.clone(), source })?
+        let pod = self.pod_rtnl(&spec.netns, &ns)?;
+        let peer = self
+            .rt
+            .block_on(link::get_link_by_name(&pod, spec.marker.ifname()))
             .map_err(|source| DpError::Link { step: "read back the pod interface", source })?;
         Ok(Created {
             host_ifindex: host.index,
@@ -215,16 +235,13 @@ impl Dataplane for NetlinkDataplane {
 
     fn configure_pod(&mut self, netns: &Path, plan: &PodPlan) -> Result<(), DpError> {
         let ns = open_netns(netns)?;
-        let plan = plan.clone();
-        ns.run_rtnl(|rtnl| async move {
-            let pod = link::get_link_by_name(&rtnl, &plan.ifname)
-                .await
-                .map_err(|source| DpError::Link { step: "find the pod interface", source })?;
+        let rtnl = self.pod_rtnl(netns, &ns)?;
+        self.rt.block_on(async {
             for a in &plan.addrs {
                 // No prefix route: the pod reaches its subnet through the gateway like everything
                 // else (in L2 mode an on-link subnet route would ARP for other pods, which nobody
                 // answers), and the routes below say so explicitly.
-                let mut spec = AddressSpec::new(pod.index, prefix(a)?);
+                let mut spec = AddressSpec::new(plan.ifindex, prefix(a)?);
                 if !plan.prefix_routes {
                     spec = spec.noprefixroute();
                 }
@@ -235,15 +252,14 @@ impl Dataplane for NetlinkDataplane {
                     .await
                     .map_err(|source| DpError::Addr { step: "add pod address", source })?;
             }
-            link::set_link_up(&rtnl, pod.index, true)
+            link::set_link_up(&rtnl, plan.ifindex, true)
                 .await
                 .map_err(|source| DpError::Link { step: "bring the pod interface up", source })?;
             for r in &plan.routes {
-                add_route(&rtnl, pod.index, r).await?;
+                add_route(&rtnl, plan.ifindex, r).await?;
             }
             Ok(())
         })
-        .map_err(|source| DpError::Netns { path: netns.to_path_buf(), source })?
     }
 
     fn configure_host(&mut self, plan: &HostPlan) -> Result<(), DpError> {
@@ -302,27 +318,25 @@ impl Dataplane for NetlinkDataplane {
         })?;
         let Some(netns) = netns else { return Ok(out) };
         let ns = open_netns(netns)?;
-        let ifname = ifname.to_string();
-        let pod = ns
-            .run_rtnl(|rtnl| async move {
-                let pod = match link::get_link_by_name(&rtnl, &ifname).await {
-                    Ok(p) => p,
-                    Err(e) if e.is_not_found() => return Ok(None),
-                    Err(source) => return Err(DpError::Link { step: "find the pod interface", source }),
-                };
-                let addrs = addr::list_addresses(&rtnl, pod.index, None)
+        let rtnl = self.pod_rtnl(netns, &ns)?;
+        let pod = self.rt.block_on(async {
+            let pod = match link::get_link_by_name(&rtnl, ifname).await {
+                Ok(p) => p,
+                Err(e) if e.is_not_found() => return Ok::<_, DpError>(None),
+                Err(source) => return Err(DpError::Link { step: "find the pod interface", source }),
+            };
+            let addrs = addr::list_addresses(&rtnl, pod.index, None)
+                .await
+                .map_err(|source| DpError::Addr { step: "list pod addresses", source })?;
+            let mut routes = Vec::new();
+            for fam in [IpFamily::V4, IpFamily::V6] {
+                let rs = route::list_routes(&rtnl, fam, pod.index)
                     .await
-                    .map_err(|source| DpError::Addr { step: "list pod addresses", source })?;
-                let mut routes = Vec::new();
-                for fam in [IpFamily::V4, IpFamily::V6] {
-                    let rs = route::list_routes(&rtnl, fam, pod.index)
-                        .await
-                        .map_err(|source| DpError::Route { step: "list pod routes", source })?;
-                    routes.extend(rs.iter().map(|r| PlannedRoute { dst: cidr(&r.dst), gw: r.gateway }));
-                }
-                Ok(Some((observed(&pod), addrs.iter().map(|a| cidr(&a.prefix)).collect::<Vec<_>>(), routes)))
-            })
-            .map_err(|source| DpError::Netns { path: netns.to_path_buf(), source })??;
+                    .map_err(|source| DpError::Route { step: "list pod routes", source })?;
+                routes.extend(rs.iter().map(|r| PlannedRoute { dst: cidr(&r.dst), gw: r.gateway }));
+            }
+            Ok(Some((observed(&pod), addrs.iter().map(|a| cidr(&a.prefix)).collect::<Vec<_>>(), routes)))
+        })?;
         if let Some((link, addrs, routes)) = pod {
             out.pod = Some(link);
             out.pod_addrs = addrs;
@@ -375,10 +389,9 @@ impl Dataplane for NetlinkDataplane {
         if let Some(m) = spec.mtu {
             single = single.mtu(m);
         }
+        let target = self.pod_rtnl(&spec.netns, &ns)?;
         let rtnl = &self.rtnl;
         let info = self.rt.block_on(async {
-            let (target, conn) = ns.connect_rtnl().map_err(|source| DpError::Netns { path: spec.netns.clone(), source })?;
-            tokio::spawn(conn);
             let info = link::create_single(rtnl, &single, &target).await.map_err(|source| DpError::Link { step, source })?;
             // The marker is what lets DEL and GC recognise the device later; an unmarked one
             // could never be cleaned up, so it does not survive a failure here.
@@ -398,15 +411,15 @@ impl Dataplane for NetlinkDataplane {
             Err(e) if netns_gone(&e) => return Ok(Deletion::AlreadyGone),
             Err(source) => return Err(DpError::Netns { path: netns.to_path_buf(), source }),
         };
-        let marker = marker.clone();
-        ns.run_rtnl(|rtnl| async move {
+        let rtnl = self.pod_rtnl(netns, &ns)?;
+        self.rt.block_on(async {
             let step = "delete the single device";
             let dev = match link::get_link_by_name(&rtnl, marker.ifname()).await {
                 Ok(d) => d,
                 Err(e) if e.is_not_found() => return Ok(Deletion::AlreadyGone),
                 Err(source) => return Err(DpError::Link { step, source }),
             };
-            if dev.marker().as_ref() != Some(&marker) {
+            if dev.marker().as_ref() != Some(marker) {
                 return Err(DpError::Link {
                     step,
                     source: LinkError::MarkerMismatch { name: dev.name.clone(), alias: dev.alias.clone(), expected: marker.to_string() },
@@ -414,7 +427,6 @@ impl Dataplane for NetlinkDataplane {
             }
             link::delete_link(&rtnl, dev.index).await.map_err(|source| DpError::Link { step, source })
         })
-        .map_err(|source| DpError::Netns { path: netns.to_path_buf(), source })?
     }
 
     fn master(&mut self, name: &str) -> Result<Option<Master>, DpError> {

@@ -138,8 +138,15 @@ impl Dataplane for FakeKernel {
         let pod_ifindex = self.add_pod(&spec.marker, &spec.netns, false, spec.peer_rx_queues.unwrap_or(1));
         Ok(Created { host_ifindex: 10, host_ifname: spec.marker.host_ifname(), host_mac: None, pod_ifindex, pod_mac: None })
     }
-    fn configure_pod(&mut self, _netns: &Path, plan: &PodPlan) -> Result<(), DpError> {
+    fn configure_pod(&mut self, netns: &Path, plan: &PodPlan) -> Result<(), DpError> {
         self.calls.push(format!("pod_routes={}", plan.routes.len()));
+        // The real dataplane configures the pod interface by the index ADD created it with.
+        assert!(
+            self.pods.values().any(|p| p.netns == netns && p.ifindex == plan.ifindex),
+            "configure_pod for ifindex {} in {}: not a created pod interface",
+            plan.ifindex,
+            netns.display()
+        );
         self.step("configure_pod")
     }
     fn configure_host(&mut self, _plan: &HostPlan) -> Result<(), DpError> {
