@@ -20,7 +20,7 @@ Usage:
   netkit-cni --help        this text
 ";
 
-fn main() -> anyhow::Result<()> {
+pub(crate) fn main() -> anyhow::Result<()> {
     if std::env::var_os("CNI_COMMAND").is_some() {
         // vars_os: a non-UTF-8 variable must become a CNI error (code 4), not a panic.
         let vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();

@@ -153,7 +153,9 @@ impl Netdevsim {
         let id = 1000 + (std::process::id() % 1000) * 64 + NSIM_ID.fetch_add(1, Ordering::Relaxed);
         write_sysfs("/sys/bus/netdevsim/new_device", &format!("{id} 1 {queues}"));
         let dir = format!("/sys/bus/netdevsim/devices/netdevsim{id}/net");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: under TCG on a loaded machine udev's coldplug of a new device has taken
+        // over 10 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
         let ifname = unique("nic");
         // udev may rename the new netdev (predictable names) between our reading its name and
         // moving it: read the name again and retry until the move finds it.
