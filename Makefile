@@ -35,8 +35,9 @@ demo: setup
 
 # The full concurrency soak (make test runs a short one): 32 parallel ADD/CHECK/DEL loops x 20
 # rounds on one NIC with leases and XDP, then zero leaks. NKC_SOAK_SEED=<n> replays an order.
+# --nocapture: the soak's own summary (seed, rounds, time, errors, leaks) is printed when it passes.
 soak: setup
-	NKC_SOAK_LOOPS=$${NKC_SOAK_LOOPS:-32} NKC_SOAK_ROUNDS=$${NKC_SOAK_ROUNDS:-20} scripts/vm-tests soak_
+	NKC_SOAK_LOOPS=$${NKC_SOAK_LOOPS:-32} NKC_SOAK_ROUNDS=$${NKC_SOAK_ROUNDS:-20} scripts/vm-tests soak_ --nocapture
 
 # Speed and cost in the VM (see README, Benchmarks): ADD/DEL against Debian's ptp plugin, scale,
 # lease and XDP cost, the XDP dispatcher against libxdp's, data path against veth, ADD profile.
