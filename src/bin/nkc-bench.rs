@@ -4,13 +4,15 @@
 //!
 //! Sections (numbered as in the README's Benchmarks section): 1 ADD/DEL latency (sequential and
 //! parallel), 2 scale, 3 lease cost, 4 XDP dispatcher cost, 5 data path (5b: AF_XDP receive
-//! rate through a lease), 6 process cost, 7 ADD/DEL instruction counts (callgrind). A section that cannot run (a tool missing, a kernel refusing)
-//! records its goals as "not measured" with the reason; it never invents a figure.
+//! rate through a lease), 6 process cost, 7 ADD/DEL instruction counts (callgrind). A section
+//! that cannot run (a tool missing, a kernel refusing) records its goals as "not measured" with
+//! the reason; it never invents a figure.
 //!
 //! Usage (inside the VM, as root): nkc-bench OUT_DIR [--quick]
 //! Writes OUT_DIR/results.json (with a top-level "ratios" object), OUT_DIR/results.md and the
-//! chart data OUT_DIR/{latency,lease,xdp,datapath,afxdp}.dat. NKC_BENCH_BASELINE_PLUGIN=<binary> also
-//! counts the instructions of another build of the plugin (e.g. an older commit) in section 7.
+//! chart data OUT_DIR/{latency,lease,xdp,datapath,afxdp}.dat. NKC_BENCH_BASELINE_PLUGIN=<binary>
+//! also counts the instructions of another build of the plugin (e.g. an older commit) in
+//! section 7.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -839,7 +841,7 @@ struct AfxdpCounts {
     rounds: usize,
 }
 
-/// Name, ifindex and MAC address of a device in the netns `ns`.
+/// Ifindex and MAC address of the device `ifname` in the netns `ns`.
 fn link_of(ns: &str, ifname: &str) -> Result<(u32, String)> {
     let v: Value = serde_json::from_str(&sh(&["ip", "-n", ns, "-j", "link", "show", "dev", ifname])?)?;
     let ifindex = v[0]["ifindex"].as_u64().with_context(|| format!("no ifindex for {ifname} in {ns}"))? as u32;
@@ -927,15 +929,16 @@ impl Drop for RxSocket {
 /// Section 5b, AF_XDP receive rate through a lease: the same copy-mode socket code and the same
 /// dispatcher, the socket bound once inside a pod to its netkit single device's virtual queue
 /// (queue-create leased NIC queue 1 to it) and once in the node to the NIC's own queue 2
-/// (steered by the bench into a map of its own). A far netdevsim NIC wired to ours floods 64-byte
-/// UDP frames from an AF_XDP socket, one TX queue per target. netdevsim delivers on the sending
-/// CPU (the peer's NAPI runs in the sender's softirq), so the flood's rate is bounded by the
-/// whole per-frame path, transmit, XDP, redirect and the copy into the receiving socket: a cost the
-/// lease added per frame would lower the leased rate. The kernel adds one such cost: the pool is
-/// registered on the NIC's queue at bind time, but `xsk_dev_queue_valid` (net/xdp/xsk.c) checks
-/// every frame against the socket's own device first and only then follows the netkit queue's
-/// `lease` pointer to the NIC queue, a failed comparison and two dependent loads per frame. The rounds alternate which socket goes
-/// first; the goal is the median of the leased socket's rate ÷ the direct one's.
+/// (steered by the bench into a map of its own). A far netdevsim NIC wired to ours floods
+/// minimum-size UDP frames (60 bytes, 64 on the wire) from an AF_XDP socket, one TX queue per
+/// target. netdevsim delivers on the sending CPU (the peer's NAPI runs in the sender's softirq),
+/// so the flood's rate is bounded by the whole per-frame path, transmit, XDP, redirect and the
+/// copy into the receiving socket: a cost the lease added per frame would lower the leased rate.
+/// The kernel adds one such cost: the pool is registered on the NIC's queue at bind time, but
+/// `xsk_dev_queue_valid` (net/xdp/xsk.c) checks every frame against the socket's own device
+/// first and only then follows the netkit queue's `lease` pointer to the NIC queue, a failed
+/// comparison and two dependent loads per frame. The rounds alternate which socket goes first;
+/// the goal is the median of the leased socket's rate ÷ the direct one's.
 fn afxdp_rate(env: &Env, ours: &Path, counts: AfxdpCounts, rep: &mut Report, raw: &mut Value) -> Result<()> {
     const QUEUES: u32 = 4;
     const LEASED: u32 = 1;
@@ -1013,7 +1016,7 @@ fn afxdp_rate(env: &Env, ours: &Path, counts: AfxdpCounts, rep: &mut Report, raw
                 payload: &[0u8; 18],
             }
             .build()
-            .expect("a 64-byte frame");
+            .expect("a 60-byte frame");
             let batch: Vec<&[u8]> = vec![&frame[..]; 64];
             while let Ok((target, d)) = flood_rx.recv() {
                 let start = Instant::now();
