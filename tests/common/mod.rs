@@ -150,9 +150,10 @@ pub struct Netdevsim {
 impl Netdevsim {
     pub fn new(netns: &Netns, queues: u32) -> Self {
         // Twice in loaded CI runs a new device's netdev never appeared (once within 10 s, once
-        // within 60 s) while its write to new_device had succeeded. What the kernel showed then is
-        // printed loudly, and the fixture is made once more under a new id: the tests are about
-        // what the plugin does with a NIC, not about netdevsim's probe.
+        // within 60 s) while its write to new_device had succeeded. What the kernel showed then
+        // goes to stderr (libtest shows it only if the test fails; a second failure panics with
+        // it), and the fixture is made once more under a new id: the tests are about what the
+        // plugin does with a NIC, not about netdevsim's probe.
         match Self::try_new(netns, queues, Duration::from_secs(30)) {
             Ok(n) => n,
             Err(why) => {
