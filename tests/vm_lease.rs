@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -426,19 +426,21 @@ fn removing_the_nic_under_leasing_pods_leaves_del_and_gc_working() {
     // unregister (netkit_check_lease_unregister). Once in a loaded CI run they were still listed
     // 10 s later: wait longer, and if they stay, say which and what the kernel logged.
     let left = || (pod_netkit(&pod_a), pod_netkit(&pod_b), node.netkit_links());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (a, b, n) = left();
-        if a.is_empty() && b.is_empty() && n.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lessees still there 30 s after their NIC was removed: pair's pod {a:?}, single's pod {b:?}, node {n:?}; kernel log tail:\n{}",
-            String::from_utf8_lossy(&run(&["sh", "-c", "dmesg | tail -n 30"]).stdout)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually_explained(
+        "lessees deleted with their NIC",
+        Duration::from_secs(30),
+        || {
+            let (a, b, n) = left();
+            (a.is_empty() && b.is_empty() && n.is_empty()).then_some(())
+        },
+        || {
+            let (a, b, n) = left();
+            format!(
+                ": pair's pod {a:?}, single's pod {b:?}, node {n:?}; kernel log tail:\n{}",
+                String::from_utf8_lossy(&run(&["sh", "-c", "dmesg | tail -n 30"]).stdout)
+            )
+        },
+    );
     pair.del(&node, &cid_a, Some(&pod_a)).ok("DEL pair without its NIC");
     single.del(&node, &cid_b, None).ok("DEL single without its NIC or netns");
     single.gc(&node, &[]).ok("GC without the NIC");

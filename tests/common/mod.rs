@@ -293,13 +293,21 @@ impl Ynl {
 
 /// Poll `f` until it returns Some, for state the kernel tears down asynchronously (netns
 /// cleanup runs from a workqueue).
-pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    eventually_explained(what, timeout, f, String::new)
+}
+
+/// As [`eventually`]; on timeout the panic message also carries `explain()` (what is still
+/// there, the kernel log), gathered only then.
+pub fn eventually_explained<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>, explain: impl FnOnce() -> String) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
