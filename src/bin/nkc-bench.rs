@@ -409,6 +409,33 @@ fn parallel(env: &Env, p: &Plugin, n: usize, tag: &str) -> Result<Seq> {
     Ok(Seq { add, del })
 }
 
+/// Section 1c, the independent check of section 1's timing: scripts/lib/bench-shell-loop.sh, a
+/// plain bash loop of interleaved ADD/DEL of both plugins timed with the guest's clock, started in
+/// the node netns. Returns its total ratio (ours ÷ ptp, ADD + DEL wall time).
+fn shell_check(env: &Env, plugins: &[Plugin], n: usize) -> Result<f64> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/bench-shell-loop.sh");
+    let confs: Vec<PathBuf> = plugins
+        .iter()
+        .map(|p| {
+            let f = env.data.join(format!("shell-{}.json", p.name));
+            std::fs::write(&f, p.conf.to_string()).map(|_| f)
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut c = Command::new("bash");
+    c.arg(&script).arg(CNI_PATH).arg(n.to_string()).args(&confs);
+    enter_in_child(&mut c, env.node_fd.as_fd());
+    let out = c.stdin(Stdio::null()).output()?;
+    ensure!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let total = |name: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .with_context(|| format!("no total for {name} in {text:?}"))
+    };
+    Ok(total("netkit-cni")? / total("ptp")?)
+}
+
 /// What [`scale`] found for one plugin.
 struct Scale {
     /// Own-CPU ADD p50 with the pods present ÷ without.
@@ -1408,6 +1435,8 @@ fn main() -> Result<()> {
         });
         compare(&mut rep, "add", "seq", &nk.add, &pt.add, true);
         compare(&mut rep, "del", "seq", &nk.del, &pt.del, false);
+        let wall_total = |s: &Seq| s.add.iter().chain(&s.del).map(|c| c.wall).sum::<f64>();
+        let bench_ratio = wall_total(nk) / wall_total(pt);
         {
             let mut f = std::fs::File::create(out_dir.join("latency.dat"))?;
             writeln!(f, "# plugin add_p50 add_p99 del_p50 (own CPU ms: IPAM's exec excluded)")?;
@@ -1417,6 +1446,19 @@ fn main() -> Result<()> {
             }
         }
         secs.insert("1-sequential".into(), json!(t.elapsed().as_secs()));
+
+        // 1c. The same comparison by a plain shell loop: the two must agree.
+        section("1c-shell", &[("shell_check_disagreement", "<= 0.05")], &mut secs, &mut rep, |r| {
+            let shell_ratio = shell_check(&env, &plugins, n_seq / 2)?;
+            let d = (shell_ratio - bench_ratio).abs() / bench_ratio;
+            r.goal("shell_check_disagreement", d, "ratio", "<= 0.05", 0.05, true);
+            r.info(
+                "shell_check",
+                json!({"shell_ratio": round3(shell_ratio), "bench_ratio": round3(bench_ratio)}),
+                &format!("ADD+DEL wall total, ours ÷ ptp's: {shell_ratio:.3} from a bash loop, {bench_ratio:.3} from section 1"),
+            );
+            Ok(())
+        });
 
         // 1b. Parallel. Under the icount clock the VM's vCPUs take turns on one host thread
         // (QEMU runs them round-robin), so "parallel" means interleaved: the calls overlap in the
@@ -1526,7 +1568,7 @@ fn main() -> Result<()> {
 
     // The goals of skipped sections, so that results.json still lists every goal.
     let goals: [(&str, &[(&str, &str)]); 8] = [
-        ("1", &[("add_p50_seq", "<= 0.5"), ("add_p99_seq", "<= 0.5"), ("del_p50_seq", "<= 0.5"), ("add_p50_par", "<= 0.5"), ("add_p99_par", "<= 0.5"), ("del_p50_par", "<= 0.5")]),
+        ("1", &[("shell_check_disagreement", "<= 0.05"), ("add_p50_seq", "<= 0.5"), ("add_p99_seq", "<= 0.5"), ("del_p50_seq", "<= 0.5"), ("add_p50_par", "<= 0.5"), ("add_p99_par", "<= 0.5"), ("del_p50_par", "<= 0.5")]),
         ("2", &[("add_p50_scale", "<= 1.2"), ("add_p50_scale_vs_ptp", "<= 1.0")]),
         ("3", &[("lease_xdp_add_cost_ms", "<= 2 ms")]),
         ("4", &[("xdp_added_ns_pass", "<= 10"), ("xdp_added_ns_pod", "<= 15")]),
