@@ -1343,7 +1343,11 @@ fn installer_image_installs_the_plugin_and_the_nodes_conflist_atomically_and_the
     let eth0: Value = serde_json::from_str(&pod.ip(&["-d", "-j", "addr", "show", "dev", "eth0"])).unwrap();
     assert_eq!(eth0[0]["linkinfo"]["info_kind"], "netkit", "the pod's eth0 is not netkit: {eth0}");
     assert!(eth0[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == ip.as_str()), "eth0 lacks {ip}: {eth0}");
+    // host-local's default dataDir (the conflist names none), in the VM's own memory.
+    let reservation = Path::new("/var/lib/cni/networks").join(conflist["name"].as_str().unwrap()).join(&ip);
+    assert!(reservation.exists(), "host-local holds no reservation {}", reservation.display());
     call("DEL").ok("DEL with the installed binary and conflist");
+    assert!(!reservation.exists(), "DEL left host-local's reservation {}", reservation.display());
     assert!(!pod.ip(&["-j", "link", "show"]).contains("\"eth0\""), "eth0 left in the pod after DEL");
     assert!(netkit_links(&["-n", &bed.node.name]).is_empty(), "netkit devices left in the node netns after DEL");
     assert!(bed.node.ip(&["route", "show", &ip]).trim().is_empty(), "host route to {ip} left after DEL");
@@ -1366,6 +1370,17 @@ fn installer_image_installs_the_plugin_and_the_nodes_conflist_atomically_and_the
     bed.p.podman(&["rm", &name]);
 }
 
+/// One way the installer must fail: the node it asks for, the token and CA it is given, whether
+/// its request may reach the server, and what its stderr must say.
+struct FailCase<'a> {
+    case: &'a str,
+    node: &'a str,
+    token: &'a str,
+    ca: &'a Path,
+    reaches_server: bool,
+    says: &'a [&'a str],
+}
+
 #[test]
 fn installer_image_fails_with_the_scripts_message_and_installs_nothing_on_api_errors() {
     require_privileged_kernel();
@@ -1375,15 +1390,14 @@ fn installer_image_fails_with_the_scripts_message_and_installs_nothing_on_api_er
     symlink(Path::new(CNI_PATH).join("host-local"), bin.join("host-local")).unwrap();
 
     let wrong_token = unique("not-the-token-");
-    // (case, node, token, CA, what the server must have seen, what stderr must say)
-    let cases: [(&str, &str, &str, &Path, bool, &[&str]); 4] = [
-        ("node without spec.podCIDR", "no-cidr", &bed.token, &bed.ca, true, &["node no-cidr has no spec.podCIDR", "--allocate-node-cidrs"]),
-        ("unknown node (404)", "ghost", &bed.token, &bed.ca, true, &["returned error: 404", "cannot read node ghost"]),
-        ("refused token (403)", "no-cidr", &wrong_token, &bed.ca, true, &["returned error: 403", "cannot read node no-cidr"]),
+    let cases = [
+        FailCase { case: "node without spec.podCIDR", node: "no-cidr", token: &bed.token, ca: &bed.ca, reaches_server: true, says: &["node no-cidr has no spec.podCIDR", "--allocate-node-cidrs"] },
+        FailCase { case: "unknown node (404)", node: "ghost", token: &bed.token, ca: &bed.ca, reaches_server: true, says: &["returned error: 404", "cannot read node ghost"] },
+        FailCase { case: "refused token (403)", node: "no-cidr", token: &wrong_token, ca: &bed.ca, reaches_server: true, says: &["returned error: 403", "cannot read node no-cidr"] },
         // The token must never reach a server the service account's CA did not vouch for.
-        ("server not signed by the mounted CA", "no-cidr", &bed.token, &bed.other_ca, false, &["SSL certificate problem", "cannot read node no-cidr"]),
+        FailCase { case: "server not signed by the mounted CA", node: "no-cidr", token: &bed.token, ca: &bed.other_ca, reaches_server: false, says: &["SSL certificate problem", "cannot read node no-cidr"] },
     ];
-    for (case, node_name, token, ca, reached, messages) in cases {
+    for FailCase { case, node: node_name, token, ca, reaches_server: reached, says: messages } in cases {
         bed.api.clear_requests();
         let out = bed.run_installer(node_name, token, ca);
         let stderr = String::from_utf8_lossy(&out.stderr);
