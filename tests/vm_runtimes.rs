@@ -1,7 +1,9 @@
 //! Real container runtimes driving the plugin: containerd 1.6 through `ctr run --cni`, and podman
 //! 4.3 with its CNI network backend and crun. Both use a conflist with netkit-cni first and
 //! Debian's portmap, tuning and bandwidth chained after it, and run a container from an image
-//! built here from Debian's static busybox (no registry is reachable from the tests).
+//! built here from Debian's static busybox (no registry is reachable from the tests). The last
+//! section runs conf/daemonset.yaml's containers from the installer image (`make image`) under
+//! podman, as the kubelet would, against an HTTPS stand-in for the API server.
 //!
 //! Isolation: each runtime gets its own daemon state and image storage on a private tmpfs, its
 //! own conflist directory and plugin directory, and runs its CNI plugins inside a throwaway
