@@ -1,6 +1,6 @@
 # netkit-cni: the two entry points are `make demo` (the main job, in the VM on netdevsim) and
 # `make test` (every test). Both install what they need on a fresh machine.
-.PHONY: all build test unit-test host-test vm-test demo bench soak setup kernel clean
+.PHONY: all build test unit-test host-test vm-test demo bench soak setup kernel image clean
 
 CARGO ?= cargo
 
@@ -15,6 +15,12 @@ setup:
 
 kernel:
 	scripts/kernel-build
+
+# The installer image conf/daemonset.yaml runs (podman, offline: FROM scratch with the plugin and
+# Debian's busybox and curl), tagged as the manifest names it; also saved to target/image/ for
+# the VM test. Prints the image id and size.
+image:
+	scripts/image
 
 # Every test, in phases (set-up, kernel, unit, no-netkit, vm-run, vm), then a summary of each
 # suite's counts and each phase's wall time (scripts/test). The host runs only unprivileged tests
