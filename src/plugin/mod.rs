@@ -900,6 +900,16 @@ fn injected(msg: String) -> CniError {
 }
 
 fn xdp_error(e: DpError) -> CniError {
+    // Another operation held the NIC directory's lock past its deadline: the spec's "try again
+    // later" (11), naming the directory, rather than a failure of this attachment.
+    if let DpError::Xdp { source, .. } = &e {
+        if source.is_lock_timeout() {
+            return CniError::try_again_later(
+                e.to_string(),
+                "another plugin operation holds the NIC's XDP directory",
+            );
+        }
+    }
     CniError::plugin_specific(errcodes::XDP_FAILED, e.to_string(), "")
 }
 

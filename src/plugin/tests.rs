@@ -948,3 +948,41 @@ fn gc_releases_unlisted_pods_but_not_other_networks_live_ones() {
     assert_eq!(k.xdp.steered.keys().copied().collect::<Vec<_>>(), [1, 7]);
     assert!(k.xdp.attached);
 }
+
+#[test]
+fn a_held_xdp_lock_is_try_again_later_naming_the_directory_and_other_xdp_errors_are_110() {
+    let dir = PathBuf::from("/sys/fs/bpf/netkit-cni/netns1-if4");
+    let timeout = DpError::Xdp {
+        step: "steer queues",
+        source: Box::new(crate::xdp::XdpError::from(
+            crate::safefs::SafeFsError::LockTimeout {
+                path: dir.clone(),
+                waited: std::time::Duration::from_secs(20),
+            },
+        )),
+    };
+    let e = xdp_error(timeout);
+    assert_eq!(e.code, crate::cni::codes::TRY_AGAIN_LATER);
+    assert!(
+        e.msg.contains("/sys/fs/bpf/netkit-cni/netns1-if4"),
+        "{}",
+        e.msg
+    );
+    let planted = DpError::Xdp {
+        step: "sweep",
+        source: Box::new(crate::xdp::XdpError::from(
+            crate::safefs::SafeFsError::Untrusted {
+                path: dir,
+                expected: "directory",
+                reason: "it is a symbolic link".into(),
+            },
+        )),
+    };
+    let e = xdp_error(planted);
+    assert_eq!(e.code, errcodes::XDP_FAILED);
+    assert!(
+        e.msg.contains("netns1-if4") && e.msg.contains("symbolic link"),
+        "{}",
+        e.msg
+    );
+}
