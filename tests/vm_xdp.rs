@@ -405,3 +405,36 @@ fn bad_xdp_config_and_a_missing_bpffs_leave_nothing_behind() {
     assert!(w.bpftool_xdp().is_empty());
     let _ = std::fs::remove_dir_all(&plain);
 }
+
+/// A pod that can write to bpffs plants a symlink where a NIC directory of this node's netns
+/// would be, pointing at a host directory. GC (which sweeps dead NICs' directories) must refuse
+/// the entry with an error naming it (code 110 for XDP steps; GC reports its failures), and
+/// delete nothing through it.
+#[test]
+fn a_symlink_planted_in_the_plugins_bpffs_directory_is_refused_and_its_target_survives() {
+    let w = wire(2);
+    let net = XdpNet::new(&w, json!({"queues": 1}));
+    let victim = std::env::temp_dir().join(unique("nkc-victim-"));
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("precious"), b"keep me").unwrap();
+    let cookie = w.node.run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+    let plugin_dir = w.bpffs.path.join("netkit-cni");
+    std::fs::create_dir(&plugin_dir).unwrap();
+    let planted = plugin_dir.join(format!("netns{cookie}-if999"));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let mut gc = net.conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let r = run_plugin(Some(&w.node), &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &gc.to_string());
+    let e = r.err("GC over a planted symlink");
+    let msg = format!("{} {}", e["msg"], e["details"]);
+    assert!(msg.contains(&format!("netns{cookie}-if999")) && msg.contains("symbolic link"), "the error names the entry: {e}");
+    assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"keep me", "nothing deleted through the link");
+    assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink(), "the entry is left as found");
+    // An ADD on the same node still works: the planted entry is not a directory ADD needs.
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD next to a planted symlink");
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL");
+    assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"keep me");
+    let _ = std::fs::remove_file(&planted);
+    let _ = std::fs::remove_dir_all(&victim);
+}
