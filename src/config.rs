@@ -544,13 +544,21 @@ fn attachments(v: &Value, field: &str) -> Result<Vec<Attachment>, ConfigError> {
 }
 
 fn log_file(v: &Value) -> Result<PathBuf, ConfigError> {
-    let s = string(v, "logFile")?;
-    if !s.starts_with('/') || s.contains('\0') {
-        return Err(ConfigError::invalid(
-            "logFile",
-            v,
-            "must be an absolute path",
-        ));
+    plain_absolute_path(v, "logFile")
+}
+
+/// A path the plugin writes under as root (`logFile`, `lease.deviceInfoDir`, `xdp.bpffs`): only
+/// a plain absolute path — no `.` or `..` component, no NUL — so no input can point the writes
+/// somewhere else through `..`.
+fn plain_absolute_path(v: &Value, field: &str) -> Result<PathBuf, ConfigError> {
+    let s = string(v, field)?;
+    let p = std::path::Path::new(s);
+    let plain = p.is_absolute()
+        && p.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
+        // Path::components() drops a "." in the middle; the text must not have one either.
+        && !s.split('/').any(|c| c == "." || c == "..");
+    if !plain || s.contains('\0') {
+        return Err(ConfigError::invalid(field, v, "must be an absolute path without \".\" or \"..\""));
     }
     Ok(PathBuf::from(s))
 }
@@ -564,6 +572,10 @@ pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/cni"
 /// keeps a typo like `"0-4294967295"` from becoming a four-billion-entry set.
 pub const MAX_QUEUE_ID: u32 = 65535;
 
+/// Longest queue-list text accepted (`"1,3-5"`): far above any real pool, far below what would
+/// cost time to read.
+pub const MAX_QUEUE_LIST_LEN: usize = 4096;
+
 /// Most leases one netkit device can hold: netkit allocates at most 1024 RX queues and queue 0
 /// is the device's own.
 pub const MAX_LEASES_PER_DEVICE: u32 = 1023;
@@ -574,8 +586,21 @@ pub struct QueueSet(BTreeSet<u32>);
 
 impl QueueSet {
     /// Parses `"2-7"`, `"1,3-5"`, `"4"`; spaces around items are allowed. `Err` says why.
+    /// At most [`MAX_QUEUE_ID`]` + 1` ids in all (see [`QueueSet::parse_capped`]).
     pub fn parse(s: &str) -> Result<QueueSet, String> {
+        Self::parse_capped(s, MAX_QUEUE_ID as usize + 1)
+    }
+
+    /// As [`QueueSet::parse`], refusing a text longer than [`MAX_QUEUE_LIST_LEN`] bytes and a
+    /// list whose ranges add up to more than `cap` ids. Each range's size is computed with
+    /// checked arithmetic and counted *before* it is expanded, so a hostile `"0-65535,0-65535,…"`
+    /// costs no more than reading its text (overlapping ranges count twice).
+    pub fn parse_capped(s: &str, cap: usize) -> Result<QueueSet, String> {
+        if s.len() > MAX_QUEUE_LIST_LEN {
+            return Err(format!("{} bytes long; a queue list has at most {MAX_QUEUE_LIST_LEN}", s.len()));
+        }
         let mut set = BTreeSet::new();
+        let mut total: usize = 0;
         for item in s.split(',').map(str::trim) {
             if item.is_empty() {
                 return Err("empty item (expected ids and ranges like \"1,3-5\")".into());
@@ -588,8 +613,13 @@ impl QueueSet {
                 }
             };
             if lo > hi {
-                return Err(format!("range {item:?} is reversed"));
+                return Err(format!("range {:?} is reversed", crate::logging::clip(item, 32)));
             }
+            total = (hi - lo)
+                .checked_add(1)
+                .and_then(|n| total.checked_add(n as usize))
+                .filter(|t| *t <= cap)
+                .ok_or_else(|| format!("names more than {cap} queues"))?;
             set.extend(lo..=hi);
         }
         Ok(QueueSet(set))
@@ -652,11 +682,11 @@ impl fmt::Display for QueueSet {
 fn queue_id(s: &str) -> Result<u32, String> {
     // Only plain decimal digits: "+3" or " 3" parse as u32 but are not what anyone meant.
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{s:?} is not a queue id"));
+        return Err(format!("{:?} is not a queue id", crate::logging::clip(s, 32)));
     }
     match s.parse::<u32>() {
         Ok(n) if n <= MAX_QUEUE_ID => Ok(n),
-        _ => Err(format!("queue id {s} is above {MAX_QUEUE_ID}")),
+        _ => Err(format!("queue id {} is above {MAX_QUEUE_ID}", crate::logging::clip(s, 32))),
     }
 }
 
@@ -777,17 +807,7 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
 
     let device_info_dir = match get("deviceInfoDir") {
         None => PathBuf::from(DEFAULT_DEVICE_INFO_DIR),
-        Some(d) => {
-            let s = string(d, "lease.deviceInfoDir")?;
-            if !s.starts_with('/') || s.contains('\0') {
-                return Err(ConfigError::invalid(
-                    "lease.deviceInfoDir",
-                    d,
-                    "must be an absolute path",
-                ));
-            }
-            PathBuf::from(s)
-        }
+        Some(d) => plain_absolute_path(d, "lease.deviceInfoDir")?,
     };
 
     let conf = LeaseConfig {
@@ -884,17 +904,8 @@ fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
     let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
     let bpffs = match get("bpffs") {
         None => PathBuf::from(DEFAULT_BPFFS),
-        Some(b) => {
-            let s = string(b, "xdp.bpffs")?;
-            let p = std::path::Path::new(s);
-            // Pins and the per-NIC lock live under it: only a plain absolute path, so no input
-            // can point the plugin's writes through `..` somewhere else.
-            let plain = p.is_absolute() && p.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
-            if !plain || s.contains('\0') {
-                return Err(ConfigError::invalid("xdp.bpffs", b, "must be an absolute path without \".\" or \"..\""));
-            }
-            PathBuf::from(s)
-        }
+        // Pins and the per-NIC lock live under it.
+        Some(b) => plain_absolute_path(b, "xdp.bpffs")?,
     };
     let mode = get("mode").map(|m| one_of(m, "xdp.mode", XDP_MODES)).transpose()?.unwrap_or_default();
     let stats = get("stats").map(|b| boolean(b, "xdp.stats")).transpose()?.unwrap_or(false);
