@@ -438,3 +438,32 @@ fn a_symlink_planted_in_the_plugins_bpffs_directory_is_refused_and_its_target_su
     let _ = std::fs::remove_file(&planted);
     let _ = std::fs::remove_dir_all(&victim);
 }
+
+/// XDP pins are keyed by container id and ifname: network A's ADD is refused with 103 because
+/// network B's device holds that ifname in the pod, and A's DEL (which the runtime sends after a
+/// failed ADD) must leave B's steering and map alone.
+#[test]
+fn a_del_for_another_network_leaves_the_owners_steering_alone() {
+    use netkit_cni::xdp::{Dispatcher, DispatcherOptions, QueueAction};
+    let w = wire(4);
+    let b = XdpNet::new(&w, json!({"queues": 1}));
+    let a = XdpNet::new(&w, json!({"queues": 1}));
+    let pod = Netns::new("pod");
+    b.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD for network B");
+    let e = a.call(&w, "ADD", "c1", Some(&pod), "").err("ADD for network A, same ifname");
+    assert_eq!(e["code"], 103, "{e}");
+    a.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL for network A");
+    let info = b.info("c1");
+    let q = info["queues"][0]["physical"].as_u64().unwrap() as u32;
+    let map = PathBuf::from(info["xdp"]["xsk-map"].as_str().unwrap());
+    assert!(map.exists(), "B's XSKMAP pin {} survived A's DEL", map.display());
+    let (bpffs, ifindex) = (w.bpffs.path.clone(), w.nic.ifindex);
+    let action = w.node.run(move || {
+        let opts = DispatcherOptions { bpffs, ..Default::default() };
+        let d = Dispatcher::open(&opts, ifindex).unwrap().expect("the dispatcher is still attached");
+        d.queue_status(q).unwrap().action
+    });
+    assert_eq!(action, QueueAction::Pod, "B's queue {q} is still steered to its pod");
+    b.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL for network B");
+    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+}

@@ -877,6 +877,25 @@ fn add_steers_the_leased_queues_after_leasing_and_hands_the_map_over() {
 }
 
 #[test]
+fn del_for_another_network_leaves_the_owners_xdp_steering_alone() {
+    // XDP pins are keyed by container id and ifname: network A's DEL after its ADD was refused
+    // (network B's device has that ifname) must not reset B's queues or unpin B's map.
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let b = xdp_conf(&dir, json!({"queueIds": [3]}));
+    let mut a = b.clone();
+    a["name"] = json!("othernet");
+    cmd_add(&request("ADD", "c1", b.clone()), &mut k, None, &quiet()).unwrap();
+    // (The fake kernel does not model A's refused ADD; the VM test does. DEL is what matters.)
+    cmd_del(&request("DEL", "c1", a), &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.xdp.steered.get(&3), Some(&("c1/eth0".to_string(), 1)), "B's queue still steered");
+    assert!(k.xdp.pins.contains("c1/eth0") && k.xdp.attached, "B's map still pinned");
+    assert!(!k.calls.iter().any(|c| c.starts_with("xdp_release")), "{:?}", k.calls);
+    // B's own DEL releases it.
+    cmd_del(&request("DEL", "c1", b), &mut k, None, &quiet()).unwrap();
+    assert!(k.xdp.steered.is_empty() && !k.xdp.attached);
+}
+
+#[test]
 fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
     let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
     let conf = xdp_conf(&dir, json!({"queues": 1}));
