@@ -885,15 +885,45 @@ pub struct XdpConfig {
     pub frags: bool,
     /// What the queues not leased to a pod do (`ranges`, default: all pass).
     pub ranges: QueueRanges,
+    /// Owner, group and mode of each pod's XSKMAP pin (`podMap`), default root 0600.
+    pub pod_map: Option<crate::xdp::PinAccess>,
 }
 
 impl XdpConfig {
     pub fn options(&self) -> DispatcherOptions {
-        DispatcherOptions { bpffs: self.bpffs.clone(), mode: self.mode, stats: self.stats, frags: self.frags }
+        DispatcherOptions { bpffs: self.bpffs.clone(), mode: self.mode, stats: self.stats, frags: self.frags, pod_map_access: self.pod_map }
     }
 }
 
-const XDP_KEYS: &[&str] = &["bpffs", "mode", "stats", "frags", "ranges"];
+const XDP_KEYS: &[&str] = &["bpffs", "mode", "stats", "frags", "ranges", "podMap"];
+
+/// `xdp.podMap`: `{"uid": 107, "gid": 107, "mode": "0660"}`. The mode is octal text and may
+/// grant read and write only (no execute, setuid, setgid or sticky bits).
+fn pod_map_access(v: &Value) -> Result<crate::xdp::PinAccess, ConfigError> {
+    let obj = object(v, "xdp.podMap")?;
+    if let Some((k, val)) = obj.iter().find(|(k, _)| !["uid", "gid", "mode"].contains(&k.as_str())) {
+        return Err(ConfigError::UnsupportedField { key: format!("xdp.podMap.{k}"), value: render_value(val) });
+    }
+    let id = |k: &str| -> Result<u32, ConfigError> {
+        let field = format!("xdp.podMap.{k}");
+        let v = obj.get(k).ok_or_else(|| ConfigError::invalid(&field, &Value::Null, "required"))?;
+        // u32::MAX is (uid_t)-1, "no change" to chown(2).
+        Ok(uint_in(v, &field, 0, u64::from(u32::MAX - 1))? as u32)
+    };
+    let (uid, gid) = (id("uid")?, id("gid")?);
+    let mode = match obj.get("mode") {
+        None => 0o600,
+        Some(m) => {
+            let s = string(m, "xdp.podMap.mode")?;
+            let digits = s.strip_prefix('0').filter(|d| d.len() == 3).unwrap_or(s);
+            match u32::from_str_radix(digits, 8) {
+                Ok(n) if digits.len() == 3 && n & !0o666 == 0 => n,
+                _ => return Err(ConfigError::invalid("xdp.podMap.mode", m, "expected octal permission bits within 0666, e.g. \"0660\"")),
+            }
+        }
+    };
+    Ok(crate::xdp::PinAccess { uid, gid, mode })
+}
 const XDP_MODES: &[(&str, XdpMode)] = &[("auto", XdpMode::Auto), ("native", XdpMode::Native), ("generic", XdpMode::Generic)];
 
 fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
@@ -923,7 +953,8 @@ fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
             })?
         }
     };
-    Ok(XdpConfig { bpffs, mode, stats, frags, ranges })
+    let pod_map = get("podMap").map(pod_map_access).transpose()?;
+    Ok(XdpConfig { bpffs, mode, stats, frags, ranges, pod_map })
 }
 
 /// A non-empty JSON list of distinct queue ids.
@@ -1398,6 +1429,11 @@ mod tests {
         assert_eq!((x.mode, x.stats), (XdpMode::Generic, true));
         assert_eq!(x.ranges.ranges().len(), 2);
         assert_eq!(x.options().bpffs, PathBuf::from("/run/bpf"));
+        assert_eq!(x.options().pod_map_access, None);
+        let x = xdp_conf(json!({"podMap": {"uid": 107, "gid": 108, "mode": "0660"}}), "single").unwrap().xdp.unwrap();
+        assert_eq!(x.options().pod_map_access, Some(crate::xdp::PinAccess { uid: 107, gid: 108, mode: 0o660 }));
+        let x = xdp_conf(json!({"podMap": {"uid": 0, "gid": 108}}), "single").unwrap().xdp.unwrap();
+        assert_eq!(x.options().pod_map_access.unwrap().mode, 0o600);
     }
 
     #[test]
@@ -1411,6 +1447,13 @@ mod tests {
             (json!({"ranges": "0-3"}), "xdp.ranges", "0-3"),
             (json!({"bpffs": "sys/fs/bpf"}), "xdp.bpffs", "sys/fs/bpf"),
             (json!({"bpffs": "/sys/fs/bpf/../../tmp"}), "xdp.bpffs", ".."),
+            (json!({"bpffs": "/sys/fs/./bpf"}), "xdp.bpffs", "/sys/fs/./bpf"),
+            (json!({"podMap": {"uid": 107, "gid": 107, "mode": "0755"}}), "xdp.podMap.mode", "0755"),
+            (json!({"podMap": {"uid": 107, "gid": 107, "mode": "4660"}}), "xdp.podMap.mode", "4660"),
+            (json!({"podMap": {"uid": 107, "gid": 107, "mode": 660}}), "xdp.podMap.mode", "660"),
+            (json!({"podMap": {"uid": -1, "gid": 107}}), "xdp.podMap.uid", "-1"),
+            (json!({"podMap": {"uid": 4294967295u64, "gid": 107}}), "xdp.podMap.uid", "4294967295"),
+            (json!({"podMap": {"gid": 107}}), "xdp.podMap.uid", "required"),
             (json!({"mode": "offload"}), "xdp.mode", "offload"),
             (json!({"stats": "yes"}), "xdp.stats", "yes"),
         ];

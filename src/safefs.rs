@@ -463,6 +463,41 @@ impl Dir {
         Ok(st.filesystem_type().0 as i64)
     }
 
+    /// Sets the directory's permission bits (`fchmod` on the handle).
+    pub fn chmod(&self, mode: u32) -> Result<(), SafeFsError> {
+        nix::sys::stat::fchmod(&self.fd, Mode::from_bits_truncate(mode)).map_err(|e| SafeFsError::Sys {
+            op: "fchmod",
+            path: self.path.clone(),
+            errno: e,
+        })
+    }
+
+    /// Gives the regular file `name` (opened as [`Dir::open_file_path`] does: never through a
+    /// symlink) owner `uid`, group `gid` and permission bits `mode`. Both act on the inode the
+    /// `O_PATH` handle holds: `fchownat(AT_EMPTY_PATH)` on the handle, and `chmod` of its
+    /// `/proc/thread-self/fd/<n>` magic link (fchmod refuses `O_PATH` handles).
+    pub fn chown_chmod_file(&self, name: &str, uid: u32, gid: u32, mode: u32) -> Result<(), SafeFsError> {
+        let fd = self
+            .open_file_path(name)?
+            .ok_or_else(|| self.sys("open", name, Errno::ENOENT))?;
+        nix::unistd::fchownat(
+            &fd,
+            "",
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+            AtFlags::AT_EMPTY_PATH,
+        )
+        .map_err(|e| self.sys("fchownat", name, e))?;
+        let magic = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            magic.as_str(),
+            Mode::from_bits_truncate(mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| self.sys("chmod", name, e))
+    }
+
     /// Takes an exclusive `flock(2)` on the directory, retrying without blocking until `timeout`
     /// has passed; then [`SafeFsError::LockTimeout`]. The lock lives on a fresh open file
     /// description, held by the returned value.
@@ -508,8 +543,10 @@ impl Dir {
     }
 
     /// An `O_PATH` handle of the regular file `name` (a bpffs pin is one); `None` if missing.
-    /// A symlink, another kind of entry, another file system or (with [`Owner::Us`]) another
-    /// owner is refused.
+    /// A symlink, another kind of entry or another file system is refused. The owner is not
+    /// checked: the directory holding it was (only its owner can add entries), and a pod's
+    /// XSKMAP pin may be given to another uid (`xdp.podMap`); callers check what the pinned
+    /// object is.
     pub fn open_file_path(&self, name: &str) -> Result<Option<OwnedFd>, SafeFsError> {
         self.check_name(name)?;
         // No O_NOFOLLOW here: with O_PATH it would return a handle of the symlink itself;
@@ -527,7 +564,6 @@ impl Dir {
         if kind != Kind::File {
             return Err(self.untrusted(name, "pin", format!("it is {}", kind_name(kind))));
         }
-        self.check_owner(name, "pin", &st)?;
         Ok(Some(fd))
     }
 

@@ -467,3 +467,32 @@ fn a_del_for_another_network_leaves_the_owners_steering_alone() {
     b.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL for network B");
     assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
 }
+
+/// `xdp.podMap` gives the pod's XSKMAP pin (only it) an owner, group and mode, so a launcher
+/// that is not root can open `map-path`; the directories on the way become searchable (0711),
+/// the dispatcher's own pins stay root 0600.
+#[test]
+fn pod_map_owner_group_and_mode_apply_to_the_pods_pin_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let w = wire(4);
+    let mut net = XdpNet::new(&w, json!({"queues": 1}));
+    net.conf["xdp"]["podMap"] = json!({"uid": 107, "gid": 108, "mode": "0640"});
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD with podMap");
+    let map = PathBuf::from(net.info("c1")["xdp"]["xsk-map"].as_str().unwrap());
+    let md = std::fs::metadata(&map).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.permissions().mode() & 0o7777), (107, 108, 0o640), "{}", map.display());
+    let mut dir = map.parent().unwrap();
+    while dir != w.bpffs.path {
+        let md = std::fs::metadata(dir).unwrap();
+        assert_eq!((md.uid(), md.permissions().mode() & 0o777), (0, 0o711), "{}", dir.display());
+        dir = dir.parent().unwrap();
+    }
+    let nic_dir = map.ancestors().nth(4).unwrap().to_path_buf();
+    for own in ["link", "queues", "pod_xsks", "programs", "stats"] {
+        let md = std::fs::metadata(nic_dir.join(own)).unwrap();
+        assert_eq!((md.uid(), md.gid(), md.permissions().mode() & 0o777), (0, 0, 0o600), "{own}");
+    }
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL");
+    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+}

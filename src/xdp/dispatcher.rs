@@ -91,6 +91,24 @@ pub struct DispatcherOptions {
     /// Load the dispatcher as multi-buffer aware (`xdp.frags`), required by drivers to attach
     /// XDP on an MTU above one page. Admin programs must then be `xdp.frags` too.
     pub frags: bool,
+    /// Owner, group and mode of each pod's XSKMAP pin (`xdp.podMap`), for a consumer that does
+    /// not run as root (a KubeVirt launcher). `None`: root, 0600. Never applied to the
+    /// dispatcher's own maps or link.
+    pub pod_map_access: Option<PinAccess>,
+}
+
+/// Ownership and permissions given to a pod's XSKMAP pin (see
+/// [`DispatcherOptions::pod_map_access`]). The directories on the way to it
+/// (`netkit-cni/<nic>/pods/<cid>/<ifname>`) then get mode 0711 — searchable, not listable —
+/// so the owner can reach the pin by its path; they stay root's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinAccess {
+    /// Owner uid.
+    pub uid: u32,
+    /// Group gid.
+    pub gid: u32,
+    /// Permission bits (at most 0o666).
+    pub mode: u32,
 }
 
 impl Default for DispatcherOptions {
@@ -100,6 +118,7 @@ impl Default for DispatcherOptions {
             mode: XdpMode::Auto,
             stats: false,
             frags: false,
+            pod_map_access: None,
         }
     }
 }
@@ -858,14 +877,18 @@ impl Dispatcher {
             Some(fd) => (fd, false),
             None if !create => return Ok(None),
             None => {
-                let dir = self
-                    .dir
-                    .create_dir(DIR_PODS, 0o700)?
-                    .create_dir(pod.container_id(), 0o700)?
-                    .create_dir(pod.ifname(), 0o700)?;
+                let pods = self.dir.create_dir(DIR_PODS, 0o700)?;
+                let cid = pods.create_dir(pod.container_id(), 0o700)?;
+                let dir = cid.create_dir(pod.ifname(), 0o700)?;
                 let fd = sys::xskmap_create("nkc_pod_xsks", MAX_VQUEUES)
                     .map_err(|e| XdpError::sys("BPF_MAP_CREATE (XSKMAP)", Some(&pin), e))?;
                 pin_at(&dir, PIN_POD_XSKMAP, fd.as_fd())?;
+                if let Some(access) = self.opts.pod_map_access {
+                    for d in [&self.parent, &self.dir, &pods, &cid, &dir] {
+                        d.chmod(0o711)?;
+                    }
+                    dir.chown_chmod_file(PIN_POD_XSKMAP, access.uid, access.gid, access.mode)?;
+                }
                 (fd, true)
             }
         };

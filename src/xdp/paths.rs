@@ -191,7 +191,7 @@ fn validate_ifname(name: &str) -> Result<(), XdpError> {
     }
     if name
         .bytes()
-        .any(|c| c == b'/' || c == b':' || c == 0 || c.is_ascii_whitespace())
+        .any(|c| c == b'/' || c == b':' || c == 0 || crate::cni::env::kernel_isspace(c))
     {
         return bad("contains '/', ':', NUL or whitespace");
     }
