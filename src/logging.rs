@@ -415,7 +415,10 @@ mod tests {
         std::fs::write(&victim, "root only\n").unwrap();
         let link = dir.join("cni.log");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
-        assert!(Logger::file(&link, LogLevel::Info).is_err(), "a symlink is not followed");
+        assert!(
+            Logger::file(&link, LogLevel::Info).is_err(),
+            "a symlink is not followed"
+        );
         let log = Logger::file_or_stderr(Some(&link), LogLevel::Info);
         log.error("must not land in the victim");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root only\n");
@@ -427,7 +430,8 @@ mod tests {
             let _ = tx.send(Logger::file(&f, LogLevel::Info).is_err());
         });
         assert!(
-            rx.recv_timeout(std::time::Duration::from_secs(5)).expect("opening a FIFO log must not block"),
+            rx.recv_timeout(std::time::Duration::from_secs(5))
+                .expect("opening a FIFO log must not block"),
             "a FIFO is refused"
         );
         let err = Logger::file(Path::new("/dev/null"), LogLevel::Info).unwrap_err();

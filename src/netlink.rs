@@ -810,7 +810,11 @@ mod tests {
             let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
             let rc = unsafe {
-                libc::getsockname(fd.as_raw_fd(), (&mut addr as *mut libc::sockaddr_nl).cast(), &mut len)
+                libc::getsockname(
+                    fd.as_raw_fd(),
+                    (&mut addr as *mut libc::sockaddr_nl).cast(),
+                    &mut len,
+                )
             };
             assert_eq!(rc, 0, "getsockname: {}", io::Error::last_os_error());
             addr.nl_pid
@@ -823,7 +827,13 @@ mod tests {
                 "sending to another netlink socket's port needs CAP_NET_ADMIN: run as root"
             );
             // SAFETY: plain socket(2).
-            let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_GENERIC) };
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_GENERIC,
+                )
+            };
             assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
             // SAFETY: we own the new fd.
             let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -851,7 +861,8 @@ mod tests {
         }
 
         fn genuine_answer(t: &mut SocketTransport, seq: u32) {
-            let data = transact(t, &getfamily(seq)).expect("the kernel's answer, not the forged EBUSY");
+            let data =
+                transact(t, &getfamily(seq)).expect("the kernel's answer, not the forged EBUSY");
             assert_eq!(data.len(), 1, "{data:?}");
             assert_eq!(data[0].msg_type, 0x10, "a GENL_ID_CTRL reply");
             assert_eq!(data[0].seq, seq);
@@ -870,12 +881,22 @@ mod tests {
             let mut t = SocketTransport::open(NlFamily::Generic).unwrap();
             // Undo the connect (AF_UNSPEC) so the forged datagram is queued: the transport's own
             // check on the sender must drop it.
-            let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+            let unspec = libc::sockaddr {
+                sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+                sa_data: [0; 14],
+            };
             // SAFETY: valid fd and address.
-            let rc = unsafe { libc::connect(t.as_fd().as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+            let rc = unsafe {
+                libc::connect(
+                    t.as_fd().as_raw_fd(),
+                    &unspec,
+                    std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                )
+            };
             assert_eq!(rc, 0, "disconnect: {}", io::Error::last_os_error());
             let port = port_of(t.as_fd());
-            forge(port, &forged_ebusy(4343)).expect("an unconnected socket accepts the forged datagram");
+            forge(port, &forged_ebusy(4343))
+                .expect("an unconnected socket accepts the forged datagram");
             genuine_answer(&mut t, 4343);
         }
 

@@ -465,10 +465,12 @@ impl Dir {
 
     /// Sets the directory's permission bits (`fchmod` on the handle).
     pub fn chmod(&self, mode: u32) -> Result<(), SafeFsError> {
-        nix::sys::stat::fchmod(&self.fd, Mode::from_bits_truncate(mode)).map_err(|e| SafeFsError::Sys {
-            op: "fchmod",
-            path: self.path.clone(),
-            errno: e,
+        nix::sys::stat::fchmod(&self.fd, Mode::from_bits_truncate(mode)).map_err(|e| {
+            SafeFsError::Sys {
+                op: "fchmod",
+                path: self.path.clone(),
+                errno: e,
+            }
         })
     }
 
@@ -476,7 +478,13 @@ impl Dir {
     /// symlink) owner `uid`, group `gid` and permission bits `mode`. Both act on the inode the
     /// `O_PATH` handle holds: `fchownat(AT_EMPTY_PATH)` on the handle, and `chmod` of its
     /// `/proc/thread-self/fd/<n>` magic link (fchmod refuses `O_PATH` handles).
-    pub fn chown_chmod_file(&self, name: &str, uid: u32, gid: u32, mode: u32) -> Result<(), SafeFsError> {
+    pub fn chown_chmod_file(
+        &self,
+        name: &str,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> Result<(), SafeFsError> {
         let fd = self
             .open_file_path(name)?
             .ok_or_else(|| self.sys("open", name, Errno::ENOENT))?;
@@ -488,7 +496,10 @@ impl Dir {
             AtFlags::AT_EMPTY_PATH,
         )
         .map_err(|e| self.sys("fchownat", name, e))?;
-        let magic = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let magic = format!(
+            "/proc/thread-self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        );
         nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,
             magic.as_str(),

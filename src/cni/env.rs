@@ -198,7 +198,10 @@ impl IfName {
         } else if s.contains('/') || s.contains(':') {
             Some("must not contain '/' or ':'".to_owned())
         } else if s.chars().any(char::is_whitespace) || s.bytes().any(kernel_isspace) {
-            Some("must not contain whitespace (the kernel also counts byte 0xa0, e.g. inside \"à\")".to_owned())
+            Some(
+                "must not contain whitespace (the kernel also counts byte 0xa0, e.g. inside \"à\")"
+                    .to_owned(),
+            )
         } else {
             None
         };
