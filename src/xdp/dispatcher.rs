@@ -263,8 +263,8 @@ pub enum DetachOutcome {
     StillUsed {
         /// The physical queues still in *pod* state.
         pod_queues: Vec<u32>,
-        /// The dispatcher, still locked, for further use.
-        dispatcher: Dispatcher,
+        /// The dispatcher, still locked, for further use (boxed: it holds several handles).
+        dispatcher: Box<Dispatcher>,
     },
 }
 
@@ -1282,7 +1282,7 @@ impl Dispatcher {
         if !pod_queues.is_empty() {
             return Ok(DetachOutcome::StillUsed {
                 pod_queues,
-                dispatcher: self,
+                dispatcher: Box::new(self),
             });
         }
         // Detach explicitly rather than by dropping the last reference: another process (say,
