@@ -544,13 +544,21 @@ fn attachments(v: &Value, field: &str) -> Result<Vec<Attachment>, ConfigError> {
 }
 
 fn log_file(v: &Value) -> Result<PathBuf, ConfigError> {
-    let s = string(v, "logFile")?;
-    if !s.starts_with('/') || s.contains('\0') {
-        return Err(ConfigError::invalid(
-            "logFile",
-            v,
-            "must be an absolute path",
-        ));
+    plain_absolute_path(v, "logFile")
+}
+
+/// A path the plugin writes under as root (`logFile`, `lease.deviceInfoDir`, `xdp.bpffs`): only
+/// a plain absolute path — no `.` or `..` component, no NUL — so no input can point the writes
+/// somewhere else through `..`.
+fn plain_absolute_path(v: &Value, field: &str) -> Result<PathBuf, ConfigError> {
+    let s = string(v, field)?;
+    let p = std::path::Path::new(s);
+    let plain = p.is_absolute()
+        && p.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
+        // Path::components() drops a "." in the middle; the text must not have one either.
+        && !s.split('/').any(|c| c == "." || c == "..");
+    if !plain || s.contains('\0') {
+        return Err(ConfigError::invalid(field, v, "must be an absolute path without \".\" or \"..\""));
     }
     Ok(PathBuf::from(s))
 }
@@ -564,6 +572,10 @@ pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/cni"
 /// keeps a typo like `"0-4294967295"` from becoming a four-billion-entry set.
 pub const MAX_QUEUE_ID: u32 = 65535;
 
+/// Longest queue-list text accepted (`"1,3-5"`): far above any real pool, far below what would
+/// cost time to read.
+pub const MAX_QUEUE_LIST_LEN: usize = 4096;
+
 /// Most leases one netkit device can hold: netkit allocates at most 1024 RX queues and queue 0
 /// is the device's own.
 pub const MAX_LEASES_PER_DEVICE: u32 = 1023;
@@ -574,8 +586,21 @@ pub struct QueueSet(BTreeSet<u32>);
 
 impl QueueSet {
     /// Parses `"2-7"`, `"1,3-5"`, `"4"`; spaces around items are allowed. `Err` says why.
+    /// At most [`MAX_QUEUE_ID`]` + 1` ids in all (see [`QueueSet::parse_capped`]).
     pub fn parse(s: &str) -> Result<QueueSet, String> {
+        Self::parse_capped(s, MAX_QUEUE_ID as usize + 1)
+    }
+
+    /// As [`QueueSet::parse`], refusing a text longer than [`MAX_QUEUE_LIST_LEN`] bytes and a
+    /// list whose ranges add up to more than `cap` ids. Each range's size is computed with
+    /// checked arithmetic and counted *before* it is expanded, so a hostile `"0-65535,0-65535,…"`
+    /// costs no more than reading its text (overlapping ranges count twice).
+    pub fn parse_capped(s: &str, cap: usize) -> Result<QueueSet, String> {
+        if s.len() > MAX_QUEUE_LIST_LEN {
+            return Err(format!("{} bytes long; a queue list has at most {MAX_QUEUE_LIST_LEN}", s.len()));
+        }
         let mut set = BTreeSet::new();
+        let mut total: usize = 0;
         for item in s.split(',').map(str::trim) {
             if item.is_empty() {
                 return Err("empty item (expected ids and ranges like \"1,3-5\")".into());
@@ -588,8 +613,13 @@ impl QueueSet {
                 }
             };
             if lo > hi {
-                return Err(format!("range {item:?} is reversed"));
+                return Err(format!("range {:?} is reversed", crate::logging::clip(item, 32)));
             }
+            total = (hi - lo)
+                .checked_add(1)
+                .and_then(|n| total.checked_add(n as usize))
+                .filter(|t| *t <= cap)
+                .ok_or_else(|| format!("names more than {cap} queues"))?;
             set.extend(lo..=hi);
         }
         Ok(QueueSet(set))
@@ -652,11 +682,11 @@ impl fmt::Display for QueueSet {
 fn queue_id(s: &str) -> Result<u32, String> {
     // Only plain decimal digits: "+3" or " 3" parse as u32 but are not what anyone meant.
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{s:?} is not a queue id"));
+        return Err(format!("{:?} is not a queue id", crate::logging::clip(s, 32)));
     }
     match s.parse::<u32>() {
         Ok(n) if n <= MAX_QUEUE_ID => Ok(n),
-        _ => Err(format!("queue id {s} is above {MAX_QUEUE_ID}")),
+        _ => Err(format!("queue id {} is above {MAX_QUEUE_ID}", crate::logging::clip(s, 32))),
     }
 }
 
@@ -777,17 +807,7 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
 
     let device_info_dir = match get("deviceInfoDir") {
         None => PathBuf::from(DEFAULT_DEVICE_INFO_DIR),
-        Some(d) => {
-            let s = string(d, "lease.deviceInfoDir")?;
-            if !s.starts_with('/') || s.contains('\0') {
-                return Err(ConfigError::invalid(
-                    "lease.deviceInfoDir",
-                    d,
-                    "must be an absolute path",
-                ));
-            }
-            PathBuf::from(s)
-        }
+        Some(d) => plain_absolute_path(d, "lease.deviceInfoDir")?,
     };
 
     let conf = LeaseConfig {
@@ -865,15 +885,45 @@ pub struct XdpConfig {
     pub frags: bool,
     /// What the queues not leased to a pod do (`ranges`, default: all pass).
     pub ranges: QueueRanges,
+    /// Owner, group and mode of each pod's XSKMAP pin (`podMap`), default root 0600.
+    pub pod_map: Option<crate::xdp::PinAccess>,
 }
 
 impl XdpConfig {
     pub fn options(&self) -> DispatcherOptions {
-        DispatcherOptions { bpffs: self.bpffs.clone(), mode: self.mode, stats: self.stats, frags: self.frags }
+        DispatcherOptions { bpffs: self.bpffs.clone(), mode: self.mode, stats: self.stats, frags: self.frags, pod_map_access: self.pod_map }
     }
 }
 
-const XDP_KEYS: &[&str] = &["bpffs", "mode", "stats", "frags", "ranges"];
+const XDP_KEYS: &[&str] = &["bpffs", "mode", "stats", "frags", "ranges", "podMap"];
+
+/// `xdp.podMap`: `{"uid": 107, "gid": 107, "mode": "0660"}`. The mode is octal text and may
+/// grant read and write only (no execute, setuid, setgid or sticky bits).
+fn pod_map_access(v: &Value) -> Result<crate::xdp::PinAccess, ConfigError> {
+    let obj = object(v, "xdp.podMap")?;
+    if let Some((k, val)) = obj.iter().find(|(k, _)| !["uid", "gid", "mode"].contains(&k.as_str())) {
+        return Err(ConfigError::UnsupportedField { key: format!("xdp.podMap.{k}"), value: render_value(val) });
+    }
+    let id = |k: &str| -> Result<u32, ConfigError> {
+        let field = format!("xdp.podMap.{k}");
+        let v = obj.get(k).ok_or_else(|| ConfigError::invalid(&field, &Value::Null, "required"))?;
+        // u32::MAX is (uid_t)-1, "no change" to chown(2).
+        Ok(uint_in(v, &field, 0, u64::from(u32::MAX - 1))? as u32)
+    };
+    let (uid, gid) = (id("uid")?, id("gid")?);
+    let mode = match obj.get("mode") {
+        None => 0o600,
+        Some(m) => {
+            let s = string(m, "xdp.podMap.mode")?;
+            let digits = s.strip_prefix('0').filter(|d| d.len() == 3).unwrap_or(s);
+            match u32::from_str_radix(digits, 8) {
+                Ok(n) if digits.len() == 3 && n & !0o666 == 0 => n,
+                _ => return Err(ConfigError::invalid("xdp.podMap.mode", m, "expected octal permission bits within 0666, e.g. \"0660\"")),
+            }
+        }
+    };
+    Ok(crate::xdp::PinAccess { uid, gid, mode })
+}
 const XDP_MODES: &[(&str, XdpMode)] = &[("auto", XdpMode::Auto), ("native", XdpMode::Native), ("generic", XdpMode::Generic)];
 
 fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
@@ -884,17 +934,8 @@ fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
     let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
     let bpffs = match get("bpffs") {
         None => PathBuf::from(DEFAULT_BPFFS),
-        Some(b) => {
-            let s = string(b, "xdp.bpffs")?;
-            let p = std::path::Path::new(s);
-            // Pins and the per-NIC lock live under it: only a plain absolute path, so no input
-            // can point the plugin's writes through `..` somewhere else.
-            let plain = p.is_absolute() && p.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
-            if !plain || s.contains('\0') {
-                return Err(ConfigError::invalid("xdp.bpffs", b, "must be an absolute path without \".\" or \"..\""));
-            }
-            PathBuf::from(s)
-        }
+        // Pins and the per-NIC lock live under it.
+        Some(b) => plain_absolute_path(b, "xdp.bpffs")?,
     };
     let mode = get("mode").map(|m| one_of(m, "xdp.mode", XDP_MODES)).transpose()?.unwrap_or_default();
     let stats = get("stats").map(|b| boolean(b, "xdp.stats")).transpose()?.unwrap_or(false);
@@ -912,7 +953,8 @@ fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
             })?
         }
     };
-    Ok(XdpConfig { bpffs, mode, stats, frags, ranges })
+    let pod_map = get("podMap").map(pod_map_access).transpose()?;
+    Ok(XdpConfig { bpffs, mode, stats, frags, ranges, pod_map })
 }
 
 /// A non-empty JSON list of distinct queue ids.
@@ -1387,6 +1429,11 @@ mod tests {
         assert_eq!((x.mode, x.stats), (XdpMode::Generic, true));
         assert_eq!(x.ranges.ranges().len(), 2);
         assert_eq!(x.options().bpffs, PathBuf::from("/run/bpf"));
+        assert_eq!(x.options().pod_map_access, None);
+        let x = xdp_conf(json!({"podMap": {"uid": 107, "gid": 108, "mode": "0660"}}), "single").unwrap().xdp.unwrap();
+        assert_eq!(x.options().pod_map_access, Some(crate::xdp::PinAccess { uid: 107, gid: 108, mode: 0o660 }));
+        let x = xdp_conf(json!({"podMap": {"uid": 0, "gid": 108}}), "single").unwrap().xdp.unwrap();
+        assert_eq!(x.options().pod_map_access.unwrap().mode, 0o600);
     }
 
     #[test]
@@ -1400,6 +1447,13 @@ mod tests {
             (json!({"ranges": "0-3"}), "xdp.ranges", "0-3"),
             (json!({"bpffs": "sys/fs/bpf"}), "xdp.bpffs", "sys/fs/bpf"),
             (json!({"bpffs": "/sys/fs/bpf/../../tmp"}), "xdp.bpffs", ".."),
+            (json!({"bpffs": "/sys/fs/./bpf"}), "xdp.bpffs", "/sys/fs/./bpf"),
+            (json!({"podMap": {"uid": 107, "gid": 107, "mode": "0755"}}), "xdp.podMap.mode", "0755"),
+            (json!({"podMap": {"uid": 107, "gid": 107, "mode": "4660"}}), "xdp.podMap.mode", "4660"),
+            (json!({"podMap": {"uid": 107, "gid": 107, "mode": 660}}), "xdp.podMap.mode", "660"),
+            (json!({"podMap": {"uid": -1, "gid": 107}}), "xdp.podMap.uid", "-1"),
+            (json!({"podMap": {"uid": 4294967295u64, "gid": 107}}), "xdp.podMap.uid", "4294967295"),
+            (json!({"podMap": {"gid": 107}}), "xdp.podMap.uid", "required"),
             (json!({"mode": "offload"}), "xdp.mode", "offload"),
             (json!({"stats": "yes"}), "xdp.stats", "yes"),
         ];

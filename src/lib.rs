@@ -20,6 +20,7 @@ pub mod plugin;
 pub mod request;
 pub mod route;
 pub mod rtnl;
+pub mod safefs;
 pub mod sysctl;
 pub mod xdp;
 pub mod xsk;

@@ -99,16 +99,26 @@ impl Logger {
 
     /// Appends to `path`, creating it if needed. Several plugin processes run concurrently for
     /// different pods; O_APPEND plus one write per line keeps their lines whole.
+    ///
+    /// Opened `O_NOFOLLOW | O_NONBLOCK` and required to be a regular file: a symlink planted at
+    /// the name is refused rather than appended through (the plugin runs as root), and a FIFO
+    /// or device neither blocks the open nor gets written.
     pub fn file(path: &Path, level: LogLevel) -> Result<Logger, LogError> {
+        let err = |source| LogError::Open {
+            path: path.to_owned(),
+            source,
+        };
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|source| LogError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(err)?;
+        let md = file.metadata().map_err(err)?;
+        if !md.file_type().is_file() {
+            return Err(err(io::Error::other("not a regular file")));
+        }
         Ok(Self::to_writer(Box::new(file), level))
     }
 
@@ -169,14 +179,10 @@ impl Logger {
             line.push_str(&self.tag);
         }
         line.push_str(": ");
-        // One record per line, whatever the message contains (e.g. a delegate's multi-line stderr).
-        for c in msg.to_string().chars() {
-            match c {
-                '\n' => line.push_str("\\n"),
-                '\r' => line.push_str("\\r"),
-                c => line.push(c),
-            }
-        }
+        // One record per line, whatever the message contains (e.g. a delegate's multi-line
+        // stderr), and no control character reaches the file: terminal escapes from CNI_NETNS,
+        // ifnames or a delegate's output would act on whoever reads the log.
+        escape_controls(&msg.to_string(), &mut line);
         line.push('\n');
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         let _ = sink.write_all(line.as_bytes());
@@ -197,6 +203,30 @@ impl Logger {
 
     pub fn debug(&self, msg: impl fmt::Display) {
         self.log(LogLevel::Debug, msg)
+    }
+}
+
+/// Appends `s` to `out` with every control character (C0, DEL, C1) escaped: `\n`, `\r`, `\t`
+/// as such, the rest as `\u{..}`. A backslash is left alone (it cannot start anything a terminal
+/// acts on).
+pub fn escape_controls(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
+/// At most `max` characters of caller-supplied `s`, for echoing in an error or a log line; a
+/// longer one is cut and says how long it was.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…({} bytes)", &s[..i], s.len()),
     }
 }
 
@@ -350,6 +380,62 @@ mod tests {
 
         let log = Logger::file_or_stderr(Some(&dir), LogLevel::Debug);
         assert_eq!(log.level(), LogLevel::Debug);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn every_control_character_is_escaped() {
+        let buf = Buf::default();
+        let log = Logger::to_writer(Box::new(buf.clone()), LogLevel::Debug);
+        // An ANSI clear-screen, a title-setting OSC, a BEL, a tab, DEL and a C1 CSI.
+        log.info("netns /run/netns/\u{1b}[2J\u{1b}]0;owned\u{7}\tx\u{7f}\u{9b}31m done");
+        let text = buf.text();
+        let line = text.strip_suffix('\n').unwrap();
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.ends_with(r"netns /run/netns/\u{1b}[2J\u{1b}]0;owned\u{7}\tx\u{7f}\u{9b}31m done"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_saying_how_long() {
+        assert_eq!(clip("0-3", 8), "0-3");
+        let long = "0-65535,".repeat(1000);
+        let c = clip(&long, 16);
+        assert_eq!(c, format!("0-65535,0-65535,…({} bytes)", long.len()));
+        // Never cuts inside a character.
+        assert_eq!(clip("ééé", 2), "éé…(6 bytes)");
+    }
+
+    #[test]
+    fn a_symlink_fifo_or_device_at_the_log_file_is_refused() {
+        let dir = tempdir("hostile");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "root only\n").unwrap();
+        let link = dir.join("cni.log");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(
+            Logger::file(&link, LogLevel::Info).is_err(),
+            "a symlink is not followed"
+        );
+        let log = Logger::file_or_stderr(Some(&link), LogLevel::Info);
+        log.error("must not land in the victim");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root only\n");
+        let fifo = dir.join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Logger::file(&f, LogLevel::Info).is_err());
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(5))
+                .expect("opening a FIFO log must not block"),
+            "a FIFO is refused"
+        );
+        let err = Logger::file(Path::new("/dev/null"), LogLevel::Info).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -355,6 +355,7 @@ impl SocketTransport {
     /// does not echo our request back; we still have it).
     pub fn open(protocol: NlFamily) -> io::Result<SocketTransport> {
         let sock = NlSocket::connect(protocol, None, Groups::empty())?;
+        connect_to_kernel(sock.as_raw_fd())?;
         sock.block()?;
         sock.enable_ext_ack(true)?;
         // neli exposes EXT_ACK but not CAP_ACK.
@@ -417,16 +418,70 @@ impl Transport for SocketTransport {
                 Err(e) => return Err(e),
             };
             let mut buf = vec![0u8; size];
-            match self.sock.recv(&mut buf[..], Msg::empty()) {
-                Ok((n, _)) => {
-                    buf.truncate(n);
-                    return Ok(buf);
+            // SAFETY: zero is a valid sockaddr_nl.
+            let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            // recvfrom ourselves: neli's recv drops the sender's port, which is what tells a
+            // kernel reply from a forged one.
+            // SAFETY: valid fd, buffer of `buf.len()` bytes, address buffer of `len` bytes.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut addr as *mut libc::sockaddr_nl).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                return Err(e);
             }
+            if !from_kernel(&addr, len) {
+                // Not the kernel's: ignore it, as if it had never arrived.
+                continue;
+            }
+            buf.truncate(n as usize);
+            return Ok(buf);
         }
     }
+}
+
+/// `connect(2)` a netlink socket to the kernel (port 0, no groups). Besides the destination,
+/// this makes the kernel refuse unicasts to this socket from any other socket: in
+/// net/netlink/af_netlink.c `netlink_getsockbyportid()` answers `ECONNREFUSED` to a sender whose
+/// port is not the connected `dst_portid`, and the kernel's own sockets have port 0. A socket in
+/// a pod's netns would otherwise accept datagrams from any process there that can open a netlink
+/// socket (e.g. forged errors matching our sequence numbers).
+pub(crate) fn connect_to_kernel(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: zero is a valid sockaddr_nl; family set below.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: valid fd and a correctly sized address.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether a datagram's source address is the kernel: netlink port 0 and no multicast group.
+/// Anything else is dropped by [`SocketTransport`] (belt and braces to [`connect_to_kernel`]).
+pub(crate) fn from_kernel(addr: &libc::sockaddr_nl, len: libc::socklen_t) -> bool {
+    len as usize >= std::mem::size_of::<libc::sockaddr_nl>()
+        && addr.nl_family == libc::AF_NETLINK as libc::sa_family_t
+        && addr.nl_pid == 0
+        && addr.nl_groups == 0
 }
 
 /// Send one request and collect the protocol messages of its reply.
@@ -712,5 +767,152 @@ mod tests {
             Err(NetlinkError::Malformed(_))
         ));
         assert!(t.sent.is_empty());
+    }
+
+    /// A real generic-netlink socket, and a second one playing a pod process with CAP_NET_ADMIN
+    /// in the same netns that forges an error reply to our pending request.
+    mod forged {
+        use super::*;
+        use neli::consts::socket::NlFamily;
+
+        // CTRL_CMD_GETFAMILY "nlctrl" to GENL_ID_CTRL, REQUEST|ACK, seq 4242.
+        fn getfamily(seq: u32) -> Vec<u8> {
+            let mut attr = vec![11, 0, 2, 0]; // len 4 + "nlctrl\0", CTRL_ATTR_FAMILY_NAME
+            attr.extend_from_slice(b"nlctrl\0");
+            attr.push(0); // pad to 12
+            let len = 16 + 4 + attr.len();
+            let mut m = Vec::new();
+            m.extend_from_slice(&(len as u32).to_ne_bytes());
+            m.extend_from_slice(&0x10u16.to_ne_bytes());
+            m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+            m.extend_from_slice(&seq.to_ne_bytes());
+            m.extend_from_slice(&0u32.to_ne_bytes());
+            m.extend_from_slice(&[3, 1, 0, 0]); // CTRL_CMD_GETFAMILY, version 1
+            m.extend_from_slice(&attr);
+            m
+        }
+
+        // NLMSG_ERROR -EBUSY for `seq`, capped (header only echoed).
+        fn forged_ebusy(seq: u32) -> Vec<u8> {
+            let mut m = Vec::new();
+            m.extend_from_slice(&36u32.to_ne_bytes());
+            m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            m.extend_from_slice(&NLM_F_CAPPED.to_ne_bytes());
+            m.extend_from_slice(&seq.to_ne_bytes());
+            m.extend_from_slice(&0u32.to_ne_bytes());
+            m.extend_from_slice(&(-libc::EBUSY).to_ne_bytes());
+            m.extend_from_slice(&getfamily(seq)[..16]);
+            m
+        }
+
+        fn port_of(fd: BorrowedFd<'_>) -> u32 {
+            // SAFETY: zero is a valid sockaddr_nl; getsockname fills at most `len` bytes.
+            let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            let rc = unsafe {
+                libc::getsockname(
+                    fd.as_raw_fd(),
+                    (&mut addr as *mut libc::sockaddr_nl).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0, "getsockname: {}", io::Error::last_os_error());
+            addr.nl_pid
+        }
+
+        /// Sends `msg` from a fresh NETLINK_GENERIC socket to `port`; the errno if refused.
+        fn forge(port: u32, msg: &[u8]) -> Result<(), Errno> {
+            assert!(
+                nix::unistd::geteuid().is_root(),
+                "sending to another netlink socket's port needs CAP_NET_ADMIN: run as root"
+            );
+            // SAFETY: plain socket(2).
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_GENERIC,
+                )
+            };
+            assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+            // SAFETY: we own the new fd.
+            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // SAFETY: zero is a valid sockaddr_nl.
+            let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            to.nl_pid = port;
+            // SAFETY: valid fd, buffer and address.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&to as *const libc::sockaddr_nl).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                Err(Errno::last())
+            } else {
+                assert_eq!(n as usize, msg.len());
+                Ok(())
+            }
+        }
+
+        fn genuine_answer(t: &mut SocketTransport, seq: u32) {
+            let data =
+                transact(t, &getfamily(seq)).expect("the kernel's answer, not the forged EBUSY");
+            assert_eq!(data.len(), 1, "{data:?}");
+            assert_eq!(data[0].msg_type, 0x10, "a GENL_ID_CTRL reply");
+            assert_eq!(data[0].seq, seq);
+        }
+
+        #[test]
+        fn the_kernel_refuses_a_forged_reply_to_a_connected_socket() {
+            let mut t = SocketTransport::open(NlFamily::Generic).unwrap();
+            let port = port_of(t.as_fd());
+            assert_eq!(forge(port, &forged_ebusy(4242)), Err(Errno::ECONNREFUSED));
+            genuine_answer(&mut t, 4242);
+        }
+
+        #[test]
+        fn a_forged_reply_that_arrives_anyway_is_ignored_by_the_transport() {
+            let mut t = SocketTransport::open(NlFamily::Generic).unwrap();
+            // Undo the connect (AF_UNSPEC) so the forged datagram is queued: the transport's own
+            // check on the sender must drop it.
+            let unspec = libc::sockaddr {
+                sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+                sa_data: [0; 14],
+            };
+            // SAFETY: valid fd and address.
+            let rc = unsafe {
+                libc::connect(
+                    t.as_fd().as_raw_fd(),
+                    &unspec,
+                    std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "disconnect: {}", io::Error::last_os_error());
+            let port = port_of(t.as_fd());
+            forge(port, &forged_ebusy(4343))
+                .expect("an unconnected socket accepts the forged datagram");
+            genuine_answer(&mut t, 4343);
+        }
+
+        #[test]
+        fn only_port_zero_without_groups_is_the_kernel() {
+            // SAFETY: zero is a valid sockaddr_nl.
+            let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            a.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            let full = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            assert!(from_kernel(&a, full));
+            assert!(!from_kernel(&a, 4), "a short address says nothing");
+            a.nl_pid = 77;
+            assert!(!from_kernel(&a, full));
+            a.nl_pid = 0;
+            a.nl_groups = 1;
+            assert!(!from_kernel(&a, full), "a multicast is not a reply");
+        }
     }
 }

@@ -6,7 +6,6 @@
 //! work runs on a dedicated thread that enters the namespace and is joined afterwards.
 
 use std::{
-    fs::File,
     future::Future,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
@@ -65,17 +64,30 @@ impl NetNs {
     /// Opens `path` and verifies it refers to a network namespace. Symlinks are followed (the
     /// `/proc/<pid>/ns/net` entries are symlinks), but what they resolve to must be an nsfs inode
     /// of type `CLONE_NEWNET`.
+    ///
+    /// The path is resolved exactly once, with `O_PATH`: that neither blocks on a FIFO nor runs
+    /// a device's open handler, whatever a caller's `CNI_NETNS` names. Only once `fstatfs` shows
+    /// an nsfs inode is it opened for real, through the `O_PATH` handle's
+    /// `/proc/thread-self/fd/<n>` magic link (fs/proc/fd.c `proc_fd_link()`: the very inode the
+    /// handle holds, not the path again) — setns(2) and `NS_GET_NSTYPE` need a non-`O_PATH`
+    /// file (kernel/nsproxy.c `setns()` takes the fd with `CLASS(fd)`, which refuses `O_PATH`).
+    /// A path swapped after this call changes nothing: callers keep this handle for every step.
     pub fn open(path: impl AsRef<Path>) -> Result<NetNs, NetnsError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| NetnsError::Open {
+        let open_err = |source: Errno| NetnsError::Open {
             path: path.clone(),
-            source,
-        })?;
-        let fd = OwnedFd::from(file);
+            source: std::io::Error::from_raw_os_error(source as i32),
+        };
+        let handle = nix::fcntl::open(
+            &path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(open_err)?;
 
         // statfs first: NS_GET_NSTYPE is an nsfs ioctl number that another driver could
         // interpret differently, so only ask once we know the inode lives on nsfs.
-        let fs = fstatfs(&fd).map_err(|source| NetnsError::Inspect {
+        let fs = fstatfs(&handle).map_err(|source| NetnsError::Inspect {
             path: path.clone(),
             source,
         })?;
@@ -85,6 +97,12 @@ impl NetNs {
             let fs_magic = fs.filesystem_type().0 as i64;
             return Err(NetnsError::NotANamespace { path, fs_magic });
         }
+        let fd = nix::fcntl::open(
+            format!("/proc/thread-self/fd/{}", handle.as_raw_fd()).as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(open_err)?;
         // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int.
         let nstype = unsafe { libc::ioctl(fd.as_raw_fd(), libc::NS_GET_NSTYPE as _) };
         if nstype < 0 {
@@ -245,6 +263,27 @@ mod tests {
         symlink(&file, &link).unwrap();
         assert!(matches!(
             NetNs::open(&link),
+            Err(NetnsError::NotANamespace { .. })
+        ));
+    }
+
+    /// Runs `NetNs::open(path)` on a thread and fails the test if it has not returned in 5 s.
+    fn open_within_5s(path: PathBuf) -> Result<NetNs, NetnsError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(NetNs::open(&path));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("NetNs::open blocked: it must never open a FIFO for reading")
+    }
+
+    #[test]
+    fn a_fifo_is_rejected_without_blocking() {
+        let dir = Scratch::new("netns");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            open_within_5s(fifo),
             Err(NetnsError::NotANamespace { .. })
         ));
     }

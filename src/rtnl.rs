@@ -171,6 +171,13 @@ impl Rtnl {
         socket
             .set_netlink_get_strict_chk(true)
             .map_err(RtnlError::Socket)?;
+        // Connected to the kernel (port 0): the kernel then refuses unicasts from any other
+        // socket of the netns (see `crate::netlink::connect_to_kernel`). netlink-proto already
+        // matches replies by (sequence, source port 0), so a forged one is never taken for an
+        // answer; this keeps it from reaching the socket at all.
+        socket
+            .connect(&netlink_sys::SocketAddr::new(0, 0))
+            .map_err(RtnlError::Socket)?;
         socket.set_non_blocking(true).map_err(RtnlError::Socket)?;
         // SAFETY: `into_raw_fd` hands over sole ownership of a valid, open netlink socket.
         let socket = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };

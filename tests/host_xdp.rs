@@ -373,7 +373,7 @@ fn reset_release_reconfigure_and_detach() {
                 dispatcher,
             } => {
                 assert_eq!(pod_queues, [4]);
-                dispatcher
+                *dispatcher
             }
             DetachOutcome::Detached => panic!("detached while pod B holds queue 4"),
         };

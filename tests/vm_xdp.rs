@@ -405,3 +405,94 @@ fn bad_xdp_config_and_a_missing_bpffs_leave_nothing_behind() {
     assert!(w.bpftool_xdp().is_empty());
     let _ = std::fs::remove_dir_all(&plain);
 }
+
+/// A pod that can write to bpffs plants a symlink where a NIC directory of this node's netns
+/// would be, pointing at a host directory. GC (which sweeps dead NICs' directories) must refuse
+/// the entry with an error naming it (code 110 for XDP steps; GC reports its failures), and
+/// delete nothing through it.
+#[test]
+fn a_symlink_planted_in_the_plugins_bpffs_directory_is_refused_and_its_target_survives() {
+    let w = wire(2);
+    let net = XdpNet::new(&w, json!({"queues": 1}));
+    let victim = std::env::temp_dir().join(unique("nkc-victim-"));
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("precious"), b"keep me").unwrap();
+    let cookie = w.node.run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+    let plugin_dir = w.bpffs.path.join("netkit-cni");
+    std::fs::create_dir(&plugin_dir).unwrap();
+    let planted = plugin_dir.join(format!("netns{cookie}-if999"));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let mut gc = net.conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let r = run_plugin(Some(&w.node), &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &gc.to_string());
+    let e = r.err("GC over a planted symlink");
+    let msg = format!("{} {}", e["msg"], e["details"]);
+    assert!(msg.contains(&format!("netns{cookie}-if999")) && msg.contains("symbolic link"), "the error names the entry: {e}");
+    assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"keep me", "nothing deleted through the link");
+    assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink(), "the entry is left as found");
+    // An ADD on the same node still works: the planted entry is not a directory ADD needs.
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD next to a planted symlink");
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL");
+    assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"keep me");
+    let _ = std::fs::remove_file(&planted);
+    let _ = std::fs::remove_dir_all(&victim);
+}
+
+/// XDP pins are keyed by container id and ifname: network A's ADD is refused with 103 because
+/// network B's device holds that ifname in the pod, and A's DEL (which the runtime sends after a
+/// failed ADD) must leave B's steering and map alone.
+#[test]
+fn a_del_for_another_network_leaves_the_owners_steering_alone() {
+    use netkit_cni::xdp::{Dispatcher, DispatcherOptions, QueueAction};
+    let w = wire(4);
+    let b = XdpNet::new(&w, json!({"queues": 1}));
+    let a = XdpNet::new(&w, json!({"queues": 1}));
+    let pod = Netns::new("pod");
+    b.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD for network B");
+    let e = a.call(&w, "ADD", "c1", Some(&pod), "").err("ADD for network A, same ifname");
+    assert_eq!(e["code"], 103, "{e}");
+    a.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL for network A");
+    let info = b.info("c1");
+    let q = info["queues"][0]["physical"].as_u64().unwrap() as u32;
+    let map = PathBuf::from(info["xdp"]["xsk-map"].as_str().unwrap());
+    assert!(map.exists(), "B's XSKMAP pin {} survived A's DEL", map.display());
+    let (bpffs, ifindex) = (w.bpffs.path.clone(), w.nic.ifindex);
+    let action = w.node.run(move || {
+        let opts = DispatcherOptions { bpffs, ..Default::default() };
+        let d = Dispatcher::open(&opts, ifindex).unwrap().expect("the dispatcher is still attached");
+        d.queue_status(q).unwrap().action
+    });
+    assert_eq!(action, QueueAction::Pod, "B's queue {q} is still steered to its pod");
+    b.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL for network B");
+    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+}
+
+/// `xdp.podMap` gives the pod's XSKMAP pin (only it) an owner, group and mode, so a launcher
+/// that is not root can open `map-path`; the directories on the way become searchable (0711),
+/// the dispatcher's own pins stay root 0600.
+#[test]
+fn pod_map_owner_group_and_mode_apply_to_the_pods_pin_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let w = wire(4);
+    let mut net = XdpNet::new(&w, json!({"queues": 1}));
+    net.conf["xdp"]["podMap"] = json!({"uid": 107, "gid": 108, "mode": "0640"});
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD with podMap");
+    let map = PathBuf::from(net.info("c1")["xdp"]["xsk-map"].as_str().unwrap());
+    let md = std::fs::metadata(&map).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.permissions().mode() & 0o7777), (107, 108, 0o640), "{}", map.display());
+    let mut dir = map.parent().unwrap();
+    while dir != w.bpffs.path {
+        let md = std::fs::metadata(dir).unwrap();
+        assert_eq!((md.uid(), md.permissions().mode() & 0o777), (0, 0o711), "{}", dir.display());
+        dir = dir.parent().unwrap();
+    }
+    let nic_dir = map.ancestors().nth(4).unwrap().to_path_buf();
+    for own in ["link", "queues", "pod_xsks", "programs", "stats"] {
+        let md = std::fs::metadata(nic_dir.join(own)).unwrap();
+        assert_eq!((md.uid(), md.gid(), md.permissions().mode() & 0o777), (0, 0, 0o600), "{own}");
+    }
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL");
+    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+}

@@ -176,6 +176,14 @@ pub const IFNAME_MAX_LEN: usize = 15;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IfName(String);
 
+/// The kernel's `isspace()` on one byte of a name (lib/ctype.c: `\t \n \v \f \r`, space and
+/// 0xa0), which `dev_valid_name()` (net/core/dev.c) applies byte by byte: a UTF-8 name with a
+/// 0xa0 byte anywhere (U+00A0, "à" = c3 a0, …) is refused by the kernel, so it is refused here,
+/// as a bad CNI_IFNAME (code 4) rather than a failed kernel call.
+pub fn kernel_isspace(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0xa0)
+}
+
 impl IfName {
     pub fn parse(s: &str) -> Result<Self, CniError> {
         let why = if s.is_empty() {
@@ -189,8 +197,11 @@ impl IfName {
             Some("must not be \".\" or \"..\"".to_owned())
         } else if s.contains('/') || s.contains(':') {
             Some("must not contain '/' or ':'".to_owned())
-        } else if s.chars().any(char::is_whitespace) {
-            Some("must not contain whitespace".to_owned())
+        } else if s.chars().any(char::is_whitespace) || s.bytes().any(kernel_isspace) {
+            Some(
+                "must not contain whitespace (the kernel also counts byte 0xa0, e.g. inside \"à\")"
+                    .to_owned(),
+            )
         } else {
             None
         };
@@ -680,6 +691,9 @@ mod tests {
             "a\tb",
             "a\u{0b}b",
             "a\u{a0}b",
+            // Bytes c3 a0: no Unicode whitespace, but the kernel's isspace() refuses 0xa0.
+            "eth\u{e0}",
+            "\u{920}",
         ] {
             let err = IfName::parse(bad).unwrap_err();
             assert_eq!(err.code, 4, "{bad:?}");

@@ -9,7 +9,7 @@ use super::*;
 use crate::link::{self, LinkInfo, Marker};
 use crate::netdev::{NetdevClient, Queue, QueueType};
 use crate::rtnl::Rtnl;
-use crate::xdp::paths::{check_bpffs, current_netns_cookie, plugin_root};
+use crate::xdp::paths::{check_bpffs, current_netns_cookie};
 use crate::xdp::{Dispatcher, DispatcherOptions, NicKey, NicPaths, DEFAULT_BPFFS};
 
 /// Build the report for the calling thread's netns (see the [module docs](super)).
@@ -208,22 +208,23 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
 
 /// ifindexes with a directory `netns<cookie>-if<ifindex>` under `<bpffs>/netkit-cni/`.
 fn nic_dirs(bpffs: &Path, cookie: u64) -> Result<BTreeSet<u32>, InspectError> {
-    let root = plugin_root(bpffs);
-    let entries = match std::fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-        Err(source) => return Err(InspectError::Io { path: root, source }),
+    // Through the same checked walk as the dispatcher: a symlink at `netkit-cni` is refused,
+    // not listed through.
+    let fs_err = |e: crate::safefs::SafeFsError| InspectError::Xdp {
+        step: "list the plugin's bpffs directory",
+        source: XdpError::Fs(e),
+    };
+    let root = crate::safefs::Dir::open_trusted(bpffs, crate::safefs::Owner::Us).map_err(fs_err)?;
+    let Some(plugin) = root
+        .child_dir(crate::xdp::paths::PLUGIN_DIR)
+        .map_err(fs_err)?
+    else {
+        return Ok(BTreeSet::new());
     };
     let prefix = format!("netns{cookie}-if");
     let mut out = BTreeSet::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| InspectError::Io {
-            path: root.clone(),
-            source,
-        })?;
-        if let Some(i) = entry
-            .file_name()
-            .to_str()
+    for entry in plugin.entries().map_err(fs_err)? {
+        if let Some(i) = crate::safefs::utf8_name(&entry.name)
             .and_then(|n| n.strip_prefix(&prefix))
             .and_then(|i| i.parse().ok())
         {

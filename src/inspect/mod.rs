@@ -147,15 +147,6 @@ pub enum InspectError {
         #[source]
         source: XdpError,
     },
-    /// Reading the bpffs plugin directory failed.
-    #[error("reading {}: {source}", .path.display())]
-    Io {
-        /// The directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl InspectError {

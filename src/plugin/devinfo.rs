@@ -31,12 +31,16 @@
 //! named only from the validated network name, container id and ifname — never from anything
 //! else a caller sends — so no input can steer a write outside that directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::link::Marker;
+use crate::safefs::{utf8_name, Dir, Kind, Owner, SafeFsError};
+
+/// Largest device-info file CHECK reads: ours are a few hundred bytes; anything near this is
+/// not one (a planted `/dev/zero` would otherwise be read until memory runs out).
+pub const READ_LIMIT: u64 = 1 << 20;
 
 /// The spec version these files follow.
 pub const SPEC_VERSION: &str = "1.1.0";
@@ -49,10 +53,22 @@ const SEP: char = ':';
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevInfoError {
-    #[error("device-info file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
     #[error("device-info file {path} is not valid: {source}")]
     Decode { path: PathBuf, source: serde_json::Error },
+    /// The directory or the file is not what the plugin writes (a symlink, a FIFO, a device, too
+    /// large), or a syscall on it failed; see [`crate::safefs`].
+    #[error("device-info: {0}")]
+    Fs(#[from] SafeFsError),
+}
+
+/// The device-info directory: the administrator's path, whose last component is opened without
+/// following a symlink (created mode 0755 when `create`). `None` if it does not exist.
+fn open_dir(dir: &Path, create: bool) -> Result<Option<Dir>, DevInfoError> {
+    Ok(Dir::open_last_untrusted(dir, create, 0o755, Owner::Any)?)
+}
+
+fn file_name(marker: &Marker) -> String {
+    format!("{}{SEP}{}{SEP}{}{SUFFIX}", marker.network(), marker.container_id(), marker.ifname())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +141,7 @@ impl DeviceInfo {
 
 /// `<dir>/<network>:<container id>:<ifname>-device.json`.
 pub fn path_for(dir: &Path, marker: &Marker) -> PathBuf {
-    dir.join(format!("{}{SEP}{}{SEP}{}{SUFFIX}", marker.network(), marker.container_id(), marker.ifname()))
+    dir.join(file_name(marker))
 }
 
 /// The attachment a file name belongs to; `None` for files that are not ours.
@@ -138,59 +154,57 @@ fn marker_of(file_name: &str) -> Option<Marker> {
 }
 
 /// Writes the file atomically (temporary file, then rename), creating the directory if needed,
-/// as the spec asks of CNI plugins. Readers never see a half-written file.
+/// as the spec asks of CNI plugins. Readers never see a half-written file. The directory is
+/// opened `O_DIRECTORY | O_NOFOLLOW`; the temporary file has an unpredictable short name and is
+/// created `O_CREAT | O_EXCL | O_NOFOLLOW` (see [`Dir::write_file_atomic`]), so an entry planted
+/// there is never written through.
 pub fn write(dir: &Path, marker: &Marker, info: &DeviceInfo) -> Result<PathBuf, DevInfoError> {
-    let path = path_for(dir, marker);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| DevInfoError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("device"), std::process::id()));
-    let body = serde_json::to_vec_pretty(info).expect("a DeviceInfo always serializes");
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(&body)?;
-        f.write_all(b"\n")
-    });
-    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, &path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DevInfoError::Io { path, source: e });
-    }
-    Ok(path)
+    let d = open_dir(dir, true)?.expect("created");
+    let mut body = serde_json::to_vec_pretty(info).expect("a DeviceInfo always serializes");
+    body.push(b'\n');
+    let name = file_name(marker);
+    d.write_file_atomic(&name, &body, 0o644)?;
+    Ok(d.join(&name))
 }
 
-/// The attachment's file, `None` if there is none.
+/// The attachment's file, `None` if there is none. Read `O_NOFOLLOW | O_NONBLOCK`, a regular
+/// file of at most [`READ_LIMIT`] bytes.
 pub fn read(dir: &Path, marker: &Marker) -> Result<Option<DeviceInfo>, DevInfoError> {
-    let path = path_for(dir, marker);
-    let body = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(DevInfoError::Io { path, source }),
+    let Some(d) = open_dir(dir, false)? else {
+        return Ok(None);
     };
-    serde_json::from_slice(&body).map(Some).map_err(|source| DevInfoError::Decode { path, source })
+    let name = file_name(marker);
+    let Some(body) = d.read_file(&name, READ_LIMIT)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|source| DevInfoError::Decode {
+            path: d.join(&name),
+            source,
+        })
 }
 
-/// Removes the attachment's file; `false` if there was none.
+/// Removes the attachment's file; `false` if there was none (a symlink there is removed itself,
+/// never its target).
 pub fn remove(dir: &Path, marker: &Marker) -> Result<bool, DevInfoError> {
-    let path = path_for(dir, marker);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(DevInfoError::Io { path, source }),
-    }
+    let Some(d) = open_dir(dir, false)? else {
+        return Ok(false);
+    };
+    Ok(d.unlink(&file_name(marker))?)
 }
 
 /// The attachments of `network` that have a file in `dir` (none if `dir` does not exist).
 pub fn list(dir: &Path, network: &str) -> Result<Vec<Marker>, DevInfoError> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(source) => return Err(DevInfoError::Io { path: dir.to_path_buf(), source }),
+    let Some(d) = open_dir(dir, false)? else {
+        return Ok(vec![]);
     };
     let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|source| DevInfoError::Io { path: dir.to_path_buf(), source })?;
-        if let Some(m) = entry.file_name().to_str().and_then(marker_of) {
+    for entry in d.entries()? {
+        if entry.kind == Kind::Dir {
+            continue;
+        }
+        if let Some(m) = utf8_name(&entry.name).and_then(marker_of) {
             if m.network() == network {
                 out.push(m);
             }
@@ -274,6 +288,88 @@ mod tests {
         for bad in ["n:c:eth0.json", "n:c-device.json", "n:../x:eth0-device.json", ":c:eth0-device.json", "n:c:..-device.json"] {
             assert_eq!(marker_of(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_symlink_sprayed_at_the_file_name_is_replaced_not_written_through() {
+        let dir = TempDir::new();
+        let m = Marker::new("n", "c", "eth0").unwrap();
+        std::fs::create_dir_all(dir.0.join("devinfo")).unwrap();
+        let secret = dir.0.join("secret");
+        std::fs::write(&secret, b"root only").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let sub = dir.0.join("devinfo");
+        std::os::unix::fs::symlink(&secret, path_for(&sub, &m)).unwrap();
+        write(&sub, &m, &info(&m)).unwrap();
+        assert_eq!(std::fs::read(&secret).unwrap(), b"root only");
+        assert_eq!(read(&sub, &m).unwrap(), Some(info(&m)));
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_refused() {
+        let dir = TempDir::new();
+        let m = Marker::new("n", "c", "eth0").unwrap();
+        let elsewhere = dir.0.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.0.join("cni")).unwrap();
+        let err = write(&dir.0.join("cni"), &m, &info(&m)).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(list(&dir.0.join("cni"), "n").is_err());
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing written through the link"
+        );
+    }
+
+    #[test]
+    fn check_refuses_a_device_a_fifo_or_a_huge_file_at_the_name() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let m = Marker::new("n", "c", "eth0").unwrap();
+        let p = path_for(&dir.0, &m);
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        let err = read(&dir.0, &m).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_file(&p).unwrap();
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let started = std::time::Instant::now();
+        let err = read(&dir.0, &m).unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "a FIFO must not hang CHECK"
+        );
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, vec![b' '; READ_LIMIT as usize + 1]).unwrap();
+        let err = read(&dir.0, &m).unwrap_err();
+        assert!(
+            matches!(err, DevInfoError::Fs(SafeFsError::TooLarge { .. })),
+            "{err}"
+        );
+        // remove() takes the entry itself away, whatever it is.
+        assert!(remove(&dir.0, &m).unwrap());
+    }
+
+    #[test]
+    fn the_longest_attachment_name_still_writes() {
+        // The temporary name used to be the final name plus a prefix and a pid: past 255 bytes
+        // for long markers (ADD failed with 109).
+        let dir = TempDir::new();
+        let cid = (1..=255)
+            .rev()
+            .map(|n| "c".repeat(n))
+            .find(|c| Marker::new("n", c, "eth0").is_ok())
+            .unwrap();
+        let m = Marker::new("n", &cid, "eth0").unwrap();
+        let p = write(&dir.0, &m, &info(&m)).unwrap();
+        assert!(
+            p.file_name().unwrap().len() > 200,
+            "a long name was tested: {}",
+            p.display()
+        );
+        assert_eq!(read(&dir.0, &m).unwrap(), Some(info(&m)));
     }
 
     #[test]

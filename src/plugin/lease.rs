@@ -28,6 +28,9 @@ pub const RC_QUEUES: &str = "netkitLeaseQueues";
 /// runtimeConfig key: as [`ARG_QUEUE_IDS`] (a list of numbers).
 pub const RC_QUEUE_IDS: &str = "netkitLeaseQueueIds";
 
+/// How much of a pod-supplied value an error message or log line repeats.
+const ECHO_MAX: usize = 64;
+
 /// CNI_ARGS without this plugin's own keys, for delegated plugins.
 pub fn strip_own_args(raw: &str) -> String {
     raw.split(';')
@@ -51,6 +54,9 @@ pub struct PodRequest {
 /// cap here; against the NIC in [`plan`].
 pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<String, Value>>) -> Result<PodRequest, CniError> {
     let rc = |k: &str| runtime.and_then(|m| m.get(k)).filter(|v| !v.is_null());
+    // The pod controls these values: bounded before they are expanded, clipped where echoed.
+    let cap = conf.max_queues_per_pod.unwrap_or(MAX_LEASES_PER_DEVICE) as usize;
+    let clip = |v: &dyn std::fmt::Display| crate::logging::clip(&v.to_string(), ECHO_MAX);
     let req = match (rc(RC_QUEUES), rc(RC_QUEUE_IDS)) {
         (Some(_), Some(_)) => {
             return Err(CniError::invalid_config(
@@ -60,17 +66,23 @@ pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<Stri
         }
         (Some(v), None) => {
             let n = v.as_u64().filter(|n| *n <= u64::from(u32::MAX)).ok_or_else(|| {
-                CniError::invalid_config(format!("runtimeConfig {RC_QUEUES}={v} is not a queue count"), "expected a positive integer")
+                CniError::invalid_config(format!("runtimeConfig {RC_QUEUES}={} is not a queue count", clip(v)), "expected a positive integer")
             })?;
             Some(PodRequest { queues: LeaseQueues::Count(n as u32), origin: format!("runtimeConfig {RC_QUEUES}={n}") })
         }
         (None, Some(v)) => {
+            if let Some(a) = v.as_array().filter(|a| a.len() > cap) {
+                return Err(CniError::invalid_config(
+                    format!("runtimeConfig {RC_QUEUE_IDS}={} asks for {} queues, more than the {cap} a pod may have", clip(v), a.len()),
+                    "",
+                ));
+            }
             let ids = v
                 .as_array()
                 .filter(|a| !a.is_empty())
                 .and_then(|a| a.iter().map(|i| i.as_u64().filter(|n| *n <= u64::from(u32::MAX)).map(|n| n as u32)).collect::<Option<Vec<u32>>>())
-                .ok_or_else(|| CniError::invalid_config(format!("runtimeConfig {RC_QUEUE_IDS}={v} is not a list of queue ids"), "expected e.g. [2, 3]"))?;
-            Some(PodRequest { queues: LeaseQueues::Ids(ids), origin: format!("runtimeConfig {RC_QUEUE_IDS}={v}") })
+                .ok_or_else(|| CniError::invalid_config(format!("runtimeConfig {RC_QUEUE_IDS}={} is not a list of queue ids", clip(v)), "expected e.g. [2, 3]"))?;
+            Some(PodRequest { queues: LeaseQueues::Ids(ids), origin: format!("runtimeConfig {RC_QUEUE_IDS}={}", clip(v)) })
         }
         (None, None) => None,
     };
@@ -85,14 +97,15 @@ pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<Stri
             }
             (Some(v), None) => {
                 let n = v.parse::<u32>().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit())).ok_or_else(|| {
-                    CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUES}={v:?} is not a queue count"), "expected a positive integer")
+                    CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUES}={:?} is not a queue count", clip(&v)), "expected a positive integer")
                 })?;
-                PodRequest { queues: LeaseQueues::Count(n), origin: format!("CNI_ARGS {ARG_QUEUES}={v}") }
+                PodRequest { queues: LeaseQueues::Count(n), origin: format!("CNI_ARGS {ARG_QUEUES}={n}") }
             }
             (None, Some(v)) => {
-                let set = QueueSet::parse(v)
-                    .map_err(|why| CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUE_IDS}={v:?} is not a list of queue ids"), why))?;
-                PodRequest { queues: LeaseQueues::Ids(set.iter().collect()), origin: format!("CNI_ARGS {ARG_QUEUE_IDS}={v}") }
+                // Capped at what the pod may hold before anything is expanded.
+                let set = QueueSet::parse_capped(v, cap)
+                    .map_err(|why| CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUE_IDS}={:?} is not a list of at most {cap} queue ids", clip(&v)), why))?;
+                PodRequest { queues: LeaseQueues::Ids(set.iter().collect()), origin: format!("CNI_ARGS {ARG_QUEUE_IDS}={}", clip(&v)) }
             }
             (None, None) => return Ok(PodRequest { queues: conf.queues.clone(), origin: "the lease block".into() }),
         },
@@ -402,6 +415,41 @@ mod tests {
         assert_eq!(strip_own_args("NETKIT_LEASE_QUEUE_IDS=1,3-4"), "");
         assert_eq!(strip_own_args("NETKIT_LEASE_QUEUESX=1;A=b"), "NETKIT_LEASE_QUEUESX=1;A=b");
         assert_eq!(strip_own_args(""), "");
+    }
+
+    fn lease_conf(cap: Option<u32>) -> LeaseConfig {
+        LeaseConfig {
+            master: "ens1f0".into(),
+            queues: LeaseQueues::Count(1),
+            allowed_queues: None,
+            max_queues_per_pod: cap,
+            device_info_dir: "/run/devinfo".into(),
+        }
+    }
+
+    #[test]
+    fn a_hostile_queue_id_list_is_refused_before_expansion_and_echoed_clipped() {
+        let conf = lease_conf(Some(4));
+        // 1000 ranges of 65536 queues (took ~3 s of CPU) and a 128 KiB value (~50 s).
+        for v in ["0-65535,".repeat(1000) + "0", "1,".repeat(65536) + "1"] {
+            let args = CniArgs::parse(&format!("{ARG_QUEUE_IDS}={v}")).unwrap();
+            let started = std::time::Instant::now();
+            let e = pod_request(&conf, &args, None).unwrap_err();
+            assert!(started.elapsed() < std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+            assert_eq!(e.code, crate::cni::codes::INVALID_CONFIG);
+            assert!(e.msg.contains(ARG_QUEUE_IDS), "{}", e.msg);
+            assert!(e.msg.len() + e.details.len() < 400, "echoed whole: {} bytes", e.msg.len() + e.details.len());
+        }
+        // Within the cap: still fine. Just past it: refused by the count.
+        let args = CniArgs::parse(&format!("{ARG_QUEUE_IDS}=1-4")).unwrap();
+        assert_eq!(pod_request(&conf, &args, None).unwrap().queues, LeaseQueues::Ids(vec![1, 2, 3, 4]));
+        let args = CniArgs::parse(&format!("{ARG_QUEUE_IDS}=1-5")).unwrap();
+        let e = pod_request(&conf, &args, None).unwrap_err();
+        assert!(e.details.contains("more than 4"), "{e:?}");
+        // runtimeConfig: a list longer than the cap is refused by its length.
+        let rc: Map<String, Value> = serde_json::from_value(serde_json::json!({RC_QUEUE_IDS: (0..100_000).collect::<Vec<u32>>()})).unwrap();
+        let e = pod_request(&conf, &CniArgs::parse("").unwrap(), Some(&rc)).unwrap_err();
+        assert!(e.msg.contains("100000 queues") && e.msg.len() < 400, "{}", e.msg);
     }
 
     #[test]

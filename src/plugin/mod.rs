@@ -385,8 +385,20 @@ pub fn cmd_del(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
 /// The attachment's queues go back to their range actions and its XSKMAP pin goes; the last pod
 /// on the master detaches the dispatcher. With the master gone there is no dispatcher to open
 /// (its link died with the NIC): the dead NIC's pins are swept instead.
+///
+/// XDP pins are keyed by container id and ifname only, so the pin at this key may be another
+/// network's: a DEL for network A after A's ADD was refused with 103 (network B's device holds
+/// that ifname) must leave B's steering alone. The release is skipped when a device leasing from
+/// the master carries this container id and ifname for another network.
 fn release_xdp(dp: &mut dyn Dataplane, l: &LeaseConfig, x: &crate::config::XdpConfig, marker: &Marker, log: &Logger) -> Result<(), CniError> {
     let pod = pod_id(marker)?;
+    let foreign = leasing_devices(dp, l, log).map_err(kernel_error)?.into_iter().find(|d| {
+        d.marker.container_id() == marker.container_id() && d.marker.ifname() == marker.ifname() && d.marker.network() != marker.network()
+    });
+    if let Some(d) = foreign {
+        log.warn(format_args!("DEL {marker}: the XDP steering of {pod} belongs to network {}'s device, left alone", d.marker.network()));
+        return Ok(());
+    }
     match dp.master(&l.master).map_err(kernel_error)? {
         Some(master) => {
             let r = dp.xdp_release(x, master.ifindex, &pod).map_err(xdp_error)?;
@@ -900,6 +912,16 @@ fn injected(msg: String) -> CniError {
 }
 
 fn xdp_error(e: DpError) -> CniError {
+    // Another operation held the NIC directory's lock past its deadline: the spec's "try again
+    // later" (11), naming the directory, rather than a failure of this attachment.
+    if let DpError::Xdp { source, .. } = &e {
+        if source.is_lock_timeout() {
+            return CniError::try_again_later(
+                e.to_string(),
+                "another plugin operation holds the NIC's XDP directory",
+            );
+        }
+    }
     CniError::plugin_specific(errcodes::XDP_FAILED, e.to_string(), "")
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use netlink_packet_route::link::LinkAttribute;
 
@@ -37,6 +38,10 @@ pub struct NetlinkDataplane {
     /// netdev genl sockets created inside pod netns (queue-create must be sent from there),
     /// with the nsid each pod netns gives the node netns (`None`: same netns).
     pod_netdev: HashMap<PathBuf, (NetdevClient, Option<i32>)>,
+    /// Every netns path this invocation was given (CNI_NETNS), opened once (see
+    /// [`NetNs::open`]: `O_PATH`, nsfs checked) and that handle used by every later step, so a
+    /// path swapped mid-ADD cannot send steps to different namespaces.
+    netns: HashMap<PathBuf, Arc<NetNs>>,
 }
 
 impl NetlinkDataplane {
@@ -51,7 +56,17 @@ impl NetlinkDataplane {
             tokio::spawn(conn);
             Ok::<_, DpError>(rtnl)
         })?;
-        Ok(NetlinkDataplane { rt, rtnl, pod_rtnl: HashMap::new(), node_netdev: None, pod_netdev: HashMap::new() })
+        Ok(NetlinkDataplane { rt, rtnl, pod_rtnl: HashMap::new(), node_netdev: None, pod_netdev: HashMap::new(), netns: HashMap::new() })
+    }
+
+    /// The handle of the netns at `path`, opened on first use and reused afterwards.
+    fn netns(&mut self, path: &Path) -> Result<Arc<NetNs>, DpError> {
+        if let Some(ns) = self.netns.get(path) {
+            return Ok(ns.clone());
+        }
+        let ns = Arc::new(NetNs::open(path).map_err(|source| DpError::Netns { path: path.to_path_buf(), source })?);
+        self.netns.insert(path.to_path_buf(), ns.clone());
+        Ok(ns)
     }
 
     /// The rtnetlink connection inside the pod netns `ns` (opened at `path`), made on first use.
@@ -82,7 +97,7 @@ impl NetlinkDataplane {
     /// it was created in, so the client then works from this thread.
     fn pod_netdev(&mut self, netns: &Path) -> Result<&mut (NetdevClient, Option<i32>), DpError> {
         if !self.pod_netdev.contains_key(netns) {
-            let ns = open_netns(netns)?;
+            let ns = self.netns(netns)?;
             let node = NetNs::current().map_err(|source| DpError::Netns { path: "/proc/thread-self/ns/net".into(), source })?;
             let opened = ns
                 .run(|| {
@@ -111,10 +126,6 @@ fn netns_gone(e: &NetnsError) -> bool {
         NetnsError::NotANamespace { .. } => true,
         _ => false,
     }
-}
-
-fn open_netns(path: &Path) -> Result<NetNs, DpError> {
-    NetNs::open(path).map_err(|source| DpError::Netns { path: path.to_path_buf(), source })
 }
 
 fn nk_mode(m: Mode) -> NetkitMode {
@@ -190,11 +201,11 @@ async fn add_route(rtnl: &Rtnl, ifindex: u32, r: &PlannedRoute) -> Result<(), Dp
 
 impl Dataplane for NetlinkDataplane {
     fn validate_netns(&mut self, path: &Path) -> Result<(), DpError> {
-        open_netns(path).map(drop)
+        self.netns(path).map(drop)
     }
 
     fn create_pair(&mut self, spec: &PairSpec) -> Result<Created, DpError> {
-        let ns = open_netns(&spec.netns)?;
+        let ns = self.netns(&spec.netns)?;
         let step = "create netkit pair";
         let mut pair = NetkitPair::for_attachment(&spec.marker, std::os::fd::AsFd::as_fd(&ns))
             .mode(nk_mode(spec.mode))
@@ -234,7 +245,7 @@ impl Dataplane for NetlinkDataplane {
     }
 
     fn configure_pod(&mut self, netns: &Path, plan: &PodPlan) -> Result<(), DpError> {
-        let ns = open_netns(netns)?;
+        let ns = self.netns(netns)?;
         let rtnl = self.pod_rtnl(netns, &ns)?;
         self.rt.block_on(async {
             for a in &plan.addrs {
@@ -317,7 +328,7 @@ impl Dataplane for NetlinkDataplane {
             Ok(())
         })?;
         let Some(netns) = netns else { return Ok(out) };
-        let ns = open_netns(netns)?;
+        let ns = self.netns(netns)?;
         let rtnl = self.pod_rtnl(netns, &ns)?;
         let pod = self.rt.block_on(async {
             let pod = match link::get_link_by_name(&rtnl, ifname).await {
@@ -373,7 +384,7 @@ impl Dataplane for NetlinkDataplane {
     }
 
     fn create_single(&mut self, spec: &SingleSpec) -> Result<Created, DpError> {
-        let ns = open_netns(&spec.netns)?;
+        let ns = self.netns(&spec.netns)?;
         let step = "create netkit single device";
         let mut single = NetkitSingle::new(spec.marker.ifname(), ns.as_fd())
             .map_err(|source| DpError::Link { step, source })?
@@ -405,11 +416,11 @@ impl Dataplane for NetlinkDataplane {
     }
 
     fn delete_single(&mut self, netns: &Path, marker: &Marker) -> Result<Deletion, DpError> {
-        let ns = match NetNs::open(netns) {
+        let ns = match self.netns(netns) {
             Ok(ns) => ns,
             // Deleting a netns destroys its netkit devices, and their leases end with them.
-            Err(e) if netns_gone(&e) => return Ok(Deletion::AlreadyGone),
-            Err(source) => return Err(DpError::Netns { path: netns.to_path_buf(), source }),
+            Err(DpError::Netns { source, .. }) if netns_gone(&source) => return Ok(Deletion::AlreadyGone),
+            Err(e) => return Err(e),
         };
         let rtnl = self.pod_rtnl(netns, &ns)?;
         self.rt.block_on(async {
@@ -473,7 +484,7 @@ impl Dataplane for NetlinkDataplane {
     }
 
     fn nsid_of(&mut self, netns: &Path) -> Result<Option<i32>, DpError> {
-        let ns = open_netns(netns)?;
+        let ns = self.netns(netns)?;
         crate::nsid::get_nsid(ns.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the pod netns", source: Box::new(source) })
     }
 

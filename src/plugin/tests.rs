@@ -877,6 +877,25 @@ fn add_steers_the_leased_queues_after_leasing_and_hands_the_map_over() {
 }
 
 #[test]
+fn del_for_another_network_leaves_the_owners_xdp_steering_alone() {
+    // XDP pins are keyed by container id and ifname: network A's DEL after its ADD was refused
+    // (network B's device has that ifname) must not reset B's queues or unpin B's map.
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let b = xdp_conf(&dir, json!({"queueIds": [3]}));
+    let mut a = b.clone();
+    a["name"] = json!("othernet");
+    cmd_add(&request("ADD", "c1", b.clone()), &mut k, None, &quiet()).unwrap();
+    // (The fake kernel does not model A's refused ADD; the VM test does. DEL is what matters.)
+    cmd_del(&request("DEL", "c1", a), &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.xdp.steered.get(&3), Some(&("c1/eth0".to_string(), 1)), "B's queue still steered");
+    assert!(k.xdp.pins.contains("c1/eth0") && k.xdp.attached, "B's map still pinned");
+    assert!(!k.calls.iter().any(|c| c.starts_with("xdp_release")), "{:?}", k.calls);
+    // B's own DEL releases it.
+    cmd_del(&request("DEL", "c1", b), &mut k, None, &quiet()).unwrap();
+    assert!(k.xdp.steered.is_empty() && !k.xdp.attached);
+}
+
+#[test]
 fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
     let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
     let conf = xdp_conf(&dir, json!({"queues": 1}));
@@ -947,4 +966,42 @@ fn gc_releases_unlisted_pods_but_not_other_networks_live_ones() {
     assert_eq!(pins, ["f1/eth0", "live/eth0"]);
     assert_eq!(k.xdp.steered.keys().copied().collect::<Vec<_>>(), [1, 7]);
     assert!(k.xdp.attached);
+}
+
+#[test]
+fn a_held_xdp_lock_is_try_again_later_naming_the_directory_and_other_xdp_errors_are_110() {
+    let dir = PathBuf::from("/sys/fs/bpf/netkit-cni/netns1-if4");
+    let timeout = DpError::Xdp {
+        step: "steer queues",
+        source: Box::new(crate::xdp::XdpError::from(
+            crate::safefs::SafeFsError::LockTimeout {
+                path: dir.clone(),
+                waited: std::time::Duration::from_secs(20),
+            },
+        )),
+    };
+    let e = xdp_error(timeout);
+    assert_eq!(e.code, crate::cni::codes::TRY_AGAIN_LATER);
+    assert!(
+        e.msg.contains("/sys/fs/bpf/netkit-cni/netns1-if4"),
+        "{}",
+        e.msg
+    );
+    let planted = DpError::Xdp {
+        step: "sweep",
+        source: Box::new(crate::xdp::XdpError::from(
+            crate::safefs::SafeFsError::Untrusted {
+                path: dir,
+                expected: "directory",
+                reason: "it is a symbolic link".into(),
+            },
+        )),
+    };
+    let e = xdp_error(planted);
+    assert_eq!(e.code, errcodes::XDP_FAILED);
+    assert!(
+        e.msg.contains("netns1-if4") && e.msg.contains("symbolic link"),
+        "{}",
+        e.msg
+    );
 }

@@ -28,26 +28,26 @@ use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::AsRawLibbpf;
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use super::config::{QueueRanges, RangeAction};
 use super::error::XdpError;
 use super::paths::{
-    check_bpffs, plugin_root, NicKey, NicPaths, PodId, DEFAULT_BPFFS, PIN_POD_XSKS, PIN_PROGRAMS,
-    PIN_QUEUES, PIN_STATS,
+    open_bpffs, open_plugin_dir, NicKey, NicPaths, PodId, DEFAULT_BPFFS, DIR_PODS, PIN_LINK,
+    PIN_POD_XSKMAP, PIN_POD_XSKS, PIN_PROGRAMS, PIN_QUEUES, PIN_STATS,
 };
 use super::skel::types::{nkc_action, nkc_queue, nkc_stats};
 use super::skel::DispatcherSkelBuilder;
 use super::sys;
 use super::table::QueueTable;
 use super::{MAX_QUEUES, MAX_VQUEUES};
+use crate::safefs::{utf8_name, Dir, Kind};
 
 /// How the XDP link attaches to the NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,6 +91,24 @@ pub struct DispatcherOptions {
     /// Load the dispatcher as multi-buffer aware (`xdp.frags`), required by drivers to attach
     /// XDP on an MTU above one page. Admin programs must then be `xdp.frags` too.
     pub frags: bool,
+    /// Owner, group and mode of each pod's XSKMAP pin (`xdp.podMap`), for a consumer that does
+    /// not run as root (a KubeVirt launcher). `None`: root, 0600. Never applied to the
+    /// dispatcher's own maps or link.
+    pub pod_map_access: Option<PinAccess>,
+}
+
+/// Ownership and permissions given to a pod's XSKMAP pin (see
+/// [`DispatcherOptions::pod_map_access`]). The directories on the way to it
+/// (`netkit-cni/<nic>/pods/<cid>/<ifname>`) then get mode 0711 — searchable, not listable —
+/// so the owner can reach the pin by its path; they stay root's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinAccess {
+    /// Owner uid.
+    pub uid: u32,
+    /// Group gid.
+    pub gid: u32,
+    /// Permission bits (at most 0o666).
+    pub mode: u32,
 }
 
 impl Default for DispatcherOptions {
@@ -100,6 +118,7 @@ impl Default for DispatcherOptions {
             mode: XdpMode::Auto,
             stats: false,
             frags: false,
+            pod_map_access: None,
         }
     }
 }
@@ -244,8 +263,8 @@ pub enum DetachOutcome {
     StillUsed {
         /// The physical queues still in *pod* state.
         pod_queues: Vec<u32>,
-        /// The dispatcher, still locked, for further use.
-        dispatcher: Dispatcher,
+        /// The dispatcher, still locked, for further use (boxed: it holds several handles).
+        dispatcher: Box<Dispatcher>,
     },
 }
 
@@ -285,6 +304,10 @@ pub struct Dispatcher {
     maps: Maps,
     table: QueueTable,
     stats_enabled: bool,
+    /// `<bpffs>/netkit-cni/`, for removing the NIC directory.
+    parent: Dir,
+    /// The NIC directory: every pin is opened, created and removed relative to this handle.
+    dir: Dir,
     // Dropped last (fields drop in declaration order): the lock outlives every use of the pins.
     _lock: Flock<File>,
 }
@@ -293,85 +316,66 @@ fn io_errno(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-fn mkdir(path: &Path) -> Result<(), XdpError> {
-    match std::fs::DirBuilder::new().mode(0o700).create(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(XdpError::sys("mkdir", Some(path), io_errno(&e))),
-    }
-}
+/// How long an operation waits for another one on the same NIC before giving up with CNI code
+/// 11 ("try again later"): one plugin operation holds the lock for at most a program load and a
+/// few map updates (well under a second natively, a few seconds under TCG), so a holder past
+/// this is stuck or hostile (anyone who can open the directory can flock it).
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Remove a pin or an empty directory; a missing one is fine (idempotent cleanup).
-fn unpin(path: &Path) -> Result<(), XdpError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(XdpError::sys("unlink", Some(path), io_errno(&e))),
-    }
-}
-
-fn rmdir(path: &Path) -> Result<(), XdpError> {
-    match std::fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(XdpError::sys("rmdir", Some(path), io_errno(&e))),
-    }
-}
-
-/// Remove everything inside `dir` (not `dir` itself: it may be the locked NIC directory).
-fn clear_dir(dir: &Path) -> Result<(), XdpError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(XdpError::sys("readdir", Some(dir), io_errno(&e))),
+/// The pin named `name` in `dir`, opened without following symlinks; `None` if there is none.
+fn get_pin(dir: &Dir, name: &str) -> Result<Option<OwnedFd>, XdpError> {
+    let Some(handle) = dir.open_file_path(name)? else {
+        return Ok(None);
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| XdpError::sys("readdir", Some(dir), io_errno(&e)))?;
-        let path = entry.path();
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        let res = if is_dir {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match res {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(XdpError::sys("remove", Some(&path), io_errno(&e))),
-        }
+    match sys::obj_get_fd(handle.as_fd()) {
+        Ok(fd) => Ok(Some(fd)),
+        // Unpinned between the open and the get: the pin is gone.
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(XdpError::sys("BPF_OBJ_GET", Some(&dir.join(name)), e)),
     }
-    Ok(())
 }
 
-/// Lock the NIC directory, creating it first if `create`. Returns `None` if it does not exist
-/// and `create` is false.
+/// Pin `fd` as `name` in `dir`, relative to the handle (see [`sys::obj_pin_at`]).
+fn pin_at(dir: &Dir, name: &str, fd: BorrowedFd<'_>) -> Result<(), XdpError> {
+    sys::obj_pin_at(fd, dir.fd(), name)
+        .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&dir.join(name)), e))
+}
+
+/// The locked NIC directory: its handle, its parent's (`<bpffs>/netkit-cni`) and the lock.
+struct Locked {
+    parent: Dir,
+    dir: Dir,
+    lock: Flock<File>,
+}
+
+/// Lock the NIC directory `name` under `<bpffs>/netkit-cni/`, creating both first if `create`.
+/// Returns `None` if it does not exist and `create` is false. Every step goes through
+/// [`crate::safefs::Dir`]: an entry that is a symlink, a non-directory, not root's or on another
+/// file system is refused, and the lock gives up after [`LOCK_TIMEOUT`].
 ///
 /// A detaching user removes the directory while holding the lock, so a waiter that then gets
 /// the lock may hold a dead directory: it sees `st_nlink == 0` and starts over.
-fn lock_nic_dir(bpffs: &Path, dir: &Path, create: bool) -> Result<Option<Flock<File>>, XdpError> {
+fn lock_nic_dir(root: &Dir, name: &str, create: bool) -> Result<Option<Locked>, XdpError> {
     loop {
-        if create {
-            mkdir(&plugin_root(bpffs))?;
-            mkdir(dir)?;
-        }
-        let file = match File::open(dir) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
-            // Removed between our mkdir and open by a detaching user: create it again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(XdpError::sys("open", Some(dir), io_errno(&e))),
+        let Some(parent) = open_plugin_dir(root, create)? else {
+            return Ok(None);
         };
-        let locked = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| XdpError::sys("flock", Some(dir), e))?;
-        let st = nix::sys::stat::fstat(locked.as_fd())
-            .map_err(|e| XdpError::sys("fstat", Some(dir), e))?;
-        if st.st_nlink == 0 {
+        let dir = if create {
+            parent.create_dir(name, 0o700)?
+        } else {
+            match parent.child_dir(name)? {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        };
+        let lock = dir.lock(LOCK_TIMEOUT)?;
+        if dir.nlink()? == 0 {
             if create {
                 continue;
             }
             return Ok(None);
         }
-        return Ok(Some(locked));
+        return Ok(Some(Locked { parent, dir, lock }));
     }
 }
 
@@ -585,11 +589,11 @@ impl Dispatcher {
         ifindex: u32,
         ranges: &QueueRanges,
     ) -> Result<(Dispatcher, Attach), XdpError> {
-        check_bpffs(&opts.bpffs)?;
+        let root = open_bpffs(&opts.bpffs)?;
         let nic = NicKey::in_current_netns(ifindex)?;
         let paths = NicPaths::new(&opts.bpffs, &nic);
-        let lock = lock_nic_dir(&opts.bpffs, &paths.dir, true)?.expect("created");
-        match Self::open_pins(&paths, &nic)? {
+        let locked = lock_nic_dir(&root, &nic.dir_name(), true)?.expect("created");
+        match Self::open_pins(&locked.dir, &paths, &nic)? {
             Some((link, maps, table, stats_enabled)) => Ok((
                 Dispatcher {
                     nic,
@@ -599,13 +603,15 @@ impl Dispatcher {
                     maps,
                     table,
                     stats_enabled,
-                    _lock: lock,
+                    parent: locked.parent,
+                    dir: locked.dir,
+                    _lock: locked.lock,
                 },
                 Attach::Opened,
             )),
             None => {
-                clear_dir(&paths.dir)?;
-                let d = Self::attach_fresh(opts, nic, paths, ranges, lock)?;
+                locked.dir.clear()?;
+                let d = Self::attach_fresh(opts, nic, paths, ranges, locked)?;
                 Ok((d, Attach::Attached))
             }
         }
@@ -614,36 +620,39 @@ impl Dispatcher {
     /// Open the dispatcher of NIC `ifindex` if it is attached; never attaches. `Ok(None)` when
     /// the NIC has no (live) dispatcher.
     pub fn open(opts: &DispatcherOptions, ifindex: u32) -> Result<Option<Dispatcher>, XdpError> {
-        check_bpffs(&opts.bpffs)?;
+        let root = open_bpffs(&opts.bpffs)?;
         let nic = NicKey::in_current_netns(ifindex)?;
         let paths = NicPaths::new(&opts.bpffs, &nic);
-        let Some(lock) = lock_nic_dir(&opts.bpffs, &paths.dir, false)? else {
+        let Some(locked) = lock_nic_dir(&root, &nic.dir_name(), false)? else {
             return Ok(None);
         };
         Ok(
-            Self::open_pins(&paths, &nic)?.map(|(link, maps, table, stats_enabled)| Dispatcher {
-                nic,
-                paths,
-                opts: opts.clone(),
-                link,
-                maps,
-                table,
-                stats_enabled,
-                _lock: lock,
-            }),
+            Self::open_pins(&locked.dir, &paths, &nic)?.map(
+                |(link, maps, table, stats_enabled)| Dispatcher {
+                    nic,
+                    paths,
+                    opts: opts.clone(),
+                    link,
+                    maps,
+                    table,
+                    stats_enabled,
+                    parent: locked.parent,
+                    dir: locked.dir,
+                    _lock: locked.lock,
+                },
+            ),
         )
     }
 
     /// Open the pinned link and maps; `None` if there is no live link for this NIC.
     fn open_pins(
+        dir: &Dir,
         paths: &NicPaths,
         nic: &NicKey,
     ) -> Result<Option<(OwnedFd, Maps, QueueTable, bool)>, XdpError> {
         let link_pin = paths.link();
-        let link = match sys::obj_get(&link_pin) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(XdpError::sys("BPF_OBJ_GET", Some(&link_pin), e)),
+        let Some(link) = get_pin(dir, PIN_LINK)? else {
+            return Ok(None);
         };
         let info = sys::link_info(link.as_fd())
             .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&link_pin), e))?;
@@ -667,8 +676,8 @@ impl Dispatcher {
             });
         }
         let open = |name: &str| {
-            let pin = paths.pin(name);
-            sys::obj_get(&pin).map_err(|e| XdpError::sys("BPF_OBJ_GET", Some(&pin), e))
+            get_pin(dir, name)?
+                .ok_or_else(|| XdpError::sys("BPF_OBJ_GET", Some(&paths.pin(name)), Errno::ENOENT))
         };
         let maps = Maps {
             queues: open(PIN_QUEUES)?,
@@ -692,15 +701,14 @@ impl Dispatcher {
         nic: NicKey,
         paths: NicPaths,
         ranges: &QueueRanges,
-        lock: Flock<File>,
+        locked: Locked,
     ) -> Result<Dispatcher, XdpError> {
         let (prog, maps) = load_program(opts.stats, opts.frags, None)?;
         let maps = maps.expect("fresh maps");
         let table = QueueTable::map(maps.queues.as_fd(), &paths.pin(PIN_QUEUES))?;
         let attach = || -> Result<OwnedFd, XdpError> {
             for (name, fd) in maps.pins() {
-                let pin = paths.pin(name);
-                sys::obj_pin(fd, &pin).map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
+                pin_at(&locked.dir, name, fd)?;
             }
             apply_ranges(&maps, &table, &paths, ranges)?;
             let link = sys::xdp_link_create(prog.as_fd(), nic.ifindex, opts.mode.flags()).map_err(
@@ -712,9 +720,7 @@ impl Dispatcher {
                     e => XdpError::sys("BPF_LINK_CREATE (XDP)", None, e),
                 },
             )?;
-            let link_pin = paths.link();
-            sys::obj_pin(link.as_fd(), &link_pin)
-                .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&link_pin), e))?;
+            pin_at(&locked.dir, PIN_LINK, link.as_fd())?;
             Ok(link)
         };
         match attach() {
@@ -726,13 +732,15 @@ impl Dispatcher {
                 maps,
                 table,
                 stats_enabled: opts.stats,
-                _lock: lock,
+                parent: locked.parent,
+                dir: locked.dir,
+                _lock: locked.lock,
             }),
             Err(e) => {
                 // Nothing is committed without the link pin; leave no half-made directory
                 // behind (the link fd, if any, was dropped, which detached it).
-                let _ = clear_dir(&paths.dir);
-                let _ = rmdir(&paths.dir);
+                let _ = locked.dir.clear();
+                let _ = locked.parent.rmdir(&nic.dir_name());
                 Err(e)
             }
         }
@@ -783,36 +791,36 @@ impl Dispatcher {
     /// sorted by path, with its kernel id. Read-only; for `netkit-cni inspect`.
     pub fn pins(&self) -> Result<Vec<Pin>, XdpError> {
         let mut out = Vec::new();
-        let mut dirs = vec![self.paths.dir.clone()];
-        while let Some(dir) = dirs.pop() {
-            let entries = std::fs::read_dir(&dir)
-                .map_err(|e| XdpError::sys("readdir", Some(&dir), io_errno(&e)))?;
-            for entry in entries {
-                let entry =
-                    entry.map_err(|e| XdpError::sys("readdir", Some(&dir), io_errno(&e)))?;
-                let path = entry.path();
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    dirs.push(path);
+        // (directory handle, its path relative to the NIC directory)
+        let mut dirs: Vec<(Option<Dir>, PathBuf)> = vec![(None, PathBuf::new())];
+        while let Some((dir, rel)) = dirs.pop() {
+            let dir = dir.as_ref().unwrap_or(&self.dir);
+            for entry in dir.entries()? {
+                let Some(name) = utf8_name(&entry.name) else {
                     continue;
+                };
+                let path = rel.join(name);
+                match entry.kind {
+                    Kind::Dir => {
+                        if let Some(sub) = dir.child_dir(name)? {
+                            dirs.push((Some(sub), path));
+                        }
+                        continue;
+                    }
+                    Kind::File => {}
+                    // Not something this plugin pins; inspect shows only pins.
+                    Kind::Symlink | Kind::Other => continue,
                 }
-                let rel = path
-                    .strip_prefix(&self.paths.dir)
-                    .unwrap_or(&path)
-                    .to_path_buf();
-                let kind = if rel == Path::new(super::paths::PIN_LINK) {
+                let kind = if path == Path::new(PIN_LINK) {
                     PinKind::Link
                 } else {
                     PinKind::Map
                 };
-                let id = sys::obj_get(&path).ok().and_then(|fd| match kind {
+                let id = get_pin(dir, name).ok().flatten().and_then(|fd| match kind {
                     PinKind::Link => sys::link_info(fd.as_fd()).ok().map(|i| i.id),
                     PinKind::Map => sys::map_info(fd.as_fd()).ok().map(|i| i.id),
                 });
-                out.push(Pin {
-                    path: rel,
-                    kind,
-                    id,
-                });
+                out.push(Pin { path, kind, id });
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -861,20 +869,28 @@ impl Dispatcher {
     /// the map id and whether this call created it.
     fn pod_map(&self, pod: &PodId, create: bool) -> Result<Option<(OwnedFd, u32, bool)>, XdpError> {
         let pin = self.paths.pod_xskmap(pod);
-        let (fd, created) = match sys::obj_get(&pin) {
-            Ok(fd) => (fd, false),
-            Err(Errno::ENOENT) if !create => return Ok(None),
-            Err(Errno::ENOENT) => {
-                mkdir(&self.paths.pods())?;
-                mkdir(&self.paths.pod_container_dir(pod))?;
-                mkdir(&self.paths.pod_dir(pod))?;
+        let existing = match self.pod_dir(pod)? {
+            Some(dir) => get_pin(&dir, PIN_POD_XSKMAP)?,
+            None => None,
+        };
+        let (fd, created) = match existing {
+            Some(fd) => (fd, false),
+            None if !create => return Ok(None),
+            None => {
+                let pods = self.dir.create_dir(DIR_PODS, 0o700)?;
+                let cid = pods.create_dir(pod.container_id(), 0o700)?;
+                let dir = cid.create_dir(pod.ifname(), 0o700)?;
                 let fd = sys::xskmap_create("nkc_pod_xsks", MAX_VQUEUES)
                     .map_err(|e| XdpError::sys("BPF_MAP_CREATE (XSKMAP)", Some(&pin), e))?;
-                sys::obj_pin(fd.as_fd(), &pin)
-                    .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
+                pin_at(&dir, PIN_POD_XSKMAP, fd.as_fd())?;
+                if let Some(access) = self.opts.pod_map_access {
+                    for d in [&self.parent, &self.dir, &pods, &cid, &dir] {
+                        d.chmod(0o711)?;
+                    }
+                    dir.chown_chmod_file(PIN_POD_XSKMAP, access.uid, access.gid, access.mode)?;
+                }
                 (fd, true)
             }
-            Err(e) => return Err(XdpError::sys("BPF_OBJ_GET", Some(&pin), e)),
         };
         let info = sys::map_info(fd.as_fd())
             .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&pin), e))?;
@@ -892,43 +908,58 @@ impl Dispatcher {
         Ok(Some((fd, info.id, created)))
     }
 
+    /// `pods/<container id>/<ifname>` of `pod`, opened through the checked walk; `None` if any
+    /// part is missing.
+    fn pod_dir(&self, pod: &PodId) -> Result<Option<Dir>, XdpError> {
+        let Some(pods) = self.dir.child_dir(DIR_PODS)? else {
+            return Ok(None);
+        };
+        let Some(cid) = pods.child_dir(pod.container_id())? else {
+            return Ok(None);
+        };
+        Ok(cid.child_dir(pod.ifname())?)
+    }
+
     /// Remove a pod's XSKMAP pin and its directories (the container directory only if empty).
     fn unpin_pod(&self, pod: &PodId) -> Result<(), XdpError> {
-        unpin(&self.paths.pod_xskmap(pod))?;
-        rmdir(&self.paths.pod_dir(pod))?;
-        match std::fs::remove_dir(self.paths.pod_container_dir(pod)) {
-            Ok(()) => Ok(()),
+        let Some(pods) = self.dir.child_dir(DIR_PODS)? else {
+            return Ok(());
+        };
+        let Some(cid) = pods.child_dir(pod.container_id())? else {
+            return Ok(());
+        };
+        cid.remove_tree(pod.ifname())?;
+        match pods.rmdir(pod.container_id()) {
+            Ok(_) => Ok(()),
             // Another interface of the same container still has a map.
-            Err(e)
-                if matches!(
-                    io_errno(&e),
-                    Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOENT
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(XdpError::sys(
-                "rmdir",
-                Some(&self.paths.pod_container_dir(pod)),
-                io_errno(&e),
-            )),
+            Err(e) if matches!(e.errno(), Some(Errno::ENOTEMPTY | Errno::EEXIST)) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// `<container id>/<ifname>` of the pod whose XSKMAP has kernel id `map_id`, by scanning the
     /// pod pins (error reporting only).
     fn pod_by_map_id(&self, map_id: u32) -> Option<String> {
-        let pods = std::fs::read_dir(self.paths.pods()).ok()?;
-        for cid in pods.flatten() {
-            for ifn in std::fs::read_dir(cid.path()).ok()?.flatten() {
-                let pin = ifn.path().join(super::paths::PIN_POD_XSKMAP);
-                let Ok(fd) = sys::obj_get(&pin) else { continue };
+        let pods = self.dir.child_dir(DIR_PODS).ok()??;
+        for cid in pods.entries().ok()? {
+            let Some(cname) = utf8_name(&cid.name) else {
+                continue;
+            };
+            let Ok(Some(cdir)) = pods.child_dir(cname) else {
+                continue;
+            };
+            for ifn in cdir.entries().ok()? {
+                let Some(iname) = utf8_name(&ifn.name) else {
+                    continue;
+                };
+                let Ok(Some(idir)) = cdir.child_dir(iname) else {
+                    continue;
+                };
+                let Ok(Some(fd)) = get_pin(&idir, PIN_POD_XSKMAP) else {
+                    continue;
+                };
                 if sys::map_info(fd.as_fd()).map(|i| i.id) == Ok(map_id) {
-                    return Some(format!(
-                        "{}/{}",
-                        cid.file_name().to_string_lossy(),
-                        ifn.file_name().to_string_lossy()
-                    ));
+                    return Some(format!("{cname}/{iname}"));
                 }
             }
         }
@@ -1171,21 +1202,28 @@ impl Dispatcher {
     /// runtime's list of live attachments). Entries that are not valid ids are skipped: only
     /// this plugin writes here, and it only writes validated ones.
     pub fn pods(&self) -> Result<Vec<PodId>, XdpError> {
-        let dir = self.paths.pods();
-        let read = |d: &Path| match std::fs::read_dir(d) {
-            Ok(it) => Ok(Some(it)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(XdpError::sys("readdir", Some(d), io_errno(&e))),
-        };
         let mut out = Vec::new();
-        let Some(cids) = read(&dir)? else { return Ok(out) };
-        for cid in cids.flatten() {
-            let Some(ifnames) = read(&cid.path())? else { continue };
-            for ifn in ifnames.flatten() {
-                let (Some(c), Some(i)) = (cid.file_name().to_str().map(String::from), ifn.file_name().to_str().map(String::from)) else {
+        let Some(pods) = self.dir.child_dir(DIR_PODS)? else {
+            return Ok(out);
+        };
+        for cid in pods.entries()? {
+            let Some(c) = utf8_name(&cid.name) else {
+                continue;
+            };
+            if cid.kind != Kind::Dir {
+                continue;
+            }
+            let Some(cdir) = pods.child_dir(c)? else {
+                continue;
+            };
+            for ifn in cdir.entries()? {
+                let Some(i) = utf8_name(&ifn.name) else {
                     continue;
                 };
-                if let Ok(pod) = PodId::new(&c, &i) {
+                if ifn.kind != Kind::Dir {
+                    continue;
+                }
+                if let Ok(pod) = PodId::new(c, i) {
                     out.push(pod);
                 }
             }
@@ -1200,27 +1238,36 @@ impl Dispatcher {
     /// directory is locked first, so a live attach in progress is never touched. Returns the
     /// directories removed.
     pub fn sweep_defunct(opts: &DispatcherOptions) -> Result<Vec<PathBuf>, XdpError> {
-        check_bpffs(&opts.bpffs)?;
-        let root = plugin_root(&opts.bpffs);
+        let root = open_bpffs(&opts.bpffs)?;
+        let Some(plugin) = open_plugin_dir(&root, false)? else {
+            return Ok(vec![]);
+        };
         let cookie = super::paths::current_netns_cookie()?;
         let prefix = format!("netns{cookie}-if");
-        let entries = match std::fs::read_dir(&root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(XdpError::sys("readdir", Some(&root), io_errno(&e))),
-        };
         let mut removed = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(ifindex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|i| i.parse::<u32>().ok()) else {
+        for entry in plugin.entries()? {
+            let Some(name) = utf8_name(&entry.name) else {
                 continue;
             };
-            let nic = NicKey { netns_cookie: cookie, ifindex };
+            let Some(ifindex) = name
+                .strip_prefix(&prefix)
+                .and_then(|i| i.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let nic = NicKey {
+                netns_cookie: cookie,
+                ifindex,
+            };
             let paths = NicPaths::new(&opts.bpffs, &nic);
-            let Some(_lock) = lock_nic_dir(&opts.bpffs, &paths.dir, false)? else { continue };
-            if Self::open_pins(&paths, &nic)?.is_none() {
-                clear_dir(&paths.dir)?;
-                rmdir(&paths.dir)?;
+            // Refuses (with an error naming it) an entry that is not our own directory: a
+            // symlink here must never be cleared through.
+            let Some(locked) = lock_nic_dir(&root, name, false)? else {
+                continue;
+            };
+            if Self::open_pins(&locked.dir, &paths, &nic)?.is_none() {
+                locked.dir.clear()?;
+                locked.parent.rmdir(name)?;
                 removed.push(paths.dir);
             }
         }
@@ -1235,16 +1282,16 @@ impl Dispatcher {
         if !pod_queues.is_empty() {
             return Ok(DetachOutcome::StillUsed {
                 pod_queues,
-                dispatcher: self,
+                dispatcher: Box::new(self),
             });
         }
         // Detach explicitly rather than by dropping the last reference: another process (say,
         // bpftool) may hold the link open, and the NIC must be free when this returns.
         sys::link_detach(self.link.as_fd())
             .map_err(|e| XdpError::sys("BPF_LINK_DETACH", Some(&self.paths.link()), e))?;
-        clear_dir(&self.paths.dir)?;
+        self.dir.clear()?;
         // Still holding the lock: waiters see the dead directory (nlink 0) and start over.
-        rmdir(&self.paths.dir)?;
+        self.parent.rmdir(&self.nic.dir_name())?;
         Ok(DetachOutcome::Detached)
     }
 }

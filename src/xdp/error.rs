@@ -125,6 +125,11 @@ pub enum XdpError {
     /// Statistics were requested from a dispatcher loaded without the statistics knob.
     #[error("the dispatcher was attached without statistics")]
     StatsDisabled,
+    /// Walking the plugin's bpffs directory failed or found an entry it does not trust (a
+    /// symlink, a non-directory, another owner, a mount point), or the NIC directory's lock
+    /// was held past its deadline.
+    #[error(transparent)]
+    Fs(#[from] crate::safefs::SafeFsError),
 }
 
 impl XdpError {
@@ -134,8 +139,18 @@ impl XdpError {
             XdpError::Sys { errno, .. }
             | XdpError::NicHasXdp { errno, .. }
             | XdpError::ProgramIncompatible { errno, .. } => Some(*errno),
+            XdpError::Fs(e) => e.errno(),
             _ => None,
         }
+    }
+
+    /// Whether this is a lock held by another operation past the deadline (CNI code 11, "try
+    /// again later").
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(
+            self,
+            XdpError::Fs(crate::safefs::SafeFsError::LockTimeout { .. })
+        )
     }
 
     pub(crate) fn sys(op: &'static str, path: Option<&std::path::Path>, errno: Errno) -> XdpError {

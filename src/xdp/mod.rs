@@ -37,8 +37,8 @@ pub(crate) mod skel {
 
 pub use config::{ActionName, QueueRange, QueueRangeConfig, QueueRanges, RangeAction};
 pub use dispatcher::{
-    Attach, DetachOutcome, Dispatcher, DispatcherOptions, Pin, PinKind, PodHandoff, QueueAction,
-    QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
+    Attach, DetachOutcome, Dispatcher, DispatcherOptions, Pin, PinAccess, PinKind, PodHandoff,
+    QueueAction, QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
 };
 pub use error::XdpError;
 pub use paths::{NicKey, NicPaths, PodId, DEFAULT_BPFFS};

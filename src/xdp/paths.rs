@@ -19,6 +19,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 use super::error::XdpError;
+use crate::safefs::{Dir, Owner};
 
 /// Where bpffs is usually mounted.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
@@ -190,7 +191,7 @@ fn validate_ifname(name: &str) -> Result<(), XdpError> {
     }
     if name
         .bytes()
-        .any(|c| c == b'/' || c == b':' || c == 0 || c.is_ascii_whitespace())
+        .any(|c| c == b'/' || c == b':' || c == 0 || crate::cni::env::kernel_isspace(c))
     {
         return bad("contains '/', ':', NUL or whitespace");
     }
@@ -247,6 +248,30 @@ impl NicPaths {
     pub fn pod_xskmap(&self, pod: &PodId) -> PathBuf {
         self.pod_dir(pod).join(PIN_POD_XSKMAP)
     }
+}
+
+/// Opens the configured bpffs mount (the administrator's path, trusted) and checks it is bpffs.
+/// Everything below it is walked through [`crate::safefs::Dir`] handles.
+pub(crate) fn open_bpffs(bpffs: &Path) -> Result<Dir, XdpError> {
+    let root = Dir::open_trusted(bpffs, Owner::Us)?;
+    let magic = root.fs_magic()?;
+    if magic != BPF_FS_MAGIC {
+        return Err(XdpError::NotBpffs {
+            path: bpffs.to_path_buf(),
+            magic,
+        });
+    }
+    Ok(root)
+}
+
+/// `<bpffs>/netkit-cni/`, created (mode 0700) if `create`; `None` if missing and not `create`.
+/// An entry there that is not a root-owned directory on the same bpffs is refused.
+pub(crate) fn open_plugin_dir(root: &Dir, create: bool) -> Result<Option<Dir>, XdpError> {
+    Ok(if create {
+        Some(root.create_dir(PLUGIN_DIR, 0o700)?)
+    } else {
+        root.child_dir(PLUGIN_DIR)?
+    })
 }
 
 /// Fails unless `path` is the root of (or inside) a mounted bpffs.

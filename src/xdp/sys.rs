@@ -38,11 +38,41 @@ pub fn obj_get(path: &Path) -> Result<OwnedFd, Errno> {
     fd_from(unsafe { sys::bpf_obj_get(p.as_ptr()) })
 }
 
-/// `BPF_OBJ_PIN`.
-pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), Errno> {
-    let p = c_path(path)?;
-    // SAFETY: valid fd and NUL-terminated path.
-    check(unsafe { sys::bpf_obj_pin(fd.as_raw_fd(), p.as_ptr()) }).map(drop)
+/// `BPF_OBJ_PIN` of `fd` as `name` in the directory `dir` (`BPF_F_PATH_FD`, Linux ≥ 6.5): the
+/// kernel creates the pin relative to the handle the caller verified, not by re-resolving a
+/// path. kernel/bpf/syscall.c `bpf_obj_pin()` takes `attr->path_fd` when `file_flags` has
+/// `BPF_F_PATH_FD`; kernel/bpf/inode.c `bpf_obj_do_pin()` resolves the name with
+/// `start_creating_user_path(path_fd, …)`, which creates a new dentry and fails with `EEXIST` on
+/// any existing entry (a planted symlink included) instead of following it, and refuses
+/// (`EPERM`) a parent that is not a bpffs directory.
+pub fn obj_pin_at(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
+    if name.is_empty() || name.contains('/') {
+        return Err(Errno::EINVAL);
+    }
+    let p = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let opts = sys::bpf_obj_pin_opts {
+        sz: size_of::<sys::bpf_obj_pin_opts>() as _,
+        file_flags: sys::BPF_F_PATH_FD,
+        path_fd: dir.as_raw_fd(),
+    };
+    // SAFETY: valid fds, NUL-terminated name and options for the duration of the call.
+    check(unsafe { sys::bpf_obj_pin_opts(fd.as_raw_fd(), p.as_ptr(), &opts) }).map(drop)
+}
+
+/// `BPF_OBJ_GET` of the pin behind `pin`, an `O_PATH` handle the caller opened without
+/// following symlinks (see `crate::safefs::Dir::open_file_path`).
+///
+/// `BPF_OBJ_GET` takes a name, and kernel/bpf/inode.c `bpf_obj_do_get()` looks it up with
+/// `LOOKUP_FOLLOW` even with `BPF_F_PATH_FD`, so a dirfd and a name would follow a symlink
+/// swapped in after any check. The handle's `/proc/thread-self/fd/<n>` magic link instead
+/// resolves to exactly the inode the handle holds (fs/proc/fd.c `proc_fd_link()`), so the object
+/// opened is the one that was checked. `bpf_obj_do_get()` then still requires a bpffs object
+/// inode (`bpf_inode_type()`, `EACCES` otherwise).
+pub fn obj_get_fd(pin: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    let p = CString::new(format!("/proc/thread-self/fd/{}", pin.as_raw_fd()))
+        .expect("no NUL in a number");
+    // SAFETY: `p` is a valid NUL-terminated string for the duration of the call.
+    fd_from(unsafe { sys::bpf_obj_get(p.as_ptr()) })
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with plain-old-data key and value.
