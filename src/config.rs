@@ -17,7 +17,7 @@ use crate::cni::result::FieldError;
 use crate::cni::version::version_of_config;
 use crate::cni::{codes, CniError, CniResult, CniVersion, Dns};
 use crate::logging::LogLevel;
-use crate::xdp::{DispatcherOptions, QueueRangeConfig, QueueRanges, XdpError, XdpMode, DEFAULT_BPFFS};
+use crate::xdp::{DispatcherOptions, PinOwner, QueueRangeConfig, QueueRanges, XdpError, XdpMode, DEFAULT_BPFFS};
 
 /// The `type` this plugin is installed as.
 pub const PLUGIN_TYPE: &str = "netkit-cni";
@@ -865,15 +865,18 @@ pub struct XdpConfig {
     pub frags: bool,
     /// What the queues not leased to a pod do (`ranges`, default: all pass).
     pub ranges: QueueRanges,
+    /// Owner of each pod's XSKMAP pin (`podPinOwner`, `{"uid": N, "gid": N}`; default: root
+    /// only), for a consumer that runs as that user (QEMU as qemu, a non-root DPDK pod).
+    pub pod_pin_owner: Option<PinOwner>,
 }
 
 impl XdpConfig {
     pub fn options(&self) -> DispatcherOptions {
-        DispatcherOptions { bpffs: self.bpffs.clone(), mode: self.mode, stats: self.stats, frags: self.frags }
+        DispatcherOptions { bpffs: self.bpffs.clone(), mode: self.mode, stats: self.stats, frags: self.frags, pod_pin_owner: self.pod_pin_owner }
     }
 }
 
-const XDP_KEYS: &[&str] = &["bpffs", "mode", "stats", "frags", "ranges"];
+const XDP_KEYS: &[&str] = &["bpffs", "mode", "stats", "frags", "ranges", "podPinOwner"];
 const XDP_MODES: &[(&str, XdpMode)] = &[("auto", XdpMode::Auto), ("native", XdpMode::Native), ("generic", XdpMode::Generic)];
 
 fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
@@ -912,7 +915,17 @@ fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
             })?
         }
     };
-    Ok(XdpConfig { bpffs, mode, stats, frags, ranges })
+    let pod_pin_owner = match get("podPinOwner") {
+        None => None,
+        Some(o) => {
+            let m = o.as_object().filter(|m| m.len() == 2 && m.contains_key("uid") && m.contains_key("gid"));
+            let m = m.ok_or_else(|| ConfigError::invalid("xdp.podPinOwner", o, "expected {\"uid\": N, \"gid\": N}"))?;
+            // u32::MAX is the kernel's "no change" for chown: never a real owner.
+            let id = |k: &str| uint_in(&m[k], &format!("xdp.podPinOwner.{k}"), 0, u64::from(u32::MAX - 1)).map(|n| n as u32);
+            Some(PinOwner { uid: id("uid")?, gid: id("gid")? })
+        }
+    };
+    Ok(XdpConfig { bpffs, mode, stats, frags, ranges, pod_pin_owner })
 }
 
 /// A non-empty JSON list of distinct queue ids.
@@ -946,6 +959,25 @@ fn queue_id_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn xdp_pod_pin_owner() {
+        let x = |o: Value| xdp(&json!({"podPinOwner": o}));
+        assert_eq!(x(json!({"uid": 107, "gid": 108})).unwrap().pod_pin_owner, Some(PinOwner { uid: 107, gid: 108 }));
+        assert_eq!(xdp(&json!({})).unwrap().pod_pin_owner, None);
+        assert_eq!(xdp(&json!({})).unwrap().options().pod_pin_owner, None);
+        for (bad, field) in [
+            (json!("107:107"), "xdp.podPinOwner"),
+            (json!({"uid": 107}), "xdp.podPinOwner"),
+            (json!({"uid": 1, "gid": 2, "mode": 3}), "xdp.podPinOwner"),
+            (json!({"uid": -1, "gid": 2}), "xdp.podPinOwner.uid"),
+            (json!({"uid": 1, "gid": 4294967295u64}), "xdp.podPinOwner.gid"),
+            (json!({"uid": "107", "gid": 2}), "xdp.podPinOwner.uid"),
+        ] {
+            let e = x(bad.clone()).unwrap_err().to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+    }
 
     fn base() -> Value {
         json!({

@@ -74,12 +74,18 @@ impl Testpmd {
     /// `stdbuf`: testpmd's stdout is a pipe here, which stdio would buffer fully, hiding the
     /// answers to our commands.
     fn start(pod: &Netns, binds: &[&Path], vdevs: &[String], app_args: &[&str]) -> Testpmd {
+        Testpmd::start_as(pod, binds, &[], vdevs, app_args)
+    }
+
+    /// As [`Testpmd::start`], with `wrap` (e.g. prlimit, setpriv) run before it in the chroot.
+    fn start_as(pod: &Netns, binds: &[&Path], wrap: &[&str], vdevs: &[String], app_args: &[&str]) -> Testpmd {
         let mut c = pod.cmd(chroot_script().to_str().unwrap());
         c.arg(rootfs());
         for b in binds {
             c.arg("--bind").arg(b);
         }
-        c.args(["--", "stdbuf", "-oL", "-eL", "/usr/bin/dpdk-testpmd"]);
+        c.arg("--").args(wrap);
+        c.args(["stdbuf", "-oL", "-eL", "/usr/bin/dpdk-testpmd"]);
         // 2 lcores (main + one forwarding core); no hugepages in the VM: anonymous memory, no
         // shared runtime files, no PCI scan.
         c.args(["-l", "0-1", "--no-huge", "-m", "256", "--no-shconf", "--no-pci", "--no-telemetry"]);
@@ -350,4 +356,234 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     net.call(&w, "DEL", "c2", Some(&pod2), "").ok("DEL c2");
     assert!(w.bpftool_xdp().is_empty(), "no XDP on the NIC: {:?}", w.bpftool_xdp());
     assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+}
+
+/// The `xdp.podPinOwner` fix for a non-root consumer: the plugin hands the pod's XSKMAP pin to
+/// the configured user (0600) in a root-owned 0711 directory, and testpmd runs as that user
+/// (65534) with `CAP_NET_RAW` as its only capability, `RLIMIT_MEMLOCK` for its UMEMs and
+/// `--no-mlockall`, seeing only the pod's pin directory: it opens the map, inserts its sockets
+/// and receives each queue's frames. DEL still removes the directory (the consumer could create
+/// nothing in it).
+#[test]
+fn a_non_root_testpmd_with_only_cap_net_raw_uses_a_pin_handed_to_its_user() {
+    use std::os::unix::fs::MetadataExt;
+    rootfs();
+    let w = wire(NIC_QUEUES);
+    let mut net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
+    net.conf["xdp"]["podPinOwner"] = json!({"uid": 65534, "gid": 65534});
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "NETKIT_LEASE_QUEUE_IDS=2,3").ok("ADD c1");
+    let info = net.info("c1");
+    let pin = PathBuf::from(info["xdp"]["xsk-map"].as_str().unwrap());
+    let dir = pin.parent().unwrap().to_path_buf();
+    let (pm, dm) = (std::fs::symlink_metadata(&pin).unwrap(), std::fs::symlink_metadata(&dir).unwrap());
+    assert_eq!((pm.uid(), pm.gid(), pm.mode() & 0o7777), (65534, 65534, 0o600), "the pin is the consumer's");
+    assert_eq!((dm.uid(), dm.mode() & 0o7777), (0, 0o711), "its directory stays root's, traversable only");
+
+    let wrap = [
+        "prlimit",
+        "--memlock=268435456:268435456",
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all,+net_raw",
+        "--ambient-caps=-all,+net_raw",
+        "--bounding-set=-all,+net_raw",
+        "--",
+    ];
+    let mut pmd = Testpmd::start_as(&pod, &[dir.as_path()], &wrap, &af_xdp_vdevs(&info, 1), &["--port-topology=loop", "--forward-mode=rxonly", "--no-mlockall"]);
+    pmd.wait_for(0, "testpmd> ", Duration::from_secs(180));
+    let pos = pmd.send("start");
+    pmd.wait_for(pos, "rxonly packet forwarding", Duration::from_secs(30));
+    w.steer_port(6101, 2);
+    w.steer_port(6102, 3);
+    w.send(6101, payloads("n0", 6));
+    w.send(6102, payloads("n1", 9));
+    pmd.stats_until(2, Duration::from_secs(60), |p, rx, _| rx >= [6, 9][p as usize]);
+    std::thread::sleep(Duration::from_secs(1));
+    let s: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
+    assert_eq!((s[0].0, s[1].0), (6, 9), "the non-root testpmd receives each queue's frames on its port; output:\n{}", pmd.output());
+    drop(pmd);
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL c1");
+    assert!(!dir.exists(), "DEL removed the pod's pin directory");
+    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+}
+
+/// The environment variable that turns this test binary into the unprivileged launcher process
+/// of [`sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities`].
+const LAUNCHER_ENV: &str = "NKC_SOCKFDS_LAUNCHER";
+/// The launcher's end of the control socket.
+const LAUNCHER_FD: i32 = 3;
+/// The launcher's `RLIMIT_MEMLOCK`: two default UMEMs (4 MiB each) and some slack.
+const LAUNCHER_MEMLOCK: u64 = 9 << 20;
+
+/// QEMU's `sock-fds` hand-off without QEMU. A privileged helper (this test, root) creates fresh
+/// AF_XDP sockets, one per leased queue; a launcher process with no capabilities at all (uid
+/// 65534, its own `RLIMIT_MEMLOCK`, in the pod netns) receives them over a Unix socket
+/// (`SCM_RIGHTS`) and does with them exactly what QEMU's net/af-xdp.c does with `sock-fds`:
+/// registers its own UMEM on each (`xsk_umem__create_with_fd`) and binds socket `i` to
+/// `start-queue + i` (`xsk_socket__create`). QEMU inserts `sock-fds` sockets into no map, so
+/// the helper, which kept the same sockets, puts them into the pod's XSKMAP at
+/// `map-start-index + i` once they are set up. Frames from the far side then arrive in the
+/// launcher, each queue's on its own socket. The `-netdev` argument for it comes from
+/// `netkit-cni qemu-netdev --sock-fds`.
+#[test]
+fn sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities() {
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+
+    let w = wire(NIC_QUEUES);
+    let net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "NETKIT_LEASE_QUEUE_IDS=2,3").ok("ADD c1");
+    let info = net.info("c1");
+    let x = info["xdp"].clone();
+    let (start, count) = (x["start-queue"].as_u64().unwrap() as u32, x["queue-count"].as_u64().unwrap() as u32);
+    let map = PathBuf::from(x["xsk-map"].as_str().unwrap());
+    assert_eq!((start, count), (1, 2), "{info}");
+
+    // What the launcher would pass to QEMU, from the plugin's own helper.
+    let file = net.dir.join(format!("{}:c1:xsk0-device.json", net.name));
+    let out = sh(&[plugin_bin().to_str().unwrap(), "qemu-netdev", "--device-info", file.to_str().unwrap(), "--id", "hn1", "--sock-fds", "20:21", "--force-copy"]);
+    assert_eq!(out.trim(), "af-xdp,id=hn1,ifname=xsk0,queues=2,start-queue=1,inhibit=on,sock-fds=20:21,force-copy=on");
+
+    // The helper's sockets, created in the pod netns (AF_XDP sockets are bound per netns).
+    let socks: Vec<OwnedFd> = pod.run(move || (0..count).map(|_| netkit_cni::xsk::Xsk::socket().expect("socket(AF_XDP) as root")).collect());
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let pod_fd = pod.fd();
+    let (their_raw, pod_raw) = (theirs.as_raw_fd(), pod_fd.as_raw_fd());
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["launcher_process_of_the_sock_fds_test", "--exact", "--ignored", "--nocapture", "--test-threads=1"]).env(LAUNCHER_ENV, "1");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+            ok(libc::setns(pod_raw, libc::CLONE_NEWNET))?;
+            if their_raw == LAUNCHER_FD {
+                ok(libc::fcntl(LAUNCHER_FD, libc::F_SETFD, 0))?; // dup2 onto itself keeps CLOEXEC
+            } else {
+                ok(libc::dup2(their_raw, LAUNCHER_FD))?;
+            }
+            let lim = libc::rlimit { rlim_cur: LAUNCHER_MEMLOCK, rlim_max: LAUNCHER_MEMLOCK };
+            ok(libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim))?;
+            ok(libc::setgroups(0, std::ptr::null()))?;
+            ok(libc::setgid(65534))?;
+            // From uid 0 to a non-zero uid: the kernel clears every capability set.
+            ok(libc::setuid(65534))
+        });
+    }
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn the launcher");
+    drop(theirs);
+    let mut ctl = BufReader::new(ours.try_clone().unwrap());
+
+    // Hand over the sockets with what to bind them to.
+    let hello = json!({"ifindex": info["ifindex"], "queues": (start..start + count).collect::<Vec<u32>>()}).to_string();
+    let raw: Vec<i32> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    nix::sys::socket::sendmsg::<()>(ours.as_raw_fd(), &[std::io::IoSlice::new(format!("{hello}\n").as_bytes())], &[nix::sys::socket::ControlMessage::ScmRights(&raw)], nix::sys::socket::MsgFlags::empty(), None)
+        .expect("sendmsg SCM_RIGHTS");
+    let mut line = String::new();
+    ctl.read_line(&mut line).unwrap();
+    if line.trim() != "bound" {
+        let out = child.wait_with_output().unwrap();
+        panic!("the launcher did not bind: {line:?}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    for (i, s) in socks.iter().enumerate() {
+        netkit_cni::xsk::Xsk::insert_fd_into(s.as_fd(), &map, start + i as u32).unwrap_or_else(|e| panic!("insert the launcher's socket {i}: {e}"));
+    }
+    w.steer_port(7001, 2); // virtual 1: the launcher's socket 0
+    w.steer_port(7002, 3); // virtual 2: socket 1
+    let (to0, to1) = (payloads("fd0", 7), payloads("fd1", 5));
+    w.send(7001, to0.clone());
+    w.send(7002, to1.clone());
+    writeln!(ours.try_clone().unwrap(), "{}", json!({"want": [to0.len(), to1.len()]})).unwrap();
+    line.clear();
+    ctl.read_line(&mut line).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let logs = format!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("launcher answer {line:?}: {e}\n{logs}"));
+    assert!(out.status.success(), "launcher failed: {}\n{logs}", out.status);
+    assert_eq!(got["caps"], "0000000000000000", "the launcher ran without any capability: {got}");
+    assert_eq!(got["own_socket_errno"], libc::EPERM, "it could not have made an AF_XDP socket itself: {got}");
+    assert_eq!(got["memlock_errno"], libc::ENOBUFS, "a UMEM above RLIMIT_MEMLOCK is refused: {got}");
+    assert_eq!(got["frames"], json!([to0, to1]), "each queue's frames on its own socket, in order\n{logs}");
+
+    drop(socks);
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL c1");
+    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+}
+
+/// Not a test of its own: the unprivileged launcher process that
+/// [`sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities`] spawns (this
+/// binary, re-executed with `--ignored`). Run any other way it fails, saying so.
+#[test]
+#[ignore = "the launcher process of sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities, spawned by it"]
+fn launcher_process_of_the_sock_fds_test() {
+    use netkit_cni::xsk::{Xsk, XskConfig};
+    use std::os::unix::net::UnixStream;
+    assert!(std::env::var_os(LAUNCHER_ENV).is_some(), "this is a helper process spawned by sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities; it does nothing on its own");
+    // SAFETY: the parent put our end of the control socket at LAUNCHER_FD; nothing else owns it.
+    let ctl = unsafe { UnixStream::from_raw_fd(LAUNCHER_FD) };
+    let caps = std::fs::read_to_string("/proc/self/status").unwrap().lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())).unwrap();
+    let own_socket_errno = match Xsk::socket() {
+        Ok(_) => 0,
+        Err(e) => e.errno().map(|e| e as i32).unwrap_or(-1),
+    };
+
+    let mut buf = vec![0u8; 4096];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+    let (n, fds) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(ctl.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::empty()).expect("recvmsg");
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().unwrap() {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(v) = c {
+                // SAFETY: the kernel installed these descriptors for us.
+                fds.extend(v.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+            }
+        }
+        (msg.bytes, fds)
+    };
+    let hello: Value = serde_json::from_slice(&buf[..n]).expect("hello");
+    let ifindex = hello["ifindex"].as_u64().unwrap() as u32;
+    let queues: Vec<u32> = hello["queues"].as_array().unwrap().iter().map(|q| q.as_u64().unwrap() as u32).collect();
+    assert_eq!(fds.len(), queues.len(), "one socket per queue");
+    let config = XskConfig::default();
+
+    // RLIMIT_MEMLOCK is what an unprivileged consumer's UMEMs are charged to: below one UMEM,
+    // registering it fails (ENOBUFS); then the soft limit goes back up to the hard one.
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    let low = libc::rlimit { rlim_cur: 1 << 20, rlim_max: lim.rlim_max };
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &low) };
+    let memlock_errno = match Xsk::bind_socket(fds[0].try_clone().unwrap(), ifindex, queues[0], &config) {
+        Ok(_) => 0,
+        Err(e) => e.errno().map(|e| e as i32).unwrap_or(-1),
+    };
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+
+    let mut xsks: Vec<Xsk> = fds.into_iter().zip(&queues).map(|(fd, &q)| Xsk::bind_socket(fd, ifindex, q, &config).unwrap_or_else(|e| panic!("bind queue {q}: {e}"))).collect();
+    let mut w = ctl.try_clone().unwrap();
+    writeln!(w, "bound").unwrap();
+    let mut line = String::new();
+    BufReader::new(ctl.try_clone().unwrap()).read_line(&mut line).unwrap();
+    let want: Vec<usize> = serde_json::from_str::<Value>(&line).unwrap()["want"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let frames: Vec<Vec<String>> = xsks
+        .iter_mut()
+        .zip(&want)
+        .map(|(x, &n)| {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while got.len() < n && Instant::now() < deadline {
+                got.extend(x.recv(n - got.len(), Duration::from_millis(200)).unwrap());
+            }
+            // Nothing more trickles in.
+            got.extend(x.recv(1, Duration::from_millis(500)).unwrap());
+            udp_payloads(&got)
+        })
+        .collect();
+    writeln!(w, "{}", json!({"caps": caps, "own_socket_errno": own_socket_errno, "memlock_errno": memlock_errno, "frames": frames})).unwrap();
 }

@@ -91,6 +91,16 @@ pub struct DispatcherOptions {
     /// Load the dispatcher as multi-buffer aware (`xdp.frags`), required by drivers to attach
     /// XDP on an MTU above one page. Admin programs must then be `xdp.frags` too.
     pub frags: bool,
+    /// Owner given to each pod's XSKMAP pin when it is created (`xdp.podPinOwner`); `None`
+    /// leaves it root's.
+    pub pod_pin_owner: Option<PinOwner>,
+}
+
+/// A user and group to hand a pod's XSKMAP pin to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinOwner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Default for DispatcherOptions {
@@ -100,6 +110,7 @@ impl Default for DispatcherOptions {
             mode: XdpMode::Auto,
             stats: false,
             frags: false,
+            pod_pin_owner: None,
         }
     }
 }
@@ -872,6 +883,12 @@ impl Dispatcher {
                     .map_err(|e| XdpError::sys("BPF_MAP_CREATE (XSKMAP)", Some(&pin), e))?;
                 sys::obj_pin(fd.as_fd(), &pin)
                     .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&pin), e))?;
+                if let Some(owner) = self.opts.pod_pin_owner {
+                    if let Err(e) = self.hand_pin_to(pod, &pin, owner) {
+                        let _ = self.unpin_pod(pod);
+                        return Err(e);
+                    }
+                }
                 (fd, true)
             }
             Err(e) => return Err(XdpError::sys("BPF_OBJ_GET", Some(&pin), e)),
@@ -890,6 +907,22 @@ impl Dispatcher {
             });
         }
         Ok(Some((fd, info.id, created)))
+    }
+
+    /// Give a freshly created pod pin to `owner` for a non-root consumer. Opening a pin checks
+    /// the file's mode against the caller (`bpf_obj_get_user` -> `path_permission`,
+    /// kernel/bpf/inode.c), and `kernel.unprivileged_bpf_disabled` stops only map creation and
+    /// program loading (kernel/bpf/syscall.c), so an owned 0600 pin is all a consumer needs to
+    /// open the map and insert its sockets. The pod's directory stays root's, made 0711: the
+    /// consumer (who gets it bind-mounted) can reach the pin but can create nothing there that
+    /// would make DEL's rmdir fail, and cannot list it. lchown: the pin was just created by us
+    /// in root-only directories, and a symlink is never followed anyway.
+    fn hand_pin_to(&self, pod: &PodId, pin: &Path, owner: PinOwner) -> Result<(), XdpError> {
+        std::os::unix::fs::lchown(pin, Some(owner.uid), Some(owner.gid))
+            .map_err(|e| XdpError::sys("chown", Some(pin), io_errno(&e)))?;
+        let dir = self.paths.pod_dir(pod);
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .map_err(|e| XdpError::sys("chmod", Some(&dir), io_errno(&e)))
     }
 
     /// Remove a pod's XSKMAP pin and its directories (the container directory only if empty).

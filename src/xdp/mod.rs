@@ -37,7 +37,7 @@ pub(crate) mod skel {
 
 pub use config::{ActionName, QueueRange, QueueRangeConfig, QueueRanges, RangeAction};
 pub use dispatcher::{
-    Attach, DetachOutcome, Dispatcher, DispatcherOptions, Pin, PinKind, PodHandoff, QueueAction,
+    Attach, DetachOutcome, Dispatcher, DispatcherOptions, Pin, PinKind, PinOwner, PodHandoff, QueueAction,
     QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
 };
 pub use error::XdpError;
