@@ -27,6 +27,14 @@ use serde_json::{json, Value};
 
 const NIC_QUEUES: u32 = 6;
 
+/// testpmd busy-polls a core (of the VM's two): these tests take turns instead of starving each
+/// other under TCG.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The DPDK root filesystem; a test that cannot find it fails and says how to build it.
 fn rootfs() -> PathBuf {
     let root = std::env::var("NKC_DPDK_ROOTFS").unwrap_or_else(|_| {
@@ -243,7 +251,7 @@ impl FarCapture {
                     continue;
                 }
                 let frame = &buf[..r as usize];
-                if from.sll_pkttype != libc::PACKET_OUTGOING as u8 && keep(frame) {
+                if from.sll_pkttype != libc::PACKET_OUTGOING && keep(frame) {
                     got.push(frame.to_vec());
                 }
             }
@@ -270,6 +278,7 @@ fn link_mac(ns: &Netns, ifname: &str) -> [u8; 6] {
 
 #[test]
 fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_leaves_nothing() {
+    let _serial = serial();
     rootfs();
     let w = wire(NIC_QUEUES);
     let net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
@@ -367,6 +376,7 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
 #[test]
 fn a_non_root_testpmd_with_only_cap_net_raw_uses_a_pin_handed_to_its_user() {
     use std::os::unix::fs::MetadataExt;
+    let _serial = serial();
     rootfs();
     let w = wire(NIC_QUEUES);
     let mut net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
@@ -432,6 +442,7 @@ const LAUNCHER_MEMLOCK: u64 = 9 << 20;
 fn sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities() {
     use std::os::unix::net::UnixStream;
     use std::os::unix::process::CommandExt;
+    let _serial = serial();
 
     let w = wire(NIC_QUEUES);
     let net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
