@@ -270,6 +270,11 @@ struct InstallerRun {
 }
 
 fn run_installer(data: &serde_json::Map<String, Value>, script: &str, node: &Value) -> InstallerRun {
+    run_installer_at(data, script, node, "10.96.0.1")
+}
+
+/// As [`run_installer`], with the API server's Service IP (KUBERNETES_SERVICE_HOST) given.
+fn run_installer_at(data: &serde_json::Map<String, Value>, script: &str, node: &Value, service_host: &str) -> InstallerRun {
     let root = std::env::temp_dir().join(format!("nkc-install-{}-{}", std::process::id(), node["metadata"]["name"].as_str().unwrap()));
     let _ = fs::remove_dir_all(&root);
     for d in ["opt/cni/bin", "config", "var/run/secrets/kubernetes.io/serviceaccount", "host/opt/cni/bin", "host/etc/cni/net.d", "fakebin"] {
@@ -293,7 +298,7 @@ fn run_installer(data: &serde_json::Map<String, Value>, script: &str, node: &Val
         .env("PATH", format!("{}:/usr/bin:/bin", root.join("fakebin").display()))
         .env("NETKIT_CNI_TEST_ROOT", &root)
         .env("NODE_NAME", node["metadata"]["name"].as_str().unwrap())
-        .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        .env("KUBERNETES_SERVICE_HOST", service_host)
         .env("KUBERNETES_SERVICE_PORT", "443")
         .env("FAKE_CURL_ARGS", root.join("curl.args"))
         .env("FAKE_NODE_JSON", root.join("node.json"))
@@ -375,4 +380,17 @@ fn daemonset_installer_refuses_a_node_without_a_pod_cidr_and_installs_nothing() 
     assert!(run.stderr.contains("podCIDR") && run.stderr.contains("no-cidr"), "the error must name the node and the field: {}", run.stderr);
     assert_eq!(fs::read_dir(run.root.join("host/etc/cni/net.d")).unwrap().count(), 0, "a conflist was installed anyway");
     assert_eq!(fs::read_dir(run.root.join("host/opt/cni/bin")).unwrap().count(), 0, "the binary was installed anyway");
+}
+
+/// On a single-stack IPv6 cluster the kubelet sets KUBERNETES_SERVICE_HOST to a bare IPv6
+/// address, which the URL must bracket.
+#[test]
+fn daemonset_installer_brackets_an_ipv6_api_server_address() {
+    let docs = documents();
+    let (data, script) = daemonset_installer(&docs);
+    let node = json!({"kind": "Node", "metadata": {"name": "v6-worker"}, "spec": {"podCIDR": "10.244.9.0/24"}});
+    let run = run_installer_at(&data, &script, &node, "fd00:10:96::1");
+    assert!(run.status.success(), "install.sh failed ({}): {}", run.status, run.stderr);
+    let args: Vec<&str> = run.curl_args.lines().collect();
+    assert!(args.contains(&"https://[fd00:10:96::1]:443/api/v1/nodes/v6-worker"), "curl args: {args:?}");
 }

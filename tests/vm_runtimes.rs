@@ -1,7 +1,9 @@
 //! Real container runtimes driving the plugin: containerd 1.6 through `ctr run --cni`, and podman
 //! 4.3 with its CNI network backend and crun. Both use a conflist with netkit-cni first and
 //! Debian's portmap, tuning and bandwidth chained after it, and run a container from an image
-//! built here from Debian's static busybox (no registry is reachable from the tests).
+//! built here from Debian's static busybox (no registry is reachable from the tests). The last
+//! section runs conf/daemonset.yaml's containers from the installer image (`make image`) under
+//! podman, as the kubelet would, against an HTTPS stand-in for the API server.
 //!
 //! Isolation: each runtime gets its own daemon state and image storage on a private tmpfs, its
 //! own conflist directory and plugin directory, and runs its CNI plugins inside a throwaway
@@ -15,7 +17,7 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -826,4 +828,592 @@ fn containerd_with_a_lease_block_leases_nic_queues_into_the_container_and_frees_
     assert!(left.is_empty(), "leases left after the container stopped: {left:?}");
     assert!(!file.exists(), "device-info file left: {}", file.display());
     assert_nothing_left(&node, &net, &cid, &addr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The installer image (`make image`) running conf/daemonset.yaml's containers under podman, set
+// up from the manifest the way the kubelet would: its image, command, environment, security
+// context, memory limit and volumes (hostPath directories of a "node" root under the scratch
+// tmpfs, the ConfigMap as files, the service account's token and CA), on the host network of
+// the node netns, where a small HTTPS server with a CA made here plays the API server.
+
+/// The kubernetes Service's ClusterIP (what the kubelet puts in KUBERNETES_SERVICE_HOST), on
+/// the node netns' loopback, and its port.
+const API_IP: &str = "10.96.0.1";
+const API_PORT: u16 = 443;
+/// Where the kubelet mounts the pod's service account token, CA and namespace.
+const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The DaemonSet's pod spec and its ConfigMap's data, from conf/daemonset.yaml.
+struct Manifest {
+    pod: Value,
+    config: serde_json::Map<String, Value>,
+    image: String,
+}
+
+fn daemonset_manifest() -> Manifest {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/daemonset.yaml");
+    let text = fs::read_to_string(&path).unwrap();
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let kind = |k: &'static str| docs.iter().filter(move |d| d["kind"] == k);
+    let ds = kind("DaemonSet").next().expect("conf/daemonset.yaml has a DaemonSet");
+    let pod = ds["spec"]["template"]["spec"].clone();
+    let cm_name = pod["volumes"].as_array().unwrap().iter().find_map(|v| v["configMap"]["name"].as_str()).expect("a ConfigMap volume");
+    let config = kind("ConfigMap").find(|c| c["metadata"]["name"] == cm_name).expect("the ConfigMap the DaemonSet mounts")["data"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let image = pod["initContainers"][0]["image"].as_str().unwrap().to_string();
+    Manifest { pod, config, image }
+}
+
+/// The archive `make image` (scripts/image) writes, named after the manifest's image tag.
+fn image_archive(image: &str) -> PathBuf {
+    let version = image.rsplit_once(':').expect("the manifest's image has a tag").1;
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/image/netkit-cni-{version}.oci.tar"));
+    assert!(
+        archive.is_file(),
+        "{} missing: run `make image` (scripts/vm-tests runs it before booting the VM)",
+        archive.display()
+    );
+    archive
+}
+
+/// A CA and a server certificate it signed for `API_IP` (as the API server's certificate names
+/// the Service IP), made with openssl: (CA certificate, server certificate, server key).
+fn make_ca(dir: &Path, cn: &str) -> (PathBuf, PathBuf, PathBuf) {
+    fs::create_dir_all(dir).unwrap();
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    fs::write(dir.join("ext"), format!("subjectAltName=IP:{API_IP},DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n")).unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["openssl", "req", "-x509"];
+    ca.extend(ec);
+    let (ca_key, ca_crt, subj) = (f("ca.key"), f("ca.crt"), format!("/CN={cn}"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_crt, "-days", "2", "-subj", &subj]);
+    sh(&ca);
+    let mut req = vec!["openssl", "req", "-new"];
+    req.extend(ec);
+    let (key, csr, crt, ext) = (f("server.key"), f("server.csr"), f("server.crt"), f("ext"));
+    req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=kube-apiserver"]);
+    sh(&req);
+    sh(&["openssl", "x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-CAcreateserial", "-days", "2", "-extfile", &ext, "-out", &crt]);
+    (ca_crt.into(), crt.into(), key.into())
+}
+
+/// The API server's part: `GET /api/v1/nodes/<name>` answers the node object when the bearer
+/// token is the service account's, 403 (a Status, as the API server sends) for any other token,
+/// and 404 for a node it does not know. Every request is logged (path and Authorization) so a
+/// test can tell what reached the server.
+const API_SERVER_PY: &str = r#"
+import http.server, json, ssl, sys
+addr, port, cert, key, nodes_file, token, log = sys.argv[1:8]
+nodes = json.load(open(nodes_file))
+
+def status(code, reason, message):
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        auth = self.headers.get("Authorization")
+        with open(log, "a") as f:
+            f.write(json.dumps({"path": self.path, "authorization": auth}) + "\n")
+        prefix = "/api/v1/nodes/"
+        name = self.path[len(prefix):] if self.path.startswith(prefix) else None
+        if auth != "Bearer " + token:
+            self.reply(403, status(403, "Forbidden", 'nodes "%s" is forbidden: User "system:anonymous" cannot get resource "nodes"' % name))
+        elif name in nodes:
+            self.reply(200, nodes[name])
+        else:
+            self.reply(404, status(404, "NotFound", 'nodes "%s" not found' % name))
+
+    def reply(self, code, obj):
+        # Compact, as the API server writes application/json.
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer((addr, int(port)), Handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+print("ready", flush=True)
+server.serve_forever()
+"#;
+
+struct ApiServer {
+    child: Child,
+    log: PathBuf,
+    stderr: PathBuf,
+}
+
+impl ApiServer {
+    /// Serves `nodes` (name -> Node object) on API_IP:API_PORT in `node`, with `cert`/`key`,
+    /// accepting only `token`.
+    fn start(node: &Netns, dir: &Path, cert: &Path, key: &Path, nodes: &Value, token: &str) -> Self {
+        node.ip(&["addr", "add", &format!("{API_IP}/32"), "dev", "lo"]);
+        let nodes_file = dir.join("nodes.json");
+        fs::write(&nodes_file, nodes.to_string()).unwrap();
+        let (log, stderr) = (dir.join("api-requests.log"), dir.join("api-server.stderr"));
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", s(&node.path())))
+            .args(["/usr/bin/python3", "-c", API_SERVER_PY, API_IP, &API_PORT.to_string(), s(cert), s(key), s(&nodes_file), token, s(&log)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn python3 (the API server stand-in)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the API server stand-in did not start:\n{}", fs::read_to_string(&stderr).unwrap_or_default());
+        ApiServer { child, log, stderr }
+    }
+
+    /// The requests so far: (path, Authorization header).
+    fn requests(&self) -> Vec<(String, String)> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (v["path"].as_str().unwrap().to_string(), v["authorization"].as_str().unwrap_or("").to_string())
+            })
+            .collect()
+    }
+
+    fn clear_requests(&self) {
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.stderr);
+    }
+}
+
+/// inotify on directories: what anything watching them (the kubelet and container runtimes
+/// watch /etc/cni/net.d) or reading them at any moment could have seen, in order.
+struct DirWatch {
+    fd: std::os::fd::OwnedFd,
+    wds: Vec<(i32, String)>,
+}
+
+/// One inotify event: (directory label, file name, mask, cookie).
+type DirEvent = (String, String, u32, u32);
+
+impl DirWatch {
+    fn new(dirs: &[(&str, &Path)]) -> Self {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscalls; the fd is owned from here on.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(raw >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let mask = libc::IN_CREATE
+            | libc::IN_OPEN
+            | libc::IN_MODIFY
+            | libc::IN_CLOSE_WRITE
+            | libc::IN_ATTRIB
+            | libc::IN_MOVED_FROM
+            | libc::IN_MOVED_TO
+            | libc::IN_DELETE;
+        let wds = dirs
+            .iter()
+            .map(|(label, dir)| {
+                let c = std::ffi::CString::new(s(dir)).unwrap();
+                let wd = unsafe { libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), c.as_ptr(), mask) };
+                assert!(wd >= 0, "inotify_add_watch {}: {}", dir.display(), std::io::Error::last_os_error());
+                (wd, label.to_string())
+            })
+            .collect();
+        DirWatch { fd, wds }
+    }
+
+    /// Every event since the last call.
+    fn events(&self) -> Vec<DirEvent> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "read inotify: {e}");
+                return out;
+            }
+            let mut off = 0;
+            while off < n as usize {
+                // struct inotify_event: wd, mask, cookie, len, then len bytes of NUL-padded name.
+                let word = |i: usize| u32::from_ne_bytes(buf[off + 4 * i..off + 4 * i + 4].try_into().unwrap());
+                let (wd, mask, cookie, len) = (word(0) as i32, word(1), word(2), word(3) as usize);
+                assert_eq!(mask & libc::IN_Q_OVERFLOW, 0, "inotify queue overflowed: events were lost");
+                let name = &buf[off + 16..off + 16 + len];
+                let name = String::from_utf8_lossy(&name[..name.iter().position(|&b| b == 0).unwrap_or(len)]).to_string();
+                let label = self.wds.iter().find(|(w, _)| *w == wd).map(|(_, l)| l.clone()).unwrap_or_else(|| format!("wd{wd}"));
+                out.push((label, name, mask, cookie));
+                off += 16 + len;
+            }
+        }
+    }
+}
+
+/// A node as the installer sees it: a root directory standing for the node's filesystem (the
+/// DaemonSet's hostPath volumes are found under it), a private podman with the installer image
+/// loaded, the node netns whose network the pod shares (hostNetwork), the API server on its
+/// Service IP, and the pod's service account files.
+struct InstallerBed {
+    // Dropped in this order: the server, then podman's leftovers, then the netns and the tmpfs.
+    api: ApiServer,
+    p: Podman,
+    _net: RuntimeNet,
+    node: Netns,
+    scratch: Scratch,
+    manifest: Manifest,
+    root: PathBuf,
+    config_dir: PathBuf,
+    /// The cluster's CA (what the kubelet mounts as ca.crt) and another CA that signed nothing
+    /// the server uses.
+    ca: PathBuf,
+    other_ca: PathBuf,
+    token: String,
+}
+
+impl InstallerBed {
+    fn new(nodes: Value) -> Self {
+        let manifest = daemonset_manifest();
+        let archive = image_archive(&manifest.image);
+        let scratch = Scratch::new("nkc-installer-");
+        let node = node_netns();
+        // podman insists on CNI directories even for host-network containers; this network is
+        // never used.
+        let net = RuntimeNet::new(&scratch, "10.72.0.0/24");
+        let p = Podman::new(&scratch, &net, &node);
+        let loaded = p.podman(&["load", "--input", s(&archive)]);
+        // A short name (no registry) resolves to localhost/, which is where `podman build` put it.
+        let exists = output(&mut p.cmd(&["image", "exists", &manifest.image]));
+        assert!(exists.status.success(), "{} is not in the loaded archive {}: {loaded}", manifest.image, archive.display());
+
+        let tls = scratch.sub("tls");
+        let (ca, cert, key) = make_ca(&tls.join("cluster"), "kubernetes-ca");
+        let (other_ca, _, _) = make_ca(&tls.join("other"), "some-other-ca");
+        let token = unique("sa-token-");
+        let api = ApiServer::start(&node, &tls, &cert, &key, &nodes, &token);
+
+        let config_dir = scratch.sub("configmap");
+        for (k, v) in &manifest.config {
+            fs::write(config_dir.join(k), v.as_str().unwrap()).unwrap();
+        }
+        let root = scratch.sub("node-root");
+        InstallerBed { api, p, _net: net, node, root, config_dir, ca, other_ca, token, manifest, scratch }
+    }
+
+    /// `path` on the node (e.g. /opt/cni/bin), created.
+    fn host(&self, path: &str) -> PathBuf {
+        let p = self.root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// The podman arguments for the DaemonSet's `container` as the kubelet would start it on
+    /// node `node_name`, with `sa` mounted as the service account directory. Every field of the
+    /// container is translated or the test fails, so a change to the manifest cannot slip past.
+    fn kubelet_args(&self, container: &Value, node_name: &str, sa: &Path) -> Vec<String> {
+        let pod = &self.manifest.pod;
+        let mut a: Vec<String> = ["--pull", "never", "--read-only-tmpfs=false"].map(String::from).to_vec();
+        if pod["hostNetwork"] == true {
+            a.extend(["--network", "host"].map(String::from));
+        }
+        // The kubelet's environment for a pod: the API server's Service, then the container's own.
+        a.extend(["--env".into(), format!("KUBERNETES_SERVICE_HOST={API_IP}"), "--env".into(), format!("KUBERNETES_SERVICE_PORT={API_PORT}")]);
+        a.extend(["--volume".into(), format!("{}:{SA_DIR}:ro", s(sa))]);
+        let mut command = None;
+        for (key, v) in container.as_object().unwrap() {
+            match key.as_str() {
+                "name" => {}
+                "image" => assert_eq!(v.as_str().unwrap(), self.manifest.image, "both containers run the one image"),
+                // `command` replaces the image's entrypoint and drops its CMD.
+                "command" => command = Some(v.to_string()),
+                "env" => {
+                    for e in v.as_array().unwrap() {
+                        let value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
+                            (Value::String(v), _) => v.clone(),
+                            (_, f) if f == "spec.nodeName" => node_name.to_string(),
+                            _ => panic!("env {e} is not translated by this test"),
+                        };
+                        a.extend(["--env".into(), format!("{}={value}", e["name"].as_str().unwrap())]);
+                    }
+                }
+                "securityContext" => {
+                    let sc = v;
+                    for (k, v) in sc.as_object().unwrap() {
+                        match (k.as_str(), v) {
+                            ("runAsUser", u) => a.extend(["--user".into(), u.to_string()]),
+                            ("runAsNonRoot", Value::Bool(true)) => {
+                                assert!(sc["runAsUser"].as_u64().is_some_and(|u| u != 0), "runAsNonRoot without a non-zero runAsUser: {sc}")
+                            }
+                            ("allowPrivilegeEscalation", Value::Bool(false)) => a.extend(["--security-opt", "no-new-privileges"].map(String::from)),
+                            ("readOnlyRootFilesystem", Value::Bool(true)) => a.push("--read-only".into()),
+                            ("capabilities", c) => {
+                                for (k, caps) in c.as_object().unwrap() {
+                                    let flag = match k.as_str() {
+                                        "drop" => "--cap-drop",
+                                        "add" => "--cap-add",
+                                        _ => panic!("capabilities.{k} is not translated by this test"),
+                                    };
+                                    for cap in caps.as_array().unwrap() {
+                                        a.extend([flag.to_string(), cap.as_str().unwrap().to_lowercase()]);
+                                    }
+                                }
+                            }
+                            _ => panic!("securityContext.{k}: {v} is not translated by this test"),
+                        }
+                    }
+                }
+                "resources" => {
+                    // Requests only place the pod; limits are enforced.
+                    for (k, v) in v["limits"].as_object().into_iter().flatten() {
+                        match k.as_str() {
+                            "memory" => {
+                                let m = v.as_str().unwrap();
+                                let mib = m.strip_suffix("Mi").unwrap_or_else(|| panic!("memory limit {m} is not in Mi"));
+                                a.extend(["--memory".into(), format!("{mib}m")]);
+                            }
+                            _ => panic!("resources.limits.{k} is not translated by this test"),
+                        }
+                    }
+                }
+                "volumeMounts" => {
+                    let volumes = pod["volumes"].as_array().unwrap();
+                    for m in v.as_array().unwrap() {
+                        let vol = volumes.iter().find(|x| x["name"] == m["name"]).unwrap_or_else(|| panic!("no volume for {m}"));
+                        let src = if let Some(path) = vol["hostPath"]["path"].as_str() {
+                            let ty = vol["hostPath"]["type"].as_str().unwrap_or("");
+                            assert!(["DirectoryOrCreate", "Directory"].contains(&ty), "hostPath type {ty} is not translated by this test");
+                            self.host(path)
+                        } else if vol.get("configMap").is_some() {
+                            self.config_dir.clone()
+                        } else {
+                            panic!("volume {vol} is not translated by this test")
+                        };
+                        let ro = if m["readOnly"] == true { ":ro" } else { "" };
+                        a.extend(["--volume".into(), format!("{}:{}{ro}", s(&src), m["mountPath"].as_str().unwrap())]);
+                    }
+                }
+                _ => panic!("container field {key} is not translated by this test"),
+            }
+        }
+        a.extend(["--entrypoint".into(), command.expect("the DaemonSet's containers name their command"), self.manifest.image.clone()]);
+        a
+    }
+
+    /// A service account directory: `token` and `ca` as the kubelet projects them.
+    fn service_account(&self, token: &str, ca: &Path) -> PathBuf {
+        let sa = self.scratch.dir.join(unique("sa-"));
+        fs::create_dir_all(&sa).unwrap();
+        fs::write(sa.join("token"), token).unwrap();
+        fs::copy(ca, sa.join("ca.crt")).unwrap();
+        fs::write(sa.join("namespace"), "kube-system").unwrap();
+        sa
+    }
+
+    /// Runs the init container to completion on node `node_name`.
+    fn run_installer(&self, node_name: &str, token: &str, ca: &Path) -> Output {
+        let init = &self.manifest.pod["initContainers"].as_array().unwrap()[0];
+        let sa = self.service_account(token, ca);
+        let mut args = vec!["run".to_string(), "--rm".into()];
+        args.extend(self.kubelet_args(init, node_name, &sa));
+        output(&mut self.p.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    }
+
+    /// File names in `dir`, sorted.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    }
+}
+
+/// A Node object as the API server returns it, with `spec` given.
+fn node_object(name: &str, spec: Value) -> Value {
+    json!({
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "uid": "6a3b9ad6-0c36-4f4c-9d1e-5b7d4bb2c8f1",
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": spec,
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.10"}, {"type": "Hostname", "address": name}]},
+    })
+}
+
+#[test]
+fn installer_image_installs_the_plugin_and_the_nodes_conflist_atomically_and_they_work() {
+    require_privileged_kernel();
+    let pod_cidr = "10.244.7.0/24";
+    let nodes = json!({"worker-7": node_object("worker-7", json!({"podCIDR": pod_cidr, "podCIDRs": [pod_cidr, "fd00:10:244:7::/64"]}))});
+    let bed = InstallerBed::new(nodes);
+    // The node before the roll-out: the cluster's CNI plugins package in /opt/cni/bin, and an
+    // older netkit-cni with its conflist, which the installer must replace without ever exposing
+    // half a file.
+    let (bin, net_d) = (bed.host("/opt/cni/bin"), bed.host("/etc/cni/net.d"));
+    for p in ["host-local", "portmap"] {
+        symlink(Path::new(CNI_PATH).join(p), bin.join(p)).unwrap();
+    }
+    fs::write(bin.join("netkit-cni"), "#!/bin/sh\necho an older netkit-cni\n").unwrap();
+    fs::write(net_d.join("10-netkit-cni.conflist"), "{\"an older\": \"conflist\"}\n").unwrap();
+
+    let watch = DirWatch::new(&[("bin", &bin), ("net.d", &net_d)]);
+    let out = bed.run_installer("worker-7", &bed.token, &bed.ca);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the init container failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
+    assert!(stdout.contains(&format!("netkit-cni installed on worker-7 with pod CIDR {pod_cidr}")), "stdout: {stdout}\nstderr: {stderr}");
+    // It asked for its own node, once, with the service account's token.
+    assert_eq!(bed.api.requests(), vec![("/api/v1/nodes/worker-7".to_string(), format!("Bearer {}", bed.token))]);
+
+    // Each file appeared under its final name only by a rename of a temporary name that CNI
+    // runtimes ignore (libcni loads *.conf, *.conflist and *.json only), never by writing to the
+    // final name; and the binary before the conflist, which makes the runtimes use it.
+    let events = watch.events();
+    let mut moved_to = Vec::new();
+    for (dir, name) in [("bin", "netkit-cni"), ("net.d", "10-netkit-cni.conflist")] {
+        let on_final: Vec<&DirEvent> = events.iter().filter(|e| e.0 == dir && e.1 == name).collect();
+        assert!(
+            on_final.len() == 1 && on_final[0].2 & libc::IN_MOVED_TO != 0,
+            "{dir}/{name} must only ever be renamed into place, once; its events: {on_final:?}\nall events: {events:?}"
+        );
+        let cookie = on_final[0].3;
+        let from = events
+            .iter()
+            .find(|e| e.0 == dir && e.2 & libc::IN_MOVED_FROM != 0 && e.3 == cookie)
+            .unwrap_or_else(|| panic!("{dir}/{name} was not renamed from within {dir}: {events:?}"));
+        assert!(
+            from.1.starts_with('.') && ![".conf", ".conflist", ".json"].iter().any(|x| from.1.ends_with(x)),
+            "{dir}/{name} was written as {}, a name runtimes may load",
+            from.1
+        );
+        moved_to.push(events.iter().position(|e| std::ptr::eq(e, on_final[0])).unwrap());
+    }
+    assert!(moved_to[0] < moved_to[1], "the conflist appeared before the binary: {events:?}");
+
+    // Exactly the two files replaced, nothing else touched or left behind.
+    assert_eq!(InstallerBed::listing(&bin), ["host-local", "netkit-cni", "portmap"]);
+    assert_eq!(InstallerBed::listing(&net_d), ["10-netkit-cni.conflist"]);
+    let installed = bin.join("netkit-cni");
+    assert_eq!(fs::metadata(&installed).unwrap().permissions().mode() & 0o7777, 0o755);
+    let in_image = output(&mut bed.p.cmd(&["run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "[\"/bin/cat\"]", &bed.manifest.image, "/opt/cni/bin/netkit-cni"]));
+    assert!(in_image.status.success() && !in_image.stdout.is_empty(), "cannot read the image's plugin: {}", String::from_utf8_lossy(&in_image.stderr));
+    assert!(fs::read(&installed).unwrap() == in_image.stdout, "the installed binary is not the image's /opt/cni/bin/netkit-cni");
+    // The conflist is the ConfigMap's, with this node's pod CIDR and nothing else changed.
+    let template = bed.manifest.config["10-netkit-cni.conflist"].as_str().unwrap();
+    let conflist_text = fs::read_to_string(net_d.join("10-netkit-cni.conflist")).unwrap();
+    assert_eq!(conflist_text, template.replace("@POD_CIDR@", pod_cidr));
+    let conflist: Value = serde_json::from_str(&conflist_text).unwrap();
+    assert_eq!(conflist["plugins"][0]["ipam"]["ranges"], json!([[{"subnet": pod_cidr}]]));
+
+    // One ADD and DEL through the installed files, as libcni runs the list's first plugin: the
+    // installed binary, its entry of the installed conflist with the list's name and version,
+    // CNI_PATH the node's /opt/cni/bin (host-local from there).
+    let mut conf = conflist["plugins"][0].clone();
+    assert_eq!(conf["type"], "netkit-cni");
+    conf["name"] = conflist["name"].clone();
+    conf["cniVersion"] = conflist["cniVersion"].clone();
+    let pod = Netns::new("pod");
+    let cid = unique("installed");
+    let pod_path = pod.path();
+    let call = |command: &str| {
+        let env = [("CNI_COMMAND", command), ("CNI_CONTAINERID", &cid), ("CNI_NETNS", s(&pod_path)), ("CNI_IFNAME", "eth0"), ("CNI_PATH", s(&bin))];
+        run_plugin_bin(&installed, Some(&bed.node), &env, &conf.to_string())
+    };
+    let add = call("ADD").ok("ADD with the installed binary and conflist");
+    let result = add.json();
+    let addr = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no address in {result}")).to_string();
+    let ip = addr.split('/').next().unwrap().to_string();
+    assert!(ip.starts_with("10.244.7.") && ip != "10.244.7.0", "{addr} is not from the node's pod CIDR {pod_cidr}");
+    let eth0: Value = serde_json::from_str(&pod.ip(&["-d", "-j", "addr", "show", "dev", "eth0"])).unwrap();
+    assert_eq!(eth0[0]["linkinfo"]["info_kind"], "netkit", "the pod's eth0 is not netkit: {eth0}");
+    assert!(eth0[0]["addr_info"].as_array().unwrap().iter().any(|a| a["local"] == ip.as_str()), "eth0 lacks {ip}: {eth0}");
+    // host-local's default dataDir (the conflist names none), in the VM's own memory.
+    let reservation = Path::new("/var/lib/cni/networks").join(conflist["name"].as_str().unwrap()).join(&ip);
+    assert!(reservation.exists(), "host-local holds no reservation {}", reservation.display());
+    call("DEL").ok("DEL with the installed binary and conflist");
+    assert!(!reservation.exists(), "DEL left host-local's reservation {}", reservation.display());
+    assert!(!pod.ip(&["-j", "link", "show"]).contains("\"eth0\""), "eth0 left in the pod after DEL");
+    assert!(netkit_links(&["-n", &bed.node.name]).is_empty(), "netkit devices left in the node netns after DEL");
+    assert!(bed.node.ip(&["route", "show", &ip]).trim().is_empty(), "host route to {ip} left after DEL");
+
+    // The pod's long-running container (as its non-root user, read-only, within its memory
+    // limit) idles until the kubelet stops it, and exits 0 on SIGTERM rather than being killed.
+    let idle = &bed.manifest.pod["containers"].as_array().unwrap()[0];
+    let sa = bed.service_account(&bed.token, &bed.ca);
+    let name = unique("idle");
+    let mut args = vec!["run".to_string(), "--detach".into(), "--name".into(), name.clone()];
+    args.extend(bed.kubelet_args(idle, "worker-7", &sa));
+    bed.p.podman(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let state = || -> Value { serde_json::from_str::<Value>(&bed.p.podman(&["inspect", "--type", "container", &name])).unwrap()[0]["State"].clone() };
+    assert_eq!(state()["Status"], "running", "the idle container is not running: {}", state());
+    let started = Instant::now();
+    bed.p.podman(&["stop", "--time", "60", &name]);
+    let st = state();
+    assert_eq!(st["ExitCode"], 0, "the idle container did not exit 0 on SIGTERM: {st}");
+    assert!(started.elapsed() < Duration::from_secs(60), "SIGTERM was ignored until the kill: {st}");
+    bed.p.podman(&["rm", &name]);
+}
+
+/// One way the installer must fail: the node it asks for, the token and CA it is given, whether
+/// its request may reach the server, and what its stderr must say.
+struct FailCase<'a> {
+    case: &'a str,
+    node: &'a str,
+    token: &'a str,
+    ca: &'a Path,
+    reaches_server: bool,
+    says: &'a [&'a str],
+}
+
+#[test]
+fn installer_image_fails_with_the_scripts_message_and_installs_nothing_on_api_errors() {
+    require_privileged_kernel();
+    let nodes = json!({"no-cidr": node_object("no-cidr", json!({"podCIDRs": []}))});
+    let bed = InstallerBed::new(nodes);
+    let (bin, net_d) = (bed.host("/opt/cni/bin"), bed.host("/etc/cni/net.d"));
+    symlink(Path::new(CNI_PATH).join("host-local"), bin.join("host-local")).unwrap();
+
+    let wrong_token = unique("not-the-token-");
+    let cases = [
+        FailCase { case: "node without spec.podCIDR", node: "no-cidr", token: &bed.token, ca: &bed.ca, reaches_server: true, says: &["node no-cidr has no spec.podCIDR", "--allocate-node-cidrs"] },
+        FailCase { case: "unknown node (404)", node: "ghost", token: &bed.token, ca: &bed.ca, reaches_server: true, says: &["returned error: 404", "cannot read node ghost"] },
+        FailCase { case: "refused token (403)", node: "no-cidr", token: &wrong_token, ca: &bed.ca, reaches_server: true, says: &["returned error: 403", "cannot read node no-cidr"] },
+        // The token must never reach a server the service account's CA did not vouch for.
+        FailCase { case: "server not signed by the mounted CA", node: "no-cidr", token: &bed.token, ca: &bed.other_ca, reaches_server: false, says: &["SSL certificate problem", "cannot read node no-cidr"] },
+    ];
+    for FailCase { case, node: node_name, token, ca, reaches_server: reached, says: messages } in cases {
+        bed.api.clear_requests();
+        let out = bed.run_installer(node_name, token, ca);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: the init container must fail with the script's status 1 ({}):\n{stderr}", out.status);
+        for m in messages {
+            assert!(stderr.contains(m), "{case}: stderr must say {m:?}:\n{stderr}");
+        }
+        let requests = bed.api.requests();
+        if reached {
+            assert_eq!(requests, vec![(format!("/api/v1/nodes/{node_name}"), format!("Bearer {token}"))], "{case}");
+        } else {
+            assert!(requests.is_empty(), "{case}: the request reached the server: {requests:?}");
+        }
+        assert_eq!(InstallerBed::listing(&bin), ["host-local"], "{case}: something was installed in /opt/cni/bin");
+        assert!(InstallerBed::listing(&net_d).is_empty(), "{case}: something was installed in /etc/cni/net.d");
+    }
 }

@@ -14,6 +14,10 @@ NKC_KERNEL_SERIES=${NKC_KERNEL_SERIES:-7.3}
 NKC_VIRTME_NG_VERSION=1.42
 NKC_VIRTME_BIN="$NKC_CACHE/virtme-ng-$NKC_VIRTME_NG_VERSION/bin"
 
+# One cargo feature set for every privileged test binary (scripts/test's no-netkit and vm-run
+# phases, scripts/vm-tests): a different set would compile the crate and its tests once more.
+NKC_PRIV_FEATURES=vm-tests,host-tests,script-tests
+
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

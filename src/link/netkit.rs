@@ -32,6 +32,10 @@ pub const NETKIT_MAX_RX_QUEUES: u32 = 1024;
 /// `NETKIT_NUM_TX_QUEUES_MAX` in netkit.c: netkit has exactly one TX queue.
 pub const NETKIT_MAX_TX_QUEUES: u32 = 1;
 
+// include/uapi/linux/if_link.h, enum { IFLA_NETKIT_... }: the attributes netlink-packet-route
+// 0.34 has no variant for, or cannot carry every value of.
+const IFLA_NETKIT_SCRUB: u16 = 6;
+const IFLA_NETKIT_PEER_SCRUB: u16 = 7;
 const IFLA_NETKIT_HEADROOM: u16 = 8;
 const IFLA_NETKIT_TAILROOM: u16 = 9;
 const IFLA_NETKIT_PAIRING: u16 = 10;
@@ -163,7 +167,7 @@ fn to_crate_mode(m: NetkitMode) -> netlink_packet_route::link::NetkitMode {
 
 fn scrub_attr(peer: bool, s: NetkitScrub) -> InfoNetkit {
     // The crate's NetkitScrub cannot carry unknown values, so those go out raw.
-    let kind = if peer { 7 } else { 6 };
+    let kind = if peer { IFLA_NETKIT_PEER_SCRUB } else { IFLA_NETKIT_SCRUB };
     match s {
         NetkitScrub::None | NetkitScrub::Default => {
             let v = if s == NetkitScrub::None {

@@ -32,6 +32,30 @@ pub fn require_privileged_kernel() {
     );
 }
 
+/// Unwraps the result of an operation the kernel performs (a bpf(2) command, an XDP attach, an
+/// AF_XDP bind). A failure is reported as the running kernel's refusal, naming the operation, its
+/// error (with the errno) and the kernel's release, so it is never mistaken for a failed assertion:
+/// a host kernel may refuse what the project's VM kernel allows (e.g. EPERM for
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`), which is why these tests run in the VM.
+pub trait KernelOk<T> {
+    fn kernel(self, op: &str) -> T;
+}
+
+impl<T, E: std::fmt::Display> KernelOk<T> for Result<T, E> {
+    #[track_caller]
+    fn kernel(self, op: &str) -> T {
+        self.unwrap_or_else(|e| {
+            let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            panic!(
+                "the running kernel ({}) refused {op}: {e}. This is the kernel's refusal, not a failed \
+                 assertion: run the privileged tests in the project's VM (`make vm-test`), whose \
+                 kernel allows it",
+                release.trim()
+            )
+        })
+    }
+}
+
 /// A short random token for names (netns, links): unique per process and per call.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

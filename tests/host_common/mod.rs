@@ -1,12 +1,13 @@
-//! Helpers for the privileged *host* tests (cargo feature `host-tests`): BPF and veth work
-//! on the development hosts' own kernel, so these run there as root, not in the VM.
+//! Helpers for the XDP dispatcher's BPF tests (cargo feature `host-tests`): BPF and veth, no
+//! netkit. They run in the VM by default (scripts/vm-tests), because a host's kernel may refuse
+//! what they do; NKC_TESTS_ON_HOST=1 runs them on a capable host as root.
 //!
 //! Every test builds a private world: a throwaway netns (deleted on drop) holding a veth pair
 //! with 8 RX queues, and a private bpffs mount (unmounted on drop). Names are random. Namespace
 //! switches happen on dedicated threads; the test thread never changes its own netns.
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub use super::common::{sh, unique};
+pub use super::common::{sh, unique, KernelOk};
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
@@ -21,8 +22,8 @@ use netkit_cni::xsk::{Xsk, XskConfig};
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "host BPF tests need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for mounts): run them as root, \
-         e.g. `sudo -E cargo test --features host-tests --test host_xdp`"
+        "these BPF tests need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for mounts): run them in \
+         the VM with `make host-test` (or as root on a capable host: NKC_TESTS_ON_HOST=1 make host-test)"
     );
 }
 
@@ -139,7 +140,7 @@ impl Drop for Netns {
 /// enough for the tests, which bind several at once.
 pub fn bind_xsk(ifindex: u32, queue: u32) -> Xsk {
     let config = XskConfig { frames: 64, ring_size: 32, ..XskConfig::default() };
-    Xsk::bind(ifindex, queue, &config).unwrap_or_else(|e| panic!("{e}"))
+    Xsk::bind(ifindex, queue, &config).kernel("binding an AF_XDP socket")
 }
 
 /// Remove slot `slot` of the map pinned at `pin`.
