@@ -378,6 +378,40 @@ for _ in $(seq 50); do [ $(($(node_udp) - udp_after)) -ge 3 ] && break; sleep 0.
 ok "the node's UDP stack counted those 3: a queue nobody leased keeps the normal host path"
 
 # ------------------------------------------------------------------------------------------------
+step "DPDK's testpmd receives through c1's leased queue, with the AF_XDP PMD" \
+    "Debian trixie's dpdk-testpmd (DPDK 24.11, chrooted into the root filesystem scripts/dpdk-rootfs built)" \
+    "runs in container 1's netns with a net_af_xdp port made from the device-info file alone: it inserts its" \
+    "socket into the container's map itself (use_pinned_map), loads no XDP program, and counts c1's frames."
+[ -n "${NKC_DPDK_ROOTFS:-}" ] || fail "NKC_DPDK_ROOTFS is unset: scripts/demo builds the DPDK root filesystem and sets it"
+vdev="net_af_xdp0,iface=$c1_if,start_queue=$c1_vq,queue_count=1,use_pinned_map=1,dp_path=$c1_map,force_copy=1"
+mkfifo "$scratch/testpmd.in"
+printf '$ nsenter --net=/proc/%s/ns/net scripts/dpdk-chroot $NKC_DPDK_ROOTFS --bind %s -- \\\n    dpdk-testpmd -l 0-1 --no-huge -m 256 --no-shconf --no-pci --vdev %s -- \\\n    --total-num-mbufs=8192 --forward-mode=rxonly --auto-start &\n' "$c1_pid" "$bpffs" "$vdev"
+nsenter --net="/proc/$c1_pid/ns/net" "$root/scripts/dpdk-chroot" "$NKC_DPDK_ROOTFS" --bind "$bpffs" -- \
+    stdbuf -oL -eL dpdk-testpmd -l 0-1 --no-huge -m 256 --no-shconf --no-pci --no-telemetry --vdev "$vdev" -- \
+    --total-num-mbufs=8192 --forward-mode=rxonly --auto-start <"$scratch/testpmd.in" >"$scratch/testpmd.out" 2>&1 &
+testpmd_pid=$!
+pids+=("$testpmd_pid")
+exec {testpmd_in}>"$scratch/testpmd.in"
+for _ in $(seq 600); do
+    grep -q "Press enter to exit" "$scratch/testpmd.out" && break
+    kill -0 "$testpmd_pid" 2>/dev/null || { cat "$scratch/testpmd.out" >&2; fail "testpmd exited before forwarding"; }
+    sleep 0.2
+done
+grep -q "Press enter to exit" "$scratch/testpmd.out" || { cat "$scratch/testpmd.out" >&2; fail "testpmd did not start within 120 s"; }
+grep -E "^Port 0:|rxonly packet forwarding" "$scratch/testpmd.out" | sed 's/^/    /'
+echo "$ # from far: $frames datagrams to 10.77.0.1:5001 (c1's queue)"
+in_far bash -c 'for i in $(seq "$1"); do printf "to testpmd #%d" "$i" >/dev/udp/10.77.0.1/5001; sleep 0.05; done' sh "$frames"
+sleep 2
+echo >&"$testpmd_in" # "Press enter to exit": testpmd stops, prints its counters and quits
+exec {testpmd_in}>&-
+wait "$testpmd_pid" || { cat "$scratch/testpmd.out" >&2; fail "testpmd failed"; }
+echo "testpmd's forward statistics for port 0:"
+sed -n '/Forward statistics for port 0/,/^  ---*$/p' "$scratch/testpmd.out" | head -4 | sed 's/^/    /'
+rx=$(sed -n '/Forward statistics for port 0/,/^ *-\{20,\}/s/.*RX-packets: *\([0-9]*\).*/\1/p' "$scratch/testpmd.out" | head -1)
+[ "$rx" = "$frames" ] || { cat "$scratch/testpmd.out" >&2; fail "testpmd counted ${rx:-no} frames on port 0, not $frames"; }
+ok "testpmd's AF_XDP port received exactly c1's $frames frames through the lease"
+
+# ------------------------------------------------------------------------------------------------
 step "Stop both containers; nothing of the plugin's may be left" \
     "Killing a task ends its ctr run, which calls DEL for the network (lease ends, socket map and, with the" \
     "last pod, the dispatcher go; host-local releases the address) and removes the container."

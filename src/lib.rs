@@ -17,6 +17,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nsid;
 pub mod plugin;
+pub mod qemu;
 pub mod request;
 pub mod route;
 pub mod rtnl;

@@ -16,6 +16,9 @@ Usage:
                            show, read-only, the NIC queues leased to pods and the XDP
                            dispatcher state on this node (run as root in the node netns;
                            `netkit-cni inspect --help` for details)
+  netkit-cni qemu-netdev --device-info FILE --id ID [--sock-fds FD:FD...] [--force-copy]
+                           print QEMU's -netdev af-xdp argument for an attachment
+                           (`netkit-cni qemu-netdev --help` for details)
   netkit-cni --version     print the plugin version and the CNI versions it speaks
   netkit-cni --help        this text
 ";
@@ -50,6 +53,7 @@ pub(crate) fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("inspect") => inspect(&args[1..]),
+        Some("qemu-netdev") => qemu_netdev(&args[1..]),
         Some(other) => {
             eprint!("{USAGE}");
             eprintln!("\nerror: unknown command {other:?}");
@@ -87,5 +91,24 @@ fn inspect(args: &[String]) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes()).context("writing the report to stdout")?;
     stdout.flush().context("writing the report to stdout")?;
+    Ok(())
+}
+
+/// `netkit-cni qemu-netdev`: the argument on stdout; a bad argument exits 2, an unusable
+/// device-info file 1, both with the message on stderr.
+fn qemu_netdev(args: &[String]) -> anyhow::Result<()> {
+    use netkit_cni::qemu::{self, Invocation};
+    let fail = |e: qemu::QemuError| -> ! {
+        eprintln!("netkit-cni qemu-netdev: error: {e}");
+        if e.exit_code() == 2 {
+            eprintln!("(netkit-cni qemu-netdev --help shows the usage)");
+        }
+        std::process::exit(e.exit_code());
+    };
+    match qemu::parse_args(args) {
+        Ok(Invocation::Help) => print!("{}", qemu::USAGE),
+        Ok(Invocation::Run(opts)) => println!("{}", qemu::run(&opts).unwrap_or_else(|e| fail(e))),
+        Err(e) => fail(e),
+    }
     Ok(())
 }

@@ -565,14 +565,29 @@ impl Xsk {
     /// A queue another socket used a moment ago can still answer `EBUSY`: the kernel releases a
     /// closed socket's hold on its queue from a workqueue.
     pub fn bind(ifindex: u32, queue: u32, config: &XskConfig) -> Result<Xsk, XskError> {
-        let umem_len = config.validated_umem_len()?;
+        config.validate()?;
+        Xsk::bind_socket(Xsk::socket()?, ifindex, queue, config)
+    }
+
+    /// A fresh, unbound `socket(AF_XDP)`: what a privileged launcher hands to an unprivileged
+    /// consumer (QEMU's `sock-fds`). Creating one needs `CAP_NET_RAW` (`xsk_create`,
+    /// net/xdp/xsk.c); registering a UMEM on it and binding it need no capability.
+    pub fn socket() -> Result<OwnedFd, XskError> {
         // SAFETY: plain syscall; the result is checked.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(XskError::last("socket(AF_XDP)"));
         }
         // SAFETY: a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// As [`Xsk::bind`], on a socket from [`Xsk::socket`] (possibly received from another
+    /// process), the way QEMU treats its `sock-fds`: this process registers its own UMEM on it
+    /// and binds it. The UMEM is pinned memory charged to this user's `RLIMIT_MEMLOCK` unless it
+    /// has `CAP_IPC_LOCK` (`xdp_umem_account_pages`, net/xdp/xdp_umem.c): `ENOBUFS` when over.
+    pub fn bind_socket(fd: OwnedFd, ifindex: u32, queue: u32, config: &XskConfig) -> Result<Xsk, XskError> {
+        let umem_len = config.validated_umem_len()?;
         let umem = Mapping::anonymous(umem_len).map_err(|e| XskError::sys("mmap UMEM", e))?;
         let reg = libc::xdp_umem_reg {
             addr: umem.ptr.as_ptr() as u64,
@@ -725,6 +740,22 @@ impl Xsk {
         };
         let map = sys::obj_get(xskmap_pin).map_err(|e| map_err("BPF_OBJ_GET", e))?;
         let value = self.fd.as_raw_fd() as u32;
+        sys::map_update(map.as_fd(), &key, &value, 0).map_err(|e| map_err("BPF_MAP_UPDATE_ELEM", e))
+    }
+
+    /// [`Xsk::insert_into`] for a socket this process only holds a descriptor of, e.g. one it
+    /// created with [`Xsk::socket`] and handed to a consumer that bound it (QEMU's `sock-fds`
+    /// inserts into no map). The kernel takes it once its RX ring exists (`xsk_map_update_elem`,
+    /// net/xdp/xskmap.c: `ENOBUFS` before).
+    pub fn insert_fd_into(fd: BorrowedFd<'_>, xskmap_pin: &Path, key: u32) -> Result<(), XskError> {
+        let map_err = |step, errno| XskError::Map {
+            step,
+            path: xskmap_pin.to_path_buf(),
+            key,
+            errno,
+        };
+        let map = sys::obj_get(xskmap_pin).map_err(|e| map_err("BPF_OBJ_GET", e))?;
+        let value = fd.as_raw_fd() as u32;
         sys::map_update(map.as_fd(), &key, &value, 0).map_err(|e| map_err("BPF_MAP_UPDATE_ELEM", e))
     }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod xdp;
+
 /// Fails loudly (never skips) when the environment cannot run privileged tests: a test that
 /// silently passed outside the VM would prove nothing.
 pub fn require_privileged_kernel() {
