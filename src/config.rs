@@ -17,7 +17,9 @@ use crate::cni::result::FieldError;
 use crate::cni::version::version_of_config;
 use crate::cni::{codes, CniError, CniResult, CniVersion, Dns};
 use crate::logging::LogLevel;
-use crate::xdp::{DispatcherOptions, QueueRangeConfig, QueueRanges, XdpError, XdpMode, DEFAULT_BPFFS};
+use crate::xdp::{
+    DispatcherOptions, QueueRangeConfig, QueueRanges, XdpError, XdpMode, DEFAULT_BPFFS,
+};
 
 /// The `type` this plugin is installed as.
 pub const PLUGIN_TYPE: &str = "netkit-cni";
@@ -558,7 +560,11 @@ fn plain_absolute_path(v: &Value, field: &str) -> Result<PathBuf, ConfigError> {
         // Path::components() drops a "." in the middle; the text must not have one either.
         && !s.split('/').any(|c| c == "." || c == "..");
     if !plain || s.contains('\0') {
-        return Err(ConfigError::invalid(field, v, "must be an absolute path without \".\" or \"..\""));
+        return Err(ConfigError::invalid(
+            field,
+            v,
+            "must be an absolute path without \".\" or \"..\"",
+        ));
     }
     Ok(PathBuf::from(s))
 }
@@ -597,7 +603,10 @@ impl QueueSet {
     /// costs no more than reading its text (overlapping ranges count twice).
     pub fn parse_capped(s: &str, cap: usize) -> Result<QueueSet, String> {
         if s.len() > MAX_QUEUE_LIST_LEN {
-            return Err(format!("{} bytes long; a queue list has at most {MAX_QUEUE_LIST_LEN}", s.len()));
+            return Err(format!(
+                "{} bytes long; a queue list has at most {MAX_QUEUE_LIST_LEN}",
+                s.len()
+            ));
         }
         let mut set = BTreeSet::new();
         let mut total: usize = 0;
@@ -613,7 +622,10 @@ impl QueueSet {
                 }
             };
             if lo > hi {
-                return Err(format!("range {:?} is reversed", crate::logging::clip(item, 32)));
+                return Err(format!(
+                    "range {:?} is reversed",
+                    crate::logging::clip(item, 32)
+                ));
             }
             total = (hi - lo)
                 .checked_add(1)
@@ -682,11 +694,17 @@ impl fmt::Display for QueueSet {
 fn queue_id(s: &str) -> Result<u32, String> {
     // Only plain decimal digits: "+3" or " 3" parse as u32 but are not what anyone meant.
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{:?} is not a queue id", crate::logging::clip(s, 32)));
+        return Err(format!(
+            "{:?} is not a queue id",
+            crate::logging::clip(s, 32)
+        ));
     }
     match s.parse::<u32>() {
         Ok(n) if n <= MAX_QUEUE_ID => Ok(n),
-        _ => Err(format!("queue id {} is above {MAX_QUEUE_ID}", crate::logging::clip(s, 32))),
+        _ => Err(format!(
+            "queue id {} is above {MAX_QUEUE_ID}",
+            crate::logging::clip(s, 32)
+        )),
     }
 }
 
@@ -752,21 +770,20 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
     }
     let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
 
-    let master = match get("master") {
-        None => {
-            return Err(ConfigError::missing(
+    let master =
+        match get("master") {
+            None => return Err(ConfigError::missing(
                 "lease.master",
                 "the physical NIC (by name in the node's network namespace) to lease queues from",
-            ))
-        }
-        Some(m) => {
-            let s = string(m, "lease.master")?;
-            if let Err(e) = crate::link::validate_ifname(s) {
-                return Err(ConfigError::invalid("lease.master", m, e.to_string()));
+            )),
+            Some(m) => {
+                let s = string(m, "lease.master")?;
+                if let Err(e) = crate::link::validate_ifname(s) {
+                    return Err(ConfigError::invalid("lease.master", m, e.to_string()));
+                }
+                s.to_owned()
             }
-            s.to_owned()
-        }
-    };
+        };
 
     let max_leases = u64::from(MAX_LEASES_PER_DEVICE);
     let queues = match (get("queues"), get("queueIds")) {
@@ -847,7 +864,10 @@ fn lease_consistency(c: &LeaseConfig, obj: &Map<String, Value>) -> Result<(), Co
                     return Err(ConfigError::invalid(
                         "lease.queues",
                         &field("queues"),
-                        format!("more than the {} queue(s) in allowedQueues {pool}", pool.len()),
+                        format!(
+                            "more than the {} queue(s) in allowedQueues {pool}",
+                            pool.len()
+                        ),
                     ));
                 }
             }
@@ -891,7 +911,13 @@ pub struct XdpConfig {
 
 impl XdpConfig {
     pub fn options(&self) -> DispatcherOptions {
-        DispatcherOptions { bpffs: self.bpffs.clone(), mode: self.mode, stats: self.stats, frags: self.frags, pod_map_access: self.pod_map }
+        DispatcherOptions {
+            bpffs: self.bpffs.clone(),
+            mode: self.mode,
+            stats: self.stats,
+            frags: self.frags,
+            pod_map_access: self.pod_map,
+        }
     }
 }
 
@@ -901,12 +927,20 @@ const XDP_KEYS: &[&str] = &["bpffs", "mode", "stats", "frags", "ranges", "podMap
 /// grant read and write only (no execute, setuid, setgid or sticky bits).
 fn pod_map_access(v: &Value) -> Result<crate::xdp::PinAccess, ConfigError> {
     let obj = object(v, "xdp.podMap")?;
-    if let Some((k, val)) = obj.iter().find(|(k, _)| !["uid", "gid", "mode"].contains(&k.as_str())) {
-        return Err(ConfigError::UnsupportedField { key: format!("xdp.podMap.{k}"), value: render_value(val) });
+    if let Some((k, val)) = obj
+        .iter()
+        .find(|(k, _)| !["uid", "gid", "mode"].contains(&k.as_str()))
+    {
+        return Err(ConfigError::UnsupportedField {
+            key: format!("xdp.podMap.{k}"),
+            value: render_value(val),
+        });
     }
     let id = |k: &str| -> Result<u32, ConfigError> {
         let field = format!("xdp.podMap.{k}");
-        let v = obj.get(k).ok_or_else(|| ConfigError::invalid(&field, &Value::Null, "required"))?;
+        let v = obj
+            .get(k)
+            .ok_or_else(|| ConfigError::invalid(&field, &Value::Null, "required"))?;
         // u32::MAX is (uid_t)-1, "no change" to chown(2).
         Ok(uint_in(v, &field, 0, u64::from(u32::MAX - 1))? as u32)
     };
@@ -918,18 +952,31 @@ fn pod_map_access(v: &Value) -> Result<crate::xdp::PinAccess, ConfigError> {
             let digits = s.strip_prefix('0').filter(|d| d.len() == 3).unwrap_or(s);
             match u32::from_str_radix(digits, 8) {
                 Ok(n) if digits.len() == 3 && n & !0o666 == 0 => n,
-                _ => return Err(ConfigError::invalid("xdp.podMap.mode", m, "expected octal permission bits within 0666, e.g. \"0660\"")),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "xdp.podMap.mode",
+                        m,
+                        "expected octal permission bits within 0666, e.g. \"0660\"",
+                    ))
+                }
             }
         }
     };
     Ok(crate::xdp::PinAccess { uid, gid, mode })
 }
-const XDP_MODES: &[(&str, XdpMode)] = &[("auto", XdpMode::Auto), ("native", XdpMode::Native), ("generic", XdpMode::Generic)];
+const XDP_MODES: &[(&str, XdpMode)] = &[
+    ("auto", XdpMode::Auto),
+    ("native", XdpMode::Native),
+    ("generic", XdpMode::Generic),
+];
 
 fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
     let obj = object(v, "xdp")?;
     if let Some((k, val)) = obj.iter().find(|(k, _)| !XDP_KEYS.contains(&k.as_str())) {
-        return Err(ConfigError::UnsupportedField { key: format!("xdp.{k}"), value: render_value(val) });
+        return Err(ConfigError::UnsupportedField {
+            key: format!("xdp.{k}"),
+            value: render_value(val),
+        });
     }
     let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
     let bpffs = match get("bpffs") {
@@ -937,24 +984,51 @@ fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
         // Pins and the per-NIC lock live under it.
         Some(b) => plain_absolute_path(b, "xdp.bpffs")?,
     };
-    let mode = get("mode").map(|m| one_of(m, "xdp.mode", XDP_MODES)).transpose()?.unwrap_or_default();
-    let stats = get("stats").map(|b| boolean(b, "xdp.stats")).transpose()?.unwrap_or(false);
-    let frags = get("frags").map(|b| boolean(b, "xdp.frags")).transpose()?.unwrap_or(false);
+    let mode = get("mode")
+        .map(|m| one_of(m, "xdp.mode", XDP_MODES))
+        .transpose()?
+        .unwrap_or_default();
+    let stats = get("stats")
+        .map(|b| boolean(b, "xdp.stats"))
+        .transpose()?
+        .unwrap_or(false);
+    let frags = get("frags")
+        .map(|b| boolean(b, "xdp.frags"))
+        .transpose()?
+        .unwrap_or(false);
     let ranges = match get("ranges") {
         None => QueueRanges::all_pass(),
         Some(r) => {
-            let entries: Vec<QueueRangeConfig> = serde_json::from_value(r.clone())
-                .map_err(|e| ConfigError::invalid("xdp.ranges", r, format!("expected a list of {{\"queues\", \"action\", \"program\"}}: {e}")))?;
+            let entries: Vec<QueueRangeConfig> =
+                serde_json::from_value(r.clone()).map_err(|e| {
+                    ConfigError::invalid(
+                        "xdp.ranges",
+                        r,
+                        format!("expected a list of {{\"queues\", \"action\", \"program\"}}: {e}"),
+                    )
+                })?;
             QueueRanges::new(&entries, &bpffs).map_err(|e| match e {
-                XdpError::InvalidConfig { entry: Some(i), reason } => {
-                    ConfigError::invalid(format!("xdp.ranges[{i}]"), &r.get(i).cloned().unwrap_or(Value::Null), reason)
-                }
+                XdpError::InvalidConfig {
+                    entry: Some(i),
+                    reason,
+                } => ConfigError::invalid(
+                    format!("xdp.ranges[{i}]"),
+                    &r.get(i).cloned().unwrap_or(Value::Null),
+                    reason,
+                ),
                 other => ConfigError::invalid("xdp.ranges", r, other.to_string()),
             })?
         }
     };
     let pod_map = get("podMap").map(pod_map_access).transpose()?;
-    Ok(XdpConfig { bpffs, mode, stats, frags, ranges, pod_map })
+    Ok(XdpConfig {
+        bpffs,
+        mode,
+        stats,
+        frags,
+        ranges,
+        pod_map,
+    })
 }
 
 /// A non-empty JSON list of distinct queue ids.
@@ -977,7 +1051,11 @@ fn queue_id_list(v: &Value, field: &str) -> Result<Vec<u32>, ConfigError> {
     for (i, item) in items.iter().enumerate() {
         let id = uint_in(item, &format!("{field}[{i}]"), 0, u64::from(MAX_QUEUE_ID))? as u32;
         if !seen.insert(id) {
-            return Err(ConfigError::invalid(field, v, format!("queue {id} is listed twice")));
+            return Err(ConfigError::invalid(
+                field,
+                v,
+                format!("queue {id} is listed twice"),
+            ));
         }
         out.push(id);
     }
@@ -1430,37 +1508,106 @@ mod tests {
         assert_eq!(x.ranges.ranges().len(), 2);
         assert_eq!(x.options().bpffs, PathBuf::from("/run/bpf"));
         assert_eq!(x.options().pod_map_access, None);
-        let x = xdp_conf(json!({"podMap": {"uid": 107, "gid": 108, "mode": "0660"}}), "single").unwrap().xdp.unwrap();
-        assert_eq!(x.options().pod_map_access, Some(crate::xdp::PinAccess { uid: 107, gid: 108, mode: 0o660 }));
-        let x = xdp_conf(json!({"podMap": {"uid": 0, "gid": 108}}), "single").unwrap().xdp.unwrap();
+        let x = xdp_conf(
+            json!({"podMap": {"uid": 107, "gid": 108, "mode": "0660"}}),
+            "single",
+        )
+        .unwrap()
+        .xdp
+        .unwrap();
+        assert_eq!(
+            x.options().pod_map_access,
+            Some(crate::xdp::PinAccess {
+                uid: 107,
+                gid: 108,
+                mode: 0o660
+            })
+        );
+        let x = xdp_conf(json!({"podMap": {"uid": 0, "gid": 108}}), "single")
+            .unwrap()
+            .xdp
+            .unwrap();
         assert_eq!(x.options().pod_map_access.unwrap().mode, 0o600);
     }
 
     #[test]
     fn bad_xdp_blocks_name_the_field_and_value() {
         let cases = [
-            (json!({"ranges": [{"queues": "0-3", "action": "drop"}, {"queues": "2", "action": "pass"}]}), "xdp.ranges[1]", "overlap"),
-            (json!({"ranges": [{"queues": "0", "action": "program", "program": "/etc/passwd"}]}), "xdp.ranges[0]", "/etc/passwd"),
-            (json!({"ranges": [{"queues": "0", "action": "program", "program": "/sys/fs/bpf/../../etc/x"}]}), "xdp.ranges[0]", "etc/x"),
-            (json!({"ranges": [{"queues": "5-2", "action": "drop"}]}), "xdp.ranges[0]", "5-2"),
-            (json!({"ranges": [{"queues": "0", "action": "redirect"}]}), "xdp.ranges", "redirect"),
+            (
+                json!({"ranges": [{"queues": "0-3", "action": "drop"}, {"queues": "2", "action": "pass"}]}),
+                "xdp.ranges[1]",
+                "overlap",
+            ),
+            (
+                json!({"ranges": [{"queues": "0", "action": "program", "program": "/etc/passwd"}]}),
+                "xdp.ranges[0]",
+                "/etc/passwd",
+            ),
+            (
+                json!({"ranges": [{"queues": "0", "action": "program", "program": "/sys/fs/bpf/../../etc/x"}]}),
+                "xdp.ranges[0]",
+                "etc/x",
+            ),
+            (
+                json!({"ranges": [{"queues": "5-2", "action": "drop"}]}),
+                "xdp.ranges[0]",
+                "5-2",
+            ),
+            (
+                json!({"ranges": [{"queues": "0", "action": "redirect"}]}),
+                "xdp.ranges",
+                "redirect",
+            ),
             (json!({"ranges": "0-3"}), "xdp.ranges", "0-3"),
             (json!({"bpffs": "sys/fs/bpf"}), "xdp.bpffs", "sys/fs/bpf"),
             (json!({"bpffs": "/sys/fs/bpf/../../tmp"}), "xdp.bpffs", ".."),
-            (json!({"bpffs": "/sys/fs/./bpf"}), "xdp.bpffs", "/sys/fs/./bpf"),
-            (json!({"podMap": {"uid": 107, "gid": 107, "mode": "0755"}}), "xdp.podMap.mode", "0755"),
-            (json!({"podMap": {"uid": 107, "gid": 107, "mode": "4660"}}), "xdp.podMap.mode", "4660"),
-            (json!({"podMap": {"uid": 107, "gid": 107, "mode": 660}}), "xdp.podMap.mode", "660"),
-            (json!({"podMap": {"uid": -1, "gid": 107}}), "xdp.podMap.uid", "-1"),
-            (json!({"podMap": {"uid": 4294967295u64, "gid": 107}}), "xdp.podMap.uid", "4294967295"),
-            (json!({"podMap": {"gid": 107}}), "xdp.podMap.uid", "required"),
+            (
+                json!({"bpffs": "/sys/fs/./bpf"}),
+                "xdp.bpffs",
+                "/sys/fs/./bpf",
+            ),
+            (
+                json!({"podMap": {"uid": 107, "gid": 107, "mode": "0755"}}),
+                "xdp.podMap.mode",
+                "0755",
+            ),
+            (
+                json!({"podMap": {"uid": 107, "gid": 107, "mode": "4660"}}),
+                "xdp.podMap.mode",
+                "4660",
+            ),
+            (
+                json!({"podMap": {"uid": 107, "gid": 107, "mode": 660}}),
+                "xdp.podMap.mode",
+                "660",
+            ),
+            (
+                json!({"podMap": {"uid": -1, "gid": 107}}),
+                "xdp.podMap.uid",
+                "-1",
+            ),
+            (
+                json!({"podMap": {"uid": 4294967295u64, "gid": 107}}),
+                "xdp.podMap.uid",
+                "4294967295",
+            ),
+            (
+                json!({"podMap": {"gid": 107}}),
+                "xdp.podMap.uid",
+                "required",
+            ),
             (json!({"mode": "offload"}), "xdp.mode", "offload"),
             (json!({"stats": "yes"}), "xdp.stats", "yes"),
         ];
         for (block, field, value) in cases {
             let e = xdp_conf(block.clone(), "single").unwrap_err();
             assert_eq!(e.code, codes::INVALID_CONFIG, "{block}: {}", e.msg);
-            assert!(e.msg.contains(field) && (e.msg.contains(value) || e.details.contains(value)), "{block}: {} / {}", e.msg, e.details);
+            assert!(
+                e.msg.contains(field) && (e.msg.contains(value) || e.details.contains(value)),
+                "{block}: {} / {}",
+                e.msg,
+                e.details
+            );
         }
         let e = xdp_conf(json!({"ranges": [], "colour": 1}), "single").unwrap_err();
         assert_eq!(e.code, codes::UNSUPPORTED_FIELD);
@@ -1472,13 +1619,25 @@ mod tests {
         let mut pair = with("lease", json!({"master": "ens1f0"}));
         pair["xdp"] = json!({});
         let e = CniError::from(parse(pair).unwrap_err());
-        assert!(e.msg.contains("field xdp") && e.details.contains("single"), "{} / {}", e.msg, e.details);
+        assert!(
+            e.msg.contains("field xdp") && e.details.contains("single"),
+            "{} / {}",
+            e.msg,
+            e.details
+        );
         let e = CniError::from(parse(with("xdp", json!({}))).unwrap_err());
-        assert!(e.msg.contains("field xdp") && e.details.contains("lease"), "{} / {}", e.msg, e.details);
+        assert!(
+            e.msg.contains("field xdp") && e.details.contains("lease"),
+            "{} / {}",
+            e.msg,
+            e.details
+        );
     }
 
     fn lease(block: Value) -> Result<LeaseConfig, CniError> {
-        parse(with("lease", block)).map(|c| c.lease.unwrap()).map_err(CniError::from)
+        parse(with("lease", block))
+            .map(|c| c.lease.unwrap())
+            .map_err(CniError::from)
     }
 
     #[test]
@@ -1489,7 +1648,8 @@ mod tests {
         assert_eq!(l.max_queues_per_pod, None);
         assert_eq!(l.device_info_dir, PathBuf::from(DEFAULT_DEVICE_INFO_DIR));
         assert!(!l.allows(0) && l.allows(1) && l.allows(MAX_QUEUE_ID));
-        let l = lease(json!({"master": "ens1f0", "queueIds": [3, 1], "allowedQueues": [1, 3, 9]})).unwrap();
+        let l = lease(json!({"master": "ens1f0", "queueIds": [3, 1], "allowedQueues": [1, 3, 9]}))
+            .unwrap();
         assert_eq!(l.queues, LeaseQueues::Ids(vec![3, 1]), "order is kept");
         assert_eq!(l.allowed_queues.unwrap().to_string(), "1,3,9");
     }
@@ -1516,7 +1676,17 @@ mod tests {
             assert_eq!(set.iter().collect::<Vec<_>>(), ids, "{text}");
             assert_eq!(set.to_string(), shown, "{text}");
         }
-        for bad in ["", "1,,2", "7-2", "a", "-3", "1-", "+4", "70000", "0-4294967295"] {
+        for bad in [
+            "",
+            "1,,2",
+            "7-2",
+            "a",
+            "-3",
+            "1-",
+            "+4",
+            "70000",
+            "0-4294967295",
+        ] {
             assert!(QueueSet::parse(bad).is_err(), "{bad:?} must be refused");
         }
         assert_eq!(QueueSet::default().to_string(), "(none)");
@@ -1529,30 +1699,98 @@ mod tests {
             (json!({}), "lease.master", "missing"),
             (json!({"master": ""}), "lease.master", "\"\""),
             (json!({"master": "a/b"}), "lease.master", "\"a/b\""),
-            (json!({"master": "averyveryverylongname"}), "lease.master", "15 bytes"),
+            (
+                json!({"master": "averyveryverylongname"}),
+                "lease.master",
+                "15 bytes",
+            ),
             (json!({"master": 3}), "lease.master", "3"),
             (json!({"master": "e", "queues": 0}), "lease.queues", "0"),
-            (json!({"master": "e", "queues": 1024}), "lease.queues", "1024"),
-            (json!({"master": "e", "queues": 2, "queueIds": [1]}), "lease.queueIds", "not both"),
-            (json!({"master": "e", "queueIds": []}), "lease.queueIds", "empty"),
-            (json!({"master": "e", "queueIds": [1, 1]}), "lease.queueIds", "twice"),
-            (json!({"master": "e", "queueIds": [-1]}), "lease.queueIds[0]", "-1"),
-            (json!({"master": "e", "queueIds": [0]}), "lease.queueIds", "queue 0 is outside the pool"),
-            (json!({"master": "e", "queueIds": [5], "allowedQueues": "1-4"}), "lease.queueIds", "queue 5"),
-            (json!({"master": "e", "allowedQueues": "7-2"}), "lease.allowedQueues", "reversed"),
-            (json!({"master": "e", "allowedQueues": 3}), "lease.allowedQueues", "3"),
-            (json!({"master": "e", "allowedQueues": []}), "lease.allowedQueues", "empty"),
-            (json!({"master": "e", "queues": 3, "allowedQueues": "1-2"}), "lease.queues", "allowedQueues 1-2"),
-            (json!({"master": "e", "queues": 3, "maxQueuesPerPod": 2}), "lease.queues", "maxQueuesPerPod 2"),
-            (json!({"master": "e", "queueIds": [1, 2], "maxQueuesPerPod": 1}), "lease.queueIds", "maxQueuesPerPod 1"),
-            (json!({"master": "e", "maxQueuesPerPod": 0}), "lease.maxQueuesPerPod", "0"),
-            (json!({"master": "e", "deviceInfoDir": "rel/dir"}), "lease.deviceInfoDir", "absolute"),
+            (
+                json!({"master": "e", "queues": 1024}),
+                "lease.queues",
+                "1024",
+            ),
+            (
+                json!({"master": "e", "queues": 2, "queueIds": [1]}),
+                "lease.queueIds",
+                "not both",
+            ),
+            (
+                json!({"master": "e", "queueIds": []}),
+                "lease.queueIds",
+                "empty",
+            ),
+            (
+                json!({"master": "e", "queueIds": [1, 1]}),
+                "lease.queueIds",
+                "twice",
+            ),
+            (
+                json!({"master": "e", "queueIds": [-1]}),
+                "lease.queueIds[0]",
+                "-1",
+            ),
+            (
+                json!({"master": "e", "queueIds": [0]}),
+                "lease.queueIds",
+                "queue 0 is outside the pool",
+            ),
+            (
+                json!({"master": "e", "queueIds": [5], "allowedQueues": "1-4"}),
+                "lease.queueIds",
+                "queue 5",
+            ),
+            (
+                json!({"master": "e", "allowedQueues": "7-2"}),
+                "lease.allowedQueues",
+                "reversed",
+            ),
+            (
+                json!({"master": "e", "allowedQueues": 3}),
+                "lease.allowedQueues",
+                "3",
+            ),
+            (
+                json!({"master": "e", "allowedQueues": []}),
+                "lease.allowedQueues",
+                "empty",
+            ),
+            (
+                json!({"master": "e", "queues": 3, "allowedQueues": "1-2"}),
+                "lease.queues",
+                "allowedQueues 1-2",
+            ),
+            (
+                json!({"master": "e", "queues": 3, "maxQueuesPerPod": 2}),
+                "lease.queues",
+                "maxQueuesPerPod 2",
+            ),
+            (
+                json!({"master": "e", "queueIds": [1, 2], "maxQueuesPerPod": 1}),
+                "lease.queueIds",
+                "maxQueuesPerPod 1",
+            ),
+            (
+                json!({"master": "e", "maxQueuesPerPod": 0}),
+                "lease.maxQueuesPerPod",
+                "0",
+            ),
+            (
+                json!({"master": "e", "deviceInfoDir": "rel/dir"}),
+                "lease.deviceInfoDir",
+                "absolute",
+            ),
             (json!("eth1"), "lease", "\"eth1\""),
         ];
         for (block, field, text) in cases {
             let err = lease(block.clone()).unwrap_err();
             assert_eq!(err.code, 7, "{block}: {err:?}");
-            assert!(err.msg.contains(&format!("field {field}")), "{block}: {:?}", err.msg);
+            assert!(
+                err.msg.contains(&format!("field {field}")),
+                "{block}: {:?}",
+                err.msg
+            );
             assert!(
                 err.msg.contains(text) || err.details.contains(text),
                 "{block}: {err:?} lacks {text}"
@@ -1591,7 +1829,10 @@ mod tests {
         assert_eq!(LOG_LEVELS.len(), LogLevel::ALL.len());
         for (name, level) in LOG_LEVELS {
             assert_eq!(LogLevel::parse(name), Some(*level));
-            assert_eq!(parse(with("logLevel", json!(name))).unwrap().log_level, *level);
+            assert_eq!(
+                parse(with("logLevel", json!(name))).unwrap().log_level,
+                *level
+            );
         }
     }
 }

@@ -29,8 +29,12 @@ pub const ADD_POINTS: &[&str] = &[
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &'static str) -> Result<(), String> {
     debug_assert!(ADD_POINTS.contains(&name), "unknown failpoint {name}");
-    let Ok(spec) = std::env::var("NKC_FAILPOINT") else { return Ok(()) };
-    let Some((point, action)) = spec.split_once(':') else { return Ok(()) };
+    let Ok(spec) = std::env::var("NKC_FAILPOINT") else {
+        return Ok(());
+    };
+    let Some((point, action)) = spec.split_once(':') else {
+        return Ok(());
+    };
     if point != name {
         return Ok(());
     }

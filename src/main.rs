@@ -28,11 +28,15 @@ pub(crate) fn main() -> anyhow::Result<()> {
         // vars_os: a non-UTF-8 variable must become a CNI error (code 4), not a panic.
         let vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
         let mut stdin = Vec::new();
-        std::io::stdin().read_to_end(&mut stdin).context("reading the network config from stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut stdin)
+            .context("reading the network config from stdin")?;
         let resp = netkit_cni::plugin::run(&vars, &stdin);
         if let Some(out) = resp.stdout {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(out.as_bytes()).context("writing the result to stdout")?;
+            stdout
+                .write_all(out.as_bytes())
+                .context("writing the result to stdout")?;
             stdout.write_all(b"\n")?;
             stdout.flush()?;
         }
@@ -44,7 +48,11 @@ pub(crate) fn main() -> anyhow::Result<()> {
             println!(
                 "netkit-cni {} (CNI spec versions: {})",
                 env!("CARGO_PKG_VERSION"),
-                netkit_cni::cni::CniVersion::SUPPORTED.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+                netkit_cni::cni::CniVersion::SUPPORTED
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             Ok(())
         }
@@ -87,9 +95,15 @@ fn inspect(args: &[String]) -> anyhow::Result<()> {
         Err(e) => fail(e),
     };
     let report = inspect::inspect(&opts).unwrap_or_else(|e| fail(e));
-    let text = if opts.json { report.to_json() + "\n" } else { inspect::render_table(&report) };
+    let text = if opts.json {
+        report.to_json() + "\n"
+    } else {
+        inspect::render_table(&report)
+    };
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes()).context("writing the report to stdout")?;
+    stdout
+        .write_all(text.as_bytes())
+        .context("writing the report to stdout")?;
     stdout.flush().context("writing the report to stdout")?;
     Ok(())
 }

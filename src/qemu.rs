@@ -33,9 +33,15 @@ pub enum QemuError {
     #[error("{0}")]
     Usage(String),
     #[error("device-info file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("device-info file {path} is not a netkit-lease device-info file: {source}")]
-    Decode { path: PathBuf, source: serde_json::Error },
+    Decode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("device-info file {path}: {msg}")]
     Unusable { path: PathBuf, msg: String },
 }
@@ -86,7 +92,11 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, QemuError> {
     let (mut device_info, mut id, mut sock_fds, mut force_copy) = (None, None, None, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| QemuError::Usage(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| QemuError::Usage(format!("{name} needs a value")))
+        };
         match a.as_str() {
             "-h" | "--help" => return Ok(Invocation::Help),
             "--device-info" => device_info = Some(PathBuf::from(value(a)?)),
@@ -96,18 +106,27 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, QemuError> {
             other => return Err(QemuError::Usage(format!("unknown argument {other:?}"))),
         }
     }
-    let device_info = device_info.ok_or_else(|| QemuError::Usage("--device-info is required".into()))?;
+    let device_info =
+        device_info.ok_or_else(|| QemuError::Usage("--device-info is required".into()))?;
     let id = id.ok_or_else(|| QemuError::Usage("--id is required".into()))?;
     if !id_wellformed(&id) {
-        return Err(QemuError::Usage(format!("--id {id:?}: QEMU wants a letter, then letters, digits, '-', '.' or '_'")));
+        return Err(QemuError::Usage(format!(
+            "--id {id:?}: QEMU wants a letter, then letters, digits, '-', '.' or '_'"
+        )));
     }
-    Ok(Invocation::Run(Options { device_info, id, sock_fds, force_copy }))
+    Ok(Invocation::Run(Options {
+        device_info,
+        id,
+        sock_fds,
+        force_copy,
+    }))
 }
 
 /// QEMU's `id_wellformed` (util/id.c).
 fn id_wellformed(id: &str) -> bool {
     let mut c = id.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic()) && c.all(|ch| ch.is_ascii_alphanumeric() || "-._".contains(ch))
+    c.next().is_some_and(|f| f.is_ascii_alphabetic())
+        && c.all(|ch| ch.is_ascii_alphanumeric() || "-._".contains(ch))
 }
 
 /// `3:4` → ["3", "4"]. QEMU resolves each through `monitor_fd_param`, which on a command line
@@ -116,7 +135,9 @@ fn parse_sock_fds(s: &str) -> Result<Vec<String>, QemuError> {
     s.split(':')
         .map(|f| match f.parse::<u32>() {
             Ok(n) if i32::try_from(n).is_ok() => Ok(n.to_string()),
-            _ => Err(QemuError::Usage(format!("--sock-fds {s:?}: {f:?} is not a file descriptor number"))),
+            _ => Err(QemuError::Usage(format!(
+                "--sock-fds {s:?}: {f:?} is not a file descriptor number"
+            ))),
         })
         .collect()
 }
@@ -128,7 +149,10 @@ fn qemu_value(s: &str) -> String {
 
 /// The `-netdev` value for `info` (read from `path`, named in errors).
 pub fn netdev_arg(info: &DeviceInfo, path: &Path, opts: &Options) -> Result<String, QemuError> {
-    let unusable = |msg: String| QemuError::Unusable { path: path.to_path_buf(), msg };
+    let unusable = |msg: String| QemuError::Unusable {
+        path: path.to_path_buf(),
+        msg,
+    };
     let l = &info.lease;
     let x = l.xdp.as_ref().ok_or_else(|| unusable("it has no `xdp` section: the network has no `xdp` block, so nothing steers the leased queues to AF_XDP sockets".into()))?;
     if x.queue_count == 0 {
@@ -164,7 +188,11 @@ pub fn netdev_arg(info: &DeviceInfo, path: &Path, opts: &Options) -> Result<Stri
             }
             a.push_str(&format!(",sock-fds={}", fds.join(":")));
         }
-        None => a.push_str(&format!(",map-path={},map-start-index={}", qemu_value(&x.xsk_map), x.map_start_index)),
+        None => a.push_str(&format!(
+            ",map-path={},map-start-index={}",
+            qemu_value(&x.xsk_map),
+            x.map_start_index
+        )),
     }
     if opts.force_copy {
         a.push_str(",force-copy=on");
@@ -175,8 +203,14 @@ pub fn netdev_arg(info: &DeviceInfo, path: &Path, opts: &Options) -> Result<Stri
 /// Reads the file and builds the argument.
 pub fn run(opts: &Options) -> Result<String, QemuError> {
     let path = &opts.device_info;
-    let body = std::fs::read(path).map_err(|source| QemuError::Read { path: path.clone(), source })?;
-    let info: DeviceInfo = serde_json::from_slice(&body).map_err(|source| QemuError::Decode { path: path.clone(), source })?;
+    let body = std::fs::read(path).map_err(|source| QemuError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let info: DeviceInfo = serde_json::from_slice(&body).map_err(|source| QemuError::Decode {
+        path: path.clone(),
+        source,
+    })?;
     netdev_arg(&info, path, opts)
 }
 
@@ -194,8 +228,18 @@ mod tests {
             pairing: "single".into(),
             ifindex: 2,
             sandbox: "/run/netns/pod".into(),
-            master: MasterInfo { name: "ens1f0".into(), ifindex: 4 },
-            queues: vqueues.iter().enumerate().map(|(i, &v)| QueueMap { physical: 10 + i as u32, virtual_id: v }).collect(),
+            master: MasterInfo {
+                name: "ens1f0".into(),
+                ifindex: 4,
+            },
+            queues: vqueues
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| QueueMap {
+                    physical: 10 + i as u32,
+                    virtual_id: v,
+                })
+                .collect(),
             xdp: xdp.then(|| XdpInfo {
                 xsk_map: "/sys/fs/bpf/netkit-cni/netns1-if4/pods/c1/net1/xsks".into(),
                 start_queue: start,
@@ -206,7 +250,10 @@ mod tests {
     }
 
     fn opts(extra: &[&str]) -> Result<Invocation, QemuError> {
-        let mut a: Vec<String> = ["--device-info", "/x.json", "--id", "hn1"].iter().map(|s| s.to_string()).collect();
+        let mut a: Vec<String> = ["--device-info", "/x.json", "--id", "hn1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         a.extend(extra.iter().map(|s| s.to_string()));
         parse_args(&a)
     }
@@ -247,10 +294,19 @@ mod tests {
     #[test]
     fn sock_fds_replace_map_path_and_must_match_the_queue_count() {
         let a = arg(&info(&[1, 2], true), &["--sock-fds", "17:18"]).unwrap();
-        assert_eq!(a, "af-xdp,id=hn1,ifname=net1,queues=2,start-queue=1,inhibit=on,sock-fds=17:18");
-        assert!(!a.contains("map-path") && !a.contains("map-start-index"), "QEMU: mutually exclusive, and map-start-index needs map-path");
+        assert_eq!(
+            a,
+            "af-xdp,id=hn1,ifname=net1,queues=2,start-queue=1,inhibit=on,sock-fds=17:18"
+        );
+        assert!(
+            !a.contains("map-path") && !a.contains("map-start-index"),
+            "QEMU: mutually exclusive, and map-start-index needs map-path"
+        );
         let e = arg(&info(&[1, 2], true), &["--sock-fds", "17"]).unwrap_err();
-        assert!(e.to_string().contains("1 fds") && e.to_string().contains("2 queues"), "{e}");
+        assert!(
+            e.to_string().contains("1 fds") && e.to_string().contains("2 queues"),
+            "{e}"
+        );
         assert_eq!(e.exit_code(), 2);
     }
 
@@ -260,13 +316,18 @@ mod tests {
             let e = opts(&["--sock-fds", bad]).unwrap_err();
             assert!(e.to_string().contains("--sock-fds"), "{bad:?}: {e}");
         }
-        assert_eq!(run_opts(&["--sock-fds", "0:2147483647"]).sock_fds.unwrap(), vec!["0", "2147483647"]);
+        assert_eq!(
+            run_opts(&["--sock-fds", "0:2147483647"]).sock_fds.unwrap(),
+            vec!["0", "2147483647"]
+        );
     }
 
     #[test]
     fn force_copy_is_opt_in() {
         assert!(!arg(&info(&[1], true), &[]).unwrap().contains("force-copy"));
-        assert!(arg(&info(&[1], true), &["--force-copy"]).unwrap().ends_with(",force-copy=on"));
+        assert!(arg(&info(&[1], true), &["--force-copy"])
+            .unwrap()
+            .ends_with(",force-copy=on"));
     }
 
     #[test]
@@ -275,13 +336,19 @@ mod tests {
         i.lease.interface = "a,b".into();
         i.lease.xdp.as_mut().unwrap().xsk_map = "/sys/fs/bpf/x,y/xsks".into();
         let a = arg(&i, &[]).unwrap();
-        assert!(a.contains(",ifname=a,,b,") && a.contains(",map-path=/sys/fs/bpf/x,,y/xsks,"), "{a}");
+        assert!(
+            a.contains(",ifname=a,,b,") && a.contains(",map-path=/sys/fs/bpf/x,,y/xsks,"),
+            "{a}"
+        );
     }
 
     #[test]
     fn ids_follow_qemus_rule() {
         for good in ["hn1", "a", "net-1.x_y"] {
-            assert!(matches!(opts(&["--id", good]), Ok(Invocation::Run(o)) if o.id == good), "{good}");
+            assert!(
+                matches!(opts(&["--id", good]), Ok(Invocation::Run(o)) if o.id == good),
+                "{good}"
+            );
         }
         for bad in ["", "1net", "-a", "a,b", "a b", "é"] {
             let e = opts(&["--id", bad]).unwrap_err();
@@ -292,7 +359,10 @@ mod tests {
     #[test]
     fn a_file_without_xdp_or_with_a_gap_is_refused() {
         let e = arg(&info(&[1], false), &[]).unwrap_err();
-        assert!(e.to_string().contains("no `xdp` section") && e.to_string().contains("/x.json"), "{e}");
+        assert!(
+            e.to_string().contains("no `xdp` section") && e.to_string().contains("/x.json"),
+            "{e}"
+        );
         let mut gap = info(&[1, 3], true);
         gap.lease.xdp.as_mut().unwrap().queue_count = 2;
         let e = arg(&gap, &[]).unwrap_err();
@@ -306,7 +376,10 @@ mod tests {
         let e = parse_args(&["--device-info".into(), "/x".into()]).unwrap_err();
         assert!(e.to_string().contains("--id is required"), "{e}");
         let e = opts(&["--map-path", "/x"]).unwrap_err();
-        assert!(e.to_string().contains("unknown argument \"--map-path\""), "{e}");
+        assert!(
+            e.to_string().contains("unknown argument \"--map-path\""),
+            "{e}"
+        );
         let e = parse_args(&["--device-info".into()]).unwrap_err();
         assert!(e.to_string().contains("--device-info needs a value"), "{e}");
         assert_eq!(parse_args(&["--help".into()]).unwrap(), Invocation::Help);
@@ -318,12 +391,25 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("net:c1:net1-device.json");
         std::fs::write(&f, serde_json::to_vec(&info(&[1, 2], true)).unwrap()).unwrap();
-        let o = Options { device_info: f.clone(), id: "hn1".into(), sock_fds: None, force_copy: false };
-        assert!(run(&o).unwrap().starts_with("af-xdp,id=hn1,ifname=net1,queues=2,"));
+        let o = Options {
+            device_info: f.clone(),
+            id: "hn1".into(),
+            sock_fds: None,
+            force_copy: false,
+        };
+        assert!(run(&o)
+            .unwrap()
+            .starts_with("af-xdp,id=hn1,ifname=net1,queues=2,"));
         std::fs::write(&f, b"{\"type\": \"pci\"}").unwrap();
         let e = run(&o).unwrap_err();
-        assert!(matches!(e, QemuError::Decode { .. }) && e.to_string().contains(f.to_str().unwrap()), "{e}");
-        let missing = Options { device_info: dir.join("none.json"), ..o };
+        assert!(
+            matches!(e, QemuError::Decode { .. }) && e.to_string().contains(f.to_str().unwrap()),
+            "{e}"
+        );
+        let missing = Options {
+            device_info: dir.join("none.json"),
+            ..o
+        };
         assert!(matches!(run(&missing), Err(QemuError::Read { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }

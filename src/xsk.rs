@@ -586,7 +586,12 @@ impl Xsk {
     /// process), the way QEMU treats its `sock-fds`: this process registers its own UMEM on it
     /// and binds it. The UMEM is pinned memory charged to this user's `RLIMIT_MEMLOCK` unless it
     /// has `CAP_IPC_LOCK` (`xdp_umem_account_pages`, net/xdp/xdp_umem.c): `ENOBUFS` when over.
-    pub fn bind_socket(fd: OwnedFd, ifindex: u32, queue: u32, config: &XskConfig) -> Result<Xsk, XskError> {
+    pub fn bind_socket(
+        fd: OwnedFd,
+        ifindex: u32,
+        queue: u32,
+        config: &XskConfig,
+    ) -> Result<Xsk, XskError> {
         let umem_len = config.validated_umem_len()?;
         let umem = Mapping::anonymous(umem_len).map_err(|e| XskError::sys("mmap UMEM", e))?;
         let reg = libc::xdp_umem_reg {

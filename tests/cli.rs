@@ -10,7 +10,13 @@ use serde_json::Value;
 const GOOD: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"netkit-cni","ipam":{"type":"host-local","subnet":"10.9.0.0/24"}}"#;
 
 fn add_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut env = vec![("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/run/netns/x"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/usr/lib/cni")];
+    let mut env = vec![
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/run/netns/x"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
     for (k, v) in extra {
         env.retain(|(e, _)| e != k);
         if !v.is_empty() {
@@ -22,9 +28,19 @@ fn add_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 
 fn error_of(env: &[(&str, &str)], stdin: &str) -> Value {
     let r = run_plugin(None, env, stdin);
-    assert_eq!(r.status.code(), Some(1), "stdout: {} stderr: {}", r.stdout, r.stderr);
-    let v: Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", r.stdout));
-    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "error without msg: {v}");
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "stdout: {} stderr: {}",
+        r.stdout,
+        r.stderr
+    );
+    let v: Value = serde_json::from_str(r.stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", r.stdout));
+    assert!(
+        v["msg"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without msg: {v}"
+    );
     v
 }
 
@@ -50,14 +66,20 @@ fn missing_netns_on_add_is_code_4_naming_it() {
 
 #[test]
 fn unknown_config_key_is_code_2_naming_it() {
-    let v = error_of(&add_env(&[]), &GOOD.replace("\"name\"", "\"bogusKey\":1,\"name\""));
+    let v = error_of(
+        &add_env(&[]),
+        &GOOD.replace("\"name\"", "\"bogusKey\":1,\"name\""),
+    );
     assert_eq!(v["code"], 2, "{v}");
     assert!(v.to_string().contains("bogusKey"), "{v}");
 }
 
 #[test]
 fn bad_mode_is_code_7_naming_field_and_value() {
-    let v = error_of(&add_env(&[]), &GOOD.replace("\"name\"", "\"mode\":\"l4\",\"name\""));
+    let v = error_of(
+        &add_env(&[]),
+        &GOOD.replace("\"name\"", "\"mode\":\"l4\",\"name\""),
+    );
     assert_eq!(v["code"], 7, "{v}");
     let s = v.to_string();
     assert!(s.contains("mode") && s.contains("l4"), "{v}");
@@ -72,11 +94,20 @@ fn ifname_with_slash_is_code_4() {
 
 #[test]
 fn version_lists_every_supported_version() {
-    let r = run_plugin(None, &[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.1.0"}"#);
+    let r = run_plugin(
+        None,
+        &[("CNI_COMMAND", "VERSION")],
+        r#"{"cniVersion":"1.1.0"}"#,
+    );
     assert!(r.status.success(), "{}", r.stderr);
     let v: Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(v["cniVersion"], "1.1.0");
-    let sup: Vec<&str> = v["supportedVersions"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    let sup: Vec<&str> = v["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
     for want in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         assert!(sup.contains(&want), "{want} missing from {sup:?}");
     }
@@ -85,8 +116,16 @@ fn version_lists_every_supported_version() {
 #[test]
 fn nothing_goes_to_stdout_but_the_error_object() {
     let r = run_plugin(None, &add_env(&[("CNI_CONTAINERID", "../../etc")]), GOOD);
-    assert_eq!(r.stdout.trim().lines().count(), 1, "stdout must hold exactly the error object: {:?}", r.stdout);
-    assert_eq!(serde_json::from_str::<Value>(r.stdout.trim()).unwrap()["code"], 4);
+    assert_eq!(
+        r.stdout.trim().lines().count(),
+        1,
+        "stdout must hold exactly the error object: {:?}",
+        r.stdout
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(r.stdout.trim()).unwrap()["code"],
+        4
+    );
 }
 
 // The admin side (no CNI_COMMAND): `inspect`'s command line. Only failures that happen before
@@ -107,16 +146,24 @@ fn help_lists_inspect_and_version_still_works() {
     let out = admin(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    assert!(help.contains("netkit-cni inspect [--json] [--master IFNAME] [--bpffs PATH]"), "{help}");
+    assert!(
+        help.contains("netkit-cni inspect [--json] [--master IFNAME] [--bpffs PATH]"),
+        "{help}"
+    );
     assert!(help.contains("--version"), "{help}");
     let out = admin(&["--version"]);
     assert!(out.status.success());
-    assert!(String::from_utf8(out.stdout).unwrap().starts_with("netkit-cni "));
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("netkit-cni "));
     let out = admin(&["inspect", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for opt in ["--json", "--master IFNAME", "--bpffs PATH"] {
-        assert!(help.contains(opt), "{opt} missing from inspect --help: {help}");
+        assert!(
+            help.contains(opt),
+            "{opt} missing from inspect --help: {help}"
+        );
     }
 }
 
@@ -133,9 +180,14 @@ fn inspect_bad_arguments_exit_2_naming_them() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
         let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.contains(named), "{args:?}: stderr must name {named}: {err}");
+        assert!(
+            err.contains(named),
+            "{args:?}: stderr must name {named}: {err}"
+        );
     }
     let out = admin(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("frobnicate"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("frobnicate"));
 }

@@ -33,7 +33,10 @@ impl Doc {
 /// Every document of every file in conf/. Files that are neither JSON nor YAML must be
 /// documentation (.md): anything else would be a config this test silently skipped.
 fn documents() -> Vec<Doc> {
-    let mut files: Vec<PathBuf> = fs::read_dir(conf_dir()).expect("conf/ exists").map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = fs::read_dir(conf_dir())
+        .expect("conf/ exists")
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut docs = Vec::new();
     for path in files {
@@ -71,21 +74,34 @@ struct PluginConf {
 /// conflist, libcni gives each plugin the list's `name` and `cniVersion`, so they are added here.
 fn netkit_configs_in(net: &Value, origin: &str, out: &mut Vec<PluginConf>) {
     if let Some(plugins) = net.get("plugins") {
-        for (i, p) in plugins.as_array().unwrap_or_else(|| panic!("{origin}: plugins is not a list")).iter().enumerate() {
+        for (i, p) in plugins
+            .as_array()
+            .unwrap_or_else(|| panic!("{origin}: plugins is not a list"))
+            .iter()
+            .enumerate()
+        {
             if p["type"] == "netkit-cni" {
                 let mut conf = p.clone();
                 conf["name"] = net["name"].clone();
                 conf["cniVersion"] = net["cniVersion"].clone();
-                out.push(PluginConf { origin: format!("{origin} plugins[{i}]"), conf });
+                out.push(PluginConf {
+                    origin: format!("{origin} plugins[{i}]"),
+                    conf,
+                });
             }
         }
     } else if net["type"] == "netkit-cni" {
-        out.push(PluginConf { origin: origin.to_string(), conf: net.clone() });
+        out.push(PluginConf {
+            origin: origin.to_string(),
+            conf: net.clone(),
+        });
     }
 }
 
 fn parse_embedded(text: &Value, origin: &str) -> Value {
-    let text = text.as_str().unwrap_or_else(|| panic!("{origin} is not a string"));
+    let text = text
+        .as_str()
+        .unwrap_or_else(|| panic!("{origin} is not a string"));
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{origin} is not valid JSON: {e}"))
 }
 
@@ -102,7 +118,10 @@ fn netkit_configs() -> Vec<PluginConf> {
         match doc.value["kind"].as_str() {
             Some("ConfigMap") => {
                 for (key, text) in doc.value["data"].as_object().into_iter().flatten() {
-                    if [".conflist", ".conf", ".json"].iter().any(|ext| key.ends_with(ext)) {
+                    if [".conflist", ".conf", ".json"]
+                        .iter()
+                        .any(|ext| key.ends_with(ext))
+                    {
                         let origin = format!("conf/{} ConfigMap {name} {key}", doc.file);
                         netkit_configs_in(&parse_embedded(text, &origin), &origin, &mut out);
                     }
@@ -110,7 +129,11 @@ fn netkit_configs() -> Vec<PluginConf> {
             }
             Some("NetworkAttachmentDefinition") => {
                 let origin = format!("conf/{} NetworkAttachmentDefinition {name}", doc.file);
-                netkit_configs_in(&parse_embedded(&doc.value["spec"]["config"], &origin), &origin, &mut out);
+                netkit_configs_in(
+                    &parse_embedded(&doc.value["spec"]["config"], &origin),
+                    &origin,
+                    &mut out,
+                );
             }
             _ => {}
         }
@@ -128,7 +151,12 @@ fn every_lease_free_netkit_config_in_conf_passes_the_plugins_validation() {
     let mut checked = BTreeSet::new();
     for pc in configs.iter().filter(|pc| pc.conf.get("lease").is_none()) {
         if let Err(e) = parse(&pc.conf) {
-            panic!("{} is rejected by the plugin (code {}): {e}\n{:#}", pc.origin, e.code(), pc.conf);
+            panic!(
+                "{} is rejected by the plugin (code {}): {e}\n{:#}",
+                pc.origin,
+                e.code(),
+                pc.conf
+            );
         }
         checked.insert(pc.origin.clone());
     }
@@ -139,12 +167,17 @@ fn every_lease_free_netkit_config_in_conf_passes_the_plugins_validation() {
         "conf/netkit-cni-l2-dualstack.conflist plugins[0]",
         "conf/daemonset.yaml ConfigMap netkit-cni-config 10-netkit-cni.conflist plugins[0]",
     ] {
-        assert!(checked.contains(expected), "{expected} was not checked; checked: {checked:?}");
+        assert!(
+            checked.contains(expected),
+            "{expected} was not checked; checked: {checked:?}"
+        );
     }
     // Every conflist file is a netkit-cni network.
     for doc in documents().iter().filter(|d| d.file.ends_with(".conflist")) {
         assert!(
-            checked.iter().any(|o| o.starts_with(&format!("conf/{} ", doc.file))),
+            checked
+                .iter()
+                .any(|o| o.starts_with(&format!("conf/{} ", doc.file))),
             "conf/{} has no netkit-cni plugin",
             doc.file
         );
@@ -157,21 +190,35 @@ fn every_lease_free_netkit_config_in_conf_passes_the_plugins_validation() {
 /// included, and the stripped path is never taken (it then only remains as dead code to delete).
 #[test]
 fn every_lease_netkit_config_in_conf_passes_the_plugins_validation() {
-    let leases: Vec<PluginConf> = netkit_configs().into_iter().filter(|pc| pc.conf.get("lease").is_some()).collect();
+    let leases: Vec<PluginConf> = netkit_configs()
+        .into_iter()
+        .filter(|pc| pc.conf.get("lease").is_some())
+        .collect();
     assert!(
-        leases.iter().any(|pc| pc.origin == "conf/nad-netkit-lease.yaml NetworkAttachmentDefinition netkit-lease"),
+        leases
+            .iter()
+            .any(|pc| pc.origin
+                == "conf/nad-netkit-lease.yaml NetworkAttachmentDefinition netkit-lease"),
         "the lease NAD was not found; found: {:?}",
         leases.iter().map(|pc| &pc.origin).collect::<Vec<_>>()
     );
     for pc in &leases {
         if let Err(e) = parse(&pc.conf) {
-            panic!("{} is rejected by the plugin (code {}): {e}\n{:#}", pc.origin, e.code(), pc.conf);
+            panic!(
+                "{} is rejected by the plugin (code {}): {e}\n{:#}",
+                pc.origin,
+                e.code(),
+                pc.conf
+            );
         }
     }
 }
 
 fn find<'a>(docs: &'a [Doc], file: &str, kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d.file == file && d.value["kind"] == kind).map(|d| &d.value).collect()
+    docs.iter()
+        .filter(|d| d.file == file && d.value["kind"] == kind)
+        .map(|d| &d.value)
+        .collect()
 }
 
 fn one<'a>(docs: &'a [Doc], file: &str, kind: &str) -> &'a Value {
@@ -186,34 +233,72 @@ fn kubevirt_vm_secondary_network_is_the_lease_nad_in_conf() {
     let vm = one(&docs, "kubevirt-vm.yaml", "VirtualMachine");
     let spec = &vm["spec"]["template"]["spec"];
     let networks = spec["networks"].as_array().expect("VM networks");
-    let interfaces = spec["domain"]["devices"]["interfaces"].as_array().expect("VM interfaces");
+    let interfaces = spec["domain"]["devices"]["interfaces"]
+        .as_array()
+        .expect("VM interfaces");
     // KubeVirt pairs interfaces and networks by name; an unpaired one is rejected at admission.
-    let names = |v: &[Value]| v.iter().map(|n| n["name"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
-    assert_eq!(names(networks), names(interfaces), "VM interfaces and networks must pair up by name");
+    let names = |v: &[Value]| {
+        v.iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        names(networks),
+        names(interfaces),
+        "VM interfaces and networks must pair up by name"
+    );
 
     let vm_ns = vm["metadata"]["namespace"].as_str().unwrap_or("default");
     let nads: BTreeSet<String> = docs
         .iter()
         .filter(|d| d.value["kind"] == "NetworkAttachmentDefinition")
-        .map(|d| format!("{}/{}", d.value["metadata"]["namespace"].as_str().unwrap_or("default"), d.value["metadata"]["name"].as_str().unwrap()))
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d.value["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default"),
+                d.value["metadata"]["name"].as_str().unwrap()
+            )
+        })
         .collect();
-    let multus: Vec<&Value> = networks.iter().filter(|n| n.get("multus").is_some()).collect();
+    let multus: Vec<&Value> = networks
+        .iter()
+        .filter(|n| n.get("multus").is_some())
+        .collect();
     assert!(!multus.is_empty(), "the VM has no Multus network");
     for n in multus {
         let name = n["multus"]["networkName"].as_str().unwrap();
         // Multus resolves a bare name in the VM's own namespace.
-        let full = if name.contains('/') { name.to_string() } else { format!("{vm_ns}/{name}") };
-        assert!(nads.contains(&full), "VM network {} uses {full}, which no NAD in conf/ defines ({nads:?})", n["name"]);
+        let full = if name.contains('/') {
+            name.to_string()
+        } else {
+            format!("{vm_ns}/{name}")
+        };
+        assert!(
+            nads.contains(&full),
+            "VM network {} uses {full}, which no NAD in conf/ defines ({nads:?})",
+            n["name"]
+        );
         let nad = docs
             .iter()
-            .find(|d| d.value["kind"] == "NetworkAttachmentDefinition" && full.ends_with(&format!("/{}", d.value["metadata"]["name"].as_str().unwrap())))
+            .find(|d| {
+                d.value["kind"] == "NetworkAttachmentDefinition"
+                    && full.ends_with(&format!(
+                        "/{}",
+                        d.value["metadata"]["name"].as_str().unwrap()
+                    ))
+            })
             .unwrap();
         let config = parse_embedded(&nad.value["spec"]["config"], "NAD spec.config");
         assert_eq!(config["type"], "netkit-cni");
         // The VM's NIC on it uses the bridge binding, which needs an Ethernet (L2) pod device.
         let itf = interfaces.iter().find(|i| i["name"] == n["name"]).unwrap();
         if itf.get("bridge").is_some() {
-            assert_eq!(config["mode"], "l2", "bridge binding on {full} needs mode l2");
+            assert_eq!(
+                config["mode"], "l2",
+                "bridge binding on {full} needs mode l2"
+            );
         }
     }
 }
@@ -222,39 +307,80 @@ fn kubevirt_vm_secondary_network_is_the_lease_nad_in_conf() {
 fn daemonset_installer(docs: &[Doc]) -> (serde_json::Map<String, Value>, String) {
     let ds = one(docs, "daemonset.yaml", "DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
-    assert_eq!(pod["hostNetwork"], true, "the installer must run before any pod network exists");
+    assert_eq!(
+        pod["hostNetwork"], true,
+        "the installer must run before any pod network exists"
+    );
     assert!(
-        pod["tolerations"].as_array().unwrap().iter().any(|t| t["operator"] == "Exists" && t.get("key").is_none()),
+        pod["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t.get("key").is_none()),
         "the installer must tolerate every taint (a node without CNI config is tainted not-ready)"
     );
     let volumes = pod["volumes"].as_array().unwrap();
-    let volume = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no volume {name}"));
+    let volume = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    };
     let init = &pod["initContainers"].as_array().unwrap()[0];
     let mounts = init["volumeMounts"].as_array().unwrap();
     let mount_of = |path: &str| {
-        mounts.iter().find(|m| m["mountPath"] == path).unwrap_or_else(|| panic!("init container mounts nothing at {path}"))["name"]
+        mounts
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("init container mounts nothing at {path}"))["name"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    assert_eq!(volume(&mount_of("/host/opt/cni/bin"))["hostPath"]["path"], "/opt/cni/bin");
-    assert_eq!(volume(&mount_of("/host/etc/cni/net.d"))["hostPath"]["path"], "/etc/cni/net.d");
-    let cm_name = volume(&mount_of("/config"))["configMap"]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        volume(&mount_of("/host/opt/cni/bin"))["hostPath"]["path"],
+        "/opt/cni/bin"
+    );
+    assert_eq!(
+        volume(&mount_of("/host/etc/cni/net.d"))["hostPath"]["path"],
+        "/etc/cni/net.d"
+    );
+    let cm_name = volume(&mount_of("/config"))["configMap"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let cm = find(docs, "daemonset.yaml", "ConfigMap")
         .into_iter()
         .find(|c| c["metadata"]["name"] == cm_name.as_str())
-        .unwrap_or_else(|| panic!("the DaemonSet mounts ConfigMap {cm_name}, which daemonset.yaml does not define"));
+        .unwrap_or_else(|| {
+            panic!("the DaemonSet mounts ConfigMap {cm_name}, which daemonset.yaml does not define")
+        });
     assert_eq!(init["command"], json!(["/bin/sh", "/config/install.sh"]));
     let data = cm["data"].as_object().unwrap().clone();
-    let script = data["install.sh"].as_str().expect("install.sh in the ConfigMap").to_string();
-    assert!(data.contains_key("10-netkit-cni.conflist"), "the ConfigMap has no 10-netkit-cni.conflist");
+    let script = data["install.sh"]
+        .as_str()
+        .expect("install.sh in the ConfigMap")
+        .to_string();
+    assert!(
+        data.contains_key("10-netkit-cni.conflist"),
+        "the ConfigMap has no 10-netkit-cni.conflist"
+    );
     // The service account the script authenticates as may read nodes.
     let sa = pod["serviceAccountName"].as_str().unwrap();
     let binding = one(docs, "daemonset.yaml", "ClusterRoleBinding");
-    assert!(binding["subjects"].as_array().unwrap().iter().any(|s| s["name"] == sa));
+    assert!(binding["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == sa));
     let role = one(docs, "daemonset.yaml", "ClusterRole");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    assert!(role["rules"].as_array().unwrap().iter().any(|r| r["resources"] == json!(["nodes"]) && r["verbs"].as_array().unwrap().contains(&json!("get"))));
+    assert!(role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["resources"] == json!(["nodes"])
+            && r["verbs"].as_array().unwrap().contains(&json!("get"))));
     (data, script)
 }
 
@@ -269,33 +395,72 @@ struct InstallerRun {
     curl_args: String,
 }
 
-fn run_installer(data: &serde_json::Map<String, Value>, script: &str, node: &Value) -> InstallerRun {
+fn run_installer(
+    data: &serde_json::Map<String, Value>,
+    script: &str,
+    node: &Value,
+) -> InstallerRun {
     run_installer_at(data, script, node, "10.96.0.1")
 }
 
 /// As [`run_installer`], with the API server's Service IP (KUBERNETES_SERVICE_HOST) given.
-fn run_installer_at(data: &serde_json::Map<String, Value>, script: &str, node: &Value, service_host: &str) -> InstallerRun {
-    let root = std::env::temp_dir().join(format!("nkc-install-{}-{}", std::process::id(), node["metadata"]["name"].as_str().unwrap()));
+fn run_installer_at(
+    data: &serde_json::Map<String, Value>,
+    script: &str,
+    node: &Value,
+    service_host: &str,
+) -> InstallerRun {
+    let root = std::env::temp_dir().join(format!(
+        "nkc-install-{}-{}",
+        std::process::id(),
+        node["metadata"]["name"].as_str().unwrap()
+    ));
     let _ = fs::remove_dir_all(&root);
-    for d in ["opt/cni/bin", "config", "var/run/secrets/kubernetes.io/serviceaccount", "host/opt/cni/bin", "host/etc/cni/net.d", "fakebin"] {
+    for d in [
+        "opt/cni/bin",
+        "config",
+        "var/run/secrets/kubernetes.io/serviceaccount",
+        "host/opt/cni/bin",
+        "host/etc/cni/net.d",
+        "fakebin",
+    ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
-    fs::copy(env!("CARGO_BIN_EXE_netkit-cni"), root.join("opt/cni/bin/netkit-cni")).unwrap();
+    fs::copy(
+        env!("CARGO_BIN_EXE_netkit-cni"),
+        root.join("opt/cni/bin/netkit-cni"),
+    )
+    .unwrap();
     for (key, text) in data {
         fs::write(root.join("config").join(key), text.as_str().unwrap()).unwrap();
     }
     fs::write(root.join("config/install.sh"), script).unwrap();
-    fs::write(root.join("var/run/secrets/kubernetes.io/serviceaccount/token"), "test-token").unwrap();
-    fs::write(root.join("var/run/secrets/kubernetes.io/serviceaccount/ca.crt"), "test-ca").unwrap();
+    fs::write(
+        root.join("var/run/secrets/kubernetes.io/serviceaccount/token"),
+        "test-token",
+    )
+    .unwrap();
+    fs::write(
+        root.join("var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        "test-ca",
+    )
+    .unwrap();
     fs::write(root.join("node.json"), node.to_string()).unwrap();
     let curl = root.join("fakebin/curl");
-    fs::write(&curl, "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$FAKE_CURL_ARGS\"\ncat \"$FAKE_NODE_JSON\"\n").unwrap();
+    fs::write(
+        &curl,
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$FAKE_CURL_ARGS\"\ncat \"$FAKE_NODE_JSON\"\n",
+    )
+    .unwrap();
     fs::set_permissions(&curl, fs::Permissions::from_mode(0o755)).unwrap();
 
     let out = Command::new("sh")
         .arg(root.join("config/install.sh"))
         .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", root.join("fakebin").display()))
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", root.join("fakebin").display()),
+        )
         .env("NETKIT_CNI_TEST_ROOT", &root)
         .env("NODE_NAME", node["metadata"]["name"].as_str().unwrap())
         .env("KUBERNETES_SERVICE_HOST", service_host)
@@ -330,19 +495,39 @@ fn daemonset_installer_puts_the_binary_and_a_valid_conflist_for_the_nodes_pod_ci
         "spec": {"podCIDR": "10.244.3.0/24", "podCIDRs": ["10.244.3.0/24", "fd00:244:3::/64"]},
     });
     let run = run_installer(&data, &script, &node);
-    assert!(run.status.success(), "install.sh failed ({}): {}", run.status, run.stderr);
+    assert!(
+        run.status.success(),
+        "install.sh failed ({}): {}",
+        run.status,
+        run.stderr
+    );
 
     // It asked the API server for its own node, authenticated, verifying the server's CA.
     let args: Vec<&str> = run.curl_args.lines().collect();
-    assert!(args.contains(&"https://10.96.0.1:443/api/v1/nodes/worker-3"), "curl args: {args:?}");
-    assert!(args.contains(&"Authorization: Bearer test-token"), "curl args: {args:?}");
-    let cacert = args.iter().position(|a| *a == "--cacert").expect("--cacert");
+    assert!(
+        args.contains(&"https://10.96.0.1:443/api/v1/nodes/worker-3"),
+        "curl args: {args:?}"
+    );
+    assert!(
+        args.contains(&"Authorization: Bearer test-token"),
+        "curl args: {args:?}"
+    );
+    let cacert = args
+        .iter()
+        .position(|a| *a == "--cacert")
+        .expect("--cacert");
     assert!(args[cacert + 1].ends_with("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"));
 
     // The installed binary is the plugin, executable, and answers VERSION.
     let bin = run.root.join("host/opt/cni/bin/netkit-cni");
-    assert_eq!(fs::metadata(&bin).unwrap().permissions().mode() & 0o777, 0o755);
-    assert_eq!(fs::read(&bin).unwrap(), fs::read(env!("CARGO_BIN_EXE_netkit-cni")).unwrap());
+    assert_eq!(
+        fs::metadata(&bin).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert_eq!(
+        fs::read(&bin).unwrap(),
+        fs::read(env!("CARGO_BIN_EXE_netkit-cni")).unwrap()
+    );
     let mut child = Command::new(&bin)
         .env_clear()
         .env("CNI_COMMAND", "VERSION")
@@ -350,24 +535,54 @@ fn daemonset_installer_puts_the_binary_and_a_valid_conflist_for_the_nodes_pod_ci
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), br#"{"cniVersion":"1.0.0"}"#).unwrap();
-    let version: Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).expect("VERSION answers JSON");
-    assert!(version["supportedVersions"].as_array().unwrap().contains(&json!("1.0.0")), "{version}");
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        br#"{"cniVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let version: Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout)
+        .expect("VERSION answers JSON");
+    assert!(
+        version["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("1.0.0")),
+        "{version}"
+    );
 
     // The conflist carries this node's pod CIDR, and its netkit config passes validation.
     let net_d = run.root.join("host/etc/cni/net.d");
-    let installed: Value = serde_json::from_str(&fs::read_to_string(net_d.join("10-netkit-cni.conflist")).unwrap()).unwrap();
+    let installed: Value =
+        serde_json::from_str(&fs::read_to_string(net_d.join("10-netkit-cni.conflist")).unwrap())
+            .unwrap();
     let mut configs = Vec::new();
     netkit_configs_in(&installed, "installed conflist", &mut configs);
     assert_eq!(configs.len(), 1);
-    assert_eq!(configs[0].conf["ipam"]["ranges"], json!([[{"subnet": "10.244.3.0/24"}]]));
+    assert_eq!(
+        configs[0].conf["ipam"]["ranges"],
+        json!([[{"subnet": "10.244.3.0/24"}]])
+    );
     if let Err(e) = parse(&configs[0].conf) {
-        panic!("the installed conflist is rejected (code {}): {e}", e.code());
+        panic!(
+            "the installed conflist is rejected (code {}): {e}",
+            e.code()
+        );
     }
     // Nothing but the two installed files: the temporary names are gone.
-    let listing = |d: &Path| fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect::<BTreeSet<_>>();
-    assert_eq!(listing(&net_d), BTreeSet::from(["10-netkit-cni.conflist".to_string()]));
-    assert_eq!(listing(&run.root.join("host/opt/cni/bin")), BTreeSet::from(["netkit-cni".to_string()]));
+    let listing = |d: &Path| {
+        fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        listing(&net_d),
+        BTreeSet::from(["10-netkit-cni.conflist".to_string()])
+    );
+    assert_eq!(
+        listing(&run.root.join("host/opt/cni/bin")),
+        BTreeSet::from(["netkit-cni".to_string()])
+    );
 }
 
 #[test]
@@ -376,10 +591,29 @@ fn daemonset_installer_refuses_a_node_without_a_pod_cidr_and_installs_nothing() 
     let (data, script) = daemonset_installer(&docs);
     let node = json!({"kind": "Node", "metadata": {"name": "no-cidr"}, "spec": {}});
     let run = run_installer(&data, &script, &node);
-    assert!(!run.status.success(), "install.sh must fail without spec.podCIDR");
-    assert!(run.stderr.contains("podCIDR") && run.stderr.contains("no-cidr"), "the error must name the node and the field: {}", run.stderr);
-    assert_eq!(fs::read_dir(run.root.join("host/etc/cni/net.d")).unwrap().count(), 0, "a conflist was installed anyway");
-    assert_eq!(fs::read_dir(run.root.join("host/opt/cni/bin")).unwrap().count(), 0, "the binary was installed anyway");
+    assert!(
+        !run.status.success(),
+        "install.sh must fail without spec.podCIDR"
+    );
+    assert!(
+        run.stderr.contains("podCIDR") && run.stderr.contains("no-cidr"),
+        "the error must name the node and the field: {}",
+        run.stderr
+    );
+    assert_eq!(
+        fs::read_dir(run.root.join("host/etc/cni/net.d"))
+            .unwrap()
+            .count(),
+        0,
+        "a conflist was installed anyway"
+    );
+    assert_eq!(
+        fs::read_dir(run.root.join("host/opt/cni/bin"))
+            .unwrap()
+            .count(),
+        0,
+        "the binary was installed anyway"
+    );
 }
 
 /// On a single-stack IPv6 cluster the kubelet sets KUBERNETES_SERVICE_HOST to a bare IPv6
@@ -390,7 +624,15 @@ fn daemonset_installer_brackets_an_ipv6_api_server_address() {
     let (data, script) = daemonset_installer(&docs);
     let node = json!({"kind": "Node", "metadata": {"name": "v6-worker"}, "spec": {"podCIDR": "10.244.9.0/24"}});
     let run = run_installer_at(&data, &script, &node, "fd00:10:96::1");
-    assert!(run.status.success(), "install.sh failed ({}): {}", run.status, run.stderr);
+    assert!(
+        run.status.success(),
+        "install.sh failed ({}): {}",
+        run.status,
+        run.stderr
+    );
     let args: Vec<&str> = run.curl_args.lines().collect();
-    assert!(args.contains(&"https://[fd00:10:96::1]:443/api/v1/nodes/v6-worker"), "curl args: {args:?}");
+    assert!(
+        args.contains(&"https://[fd00:10:96::1]:443/api/v1/nodes/v6-worker"),
+        "curl args: {args:?}"
+    );
 }

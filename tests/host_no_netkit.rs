@@ -30,9 +30,21 @@ fn without_netkit_status_is_50_and_add_fails_clearly_leaving_nothing() {
     let err = add.err("ADD without netkit");
     assert_eq!(err["code"], 101, "{err}");
     assert!(err["msg"].as_str().unwrap().contains("netkit"), "{err}");
-    let links: Vec<String> = node.links().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect();
+    let links: Vec<String> = node
+        .links()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(links, ["lo"], "nothing may be left in the node netns");
-    let links: Vec<String> = pod.links().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect();
+    let links: Vec<String> = pod
+        .links()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(links, ["lo"], "nothing may be left in the pod netns");
-    assert_eq!(net.reserved(), Vec::<String>::new(), "the IPAM reservation must be released");
+    assert_eq!(
+        net.reserved(),
+        Vec::<String>::new(),
+        "the IPAM reservation must be released"
+    );
 }

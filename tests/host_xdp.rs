@@ -152,17 +152,19 @@ fn live_frames_land_in_the_owning_pods_socket_only() {
     let w = world();
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
     w.ns.run(move || {
-        let (d, _) =
-            Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+        let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())
+            .kernel("attaching the XDP dispatcher");
         // Live test runs deliver on a stand-in RX queue 0, so queue 0 is the one steered here.
         let (a, b) = (pod("ca"), pod("cb"));
         let ha = d.set_queue_pod(0, &a, 3).unwrap();
         let mut xsk = bind_xsk(ifindex, 0);
-        xsk.insert_into(&ha.xskmap_pin, 3).kernel("inserting an AF_XDP socket into its XSKMAP");
+        xsk.insert_into(&ha.xskmap_pin, 3)
+            .kernel("inserting an AF_XDP socket into its XSKMAP");
         let prog = d.program().unwrap();
         let mut frame = XdpInput::on_queue(ifindex, 0);
         frame.data[14..22].copy_from_slice(b"nkc-live");
-        test_run_xdp_live(prog.as_fd(), &frame, 1).kernel("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
+        test_run_xdp_live(prog.as_fd(), &frame, 1)
+            .kernel("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
         let got = xsk.recv(16, Duration::from_secs(1)).unwrap();
         assert_eq!(got.len(), 1, "frame not delivered to pod A's socket");
         assert_eq!(got[0], frame.data, "delivered bytes differ");
@@ -170,7 +172,8 @@ fn live_frames_land_in_the_owning_pods_socket_only() {
         // Hand queue 0 to pod B, whose slot 3 is empty: the frame is dropped, A gets nothing more.
         d.release_pod(&a).unwrap();
         d.set_queue_pod(0, &b, 3).unwrap();
-        test_run_xdp_live(prog.as_fd(), &frame, 1).kernel("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
+        test_run_xdp_live(prog.as_fd(), &frame, 1)
+            .kernel("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
         assert_eq!(
             xsk.recv(16, Duration::from_millis(200)).unwrap(),
             Vec::<Vec<u8>>::new(),
@@ -192,47 +195,75 @@ fn the_receive_loop_recycles_frames_far_past_the_ring_size() {
     let w = world();
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
     w.ns.run(move || {
-        let (d, _) =
-            Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+        let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())
+            .kernel("attaching the XDP dispatcher");
         let h = d.set_queue_pod(0, &pod("cr"), 0).unwrap();
         // 8 receive frames: without recycling the socket would go deaf after the 8th frame.
         const RING: u32 = 8;
-        let config = XskConfig { frames: 2 * RING, ring_size: RING, ..XskConfig::default() };
+        let config = XskConfig {
+            frames: 2 * RING,
+            ring_size: RING,
+            ..XskConfig::default()
+        };
         let mut xsk = Xsk::bind(ifindex, 0, &config).kernel("binding an AF_XDP socket");
-        xsk.insert_into(&h.xskmap_pin, 0).kernel("inserting an AF_XDP socket into its XSKMAP");
+        xsk.insert_into(&h.xskmap_pin, 0)
+            .kernel("inserting an AF_XDP socket into its XSKMAP");
         let prog = d.program().unwrap();
 
         // Batches of 5 (not a divisor of the ring size, so batches straddle the ring's end).
         const TOTAL: u32 = 25 * RING;
         let mut next = 0;
         while next < TOTAL {
-            let batch: Vec<XdpInput> = (next..(next + 5).min(TOTAL)).map(|i| numbered_frame(ifindex, i)).collect();
+            let batch: Vec<XdpInput> = (next..(next + 5).min(TOTAL))
+                .map(|i| numbered_frame(ifindex, i))
+                .collect();
             for f in &batch {
-                test_run_xdp_live(prog.as_fd(), f, 1).kernel("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
+                test_run_xdp_live(prog.as_fd(), f, 1)
+                    .kernel("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
             }
             let mut got = Vec::new();
             while got.len() < batch.len() {
                 let more = xsk.recv(64, Duration::from_secs(1)).unwrap();
-                assert!(!more.is_empty(), "frames {next}.. lost after {} of {}: {}", got.len(), batch.len(), xsk.stats().unwrap());
+                assert!(
+                    !more.is_empty(),
+                    "frames {next}.. lost after {} of {}: {}",
+                    got.len(),
+                    batch.len(),
+                    xsk.stats().unwrap()
+                );
                 got.extend(more);
             }
             let want: Vec<Vec<u8>> = batch.into_iter().map(|f| f.data).collect();
-            assert_eq!(got, want, "frames {next}.. arrived changed, reordered or duplicated");
+            assert_eq!(
+                got, want,
+                "frames {next}.. arrived changed, reordered or duplicated"
+            );
             next += want.len() as u32;
         }
 
         // The counting loop recycles as well and sees every frame and byte.
         for round in 0..3 * RING {
             for i in 0..5 {
-                test_run_xdp_live(prog.as_fd(), &numbered_frame(ifindex, i), 1).kernel("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
+                test_run_xdp_live(prog.as_fd(), &numbered_frame(ifindex, i), 1)
+                    .kernel("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES");
             }
             let counted = xsk.count(Duration::from_millis(20)).unwrap();
-            assert_eq!(counted, (5, 5 * 64), "round {round}: {}", xsk.stats().unwrap());
+            assert_eq!(
+                counted,
+                (5, 5 * 64),
+                "round {round}: {}",
+                xsk.stats().unwrap()
+            );
         }
         // (tx_ring_empty_descs counts the polls: in copy mode poll(2) also tries to transmit.)
         let s = xsk.stats().unwrap();
         assert_eq!(
-            (s.rx_dropped, s.rx_invalid_descs, s.rx_ring_full, s.rx_fill_ring_empty_descs),
+            (
+                s.rx_dropped,
+                s.rx_invalid_descs,
+                s.rx_ring_full,
+                s.rx_fill_ring_empty_descs
+            ),
             (0, 0, 0, 0),
             "the kernel dropped or refused something: {s}"
         );
@@ -278,7 +309,12 @@ fn send_puts_frames_on_the_wire_of_the_bound_queue() {
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
         // More frames than the socket has TX buffers (32): they must be recycled from the
         // completion ring along the way.
-        assert_eq!(xsk.send(&refs).unwrap(), refs.len(), "{}", xsk.stats().unwrap());
+        assert_eq!(
+            xsk.send(&refs).unwrap(),
+            refs.len(),
+            "{}",
+            xsk.stats().unwrap()
+        );
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         while got.len() < payloads.len() {
@@ -294,7 +330,11 @@ fn send_puts_frames_on_the_wire_of_the_bound_queue() {
         // Frames that do not fit a UMEM frame are refused before anything is sent.
         let big = vec![0u8; 4096];
         match xsk.send(&[&frames[0], &big]) {
-            Err(XskError::FrameLength { index: 1, len: 4096, max: 2048 }) => {}
+            Err(XskError::FrameLength {
+                index: 1,
+                len: 4096,
+                max: 2048,
+            }) => {}
             other => panic!("expected FrameLength, got {other:?}"),
         }
     });
@@ -314,7 +354,8 @@ fn reset_release_reconfigure_and_detach() {
             &opts(&bpffs),
             ifindex,
             &ranges(r#"[{"queues":"0-1","action":"drop"}]"#, &bpffs),
-        ).kernel("attaching the XDP dispatcher");
+        )
+        .kernel("attaching the XDP dispatcher");
         let (a, b) = (pod("ca"), pod("cb"));
         d.set_queue_pod(2, &a, 0).unwrap();
         d.set_queue_pod(3, &a, 1).unwrap();
@@ -322,7 +363,8 @@ fn reset_release_reconfigure_and_detach() {
         let a_pin = d.paths().pod_xskmap(&a);
         assert!(a_pin.exists());
         let xa = bind_xsk(ifindex, 0);
-        xa.insert_into(&a_pin, 0).kernel("inserting an AF_XDP socket into its XSKMAP");
+        xa.insert_into(&a_pin, 0)
+            .kernel("inserting an AF_XDP socket into its XSKMAP");
         assert_eq!(verdict(&d, ifindex, 2), XDP_REDIRECT);
 
         // Reset restores the range action (pass) and is idempotent; non-pod queues are left alone.
@@ -409,7 +451,8 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
                 &opts(&bpffs),
                 ifindex,
                 &ranges(r#"[{"queues":"0","action":"drop"}]"#, &bpffs),
-            ).kernel("attaching the XDP dispatcher");
+            )
+            .kernel("attaching the XDP dispatcher");
             assert_eq!(how, Attach::Attached);
             let link = d.link_id().unwrap();
             let p = pod("cu");
@@ -425,7 +468,8 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
                         &opts(&bpffs),
                         ifindex,
                         &QueueRanges::all_pass(),
-                    ).kernel("attaching the XDP dispatcher");
+                    )
+                    .kernel("attaching the XDP dispatcher");
                     (
                         how,
                         d2.link_id().unwrap(),
@@ -446,9 +490,11 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
             assert_eq!(q0, QueueAction::Drop);
 
             let (d, _) =
-                Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+                Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())
+                    .kernel("attaching the XDP dispatcher");
             let xsk = bind_xsk(ifindex, 0);
-            xsk.insert_into(&h.xskmap_pin, 0).kernel("inserting an AF_XDP socket into its XSKMAP");
+            xsk.insert_into(&h.xskmap_pin, 0)
+                .kernel("inserting an AF_XDP socket into its XSKMAP");
             let id_of = |fd: OwnedFd| libbpf_rs::Program::id_from_fd(fd.as_fd()).unwrap();
             let old = id_of(d.program().unwrap());
             let up = d.upgrade().unwrap();
@@ -517,7 +563,8 @@ fn same_ifindex_in_two_netns_gets_two_directories() {
         let b = bpffs.path.clone();
         dirs.push(ns.run(move || {
             let r = ranges(&format!(r#"[{{"queues":"0-7","action":"{action}"}}]"#), &b);
-            let (d, how) = Dispatcher::attach_or_open(&opts(&b), 40, &r).kernel("attaching the XDP dispatcher");
+            let (d, how) = Dispatcher::attach_or_open(&opts(&b), 40, &r)
+                .kernel("attaching the XDP dispatcher");
             assert_eq!(
                 how,
                 Attach::Attached,
@@ -678,8 +725,8 @@ fn stale_directories_are_recovered() {
     let (veth, idx) = w.ns.veth(QUEUES, Some(50));
     let b = bpffs.clone();
     let dir = w.ns.run(move || {
-        let (d, how) =
-            Dispatcher::attach_or_open(&opts(&b), idx, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+        let (d, how) = Dispatcher::attach_or_open(&opts(&b), idx, &QueueRanges::all_pass())
+            .kernel("attaching the XDP dispatcher");
         assert_eq!(how, Attach::Attached);
         d.set_queue_pod(1, &pod("cs"), 0).unwrap();
         d.dir().to_path_buf()
@@ -689,8 +736,8 @@ fn stale_directories_are_recovered() {
     assert_eq!(idx2, idx);
     let b = bpffs.clone();
     w.ns.run(move || {
-        let (d, how) =
-            Dispatcher::attach_or_open(&opts(&b), idx, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+        let (d, how) = Dispatcher::attach_or_open(&opts(&b), idx, &QueueRanges::all_pass())
+            .kernel("attaching the XDP dispatcher");
         assert_eq!(how, Attach::Attached, "defunct link adopted");
         assert_eq!(d.dir(), dir);
         assert!(
@@ -711,8 +758,8 @@ fn stale_directories_are_recovered() {
     let ifindex = w.ifindex;
     w.ns.run(move || {
         let dir: PathBuf = {
-            let (d, _) =
-                Dispatcher::attach_or_open(&opts(&b), ifindex, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+            let (d, _) = Dispatcher::attach_or_open(&opts(&b), ifindex, &QueueRanges::all_pass())
+                .kernel("attaching the XDP dispatcher");
             d.dir().to_path_buf()
         };
         // What a crash between pinning the maps and pinning the link leaves: the process's exit
@@ -723,8 +770,8 @@ fn stale_directories_are_recovered() {
         drop(link);
         std::fs::remove_file(dir.join("link")).unwrap();
         assert!(dir.join("queues").exists());
-        let (d, how) =
-            Dispatcher::attach_or_open(&opts(&b), ifindex, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+        let (d, how) = Dispatcher::attach_or_open(&opts(&b), ifindex, &QueueRanges::all_pass())
+            .kernel("attaching the XDP dispatcher");
         assert_eq!(how, Attach::Attached);
         assert_eq!(verdict(&d, ifindex, 0), XDP_PASS);
     });
@@ -772,8 +819,8 @@ fn statistics_count_each_path_when_enabled() {
     let w = world();
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
     w.ns.run(move || {
-        let (d, _) =
-            Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+        let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())
+            .kernel("attaching the XDP dispatcher");
         assert!(!d.stats_enabled());
         assert!(matches!(d.queue_stats(0), Err(XdpError::StatsDisabled)));
     });
@@ -856,20 +903,37 @@ fn a_leased_queue_takes_over_a_stale_steering_and_the_late_release_keeps_it() {
     let w = world();
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
     w.ns.run(move || {
-        let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+        let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass())
+            .kernel("attaching the XDP dispatcher");
         let (old, new, other) = (pod("old"), pod("new"), pod("other"));
         d.set_queue_pod(3, &old, 1).unwrap();
         let h = d.steer_leased_queue(3, &new, 2).unwrap();
-        assert_eq!(h.queues, vec![QueueLease { queue: 3, vqueue: 2 }]);
+        assert_eq!(
+            h.queues,
+            vec![QueueLease {
+                queue: 3,
+                vqueue: 2
+            }]
+        );
         match d.set_queue_pod(3, &other, 1) {
             Err(XdpError::QueueBusy { queue: 3, .. }) => {}
             r => panic!("a caller without the lease must still be refused: {r:?}"),
         }
         let new_map = d.queue_status(3).unwrap().pod_map_id;
-        assert_eq!(d.release_pod(&old).unwrap(), Vec::<u32>::new(), "the old pod no longer owns queue 3");
+        assert_eq!(
+            d.release_pod(&old).unwrap(),
+            Vec::<u32>::new(),
+            "the old pod no longer owns queue 3"
+        );
         let s = d.queue_status(3).unwrap();
-        assert_eq!((s.action, s.vqueue, s.pod_map_id), (QueueAction::Pod, Some(2), new_map));
+        assert_eq!(
+            (s.action, s.vqueue, s.pod_map_id),
+            (QueueAction::Pod, Some(2), new_map)
+        );
         assert_eq!(d.release_pod(&new).unwrap(), vec![3]);
-        assert!(matches!(d.detach_if_unused().unwrap(), DetachOutcome::Detached));
+        assert!(matches!(
+            d.detach_if_unused().unwrap(),
+            DetachOutcome::Detached
+        ));
     });
 }

@@ -22,11 +22,17 @@ const GUEST_UP: &str = "nkc-guest-is-up";
 fn processes() -> BTreeMap<i32, (i32, String, u64)> {
     let mut out = BTreeMap::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the
         // last ')'; starttime is field 22, the 20th after it.
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let comm = stat[stat.find('(').unwrap() + 1..close].to_string();
         let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
         let ppid = rest[1].parse().unwrap();
@@ -92,13 +98,20 @@ fn kill_vm_run_and_check(sig: Signal) {
             Ok(_) => continue,
             Err(_) => {
                 let _ = child.kill();
-                panic!("the guest's command never started within 300 s (vm-run exited: {:?})", child.try_wait());
+                panic!(
+                    "the guest's command never started within 300 s (vm-run exited: {:?})",
+                    child.try_wait()
+                );
             }
         }
     }
 
     let below = descendants(pid);
-    let qemus: Vec<_> = below.iter().filter(|(_, comm, _)| comm.starts_with("qemu-system")).cloned().collect();
+    let qemus: Vec<_> = below
+        .iter()
+        .filter(|(_, comm, _)| comm.starts_with("qemu-system"))
+        .cloned()
+        .collect();
     assert!(
         !qemus.is_empty(),
         "no qemu-system process under vm-run (pid {pid}) while its guest runs; processes below it: {below:?}"
@@ -111,7 +124,12 @@ fn kill_vm_run_and_check(sig: Signal) {
             .filter(|n| n.starts_with("nkc-vm-run."))
             .collect()
     };
-    assert_eq!(run_dirs(&tmp).len(), 1, "vm-run's run directory while it runs, in {}", tmp.display());
+    assert_eq!(
+        run_dirs(&tmp).len(),
+        1,
+        "vm-run's run directory while it runs, in {}",
+        tmp.display()
+    );
 
     kill(Pid::from_raw(pid), sig).unwrap();
     let t0 = Instant::now();
@@ -126,7 +144,11 @@ fn kill_vm_run_and_check(sig: Signal) {
         std::thread::sleep(Duration::from_millis(100));
     };
     // The trap's exit status is 128 + the signal number, as a shell's would be.
-    assert_eq!(status.code(), Some(128 + sig as i32), "vm-run's exit after {sig}: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(128 + sig as i32),
+        "vm-run's exit after {sig}: {status:?}"
+    );
 
     // Everything it started must be gone (QEMU gets SIGTERM, then SIGKILL 10 s later).
     let t0 = Instant::now();
@@ -143,13 +165,21 @@ fn kill_vm_run_and_check(sig: Signal) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(run_dirs(&tmp), Vec::<String>::new(), "vm-run's run directory after {sig}");
+    assert_eq!(
+        run_dirs(&tmp),
+        Vec::<String>::new(),
+        "vm-run's run directory after {sig}"
+    );
     fs::remove_dir_all(&tmp).unwrap();
 }
 
 fn tempdir() -> std::path::PathBuf {
     // Under /tmp: vm-run shares /tmp with the guest, and its run directory must be reachable there.
-    let d = std::path::PathBuf::from(format!("/tmp/nkc-vmrun-test-{}-{}", std::process::id(), rand_suffix()));
+    let d = std::path::PathBuf::from(format!(
+        "/tmp/nkc-vmrun-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     fs::create_dir(&d).unwrap();
     d
 }

@@ -58,7 +58,10 @@ fn chroot_script() -> PathBuf {
 fn af_xdp_vdevs(info: &Value, queues_per_port: u32) -> Vec<String> {
     let iface = info["interface"].as_str().unwrap();
     let x = &info["xdp"];
-    let (start, count) = (x["start-queue"].as_u64().unwrap() as u32, x["queue-count"].as_u64().unwrap() as u32);
+    let (start, count) = (
+        x["start-queue"].as_u64().unwrap() as u32,
+        x["queue-count"].as_u64().unwrap() as u32,
+    );
     let map = x["xsk-map"].as_str().unwrap();
     (0..count.div_ceil(queues_per_port))
         .map(|i| {
@@ -86,7 +89,13 @@ impl Testpmd {
     }
 
     /// As [`Testpmd::start`], with `wrap` (e.g. prlimit, setpriv) run before it in the chroot.
-    fn start_as(pod: &Netns, binds: &[&Path], wrap: &[&str], vdevs: &[String], app_args: &[&str]) -> Testpmd {
+    fn start_as(
+        pod: &Netns,
+        binds: &[&Path],
+        wrap: &[&str],
+        vdevs: &[String],
+        app_args: &[&str],
+    ) -> Testpmd {
         let mut c = pod.cmd(chroot_script().to_str().unwrap());
         c.arg(rootfs());
         for b in binds {
@@ -96,7 +105,16 @@ impl Testpmd {
         c.args(["stdbuf", "-o0", "-e0", "/usr/bin/dpdk-testpmd"]);
         // 2 lcores (main + one forwarding core); no hugepages in the VM: anonymous memory, no
         // shared runtime files, no PCI scan.
-        c.args(["-l", "0-1", "--no-huge", "-m", "256", "--no-shconf", "--no-pci", "--no-telemetry"]);
+        c.args([
+            "-l",
+            "0-1",
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-shconf",
+            "--no-pci",
+            "--no-telemetry",
+        ]);
         for v in vdevs {
             c.args(["--vdev", v]);
         }
@@ -104,16 +122,26 @@ impl Testpmd {
         // 2048-entry rings need a few thousand mbufs.
         c.args(["--", "-i", "--total-num-mbufs=16384", "--nb-cores=1"]);
         c.args(app_args);
-        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn testpmd");
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn testpmd");
         let out = Arc::new(Mutex::new(String::new()));
-        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
             let out = out.clone();
             // Raw chunks, not lines: the "testpmd> " prompt ends without a newline.
             std::thread::spawn(move || {
                 let mut r = stream;
                 let mut buf = [0u8; 4096];
                 while let Ok(n @ 1..) = r.read(&mut buf) {
-                    out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    out.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
@@ -136,7 +164,10 @@ impl Testpmd {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("testpmd exited ({st}) before printing {what:?}; its output:\n{out}");
             }
-            assert!(Instant::now() < deadline, "testpmd did not print {what:?} within {timeout:?}; its output:\n{out}");
+            assert!(
+                Instant::now() < deadline,
+                "testpmd did not print {what:?} within {timeout:?}; its output:\n{out}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -152,23 +183,43 @@ impl Testpmd {
     /// `show port stats <port>`: (RX-packets, TX-packets).
     fn port_stats(&mut self, port: u16) -> (u64, u64) {
         let pos = self.send(&format!("show port stats {port}"));
-        let head = self.wait_for(pos, &format!("NIC statistics for port {port} "), Duration::from_secs(30));
+        let head = self.wait_for(
+            pos,
+            &format!("NIC statistics for port {port} "),
+            Duration::from_secs(30),
+        );
         let end = self.wait_for(head, "Tx-bps:", Duration::from_secs(30));
         let out = self.output();
         let block = &out[head..end];
         let num = |key: &str| -> u64 {
-            let rest = &block[block.find(key).unwrap_or_else(|| panic!("no {key} in port {port}'s stats: {block}")) + key.len()..];
-            rest.split_whitespace().next().unwrap().parse().unwrap_or_else(|e| panic!("{key} in {block}: {e}"))
+            let rest = &block[block
+                .find(key)
+                .unwrap_or_else(|| panic!("no {key} in port {port}'s stats: {block}"))
+                + key.len()..];
+            rest.split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap_or_else(|e| panic!("{key} in {block}: {e}"))
         };
         (num("RX-packets:"), num("TX-packets:"))
     }
 
     /// Polls port stats until `want(rx, tx)` holds for every port or `timeout` passes.
-    fn stats_until(&mut self, ports: u16, timeout: Duration, want: impl Fn(u16, u64, u64) -> bool) -> Vec<(u64, u64)> {
+    fn stats_until(
+        &mut self,
+        ports: u16,
+        timeout: Duration,
+        want: impl Fn(u16, u64, u64) -> bool,
+    ) -> Vec<(u64, u64)> {
         let deadline = Instant::now() + timeout;
         loop {
             let s: Vec<(u64, u64)> = (0..ports).map(|p| self.port_stats(p)).collect();
-            if s.iter().enumerate().all(|(p, &(rx, tx))| want(p as u16, rx, tx)) || Instant::now() >= deadline {
+            if s.iter()
+                .enumerate()
+                .all(|(p, &(rx, tx))| want(p as u16, rx, tx))
+                || Instant::now() >= deadline
+            {
                 return s;
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -185,7 +236,10 @@ impl Testpmd {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                panic!("testpmd still runs after {timeout:?}; its output:\n{}", self.output());
+                panic!(
+                    "testpmd still runs after {timeout:?}; its output:\n{}",
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -207,7 +261,13 @@ struct FarCapture {
 
 impl FarCapture {
     /// Captures on `ifindex` inside `ns` until `n` frames matched `keep` or `timeout` passed.
-    fn start(ns: &Netns, ifindex: u32, n: usize, timeout: Duration, keep: impl Fn(&[u8]) -> bool + Send + 'static) -> FarCapture {
+    fn start(
+        ns: &Netns,
+        ifindex: u32,
+        n: usize,
+        timeout: Duration,
+        keep: impl Fn(&[u8]) -> bool + Send + 'static,
+    ) -> FarCapture {
         let fd = ns.fd();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = std::thread::spawn(move || {
@@ -215,7 +275,11 @@ impl FarCapture {
             let proto = (libc::ETH_P_ALL as u16).to_be();
             // SAFETY: plain socket(2); the fd is owned right away.
             let s = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-            assert!(s >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+            assert!(
+                s >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
             // SAFETY: s is a fresh descriptor nobody else owns.
             let s = unsafe { OwnedFd::from_raw_fd(s) };
             // SAFETY: zeroed sockaddr_ll is valid; fields set below.
@@ -224,9 +288,18 @@ impl FarCapture {
             sll.sll_protocol = proto;
             sll.sll_ifindex = ifindex as i32;
             // SAFETY: sll is a valid sockaddr_ll of the given length.
-            let r = unsafe { libc::bind(s.as_raw_fd(), &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32) };
+            let r = unsafe {
+                libc::bind(
+                    s.as_raw_fd(),
+                    &sll as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
             assert_eq!(r, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
-            let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 200_000,
+            };
             // SAFETY: tv outlives the call.
             unsafe {
                 libc::setsockopt(
@@ -246,7 +319,16 @@ impl FarCapture {
                 let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
                 let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
                 // SAFETY: buf and from are valid for the lengths given.
-                let r = unsafe { libc::recvfrom(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0, &mut from as *mut _ as *mut libc::sockaddr, &mut len) };
+                let r = unsafe {
+                    libc::recvfrom(
+                        s.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        &mut from as *mut _ as *mut libc::sockaddr,
+                        &mut len,
+                    )
+                };
                 if r <= 0 {
                     continue;
                 }
@@ -267,7 +349,10 @@ impl FarCapture {
 }
 
 fn mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
     v.try_into().unwrap()
 }
 
@@ -283,32 +368,60 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     let w = wire(NIC_QUEUES);
     let net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
     let (pod1, pod2) = (Netns::new("pod"), Netns::new("pod"));
-    net.call(&w, "ADD", "c1", Some(&pod1), "NETKIT_LEASE_QUEUE_IDS=2,3").ok("ADD c1");
-    net.call(&w, "ADD", "c2", Some(&pod2), "NETKIT_LEASE_QUEUE_IDS=4").ok("ADD c2");
+    net.call(&w, "ADD", "c1", Some(&pod1), "NETKIT_LEASE_QUEUE_IDS=2,3")
+        .ok("ADD c1");
+    net.call(&w, "ADD", "c2", Some(&pod2), "NETKIT_LEASE_QUEUE_IDS=4")
+        .ok("ADD c2");
     let (i1, i2) = (net.info("c1"), net.info("c2"));
-    assert_eq!(i1["queues"], json!([{"physical": 2, "virtual": 1}, {"physical": 3, "virtual": 2}]), "{i1}");
-    assert_eq!((i1["xdp"]["start-queue"].as_u64(), i1["xdp"]["queue-count"].as_u64()), (Some(1), Some(2)), "{i1}");
+    assert_eq!(
+        i1["queues"],
+        json!([{"physical": 2, "virtual": 1}, {"physical": 3, "virtual": 2}]),
+        "{i1}"
+    );
+    assert_eq!(
+        (
+            i1["xdp"]["start-queue"].as_u64(),
+            i1["xdp"]["queue-count"].as_u64()
+        ),
+        (Some(1), Some(2)),
+        "{i1}"
+    );
     let binds = [w.bpffs.path.as_path(), net.dir.as_path()];
 
     // Shape 1: one port over both queues. The PMD reads the netkit device's channels, gets
     // EOPNOTSUPP, counts 1 combined channel and refuses queue_count=2 at probe time.
     let mut two = Testpmd::start(&pod1, &binds, &af_xdp_vdevs(&i1, 2), &[]);
     // The PMD's own reason, from ETHTOOL_GCHANNELS; testpmd then comes up without the port.
-    two.wait_for(0, "Specified queue count 2 is larger than combined queue count 1", Duration::from_secs(180));
+    two.wait_for(
+        0,
+        "Specified queue count 2 is larger than combined queue count 1",
+        Duration::from_secs(180),
+    );
     two.wait_for(0, "testpmd> ", Duration::from_secs(60));
     let pos = two.send("quit");
     two.wait_for(pos, "Bye", Duration::from_secs(60));
     let (st, out) = two.wait_exit(Duration::from_secs(60));
-    assert!(!out.contains("Port 0:"), "no port was configured ({st}):\n{out}");
+    assert!(
+        !out.contains("Port 0:"),
+        "no port was configured ({st}):\n{out}"
+    );
 
     // Shape 2: one single-queue port per leased queue.
     let c2_socket = PodSocket::open(&pod2, &i2);
     let vdevs = af_xdp_vdevs(&i1, 1);
     assert_eq!(vdevs.len(), 2);
-    let mut pmd = Testpmd::start(&pod1, &binds, &vdevs, &["--port-topology=loop", "--forward-mode=rxonly"]);
+    let mut pmd = Testpmd::start(
+        &pod1,
+        &binds,
+        &vdevs,
+        &["--port-topology=loop", "--forward-mode=rxonly"],
+    );
     let ready = pmd.wait_for(0, "testpmd> ", Duration::from_secs(180));
     let out = pmd.output();
-    assert!(out[..ready].contains("Port 0:") && out[..ready].contains("Port 1:"), "two ports came up:\n{out}");
+    assert!(
+        out[..ready].contains("Port 0:") && out[..ready].contains("Port 1:"),
+        "two ports came up:\n{out}"
+    );
     let pos = pmd.send("start");
     pmd.wait_for(pos, "rxonly packet forwarding", Duration::from_secs(30));
     w.steer_port(6001, 2); // c1 virtual 1: testpmd port 0
@@ -318,11 +431,22 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     w.send(6002, payloads("p1", 15));
     let to_c2 = payloads("c2", 10);
     w.send(6003, to_c2.clone());
-    let s = pmd.stats_until(2, Duration::from_secs(60), |p, rx, _| rx >= [20, 15][p as usize]);
+    let s = pmd.stats_until(2, Duration::from_secs(60), |p, rx, _| {
+        rx >= [20, 15][p as usize]
+    });
     std::thread::sleep(Duration::from_secs(1));
     let s2: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
-    assert_eq!((s2[0].0, s2[1].0), (20, 15), "testpmd counts exactly each queue's frames on its port (first reading {s:?}); output:\n{}", pmd.output());
-    assert_eq!(udp_payloads(&c2_socket.receive(to_c2.len(), Duration::from_secs(20))), to_c2, "c2's queue still reaches only c2");
+    assert_eq!(
+        (s2[0].0, s2[1].0),
+        (20, 15),
+        "testpmd counts exactly each queue's frames on its port (first reading {s:?}); output:\n{}",
+        pmd.output()
+    );
+    assert_eq!(
+        udp_payloads(&c2_socket.receive(to_c2.len(), Duration::from_secs(20))),
+        to_c2,
+        "c2's queue still reaches only c2"
+    );
 
     // macswap: testpmd sends each frame back through AF_XDP TX. In copy mode (the only mode
     // netdevsim, and any NIC without AF_XDP zero-copy, has) nothing leaves: the generic transmit
@@ -342,12 +466,25 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     let far_mac = link_mac(&w.far, &w.peer.ifname);
     let node_mac = mac(&w.node_mac);
     let back = payloads("back", 12);
-    let cap = FarCapture::start(&w.far, w.peer.ifindex, back.len(), Duration::from_secs(20), move |f| f.len() > 14 && f[..6] == far_mac && f[6..12] == node_mac);
+    let cap = FarCapture::start(
+        &w.far,
+        w.peer.ifindex,
+        back.len(),
+        Duration::from_secs(20),
+        move |f| f.len() > 14 && f[..6] == far_mac && f[6..12] == node_mac,
+    );
     let before: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
     w.send(6001, back.clone());
-    let after = pmd.stats_until(2, Duration::from_secs(60), |p, rx, tx| p == 1 || (rx >= before[0].0 + 12 && tx >= before[0].1 + 12));
+    let after = pmd.stats_until(2, Duration::from_secs(60), |p, rx, tx| {
+        p == 1 || (rx >= before[0].0 + 12 && tx >= before[0].1 + 12)
+    });
     let got = cap.frames();
-    assert_eq!((after[0].0 - before[0].0, after[0].1 - before[0].1), (12, 12), "port 0 received 12 and put 12 on its TX ring; output:\n{}", pmd.output());
+    assert_eq!(
+        (after[0].0 - before[0].0, after[0].1 - before[0].1),
+        (12, 12),
+        "port 0 received 12 and put 12 on its TX ring; output:\n{}",
+        pmd.output()
+    );
     assert_eq!(after[1], before[1], "port 1 saw none of it");
     assert!(got.is_empty(), "AF_XDP copy-mode TX on a leased netkit queue reached the wire ({} frames): the kernel changed, update the README", got.len());
 
@@ -355,17 +492,50 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     pmd.child.kill().unwrap();
     pmd.child.wait().unwrap();
     drop(pmd);
-    net.call(&w, "DEL", "c1", Some(&pod1), "").ok("DEL c1 after testpmd was killed");
-    let left: Vec<Value> = pod1.links().into_iter().filter(|l| l["linkinfo"]["info_kind"] == "netkit").collect();
+    net.call(&w, "DEL", "c1", Some(&pod1), "")
+        .ok("DEL c1 after testpmd was killed");
+    let left: Vec<Value> = pod1
+        .links()
+        .into_iter()
+        .filter(|l| l["linkinfo"]["info_kind"] == "netkit")
+        .collect();
     assert!(left.is_empty(), "c1's netkit device is gone: {left:?}");
-    let leased: Vec<Value> = Ynl::new().queue_dump(&w.node, w.nic.ifindex).into_iter().filter(|q| q.get("lease").is_some()).collect();
-    assert_eq!(leased.len(), 1, "only c2's queue is still leased: {leased:?}");
-    assert!(!w.bpffs.plugin_entries().iter().any(|e| e.contains("/pods/c1")), "c1's map is unpinned: {:?}", w.bpffs.plugin_entries());
-    assert!(!net.dir.join(format!("{}:c1:xsk0-device.json", net.name)).exists(), "c1's device-info file is gone");
+    let leased: Vec<Value> = Ynl::new()
+        .queue_dump(&w.node, w.nic.ifindex)
+        .into_iter()
+        .filter(|q| q.get("lease").is_some())
+        .collect();
+    assert_eq!(
+        leased.len(),
+        1,
+        "only c2's queue is still leased: {leased:?}"
+    );
+    assert!(
+        !w.bpffs
+            .plugin_entries()
+            .iter()
+            .any(|e| e.contains("/pods/c1")),
+        "c1's map is unpinned: {:?}",
+        w.bpffs.plugin_entries()
+    );
+    assert!(
+        !net.dir
+            .join(format!("{}:c1:xsk0-device.json", net.name))
+            .exists(),
+        "c1's device-info file is gone"
+    );
     drop(c2_socket);
     net.call(&w, "DEL", "c2", Some(&pod2), "").ok("DEL c2");
-    assert!(w.bpftool_xdp().is_empty(), "no XDP on the NIC: {:?}", w.bpftool_xdp());
-    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+    assert!(
+        w.bpftool_xdp().is_empty(),
+        "no XDP on the NIC: {:?}",
+        w.bpftool_xdp()
+    );
+    assert!(
+        w.bpffs.plugin_entries().is_empty(),
+        "{:?}",
+        w.bpffs.plugin_entries()
+    );
 }
 
 /// The `xdp.podMap` fix for a non-root consumer: the plugin hands the pod's XSKMAP pin to
@@ -383,13 +553,25 @@ fn a_non_root_testpmd_with_only_cap_net_raw_uses_a_pin_handed_to_its_user() {
     let mut net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
     net.conf["xdp"]["podMap"] = json!({"uid": 65534, "gid": 65534});
     let pod = Netns::new("pod");
-    net.call(&w, "ADD", "c1", Some(&pod), "NETKIT_LEASE_QUEUE_IDS=2,3").ok("ADD c1");
+    net.call(&w, "ADD", "c1", Some(&pod), "NETKIT_LEASE_QUEUE_IDS=2,3")
+        .ok("ADD c1");
     let info = net.info("c1");
     let pin = PathBuf::from(info["xdp"]["xsk-map"].as_str().unwrap());
     let dir = pin.parent().unwrap().to_path_buf();
-    let (pm, dm) = (std::fs::symlink_metadata(&pin).unwrap(), std::fs::symlink_metadata(&dir).unwrap());
-    assert_eq!((pm.uid(), pm.gid(), pm.mode() & 0o7777), (65534, 65534, 0o600), "the pin is the consumer's");
-    assert_eq!((dm.uid(), dm.mode() & 0o7777), (0, 0o711), "its directory stays root's, traversable only");
+    let (pm, dm) = (
+        std::fs::symlink_metadata(&pin).unwrap(),
+        std::fs::symlink_metadata(&dir).unwrap(),
+    );
+    assert_eq!(
+        (pm.uid(), pm.gid(), pm.mode() & 0o7777),
+        (65534, 65534, 0o600),
+        "the pin is the consumer's"
+    );
+    assert_eq!(
+        (dm.uid(), dm.mode() & 0o7777),
+        (0, 0o711),
+        "its directory stays root's, traversable only"
+    );
 
     let wrap = [
         "prlimit",
@@ -403,7 +585,17 @@ fn a_non_root_testpmd_with_only_cap_net_raw_uses_a_pin_handed_to_its_user() {
         "--bounding-set=-all,+net_raw",
         "--",
     ];
-    let mut pmd = Testpmd::start_as(&pod, &[dir.as_path()], &wrap, &af_xdp_vdevs(&info, 1), &["--port-topology=loop", "--forward-mode=rxonly", "--no-mlockall"]);
+    let mut pmd = Testpmd::start_as(
+        &pod,
+        &[dir.as_path()],
+        &wrap,
+        &af_xdp_vdevs(&info, 1),
+        &[
+            "--port-topology=loop",
+            "--forward-mode=rxonly",
+            "--no-mlockall",
+        ],
+    );
     pmd.wait_for(0, "testpmd> ", Duration::from_secs(180));
     let pos = pmd.send("start");
     pmd.wait_for(pos, "rxonly packet forwarding", Duration::from_secs(30));
@@ -411,14 +603,25 @@ fn a_non_root_testpmd_with_only_cap_net_raw_uses_a_pin_handed_to_its_user() {
     w.steer_port(6102, 3);
     w.send(6101, payloads("n0", 6));
     w.send(6102, payloads("n1", 9));
-    pmd.stats_until(2, Duration::from_secs(60), |p, rx, _| rx >= [6, 9][p as usize]);
+    pmd.stats_until(2, Duration::from_secs(60), |p, rx, _| {
+        rx >= [6, 9][p as usize]
+    });
     std::thread::sleep(Duration::from_secs(1));
     let s: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
-    assert_eq!((s[0].0, s[1].0), (6, 9), "the non-root testpmd receives each queue's frames on its port; output:\n{}", pmd.output());
+    assert_eq!(
+        (s[0].0, s[1].0),
+        (6, 9),
+        "the non-root testpmd receives each queue's frames on its port; output:\n{}",
+        pmd.output()
+    );
     drop(pmd);
     net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL c1");
     assert!(!dir.exists(), "DEL removed the pod's pin directory");
-    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+    assert!(
+        w.bpffs.plugin_entries().is_empty(),
+        "{:?}",
+        w.bpffs.plugin_entries()
+    );
 }
 
 /// The environment variable that turns this test binary into the unprivileged launcher process
@@ -448,36 +651,73 @@ fn sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities()
     let w = wire(NIC_QUEUES);
     let net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
     let pod = Netns::new("pod");
-    net.call(&w, "ADD", "c1", Some(&pod), "NETKIT_LEASE_QUEUE_IDS=2,3").ok("ADD c1");
+    net.call(&w, "ADD", "c1", Some(&pod), "NETKIT_LEASE_QUEUE_IDS=2,3")
+        .ok("ADD c1");
     let info = net.info("c1");
     let x = info["xdp"].clone();
-    let (start, count) = (x["start-queue"].as_u64().unwrap() as u32, x["queue-count"].as_u64().unwrap() as u32);
+    let (start, count) = (
+        x["start-queue"].as_u64().unwrap() as u32,
+        x["queue-count"].as_u64().unwrap() as u32,
+    );
     let map = PathBuf::from(x["xsk-map"].as_str().unwrap());
     assert_eq!((start, count), (1, 2), "{info}");
 
     // What the launcher would pass to QEMU, from the plugin's own helper.
     let file = net.dir.join(format!("{}:c1:xsk0-device.json", net.name));
-    let out = sh(&[plugin_bin().to_str().unwrap(), "qemu-netdev", "--device-info", file.to_str().unwrap(), "--id", "hn1", "--sock-fds", "20:21", "--force-copy"]);
-    assert_eq!(out.trim(), "af-xdp,id=hn1,ifname=xsk0,queues=2,start-queue=1,inhibit=on,sock-fds=20:21,force-copy=on");
+    let out = sh(&[
+        plugin_bin().to_str().unwrap(),
+        "qemu-netdev",
+        "--device-info",
+        file.to_str().unwrap(),
+        "--id",
+        "hn1",
+        "--sock-fds",
+        "20:21",
+        "--force-copy",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "af-xdp,id=hn1,ifname=xsk0,queues=2,start-queue=1,inhibit=on,sock-fds=20:21,force-copy=on"
+    );
 
     // The helper's sockets, created in the pod netns (AF_XDP sockets are bound per netns).
-    let socks: Vec<OwnedFd> = pod.run(move || (0..count).map(|_| netkit_cni::xsk::Xsk::socket().expect("socket(AF_XDP) as root")).collect());
+    let socks: Vec<OwnedFd> = pod.run(move || {
+        (0..count)
+            .map(|_| netkit_cni::xsk::Xsk::socket().expect("socket(AF_XDP) as root"))
+            .collect()
+    });
     let (ours, theirs) = UnixStream::pair().unwrap();
     let pod_fd = pod.fd();
     let (their_raw, pod_raw) = (theirs.as_raw_fd(), pod_fd.as_raw_fd());
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args(["launcher_process_of_the_sock_fds_test", "--exact", "--ignored", "--nocapture", "--test-threads=1"]).env(LAUNCHER_ENV, "1");
+    cmd.args([
+        "launcher_process_of_the_sock_fds_test",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(LAUNCHER_ENV, "1");
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            let ok = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+            let ok = |r: libc::c_int| {
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
             ok(libc::setns(pod_raw, libc::CLONE_NEWNET))?;
             if their_raw == LAUNCHER_FD {
                 ok(libc::fcntl(LAUNCHER_FD, libc::F_SETFD, 0))?; // dup2 onto itself keeps CLOEXEC
             } else {
                 ok(libc::dup2(their_raw, LAUNCHER_FD))?;
             }
-            let lim = libc::rlimit { rlim_cur: LAUNCHER_MEMLOCK, rlim_max: LAUNCHER_MEMLOCK };
+            let lim = libc::rlimit {
+                rlim_cur: LAUNCHER_MEMLOCK,
+                rlim_max: LAUNCHER_MEMLOCK,
+            };
             ok(libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim))?;
             ok(libc::setgroups(0, std::ptr::null()))?;
             ok(libc::setgid(65534))?;
@@ -485,44 +725,94 @@ fn sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities()
             ok(libc::setuid(65534))
         });
     }
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn the launcher");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the launcher");
     drop(theirs);
     let mut ctl = BufReader::new(ours.try_clone().unwrap());
 
     // Hand over the sockets with what to bind them to.
-    let hello = json!({"ifindex": info["ifindex"], "queues": (start..start + count).collect::<Vec<u32>>()}).to_string();
+    let hello =
+        json!({"ifindex": info["ifindex"], "queues": (start..start + count).collect::<Vec<u32>>()})
+            .to_string();
     let raw: Vec<i32> = socks.iter().map(|s| s.as_raw_fd()).collect();
-    nix::sys::socket::sendmsg::<()>(ours.as_raw_fd(), &[std::io::IoSlice::new(format!("{hello}\n").as_bytes())], &[nix::sys::socket::ControlMessage::ScmRights(&raw)], nix::sys::socket::MsgFlags::empty(), None)
-        .expect("sendmsg SCM_RIGHTS");
+    nix::sys::socket::sendmsg::<()>(
+        ours.as_raw_fd(),
+        &[std::io::IoSlice::new(format!("{hello}\n").as_bytes())],
+        &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .expect("sendmsg SCM_RIGHTS");
     let mut line = String::new();
     ctl.read_line(&mut line).unwrap();
     if line.trim() != "bound" {
         let out = child.wait_with_output().unwrap();
-        panic!("the launcher did not bind: {line:?}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        panic!(
+            "the launcher did not bind: {line:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for (i, s) in socks.iter().enumerate() {
-        netkit_cni::xsk::Xsk::insert_fd_into(s.as_fd(), &map, start + i as u32).unwrap_or_else(|e| panic!("insert the launcher's socket {i}: {e}"));
+        netkit_cni::xsk::Xsk::insert_fd_into(s.as_fd(), &map, start + i as u32)
+            .unwrap_or_else(|e| panic!("insert the launcher's socket {i}: {e}"));
     }
     w.steer_port(7001, 2); // virtual 1: the launcher's socket 0
     w.steer_port(7002, 3); // virtual 2: socket 1
     let (to0, to1) = (payloads("fd0", 7), payloads("fd1", 5));
     w.send(7001, to0.clone());
     w.send(7002, to1.clone());
-    writeln!(ours.try_clone().unwrap(), "{}", json!({"want": [to0.len(), to1.len()]})).unwrap();
+    writeln!(
+        ours.try_clone().unwrap(),
+        "{}",
+        json!({"want": [to0.len(), to1.len()]})
+    )
+    .unwrap();
     line.clear();
     ctl.read_line(&mut line).unwrap();
     let out = child.wait_with_output().unwrap();
-    let logs = format!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let got: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("launcher answer {line:?}: {e}\n{logs}"));
-    assert!(out.status.success(), "launcher failed: {}\n{logs}", out.status);
-    assert_eq!(got["caps"], "0000000000000000", "the launcher ran without any capability: {got}");
-    assert_eq!(got["own_socket_errno"], libc::EPERM, "it could not have made an AF_XDP socket itself: {got}");
-    assert_eq!(got["memlock_errno"], libc::ENOBUFS, "a UMEM above RLIMIT_MEMLOCK is refused: {got}");
-    assert_eq!(got["frames"], json!([to0, to1]), "each queue's frames on its own socket, in order\n{logs}");
+    let logs = format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("launcher answer {line:?}: {e}\n{logs}"));
+    assert!(
+        out.status.success(),
+        "launcher failed: {}\n{logs}",
+        out.status
+    );
+    assert_eq!(
+        got["caps"], "0000000000000000",
+        "the launcher ran without any capability: {got}"
+    );
+    assert_eq!(
+        got["own_socket_errno"],
+        libc::EPERM,
+        "it could not have made an AF_XDP socket itself: {got}"
+    );
+    assert_eq!(
+        got["memlock_errno"],
+        libc::ENOBUFS,
+        "a UMEM above RLIMIT_MEMLOCK is refused: {got}"
+    );
+    assert_eq!(
+        got["frames"],
+        json!([to0, to1]),
+        "each queue's frames on its own socket, in order\n{logs}"
+    );
 
     drop(socks);
     net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL c1");
-    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+    assert!(
+        w.bpffs.plugin_entries().is_empty(),
+        "{:?}",
+        w.bpffs.plugin_entries()
+    );
 }
 
 /// Not a test of its own: the unprivileged launcher process that
@@ -536,7 +826,11 @@ fn launcher_process_of_the_sock_fds_test() {
     assert!(std::env::var_os(LAUNCHER_ENV).is_some(), "this is a helper process spawned by sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities; it does nothing on its own");
     // SAFETY: the parent put our end of the control socket at LAUNCHER_FD; nothing else owns it.
     let ctl = unsafe { UnixStream::from_raw_fd(LAUNCHER_FD) };
-    let caps = std::fs::read_to_string("/proc/self/status").unwrap().lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())).unwrap();
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        .unwrap();
     let own_socket_errno = match Xsk::socket() {
         Ok(_) => 0,
         Err(e) => e.errno().map(|e| e as i32).unwrap_or(-1),
@@ -546,7 +840,13 @@ fn launcher_process_of_the_sock_fds_test() {
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 8]);
     let (n, fds) = {
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = nix::sys::socket::recvmsg::<()>(ctl.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::empty()).expect("recvmsg");
+        let msg = nix::sys::socket::recvmsg::<()>(
+            ctl.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .expect("recvmsg");
         let mut fds = Vec::new();
         for c in msg.cmsgs().unwrap() {
             if let nix::sys::socket::ControlMessageOwned::ScmRights(v) = c {
@@ -558,31 +858,57 @@ fn launcher_process_of_the_sock_fds_test() {
     };
     let hello: Value = serde_json::from_slice(&buf[..n]).expect("hello");
     let ifindex = hello["ifindex"].as_u64().unwrap() as u32;
-    let queues: Vec<u32> = hello["queues"].as_array().unwrap().iter().map(|q| q.as_u64().unwrap() as u32).collect();
+    let queues: Vec<u32> = hello["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(fds.len(), queues.len(), "one socket per queue");
     let config = XskConfig::default();
 
     // RLIMIT_MEMLOCK is what an unprivileged consumer's UMEMs are charged to: below one UMEM,
     // registering it fails (ENOBUFS); then the soft limit goes back up to the hard one.
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain syscalls on a local struct.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    let low = libc::rlimit { rlim_cur: 1 << 20, rlim_max: lim.rlim_max };
+    let low = libc::rlimit {
+        rlim_cur: 1 << 20,
+        rlim_max: lim.rlim_max,
+    };
     // SAFETY: as above.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &low) };
-    let memlock_errno = match Xsk::bind_socket(fds[0].try_clone().unwrap(), ifindex, queues[0], &config) {
-        Ok(_) => 0,
-        Err(e) => e.errno().map(|e| e as i32).unwrap_or(-1),
-    };
+    let memlock_errno =
+        match Xsk::bind_socket(fds[0].try_clone().unwrap(), ifindex, queues[0], &config) {
+            Ok(_) => 0,
+            Err(e) => e.errno().map(|e| e as i32).unwrap_or(-1),
+        };
     // SAFETY: as above.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 
-    let mut xsks: Vec<Xsk> = fds.into_iter().zip(&queues).map(|(fd, &q)| Xsk::bind_socket(fd, ifindex, q, &config).unwrap_or_else(|e| panic!("bind queue {q}: {e}"))).collect();
+    let mut xsks: Vec<Xsk> = fds
+        .into_iter()
+        .zip(&queues)
+        .map(|(fd, &q)| {
+            Xsk::bind_socket(fd, ifindex, q, &config)
+                .unwrap_or_else(|e| panic!("bind queue {q}: {e}"))
+        })
+        .collect();
     let mut w = ctl.try_clone().unwrap();
     writeln!(w, "bound").unwrap();
     let mut line = String::new();
-    BufReader::new(ctl.try_clone().unwrap()).read_line(&mut line).unwrap();
-    let want: Vec<usize> = serde_json::from_str::<Value>(&line).unwrap()["want"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    BufReader::new(ctl.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let want: Vec<usize> = serde_json::from_str::<Value>(&line).unwrap()["want"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
     let frames: Vec<Vec<String>> = xsks
         .iter_mut()
         .zip(&want)

@@ -42,7 +42,14 @@ impl Bed {
         let nic = Netdevsim::new(&node, queues);
         let bpffs = Bpffs::new();
         let devinfo = std::env::temp_dir().join(unique("nkc-devinfo-"));
-        Bed { node, nic, bpffs, devinfo, ipam: CniNet::new(subnet), pairing }
+        Bed {
+            node,
+            nic,
+            bpffs,
+            devinfo,
+            ipam: CniNet::new(subnet),
+            pairing,
+        }
     }
 
     /// Everything ADD can create: IPAM, a device, two leases, and for single devices the XDP
@@ -72,32 +79,66 @@ impl Bed {
         self.call_as(command, "cf", pod, extra_env)
     }
 
-    fn call_as(&self, command: &str, cid: &str, pod: &Netns, extra_env: &[(&str, String)]) -> PluginRun {
+    fn call_as(
+        &self,
+        command: &str,
+        cid: &str,
+        pod: &Netns,
+        extra_env: &[(&str, String)],
+    ) -> PluginRun {
         let path = pod.path().display().to_string();
         let mut env = self.env(command, cid, &path);
         env.extend(extra_env.iter().cloned());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        run_plugin_bin(&failpoints_bin(), Some(&self.node), &env, &self.conf().to_string())
+        run_plugin_bin(
+            &failpoints_bin(),
+            Some(&self.node),
+            &env,
+            &self.conf().to_string(),
+        )
     }
 
     fn gc(&self) -> PluginRun {
         let mut c = self.conf();
         c["cni.dev/valid-attachments"] = json!([]);
-        run_plugin_bin(&failpoints_bin(), Some(&self.node), &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &c.to_string())
+        run_plugin_bin(
+            &failpoints_bin(),
+            Some(&self.node),
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)],
+            &c.to_string(),
+        )
     }
 
     /// What is left of the attachment, as independent tools see it; empty when nothing is.
     fn leftovers(&self, pod: &Netns, ynl: &Ynl) -> Vec<String> {
         let mut left = Vec::new();
         for (where_, links) in [("pod", pod.links()), ("node", self.node.links())] {
-            for l in links.iter().filter(|l| l["linkinfo"]["info_kind"] == "netkit") {
-                left.push(format!("netkit device {} in the {where_} netns", l["ifname"]));
+            for l in links
+                .iter()
+                .filter(|l| l["linkinfo"]["info_kind"] == "netkit")
+            {
+                left.push(format!(
+                    "netkit device {} in the {where_} netns",
+                    l["ifname"]
+                ));
             }
         }
-        for q in ynl.queue_dump(&self.node, self.nic.ifindex).iter().filter(|q| q.get("lease").is_some()) {
+        for q in ynl
+            .queue_dump(&self.node, self.nic.ifindex)
+            .iter()
+            .filter(|q| q.get("lease").is_some())
+        {
             left.push(format!("lease on queue {}: {}", q["id"], q["lease"]));
         }
-        let nic: Value = serde_json::from_str(&self.node.ip(&["-d", "-j", "link", "show", "dev", &self.nic.ifname])).unwrap();
+        let nic: Value = serde_json::from_str(&self.node.ip(&[
+            "-d",
+            "-j",
+            "link",
+            "show",
+            "dev",
+            &self.nic.ifname,
+        ]))
+        .unwrap();
         if nic[0].get("xdp").is_some() {
             left.push(format!("XDP on the NIC: {}", nic[0]["xdp"]));
         }
@@ -138,7 +179,11 @@ fn wait_for_file(path: &Path, timeout: Duration) -> String {
                 return s;
             }
         }
-        assert!(Instant::now() < deadline, "the plugin never reached its failpoint ({} not written)", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "the plugin never reached its failpoint ({} not written)",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -156,7 +201,12 @@ fn every_point(bed: &Bed) -> usize {
         assert_eq!(e["code"], 102, "{point}: {e}");
         assert!(e["msg"].as_str().unwrap().contains(point), "{point}: {e}");
         let left = bed.leftovers(&pod, &ynl);
-        assert!(left.is_empty(), "{} ADD failing at {point} left: {left:#?}\nstderr: {}", bed.pairing, r.stderr);
+        assert!(
+            left.is_empty(),
+            "{} ADD failing at {point} left: {left:#?}\nstderr: {}",
+            bed.pairing,
+            r.stderr
+        );
         bed.call("DEL", &pod, &[]).ok(&format!("DEL after {point}"));
         bed.gc().ok(&format!("GC after {point}"));
         cases += 1;
@@ -166,22 +216,48 @@ fn every_point(bed: &Bed) -> usize {
         let ready = std::env::temp_dir().join(unique("nkc-fp-"));
         let path = pod.path().display().to_string();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &bed.node.name, failpoints_bin().to_str().unwrap()]).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        cmd.args([
+            "netns",
+            "exec",
+            &bed.node.name,
+            failpoints_bin().to_str().unwrap(),
+        ])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         for (k, v) in bed.env("ADD", "cf", &path) {
             cmd.env(k, v);
         }
-        cmd.env("NKC_FAILPOINT", format!("{point}:pause")).env("NKC_FAILPOINT_READY", &ready);
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), bed.conf().to_string().as_bytes()).unwrap();
+        cmd.env("NKC_FAILPOINT", format!("{point}:pause"))
+            .env("NKC_FAILPOINT_READY", &ready);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            bed.conf().to_string().as_bytes(),
+        )
+        .unwrap();
         assert_eq!(wait_for_file(&ready, Duration::from_secs(60)), point);
         child.kill().unwrap(); // SIGKILL: `ip netns exec` has exec'd the plugin itself
         let status = child.wait().unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{point}: {status}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{point}: {status}"
+        );
         let _ = std::fs::remove_file(&ready);
-        bed.call("DEL", &pod, &[]).ok(&format!("DEL after a kill at {point}"));
+        bed.call("DEL", &pod, &[])
+            .ok(&format!("DEL after a kill at {point}"));
         bed.gc().ok(&format!("GC after a kill at {point}"));
         let left = bed.leftovers(&pod, &ynl);
-        assert!(left.is_empty(), "{} killed at {point}, then DEL and GC, left: {left:#?}", bed.pairing);
+        assert!(
+            left.is_empty(),
+            "{} killed at {point}, then DEL and GC, left: {left:#?}",
+            bed.pairing
+        );
         cases += 1;
     }
     cases
@@ -212,8 +288,15 @@ fn a_missing_ipam_plugin_is_a_clear_error_and_leaves_nothing() {
     let r = bed.call("ADD", &pod, &[("CNI_PATH", empty.display().to_string())]);
     let e = r.err("ADD without host-local on CNI_PATH");
     let msg = format!("{} {}", e["msg"], e["details"]);
-    assert!(msg.contains("host-local"), "the error names the missing plugin: {e}");
-    assert!(bed.leftovers(&pod, &Ynl::new()).is_empty(), "{:?}", bed.leftovers(&pod, &Ynl::new()));
+    assert!(
+        msg.contains("host-local"),
+        "the error names the missing plugin: {e}"
+    );
+    assert!(
+        bed.leftovers(&pod, &Ynl::new()).is_empty(),
+        "{:?}",
+        bed.leftovers(&pod, &Ynl::new())
+    );
     let _ = std::fs::remove_dir(&empty);
 }
 
@@ -230,7 +313,13 @@ impl Rng {
 }
 
 fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number"))).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
+        .unwrap_or(default)
 }
 
 /// Parallel ADD/CHECK/DEL loops on one NIC, with leases, the XDP dispatcher and IPAM, in random
@@ -241,11 +330,22 @@ fn env_num(name: &str, default: usize) -> usize {
 fn soak_parallel_add_del_with_leases_and_xdp_leaks_nothing() {
     let loops = env_num("NKC_SOAK_LOOPS", 6);
     let rounds = env_num("NKC_SOAK_ROUNDS", 3);
-    let seed = std::env::var("NKC_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("NKC_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("soak: {loops} loops x {rounds} rounds, NKC_SOAK_SEED={seed}");
-    let bed = std::sync::Arc::new(Bed::with_queues("single", "10.94.0.0/20", 2 * loops as u32 + 2));
+    let bed = std::sync::Arc::new(Bed::with_queues(
+        "single",
+        "10.94.0.0/20",
+        2 * loops as u32 + 2,
+    ));
     let started = Instant::now();
     let handles: Vec<_> = (0..loops)
         .map(|i| {
@@ -267,8 +367,14 @@ fn soak_parallel_add_del_with_leases_and_xdp_leaks_nothing() {
                         check["prevResult"] = add.json();
                         let path = pod.path().display().to_string();
                         let env = bed.env("CHECK", &cid, &path);
-                        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                        let r = run_plugin_bin(&failpoints_bin(), Some(&bed.node), &env, &check.to_string());
+                        let env: Vec<(&str, &str)> =
+                            env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        let r = run_plugin_bin(
+                            &failpoints_bin(),
+                            Some(&bed.node),
+                            &env,
+                            &check.to_string(),
+                        );
                         if !r.status.success() {
                             errors.push(format!("{cid} round {round} CHECK: {}", r.stdout));
                         }
@@ -293,13 +399,29 @@ fn soak_parallel_add_del_with_leases_and_xdp_leaks_nothing() {
         errors.extend(e);
         pods.push(pod);
     }
-    eprintln!("soak: {} ADD/DEL rounds in {:?}, {} unexpected errors", loops * rounds, started.elapsed(), errors.len());
-    assert!(errors.is_empty(), "unexpected errors (seed {seed}): {errors:#?}");
+    eprintln!(
+        "soak: {} ADD/DEL rounds in {:?}, {} unexpected errors",
+        loops * rounds,
+        started.elapsed(),
+        errors.len()
+    );
+    assert!(
+        errors.is_empty(),
+        "unexpected errors (seed {seed}): {errors:#?}"
+    );
     // The pods' netns are still alive here: a device left in one would not be hidden by the
     // netns going away.
     for pod in &pods {
-        let netkit: Vec<Value> = pod.links().into_iter().filter(|l| l["linkinfo"]["info_kind"] == "netkit").collect();
-        assert!(netkit.is_empty(), "soak (seed {seed}) left a device in {}: {netkit:?}", pod.name);
+        let netkit: Vec<Value> = pod
+            .links()
+            .into_iter()
+            .filter(|l| l["linkinfo"]["info_kind"] == "netkit")
+            .collect();
+        assert!(
+            netkit.is_empty(),
+            "soak (seed {seed}) left a device in {}: {netkit:?}",
+            pod.name
+        );
     }
     let probe = Netns::new("soakprobe");
     let left = bed.leftovers(&probe, &Ynl::new());

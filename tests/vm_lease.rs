@@ -49,8 +49,14 @@ impl Node {
             Node::Here => {
                 let find = || -> Option<i32> {
                     let out = sh(&["ip", "-j", "netns", "list-id"]);
-                    let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
-                    v.as_array()?.iter().find(|e| e["name"] == pod.name.as_str()).and_then(|e| e["nsid"].as_i64()).map(|n| n as i32)
+                    let v: Value =
+                        serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })
+                            .unwrap();
+                    v.as_array()?
+                        .iter()
+                        .find(|e| e["name"] == pod.name.as_str())
+                        .and_then(|e| e["nsid"].as_i64())
+                        .map(|n| n as i32)
                 };
                 find().unwrap_or_else(|| {
                     sh(&["ip", "netns", "set", &pod.name, "auto"]);
@@ -62,7 +68,12 @@ impl Node {
 
     fn netkit_links(&self) -> Vec<String> {
         let v: Value = serde_json::from_str(&self.ip(&["-d", "-j", "link", "show"])).unwrap();
-        v.as_array().unwrap().iter().filter(|l| l["linkinfo"]["info_kind"] == "netkit").map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["linkinfo"]["info_kind"] == "netkit")
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -75,30 +86,67 @@ struct Nic {
 
 /// The test bed: node + NIC (netdevsim, or the real NIC named by NKC_TEST_REAL_NIC).
 fn bed() -> (Node, Nic) {
-    assert!(nix::unistd::geteuid().is_root(), "privileged test run without root: run it through scripts/vm-tests");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "privileged test run without root: run it through scripts/vm-tests"
+    );
     if let Ok(name) = std::env::var("NKC_TEST_REAL_NIC") {
-        let v: Value = serde_json::from_str(&sh(&["ip", "-j", "link", "show", "dev", &name])).unwrap();
+        let v: Value =
+            serde_json::from_str(&sh(&["ip", "-j", "link", "show", "dev", &name])).unwrap();
         let ifindex = v[0]["ifindex"].as_u64().unwrap() as u32;
-        let nic = Nic { name, ifindex, _sim: None };
+        let nic = Nic {
+            name,
+            ifindex,
+            _sim: None,
+        };
         let rx = rx_queues(&Node::Here, &nic);
-        assert!(rx >= 8, "NKC_TEST_REAL_NIC={} has {rx} RX queues; these tests need at least 8", nic.name);
+        assert!(
+            rx >= 8,
+            "NKC_TEST_REAL_NIC={} has {rx} RX queues; these tests need at least 8",
+            nic.name
+        );
         return (Node::Here, nic);
     }
     require_privileged_kernel();
     let node = Netns::new("node");
     let sim = Netdevsim::new(&node, 8);
-    let nic = Nic { name: sim.ifname.clone(), ifindex: sim.ifindex, _sim: Some(sim) };
+    let nic = Nic {
+        name: sim.ifname.clone(),
+        ifindex: sim.ifindex,
+        _sim: Some(sim),
+    };
     (Node::Ns(node), nic)
 }
 
 fn ynl_dump(ynl: &Ynl, node: &Node, nic: &Nic) -> Vec<Value> {
-    let v = ynl.call(node.netns(), "netdev", "--dump", "queue-get", Some(&json!({"ifindex": nic.ifindex})), &[]).unwrap_or_else(|e| panic!("ynl queue-get dump: {e}"));
-    v.as_array().cloned().unwrap_or_default().into_iter().filter(|q| q["type"] == "rx").collect()
+    let v = ynl
+        .call(
+            node.netns(),
+            "netdev",
+            "--dump",
+            "queue-get",
+            Some(&json!({"ifindex": nic.ifindex})),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("ynl queue-get dump: {e}"));
+    v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|q| q["type"] == "rx")
+        .collect()
 }
 
 fn ynl_queue(ynl: &Ynl, node: &Node, nic: &Nic, id: u64) -> Value {
-    ynl.call(node.netns(), "netdev", "--do", "queue-get", Some(&json!({"ifindex": nic.ifindex, "id": id, "type": "rx"})), &[])
-        .unwrap_or_else(|e| panic!("ynl queue-get {id}: {e}"))
+    ynl.call(
+        node.netns(),
+        "netdev",
+        "--do",
+        "queue-get",
+        Some(&json!({"ifindex": nic.ifindex, "id": id, "type": "rx"})),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("ynl queue-get {id}: {e}"))
 }
 
 fn rx_queues(node: &Node, nic: &Nic) -> usize {
@@ -107,7 +155,14 @@ fn rx_queues(node: &Node, nic: &Nic) -> usize {
 
 /// Physical queue id → its lease object, for every leased RX queue of the NIC (ynl's view).
 fn leases(ynl: &Ynl, node: &Node, nic: &Nic) -> Vec<(u64, Value)> {
-    ynl_dump(ynl, node, nic).into_iter().filter_map(|q| q.get("lease").cloned().map(|l| (q["id"].as_u64().unwrap(), l))).collect()
+    ynl_dump(ynl, node, nic)
+        .into_iter()
+        .filter_map(|q| {
+            q.get("lease")
+                .cloned()
+                .map(|l| (q["id"].as_u64().unwrap(), l))
+        })
+        .collect()
 }
 
 /// A network as a runtime drives it, with a private device-info directory and, for pairs,
@@ -132,18 +187,40 @@ impl Net {
         if let Some(s) = subnet {
             conf["ipam"] = json!({"type": "host-local", "subnet": s, "dataDir": ipam_dir});
         }
-        Net { name, dir, ipam_dir, conf }
+        Net {
+            name,
+            dir,
+            ipam_dir,
+            conf,
+        }
     }
 
-    fn call(&self, node: &Node, command: &str, cid: &str, netns: Option<&Path>, args: &str, conf: &Value) -> PluginRun {
-        let netns = netns.map(|p| p.to_str().unwrap().to_string()).unwrap_or_default();
+    fn call(
+        &self,
+        node: &Node,
+        command: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        args: &str,
+        conf: &Value,
+    ) -> PluginRun {
+        let netns = netns
+            .map(|p| p.to_str().unwrap().to_string())
+            .unwrap_or_default();
         run_plugin(
             node.netns(),
             &[
                 ("CNI_COMMAND", command),
                 ("CNI_CONTAINERID", cid),
                 ("CNI_NETNS", &netns),
-                ("CNI_IFNAME", if command == "GC" || command == "STATUS" { "" } else { "eth0" }),
+                (
+                    "CNI_IFNAME",
+                    if command == "GC" || command == "STATUS" {
+                        ""
+                    } else {
+                        "eth0"
+                    },
+                ),
                 ("CNI_PATH", CNI_PATH),
                 ("CNI_ARGS", args),
             ],
@@ -156,7 +233,14 @@ impl Net {
     }
 
     fn del(&self, node: &Node, cid: &str, pod: Option<&Netns>) -> PluginRun {
-        self.call(node, "DEL", cid, pod.map(|p| p.path()).as_deref(), "", &self.conf)
+        self.call(
+            node,
+            "DEL",
+            cid,
+            pod.map(|p| p.path()).as_deref(),
+            "",
+            &self.conf,
+        )
     }
 
     fn check(&self, node: &Node, cid: &str, pod: &Netns, result: &Value) -> PluginRun {
@@ -167,7 +251,12 @@ impl Net {
 
     fn gc(&self, node: &Node, valid: &[&str]) -> PluginRun {
         let mut c = self.conf.clone();
-        c["cni.dev/valid-attachments"] = Value::Array(valid.iter().map(|cid| json!({"containerID": cid, "ifname": "eth0"})).collect());
+        c["cni.dev/valid-attachments"] = Value::Array(
+            valid
+                .iter()
+                .map(|cid| json!({"containerID": cid, "ifname": "eth0"}))
+                .collect(),
+        );
         self.call(node, "GC", "", None, "", &c)
     }
 
@@ -176,22 +265,33 @@ impl Net {
     }
 
     fn info_path(&self, cid: &str) -> PathBuf {
-        self.dir.join(format!("{}:{cid}:eth0-device.json", self.name))
+        self.dir
+            .join(format!("{}:{cid}:eth0-device.json", self.name))
     }
 
     fn info(&self, cid: &str) -> Value {
         let p = self.info_path(cid);
-        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
     }
 
     fn files(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return vec![] };
-        rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
     }
 
     fn reserved(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.ipam_dir.join(&self.name)) else { return vec![] };
-        rd.map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.parse::<std::net::IpAddr>().is_ok()).collect()
+        let Ok(rd) = std::fs::read_dir(self.ipam_dir.join(&self.name)) else {
+            return vec![];
+        };
+        rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
     }
 }
 
@@ -209,15 +309,25 @@ fn assert_leased_to(ynl: &Ynl, node: &Node, nic: &Nic, info: &Value, pod: &Netns
     let l = &info["netkit-lease"];
     let pod_ifindex = pod.ifindex("eth0");
     assert_eq!(l["ifindex"], pod_ifindex, "{info}");
-    assert_eq!(l["master"], json!({"name": nic.name, "ifindex": nic.ifindex}), "{info}");
+    assert_eq!(
+        l["master"],
+        json!({"name": nic.name, "ifindex": nic.ifindex}),
+        "{info}"
+    );
     let nsid = node.nsid_of(pod);
     let mut phys = vec![];
     for q in l["queues"].as_array().unwrap() {
         let id = q["physical"].as_u64().unwrap();
         let got = ynl_queue(ynl, node, nic, id);
         assert_eq!(got["lease"]["ifindex"], pod_ifindex, "queue {id}: {got}");
-        assert_eq!(got["lease"]["queue"]["id"], q["virtual"], "queue {id}: {got}");
-        assert_eq!(got["lease"]["netns-id"], nsid, "queue {id} must name the pod's netns as the node sees it: {got}");
+        assert_eq!(
+            got["lease"]["queue"]["id"], q["virtual"],
+            "queue {id}: {got}"
+        );
+        assert_eq!(
+            got["lease"]["netns-id"], nsid,
+            "queue {id} must name the pod's netns as the node sees it: {got}"
+        );
         phys.push(id);
     }
     phys
@@ -225,71 +335,132 @@ fn assert_leased_to(ynl: &Ynl, node: &Node, nic: &Nic, info: &Value, pod: &Netns
 
 /// The pod device's own RX queues (ynl in the pod netns): queue 0 plus one per lease.
 fn pod_rx_queues(ynl: &Ynl, pod: &Netns) -> usize {
-    let v = ynl.call(Some(pod), "netdev", "--dump", "queue-get", Some(&json!({"ifindex": pod.ifindex("eth0")})), &[]).unwrap();
-    v.as_array().unwrap().iter().filter(|q| q["type"] == "rx").count()
+    let v = ynl
+        .call(
+            Some(pod),
+            "netdev",
+            "--dump",
+            "queue-get",
+            Some(&json!({"ifindex": pod.ifindex("eth0")})),
+            &[],
+        )
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["type"] == "rx")
+        .count()
 }
 
 fn pod_netkit(pod: &Netns) -> Vec<String> {
-    pod.links().into_iter().filter(|l| l["linkinfo"]["info_kind"] == "netkit").map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
+    pod.links()
+        .into_iter()
+        .filter(|l| l["linkinfo"]["info_kind"] == "netkit")
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn lease_leaves_nothing(ynl: &Ynl, node: &Node, nic: &Nic, net: &Net) {
     assert_eq!(leases(ynl, node, nic), vec![], "queues still leased");
     assert_eq!(net.files(), Vec::<String>::new(), "device-info files left");
-    assert_eq!(net.reserved(), Vec::<String>::new(), "addresses still reserved");
+    assert_eq!(
+        net.reserved(),
+        Vec::<String>::new(),
+        "addresses still reserved"
+    );
 }
 
 fn add_check_gc_del(pairing: &str, subnet: Option<&str>) {
     let (node, nic) = bed();
     let ynl = Ynl::new();
-    let net = Net::new(pairing, &nic, json!({"queues": 2, "allowedQueues": "1-6"}), subnet);
+    let net = Net::new(
+        pairing,
+        &nic,
+        json!({"queues": 2, "allowedQueues": "1-6"}),
+        subnet,
+    );
     let (live, orphan) = (Netns::new("pod"), Netns::new("pod"));
     let (cid_live, cid_orphan) = (unique("live"), unique("orph"));
 
-    let result = net.add(&node, &cid_live, &live, "").ok(&format!("{pairing} ADD")).json();
+    let result = net
+        .add(&node, &cid_live, &live, "")
+        .ok(&format!("{pairing} ADD"))
+        .json();
     let itfs = result["interfaces"].as_array().unwrap();
     let pod_itf = itfs.last().unwrap();
     assert_eq!(pod_itf["name"], "eth0");
     assert_eq!(pod_itf["sandbox"], live.path().to_str().unwrap());
-    assert_eq!(itfs.len(), if pairing == "pair" { 2 } else { 1 }, "{result}");
+    assert_eq!(
+        itfs.len(),
+        if pairing == "pair" { 2 } else { 1 },
+        "{result}"
+    );
     if subnet.is_some() {
         assert_eq!(net.reserved().len(), 1);
         let addr = result["ips"][0]["address"].as_str().unwrap();
-        assert!(live.ip(&["-j", "addr", "show", "dev", "eth0"]).contains(addr.split('/').next().unwrap()), "address on the pod device");
+        assert!(
+            live.ip(&["-j", "addr", "show", "dev", "eth0"])
+                .contains(addr.split('/').next().unwrap()),
+            "address on the pod device"
+        );
     }
     let info = net.info(&cid_live);
-    assert_eq!((info["type"].as_str(), info["version"].as_str()), (Some("netkit-lease"), Some("1.1.0")));
+    assert_eq!(
+        (info["type"].as_str(), info["version"].as_str()),
+        (Some("netkit-lease"), Some("1.1.0"))
+    );
     assert_eq!(info["netkit-lease"]["pairing"], pairing);
     let phys = assert_leased_to(&ynl, &node, &nic, &info, &live);
     assert_eq!(phys.len(), 2, "{info}");
-    assert!(phys.iter().all(|q| (1..=6).contains(q)), "from the pool: {phys:?}");
+    assert!(
+        phys.iter().all(|q| (1..=6).contains(q)),
+        "from the pool: {phys:?}"
+    );
     assert_eq!(pod_rx_queues(&ynl, &live), 3, "queue 0 plus one per lease");
     assert_eq!(leases(&ynl, &node, &nic).len(), 2, "nothing else leased");
 
     net.check(&node, &cid_live, &live, &result).ok("CHECK");
 
     // An orphan with 1 queue (the pod asks through CNI_ARGS), removed by GC.
-    net.add(&node, &cid_orphan, &orphan, "NETKIT_LEASE_QUEUES=1").ok("ADD orphan");
+    net.add(&node, &cid_orphan, &orphan, "NETKIT_LEASE_QUEUES=1")
+        .ok("ADD orphan");
     let orphan_phys = assert_leased_to(&ynl, &node, &nic, &net.info(&cid_orphan), &orphan);
     assert_eq!(orphan_phys.len(), 1);
     assert_eq!(leases(&ynl, &node, &nic).len(), 3);
     net.gc(&node, &[&cid_live]).ok("GC");
-    assert_eq!(pod_netkit(&orphan), Vec::<String>::new(), "orphan's device deleted");
-    let left: Vec<u64> = leases(&ynl, &node, &nic).into_iter().map(|(q, _)| q).collect();
+    assert_eq!(
+        pod_netkit(&orphan),
+        Vec::<String>::new(),
+        "orphan's device deleted"
+    );
+    let left: Vec<u64> = leases(&ynl, &node, &nic)
+        .into_iter()
+        .map(|(q, _)| q)
+        .collect();
     assert_eq!(left, phys, "only the orphan's queue is free again");
-    assert!(!net.info_path(&cid_orphan).exists(), "orphan's device-info file removed");
-    assert_eq!(pod_netkit(&live), vec!["eth0".to_string()], "the live pod keeps its device");
-    net.check(&node, &cid_live, &live, &result).ok("CHECK after GC");
+    assert!(
+        !net.info_path(&cid_orphan).exists(),
+        "orphan's device-info file removed"
+    );
+    assert_eq!(
+        pod_netkit(&live),
+        vec!["eth0".to_string()],
+        "the live pod keeps its device"
+    );
+    net.check(&node, &cid_live, &live, &result)
+        .ok("CHECK after GC");
 
     net.del(&node, &cid_live, Some(&live)).ok("DEL");
     assert_eq!(pod_netkit(&live), Vec::<String>::new());
     assert_eq!(node.netkit_links(), Vec::<String>::new());
     lease_leaves_nothing(&ynl, &node, &nic, &net);
     net.del(&node, &cid_live, Some(&live)).ok("second DEL");
-    net.del(&node, &cid_orphan, None).ok("DEL of the GC'd orphan without CNI_NETNS");
+    net.del(&node, &cid_orphan, None)
+        .ok("DEL of the GC'd orphan without CNI_NETNS");
     let gone = orphan.path();
     drop(orphan);
-    net.call(&node, "DEL", &cid_orphan, Some(&gone), "", &net.conf).ok("DEL with the netns already deleted");
+    net.call(&node, "DEL", &cid_orphan, Some(&gone), "", &net.conf)
+        .ok("DEL with the netns already deleted");
 }
 
 #[test]
@@ -311,30 +482,67 @@ fn single_device_with_ipam_gets_its_addresses() {
 fn eight_pods_race_for_six_queues() {
     let (node, nic) = bed();
     let ynl = Ynl::new();
-    let net = Net::new("single", &nic, json!({"queues": 1, "allowedQueues": "1-6"}), None);
-    let pods: Vec<(String, Netns)> = (0..8).map(|_| (unique("race"), Netns::new("pod"))).collect();
+    let net = Net::new(
+        "single",
+        &nic,
+        json!({"queues": 1, "allowedQueues": "1-6"}),
+        None,
+    );
+    let pods: Vec<(String, Netns)> = (0..8)
+        .map(|_| (unique("race"), Netns::new("pod")))
+        .collect();
     net.status(&node).ok("STATUS with a free pool");
 
     let runs: Vec<PluginRun> = std::thread::scope(|s| {
-        let handles: Vec<_> = pods.iter().map(|(cid, pod)| s.spawn(|| net.add(&node, cid, pod, ""))).collect();
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|(cid, pod)| s.spawn(|| net.add(&node, cid, pod, "")))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let ok: Vec<usize> = (0..8).filter(|i| runs[*i].status.success()).collect();
     let failed: Vec<usize> = (0..8).filter(|i| !runs[*i].status.success()).collect();
     for i in &failed {
         let e = runs[*i].err("racing ADD");
-        assert_eq!(e["code"], 106, "the pool error, not another failure: {e}\nstderr: {}", runs[*i].stderr);
-        assert!(e["msg"].as_str().unwrap().contains("allowedQueues 1-6"), "names the pool: {e}");
-        assert_eq!(pod_netkit(&pods[*i].1), Vec::<String>::new(), "a failed ADD leaves no device");
+        assert_eq!(
+            e["code"], 106,
+            "the pool error, not another failure: {e}\nstderr: {}",
+            runs[*i].stderr
+        );
+        assert!(
+            e["msg"].as_str().unwrap().contains("allowedQueues 1-6"),
+            "names the pool: {e}"
+        );
+        assert_eq!(
+            pod_netkit(&pods[*i].1),
+            Vec::<String>::new(),
+            "a failed ADD leaves no device"
+        );
         assert!(!net.info_path(&pods[*i].0).exists());
     }
-    assert_eq!((ok.len(), failed.len()), (6, 2), "exactly the pool's size succeeds");
+    assert_eq!(
+        (ok.len(), failed.len()),
+        (6, 2),
+        "exactly the pool's size succeeds"
+    );
 
     // ynl: 6 queues leased, each to a different pod device, each as the pod's file says.
     let held = leases(&ynl, &node, &nic);
     assert_eq!(held.len(), 6, "{held:?}");
-    let lessees: BTreeSet<(i64, u64)> = held.iter().map(|(_, l)| (l["netns-id"].as_i64().unwrap(), l["ifindex"].as_u64().unwrap())).collect();
-    assert_eq!(lessees.len(), 6, "no pod holds two queues, no queue is held twice: {held:?}");
+    let lessees: BTreeSet<(i64, u64)> = held
+        .iter()
+        .map(|(_, l)| {
+            (
+                l["netns-id"].as_i64().unwrap(),
+                l["ifindex"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lessees.len(),
+        6,
+        "no pod holds two queues, no queue is held twice: {held:?}"
+    );
     let mut claimed = BTreeSet::new();
     for i in &ok {
         for q in assert_leased_to(&ynl, &node, &nic, &net.info(&pods[*i].0), &pods[*i].1) {
@@ -355,15 +563,32 @@ fn eight_pods_race_for_six_queues() {
 fn requests_outside_the_pool_and_busy_queues_are_refused_cleanly() {
     let (node, nic) = bed();
     let ynl = Ynl::new();
-    let net = Net::new("pair", &nic, json!({"allowedQueues": "1-4", "maxQueuesPerPod": 2}), Some("10.72.0.0/24"));
+    let net = Net::new(
+        "pair",
+        &nic,
+        json!({"allowedQueues": "1-4", "maxQueuesPerPod": 2}),
+        Some("10.72.0.0/24"),
+    );
     let pod = Netns::new("pod");
 
-    let e = net.add(&node, &unique("c"), &pod, "NETKIT_LEASE_QUEUE_IDS=6").err("queue outside the pool");
+    let e = net
+        .add(&node, &unique("c"), &pod, "NETKIT_LEASE_QUEUE_IDS=6")
+        .err("queue outside the pool");
     assert_eq!(e["code"], 7, "{e}");
-    assert!(e["msg"].as_str().unwrap().contains("queue 6") && e["msg"].as_str().unwrap().contains("1-4"), "{e}");
-    let e = net.add(&node, &unique("c"), &pod, "NETKIT_LEASE_QUEUES=3").err("above the cap");
+    assert!(
+        e["msg"].as_str().unwrap().contains("queue 6")
+            && e["msg"].as_str().unwrap().contains("1-4"),
+        "{e}"
+    );
+    let e = net
+        .add(&node, &unique("c"), &pod, "NETKIT_LEASE_QUEUES=3")
+        .err("above the cap");
     assert_eq!(e["code"], 7, "{e}");
-    assert!(e["msg"].as_str().unwrap().contains("3") && e["msg"].as_str().unwrap().contains("maxQueuesPerPod 2"), "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("3")
+            && e["msg"].as_str().unwrap().contains("maxQueuesPerPod 2"),
+        "{e}"
+    );
     assert_eq!(pod_netkit(&pod), Vec::<String>::new());
     assert_eq!(net.reserved(), Vec::<String>::new(), "refused before IPAM");
 
@@ -372,36 +597,72 @@ fn requests_outside_the_pool_and_busy_queues_are_refused_cleanly() {
     let cid_first = unique("c");
     let mut conf = net.conf.clone();
     conf["lease"]["queueIds"] = json!([3]);
-    net.call(&node, "ADD", &cid_first, Some(&first.path()), "", &conf).ok("ADD holding queue 3");
+    net.call(&node, "ADD", &cid_first, Some(&first.path()), "", &conf)
+        .ok("ADD holding queue 3");
     let cid = unique("c");
-    let e = net.call(&node, "ADD", &cid, Some(&pod.path()), "", &conf).err("ADD of a busy queue");
+    let e = net
+        .call(&node, "ADD", &cid, Some(&pod.path()), "", &conf)
+        .err("ADD of a busy queue");
     assert_eq!(e["code"], 107, "{e}");
     assert!(e["msg"].as_str().unwrap().contains("queue 3"), "{e}");
     assert_eq!(pod_netkit(&pod), Vec::<String>::new(), "no device left");
     assert!(!net.info_path(&cid).exists());
     assert_eq!(net.reserved().len(), 1, "only the first pod's address");
-    assert_eq!(leases(&ynl, &node, &nic).iter().map(|(q, _)| *q).collect::<Vec<_>>(), [3]);
+    assert_eq!(
+        leases(&ynl, &node, &nic)
+            .iter()
+            .map(|(q, _)| *q)
+            .collect::<Vec<_>>(),
+        [3]
+    );
 
     // A master that does not exist.
     let mut conf = net.conf.clone();
     conf["lease"]["master"] = json!(unique("nx"));
-    let e = net.call(&node, "ADD", &unique("c"), Some(&pod.path()), "", &conf).err("missing master");
+    let e = net
+        .call(&node, "ADD", &unique("c"), Some(&pod.path()), "", &conf)
+        .err("missing master");
     assert_eq!(e["code"], 7, "{e}");
-    assert!(e["msg"].as_str().unwrap().contains(conf["lease"]["master"].as_str().unwrap()), "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains(conf["lease"]["master"].as_str().unwrap()),
+        "{e}"
+    );
 
     // A virtual master: the kernel refuses, and its extack says why.
     let veth = unique("veth");
-    node.ip(&["link", "add", &veth, "type", "veth", "peer", "name", &unique("vethp")]);
+    node.ip(&[
+        "link",
+        "add",
+        &veth,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &unique("vethp"),
+    ]);
     node.ip(&["link", "set", &veth, "up"]);
     let mut conf = net.conf.clone();
-    conf["lease"] = json!({"master": veth, "queueIds": [0], "allowedQueues": "0", "deviceInfoDir": net.dir});
-    let e = net.call(&node, "ADD", &unique("c"), Some(&pod.path()), "", &conf).err("virtual master");
+    conf["lease"] =
+        json!({"master": veth, "queueIds": [0], "allowedQueues": "0", "deviceInfoDir": net.dir});
+    let e = net
+        .call(&node, "ADD", &unique("c"), Some(&pod.path()), "", &conf)
+        .err("virtual master");
     node.ip(&["link", "del", &veth]);
     assert_eq!(e["code"], 108, "{e}");
-    assert!(e["msg"].as_str().unwrap().contains("Lease device is a virtual device"), "the kernel's extack: {e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("Lease device is a virtual device"),
+        "the kernel's extack: {e}"
+    );
     assert_eq!(pod_netkit(&pod), Vec::<String>::new(), "rolled back");
 
-    net.call(&node, "DEL", &cid_first, Some(&first.path()), "", &net.conf).ok("DEL");
+    net.call(&node, "DEL", &cid_first, Some(&first.path()), "", &net.conf)
+        .ok("DEL");
     lease_leaves_nothing(&ynl, &node, &nic, &net);
 }
 
@@ -411,7 +672,11 @@ fn removing_the_nic_under_leasing_pods_leaves_del_and_gc_working() {
     require_privileged_kernel();
     let node = Node::Ns(Netns::new("node"));
     let mut sim = Netdevsim::new(node.netns().unwrap(), 8);
-    let nic = Nic { name: sim.ifname.clone(), ifindex: sim.ifindex, _sim: None };
+    let nic = Nic {
+        name: sim.ifname.clone(),
+        ifindex: sim.ifindex,
+        _sim: None,
+    };
     let ynl = Ynl::new();
     let pair = Net::new("pair", &nic, json!({"queues": 2}), Some("10.73.0.0/24"));
     let single = Net::new("single", &nic, json!({"queues": 2}), None);
@@ -441,24 +706,43 @@ fn removing_the_nic_under_leasing_pods_leaves_del_and_gc_working() {
             )
         },
     );
-    pair.del(&node, &cid_a, Some(&pod_a)).ok("DEL pair without its NIC");
-    single.del(&node, &cid_b, None).ok("DEL single without its NIC or netns");
+    pair.del(&node, &cid_a, Some(&pod_a))
+        .ok("DEL pair without its NIC");
+    single
+        .del(&node, &cid_b, None)
+        .ok("DEL single without its NIC or netns");
     single.gc(&node, &[]).ok("GC without the NIC");
     pair.gc(&node, &[]).ok("GC without the NIC");
     assert_eq!(pair.files(), Vec::<String>::new());
     assert_eq!(single.files(), Vec::<String>::new());
-    assert_eq!(pair.reserved(), Vec::<String>::new(), "the pair's address is released");
+    assert_eq!(
+        pair.reserved(),
+        Vec::<String>::new(),
+        "the pair's address is released"
+    );
 
     // GC alone also clears a pod that never got its DEL.
     let mut sim2 = Netdevsim::new(node.netns().unwrap(), 8);
-    let nic2 = Nic { name: sim2.ifname.clone(), ifindex: sim2.ifindex, _sim: None };
+    let nic2 = Nic {
+        name: sim2.ifname.clone(),
+        ifindex: sim2.ifindex,
+        _sim: None,
+    };
     let single2 = Net::new("single", &nic2, json!({}), None);
     let pod_c = Netns::new("pod");
     let cid_c = unique("c");
-    single2.add(&node, &cid_c, &pod_c, "").ok("ADD on the second NIC");
+    single2
+        .add(&node, &cid_c, &pod_c, "")
+        .ok("ADD on the second NIC");
     sim2.remove();
-    eventually("lessee deleted", Duration::from_secs(10), || pod_netkit(&pod_c).is_empty().then_some(()));
+    eventually("lessee deleted", Duration::from_secs(10), || {
+        pod_netkit(&pod_c).is_empty().then_some(())
+    });
     assert!(single2.info_path(&cid_c).exists());
     single2.gc(&node, &[]).ok("GC of a pod whose NIC vanished");
-    assert_eq!(single2.files(), Vec::<String>::new(), "stale device-info file removed by GC");
+    assert_eq!(
+        single2.files(),
+        Vec::<String>::new(),
+        "stale device-info file removed by GC"
+    );
 }

@@ -22,22 +22,46 @@ fn frames_on_a_leased_queue_reach_the_pods_socket_and_other_queues_the_host() {
     let w = wire(NIC_QUEUES);
     let net = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
     let (pod1, pod2) = (Netns::new("pod"), Netns::new("pod"));
-    net.call(&w, "ADD", "c1", Some(&pod1), "NETKIT_LEASE_QUEUE_IDS=2").ok("ADD c1");
-    net.call(&w, "ADD", "c2", Some(&pod2), "NETKIT_LEASE_QUEUE_IDS=3").ok("ADD c2");
+    net.call(&w, "ADD", "c1", Some(&pod1), "NETKIT_LEASE_QUEUE_IDS=2")
+        .ok("ADD c1");
+    net.call(&w, "ADD", "c2", Some(&pod2), "NETKIT_LEASE_QUEUE_IDS=3")
+        .ok("ADD c2");
     let (i1, i2) = (net.info("c1"), net.info("c2"));
     assert_eq!(i1["queues"], json!([{"physical": 2, "virtual": 1}]));
     assert_eq!(i1["xdp"]["start-queue"], 1);
-    assert!(i1["xdp"]["xsk-map"].as_str().unwrap().starts_with(w.bpffs.path.to_str().unwrap()), "{i1}");
-    assert_ne!(i1["xdp"]["xsk-map"], i2["xdp"]["xsk-map"], "each pod has its own map");
+    assert!(
+        i1["xdp"]["xsk-map"]
+            .as_str()
+            .unwrap()
+            .starts_with(w.bpffs.path.to_str().unwrap()),
+        "{i1}"
+    );
+    assert_ne!(
+        i1["xdp"]["xsk-map"], i2["xdp"]["xsk-map"],
+        "each pod has its own map"
+    );
 
     // One dispatcher, one pinned link, on the NIC, as bpftool sees it.
     let xdp = w.bpftool_xdp();
     assert_eq!(xdp.len(), 1, "one XDP program on the NIC: {xdp:?}");
     let links = w.bpftool_xdp_links();
-    assert_eq!(links.len(), 1, "one XDP link runs the NIC's program: {:?}", all_links());
-    let pins: Vec<&str> = links[0]["pinned"].as_array().map(|p| p.iter().filter_map(|s| s.as_str()).collect()).unwrap_or_default();
+    assert_eq!(
+        links.len(),
+        1,
+        "one XDP link runs the NIC's program: {:?}",
+        all_links()
+    );
+    let pins: Vec<&str> = links[0]["pinned"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
     let ours = w.bpffs.path.join("netkit-cni");
-    assert!(pins.iter().any(|p| Path::new(p).starts_with(&ours) && p.ends_with("/link")), "the link is pinned in the NIC's directory under {}: {links:?}", ours.display());
+    assert!(
+        pins.iter()
+            .any(|p| Path::new(p).starts_with(&ours) && p.ends_with("/link")),
+        "the link is pinned in the NIC's directory under {}: {links:?}",
+        ours.display()
+    );
 
     let (s1, s2) = (PodSocket::open(&pod1, &i1), PodSocket::open(&pod2, &i2));
     let host_pass = host_listener(&w.node, 5001);
@@ -53,35 +77,79 @@ fn frames_on_a_leased_queue_reach_the_pods_socket_and_other_queues_the_host() {
 
     let got1 = udp_payloads(&s1.receive(to1.len(), Duration::from_secs(20)));
     let got2 = udp_payloads(&s2.receive(to2.len(), Duration::from_secs(20)));
-    assert_eq!(got1, to1, "c1's socket gets exactly its queue's frames, payloads intact, in order");
+    assert_eq!(
+        got1, to1,
+        "c1's socket gets exactly its queue's frames, payloads intact, in order"
+    );
     assert_eq!(got2, to2, "c2's socket gets exactly its queue's frames");
-    assert_eq!(host_received(&host_pass), to_host, "an unleased queue keeps the host path");
-    assert!(host_received(&host_leased).is_empty(), "a leased queue's frames do not reach the host stack");
+    assert_eq!(
+        host_received(&host_pass),
+        to_host,
+        "an unleased queue keeps the host path"
+    );
+    assert!(
+        host_received(&host_leased).is_empty(),
+        "a leased queue's frames do not reach the host stack"
+    );
     // Nothing extra trickles in afterwards (e.g. the other pod's frames).
     for (name, s) in [("c1", &s1), ("c2", &s2)] {
         let extra = s.receive(1, Duration::from_secs(1));
-        assert!(extra.is_empty(), "{name}'s socket got a frame it was not sent: {:02x?}", extra);
+        assert!(
+            extra.is_empty(),
+            "{name}'s socket got a frame it was not sent: {:02x?}",
+            extra
+        );
     }
 
     // CHECK agrees while it all holds.
     for (cid, pod) in [("c1", &pod1), ("c2", &pod2)] {
         let mut check = net.conf.clone();
-        check["prevResult"] = json!({"cniVersion": "1.1.0", "interfaces": [{"name": "xsk0", "sandbox": pod.path()}]});
+        check["prevResult"] =
+            json!({"cniVersion": "1.1.0", "interfaces": [{"name": "xsk0", "sandbox": pod.path()}]});
         let r = run_plugin(
             Some(&w.node),
-            &[("CNI_COMMAND", "CHECK"), ("CNI_CONTAINERID", cid), ("CNI_NETNS", pod.path().to_str().unwrap()), ("CNI_IFNAME", "xsk0"), ("CNI_PATH", CNI_PATH)],
+            &[
+                ("CNI_COMMAND", "CHECK"),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_NETNS", pod.path().to_str().unwrap()),
+                ("CNI_IFNAME", "xsk0"),
+                ("CNI_PATH", CNI_PATH),
+            ],
             &check.to_string(),
         );
         r.ok(&format!("CHECK {cid}"));
     }
 
     net.call(&w, "DEL", "c1", Some(&pod1), "").ok("DEL c1");
-    assert_eq!(w.bpftool_xdp().len(), 1, "c2 still receives: the dispatcher stays");
-    assert!(!w.bpffs.plugin_entries().iter().any(|e| e.contains("/pods/c1")), "c1's map is unpinned: {:?}", w.bpffs.plugin_entries());
+    assert_eq!(
+        w.bpftool_xdp().len(),
+        1,
+        "c2 still receives: the dispatcher stays"
+    );
+    assert!(
+        !w.bpffs
+            .plugin_entries()
+            .iter()
+            .any(|e| e.contains("/pods/c1")),
+        "c1's map is unpinned: {:?}",
+        w.bpffs.plugin_entries()
+    );
     net.call(&w, "DEL", "c2", Some(&pod2), "").ok("DEL c2");
-    assert!(w.bpftool_xdp().is_empty(), "no XDP on the NIC after the last DEL: {:?}", w.bpftool_xdp());
-    assert!(!all_links().iter().any(|l| l["id"] == links[0]["id"]), "link {} is gone", links[0]["id"]);
-    assert!(w.bpffs.plugin_entries().is_empty(), "the NIC's bpffs directory is gone: {:?}", w.bpffs.plugin_entries());
+    assert!(
+        w.bpftool_xdp().is_empty(),
+        "no XDP on the NIC after the last DEL: {:?}",
+        w.bpftool_xdp()
+    );
+    assert!(
+        !all_links().iter().any(|l| l["id"] == links[0]["id"]),
+        "link {} is gone",
+        links[0]["id"]
+    );
+    assert!(
+        w.bpffs.plugin_entries().is_empty(),
+        "the NIC's bpffs directory is gone: {:?}",
+        w.bpffs.plugin_entries()
+    );
     // After the dispatcher is gone the formerly leased queue is the host's again.
     w.send(5002, payloads("after", 3));
     assert_eq!(host_received(&host_leased).len(), 3);
@@ -106,7 +174,13 @@ fn parallel_adds_and_dels_on_one_nic_share_exactly_one_dispatcher() {
                     let netns = path.display().to_string();
                     let r = run_plugin(
                         Some(&w.node),
-                        &[("CNI_COMMAND", command), ("CNI_CONTAINERID", &format!("p{i}")), ("CNI_NETNS", &netns), ("CNI_IFNAME", "xsk0"), ("CNI_PATH", CNI_PATH)],
+                        &[
+                            ("CNI_COMMAND", command),
+                            ("CNI_CONTAINERID", &format!("p{i}")),
+                            ("CNI_NETNS", &netns),
+                            ("CNI_IFNAME", "xsk0"),
+                            ("CNI_PATH", CNI_PATH),
+                        ],
                         &net.conf.to_string(),
                     );
                     (name, r)
@@ -119,20 +193,35 @@ fn parallel_adds_and_dels_on_one_nic_share_exactly_one_dispatcher() {
         }
     };
     call_all("ADD");
-    assert_eq!(w.bpftool_xdp().len(), 1, "one dispatcher: {:?}", w.bpftool_xdp());
+    assert_eq!(
+        w.bpftool_xdp().len(),
+        1,
+        "one dispatcher: {:?}",
+        w.bpftool_xdp()
+    );
     assert_eq!(w.bpftool_xdp_links().len(), 1, "{:?}", all_links());
     let mut steered = std::collections::BTreeSet::new();
     for i in 0..PODS {
         let info = net.info(&format!("p{i}"));
         let q = info["queues"][0]["physical"].as_u64().unwrap();
         assert!(steered.insert(q), "queue {q} handed out twice");
-        assert!(Path::new(info["xdp"]["xsk-map"].as_str().unwrap()).exists(), "{info}");
+        assert!(
+            Path::new(info["xdp"]["xsk-map"].as_str().unwrap()).exists(),
+            "{info}"
+        );
     }
     let link = w.bpftool_xdp_links()[0]["id"].clone();
     call_all("DEL");
     assert!(w.bpftool_xdp().is_empty(), "{:?}", w.bpftool_xdp());
-    assert!(!all_links().iter().any(|l| l["id"] == link), "link {link} is gone");
-    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+    assert!(
+        !all_links().iter().any(|l| l["id"] == link),
+        "link {link} is gone"
+    );
+    assert!(
+        w.bpffs.plugin_entries().is_empty(),
+        "{:?}",
+        w.bpffs.plugin_entries()
+    );
 }
 
 #[test]
@@ -144,12 +233,21 @@ fn removing_the_nic_under_live_pods_leaves_del_and_gc_nothing_to_trip_on() {
     assert!(!w.bpffs.plugin_entries().is_empty());
     w.nic.remove();
     // The kernel deleted the lessee with its NIC; the pins are left for the plugin.
-    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL after the NIC is gone");
-    assert!(w.bpffs.plugin_entries().is_empty(), "DEL swept the dead NIC's pins: {:?}", w.bpffs.plugin_entries());
+    net.call(&w, "DEL", "c1", Some(&pod), "")
+        .ok("DEL after the NIC is gone");
+    assert!(
+        w.bpffs.plugin_entries().is_empty(),
+        "DEL swept the dead NIC's pins: {:?}",
+        w.bpffs.plugin_entries()
+    );
     net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL again");
     let mut gc = net.conf.clone();
     gc["cni.dev/valid-attachments"] = json!([]);
-    let r = run_plugin(Some(&w.node), &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &gc.to_string());
+    let r = run_plugin(
+        Some(&w.node),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)],
+        &gc.to_string(),
+    );
     r.ok("GC");
 }
 
@@ -159,8 +257,11 @@ fn bad_xdp_config_and_a_missing_bpffs_leave_nothing_behind() {
     let pod = Netns::new("pod");
     // A program pin outside bpffs: config error before anything is created.
     let mut net = XdpNet::new(&w, json!({"queues": 1}));
-    net.conf["xdp"]["ranges"] = json!([{"queues": "0", "action": "program", "program": "/etc/passwd"}]);
-    let e = net.call(&w, "ADD", "c1", Some(&pod), "").err("program outside bpffs");
+    net.conf["xdp"]["ranges"] =
+        json!([{"queues": "0", "action": "program", "program": "/etc/passwd"}]);
+    let e = net
+        .call(&w, "ADD", "c1", Some(&pod), "")
+        .err("program outside bpffs");
     assert_eq!(e["code"], 7, "{e}");
     assert!(e["msg"].as_str().unwrap().contains("xdp.ranges[0]"), "{e}");
     // bpffs not mounted where the config says: the XDP step fails, and everything is undone.
@@ -169,14 +270,33 @@ fn bad_xdp_config_and_a_missing_bpffs_leave_nothing_behind() {
     std::fs::create_dir(&plain).unwrap();
     net.conf["xdp"]["bpffs"] = json!(plain);
     net.conf["xdp"]["ranges"] = json!([]);
-    let e = net.call(&w, "ADD", "c1", Some(&pod), "").err("bpffs not mounted");
+    let e = net
+        .call(&w, "ADD", "c1", Some(&pod), "")
+        .err("bpffs not mounted");
     assert_eq!(e["code"], 110, "{e}");
-    assert!(e["msg"].as_str().unwrap().contains("not a bpf file system"), "{e}");
-    let netkit: Vec<Value> = pod.links().into_iter().filter(|l| l["linkinfo"]["info_kind"] == "netkit").collect();
-    assert!(netkit.is_empty(), "the pod device was rolled back: {netkit:?}");
-    let leased = Ynl::new().queue_dump(&w.node, w.nic.ifindex).into_iter().filter(|q| q.get("lease").is_some()).count();
+    assert!(
+        e["msg"].as_str().unwrap().contains("not a bpf file system"),
+        "{e}"
+    );
+    let netkit: Vec<Value> = pod
+        .links()
+        .into_iter()
+        .filter(|l| l["linkinfo"]["info_kind"] == "netkit")
+        .collect();
+    assert!(
+        netkit.is_empty(),
+        "the pod device was rolled back: {netkit:?}"
+    );
+    let leased = Ynl::new()
+        .queue_dump(&w.node, w.nic.ifindex)
+        .into_iter()
+        .filter(|q| q.get("lease").is_some())
+        .count();
     assert_eq!(leased, 0, "no lease left");
-    assert!(std::fs::read_dir(&plain).unwrap().next().is_none(), "nothing written into the non-bpffs directory");
+    assert!(
+        std::fs::read_dir(&plain).unwrap().next().is_none(),
+        "nothing written into the non-bpffs directory"
+    );
     assert!(w.bpftool_xdp().is_empty());
     let _ = std::fs::remove_dir_all(&plain);
 }
@@ -192,22 +312,42 @@ fn a_symlink_planted_in_the_plugins_bpffs_directory_is_refused_and_its_target_su
     let victim = std::env::temp_dir().join(unique("nkc-victim-"));
     std::fs::create_dir(&victim).unwrap();
     std::fs::write(victim.join("precious"), b"keep me").unwrap();
-    let cookie = w.node.run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+    let cookie = w
+        .node
+        .run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
     let plugin_dir = w.bpffs.path.join("netkit-cni");
     std::fs::create_dir(&plugin_dir).unwrap();
     let planted = plugin_dir.join(format!("netns{cookie}-if999"));
     std::os::unix::fs::symlink(&victim, &planted).unwrap();
     let mut gc = net.conf.clone();
     gc["cni.dev/valid-attachments"] = json!([]);
-    let r = run_plugin(Some(&w.node), &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)], &gc.to_string());
+    let r = run_plugin(
+        Some(&w.node),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)],
+        &gc.to_string(),
+    );
     let e = r.err("GC over a planted symlink");
     let msg = format!("{} {}", e["msg"], e["details"]);
-    assert!(msg.contains(&format!("netns{cookie}-if999")) && msg.contains("symbolic link"), "the error names the entry: {e}");
-    assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"keep me", "nothing deleted through the link");
-    assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink(), "the entry is left as found");
+    assert!(
+        msg.contains(&format!("netns{cookie}-if999")) && msg.contains("symbolic link"),
+        "the error names the entry: {e}"
+    );
+    assert_eq!(
+        std::fs::read(victim.join("precious")).unwrap(),
+        b"keep me",
+        "nothing deleted through the link"
+    );
+    assert!(
+        std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the entry is left as found"
+    );
     // An ADD on the same node still works: the planted entry is not a directory ADD needs.
     let pod = Netns::new("pod");
-    net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD next to a planted symlink");
+    net.call(&w, "ADD", "c1", Some(&pod), "")
+        .ok("ADD next to a planted symlink");
     net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL");
     assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"keep me");
     let _ = std::fs::remove_file(&planted);
@@ -224,23 +364,45 @@ fn a_del_for_another_network_leaves_the_owners_steering_alone() {
     let b = XdpNet::new(&w, json!({"queues": 1}));
     let a = XdpNet::new(&w, json!({"queues": 1}));
     let pod = Netns::new("pod");
-    b.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD for network B");
-    let e = a.call(&w, "ADD", "c1", Some(&pod), "").err("ADD for network A, same ifname");
+    b.call(&w, "ADD", "c1", Some(&pod), "")
+        .ok("ADD for network B");
+    let e = a
+        .call(&w, "ADD", "c1", Some(&pod), "")
+        .err("ADD for network A, same ifname");
     assert_eq!(e["code"], 103, "{e}");
-    a.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL for network A");
+    a.call(&w, "DEL", "c1", Some(&pod), "")
+        .ok("DEL for network A");
     let info = b.info("c1");
     let q = info["queues"][0]["physical"].as_u64().unwrap() as u32;
     let map = PathBuf::from(info["xdp"]["xsk-map"].as_str().unwrap());
-    assert!(map.exists(), "B's XSKMAP pin {} survived A's DEL", map.display());
+    assert!(
+        map.exists(),
+        "B's XSKMAP pin {} survived A's DEL",
+        map.display()
+    );
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.nic.ifindex);
     let action = w.node.run(move || {
-        let opts = DispatcherOptions { bpffs, ..Default::default() };
-        let d = Dispatcher::open(&opts, ifindex).unwrap().expect("the dispatcher is still attached");
+        let opts = DispatcherOptions {
+            bpffs,
+            ..Default::default()
+        };
+        let d = Dispatcher::open(&opts, ifindex)
+            .unwrap()
+            .expect("the dispatcher is still attached");
         d.queue_status(q).unwrap().action
     });
-    assert_eq!(action, QueueAction::Pod, "B's queue {q} is still steered to its pod");
-    b.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL for network B");
-    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+    assert_eq!(
+        action,
+        QueueAction::Pod,
+        "B's queue {q} is still steered to its pod"
+    );
+    b.call(&w, "DEL", "c1", Some(&pod), "")
+        .ok("DEL for network B");
+    assert!(
+        w.bpffs.plugin_entries().is_empty(),
+        "{:?}",
+        w.bpffs.plugin_entries()
+    );
 }
 
 /// `xdp.podMap` gives the pod's XSKMAP pin (only it) an owner, group and mode, so a launcher
@@ -253,21 +415,40 @@ fn pod_map_owner_group_and_mode_apply_to_the_pods_pin_only() {
     let mut net = XdpNet::new(&w, json!({"queues": 1}));
     net.conf["xdp"]["podMap"] = json!({"uid": 107, "gid": 108, "mode": "0640"});
     let pod = Netns::new("pod");
-    net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD with podMap");
+    net.call(&w, "ADD", "c1", Some(&pod), "")
+        .ok("ADD with podMap");
     let map = PathBuf::from(net.info("c1")["xdp"]["xsk-map"].as_str().unwrap());
     let md = std::fs::metadata(&map).unwrap();
-    assert_eq!((md.uid(), md.gid(), md.permissions().mode() & 0o7777), (107, 108, 0o640), "{}", map.display());
+    assert_eq!(
+        (md.uid(), md.gid(), md.permissions().mode() & 0o7777),
+        (107, 108, 0o640),
+        "{}",
+        map.display()
+    );
     let mut dir = map.parent().unwrap();
     while dir != w.bpffs.path {
         let md = std::fs::metadata(dir).unwrap();
-        assert_eq!((md.uid(), md.permissions().mode() & 0o777), (0, 0o711), "{}", dir.display());
+        assert_eq!(
+            (md.uid(), md.permissions().mode() & 0o777),
+            (0, 0o711),
+            "{}",
+            dir.display()
+        );
         dir = dir.parent().unwrap();
     }
     let nic_dir = map.ancestors().nth(4).unwrap().to_path_buf();
     for own in ["link", "queues", "pod_xsks", "programs", "stats"] {
         let md = std::fs::metadata(nic_dir.join(own)).unwrap();
-        assert_eq!((md.uid(), md.gid(), md.permissions().mode() & 0o777), (0, 0, 0o600), "{own}");
+        assert_eq!(
+            (md.uid(), md.gid(), md.permissions().mode() & 0o777),
+            (0, 0, 0o600),
+            "{own}"
+        );
     }
     net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL");
-    assert!(w.bpffs.plugin_entries().is_empty(), "{:?}", w.bpffs.plugin_entries());
+    assert!(
+        w.bpffs.plugin_entries().is_empty(),
+        "{:?}",
+        w.bpffs.plugin_entries()
+    );
 }

@@ -156,7 +156,11 @@ impl Marker {
 
 impl fmt::Display for Marker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{MARKER_PREFIX}{}/{}/{}", self.network, self.container_id, self.ifname)
+        write!(
+            f,
+            "{MARKER_PREFIX}{}/{}/{}",
+            self.network, self.container_id, self.ifname
+        )
     }
 }
 
@@ -211,14 +215,14 @@ mod tests {
         for alias in [
             "",
             "netkit-cni/",
-            "netkit-cni/net/abc",              // no ifname
-            "netkit-cni/net/abc/",             // empty ifname
-            "netkit-cni/net//eth0",            // empty container id
-            "netkit-cni/abc/eth0",             // no network name
-            "netkit-cni/net/-abc/eth0",        // id must start alphanumeric
-            "netkit-cni/-net/abc/eth0",        // network must start alphanumeric
-            "netkit-cni/net/abc/eth0/extra",   // '/' in ifname
-            "netkit-cni/net/abc/eth 0",        // whitespace in ifname
+            "netkit-cni/net/abc",                  // no ifname
+            "netkit-cni/net/abc/",                 // empty ifname
+            "netkit-cni/net//eth0",                // empty container id
+            "netkit-cni/abc/eth0",                 // no network name
+            "netkit-cni/net/-abc/eth0",            // id must start alphanumeric
+            "netkit-cni/-net/abc/eth0",            // network must start alphanumeric
+            "netkit-cni/net/abc/eth0/extra",       // '/' in ifname
+            "netkit-cni/net/abc/eth 0",            // whitespace in ifname
             "netkit-cni/net/abc/sixteen-chars-xx", // ifname > 15 bytes
             "cilium/abc/eth0",
             "Netkit-cni/abc/eth0",
@@ -279,7 +283,10 @@ mod tests {
         assert_eq!(name, Marker::new("net", CID, "eth0").unwrap().host_ifname());
 
         assert_ne!(name, Marker::new("net", CID, "eth1").unwrap().host_ifname());
-        assert_ne!(name, Marker::new("net", &CID[1..], "eth0").unwrap().host_ifname());
+        assert_ne!(
+            name,
+            Marker::new("net", &CID[1..], "eth0").unwrap().host_ifname()
+        );
         // The separator keeps the split point significant.
         assert_ne!(
             Marker::new("net", "ab", "c").unwrap().host_ifname(),

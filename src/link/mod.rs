@@ -60,7 +60,10 @@ pub enum LinkRef {
     Index(u32),
     /// A link in another namespace, addressed by that namespace's nsid (as the requesting
     /// socket's namespace knows it) and the link's ifindex there.
-    InNetns { netnsid: i32, index: u32 },
+    InNetns {
+        netnsid: i32,
+        index: u32,
+    },
     /// A dump; no single link.
     All,
 }
@@ -70,7 +73,9 @@ impl fmt::Display for LinkRef {
         match self {
             LinkRef::Name(n) => write!(f, "{n:?}"),
             LinkRef::Index(i) => write!(f, "ifindex {i}"),
-            LinkRef::InNetns { netnsid, index } => write!(f, "ifindex {index} in netns id {netnsid}"),
+            LinkRef::InNetns { netnsid, index } => {
+                write!(f, "ifindex {index} in netns id {netnsid}")
+            }
             LinkRef::All => f.write_str("(all)"),
         }
     }
@@ -740,7 +745,10 @@ mod tests {
         assert_eq!(info.num_rx_queues, Some(1));
         assert_eq!(info.link, Some(2));
         assert_eq!(info.link_netnsid, Some(3));
-        assert_eq!(info.marker(), Some(Marker::new("net", "abc", "eth0").unwrap()));
+        assert_eq!(
+            info.marker(),
+            Some(Marker::new("net", "abc", "eth0").unwrap())
+        );
         let nk = info.netkit.as_ref().unwrap();
         assert_eq!(nk.primary, Some(true));
         assert_eq!(nk.mode, Some(NetkitMode::L3));

@@ -167,7 +167,11 @@ fn to_crate_mode(m: NetkitMode) -> netlink_packet_route::link::NetkitMode {
 
 fn scrub_attr(peer: bool, s: NetkitScrub) -> InfoNetkit {
     // The crate's NetkitScrub cannot carry unknown values, so those go out raw.
-    let kind = if peer { IFLA_NETKIT_PEER_SCRUB } else { IFLA_NETKIT_SCRUB };
+    let kind = if peer {
+        IFLA_NETKIT_PEER_SCRUB
+    } else {
+        IFLA_NETKIT_SCRUB
+    };
     match s {
         NetkitScrub::None | NetkitScrub::Default => {
             let v = if s == NetkitScrub::None {

@@ -125,24 +125,51 @@ pub struct ObservedLink {
 #[derive(Debug, thiserror::Error)]
 pub enum DpError {
     #[error("{step}: {source}")]
-    Link { step: &'static str, source: LinkError },
+    Link {
+        step: &'static str,
+        source: LinkError,
+    },
     #[error("{step}: {source}")]
-    Addr { step: &'static str, source: crate::addr::AddrError },
+    Addr {
+        step: &'static str,
+        source: crate::addr::AddrError,
+    },
     #[error("{step}: {source}")]
-    Route { step: &'static str, source: crate::route::RouteError },
+    Route {
+        step: &'static str,
+        source: crate::route::RouteError,
+    },
     #[error("{step}: {source}")]
-    Sysctl { step: &'static str, source: crate::sysctl::SysctlError },
+    Sysctl {
+        step: &'static str,
+        source: crate::sysctl::SysctlError,
+    },
     #[error("network namespace {path}: {source}")]
-    Netns { path: PathBuf, source: crate::netns::NetnsError },
+    Netns {
+        path: PathBuf,
+        source: crate::netns::NetnsError,
+    },
     #[error("{step}: {source}")]
-    Rtnl { step: &'static str, source: crate::rtnl::RtnlError },
+    Rtnl {
+        step: &'static str,
+        source: crate::rtnl::RtnlError,
+    },
     /// Boxed, as is `Nsid`: their extacks would make every `DpError` several times larger.
     #[error("{step}: {source}")]
-    Netdev { step: &'static str, source: Box<NetdevError> },
+    Netdev {
+        step: &'static str,
+        source: Box<NetdevError>,
+    },
     #[error("{step}: {source}")]
-    Nsid { step: &'static str, source: Box<NsidError> },
+    Nsid {
+        step: &'static str,
+        source: Box<NsidError>,
+    },
     #[error("{step}: {source}")]
-    Xdp { step: &'static str, source: Box<XdpError> },
+    Xdp {
+        step: &'static str,
+        source: Box<XdpError>,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -181,7 +208,12 @@ pub trait Dataplane {
     /// `marker`. Already gone is success.
     fn delete(&mut self, marker: &Marker) -> Result<Deletion, DpError>;
     /// Read back what exists for CHECK. `netns` None: the pod side is not looked at.
-    fn observe(&mut self, marker: &Marker, netns: Option<&std::path::Path>, ifname: &str) -> Result<Observed, DpError>;
+    fn observe(
+        &mut self,
+        marker: &Marker,
+        netns: Option<&std::path::Path>,
+        ifname: &str,
+    ) -> Result<Observed, DpError>;
     /// Every attachment of ours on this node (host devices carrying our marker).
     fn list_ours(&mut self) -> Result<Vec<Marker>, DpError>;
     /// Whether the kernel has netkit, asked without creating anything.
@@ -194,7 +226,11 @@ pub trait Dataplane {
     fn create_single(&mut self, spec: &SingleSpec) -> Result<Created, DpError>;
     /// Delete the single device `marker.ifname()` in `netns`, only if it carries `marker`.
     /// Already gone (netns included) is success.
-    fn delete_single(&mut self, netns: &std::path::Path, marker: &Marker) -> Result<Deletion, DpError>;
+    fn delete_single(
+        &mut self,
+        netns: &std::path::Path,
+        marker: &Marker,
+    ) -> Result<Deletion, DpError>;
     /// The master by name in the node netns; `None` when no such device exists.
     fn master(&mut self, name: &str) -> Result<Option<Master>, DpError>;
     /// queue-get dump of the master: its real RX and TX queues (none while it is down).
@@ -211,7 +247,11 @@ pub trait Dataplane {
     fn nsid_of(&mut self, netns: &std::path::Path) -> Result<Option<i32>, DpError>;
     /// A link in another netns, by its nsid as the node knows it (`None`: the node's own netns)
     /// and its ifindex there. `None` when it does not exist.
-    fn remote_link(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Option<ObservedLink>, DpError>;
+    fn remote_link(
+        &mut self,
+        netnsid: Option<i32>,
+        ifindex: u32,
+    ) -> Result<Option<ObservedLink>, DpError>;
     /// Delete such a link. Already gone is success.
     fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError>;
 
@@ -219,13 +259,29 @@ pub trait Dataplane {
 
     /// Attach the master's dispatcher unless it is (applying `conf.ranges` when this call
     /// attaches), then steer each leased physical queue to `pod`'s XSKMAP at its virtual queue.
-    fn xdp_steer(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId, queues: &[SteerQueue]) -> Result<PodHandoff, DpError>;
+    fn xdp_steer(
+        &mut self,
+        conf: &XdpConfig,
+        master_ifindex: u32,
+        pod: &PodId,
+        queues: &[SteerQueue],
+    ) -> Result<PodHandoff, DpError>;
     /// Give `pod`'s queues back to their range actions, remove its XSKMAP pin, and detach the
     /// dispatcher when no pod is left on the master. No dispatcher at all is success (DEL is
     /// idempotent).
-    fn xdp_release(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId) -> Result<XdpRelease, DpError>;
+    fn xdp_release(
+        &mut self,
+        conf: &XdpConfig,
+        master_ifindex: u32,
+        pod: &PodId,
+    ) -> Result<XdpRelease, DpError>;
     /// The dispatcher as CHECK sees it: `None` when none is attached to the master.
-    fn xdp_observe(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId) -> Result<Option<XdpObserved>, DpError>;
+    fn xdp_observe(
+        &mut self,
+        conf: &XdpConfig,
+        master_ifindex: u32,
+        pod: &PodId,
+    ) -> Result<Option<XdpObserved>, DpError>;
     /// Every pod with an XSKMAP pin on the master's dispatcher (GC's view).
     fn xdp_pods(&mut self, conf: &XdpConfig, master_ifindex: u32) -> Result<Vec<PodId>, DpError>;
     /// Remove the pins of dispatchers whose NIC is gone (its link is defunct), in this netns.

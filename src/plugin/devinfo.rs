@@ -54,7 +54,10 @@ const SEP: char = ':';
 #[derive(Debug, thiserror::Error)]
 pub enum DevInfoError {
     #[error("device-info file {path} is not valid: {source}")]
-    Decode { path: PathBuf, source: serde_json::Error },
+    Decode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     /// The directory or the file is not what the plugin writes (a symlink, a FIFO, a device, too
     /// large), or a syscall on it failed; see [`crate::safefs`].
     #[error("device-info: {0}")]
@@ -68,7 +71,12 @@ fn open_dir(dir: &Path, create: bool) -> Result<Option<Dir>, DevInfoError> {
 }
 
 fn file_name(marker: &Marker) -> String {
-    format!("{}{SEP}{}{SEP}{}{SUFFIX}", marker.network(), marker.container_id(), marker.ifname())
+    format!(
+        "{}{SEP}{}{SEP}{}{SUFFIX}",
+        marker.network(),
+        marker.container_id(),
+        marker.ifname()
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +124,12 @@ impl XdpInfo {
     pub fn from_handoff(h: &crate::xdp::PodHandoff) -> XdpInfo {
         let v = h.vqueues();
         let start = v.first().copied().unwrap_or(0);
-        XdpInfo { xsk_map: h.xskmap_pin.display().to_string(), start_queue: start, queue_count: v.len() as u32, map_start_index: start }
+        XdpInfo {
+            xsk_map: h.xskmap_pin.display().to_string(),
+            start_queue: start,
+            queue_count: v.len() as u32,
+            map_start_index: start,
+        }
     }
 }
 
@@ -135,7 +148,11 @@ pub struct QueueMap {
 
 impl DeviceInfo {
     pub fn new(lease: LeaseInfo) -> DeviceInfo {
-        DeviceInfo { kind: DEVICE_TYPE.into(), version: SPEC_VERSION.into(), lease }
+        DeviceInfo {
+            kind: DEVICE_TYPE.into(),
+            version: SPEC_VERSION.into(),
+            lease,
+        }
     }
 }
 
@@ -222,7 +239,8 @@ mod tests {
     impl TempDir {
         fn new() -> TempDir {
             let mut r = [0u8; 6];
-            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut r).unwrap();
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut r)
+                .unwrap();
             let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
             TempDir(std::env::temp_dir().join(format!("nkc-devinfo-{hex}")))
         }
@@ -241,8 +259,20 @@ mod tests {
             pairing: "single".into(),
             ifindex: 2,
             sandbox: "/run/netns/p".into(),
-            master: MasterInfo { name: "ens1f0".into(), ifindex: 4 },
-            queues: vec![QueueMap { physical: 3, virtual_id: 1 }, QueueMap { physical: 5, virtual_id: 2 }],
+            master: MasterInfo {
+                name: "ens1f0".into(),
+                ifindex: 4,
+            },
+            queues: vec![
+                QueueMap {
+                    physical: 3,
+                    virtual_id: 1,
+                },
+                QueueMap {
+                    physical: 5,
+                    virtual_id: 2,
+                },
+            ],
             xdp: None,
         })
     }
@@ -256,7 +286,10 @@ mod tests {
         let s = &v["netkit-lease"];
         assert_eq!(s["container-id"], "c1");
         assert_eq!(s["master"]["name"], "ens1f0");
-        assert_eq!(s["queues"][1], serde_json::json!({"physical": 5, "virtual": 2}));
+        assert_eq!(
+            s["queues"][1],
+            serde_json::json!({"physical": 5, "virtual": 2})
+        );
     }
 
     #[test]
@@ -266,7 +299,11 @@ mod tests {
         let a = Marker::new("net-a", "c1", "eth0").unwrap();
         let b = Marker::new("net", "a-c1", "eth0").unwrap(); // same text joined with '-'
         let other = Marker::new("net-b", "c9", "net1").unwrap();
-        assert_eq!(list(&sub, "net-a").unwrap(), vec![], "a missing directory lists nothing");
+        assert_eq!(
+            list(&sub, "net-a").unwrap(),
+            vec![],
+            "a missing directory lists nothing"
+        );
         let p = write(&sub, &a, &info(&a)).unwrap();
         assert_eq!(p, sub.join("net-a:c1:eth0-device.json"));
         write(&sub, &b, &info(&b)).unwrap();
@@ -278,14 +315,29 @@ mod tests {
         assert!(remove(&sub, &a).unwrap());
         assert!(!remove(&sub, &a).unwrap(), "second remove finds nothing");
         assert_eq!(read(&sub, &a).unwrap(), None);
-        let leftovers: Vec<String> = std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        assert!(!leftovers.iter().any(|n| n.ends_with(".tmp")), "{leftovers:?}");
+        let leftovers: Vec<String> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            !leftovers.iter().any(|n| n.ends_with(".tmp")),
+            "{leftovers:?}"
+        );
     }
 
     #[test]
     fn only_well_formed_names_map_back() {
-        assert_eq!(marker_of("n:c:eth0-device.json"), Some(Marker::new("n", "c", "eth0").unwrap()));
-        for bad in ["n:c:eth0.json", "n:c-device.json", "n:../x:eth0-device.json", ":c:eth0-device.json", "n:c:..-device.json"] {
+        assert_eq!(
+            marker_of("n:c:eth0-device.json"),
+            Some(Marker::new("n", "c", "eth0").unwrap())
+        );
+        for bad in [
+            "n:c:eth0.json",
+            "n:c-device.json",
+            "n:../x:eth0-device.json",
+            ":c:eth0-device.json",
+            "n:c:..-device.json",
+        ] {
             assert_eq!(marker_of(bad), None, "{bad}");
         }
     }

@@ -27,12 +27,24 @@ pub struct ExecIpam<'a> {
 
 impl<'a> ExecIpam<'a> {
     pub fn new(conf: &'a NetConf, path: &'a [PathBuf], env: &[(String, String)]) -> Self {
-        ExecIpam { conf, path, env: env.to_vec() }
+        ExecIpam {
+            conf,
+            path,
+            env: env.to_vec(),
+        }
     }
 
     fn ipam(&self, overrides: &[(&str, &str)]) -> Result<Ipam, CniError> {
-        let env = self.env.iter().filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k)).cloned();
-        let env = env.chain(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env = self
+            .env
+            .iter()
+            .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+            .cloned();
+        let env = env.chain(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         Ipam::new(self.conf, self.path, env).map_err(CniError::from)
     }
 }
@@ -43,7 +55,9 @@ impl IpamDelegate for ExecIpam<'_> {
     }
 
     fn del(&self, container_id: &str, ifname: &str) -> Result<(), CniError> {
-        Ok(self.ipam(&[("CNI_CONTAINERID", container_id), ("CNI_IFNAME", ifname)])?.del()?)
+        Ok(self
+            .ipam(&[("CNI_CONTAINERID", container_id), ("CNI_IFNAME", ifname)])?
+            .del()?)
     }
 
     fn check(&self) -> Result<(), CniError> {

@@ -52,7 +52,11 @@ pub struct PodRequest {
 /// Reads the pod's request: runtimeConfig first (the runtime's structured channel), then
 /// CNI_ARGS, then the config's own default. The request is checked against the admin's pool and
 /// cap here; against the NIC in [`plan`].
-pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<String, Value>>) -> Result<PodRequest, CniError> {
+pub fn pod_request(
+    conf: &LeaseConfig,
+    args: &CniArgs,
+    runtime: Option<&Map<String, Value>>,
+) -> Result<PodRequest, CniError> {
     let rc = |k: &str| runtime.and_then(|m| m.get(k)).filter(|v| !v.is_null());
     // The pod controls these values: bounded before they are expanded, clipped where echoed.
     let cap = conf.max_queues_per_pod.unwrap_or(MAX_LEASES_PER_DEVICE) as usize;
@@ -65,10 +69,19 @@ pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<Stri
             ))
         }
         (Some(v), None) => {
-            let n = v.as_u64().filter(|n| *n <= u64::from(u32::MAX)).ok_or_else(|| {
-                CniError::invalid_config(format!("runtimeConfig {RC_QUEUES}={} is not a queue count", clip(v)), "expected a positive integer")
-            })?;
-            Some(PodRequest { queues: LeaseQueues::Count(n as u32), origin: format!("runtimeConfig {RC_QUEUES}={n}") })
+            let n = v
+                .as_u64()
+                .filter(|n| *n <= u64::from(u32::MAX))
+                .ok_or_else(|| {
+                    CniError::invalid_config(
+                        format!("runtimeConfig {RC_QUEUES}={} is not a queue count", clip(v)),
+                        "expected a positive integer",
+                    )
+                })?;
+            Some(PodRequest {
+                queues: LeaseQueues::Count(n as u32),
+                origin: format!("runtimeConfig {RC_QUEUES}={n}"),
+            })
         }
         (None, Some(v)) => {
             if let Some(a) = v.as_array().filter(|a| a.len() > cap) {
@@ -80,9 +93,28 @@ pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<Stri
             let ids = v
                 .as_array()
                 .filter(|a| !a.is_empty())
-                .and_then(|a| a.iter().map(|i| i.as_u64().filter(|n| *n <= u64::from(u32::MAX)).map(|n| n as u32)).collect::<Option<Vec<u32>>>())
-                .ok_or_else(|| CniError::invalid_config(format!("runtimeConfig {RC_QUEUE_IDS}={} is not a list of queue ids", clip(v)), "expected e.g. [2, 3]"))?;
-            Some(PodRequest { queues: LeaseQueues::Ids(ids), origin: format!("runtimeConfig {RC_QUEUE_IDS}={}", clip(v)) })
+                .and_then(|a| {
+                    a.iter()
+                        .map(|i| {
+                            i.as_u64()
+                                .filter(|n| *n <= u64::from(u32::MAX))
+                                .map(|n| n as u32)
+                        })
+                        .collect::<Option<Vec<u32>>>()
+                })
+                .ok_or_else(|| {
+                    CniError::invalid_config(
+                        format!(
+                            "runtimeConfig {RC_QUEUE_IDS}={} is not a list of queue ids",
+                            clip(v)
+                        ),
+                        "expected e.g. [2, 3]",
+                    )
+                })?;
+            Some(PodRequest {
+                queues: LeaseQueues::Ids(ids),
+                origin: format!("runtimeConfig {RC_QUEUE_IDS}={}", clip(v)),
+            })
         }
         (None, None) => None,
     };
@@ -96,18 +128,36 @@ pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<Stri
                 ))
             }
             (Some(v), None) => {
-                let n = v.parse::<u32>().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit())).ok_or_else(|| {
-                    CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUES}={:?} is not a queue count", clip(&v)), "expected a positive integer")
-                })?;
-                PodRequest { queues: LeaseQueues::Count(n), origin: format!("CNI_ARGS {ARG_QUEUES}={n}") }
+                let n = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        CniError::invalid_config(
+                            format!("CNI_ARGS {ARG_QUEUES}={:?} is not a queue count", clip(&v)),
+                            "expected a positive integer",
+                        )
+                    })?;
+                PodRequest {
+                    queues: LeaseQueues::Count(n),
+                    origin: format!("CNI_ARGS {ARG_QUEUES}={n}"),
+                }
             }
             (None, Some(v)) => {
                 // Capped at what the pod may hold before anything is expanded.
                 let set = QueueSet::parse_capped(v, cap)
                     .map_err(|why| CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUE_IDS}={:?} is not a list of at most {cap} queue ids", clip(&v)), why))?;
-                PodRequest { queues: LeaseQueues::Ids(set.iter().collect()), origin: format!("CNI_ARGS {ARG_QUEUE_IDS}={}", clip(&v)) }
+                PodRequest {
+                    queues: LeaseQueues::Ids(set.iter().collect()),
+                    origin: format!("CNI_ARGS {ARG_QUEUE_IDS}={}", clip(&v)),
+                }
             }
-            (None, None) => return Ok(PodRequest { queues: conf.queues.clone(), origin: "the lease block".into() }),
+            (None, None) => {
+                return Ok(PodRequest {
+                    queues: conf.queues.clone(),
+                    origin: "the lease block".into(),
+                })
+            }
         },
     };
     check_against_pool(conf, &req)?;
@@ -117,17 +167,27 @@ pub fn pod_request(conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<Stri
 /// A pod may only ask within the admin's pool and cap.
 fn check_against_pool(conf: &LeaseConfig, req: &PodRequest) -> Result<(), CniError> {
     let cap = conf.max_queues_per_pod.unwrap_or(MAX_LEASES_PER_DEVICE);
-    let cap_name = if conf.max_queues_per_pod.is_some() { "maxQueuesPerPod" } else { "the netkit limit" };
+    let cap_name = if conf.max_queues_per_pod.is_some() {
+        "maxQueuesPerPod"
+    } else {
+        "the netkit limit"
+    };
     let origin = &req.origin;
     match &req.queues {
-        LeaseQueues::Count(0) => Err(CniError::invalid_config(format!("{origin}: a pod asking for leases needs at least 1 queue"), "")),
+        LeaseQueues::Count(0) => Err(CniError::invalid_config(
+            format!("{origin}: a pod asking for leases needs at least 1 queue"),
+            "",
+        )),
         LeaseQueues::Count(n) if *n > cap => Err(CniError::invalid_config(
             format!("{origin} asks for {n} queues, more than {cap_name} {cap}"),
             format!("lease pool: {}", conf.pool_description()),
         )),
         LeaseQueues::Count(n) => match &conf.allowed_queues {
             Some(pool) if *n as usize > pool.len() => Err(CniError::invalid_config(
-                format!("{origin} asks for {n} queues, more than the {} in allowedQueues {pool}", pool.len()),
+                format!(
+                    "{origin} asks for {n} queues, more than the {} in allowedQueues {pool}",
+                    pool.len()
+                ),
                 "",
             )),
             _ => Ok(()),
@@ -135,14 +195,26 @@ fn check_against_pool(conf: &LeaseConfig, req: &PodRequest) -> Result<(), CniErr
         LeaseQueues::Ids(ids) => {
             let distinct: BTreeSet<u32> = ids.iter().copied().collect();
             if distinct.len() != ids.len() {
-                return Err(CniError::invalid_config(format!("{origin} names a queue twice"), ""));
+                return Err(CniError::invalid_config(
+                    format!("{origin} names a queue twice"),
+                    "",
+                ));
             }
             if ids.len() as u32 > cap {
-                return Err(CniError::invalid_config(format!("{origin} asks for {} queues, more than {cap_name} {cap}", ids.len()), ""));
+                return Err(CniError::invalid_config(
+                    format!(
+                        "{origin} asks for {} queues, more than {cap_name} {cap}",
+                        ids.len()
+                    ),
+                    "",
+                ));
             }
             match ids.iter().find(|id| !conf.allows(**id)) {
                 Some(id) => Err(CniError::invalid_config(
-                    format!("{origin} asks for queue {id}, which is outside the lease pool ({})", conf.pool_description()),
+                    format!(
+                        "{origin} asks for queue {id}, which is outside the lease pool ({})",
+                        conf.pool_description()
+                    ),
                     "a pod may only ask for queues of the pool the lease block allows",
                 )),
                 None => Ok(()),
@@ -170,7 +242,10 @@ impl NicView {
     }
 
     fn why_busy(&self, id: u32) -> Option<&str> {
-        self.busy.iter().find(|(q, _)| *q == id).map(|(_, w)| w.as_str())
+        self.busy
+            .iter()
+            .find(|(q, _)| *q == id)
+            .map(|(_, w)| w.as_str())
     }
 }
 
@@ -178,8 +253,14 @@ impl NicView {
 /// `netdev_queue_busy` checks (a lease, an AF_XDP pool, a memory provider).
 pub fn busy_reason(q: &Queue) -> Option<String> {
     if let Some(l) = &q.lease {
-        let ns = l.netns_id.map(|n| format!(" in netns id {n}")).unwrap_or_default();
-        return Some(format!("leased to ifindex {}{ns} as its queue {}", l.ifindex, l.queue.id));
+        let ns = l
+            .netns_id
+            .map(|n| format!(" in netns id {n}"))
+            .unwrap_or_default();
+        return Some(format!(
+            "leased to ifindex {}{ns} as its queue {}",
+            l.ifindex, l.queue.id
+        ));
     }
     if q.xsk {
         return Some("in use by an AF_XDP socket".into());
@@ -191,15 +272,27 @@ pub fn busy_reason(q: &Queue) -> Option<String> {
 }
 
 pub fn nic_view(dp: &mut dyn Dataplane, master: &Master) -> Result<NicView, CniError> {
-    let queues = dp.master_queues(master.ifindex).map_err(|e| lease_kernel_error(e, &master.name))?;
-    let rx: Vec<&Queue> = queues.iter().filter(|q| q.queue_type == QueueType::Rx).collect();
+    let queues = dp
+        .master_queues(master.ifindex)
+        .map_err(|e| lease_kernel_error(e, &master.name))?;
+    let rx: Vec<&Queue> = queues
+        .iter()
+        .filter(|q| q.queue_type == QueueType::Rx)
+        .collect();
     if rx.is_empty() {
-        return Ok(NicView { rx_queues: master.num_rx_queues.unwrap_or(0), known: false, busy: vec![] });
+        return Ok(NicView {
+            rx_queues: master.num_rx_queues.unwrap_or(0),
+            known: false,
+            busy: vec![],
+        });
     }
     Ok(NicView {
         rx_queues: rx.len() as u32,
         known: true,
-        busy: rx.iter().filter_map(|q| busy_reason(q).map(|w| (q.id, w))).collect(),
+        busy: rx
+            .iter()
+            .filter_map(|q| busy_reason(q).map(|w| (q.id, w)))
+            .collect(),
     })
 }
 
@@ -222,13 +315,23 @@ impl LeasePlan {
     }
 
     fn pool_name(&self, conf: &LeaseConfig) -> String {
-        format!("{} on {}, here {}", conf.pool_description(), self.master.name, self.pool)
+        format!(
+            "{} on {}, here {}",
+            conf.pool_description(),
+            self.master.name,
+            self.pool
+        )
     }
 }
 
 /// Checks the request against the NIC's range (code 7: it can never succeed on this NIC) and
 /// the current occupancy (code ≥ 100: it may succeed later), before anything is allocated.
-pub fn plan(conf: &LeaseConfig, req: PodRequest, master: Master, view: &NicView) -> Result<LeasePlan, CniError> {
+pub fn plan(
+    conf: &LeaseConfig,
+    req: PodRequest,
+    master: Master,
+    view: &NicView,
+) -> Result<LeasePlan, CniError> {
     let pool = match &conf.allowed_queues {
         Some(set) => set.below(view.rx_queues),
         None => QueueSet::from_ids(1..view.rx_queues),
@@ -236,22 +339,42 @@ pub fn plan(conf: &LeaseConfig, req: PodRequest, master: Master, view: &NicView)
     let range = match view.rx_queues {
         0 => format!("{} reports no RX queues", master.name),
         n if view.known => format!("{} has {n} RX queues (0-{})", master.name, n - 1),
-        n => format!("{} has at most {n} RX queues (0-{}; it is down, so the kernel lists none)", master.name, n - 1),
+        n => format!(
+            "{} has at most {n} RX queues (0-{}; it is down, so the kernel lists none)",
+            master.name,
+            n - 1
+        ),
     };
-    let plan = LeasePlan { master, want: req.queues, pool, origin: req.origin };
+    let plan = LeasePlan {
+        master,
+        want: req.queues,
+        pool,
+        origin: req.origin,
+    };
     match &plan.want {
         LeaseQueues::Ids(ids) => {
             if let Some(id) = ids.iter().find(|id| **id >= view.rx_queues) {
-                return Err(CniError::invalid_config(format!("{} asks for queue {id}, out of range: {range}", plan.origin), ""));
+                return Err(CniError::invalid_config(
+                    format!("{} asks for queue {id}, out of range: {range}", plan.origin),
+                    "",
+                ));
             }
             if let Some(id) = ids.iter().find(|id| view.is_busy(**id)) {
-                return Err(queue_busy(&plan.master.name, *id, view.why_busy(*id).unwrap_or_default()));
+                return Err(queue_busy(
+                    &plan.master.name,
+                    *id,
+                    view.why_busy(*id).unwrap_or_default(),
+                ));
             }
         }
         LeaseQueues::Count(n) => {
             if *n as usize > plan.pool.len() {
                 return Err(CniError::invalid_config(
-                    format!("{} asks for {n} queues, but the lease pool has only {} on this NIC", plan.origin, plan.pool.len()),
+                    format!(
+                        "{} asks for {n} queues, but the lease pool has only {} on this NIC",
+                        plan.origin,
+                        plan.pool.len()
+                    ),
                     format!("pool: {}; {range}", plan.pool_name(conf)),
                 ));
             }
@@ -273,7 +396,13 @@ pub struct Leased {
 
 /// Leases the planned queues into `target`. On error, the leases already made stay until the
 /// caller deletes the device (a lease has no release of its own; it ends with the device).
-pub fn lease_queues(dp: &mut dyn Dataplane, conf: &LeaseConfig, target: &LeaseTarget, plan: &LeasePlan, log: &Logger) -> Result<Vec<Leased>, CniError> {
+pub fn lease_queues(
+    dp: &mut dyn Dataplane,
+    conf: &LeaseConfig,
+    target: &LeaseTarget,
+    plan: &LeasePlan,
+    log: &Logger,
+) -> Result<Vec<Leased>, CniError> {
     let master = &plan.master.name;
     let mut out: Vec<Leased> = Vec::new();
     match &plan.want {
@@ -281,7 +410,10 @@ pub fn lease_queues(dp: &mut dyn Dataplane, conf: &LeaseConfig, target: &LeaseTa
             for &phys in ids {
                 match dp.lease_queue(target, phys) {
                     Ok(v) => {
-                        out.push(Leased { physical: phys, virtual_id: v });
+                        out.push(Leased {
+                            physical: phys,
+                            virtual_id: v,
+                        });
                         crate::failpoint::hit("add-after-lease").map_err(super::injected)?;
                     }
                     Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
@@ -303,31 +435,44 @@ pub fn lease_queues(dp: &mut dyn Dataplane, conf: &LeaseConfig, target: &LeaseTa
                 if out.len() == n {
                     break;
                 }
-                let taken = |q: u32| view.is_busy(q) || refused.contains(&q) || out.iter().any(|l| l.physical == q);
+                let taken = |q: u32| {
+                    view.is_busy(q) || refused.contains(&q) || out.iter().any(|l| l.physical == q)
+                };
                 let Some(phys) = plan.pool.iter().find(|q| !taken(*q)) else {
                     break;
                 };
                 match dp.lease_queue(target, phys) {
                     Ok(v) => {
-                        out.push(Leased { physical: phys, virtual_id: v });
+                        out.push(Leased {
+                            physical: phys,
+                            virtual_id: v,
+                        });
                         crate::failpoint::hit("add-after-lease").map_err(super::injected)?;
                     }
                     Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
-                        log.info(format_args!("queue {phys} of {master} was taken meanwhile ({e}); picking again"));
+                        log.info(format_args!(
+                            "queue {phys} of {master} was taken meanwhile ({e}); picking again"
+                        ));
                         refused.insert(phys);
                         view = nic_view(dp, &plan.master)?;
                     }
                     Err(e) if e.netdev_errno() == Some(Errno::ERANGE) && !view.known => {
                         // The NIC is down and its allocated count overstated the real one:
                         // every higher id is out of range too.
-                        log.info(format_args!("queue {phys} of {master} is beyond its real RX queues"));
+                        log.info(format_args!(
+                            "queue {phys} of {master} is beyond its real RX queues"
+                        ));
                         refused.extend(plan.pool.iter().filter(|q| *q >= phys));
                     }
                     Err(e) => return Err(lease_error(e, master, phys)),
                 }
             }
             if out.len() < n {
-                let free = plan.pool.iter().filter(|q| !view.is_busy(*q) && !refused.contains(q)).count();
+                let free = plan
+                    .pool
+                    .iter()
+                    .filter(|q| !view.is_busy(*q) && !refused.contains(q))
+                    .count();
                 return Err(pool_exhausted(conf, plan, free.saturating_sub(out.len())));
             }
         }
@@ -344,12 +489,20 @@ fn pool_exhausted(conf: &LeaseConfig, plan: &LeasePlan, free: usize) -> CniError
             conf.pool_description(),
             plan.count()
         ),
-        format!("pool {}; requested by {}", plan.pool_name(conf), plan.origin),
+        format!(
+            "pool {}; requested by {}",
+            plan.pool_name(conf),
+            plan.origin
+        ),
     )
 }
 
 fn queue_busy(master: &str, id: u32, why: &str) -> CniError {
-    CniError::plugin_specific(errcodes::LEASE_QUEUE_BUSY, format!("queue {id} of {master} is busy: {why}"), "it cannot be leased until its current user lets go")
+    CniError::plugin_specific(
+        errcodes::LEASE_QUEUE_BUSY,
+        format!("queue {id} of {master} is busy: {why}"),
+        "it cannot be leased until its current user lets go",
+    )
 }
 
 /// A refused queue-create: out of range is the caller's mistake (7), a kernel without leasing
@@ -357,12 +510,19 @@ fn queue_busy(master: &str, id: u32, why: &str) -> CniError {
 /// master, one without queue management, a second master for the same device...).
 fn lease_error(e: DpError, master: &str, phys: u32) -> CniError {
     if e.netdev_errno() == Some(Errno::ERANGE) {
-        return CniError::invalid_config(format!("queue {phys} is out of range for {master}"), e.to_string());
+        return CniError::invalid_config(
+            format!("queue {phys} is out of range for {master}"),
+            e.to_string(),
+        );
     }
     if e.is_lease_unsupported() {
         return unsupported(e);
     }
-    CniError::plugin_specific(errcodes::LEASE_FAILED, format!("cannot lease queue {phys} of {master}: {e}"), "")
+    CniError::plugin_specific(
+        errcodes::LEASE_FAILED,
+        format!("cannot lease queue {phys} of {master}: {e}"),
+        "",
+    )
 }
 
 pub fn unsupported(e: impl std::fmt::Display) -> CniError {
@@ -378,16 +538,29 @@ pub fn lease_kernel_error(e: DpError, master: &str) -> CniError {
     if e.is_lease_unsupported() {
         return unsupported(e);
     }
-    CniError::plugin_specific(errcodes::KERNEL_FAILED, format!("cannot read the queues of {master}: {e}"), "")
+    CniError::plugin_specific(
+        errcodes::KERNEL_FAILED,
+        format!("cannot read the queues of {master}: {e}"),
+        "",
+    )
 }
 
 /// The master must exist in the node netns: a missing one is a config error naming it.
 pub fn find_master(dp: &mut dyn Dataplane, conf: &LeaseConfig) -> Result<Master, CniError> {
     dp.master(&conf.master)
-        .map_err(|e| CniError::plugin_specific(errcodes::KERNEL_FAILED, format!("cannot look up lease.master {:?}: {e}", conf.master), ""))?
+        .map_err(|e| {
+            CniError::plugin_specific(
+                errcodes::KERNEL_FAILED,
+                format!("cannot look up lease.master {:?}: {e}", conf.master),
+                "",
+            )
+        })?
         .ok_or_else(|| {
             CniError::invalid_config(
-                format!("lease.master {:?} does not exist in the node's network namespace", conf.master),
+                format!(
+                    "lease.master {:?} does not exist in the node's network namespace",
+                    conf.master
+                ),
                 "field lease.master names the physical NIC to lease queues from",
             )
         })
@@ -395,10 +568,20 @@ pub fn find_master(dp: &mut dyn Dataplane, conf: &LeaseConfig) -> Result<Master,
 
 /// Everything ADD checks before allocating: master, kernel support, the pod's request against
 /// pool, cap, NIC range and current occupancy.
-pub fn prepare(dp: &mut dyn Dataplane, conf: &LeaseConfig, args: &CniArgs, runtime: Option<&Map<String, Value>>) -> Result<LeasePlan, CniError> {
+pub fn prepare(
+    dp: &mut dyn Dataplane,
+    conf: &LeaseConfig,
+    args: &CniArgs,
+    runtime: Option<&Map<String, Value>>,
+) -> Result<LeasePlan, CniError> {
     let req = pod_request(conf, args, runtime)?;
-    if !dp.lease_available().map_err(|e| lease_kernel_error(e, &conf.master))? {
-        return Err(unsupported("the netdev generic netlink family has no queue-create operation"));
+    if !dp
+        .lease_available()
+        .map_err(|e| lease_kernel_error(e, &conf.master))?
+    {
+        return Err(unsupported(
+            "the netdev generic netlink family has no queue-create operation",
+        ));
     }
     let master = find_master(dp, conf)?;
     let view = nic_view(dp, &master)?;
@@ -411,9 +594,15 @@ mod tests {
 
     #[test]
     fn own_args_are_not_passed_to_delegates() {
-        assert_eq!(strip_own_args("IgnoreUnknown=1;NETKIT_LEASE_QUEUES=2;K8S_POD_NAME=web"), "IgnoreUnknown=1;K8S_POD_NAME=web");
+        assert_eq!(
+            strip_own_args("IgnoreUnknown=1;NETKIT_LEASE_QUEUES=2;K8S_POD_NAME=web"),
+            "IgnoreUnknown=1;K8S_POD_NAME=web"
+        );
         assert_eq!(strip_own_args("NETKIT_LEASE_QUEUE_IDS=1,3-4"), "");
-        assert_eq!(strip_own_args("NETKIT_LEASE_QUEUESX=1;A=b"), "NETKIT_LEASE_QUEUESX=1;A=b");
+        assert_eq!(
+            strip_own_args("NETKIT_LEASE_QUEUESX=1;A=b"),
+            "NETKIT_LEASE_QUEUESX=1;A=b"
+        );
         assert_eq!(strip_own_args(""), "");
     }
 
@@ -435,30 +624,65 @@ mod tests {
             let args = CniArgs::parse(&format!("{ARG_QUEUE_IDS}={v}")).unwrap();
             let started = std::time::Instant::now();
             let e = pod_request(&conf, &args, None).unwrap_err();
-            assert!(started.elapsed() < std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(200),
+                "{:?}",
+                started.elapsed()
+            );
             assert_eq!(e.code, crate::cni::codes::INVALID_CONFIG);
             assert!(e.msg.contains(ARG_QUEUE_IDS), "{}", e.msg);
-            assert!(e.msg.len() + e.details.len() < 400, "echoed whole: {} bytes", e.msg.len() + e.details.len());
+            assert!(
+                e.msg.len() + e.details.len() < 400,
+                "echoed whole: {} bytes",
+                e.msg.len() + e.details.len()
+            );
         }
         // Within the cap: still fine. Just past it: refused by the count.
         let args = CniArgs::parse(&format!("{ARG_QUEUE_IDS}=1-4")).unwrap();
-        assert_eq!(pod_request(&conf, &args, None).unwrap().queues, LeaseQueues::Ids(vec![1, 2, 3, 4]));
+        assert_eq!(
+            pod_request(&conf, &args, None).unwrap().queues,
+            LeaseQueues::Ids(vec![1, 2, 3, 4])
+        );
         let args = CniArgs::parse(&format!("{ARG_QUEUE_IDS}=1-5")).unwrap();
         let e = pod_request(&conf, &args, None).unwrap_err();
         assert!(e.details.contains("more than 4"), "{e:?}");
         // runtimeConfig: a list longer than the cap is refused by its length.
-        let rc: Map<String, Value> = serde_json::from_value(serde_json::json!({RC_QUEUE_IDS: (0..100_000).collect::<Vec<u32>>()})).unwrap();
+        let rc: Map<String, Value> = serde_json::from_value(
+            serde_json::json!({RC_QUEUE_IDS: (0..100_000).collect::<Vec<u32>>()}),
+        )
+        .unwrap();
         let e = pod_request(&conf, &CniArgs::parse("").unwrap(), Some(&rc)).unwrap_err();
-        assert!(e.msg.contains("100000 queues") && e.msg.len() < 400, "{}", e.msg);
+        assert!(
+            e.msg.contains("100000 queues") && e.msg.len() < 400,
+            "{}",
+            e.msg
+        );
     }
 
     #[test]
     fn busy_reasons_follow_the_kernels_three_conditions() {
         use crate::netdev::{IoUringInfo, Lease, QueueId};
-        let mut q = Queue { id: 3, queue_type: QueueType::Rx, ifindex: 4, napi_id: None, dmabuf: None, io_uring: None, xsk: false, lease: None, unknown: vec![] };
+        let mut q = Queue {
+            id: 3,
+            queue_type: QueueType::Rx,
+            ifindex: 4,
+            napi_id: None,
+            dmabuf: None,
+            io_uring: None,
+            xsk: false,
+            lease: None,
+            unknown: vec![],
+        };
         assert_eq!(busy_reason(&q), None);
-        q.lease = Some(Lease { ifindex: 9, queue: QueueId::rx(2), netns_id: Some(1) });
-        assert_eq!(busy_reason(&q).unwrap(), "leased to ifindex 9 in netns id 1 as its queue 2");
+        q.lease = Some(Lease {
+            ifindex: 9,
+            queue: QueueId::rx(2),
+            netns_id: Some(1),
+        });
+        assert_eq!(
+            busy_reason(&q).unwrap(),
+            "leased to ifindex 9 in netns id 1 as its queue 2"
+        );
         q.lease = None;
         q.xsk = true;
         assert!(busy_reason(&q).unwrap().contains("AF_XDP"));

@@ -25,7 +25,9 @@ use std::time::Instant;
 use nix::errno::Errno;
 use serde_json::Value;
 
-use crate::cni::{self, CniEnv, CniError, CniResult, CniVersion, Command, Interface, IpCidr, Route};
+use crate::cni::{
+    self, CniEnv, CniError, CniResult, CniVersion, Command, Interface, IpCidr, Route,
+};
 use crate::config::{LeaseConfig, NetConf, Pairing};
 use crate::link::{LinkError, Marker};
 use crate::logging::Logger;
@@ -72,24 +74,46 @@ pub struct Request {
 
 impl Request {
     fn marker(&self) -> Result<Marker, CniError> {
-        let cid = self.env.container_id.as_ref().map(|c| c.as_str()).unwrap_or_default();
-        let ifname = self.env.ifname.as_ref().map(|i| i.as_str()).unwrap_or_default();
+        let cid = self
+            .env
+            .container_id
+            .as_ref()
+            .map(|c| c.as_str())
+            .unwrap_or_default();
+        let ifname = self
+            .env
+            .ifname
+            .as_ref()
+            .map(|i| i.as_str())
+            .unwrap_or_default();
         Marker::new(&self.conf.name, cid, ifname)
             .map_err(|e| CniError::invalid_config(format!("cannot name this attachment: {e}"), ""))
     }
 
     fn netns(&self) -> &Path {
-        self.env.netns.as_deref().expect("CniEnv guarantees CNI_NETNS for ADD and CHECK")
+        self.env
+            .netns
+            .as_deref()
+            .expect("CniEnv guarantees CNI_NETNS for ADD and CHECK")
     }
 
     fn ifname(&self) -> &str {
-        self.env.ifname.as_ref().map(|i| i.as_str()).expect("CniEnv guarantees CNI_IFNAME")
+        self.env
+            .ifname
+            .as_ref()
+            .map(|i| i.as_str())
+            .expect("CniEnv guarantees CNI_IFNAME")
     }
 }
 
 /// The attachment as the dispatcher names its pins: `pods/<container id>/<ifname>`.
 fn pod_id(marker: &Marker) -> Result<PodId, CniError> {
-    PodId::new(marker.container_id(), marker.ifname()).map_err(|e| CniError::invalid_env(format!("cannot name this attachment's XDP pins: {e}"), "CNI_CONTAINERID / CNI_IFNAME"))
+    PodId::new(marker.container_id(), marker.ifname()).map_err(|e| {
+        CniError::invalid_env(
+            format!("cannot name this attachment's XDP pins: {e}"),
+            "CNI_CONTAINERID / CNI_IFNAME",
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -100,39 +124,68 @@ fn pod_id(marker: &Marker) -> Result<PodId, CniError> {
 /// the pod netns), the leases onto the pod-side device, the pod side, the host side and the
 /// device-info file. Any failure after IPAM rolls back everything this invocation did — the
 /// device (its leases end with it), the file and IPAM; nothing that existed before is touched.
-pub fn cmd_add(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<CniResult, CniError> {
+pub fn cmd_add(
+    req: &Request,
+    dp: &mut dyn Dataplane,
+    ipam: Option<&dyn IpamDelegate>,
+    log: &Logger,
+) -> Result<CniResult, CniError> {
     let marker = req.marker()?;
     let single = req.conf.pairing == Pairing::Single;
     if !single && ipam.is_none() {
-        return Err(CniError::invalid_config("pairing \"pair\" needs an `ipam` block", "field ipam"));
+        return Err(CniError::invalid_config(
+            "pairing \"pair\" needs an `ipam` block",
+            "field ipam",
+        ));
     }
-    dp.validate_netns(req.netns()).map_err(|e| dp_error(e, req))?;
+    dp.validate_netns(req.netns())
+        .map_err(|e| dp_error(e, req))?;
 
     // Before IPAM and before any device: a request the pool, the cap or the NIC can never serve,
     // or an exhausted pool, costs nothing to refuse here.
     let plan = match &req.conf.lease {
-        Some(l) => Some(lease::prepare(dp, l, &req.env.args, req.conf.runtime_config.as_ref())?),
+        Some(l) => Some(lease::prepare(
+            dp,
+            l,
+            &req.env.args,
+            req.conf.runtime_config.as_ref(),
+        )?),
         None => None,
     };
 
     // Refuse a second ADD of the same attachment before IPAM: a rollback after IPAM would release
     // every address of this container id + ifname, including those of the live attachment.
     if single {
-        let existing = dp.observe(&marker, Some(req.netns()), req.ifname()).map_err(|e| dp_error(e, req))?;
+        let existing = dp
+            .observe(&marker, Some(req.netns()), req.ifname())
+            .map_err(|e| dp_error(e, req))?;
         if let Some(pod) = existing.pod {
-            let whose = if pod.marker.as_ref() == Some(&marker) { "this attachment's device".to_string() } else { "a device this attachment does not own".to_string() };
+            let whose = if pod.marker.as_ref() == Some(&marker) {
+                "this attachment's device".to_string()
+            } else {
+                "a device this attachment does not own".to_string()
+            };
             return Err(CniError::plugin_specific(
                 errcodes::ALREADY_EXISTS,
-                format!("interface {} already exists in the pod netns {} ({whose})", req.ifname(), req.netns().display()),
+                format!(
+                    "interface {} already exists in the pod netns {} ({whose})",
+                    req.ifname(),
+                    req.netns().display()
+                ),
                 format!("attachment {marker}; DEL it first"),
             ));
         }
     } else {
-        let existing = dp.observe(&marker, None, req.ifname()).map_err(kernel_error)?;
+        let existing = dp
+            .observe(&marker, None, req.ifname())
+            .map_err(kernel_error)?;
         if existing.host.is_some() {
             return Err(CniError::plugin_specific(
                 errcodes::ALREADY_EXISTS,
-                format!("attachment {marker} already exists (host device {})", marker.host_ifname()),
+                format!(
+                    "attachment {marker} already exists (host device {})",
+                    marker.host_ifname()
+                ),
                 "CNI_CONTAINERID and CNI_IFNAME name a live attachment; DEL it first",
             ));
         }
@@ -147,22 +200,44 @@ pub fn cmd_add(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
         None => None,
     };
     let mut done = Rollback::default();
-    match add_after_ipam(req, &marker, dp, ipam_result.as_ref(), plan.as_ref(), &mut done, log) {
+    match add_after_ipam(
+        req,
+        &marker,
+        dp,
+        ipam_result.as_ref(),
+        plan.as_ref(),
+        &mut done,
+        log,
+    ) {
         Ok(result) => Ok(result),
         Err(err) => {
-            log.warn(format_args!("ADD {marker} failed, rolling back: {}", err.msg));
+            log.warn(format_args!(
+                "ADD {marker} failed, rolling back: {}",
+                err.msg
+            ));
             if done.device {
-                let deleted = if single { dp.delete_single(req.netns(), &marker) } else { dp.delete(&marker) };
+                let deleted = if single {
+                    dp.delete_single(req.netns(), &marker)
+                } else {
+                    dp.delete(&marker)
+                };
                 if let Err(e) = deleted {
-                    log.error(format_args!("rollback: cannot delete the device of {marker}: {e}"));
+                    log.error(format_args!(
+                        "rollback: cannot delete the device of {marker}: {e}"
+                    ));
                 }
             }
             // After the device: its leases are gone, so resetting the queues cannot hand a
             // leased queue's frames to the host.
             if let (Some(master), Some(x)) = (done.xdp_master, &req.conf.xdp) {
                 match pod_id(&marker).map(|pod| dp.xdp_release(x, master, &pod)) {
-                    Ok(Ok(r)) => log.debug(format_args!("rollback: XDP queues {:?} given back, dispatcher detached: {}", r.reset, r.detached)),
-                    Ok(Err(e)) => log.error(format_args!("rollback: cannot release the XDP steering of {marker}: {e}")),
+                    Ok(Ok(r)) => log.debug(format_args!(
+                        "rollback: XDP queues {:?} given back, dispatcher detached: {}",
+                        r.reset, r.detached
+                    )),
+                    Ok(Err(e)) => log.error(format_args!(
+                        "rollback: cannot release the XDP steering of {marker}: {e}"
+                    )),
                     Err(e) => log.error(format_args!("rollback: {}", e.msg)),
                 }
             }
@@ -237,7 +312,11 @@ fn add_after_ipam(
     // or the single device.
     let leased = match (plan, &conf.lease) {
         (Some(plan), Some(lconf)) => {
-            let target = LeaseTarget { netns: req.netns().to_path_buf(), ifindex: created.pod_ifindex, master_ifindex: plan.master.ifindex };
+            let target = LeaseTarget {
+                netns: req.netns().to_path_buf(),
+                ifindex: created.pod_ifindex,
+                master_ifindex: plan.master.ifindex,
+            };
             lease::lease_queues(dp, lconf, &target, plan, log)?
         }
         _ => vec![],
@@ -248,10 +327,23 @@ fn add_after_ipam(
         (Some(plan), Some(x)) if !leased.is_empty() => {
             let pod = pod_id(marker)?;
             done.xdp_master = Some(plan.master.ifindex);
-            let queues: Vec<SteerQueue> = leased.iter().map(|l| SteerQueue { physical: l.physical, virtual_id: l.virtual_id }).collect();
-            let h = dp.xdp_steer(x, plan.master.ifindex, &pod, &queues).map_err(xdp_error)?;
+            let queues: Vec<SteerQueue> = leased
+                .iter()
+                .map(|l| SteerQueue {
+                    physical: l.physical,
+                    virtual_id: l.virtual_id,
+                })
+                .collect();
+            let h = dp
+                .xdp_steer(x, plan.master.ifindex, &pod, &queues)
+                .map_err(xdp_error)?;
             crate::failpoint::hit("add-after-xdp").map_err(injected)?;
-            log.debug(format_args!("XDP: queues {:?} of {} steered to {}", h.queues, plan.master.name, h.xskmap_pin.display()));
+            log.debug(format_args!(
+                "XDP: queues {:?} of {} steered to {}",
+                h.queues,
+                plan.master.name,
+                h.xskmap_pin.display()
+            ));
             Some(h)
         }
         _ => None,
@@ -262,18 +354,26 @@ fn add_after_ipam(
     let (pod_plan, reported_routes) = if single {
         // No host side, so no gateway to route through: just the addresses, with their subnet
         // routes, on the device the leased queues deliver to.
-        let plan = PodPlan { ifname: req.ifname().to_string(), ifindex: created.pod_ifindex, addrs: ipam_r.ips.iter().map(|ip| ip.address).collect(), routes: vec![], prefix_routes: true };
+        let plan = PodPlan {
+            ifname: req.ifname().to_string(),
+            ifindex: created.pod_ifindex,
+            addrs: ipam_r.ips.iter().map(|ip| ip.address).collect(),
+            routes: vec![],
+            prefix_routes: true,
+        };
         (plan, vec![])
     } else {
         let (mut plan, routes) = pod_plan(req.ifname(), ipam_r)?;
         plan.ifindex = created.pod_ifindex;
         (plan, routes)
     };
-    dp.configure_pod(req.netns(), &pod_plan).map_err(|e| dp_error(e, req))?;
+    dp.configure_pod(req.netns(), &pod_plan)
+        .map_err(|e| dp_error(e, req))?;
     crate::failpoint::hit("add-after-pod-config").map_err(injected)?;
     if !single {
         let host_plan = host_plan(created.host_ifindex, ipam_r, &pod_plan);
-        dp.configure_host(&host_plan).map_err(|e| dp_error(e, req))?;
+        dp.configure_host(&host_plan)
+            .map_err(|e| dp_error(e, req))?;
         crate::failpoint::hit("add-after-host-config").map_err(injected)?;
     }
 
@@ -303,13 +403,24 @@ fn add_after_ipam(
     };
     let mut interfaces = Vec::new();
     if !single {
-        interfaces.push(Interface { name: created.host_ifname.clone(), mac: created.host_mac.clone(), ..Default::default() });
+        interfaces.push(Interface {
+            name: created.host_ifname.clone(),
+            mac: created.host_mac.clone(),
+            ..Default::default()
+        });
     }
     interfaces.push(pod_itf);
     let pod_idx = interfaces.len() - 1;
     let ours = CniResult {
         interfaces,
-        ips: ipam_r.ips.iter().map(|ip| cni::IpConfig { interface: Some(pod_idx), ..ip.clone() }).collect(),
+        ips: ipam_r
+            .ips
+            .iter()
+            .map(|ip| cni::IpConfig {
+                interface: Some(pod_idx),
+                ..ip.clone()
+            })
+            .collect(),
         routes: reported_routes,
         dns: ipam_r.dns.clone(),
     };
@@ -319,25 +430,52 @@ fn add_after_ipam(
         // position in the merged list.
         Some(prev) => {
             let mut merged = prev.clone();
-            let positions = merged.merge(CniResult { ips: vec![], ..ours.clone() });
+            let positions = merged.merge(CniResult {
+                ips: vec![],
+                ..ours.clone()
+            });
             let pod_pos = positions[pod_idx];
-            merged.ips.extend(ours.ips.iter().map(|ip| cni::IpConfig { interface: Some(pod_pos), ..ip.clone() }));
+            merged.ips.extend(ours.ips.iter().map(|ip| cni::IpConfig {
+                interface: Some(pod_pos),
+                ..ip.clone()
+            }));
             merged
         }
         None => ours,
     })
 }
 
-fn device_info(req: &Request, marker: &Marker, created: &Created, plan: &LeasePlan, leased: &[Leased], handoff: Option<&PodHandoff>) -> devinfo::DeviceInfo {
+fn device_info(
+    req: &Request,
+    marker: &Marker,
+    created: &Created,
+    plan: &LeasePlan,
+    leased: &[Leased],
+    handoff: Option<&PodHandoff>,
+) -> devinfo::DeviceInfo {
     devinfo::DeviceInfo::new(devinfo::LeaseInfo {
         network: marker.network().to_string(),
         container_id: marker.container_id().to_string(),
         interface: marker.ifname().to_string(),
-        pairing: if req.conf.pairing == Pairing::Single { "single" } else { "pair" }.into(),
+        pairing: if req.conf.pairing == Pairing::Single {
+            "single"
+        } else {
+            "pair"
+        }
+        .into(),
         ifindex: created.pod_ifindex,
         sandbox: req.netns().display().to_string(),
-        master: devinfo::MasterInfo { name: plan.master.name.clone(), ifindex: plan.master.ifindex },
-        queues: leased.iter().map(|l| devinfo::QueueMap { physical: l.physical, virtual_id: l.virtual_id }).collect(),
+        master: devinfo::MasterInfo {
+            name: plan.master.name.clone(),
+            ifindex: plan.master.ifindex,
+        },
+        queues: leased
+            .iter()
+            .map(|l| devinfo::QueueMap {
+                physical: l.physical,
+                virtual_id: l.virtual_id,
+            })
+            .collect(),
         xdp: handoff.map(devinfo::XdpInfo::from_handoff),
     })
 }
@@ -353,7 +491,12 @@ fn device_info(req: &Request, marker: &Marker, created: &Created, plan: &LeasePl
 /// A pair needs no netns: the host device's name is derived, and deleting it removes the peer,
 /// the host routes and the peer's leases with it. A single device lives only in the pod netns;
 /// when the runtime sends no CNI_NETNS it is found through the master's leases instead.
-pub fn cmd_del(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<(), CniError> {
+pub fn cmd_del(
+    req: &Request,
+    dp: &mut dyn Dataplane,
+    ipam: Option<&dyn IpamDelegate>,
+    log: &Logger,
+) -> Result<(), CniError> {
     let marker = req.marker()?;
     let deleted = match (req.conf.pairing, req.env.netns.as_deref(), &req.conf.lease) {
         (Pairing::Pair, _, _) => dp.delete(&marker),
@@ -364,9 +507,12 @@ pub fn cmd_del(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
     match deleted {
         Ok(d) => log.debug(format_args!("DEL {marker}: device {d:?}")),
         // A device with our name but another owner's marker is not ours to delete.
-        Err(DpError::Link { source: LinkError::MarkerMismatch { name, alias, .. }, .. }) => {
-            log.warn(format_args!("DEL {marker}: {name} belongs to {alias:?}, left alone"))
-        }
+        Err(DpError::Link {
+            source: LinkError::MarkerMismatch { name, alias, .. },
+            ..
+        }) => log.warn(format_args!(
+            "DEL {marker}: {name} belongs to {alias:?}, left alone"
+        )),
         Err(e) => return Err(kernel_error(e)),
     }
     // After the device, whose deletion ended the leases (see the rollback in cmd_add).
@@ -390,23 +536,43 @@ pub fn cmd_del(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDele
 /// network's: a DEL for network A after A's ADD was refused with 103 (network B's device holds
 /// that ifname) must leave B's steering alone. The release is skipped when a device leasing from
 /// the master carries this container id and ifname for another network.
-fn release_xdp(dp: &mut dyn Dataplane, l: &LeaseConfig, x: &crate::config::XdpConfig, marker: &Marker, log: &Logger) -> Result<(), CniError> {
+fn release_xdp(
+    dp: &mut dyn Dataplane,
+    l: &LeaseConfig,
+    x: &crate::config::XdpConfig,
+    marker: &Marker,
+    log: &Logger,
+) -> Result<(), CniError> {
     let pod = pod_id(marker)?;
-    let foreign = leasing_devices(dp, l, log).map_err(kernel_error)?.into_iter().find(|d| {
-        d.marker.container_id() == marker.container_id() && d.marker.ifname() == marker.ifname() && d.marker.network() != marker.network()
-    });
+    let foreign = leasing_devices(dp, l, log)
+        .map_err(kernel_error)?
+        .into_iter()
+        .find(|d| {
+            d.marker.container_id() == marker.container_id()
+                && d.marker.ifname() == marker.ifname()
+                && d.marker.network() != marker.network()
+        });
     if let Some(d) = foreign {
-        log.warn(format_args!("DEL {marker}: the XDP steering of {pod} belongs to network {}'s device, left alone", d.marker.network()));
+        log.warn(format_args!(
+            "DEL {marker}: the XDP steering of {pod} belongs to network {}'s device, left alone",
+            d.marker.network()
+        ));
         return Ok(());
     }
     match dp.master(&l.master).map_err(kernel_error)? {
         Some(master) => {
             let r = dp.xdp_release(x, master.ifindex, &pod).map_err(xdp_error)?;
-            log.debug(format_args!("DEL {marker}: XDP queues {:?} given back, dispatcher detached: {}", r.reset, r.detached));
+            log.debug(format_args!(
+                "DEL {marker}: XDP queues {:?} given back, dispatcher detached: {}",
+                r.reset, r.detached
+            ));
         }
         None => {
             let swept = dp.xdp_sweep(x).map_err(xdp_error)?;
-            log.debug(format_args!("DEL {marker}: master {} is gone; swept {swept:?}", l.master));
+            log.debug(format_args!(
+                "DEL {marker}: master {} is gone; swept {swept:?}",
+                l.master
+            ));
         }
     }
     Ok(())
@@ -415,7 +581,12 @@ fn release_xdp(dp: &mut dyn Dataplane, l: &LeaseConfig, x: &crate::config::XdpCo
 /// Single devices of `marker` found through the master's leases (see [`leasing_devices`]) and
 /// deleted from the node netns by nsid. No master means no lessees: removing a NIC deletes
 /// every device leasing from it.
-fn delete_single_via_master(dp: &mut dyn Dataplane, conf: &LeaseConfig, marker: &Marker, log: &Logger) -> Result<Deletion, DpError> {
+fn delete_single_via_master(
+    dp: &mut dyn Dataplane,
+    conf: &LeaseConfig,
+    marker: &Marker,
+    log: &Logger,
+) -> Result<Deletion, DpError> {
     let mut out = Deletion::AlreadyGone;
     for dev in leasing_devices(dp, conf, log)? {
         if dev.marker == *marker {
@@ -436,22 +607,35 @@ struct LeasingDevice {
 /// each physical queue's lease names the lessee's netns (by nsid, as the master's netns knows
 /// it) and ifindex, and the lessee's alias says whose it is. Unmarked lessees (pair peers, other
 /// users' devices) are skipped; pairs are found through their host side instead.
-fn leasing_devices(dp: &mut dyn Dataplane, conf: &LeaseConfig, log: &Logger) -> Result<Vec<LeasingDevice>, DpError> {
+fn leasing_devices(
+    dp: &mut dyn Dataplane,
+    conf: &LeaseConfig,
+    log: &Logger,
+) -> Result<Vec<LeasingDevice>, DpError> {
     let Some(master) = dp.master(&conf.master)? else {
-        log.debug(format_args!("lease master {} is gone, and its lessees with it", conf.master));
+        log.debug(format_args!(
+            "lease master {} is gone, and its lessees with it",
+            conf.master
+        ));
         return Ok(vec![]);
     };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for q in dp.master_queues(master.ifindex)? {
-        let Some(l) = q.lease.filter(|_| q.queue_type == QueueType::Rx) else { continue };
+        let Some(l) = q.lease.filter(|_| q.queue_type == QueueType::Rx) else {
+            continue;
+        };
         // -1: the kernel could not name the lessee's netns; nothing can address it.
         if l.netns_id.is_some_and(|n| n < 0) || !seen.insert((l.netns_id, l.ifindex)) {
             continue;
         }
         if let Some(link) = dp.remote_link(l.netns_id, l.ifindex)? {
             if let Some(marker) = link.marker.filter(|_| link.is_netkit) {
-                out.push(LeasingDevice { netnsid: l.netns_id, ifindex: l.ifindex, marker });
+                out.push(LeasingDevice {
+                    netnsid: l.netns_id,
+                    ifindex: l.ifindex,
+                    marker,
+                });
             }
         }
     }
@@ -464,62 +648,103 @@ fn leasing_devices(dp: &mut dyn Dataplane, conf: &LeaseConfig, log: &Logger) -> 
 /// CHECK: the attachment must still look like `prevResult` says — the device(s) exist and are
 /// netkit in the configured mode, every address and route is in place — every lease recorded
 /// in the device-info file still holds on the master, and IPAM agrees.
-pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>) -> Result<(), CniError> {
+pub fn cmd_check(
+    req: &Request,
+    dp: &mut dyn Dataplane,
+    ipam: Option<&dyn IpamDelegate>,
+) -> Result<(), CniError> {
     let marker = req.marker()?;
-    let prev = req
-        .conf
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult", "field prevResult is missing"))?;
+    let prev = req.conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::invalid_config("CHECK needs prevResult", "field prevResult is missing")
+    })?;
     let ifname = req.ifname();
     let single = req.conf.pairing == Pairing::Single;
-    let obs = dp.observe(&marker, Some(req.netns()), ifname).map_err(|e| dp_error(e, req))?;
-    let fail = |what: String| CniError::plugin_specific(errcodes::CHECK_FAILED, what, format!("attachment {marker}"));
+    let obs = dp
+        .observe(&marker, Some(req.netns()), ifname)
+        .map_err(|e| dp_error(e, req))?;
+    let fail = |what: String| {
+        CniError::plugin_specific(errcodes::CHECK_FAILED, what, format!("attachment {marker}"))
+    };
 
     let host_name = marker.host_ifname();
     if !single {
-        let host = obs.host.as_ref().ok_or_else(|| fail(format!("host device {host_name} is missing")))?;
+        let host = obs
+            .host
+            .as_ref()
+            .ok_or_else(|| fail(format!("host device {host_name} is missing")))?;
         if !host.is_netkit {
-            return Err(fail(format!("host device {host_name} is not a netkit device")));
+            return Err(fail(format!(
+                "host device {host_name} is not a netkit device"
+            )));
         }
         if host.marker.as_ref() != Some(&marker) {
-            return Err(fail(format!("host device {host_name} is not marked as {marker}")));
+            return Err(fail(format!(
+                "host device {host_name} is not marked as {marker}"
+            )));
         }
     }
-    let pod = obs.pod.as_ref().ok_or_else(|| fail(format!("pod interface {ifname} is missing")))?;
+    let pod = obs
+        .pod
+        .as_ref()
+        .ok_or_else(|| fail(format!("pod interface {ifname} is missing")))?;
     if !pod.is_netkit {
-        return Err(fail(format!("pod interface {ifname} is not a netkit device")));
+        return Err(fail(format!(
+            "pod interface {ifname} is not a netkit device"
+        )));
     }
     if single && pod.marker.as_ref() != Some(&marker) {
-        return Err(fail(format!("pod interface {ifname} is not marked as {marker}")));
+        return Err(fail(format!(
+            "pod interface {ifname} is not marked as {marker}"
+        )));
     }
     if pod.mode != Some(req.conf.mode) {
-        return Err(fail(format!("pod interface {ifname} is in mode {:?}, config says {:?}", pod.mode, req.conf.mode)));
+        return Err(fail(format!(
+            "pod interface {ifname} is in mode {:?}, config says {:?}",
+            pod.mode, req.conf.mode
+        )));
     }
 
     let sandbox = req.netns().display().to_string();
     let is_ours = |i: Option<usize>| {
-        i.and_then(|i| prev.interfaces.get(i)).is_some_and(|itf| itf.name == ifname && itf.sandbox.as_deref() == Some(sandbox.as_str()))
+        i.and_then(|i| prev.interfaces.get(i)).is_some_and(|itf| {
+            itf.name == ifname && itf.sandbox.as_deref() == Some(sandbox.as_str())
+        })
     };
     for ip in prev.ips.iter().filter(|ip| is_ours(ip.interface)) {
         if !obs.pod_addrs.contains(&ip.address) {
-            return Err(fail(format!("address {} is missing on {ifname}", cidr_str(&ip.address))));
+            return Err(fail(format!(
+                "address {} is missing on {ifname}",
+                cidr_str(&ip.address)
+            )));
         }
         if single {
             continue;
         }
-        let host_route = IpCidr::new(ip.address.addr(), if ip.address.is_ipv4() { 32 } else { 128 }).unwrap();
+        let host_route = IpCidr::new(
+            ip.address.addr(),
+            if ip.address.is_ipv4() { 32 } else { 128 },
+        )
+        .unwrap();
         if !obs.host_routes.contains(&host_route) {
-            return Err(fail(format!("host route to {} via {host_name} is missing", ip.address.addr())));
+            return Err(fail(format!(
+                "host route to {} via {host_name} is missing",
+                ip.address.addr()
+            )));
         }
     }
     // A single device installs no routes, so any in prevResult belong to other plugins.
     for r in prev.routes.iter().filter(|_| !single) {
         let dst = network(&r.dst);
-        let found = obs.pod_routes.iter().any(|o| o.dst == dst && (r.gw.is_none() || o.gw == r.gw));
+        let found = obs
+            .pod_routes
+            .iter()
+            .any(|o| o.dst == dst && (r.gw.is_none() || o.gw == r.gw));
         if !found {
             let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
-            return Err(fail(format!("route {}{via} is missing in the pod", cidr_str(&r.dst))));
+            return Err(fail(format!(
+                "route {}{via} is missing in the pod",
+                cidr_str(&r.dst)
+            )));
         }
     }
     if let Some(l) = &req.conf.lease {
@@ -536,15 +761,35 @@ pub fn cmd_check(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDe
 
 /// The master's dispatcher must be attached, and exactly the queues the device-info file records
 /// must be steered into this attachment's XSKMAP at their virtual queues.
-fn check_xdp(dp: &mut dyn Dataplane, x: &crate::config::XdpConfig, marker: &Marker, info: &devinfo::LeaseInfo) -> Result<(), String> {
+fn check_xdp(
+    dp: &mut dyn Dataplane,
+    x: &crate::config::XdpConfig,
+    marker: &Marker,
+    info: &devinfo::LeaseInfo,
+) -> Result<(), String> {
     let pod = pod_id(marker).map_err(|e| e.msg)?;
     let master = &info.master;
     let obs = dp
         .xdp_observe(x, master.ifindex, &pod)
         .map_err(|e| format!("cannot read the XDP dispatcher of {}: {e}", master.name))?
-        .ok_or_else(|| format!("no XDP dispatcher is attached to {} (under {})", master.name, x.bpffs.display()))?;
-    let handoff = obs.handoff.ok_or_else(|| format!("{marker} has no XSKMAP on the dispatcher of {} (link {})", master.name, obs.link_id))?;
-    let mut want: Vec<(u32, u32)> = info.queues.iter().map(|q| (q.physical, q.virtual_id)).collect();
+        .ok_or_else(|| {
+            format!(
+                "no XDP dispatcher is attached to {} (under {})",
+                master.name,
+                x.bpffs.display()
+            )
+        })?;
+    let handoff = obs.handoff.ok_or_else(|| {
+        format!(
+            "{marker} has no XSKMAP on the dispatcher of {} (link {})",
+            master.name, obs.link_id
+        )
+    })?;
+    let mut want: Vec<(u32, u32)> = info
+        .queues
+        .iter()
+        .map(|q| (q.physical, q.virtual_id))
+        .collect();
     let mut got: Vec<(u32, u32)> = handoff.queues.iter().map(|q| (q.queue, q.vqueue)).collect();
     want.sort_unstable();
     got.sort_unstable();
@@ -553,7 +798,11 @@ fn check_xdp(dp: &mut dyn Dataplane, x: &crate::config::XdpConfig, marker: &Mark
     }
     if let Some(recorded) = &info.xdp {
         if Path::new(&recorded.xsk_map) != handoff.xskmap_pin {
-            return Err(format!("XSKMAP pin is {}, the device-info file says {}", handoff.xskmap_pin.display(), recorded.xsk_map));
+            return Err(format!(
+                "XSKMAP pin is {}, the device-info file says {}",
+                handoff.xskmap_pin.display(),
+                recorded.xsk_map
+            ));
         }
     }
     Ok(())
@@ -562,11 +811,22 @@ fn check_xdp(dp: &mut dyn Dataplane, x: &crate::config::XdpConfig, marker: &Mark
 /// Every lease the device-info file records must still be on the master, pointing at this
 /// pod's device in this pod's netns. Read with queue-get on each physical queue. Returns the
 /// file's lease section.
-fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marker: &Marker, pod_ifindex: u32) -> Result<devinfo::LeaseInfo, String> {
+fn check_leases(
+    req: &Request,
+    dp: &mut dyn Dataplane,
+    conf: &LeaseConfig,
+    marker: &Marker,
+    pod_ifindex: u32,
+) -> Result<devinfo::LeaseInfo, String> {
     let path = devinfo::path_for(&conf.device_info_dir, marker);
     let info = devinfo::read(&conf.device_info_dir, marker)
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("device-info file {} is missing, so the leases cannot be checked", path.display()))?
+        .ok_or_else(|| {
+            format!(
+                "device-info file {} is missing, so the leases cannot be checked",
+                path.display()
+            )
+        })?
         .lease;
     let master = dp
         .master(&conf.master)
@@ -579,15 +839,24 @@ fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marke
         let got = match dp.master_queue(master.ifindex, q.physical) {
             Ok(got) => got,
             Err(e) if e.netdev_errno() == Some(Errno::ENOENT) => {
-                return Err(format!("queue {} of {}: cannot read it while {} is down ({e})", q.physical, master.name, master.name))
+                return Err(format!(
+                    "queue {} of {}: cannot read it while {} is down ({e})",
+                    q.physical, master.name, master.name
+                ))
             }
             Err(e) if e.netdev_errno() == Some(Errno::EINVAL) => {
-                return Err(format!("queue {} of {} no longer exists ({e})", q.physical, master.name))
+                return Err(format!(
+                    "queue {} of {} no longer exists ({e})",
+                    q.physical, master.name
+                ))
             }
             Err(e) => return Err(format!("queue {} of {}: {e}", q.physical, master.name)),
         };
         let Some(l) = got.lease else {
-            return Err(format!("lease of queue {} of {} is gone", q.physical, master.name));
+            return Err(format!(
+                "lease of queue {} of {} is gone",
+                q.physical, master.name
+            ));
         };
         if i == 0 {
             pod_nsid = dp.nsid_of(req.netns()).map_err(|e| e.to_string())?;
@@ -615,16 +884,34 @@ fn check_leases(req: &Request, dp: &mut dyn Dataplane, conf: &LeaseConfig, marke
 /// addresses released — pairs found by their host side, single devices through the master's
 /// leases — and stale device-info files are removed; then GC is forwarded to IPAM. Failures on
 /// one orphan do not stop the others; they are all reported at the end.
-pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<(), CniError> {
+pub fn cmd_gc(
+    req: &Request,
+    dp: &mut dyn Dataplane,
+    ipam: Option<&dyn IpamDelegate>,
+    log: &Logger,
+) -> Result<(), CniError> {
     let valid = req.conf.valid_attachments.as_ref().ok_or_else(|| {
         // Treating a missing list as empty would delete every pod on the node.
-        CniError::invalid_config("GC needs cni.dev/valid-attachments", "field cni.dev/valid-attachments is missing")
+        CniError::invalid_config(
+            "GC needs cni.dev/valid-attachments",
+            "field cni.dev/valid-attachments is missing",
+        )
     })?;
-    let valid: BTreeSet<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
-    let orphan = |m: &Marker| m.network() == req.conf.name && !valid.contains(&(m.container_id(), m.ifname()));
+    let valid: BTreeSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    let orphan = |m: &Marker| {
+        m.network() == req.conf.name && !valid.contains(&(m.container_id(), m.ifname()))
+    };
     let mut failures = Vec::new();
     let mut removed: Vec<Marker> = Vec::new();
-    for m in dp.list_ours().map_err(kernel_error)?.into_iter().filter(|m| orphan(m)) {
+    for m in dp
+        .list_ours()
+        .map_err(kernel_error)?
+        .into_iter()
+        .filter(|m| orphan(m))
+    {
         log.info(format_args!("GC: removing orphan {m}"));
         match dp.delete(&m) {
             Ok(_) => removed.push(m),
@@ -635,7 +922,10 @@ pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDeleg
         match leasing_devices(dp, l, log) {
             Ok(devs) => {
                 for d in devs.into_iter().filter(|d| orphan(&d.marker)) {
-                    log.info(format_args!("GC: removing orphan single device {} (ifindex {} in netns id {:?})", d.marker, d.ifindex, d.netnsid));
+                    log.info(format_args!(
+                        "GC: removing orphan single device {} (ifindex {} in netns id {:?})",
+                        d.marker, d.ifindex, d.netnsid
+                    ));
                     match dp.delete_remote(d.netnsid, d.ifindex) {
                         Ok(_) => removed.push(d.marker),
                         Err(e) => failures.push(format!("{}: {e}", d.marker)),
@@ -676,7 +966,11 @@ pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDeleg
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(CniError::plugin_specific(errcodes::KERNEL_FAILED, "GC could not remove every orphan", failures.join("; ")))
+        Err(CniError::plugin_specific(
+            errcodes::KERNEL_FAILED,
+            "GC could not remove every orphan",
+            failures.join("; "),
+        ))
     }
 }
 
@@ -684,9 +978,19 @@ pub fn cmd_gc(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDeleg
 /// and pins (the last one detaches the dispatcher); a dead NIC's pins are swept. The pins carry
 /// no network name and the runtime's list covers only this network, so a pin whose attachment
 /// still has a live leasing device of another network on the same NIC is left alone.
-fn gc_xdp(dp: &mut dyn Dataplane, l: &LeaseConfig, x: &crate::config::XdpConfig, network: &str, valid: &BTreeSet<(&str, &str)>, failures: &mut Vec<String>, log: &Logger) {
+fn gc_xdp(
+    dp: &mut dyn Dataplane,
+    l: &LeaseConfig,
+    x: &crate::config::XdpConfig,
+    network: &str,
+    valid: &BTreeSet<(&str, &str)>,
+    failures: &mut Vec<String>,
+    log: &Logger,
+) {
     match dp.xdp_sweep(x) {
-        Ok(swept) if !swept.is_empty() => log.info(format_args!("GC: removed the pins of NICs that are gone: {swept:?}")),
+        Ok(swept) if !swept.is_empty() => log.info(format_args!(
+            "GC: removed the pins of NICs that are gone: {swept:?}"
+        )),
         Ok(_) => {}
         Err(e) => failures.push(e.to_string()),
     }
@@ -700,12 +1004,27 @@ fn gc_xdp(dp: &mut dyn Dataplane, l: &LeaseConfig, x: &crate::config::XdpConfig,
         Err(e) => return failures.push(e.to_string()),
     };
     let others: BTreeSet<(String, String)> = match leasing_devices(dp, l, log) {
-        Ok(devs) => devs.into_iter().filter(|d| d.marker.network() != network).map(|d| (d.marker.container_id().to_string(), d.marker.ifname().to_string())).collect(),
+        Ok(devs) => devs
+            .into_iter()
+            .filter(|d| d.marker.network() != network)
+            .map(|d| {
+                (
+                    d.marker.container_id().to_string(),
+                    d.marker.ifname().to_string(),
+                )
+            })
+            .collect(),
         Err(e) => return failures.push(e.to_string()),
     };
-    let orphan = |p: &PodId| !valid.contains(&(p.container_id(), p.ifname())) && !others.contains(&(p.container_id().to_string(), p.ifname().to_string()));
+    let orphan = |p: &PodId| {
+        !valid.contains(&(p.container_id(), p.ifname()))
+            && !others.contains(&(p.container_id().to_string(), p.ifname().to_string()))
+    };
     for pod in pods.into_iter().filter(|p| orphan(p)) {
-        log.info(format_args!("GC: releasing the XDP steering of orphan {network}/{pod} on {}", master.name));
+        log.info(format_args!(
+            "GC: releasing the XDP steering of orphan {network}/{pod} on {}",
+            master.name
+        ));
         if let Err(e) = dp.xdp_release(x, master.ifindex, &pod) {
             failures.push(format!("XDP steering of {pod}: {e}"));
         }
@@ -718,7 +1037,12 @@ fn gc_xdp(dp: &mut dyn Dataplane, l: &LeaseConfig, x: &crate::config::XdpConfig,
 /// STATUS: 50 when nothing could be added — the kernel has no netkit, or (with a lease block)
 /// cannot lease queues, the master is missing, or its pool has no free queue left — else IPAM's
 /// answer.
-pub fn cmd_status(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamDelegate>, log: &Logger) -> Result<(), CniError> {
+pub fn cmd_status(
+    req: &Request,
+    dp: &mut dyn Dataplane,
+    ipam: Option<&dyn IpamDelegate>,
+    log: &Logger,
+) -> Result<(), CniError> {
     if !dp.netkit_available().map_err(kernel_error)? {
         return Err(CniError::plugin_not_available(
             "this kernel has no netkit devices (needs Linux >= 6.7 with CONFIG_NETKIT)",
@@ -733,7 +1057,9 @@ pub fn cmd_status(req: &Request, dp: &mut dyn Dataplane, ipam: Option<&dyn IpamD
         // that nothing on the node can filter what pods send through AF_XDP.
         let hook = crate::xdp::egress::probe();
         match hook {
-            crate::xdp::egress::EgressHook::Available(_) => log.info(format_args!("STATUS: {}", hook.describe())),
+            crate::xdp::egress::EgressHook::Available(_) => {
+                log.info(format_args!("STATUS: {}", hook.describe()))
+            }
             _ => log.warn(format_args!("STATUS: {}", hook.describe())),
         }
     }
@@ -748,25 +1074,59 @@ fn lease_status(dp: &mut dyn Dataplane, conf: &LeaseConfig, log: &Logger) -> Res
     let unavailable = |msg: String, details: String| CniError::plugin_not_available(msg, details);
     match dp.lease_available() {
         Ok(true) => {}
-        Ok(false) => return Err(unavailable("this kernel cannot lease NIC queues (needs Linux >= 7.1 with netdev queue-create)".into(), "the netdev generic netlink family has no queue-create operation".into())),
-        Err(e) if e.is_lease_unsupported() => return Err(unavailable("this kernel cannot lease NIC queues (needs Linux >= 7.1 with netdev queue-create)".into(), e.to_string())),
+        Ok(false) => {
+            return Err(unavailable(
+                "this kernel cannot lease NIC queues (needs Linux >= 7.1 with netdev queue-create)"
+                    .into(),
+                "the netdev generic netlink family has no queue-create operation".into(),
+            ))
+        }
+        Err(e) if e.is_lease_unsupported() => {
+            return Err(unavailable(
+                "this kernel cannot lease NIC queues (needs Linux >= 7.1 with netdev queue-create)"
+                    .into(),
+                e.to_string(),
+            ))
+        }
         Err(e) => return Err(kernel_error(e)),
     }
     let master = match dp.master(&conf.master).map_err(kernel_error)? {
         Some(m) => m,
-        None => return Err(unavailable(format!("lease master {} does not exist in the node's network namespace", conf.master), "field lease.master".into())),
+        None => {
+            return Err(unavailable(
+                format!(
+                    "lease master {} does not exist in the node's network namespace",
+                    conf.master
+                ),
+                "field lease.master".into(),
+            ))
+        }
     };
     let view = lease::nic_view(dp, &master)?;
     if !view.known {
-        log.info(format_args!("STATUS: {} is down, its queue occupancy is unknown", master.name));
+        log.info(format_args!(
+            "STATUS: {} is down, its queue occupancy is unknown",
+            master.name
+        ));
         return Ok(());
     }
     let pool: Vec<u32> = (0..view.rx_queues).filter(|q| conf.allows(*q)).collect();
-    let free = pool.iter().filter(|q| !view.busy.iter().any(|(b, _)| b == *q)).count();
-    log.debug(format_args!("STATUS: {free} of {} pool queues free on {}", pool.len(), master.name));
+    let free = pool
+        .iter()
+        .filter(|q| !view.busy.iter().any(|(b, _)| b == *q))
+        .count();
+    log.debug(format_args!(
+        "STATUS: {free} of {} pool queues free on {}",
+        pool.len(),
+        master.name
+    ));
     if free == 0 {
         return Err(unavailable(
-            format!("no free RX queue left in the lease pool of {} ({})", master.name, conf.pool_description()),
+            format!(
+                "no free RX queue left in the lease pool of {} ({})",
+                master.name,
+                conf.pool_description()
+            ),
             format!("{} pool queue(s), all busy", pool.len()),
         ));
     }
@@ -780,10 +1140,20 @@ fn lease_status(dp: &mut dyn Dataplane, conf: &LeaseConfig, log: &Logger) -> Res
 /// IPAM's routes via that gateway, and a default route via it unless IPAM gave one. Returns the
 /// plan and the routes to report (all but the gateway's link route).
 fn pod_plan(ifname: &str, ipam: &CniResult) -> Result<(PodPlan, Vec<Route>), CniError> {
-    let mut plan = PodPlan { ifname: ifname.to_string(), ..Default::default() };
+    let mut plan = PodPlan {
+        ifname: ifname.to_string(),
+        ..Default::default()
+    };
     let mut reported = Vec::new();
-    let push = |plan: &mut PodPlan, reported: &mut Vec<Route>, dst: IpCidr, gw: Option<IpAddr>, report: bool| {
-        let r = PlannedRoute { dst: network(&dst), gw };
+    let push = |plan: &mut PodPlan,
+                reported: &mut Vec<Route>,
+                dst: IpCidr,
+                gw: Option<IpAddr>,
+                report: bool| {
+        let r = PlannedRoute {
+            dst: network(&dst),
+            gw,
+        };
         if !plan.routes.contains(&r) {
             plan.routes.push(r);
             if report {
@@ -795,7 +1165,13 @@ fn pod_plan(ifname: &str, ipam: &CniResult) -> Result<(PodPlan, Vec<Route>), Cni
         let gw = gateway_of(ip)?;
         plan.addrs.push(ip.address);
         let full = if gw.is_ipv4() { 32 } else { 128 };
-        push(&mut plan, &mut reported, IpCidr::new(gw, full).unwrap(), None, false);
+        push(
+            &mut plan,
+            &mut reported,
+            IpCidr::new(gw, full).unwrap(),
+            None,
+            false,
+        );
         if ip.address.prefix_len() < full {
             push(&mut plan, &mut reported, ip.address, Some(gw), true);
         }
@@ -809,16 +1185,37 @@ fn pod_plan(ifname: &str, ipam: &CniResult) -> Result<(PodPlan, Vec<Route>), Cni
                 .find(|ip| ip.address.is_ipv4() == r.dst.is_ipv4())
                 .map(gateway_of)
                 .transpose()?
-                .ok_or_else(|| CniError::invalid_config(format!("IPAM route {} has no address of its family", cidr_str(&r.dst)), ""))?,
+                .ok_or_else(|| {
+                    CniError::invalid_config(
+                        format!(
+                            "IPAM route {} has no address of its family",
+                            cidr_str(&r.dst)
+                        ),
+                        "",
+                    )
+                })?,
         };
         push(&mut plan, &mut reported, r.dst, Some(gw), true);
     }
     for ip in &ipam.ips {
         let v4 = ip.address.is_ipv4();
-        let has_default = plan.routes.iter().any(|r| r.dst.prefix_len() == 0 && r.dst.is_ipv4() == v4);
+        let has_default = plan
+            .routes
+            .iter()
+            .any(|r| r.dst.prefix_len() == 0 && r.dst.is_ipv4() == v4);
         if !has_default {
-            let any = if v4 { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u16; 8]) };
-            push(&mut plan, &mut reported, IpCidr::new(any, 0).unwrap(), Some(gateway_of(ip)?), true);
+            let any = if v4 {
+                IpAddr::from([0u8; 4])
+            } else {
+                IpAddr::from([0u16; 8])
+            };
+            push(
+                &mut plan,
+                &mut reported,
+                IpCidr::new(any, 0).unwrap(),
+                Some(gateway_of(ip)?),
+                true,
+            );
         }
     }
     Ok((plan, reported))
@@ -835,7 +1232,11 @@ fn host_plan(host_ifindex: u32, ipam: &CniResult, pod: &PodPlan) -> HostPlan {
             }
         }
     }
-    HostPlan { host_ifindex, gateways, pod_addrs: pod.addrs.iter().map(|a| a.addr()).collect() }
+    HostPlan {
+        host_ifindex,
+        gateways,
+        pod_addrs: pod.addrs.iter().map(|a| a.addr()).collect(),
+    }
 }
 
 /// IPAM's gateway, or the subnet's first address when it gave none (host-local always does).
@@ -850,7 +1251,10 @@ fn gateway_of(ip: &cni::IpConfig) -> Result<IpAddr, CniError> {
     };
     if first == ip.address.addr() {
         return Err(CniError::invalid_config(
-            format!("IPAM gave {} without a gateway, and its subnet's first address is the pod's own", cidr_str(&ip.address)),
+            format!(
+                "IPAM gave {} without a gateway, and its subnet's first address is the pod's own",
+                cidr_str(&ip.address)
+            ),
             "set a gateway in the ipam block",
         ));
     }
@@ -861,11 +1265,19 @@ fn network(c: &IpCidr) -> IpCidr {
     let len = c.prefix_len();
     let addr = match c.addr() {
         IpAddr::V4(a) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
             IpAddr::from((u32::from(a) & mask).to_be_bytes())
         }
         IpAddr::V6(a) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
             IpAddr::from((u128::from(a) & mask).to_be_bytes())
         }
     };
@@ -894,12 +1306,25 @@ fn kernel_error(e: DpError) -> CniError {
 /// missing path) is the caller's bad CNI_NETNS: code 4.
 fn dp_error(e: DpError, req: &Request) -> CniError {
     match &e {
-        DpError::Netns { path, source: crate::netns::NetnsError::Open { .. } | crate::netns::NetnsError::NotANamespace { .. } | crate::netns::NetnsError::WrongType { .. } } => {
-            CniError::invalid_env(format!("CNI_NETNS {} is not a network namespace", path.display()), e.to_string())
-        }
-        DpError::Link { source: LinkError::PeerExists { peer, .. }, .. } => CniError::plugin_specific(
+        DpError::Netns {
+            path,
+            source:
+                crate::netns::NetnsError::Open { .. }
+                | crate::netns::NetnsError::NotANamespace { .. }
+                | crate::netns::NetnsError::WrongType { .. },
+        } => CniError::invalid_env(
+            format!("CNI_NETNS {} is not a network namespace", path.display()),
+            e.to_string(),
+        ),
+        DpError::Link {
+            source: LinkError::PeerExists { peer, .. },
+            ..
+        } => CniError::plugin_specific(
             errcodes::ALREADY_EXISTS,
-            format!("interface {peer} already exists in the pod netns {}", req.netns().display()),
+            format!(
+                "interface {peer} already exists in the pod netns {}",
+                req.netns().display()
+            ),
             e.to_string(),
         ),
         _ => kernel_error(e),
@@ -944,45 +1369,85 @@ pub struct Response {
 pub fn run(vars: &[(OsString, OsString)], stdin: &[u8]) -> Response {
     let lookup = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     // The error object echoes the caller's version when we can tell it.
-    let err_version = cni::negotiate(stdin).map(|v| v.as_str().to_string()).unwrap_or_else(|_| CniVersion::LATEST.as_str().to_string());
-    let fail = |e: CniError, v: &str| Response { stdout: Some(e.to_json(v).to_string()), exit_code: 1 };
+    let err_version = cni::negotiate(stdin)
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_else(|_| CniVersion::LATEST.as_str().to_string());
+    let fail = |e: CniError, v: &str| Response {
+        stdout: Some(e.to_json(v).to_string()),
+        exit_code: 1,
+    };
 
     let (env, conf) = match crate::request::parse_request(lookup, stdin) {
-        Ok(crate::request::Request::Version { response }) => return Response { stdout: Some(response.to_string()), exit_code: 0 },
+        Ok(crate::request::Request::Version { response }) => {
+            return Response {
+                stdout: Some(response.to_string()),
+                exit_code: 0,
+            }
+        }
         Ok(crate::request::Request::Network { env, conf }) => (env, *conf),
         Err(e) => return fail(e, &err_version),
     };
     let version = conf.cni_version;
-    let log = Logger::file_or_stderr(conf.log_file.as_deref(), conf.log_level).with_tag(env.command.as_str());
+    let log = Logger::file_or_stderr(conf.log_file.as_deref(), conf.log_level)
+        .with_tag(env.command.as_str());
     let req = Request { env, conf };
     // Delegates get our environment; a variable that is not UTF-8 cannot be a CNI_* one (those
     // were validated above) and is left out rather than mangled.
-    let utf8_vars: Vec<(String, String)> =
-        vars.iter().filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string()))).collect();
+    let utf8_vars: Vec<(String, String)> = vars
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string())))
+        .collect();
     let started = Instant::now();
     let out = dispatch(&req, &utf8_vars, &log);
-    log.info(format_args!("{} done in {:?}: {}", req.env.command, started.elapsed(), if out.is_ok() { "ok" } else { "error" }));
+    log.info(format_args!(
+        "{} done in {:?}: {}",
+        req.env.command,
+        started.elapsed(),
+        if out.is_ok() { "ok" } else { "error" }
+    ));
     match out {
-        Ok(v) => Response { stdout: v.map(|v| v.to_string()), exit_code: 0 },
+        Ok(v) => Response {
+            stdout: v.map(|v| v.to_string()),
+            exit_code: 0,
+        },
         Err(e) => {
-            log.error(format_args!("{}: {} ({})", req.env.command, e.msg, e.details));
+            log.error(format_args!(
+                "{}: {} ({})",
+                req.env.command, e.msg, e.details
+            ));
             fail(e, version.as_str())
         }
     }
 }
 
-fn dispatch(req: &Request, vars: &[(String, String)], log: &Logger) -> Result<Option<Value>, CniError> {
+fn dispatch(
+    req: &Request,
+    vars: &[(String, String)],
+    log: &Logger,
+) -> Result<Option<Value>, CniError> {
     // The lease keys in CNI_ARGS are addressed to us: Go IPAM plugins such as host-local refuse
     // unknown keys unless the runtime also sent IgnoreUnknown=1, so they are not passed on.
     let vars: Vec<(String, String)> = vars
         .iter()
-        .map(|(k, v)| if k == cni::env::CNI_ARGS { (k.clone(), lease::strip_own_args(v)) } else { (k.clone(), v.clone()) })
+        .map(|(k, v)| {
+            if k == cni::env::CNI_ARGS {
+                (k.clone(), lease::strip_own_args(v))
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
         .collect();
-    let ipam = req.conf.ipam.as_ref().map(|_| ExecIpam::new(&req.conf, &req.env.path, &vars));
+    let ipam = req
+        .conf
+        .ipam
+        .as_ref()
+        .map(|_| ExecIpam::new(&req.conf, &req.env.path, &vars));
     let ipam = ipam.as_ref().map(|i| i as &dyn IpamDelegate);
     let mut dp = netlink_dp::NetlinkDataplane::new().map_err(kernel_error)?;
     match req.env.command {
-        Command::Add => cmd_add(req, &mut dp, ipam, log).map(|r| Some(r.to_json(req.conf.cni_version))),
+        Command::Add => {
+            cmd_add(req, &mut dp, ipam, log).map(|r| Some(r.to_json(req.conf.cni_version)))
+        }
         Command::Del => cmd_del(req, &mut dp, ipam, log).map(|_| None),
         Command::Check => cmd_check(req, &mut dp, ipam).map(|_| None),
         Command::Gc => cmd_gc(req, &mut dp, ipam, log).map(|_| None),

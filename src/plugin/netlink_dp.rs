@@ -18,7 +18,10 @@ use super::dataplane::*;
 use crate::addr::{self, AddressSpec, IpFamily, IpPrefix};
 use crate::cni::IpCidr;
 use crate::config::{Mode, Policy, Scrub, XdpConfig};
-use crate::link::{self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitPolicy, NetkitScrub, NetkitSingle};
+use crate::link::{
+    self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitPolicy, NetkitScrub,
+    NetkitSingle,
+};
 use crate::netdev::{Lease, NetdevClient, NetdevCmd, NetdevError, Queue, QueueId, QueueType};
 use crate::netns::{NetNs, NetnsError};
 use crate::route::{self, RouteScope};
@@ -52,11 +55,21 @@ impl NetlinkDataplane {
             .build()
             .map_err(|e| DpError::Other(format!("cannot start the netlink runtime: {e}")))?;
         let rtnl = rt.block_on(async {
-            let (rtnl, conn) = Rtnl::connect().map_err(|source| DpError::Rtnl { step: "connect to rtnetlink", source })?;
+            let (rtnl, conn) = Rtnl::connect().map_err(|source| DpError::Rtnl {
+                step: "connect to rtnetlink",
+                source,
+            })?;
             tokio::spawn(conn);
             Ok::<_, DpError>(rtnl)
         })?;
-        Ok(NetlinkDataplane { rt, rtnl, pod_rtnl: HashMap::new(), node_netdev: None, pod_netdev: HashMap::new(), netns: HashMap::new() })
+        Ok(NetlinkDataplane {
+            rt,
+            rtnl,
+            pod_rtnl: HashMap::new(),
+            node_netdev: None,
+            pod_netdev: HashMap::new(),
+            netns: HashMap::new(),
+        })
     }
 
     /// The handle of the netns at `path`, opened on first use and reused afterwards.
@@ -64,7 +77,10 @@ impl NetlinkDataplane {
         if let Some(ns) = self.netns.get(path) {
             return Ok(ns.clone());
         }
-        let ns = Arc::new(NetNs::open(path).map_err(|source| DpError::Netns { path: path.to_path_buf(), source })?);
+        let ns = Arc::new(NetNs::open(path).map_err(|source| DpError::Netns {
+            path: path.to_path_buf(),
+            source,
+        })?);
         self.netns.insert(path.to_path_buf(), ns.clone());
         Ok(ns)
     }
@@ -77,7 +93,10 @@ impl NetlinkDataplane {
         let (rtnl, conn) = {
             // Registering the socket with the runtime's reactor needs its context.
             let _rt = self.rt.enter();
-            ns.connect_rtnl().map_err(|source| DpError::Netns { path: path.to_path_buf(), source })?
+            ns.connect_rtnl().map_err(|source| DpError::Netns {
+                path: path.to_path_buf(),
+                source,
+            })?
         };
         self.rt.spawn(conn);
         self.pod_rtnl.insert(path.to_path_buf(), rtnl.clone());
@@ -86,7 +105,10 @@ impl NetlinkDataplane {
 
     fn node_netdev(&mut self) -> Result<&mut NetdevClient, DpError> {
         if self.node_netdev.is_none() {
-            let c = NetdevClient::open().map_err(|source| DpError::Netdev { step: "open netdev netlink in the node netns", source: Box::new(source) })?;
+            let c = NetdevClient::open().map_err(|source| DpError::Netdev {
+                step: "open netdev netlink in the node netns",
+                source: Box::new(source),
+            })?;
             self.node_netdev = Some(c);
         }
         Ok(self.node_netdev.as_mut().expect("just opened"))
@@ -98,20 +120,39 @@ impl NetlinkDataplane {
     fn pod_netdev(&mut self, netns: &Path) -> Result<&mut (NetdevClient, Option<i32>), DpError> {
         if !self.pod_netdev.contains_key(netns) {
             let ns = self.netns(netns)?;
-            let node = NetNs::current().map_err(|source| DpError::Netns { path: "/proc/thread-self/ns/net".into(), source })?;
+            let node = NetNs::current().map_err(|source| DpError::Netns {
+                path: "/proc/thread-self/ns/net".into(),
+                source,
+            })?;
             let opened = ns
                 .run(|| {
-                    let nsid = if crate::nsid::is_current_netns(node.as_fd()).map_err(|source| DpError::Nsid { step: "compare netns", source: Box::new(source) })? {
+                    let nsid = if crate::nsid::is_current_netns(node.as_fd()).map_err(|source| {
+                        DpError::Nsid {
+                            step: "compare netns",
+                            source: Box::new(source),
+                        }
+                    })? {
                         None
                     } else {
                         // Never assume an id: the pod netns may already know the node's
                         // netns under any number, or not at all (then one is assigned).
-                        Some(crate::nsid::ensure_nsid(node.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the node netns as the pod sees it", source: Box::new(source) })?)
+                        Some(crate::nsid::ensure_nsid(node.as_fd()).map_err(|source| {
+                            DpError::Nsid {
+                                step: "nsid of the node netns as the pod sees it",
+                                source: Box::new(source),
+                            }
+                        })?)
                     };
-                    let client = NetdevClient::open().map_err(|source| DpError::Netdev { step: "open netdev netlink in the pod netns", source: Box::new(source) })?;
+                    let client = NetdevClient::open().map_err(|source| DpError::Netdev {
+                        step: "open netdev netlink in the pod netns",
+                        source: Box::new(source),
+                    })?;
                     Ok::<_, DpError>((client, nsid))
                 })
-                .map_err(|source| DpError::Netns { path: netns.to_path_buf(), source })??;
+                .map_err(|source| DpError::Netns {
+                    path: netns.to_path_buf(),
+                    source,
+                })??;
             self.pod_netdev.insert(netns.to_path_buf(), opened);
         }
         Ok(self.pod_netdev.get_mut(netns).expect("just inserted"))
@@ -154,9 +195,12 @@ fn nk_scrub(s: Scrub) -> NetkitScrub {
 /// interface in the result and refuses the container when it is missing ("invalid MAC address").
 fn mac_of(info: &LinkInfo) -> Option<String> {
     info.message.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(b) if b.len() == 6 => {
-            Some(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"))
-        }
+        LinkAttribute::Address(b) if b.len() == 6 => Some(
+            b.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        ),
         _ => None,
     })
 }
@@ -165,17 +209,24 @@ fn observed(info: &LinkInfo) -> ObservedLink {
     ObservedLink {
         ifindex: info.index,
         is_netkit: info.is_netkit(),
-        mode: info.netkit.as_ref().and_then(|n| n.mode).and_then(|m| match m {
-            NetkitMode::L2 => Some(Mode::L2),
-            NetkitMode::L3 => Some(Mode::L3),
-            NetkitMode::Other(_) => None,
-        }),
+        mode: info
+            .netkit
+            .as_ref()
+            .and_then(|n| n.mode)
+            .and_then(|m| match m {
+                NetkitMode::L2 => Some(Mode::L2),
+                NetkitMode::L3 => Some(Mode::L3),
+                NetkitMode::Other(_) => None,
+            }),
         marker: info.marker(),
     }
 }
 
 fn prefix(c: &IpCidr) -> Result<IpPrefix, DpError> {
-    IpPrefix::new(c.addr(), c.prefix_len()).map_err(|source| DpError::Addr { step: "address", source })
+    IpPrefix::new(c.addr(), c.prefix_len()).map_err(|source| DpError::Addr {
+        step: "address",
+        source,
+    })
 }
 
 fn host_prefix(ip: IpAddr) -> IpPrefix {
@@ -191,12 +242,18 @@ async fn add_route(rtnl: &Rtnl, ifindex: u32, r: &PlannedRoute) -> Result<(), Dp
     let dst = IpPrefix::new(r.dst.addr(), r.dst.prefix_len())
         .map(|p| p.network())
         .map_err(|source| DpError::Addr { step, source })?;
-    let mut route = route::Route::new(dst).map_err(|source| DpError::Route { step, source })?.dev(ifindex);
+    let mut route = route::Route::new(dst)
+        .map_err(|source| DpError::Route { step, source })?
+        .dev(ifindex);
     route = match r.gw {
-        Some(gw) => route.via(gw).map_err(|source| DpError::Route { step, source })?,
+        Some(gw) => route
+            .via(gw)
+            .map_err(|source| DpError::Route { step, source })?,
         None => route.scope(RouteScope::Link),
     };
-    route::add_route(rtnl, &route).await.map_err(|source| DpError::Route { step, source })
+    route::add_route(rtnl, &route)
+        .await
+        .map_err(|source| DpError::Route { step, source })
 }
 
 impl Dataplane for NetlinkDataplane {
@@ -224,7 +281,9 @@ impl Dataplane for NetlinkDataplane {
             pair = pair.mtu(m);
         }
         if let Some(n) = spec.peer_rx_queues {
-            pair = pair.peer_num_rx_queues(n).map_err(|source| DpError::Link { step, source })?;
+            pair = pair
+                .peer_num_rx_queues(n)
+                .map_err(|source| DpError::Link { step, source })?;
         }
         let host = self
             .rt
@@ -234,7 +293,10 @@ impl Dataplane for NetlinkDataplane {
         let peer = self
             .rt
             .block_on(link::get_link_by_name(&pod, spec.marker.ifname()))
-            .map_err(|source| DpError::Link { step: "read back the pod interface", source })?;
+            .map_err(|source| DpError::Link {
+                step: "read back the pod interface",
+                source,
+            })?;
         Ok(Created {
             host_ifindex: host.index,
             host_ifname: host.name.clone(),
@@ -261,11 +323,17 @@ impl Dataplane for NetlinkDataplane {
                 }
                 addr::add_address(&rtnl, &spec)
                     .await
-                    .map_err(|source| DpError::Addr { step: "add pod address", source })?;
+                    .map_err(|source| DpError::Addr {
+                        step: "add pod address",
+                        source,
+                    })?;
             }
             link::set_link_up(&rtnl, plan.ifindex, true)
                 .await
-                .map_err(|source| DpError::Link { step: "bring the pod interface up", source })?;
+                .map_err(|source| DpError::Link {
+                    step: "bring the pod interface up",
+                    source,
+                })?;
             for r in &plan.routes {
                 add_route(&rtnl, plan.ifindex, r).await?;
             }
@@ -283,20 +351,28 @@ impl Dataplane for NetlinkDataplane {
                 }
                 addr::add_address(rtnl, &spec)
                     .await
-                    .map_err(|source| DpError::Addr { step: "add gateway address on the host side", source })?;
+                    .map_err(|source| DpError::Addr {
+                        step: "add gateway address on the host side",
+                        source,
+                    })?;
             }
             for ip in &plan.pod_addrs {
-                let r = PlannedRoute { dst: cidr(&host_prefix(*ip)), gw: None };
+                let r = PlannedRoute {
+                    dst: cidr(&host_prefix(*ip)),
+                    gw: None,
+                };
                 add_route(rtnl, plan.host_ifindex, &r).await?;
             }
             Ok::<_, DpError>(())
         })?;
         let step = "enable forwarding";
         if plan.pod_addrs.iter().any(|a| a.is_ipv4()) {
-            sysctl::ensure(&SysctlKey::ipv4_forward(), "1").map_err(|source| DpError::Sysctl { step, source })?;
+            sysctl::ensure(&SysctlKey::ipv4_forward(), "1")
+                .map_err(|source| DpError::Sysctl { step, source })?;
         }
         if plan.pod_addrs.iter().any(|a| a.is_ipv6()) {
-            sysctl::ensure(&SysctlKey::ipv6_forwarding(), "1").map_err(|source| DpError::Sysctl { step, source })?;
+            sysctl::ensure(&SysctlKey::ipv6_forwarding(), "1")
+                .map_err(|source| DpError::Sysctl { step, source })?;
         }
         Ok(())
     }
@@ -304,10 +380,18 @@ impl Dataplane for NetlinkDataplane {
     fn delete(&mut self, marker: &Marker) -> Result<Deletion, DpError> {
         self.rt
             .block_on(link::delete_attachment(&self.rtnl, marker))
-            .map_err(|source| DpError::Link { step: "delete the host device", source })
+            .map_err(|source| DpError::Link {
+                step: "delete the host device",
+                source,
+            })
     }
 
-    fn observe(&mut self, marker: &Marker, netns: Option<&Path>, ifname: &str) -> Result<Observed, DpError> {
+    fn observe(
+        &mut self,
+        marker: &Marker,
+        netns: Option<&Path>,
+        ifname: &str,
+    ) -> Result<Observed, DpError> {
         let mut out = Observed::default();
         let rtnl = &self.rtnl;
         let host_name = marker.host_ifname();
@@ -315,15 +399,24 @@ impl Dataplane for NetlinkDataplane {
             match link::get_link_by_name(rtnl, &host_name).await {
                 Ok(h) => {
                     for fam in [IpFamily::V4, IpFamily::V6] {
-                        let routes = route::list_routes(rtnl, fam, h.index)
-                            .await
-                            .map_err(|source| DpError::Route { step: "list host routes", source })?;
+                        let routes =
+                            route::list_routes(rtnl, fam, h.index)
+                                .await
+                                .map_err(|source| DpError::Route {
+                                    step: "list host routes",
+                                    source,
+                                })?;
                         out.host_routes.extend(routes.iter().map(|r| cidr(&r.dst)));
                     }
                     out.host = Some(observed(&h));
                 }
                 Err(e) if e.is_not_found() => {}
-                Err(source) => return Err(DpError::Link { step: "find the host device", source }),
+                Err(source) => {
+                    return Err(DpError::Link {
+                        step: "find the host device",
+                        source,
+                    })
+                }
             }
             Ok(())
         })?;
@@ -334,19 +427,37 @@ impl Dataplane for NetlinkDataplane {
             let pod = match link::get_link_by_name(&rtnl, ifname).await {
                 Ok(p) => p,
                 Err(e) if e.is_not_found() => return Ok::<_, DpError>(None),
-                Err(source) => return Err(DpError::Link { step: "find the pod interface", source }),
+                Err(source) => {
+                    return Err(DpError::Link {
+                        step: "find the pod interface",
+                        source,
+                    })
+                }
             };
             let addrs = addr::list_addresses(&rtnl, pod.index, None)
                 .await
-                .map_err(|source| DpError::Addr { step: "list pod addresses", source })?;
+                .map_err(|source| DpError::Addr {
+                    step: "list pod addresses",
+                    source,
+                })?;
             let mut routes = Vec::new();
             for fam in [IpFamily::V4, IpFamily::V6] {
                 let rs = route::list_routes(&rtnl, fam, pod.index)
                     .await
-                    .map_err(|source| DpError::Route { step: "list pod routes", source })?;
-                routes.extend(rs.iter().map(|r| PlannedRoute { dst: cidr(&r.dst), gw: r.gateway }));
+                    .map_err(|source| DpError::Route {
+                        step: "list pod routes",
+                        source,
+                    })?;
+                routes.extend(rs.iter().map(|r| PlannedRoute {
+                    dst: cidr(&r.dst),
+                    gw: r.gateway,
+                }));
             }
-            Ok(Some((observed(&pod), addrs.iter().map(|a| cidr(&a.prefix)).collect::<Vec<_>>(), routes)))
+            Ok(Some((
+                observed(&pod),
+                addrs.iter().map(|a| cidr(&a.prefix)).collect::<Vec<_>>(),
+                routes,
+            )))
         })?;
         if let Some((link, addrs, routes)) = pod {
             out.pod = Some(link);
@@ -360,7 +471,10 @@ impl Dataplane for NetlinkDataplane {
         let links = self
             .rt
             .block_on(link::list_marked_links(&self.rtnl))
-            .map_err(|source| DpError::Link { step: "list netkit devices", source })?;
+            .map_err(|source| DpError::Link {
+                step: "list netkit devices",
+                source,
+            })?;
         Ok(links.into_iter().map(|l| l.marker).collect())
     }
 
@@ -368,9 +482,15 @@ impl Dataplane for NetlinkDataplane {
         // A create request that can never succeed: netkit's attribute policy caps the mode at L3,
         // so a kernel with netkit answers ERANGE/EINVAL, one without answers "Unknown device
         // type" (EOPNOTSUPP) — and nothing is created either way.
-        let me = NetNs::current().map_err(|source| DpError::Netns { path: "/proc/self/ns/net".into(), source })?;
+        let me = NetNs::current().map_err(|source| DpError::Netns {
+            path: "/proc/self/ns/net".into(),
+            source,
+        })?;
         let probe = NetkitPair::new("nkcniprobe0", "nkcniprobe1", std::os::fd::AsFd::as_fd(&me))
-            .map_err(|source| DpError::Link { step: "netkit probe", source })?
+            .map_err(|source| DpError::Link {
+                step: "netkit probe",
+                source,
+            })?
             .mode(NetkitMode::Other(255));
         match self.rt.block_on(link::create_pair(&self.rtnl, &probe)) {
             Err(e) if e.is_unknown_kind() => Ok(false),
@@ -403,23 +523,36 @@ impl Dataplane for NetlinkDataplane {
         let target = self.pod_rtnl(&spec.netns, &ns)?;
         let rtnl = &self.rtnl;
         let info = self.rt.block_on(async {
-            let info = link::create_single(rtnl, &single, &target).await.map_err(|source| DpError::Link { step, source })?;
+            let info = link::create_single(rtnl, &single, &target)
+                .await
+                .map_err(|source| DpError::Link { step, source })?;
             // The marker is what lets DEL and GC recognise the device later; an unmarked one
             // could never be cleaned up, so it does not survive a failure here.
             if let Err(source) = link::set_marker(&target, info.index, &spec.marker).await {
                 let _ = link::delete_link(&target, info.index).await;
-                return Err(DpError::Link { step: "mark the single device", source });
+                return Err(DpError::Link {
+                    step: "mark the single device",
+                    source,
+                });
             }
             Ok(info)
         })?;
-        Ok(Created { host_ifindex: 0, host_ifname: String::new(), host_mac: None, pod_ifindex: info.index, pod_mac: mac_of(&info) })
+        Ok(Created {
+            host_ifindex: 0,
+            host_ifname: String::new(),
+            host_mac: None,
+            pod_ifindex: info.index,
+            pod_mac: mac_of(&info),
+        })
     }
 
     fn delete_single(&mut self, netns: &Path, marker: &Marker) -> Result<Deletion, DpError> {
         let ns = match self.netns(netns) {
             Ok(ns) => ns,
             // Deleting a netns destroys its netkit devices, and their leases end with them.
-            Err(DpError::Netns { source, .. }) if netns_gone(&source) => return Ok(Deletion::AlreadyGone),
+            Err(DpError::Netns { source, .. }) if netns_gone(&source) => {
+                return Ok(Deletion::AlreadyGone)
+            }
             Err(e) => return Err(e),
         };
         let rtnl = self.pod_rtnl(netns, &ns)?;
@@ -433,18 +566,32 @@ impl Dataplane for NetlinkDataplane {
             if dev.marker().as_ref() != Some(marker) {
                 return Err(DpError::Link {
                     step,
-                    source: LinkError::MarkerMismatch { name: dev.name.clone(), alias: dev.alias.clone(), expected: marker.to_string() },
+                    source: LinkError::MarkerMismatch {
+                        name: dev.name.clone(),
+                        alias: dev.alias.clone(),
+                        expected: marker.to_string(),
+                    },
                 });
             }
-            link::delete_link(&rtnl, dev.index).await.map_err(|source| DpError::Link { step, source })
+            link::delete_link(&rtnl, dev.index)
+                .await
+                .map_err(|source| DpError::Link { step, source })
         })
     }
 
     fn master(&mut self, name: &str) -> Result<Option<Master>, DpError> {
         match self.rt.block_on(link::get_link_by_name(&self.rtnl, name)) {
-            Ok(l) => Ok(Some(Master { name: l.name.clone(), ifindex: l.index, num_rx_queues: l.num_rx_queues, is_up: l.is_up() })),
+            Ok(l) => Ok(Some(Master {
+                name: l.name.clone(),
+                ifindex: l.index,
+                num_rx_queues: l.num_rx_queues,
+                is_up: l.is_up(),
+            })),
             Err(e) if e.is_not_found() => Ok(None),
-            Err(source) => Err(DpError::Link { step: "find the lease master", source }),
+            Err(source) => Err(DpError::Link {
+                step: "find the lease master",
+                source,
+            }),
         }
     }
 
@@ -455,61 +602,107 @@ impl Dataplane for NetlinkDataplane {
         for _ in 0..3 {
             match client.queue_dump(master_ifindex) {
                 Err(e @ NetdevError::DumpInterrupted { .. }) => last = Some(e),
-                other => return other.map_err(|source| DpError::Netdev { step: "dump the master's queues", source: Box::new(source) }),
+                other => {
+                    return other.map_err(|source| DpError::Netdev {
+                        step: "dump the master's queues",
+                        source: Box::new(source),
+                    })
+                }
             }
         }
-        Err(DpError::Netdev { step: "dump the master's queues", source: Box::new(last.expect("three interrupted dumps")) })
+        Err(DpError::Netdev {
+            step: "dump the master's queues",
+            source: Box::new(last.expect("three interrupted dumps")),
+        })
     }
 
     fn master_queue(&mut self, master_ifindex: u32, id: u32) -> Result<Queue, DpError> {
         self.node_netdev()?
             .queue_get(master_ifindex, id, QueueType::Rx)
-            .map_err(|source| DpError::Netdev { step: "read a master queue", source: Box::new(source) })
+            .map_err(|source| DpError::Netdev {
+                step: "read a master queue",
+                source: Box::new(source),
+            })
     }
 
     fn lease_queue(&mut self, target: &LeaseTarget, phys: u32) -> Result<u32, DpError> {
         let (client, nsid) = self.pod_netdev(&target.netns)?;
-        let lease = Lease { ifindex: target.master_ifindex, queue: QueueId::rx(phys), netns_id: *nsid };
+        let lease = Lease {
+            ifindex: target.master_ifindex,
+            queue: QueueId::rx(phys),
+            netns_id: *nsid,
+        };
         client
             .queue_create(target.ifindex, QueueType::Rx, &lease)
-            .map_err(|source| DpError::Netdev { step: "lease a master queue", source: Box::new(source) })
+            .map_err(|source| DpError::Netdev {
+                step: "lease a master queue",
+                source: Box::new(source),
+            })
     }
 
     fn lease_available(&mut self) -> Result<bool, DpError> {
         match self.node_netdev() {
             Ok(c) => Ok(c.family().supports(NetdevCmd::QueueCreate, false)),
-            Err(DpError::Netdev { source, .. }) if matches!(*source, NetdevError::FamilyNotFound) => Ok(false),
+            Err(DpError::Netdev { source, .. })
+                if matches!(*source, NetdevError::FamilyNotFound) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
 
     fn nsid_of(&mut self, netns: &Path) -> Result<Option<i32>, DpError> {
         let ns = self.netns(netns)?;
-        crate::nsid::get_nsid(ns.as_fd()).map_err(|source| DpError::Nsid { step: "nsid of the pod netns", source: Box::new(source) })
+        crate::nsid::get_nsid(ns.as_fd()).map_err(|source| DpError::Nsid {
+            step: "nsid of the pod netns",
+            source: Box::new(source),
+        })
     }
 
-    fn remote_link(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Option<ObservedLink>, DpError> {
+    fn remote_link(
+        &mut self,
+        netnsid: Option<i32>,
+        ifindex: u32,
+    ) -> Result<Option<ObservedLink>, DpError> {
         let out = match netnsid {
             Some(id) => self.rt.block_on(link::get_link_in(&self.rtnl, id, ifindex)),
-            None => self.rt.block_on(link::get_link_by_index(&self.rtnl, ifindex)),
+            None => self
+                .rt
+                .block_on(link::get_link_by_index(&self.rtnl, ifindex)),
         };
         match out {
             Ok(l) => Ok(Some(observed(&l))),
             Err(e) if e.is_not_found() => Ok(None),
-            Err(source) => Err(DpError::Link { step: "find a leasing device", source }),
+            Err(source) => Err(DpError::Link {
+                step: "find a leasing device",
+                source,
+            }),
         }
     }
 
     fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError> {
         let out = match netnsid {
-            Some(id) => self.rt.block_on(link::delete_link_in(&self.rtnl, id, ifindex)),
+            Some(id) => self
+                .rt
+                .block_on(link::delete_link_in(&self.rtnl, id, ifindex)),
             None => self.rt.block_on(link::delete_link(&self.rtnl, ifindex)),
         };
-        out.map_err(|source| DpError::Link { step: "delete a leasing device", source })
+        out.map_err(|source| DpError::Link {
+            step: "delete a leasing device",
+            source,
+        })
     }
 
-    fn xdp_steer(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId, queues: &[SteerQueue]) -> Result<PodHandoff, DpError> {
-        let (d, attach) = Dispatcher::attach_or_open(&conf.options(), master_ifindex, &conf.ranges).map_err(xdp("attach the XDP dispatcher to the master"))?;
+    fn xdp_steer(
+        &mut self,
+        conf: &XdpConfig,
+        master_ifindex: u32,
+        pod: &PodId,
+        queues: &[SteerQueue],
+    ) -> Result<PodHandoff, DpError> {
+        let (d, attach) = Dispatcher::attach_or_open(&conf.options(), master_ifindex, &conf.ranges)
+            .map_err(xdp("attach the XDP dispatcher to the master"))?;
         let mut handoff = None;
         for q in queues {
             // ADD holds the kernel's lease on every queue it steers, so a steering still left to
@@ -530,21 +723,44 @@ impl Dataplane for NetlinkDataplane {
         }
         match handoff {
             Some(h) => Ok(h),
-            None => d.pod_handoff(pod).map_err(xdp("read the pod's handoff"))?.ok_or_else(|| DpError::Other("no queue to steer".into())),
+            None => d
+                .pod_handoff(pod)
+                .map_err(xdp("read the pod's handoff"))?
+                .ok_or_else(|| DpError::Other("no queue to steer".into())),
         }
     }
 
-    fn xdp_release(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId) -> Result<XdpRelease, DpError> {
-        let Some(d) = Dispatcher::open(&conf.options(), master_ifindex).map_err(xdp("open the master's XDP dispatcher"))? else {
+    fn xdp_release(
+        &mut self,
+        conf: &XdpConfig,
+        master_ifindex: u32,
+        pod: &PodId,
+    ) -> Result<XdpRelease, DpError> {
+        let Some(d) = Dispatcher::open(&conf.options(), master_ifindex)
+            .map_err(xdp("open the master's XDP dispatcher"))?
+        else {
             return Ok(XdpRelease::default());
         };
-        let reset = d.release_pod(pod).map_err(xdp("give the pod's queues back"))?;
-        let detached = matches!(d.detach_if_unused().map_err(xdp("detach the XDP dispatcher"))?, DetachOutcome::Detached);
+        let reset = d
+            .release_pod(pod)
+            .map_err(xdp("give the pod's queues back"))?;
+        let detached = matches!(
+            d.detach_if_unused()
+                .map_err(xdp("detach the XDP dispatcher"))?,
+            DetachOutcome::Detached
+        );
         Ok(XdpRelease { reset, detached })
     }
 
-    fn xdp_observe(&mut self, conf: &XdpConfig, master_ifindex: u32, pod: &PodId) -> Result<Option<XdpObserved>, DpError> {
-        let Some(d) = Dispatcher::open(&conf.options(), master_ifindex).map_err(xdp("open the master's XDP dispatcher"))? else {
+    fn xdp_observe(
+        &mut self,
+        conf: &XdpConfig,
+        master_ifindex: u32,
+        pod: &PodId,
+    ) -> Result<Option<XdpObserved>, DpError> {
+        let Some(d) = Dispatcher::open(&conf.options(), master_ifindex)
+            .map_err(xdp("open the master's XDP dispatcher"))?
+        else {
             return Ok(None);
         };
         let link_id = d.link_id().map_err(xdp("read the dispatcher link"))?;
@@ -553,17 +769,23 @@ impl Dataplane for NetlinkDataplane {
     }
 
     fn xdp_pods(&mut self, conf: &XdpConfig, master_ifindex: u32) -> Result<Vec<PodId>, DpError> {
-        match Dispatcher::open(&conf.options(), master_ifindex).map_err(xdp("open the master's XDP dispatcher"))? {
+        match Dispatcher::open(&conf.options(), master_ifindex)
+            .map_err(xdp("open the master's XDP dispatcher"))?
+        {
             Some(d) => d.pods().map_err(xdp("list the dispatcher's pods")),
             None => Ok(vec![]),
         }
     }
 
     fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<Vec<PathBuf>, DpError> {
-        Dispatcher::sweep_defunct(&conf.options()).map_err(xdp("remove the pins of NICs that are gone"))
+        Dispatcher::sweep_defunct(&conf.options())
+            .map_err(xdp("remove the pins of NICs that are gone"))
     }
 }
 
 fn xdp(step: &'static str) -> impl Fn(XdpError) -> DpError {
-    move |source| DpError::Xdp { step, source: Box::new(source) }
+    move |source| DpError::Xdp {
+        step,
+        source: Box::new(source),
+    }
 }

@@ -74,28 +74,53 @@ struct FakeXdp {
 const POD_NSID: i32 = 7;
 
 fn kernel_err(op: &'static str, errno: Errno, msg: &str) -> NetdevError {
-    NetdevError::Kernel { op, errno, extack: ExtAck { msg: (!msg.is_empty()).then(|| msg.to_string()), ..Default::default() } }
+    NetdevError::Kernel {
+        op,
+        errno,
+        extack: ExtAck {
+            msg: (!msg.is_empty()).then(|| msg.to_string()),
+            ..Default::default()
+        },
+    }
 }
 
 fn netdev(step: &'static str, e: NetdevError) -> DpError {
-    DpError::Netdev { step, source: Box::new(e) }
+    DpError::Netdev {
+        step,
+        source: Box::new(e),
+    }
 }
 
 impl FakeKernel {
     fn new() -> Self {
-        FakeKernel { netkit: true, lease_ok: true, next_ifindex: 2, ..Default::default() }
+        FakeKernel {
+            netkit: true,
+            lease_ok: true,
+            next_ifindex: 2,
+            ..Default::default()
+        }
     }
     /// With an 8-queue NIC "nic0" (ifindex 50), up, nothing leased.
     fn with_nic() -> Self {
         let mut k = Self::new();
-        k.nic = Some(FakeNic { name: "nic0".into(), ifindex: 50, rx: 8, up: true, leases: BTreeMap::new(), xsk: vec![] });
+        k.nic = Some(FakeNic {
+            name: "nic0".into(),
+            ifindex: 50,
+            rx: 8,
+            up: true,
+            leases: BTreeMap::new(),
+            xsk: vec![],
+        });
         k
     }
     fn nic(&mut self) -> &mut FakeNic {
         self.nic.as_mut().unwrap()
     }
     fn leased_queues(&self) -> Vec<u32> {
-        self.nic.as_ref().map(|n| n.leases.keys().copied().collect()).unwrap_or_default()
+        self.nic
+            .as_ref()
+            .map(|n| n.leases.keys().copied().collect())
+            .unwrap_or_default()
     }
     fn step(&mut self, name: &'static str) -> Result<(), DpError> {
         self.calls.push(name.to_string());
@@ -107,21 +132,42 @@ impl FakeKernel {
     fn add_pod(&mut self, marker: &Marker, netns: &Path, single: bool, rx_cap: u32) -> u32 {
         let ifindex = self.next_ifindex;
         self.next_ifindex += 1;
-        self.pods.insert(marker.to_string(), FakePod { netns: netns.to_path_buf(), ifindex, single, rx_cap, leased: 0 });
+        self.pods.insert(
+            marker.to_string(),
+            FakePod {
+                netns: netns.to_path_buf(),
+                ifindex,
+                single,
+                rx_cap,
+                leased: 0,
+            },
+        );
         ifindex
     }
     fn handoff(&self, conf: &crate::config::XdpConfig, pod: &PodId) -> PodHandoff {
         let who = pod.to_string();
         PodHandoff {
             xskmap_pin: conf.bpffs.join(format!("netkit-cni/nic/pods/{who}/xsks")),
-            queues: self.xdp.steered.iter().filter(|(_, (o, _))| *o == who).map(|(q, (_, v))| crate::xdp::QueueLease { queue: *q, vqueue: *v }).collect(),
+            queues: self
+                .xdp
+                .steered
+                .iter()
+                .filter(|(_, (o, _))| *o == who)
+                .map(|(q, (_, v))| crate::xdp::QueueLease {
+                    queue: *q,
+                    vqueue: *v,
+                })
+                .collect(),
         }
     }
     /// Deleting a device ends its leases.
     fn remove_pod(&mut self, key: &str) -> bool {
-        let Some(pod) = self.pods.remove(key) else { return false };
+        let Some(pod) = self.pods.remove(key) else {
+            return false;
+        };
         if let Some(nic) = self.nic.as_mut() {
-            nic.leases.retain(|_, (_, ifindex, _)| *ifindex != pod.ifindex);
+            nic.leases
+                .retain(|_, (_, ifindex, _)| *ifindex != pod.ifindex);
         }
         true
     }
@@ -132,17 +178,32 @@ impl Dataplane for FakeKernel {
         Ok(())
     }
     fn create_pair(&mut self, spec: &PairSpec) -> Result<Created, DpError> {
-        self.calls.push(format!("create_pair rx={:?}", spec.peer_rx_queues));
+        self.calls
+            .push(format!("create_pair rx={:?}", spec.peer_rx_queues));
         self.step("create_pair")?;
-        self.devices.insert(spec.marker.to_string(), spec.marker.clone());
-        let pod_ifindex = self.add_pod(&spec.marker, &spec.netns, false, spec.peer_rx_queues.unwrap_or(1));
-        Ok(Created { host_ifindex: 10, host_ifname: spec.marker.host_ifname(), host_mac: None, pod_ifindex, pod_mac: None })
+        self.devices
+            .insert(spec.marker.to_string(), spec.marker.clone());
+        let pod_ifindex = self.add_pod(
+            &spec.marker,
+            &spec.netns,
+            false,
+            spec.peer_rx_queues.unwrap_or(1),
+        );
+        Ok(Created {
+            host_ifindex: 10,
+            host_ifname: spec.marker.host_ifname(),
+            host_mac: None,
+            pod_ifindex,
+            pod_mac: None,
+        })
     }
     fn configure_pod(&mut self, netns: &Path, plan: &PodPlan) -> Result<(), DpError> {
         self.calls.push(format!("pod_routes={}", plan.routes.len()));
         // The real dataplane configures the pod interface by the index ADD created it with.
         assert!(
-            self.pods.values().any(|p| p.netns == netns && p.ifindex == plan.ifindex),
+            self.pods
+                .values()
+                .any(|p| p.netns == netns && p.ifindex == plan.ifindex),
             "configure_pod for ifindex {} in {}: not a created pod interface",
             plan.ifindex,
             netns.display()
@@ -155,18 +216,38 @@ impl Dataplane for FakeKernel {
     fn delete(&mut self, marker: &Marker) -> Result<Deletion, DpError> {
         self.step("delete")?;
         self.remove_pod(&marker.to_string());
-        Ok(if self.devices.remove(&marker.to_string()).is_some() { Deletion::Deleted } else { Deletion::AlreadyGone })
+        Ok(if self.devices.remove(&marker.to_string()).is_some() {
+            Deletion::Deleted
+        } else {
+            Deletion::AlreadyGone
+        })
     }
-    fn observe(&mut self, marker: &Marker, netns: Option<&Path>, _ifname: &str) -> Result<Observed, DpError> {
+    fn observe(
+        &mut self,
+        marker: &Marker,
+        netns: Option<&Path>,
+        _ifname: &str,
+    ) -> Result<Observed, DpError> {
         self.step("observe")?;
-        let host = self.devices.get(&marker.to_string()).map(|m| ObservedLink { ifindex: 10, is_netkit: true, mode: None, marker: Some(m.clone()) });
-        let pod = netns.and_then(|ns| self.pods.get(&marker.to_string()).filter(|p| p.netns == ns)).map(|p| ObservedLink {
-            ifindex: p.ifindex,
+        let host = self.devices.get(&marker.to_string()).map(|m| ObservedLink {
+            ifindex: 10,
             is_netkit: true,
-            mode: Some(crate::config::Mode::L3),
-            marker: p.single.then(|| marker.clone()),
+            mode: None,
+            marker: Some(m.clone()),
         });
-        Ok(Observed { host, pod, ..Default::default() })
+        let pod = netns
+            .and_then(|ns| self.pods.get(&marker.to_string()).filter(|p| p.netns == ns))
+            .map(|p| ObservedLink {
+                ifindex: p.ifindex,
+                is_netkit: true,
+                mode: Some(crate::config::Mode::L3),
+                marker: p.single.then(|| marker.clone()),
+            });
+        Ok(Observed {
+            host,
+            pod,
+            ..Default::default()
+        })
     }
     fn list_ours(&mut self) -> Result<Vec<Marker>, DpError> {
         self.step("list_ours")?;
@@ -176,23 +257,50 @@ impl Dataplane for FakeKernel {
         Ok(self.netkit)
     }
     fn create_single(&mut self, spec: &SingleSpec) -> Result<Created, DpError> {
-        self.calls.push(format!("create_single rx={}", spec.rx_queues));
+        self.calls
+            .push(format!("create_single rx={}", spec.rx_queues));
         self.step("create_single")?;
         let pod_ifindex = self.add_pod(&spec.marker, &spec.netns, true, spec.rx_queues);
-        Ok(Created { host_ifindex: 0, host_ifname: String::new(), host_mac: None, pod_ifindex, pod_mac: None })
+        Ok(Created {
+            host_ifindex: 0,
+            host_ifname: String::new(),
+            host_mac: None,
+            pod_ifindex,
+            pod_mac: None,
+        })
     }
     fn delete_single(&mut self, netns: &Path, marker: &Marker) -> Result<Deletion, DpError> {
         self.step("delete_single")?;
         let key = marker.to_string();
-        let here = self.pods.get(&key).is_some_and(|p| p.single && p.netns == netns);
-        Ok(if here && self.remove_pod(&key) { Deletion::Deleted } else { Deletion::AlreadyGone })
+        let here = self
+            .pods
+            .get(&key)
+            .is_some_and(|p| p.single && p.netns == netns);
+        Ok(if here && self.remove_pod(&key) {
+            Deletion::Deleted
+        } else {
+            Deletion::AlreadyGone
+        })
     }
     fn master(&mut self, name: &str) -> Result<Option<Master>, DpError> {
-        Ok(self.nic.as_ref().filter(|n| n.name == name).map(|n| Master { name: n.name.clone(), ifindex: n.ifindex, num_rx_queues: Some(n.rx), is_up: n.up }))
+        Ok(self
+            .nic
+            .as_ref()
+            .filter(|n| n.name == name)
+            .map(|n| Master {
+                name: n.name.clone(),
+                ifindex: n.ifindex,
+                num_rx_queues: Some(n.rx),
+                is_up: n.up,
+            }))
     }
     fn master_queues(&mut self, master_ifindex: u32) -> Result<Vec<Queue>, DpError> {
         self.calls.push("dump".into());
-        let nic = self.nic.as_ref().filter(|n| n.ifindex == master_ifindex).ok_or_else(|| netdev("dump", kernel_err("queue-get", Errno::ENODEV, "")))?;
+        let nic = self
+            .nic
+            .as_ref()
+            .filter(|n| n.ifindex == master_ifindex)
+            .ok_or_else(|| netdev("dump", kernel_err("queue-get", Errno::ENODEV, "")))?;
         if !nic.up {
             return Ok(vec![]);
         }
@@ -204,16 +312,30 @@ impl Dataplane for FakeKernel {
             dmabuf: None,
             io_uring: None,
             xsk: queue_type == QueueType::Rx && nic.xsk.contains(&id),
-            lease: nic.leases.get(&id).filter(|_| queue_type == QueueType::Rx).map(|(nsid, ifindex, v)| Lease { ifindex: *ifindex, queue: QueueId::rx(*v), netns_id: *nsid }),
+            lease: nic
+                .leases
+                .get(&id)
+                .filter(|_| queue_type == QueueType::Rx)
+                .map(|(nsid, ifindex, v)| Lease {
+                    ifindex: *ifindex,
+                    queue: QueueId::rx(*v),
+                    netns_id: *nsid,
+                }),
             unknown: vec![],
         };
         // TX queues too, as the kernel dumps them: they must never count as leasable.
-        Ok((0..nic.rx).map(|i| q(i, QueueType::Rx)).chain((0..nic.rx).map(|i| q(i, QueueType::Tx))).collect())
+        Ok((0..nic.rx)
+            .map(|i| q(i, QueueType::Rx))
+            .chain((0..nic.rx).map(|i| q(i, QueueType::Tx)))
+            .collect())
     }
     fn master_queue(&mut self, master_ifindex: u32, id: u32) -> Result<Queue, DpError> {
         let up = self.nic.as_ref().is_some_and(|n| n.up);
         if !up {
-            return Err(netdev("queue-get", kernel_err("queue-get", Errno::ENOENT, "")));
+            return Err(netdev(
+                "queue-get",
+                kernel_err("queue-get", Errno::ENOENT, ""),
+            ));
         }
         self.master_queues(master_ifindex)?
             .into_iter()
@@ -227,7 +349,11 @@ impl Dataplane for FakeKernel {
         if let Some((errno, msg)) = self.lease_refusal {
             return Err(netdev(step, kernel_err("queue-create", errno, msg)));
         }
-        let nic = self.nic.as_mut().filter(|n| n.ifindex == target.master_ifindex).ok_or_else(|| netdev(step, kernel_err("queue-create", Errno::ENODEV, "")))?;
+        let nic = self
+            .nic
+            .as_mut()
+            .filter(|n| n.ifindex == target.master_ifindex)
+            .ok_or_else(|| netdev(step, kernel_err("queue-create", Errno::ENODEV, "")))?;
         if phys >= nic.rx {
             return Err(netdev(step, kernel_err("queue-create", Errno::ERANGE, "")));
         }
@@ -236,14 +362,39 @@ impl Dataplane for FakeKernel {
             nic.leases.insert(phys, (Some(99), 999, 1));
         }
         if nic.leases.contains_key(&phys) {
-            return Err(netdev(step, kernel_err("queue-create", Errno::EBUSY, "Device queue in use due to queue leasing")));
+            return Err(netdev(
+                step,
+                kernel_err(
+                    "queue-create",
+                    Errno::EBUSY,
+                    "Device queue in use due to queue leasing",
+                ),
+            ));
         }
         if nic.xsk.contains(&phys) {
-            return Err(netdev(step, kernel_err("queue-create", Errno::EBUSY, "Device queue in use by AF_XDP")));
+            return Err(netdev(
+                step,
+                kernel_err(
+                    "queue-create",
+                    Errno::EBUSY,
+                    "Device queue in use by AF_XDP",
+                ),
+            ));
         }
-        let pod = self.pods.values_mut().find(|p| p.ifindex == target.ifindex && p.netns == target.netns).ok_or_else(|| netdev(step, kernel_err("queue-create", Errno::ENODEV, "")))?;
+        let pod = self
+            .pods
+            .values_mut()
+            .find(|p| p.ifindex == target.ifindex && p.netns == target.netns)
+            .ok_or_else(|| netdev(step, kernel_err("queue-create", Errno::ENODEV, "")))?;
         if pod.leased + 1 >= pod.rx_cap {
-            return Err(netdev(step, kernel_err("queue-create", Errno::EINVAL, "netkit maximum queue limit reached")));
+            return Err(netdev(
+                step,
+                kernel_err(
+                    "queue-create",
+                    Errno::EINVAL,
+                    "netkit maximum queue limit reached",
+                ),
+            ));
         }
         pod.leased += 1;
         let virt = pod.leased;
@@ -256,20 +407,41 @@ impl Dataplane for FakeKernel {
     fn nsid_of(&mut self, _netns: &Path) -> Result<Option<i32>, DpError> {
         Ok(Some(POD_NSID))
     }
-    fn remote_link(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Option<ObservedLink>, DpError> {
-        self.calls.push(format!("remote_link {netnsid:?} {ifindex}"));
+    fn remote_link(
+        &mut self,
+        netnsid: Option<i32>,
+        ifindex: u32,
+    ) -> Result<Option<ObservedLink>, DpError> {
+        self.calls
+            .push(format!("remote_link {netnsid:?} {ifindex}"));
         if netnsid != Some(POD_NSID) {
             return Ok(None);
         }
-        Ok(self.pods.iter().find(|(_, p)| p.ifindex == ifindex).map(|(key, p)| ObservedLink {
-            ifindex,
-            is_netkit: true,
-            mode: None,
-            marker: p.single.then(|| Marker::parse(key).unwrap()),
-        }))
+        Ok(self
+            .pods
+            .iter()
+            .find(|(_, p)| p.ifindex == ifindex)
+            .map(|(key, p)| ObservedLink {
+                ifindex,
+                is_netkit: true,
+                mode: None,
+                marker: p.single.then(|| Marker::parse(key).unwrap()),
+            }))
     }
-    fn xdp_steer(&mut self, conf: &crate::config::XdpConfig, master_ifindex: u32, pod: &PodId, queues: &[SteerQueue]) -> Result<PodHandoff, DpError> {
-        self.calls.push(format!("xdp_steer {:?}", queues.iter().map(|q| (q.physical, q.virtual_id)).collect::<Vec<_>>()));
+    fn xdp_steer(
+        &mut self,
+        conf: &crate::config::XdpConfig,
+        master_ifindex: u32,
+        pod: &PodId,
+        queues: &[SteerQueue],
+    ) -> Result<PodHandoff, DpError> {
+        self.calls.push(format!(
+            "xdp_steer {:?}",
+            queues
+                .iter()
+                .map(|q| (q.physical, q.virtual_id))
+                .collect::<Vec<_>>()
+        ));
         self.step("xdp_steer")?;
         assert_eq!(master_ifindex, self.nic.as_ref().unwrap().ifindex);
         let x = &mut self.xdp;
@@ -286,7 +458,12 @@ impl Dataplane for FakeKernel {
         }
         Ok(self.handoff(conf, pod))
     }
-    fn xdp_release(&mut self, _conf: &crate::config::XdpConfig, _master_ifindex: u32, pod: &PodId) -> Result<XdpRelease, DpError> {
+    fn xdp_release(
+        &mut self,
+        _conf: &crate::config::XdpConfig,
+        _master_ifindex: u32,
+        pod: &PodId,
+    ) -> Result<XdpRelease, DpError> {
         self.calls.push(format!("xdp_release {pod}"));
         self.step("xdp_release")?;
         let x = &mut self.xdp;
@@ -294,7 +471,12 @@ impl Dataplane for FakeKernel {
             return Ok(XdpRelease::default());
         }
         let who = pod.to_string();
-        let reset: Vec<u32> = x.steered.iter().filter(|(_, (o, _))| *o == who).map(|(q, _)| *q).collect();
+        let reset: Vec<u32> = x
+            .steered
+            .iter()
+            .filter(|(_, (o, _))| *o == who)
+            .map(|(q, _)| *q)
+            .collect();
         x.steered.retain(|_, (o, _)| *o != who);
         x.pins.remove(&who);
         let detached = x.steered.is_empty();
@@ -304,18 +486,39 @@ impl Dataplane for FakeKernel {
         }
         Ok(XdpRelease { reset, detached })
     }
-    fn xdp_observe(&mut self, conf: &crate::config::XdpConfig, _master_ifindex: u32, pod: &PodId) -> Result<Option<XdpObserved>, DpError> {
+    fn xdp_observe(
+        &mut self,
+        conf: &crate::config::XdpConfig,
+        _master_ifindex: u32,
+        pod: &PodId,
+    ) -> Result<Option<XdpObserved>, DpError> {
         if !self.xdp.attached {
             return Ok(None);
         }
-        let handoff = self.xdp.pins.contains(&pod.to_string()).then(|| self.handoff(conf, pod));
-        Ok(Some(XdpObserved { link_id: 42, handoff }))
+        let handoff = self
+            .xdp
+            .pins
+            .contains(&pod.to_string())
+            .then(|| self.handoff(conf, pod));
+        Ok(Some(XdpObserved {
+            link_id: 42,
+            handoff,
+        }))
     }
-    fn xdp_pods(&mut self, _conf: &crate::config::XdpConfig, _master_ifindex: u32) -> Result<Vec<PodId>, DpError> {
-        Ok(self.xdp.pins.iter().map(|p| {
-            let (c, i) = p.split_once('/').unwrap();
-            PodId::new(c, i).unwrap()
-        }).collect())
+    fn xdp_pods(
+        &mut self,
+        _conf: &crate::config::XdpConfig,
+        _master_ifindex: u32,
+    ) -> Result<Vec<PodId>, DpError> {
+        Ok(self
+            .xdp
+            .pins
+            .iter()
+            .map(|p| {
+                let (c, i) = p.split_once('/').unwrap();
+                PodId::new(c, i).unwrap()
+            })
+            .collect())
     }
     fn xdp_sweep(&mut self, conf: &crate::config::XdpConfig) -> Result<Vec<PathBuf>, DpError> {
         self.calls.push("xdp_sweep".into());
@@ -326,8 +529,13 @@ impl Dataplane for FakeKernel {
         Ok(vec![conf.bpffs.join("netkit-cni/dead")])
     }
     fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError> {
-        self.calls.push(format!("delete_remote {netnsid:?} {ifindex}"));
-        let key = self.pods.iter().find(|(_, p)| p.ifindex == ifindex && netnsid == Some(POD_NSID)).map(|(k, _)| k.clone());
+        self.calls
+            .push(format!("delete_remote {netnsid:?} {ifindex}"));
+        let key = self
+            .pods
+            .iter()
+            .find(|(_, p)| p.ifindex == ifindex && netnsid == Some(POD_NSID))
+            .map(|(k, _)| k.clone());
         Ok(match key {
             Some(k) => {
                 self.remove_pod(&k);
@@ -402,13 +610,27 @@ fn add_reports_both_interfaces_and_points_ips_at_the_pod_side() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
     let req = request("ADD", "c1", json!({}));
     let r = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap();
-    assert_eq!(k.calls, ["observe", "create_pair rx=None", "create_pair", "pod_routes=3", "configure_pod", "configure_host"]);
+    assert_eq!(
+        k.calls,
+        [
+            "observe",
+            "create_pair rx=None",
+            "create_pair",
+            "pod_routes=3",
+            "configure_pod",
+            "configure_host"
+        ]
+    );
     assert_eq!(r.interfaces.len(), 2);
     assert_eq!(r.interfaces[0].sandbox, None, "host side has no sandbox");
     assert_eq!(r.interfaces[1].sandbox.as_deref(), Some("/run/netns/pod"));
     assert_eq!(r.ips[0].interface, Some(1));
     // subnet via gateway and the default route, both reported; the gateway's link route is not.
-    let dsts: Vec<String> = r.routes.iter().map(|r| format!("{}/{}", r.dst.addr(), r.dst.prefix_len())).collect();
+    let dsts: Vec<String> = r
+        .routes
+        .iter()
+        .map(|r| format!("{}/{}", r.dst.addr(), r.dst.prefix_len()))
+        .collect();
     assert_eq!(dsts, ["10.1.0.0/24", "0.0.0.0/0"]);
 }
 
@@ -420,7 +642,12 @@ fn failure_after_device_creation_deletes_it_and_releases_ipam() {
         let req = request("ADD", "c1", json!({}));
         let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
         assert!(err.msg.contains(failing), "{failing}: {err:?}");
-        assert_eq!(k.calls.last().map(String::as_str), Some("delete"), "{failing}: {:?}", k.calls);
+        assert_eq!(
+            k.calls.last().map(String::as_str),
+            Some("delete"),
+            "{failing}: {:?}",
+            k.calls
+        );
         assert!(k.devices.is_empty(), "{failing}: device left behind");
         assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"], "{failing}");
     }
@@ -432,7 +659,11 @@ fn failed_create_releases_ipam_but_deletes_nothing() {
     k.fail_on = Some("create_pair");
     let req = request("ADD", "c1", json!({}));
     cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
-    assert!(!k.calls.contains(&"delete".to_string()), "nothing was created, nothing to delete: {:?}", k.calls);
+    assert!(
+        !k.calls.contains(&"delete".to_string()),
+        "nothing was created, nothing to delete: {:?}",
+        k.calls
+    );
     assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
 }
 
@@ -443,14 +674,24 @@ fn second_add_of_a_live_attachment_fails_before_touching_ipam() {
     cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap();
     let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
     assert_eq!(err.code, errcodes::ALREADY_EXISTS);
-    assert_eq!(*ipam.calls.borrow(), ["add"], "the live attachment's address must not be released");
+    assert_eq!(
+        *ipam.calls.borrow(),
+        ["add"],
+        "the live attachment's address must not be released"
+    );
     assert_eq!(k.devices.len(), 1);
 }
 
 #[test]
 fn del_is_idempotent_and_deletes_before_releasing() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
-    cmd_add(&request("ADD", "c1", json!({})), &mut k, Some(&ipam), &quiet()).unwrap();
+    cmd_add(
+        &request("ADD", "c1", json!({})),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap();
     k.calls.clear();
     let del = request("DEL", "c1", json!({}));
     cmd_del(&del, &mut k, Some(&ipam), &quiet()).unwrap();
@@ -463,24 +704,52 @@ fn del_is_idempotent_and_deletes_before_releasing() {
 fn gc_removes_only_this_networks_unlisted_attachments() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
     for cid in ["live", "orphan"] {
-        cmd_add(&request("ADD", cid, json!({})), &mut k, Some(&ipam), &quiet()).unwrap();
+        cmd_add(
+            &request("ADD", cid, json!({})),
+            &mut k,
+            Some(&ipam),
+            &quiet(),
+        )
+        .unwrap();
     }
     let other = Marker::new("othernet", "foreign", "eth0").unwrap();
     k.devices.insert(other.to_string(), other);
     ipam.calls.borrow_mut().clear();
-    let gc = request("GC", "x", json!({"cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]}));
+    let gc = request(
+        "GC",
+        "x",
+        json!({"cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]}),
+    );
     cmd_gc(&gc, &mut k, Some(&ipam), &quiet()).unwrap();
     let mut left: Vec<String> = k.devices.keys().cloned().collect();
     left.sort();
-    assert_eq!(left, ["netkit-cni/othernet/foreign/eth0", "netkit-cni/podnet/live/eth0"]);
+    assert_eq!(
+        left,
+        [
+            "netkit-cni/othernet/foreign/eth0",
+            "netkit-cni/podnet/live/eth0"
+        ]
+    );
     assert_eq!(*ipam.calls.borrow(), ["del orphan eth0", "gc"]);
 }
 
 #[test]
 fn gc_without_a_list_deletes_nothing() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
-    cmd_add(&request("ADD", "c1", json!({})), &mut k, Some(&ipam), &quiet()).unwrap();
-    let err = cmd_gc(&request("GC", "x", json!({})), &mut k, Some(&ipam), &quiet()).unwrap_err();
+    cmd_add(
+        &request("ADD", "c1", json!({})),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap();
+    let err = cmd_gc(
+        &request("GC", "x", json!({})),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap_err();
     assert_eq!(err.code, crate::cni::codes::INVALID_CONFIG);
     assert!(err.details.contains("valid-attachments"));
     assert_eq!(k.devices.len(), 1);
@@ -498,8 +767,15 @@ fn status_is_50_without_netkit() {
 #[test]
 fn pod_plan_uses_ipam_routes_and_adds_default_only_when_missing() {
     let ipam = CniResult {
-        ips: vec![IpConfig { address: IpCidr::new("10.2.0.9".parse().unwrap(), 16).unwrap(), gateway: None, interface: None }],
-        routes: vec![Route::new(IpCidr::new("0.0.0.0".parse().unwrap(), 0).unwrap(), None)],
+        ips: vec![IpConfig {
+            address: IpCidr::new("10.2.0.9".parse().unwrap(), 16).unwrap(),
+            gateway: None,
+            interface: None,
+        }],
+        routes: vec![Route::new(
+            IpCidr::new("0.0.0.0".parse().unwrap(), 0).unwrap(),
+            None,
+        )],
         ..Default::default()
     };
     let (plan, reported) = pod_plan("eth0", &ipam).unwrap();
@@ -507,9 +783,18 @@ fn pod_plan_uses_ipam_routes_and_adds_default_only_when_missing() {
     assert_eq!(
         plan.routes,
         [
-            PlannedRoute { dst: IpCidr::new(gw, 32).unwrap(), gw: None },
-            PlannedRoute { dst: IpCidr::new("10.2.0.0".parse().unwrap(), 16).unwrap(), gw: Some(gw) },
-            PlannedRoute { dst: IpCidr::new("0.0.0.0".parse().unwrap(), 0).unwrap(), gw: Some(gw) },
+            PlannedRoute {
+                dst: IpCidr::new(gw, 32).unwrap(),
+                gw: None
+            },
+            PlannedRoute {
+                dst: IpCidr::new("10.2.0.0".parse().unwrap(), 16).unwrap(),
+                gw: Some(gw)
+            },
+            PlannedRoute {
+                dst: IpCidr::new("0.0.0.0".parse().unwrap(), 0).unwrap(),
+                gw: Some(gw)
+            },
         ]
     );
     assert_eq!(reported.len(), 2);
@@ -517,9 +802,20 @@ fn pod_plan_uses_ipam_routes_and_adds_default_only_when_missing() {
 
 #[test]
 fn gateway_of_a_slash_32_without_gateway_is_an_error_naming_the_address() {
-    let ip = IpConfig { address: IpCidr::new("10.3.0.0".parse().unwrap(), 31).unwrap(), gateway: None, interface: None };
-    assert_eq!(gateway_of(&ip).unwrap(), "10.3.0.1".parse::<IpAddr>().unwrap());
-    let ip = IpConfig { address: IpCidr::new("10.3.0.1".parse().unwrap(), 31).unwrap(), gateway: None, interface: None };
+    let ip = IpConfig {
+        address: IpCidr::new("10.3.0.0".parse().unwrap(), 31).unwrap(),
+        gateway: None,
+        interface: None,
+    };
+    assert_eq!(
+        gateway_of(&ip).unwrap(),
+        "10.3.0.1".parse::<IpAddr>().unwrap()
+    );
+    let ip = IpConfig {
+        address: IpCidr::new("10.3.0.1".parse().unwrap(), 31).unwrap(),
+        gateway: None,
+        interface: None,
+    };
     assert!(gateway_of(&ip).unwrap_err().msg.contains("10.3.0.1/31"));
 }
 
@@ -532,12 +828,20 @@ struct DevDir(PathBuf);
 impl DevDir {
     fn new() -> DevDir {
         let mut r = [0u8; 6];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut r).unwrap();
-        DevDir(std::env::temp_dir().join(format!("nkc-lease-{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>())))
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut r)
+            .unwrap();
+        DevDir(std::env::temp_dir().join(format!(
+            "nkc-lease-{}",
+            r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )))
     }
     fn files(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.0) else { return vec![] };
-        let mut v: Vec<String> = rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let Ok(rd) = std::fs::read_dir(&self.0) else {
+            return vec![];
+        };
+        let mut v: Vec<String> = rd
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         v.sort();
         v
     }
@@ -567,7 +871,13 @@ fn lease_conf(dir: &DevDir, pairing: &str, lease: serde_json::Value) -> serde_js
 }
 
 fn leases_of(k: &FakeKernel) -> Vec<(u32, u32, u32)> {
-    k.nic.as_ref().unwrap().leases.iter().map(|(p, (_, ifindex, v))| (*p, *ifindex, *v)).collect()
+    k.nic
+        .as_ref()
+        .unwrap()
+        .leases
+        .iter()
+        .map(|(p, (_, ifindex, v))| (*p, *ifindex, *v))
+        .collect()
 }
 
 #[test]
@@ -575,7 +885,11 @@ fn pair_leases_onto_the_peer_sized_for_the_leases_and_records_the_mapping() {
     let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
     let req = request("ADD", "c1", lease_conf(&dir, "pair", json!({"queues": 2})));
     let r = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap();
-    assert!(k.calls.contains(&"create_pair rx=Some(3)".to_string()), "1 own + 2 leased RX queues: {:?}", k.calls);
+    assert!(
+        k.calls.contains(&"create_pair rx=Some(3)".to_string()),
+        "1 own + 2 leased RX queues: {:?}",
+        k.calls
+    );
     let peer = k.pods["netkit-cni/podnet/c1/eth0"].ifindex;
     // Default pool: every queue but 0, lowest first.
     assert_eq!(leases_of(&k), [(1, peer, 1), (2, peer, 2)]);
@@ -584,23 +898,47 @@ fn pair_leases_onto_the_peer_sized_for_the_leases_and_records_the_mapping() {
     assert_eq!(info["type"], "netkit-lease");
     assert_eq!(info["version"], "1.1.0");
     let l = &info["netkit-lease"];
-    assert_eq!((l["pairing"].as_str(), l["ifindex"].as_u64()), (Some("pair"), Some(peer as u64)));
+    assert_eq!(
+        (l["pairing"].as_str(), l["ifindex"].as_u64()),
+        (Some("pair"), Some(peer as u64))
+    );
     assert_eq!(l["master"], json!({"name": "nic0", "ifindex": 50}));
-    assert_eq!(l["queues"], json!([{"physical": 1, "virtual": 1}, {"physical": 2, "virtual": 2}]));
+    assert_eq!(
+        l["queues"],
+        json!([{"physical": 1, "virtual": 1}, {"physical": 2, "virtual": 2}])
+    );
 }
 
 #[test]
 fn single_without_ipam_reports_only_the_pod_interface() {
     let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
-    let req = request("ADD", "c1", lease_conf(&dir, "single", json!({"queueIds": [3, 5]})));
+    let req = request(
+        "ADD",
+        "c1",
+        lease_conf(&dir, "single", json!({"queueIds": [3, 5]})),
+    );
     let r = cmd_add(&req, &mut k, None, &quiet()).unwrap();
-    assert!(k.calls.contains(&"create_single rx=3".to_string()), "{:?}", k.calls);
-    assert!(!k.calls.iter().any(|c| c == "configure_host" || c.starts_with("create_pair")), "no host side: {:?}", k.calls);
+    assert!(
+        k.calls.contains(&"create_single rx=3".to_string()),
+        "{:?}",
+        k.calls
+    );
+    assert!(
+        !k.calls
+            .iter()
+            .any(|c| c == "configure_host" || c.starts_with("create_pair")),
+        "no host side: {:?}",
+        k.calls
+    );
     assert_eq!(r.interfaces.len(), 1);
     assert_eq!(r.interfaces[0].name, "eth0");
     assert_eq!(r.interfaces[0].sandbox.as_deref(), Some("/run/netns/pod"));
     assert!(r.ips.is_empty() && r.routes.is_empty());
-    assert_eq!(leases_of(&k).iter().map(|l| l.0).collect::<Vec<_>>(), [3, 5], "exactly the named queues");
+    assert_eq!(
+        leases_of(&k).iter().map(|l| l.0).collect::<Vec<_>>(),
+        [3, 5],
+        "exactly the named queues"
+    );
     assert_eq!(dir.info("c1")["netkit-lease"]["pairing"], "single");
 }
 
@@ -610,13 +948,28 @@ fn selection_skips_busy_queues_and_picks_again_when_a_racing_add_wins() {
     k.nic().leases.insert(1, (Some(3), 77, 1)); // leased to someone else
     k.nic().xsk.push(2); // an AF_XDP socket on queue 2
     k.race = vec![3]; // another ADD takes 3 between our dump and our queue-create
-    let req = request("ADD", "c1", lease_conf(&dir, "single", json!({"queues": 2})));
+    let req = request(
+        "ADD",
+        "c1",
+        lease_conf(&dir, "single", json!({"queues": 2})),
+    );
     cmd_add(&req, &mut k, None, &quiet()).unwrap();
-    let tries: Vec<&String> = k.calls.iter().filter(|c| c.starts_with("lease ") || *c == "dump").collect();
+    let tries: Vec<&String> = k
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("lease ") || *c == "dump")
+        .collect();
     // prepare's dump, selection's dump, 3 refused, fresh dump, then 4 and 5.
-    assert_eq!(tries, ["dump", "dump", "lease 3", "dump", "lease 4", "lease 5"]);
+    assert_eq!(
+        tries,
+        ["dump", "dump", "lease 3", "dump", "lease 4", "lease 5"]
+    );
     let me = k.pods["netkit-cni/podnet/c1/eth0"].ifindex;
-    let mine: Vec<u32> = leases_of(&k).into_iter().filter(|l| l.1 == me).map(|l| l.0).collect();
+    let mine: Vec<u32> = leases_of(&k)
+        .into_iter()
+        .filter(|l| l.1 == me)
+        .map(|l| l.0)
+        .collect();
     assert_eq!(mine, [4, 5]);
 }
 
@@ -625,10 +978,18 @@ fn exhausted_pool_fails_before_ipam_and_before_any_device() {
     let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
     k.nic().leases.insert(2, (Some(3), 77, 1));
     k.nic().leases.insert(3, (Some(3), 78, 1));
-    let req = request("ADD", "c1", lease_conf(&dir, "pair", json!({"allowedQueues": "2-3"})));
+    let req = request(
+        "ADD",
+        "c1",
+        lease_conf(&dir, "pair", json!({"allowedQueues": "2-3"})),
+    );
     let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
     assert_eq!(err.code, errcodes::LEASE_POOL_EXHAUSTED);
-    assert!(err.msg.contains("allowedQueues 2-3") && err.msg.contains("nic0"), "names the pool: {}", err.msg);
+    assert!(
+        err.msg.contains("allowedQueues 2-3") && err.msg.contains("nic0"),
+        "names the pool: {}",
+        err.msg
+    );
     assert!(ipam.calls.borrow().is_empty(), "IPAM untouched");
     assert!(k.pods.is_empty() && k.devices.is_empty());
 }
@@ -637,12 +998,20 @@ fn exhausted_pool_fails_before_ipam_and_before_any_device() {
 fn losing_the_last_queue_to_a_race_rolls_back_device_leases_ipam_and_file() {
     let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
     k.race = vec![2];
-    let req = request("ADD", "c1", lease_conf(&dir, "pair", json!({"allowedQueues": "1-2", "queues": 2})));
+    let req = request(
+        "ADD",
+        "c1",
+        lease_conf(&dir, "pair", json!({"allowedQueues": "1-2", "queues": 2})),
+    );
     let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
     assert_eq!(err.code, errcodes::LEASE_POOL_EXHAUSTED, "{err:?}");
     assert!(k.calls.contains(&"delete".to_string()), "{:?}", k.calls);
     assert!(k.pods.is_empty() && k.devices.is_empty());
-    assert_eq!(k.leased_queues(), [2], "our lease of queue 1 ended with the device; the racer keeps 2");
+    assert_eq!(
+        k.leased_queues(),
+        [2],
+        "our lease of queue 1 ended with the device; the racer keeps 2"
+    );
     assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
@@ -650,16 +1019,50 @@ fn losing_the_last_queue_to_a_race_rolls_back_device_leases_ipam_and_file() {
 #[test]
 fn pod_requests_must_stay_within_the_pool_the_cap_and_the_nic() {
     let dir = DevDir::new();
-    let conf = lease_conf(&dir, "single", json!({"maxQueuesPerPod": 2, "allowedQueues": "1-15"}));
+    let conf = lease_conf(
+        &dir,
+        "single",
+        json!({"maxQueuesPerPod": 2, "allowedQueues": "1-15"}),
+    );
     let cases: Vec<(&str, serde_json::Value, &str, &[&str])> = vec![
-        ("NETKIT_LEASE_QUEUES=5", json!(null), "", &["5", "maxQueuesPerPod 2"]),
+        (
+            "NETKIT_LEASE_QUEUES=5",
+            json!(null),
+            "",
+            &["5", "maxQueuesPerPod 2"],
+        ),
         ("NETKIT_LEASE_QUEUES=0", json!(null), "", &["at least 1"]),
         ("NETKIT_LEASE_QUEUES=two", json!(null), "", &["\"two\""]),
-        ("NETKIT_LEASE_QUEUE_IDS=0", json!(null), "", &["queue 0", "outside the lease pool", "1-15"]),
-        ("NETKIT_LEASE_QUEUE_IDS=9", json!(null), "", &["queue 9", "out of range", "8 RX queues"]),
-        ("NETKIT_LEASE_QUEUES=1;NETKIT_LEASE_QUEUE_IDS=2", json!(null), "", &["both"]),
-        ("", json!({"netkitLeaseQueueIds": [16]}), "", &["queue 16", "outside"]),
-        ("", json!({"netkitLeaseQueues": 3}), "", &["3", "maxQueuesPerPod 2"]),
+        (
+            "NETKIT_LEASE_QUEUE_IDS=0",
+            json!(null),
+            "",
+            &["queue 0", "outside the lease pool", "1-15"],
+        ),
+        (
+            "NETKIT_LEASE_QUEUE_IDS=9",
+            json!(null),
+            "",
+            &["queue 9", "out of range", "8 RX queues"],
+        ),
+        (
+            "NETKIT_LEASE_QUEUES=1;NETKIT_LEASE_QUEUE_IDS=2",
+            json!(null),
+            "",
+            &["both"],
+        ),
+        (
+            "",
+            json!({"netkitLeaseQueueIds": [16]}),
+            "",
+            &["queue 16", "outside"],
+        ),
+        (
+            "",
+            json!({"netkitLeaseQueues": 3}),
+            "",
+            &["3", "maxQueuesPerPod 2"],
+        ),
     ];
     for (args, rc, _, texts) in cases {
         let mut k = FakeKernel::with_nic();
@@ -676,7 +1079,13 @@ fn pod_requests_must_stay_within_the_pool_the_cap_and_the_nic() {
     let mut k = FakeKernel::with_nic();
     let mut c = conf.clone();
     c["runtimeConfig"] = json!({"netkitLeaseQueueIds": [6, 4]});
-    cmd_add(&request_with("ADD", "c1", c, "NETKIT_LEASE_QUEUES=1"), &mut k, None, &quiet()).unwrap();
+    cmd_add(
+        &request_with("ADD", "c1", c, "NETKIT_LEASE_QUEUES=1"),
+        &mut k,
+        None,
+        &quiet(),
+    )
+    .unwrap();
     assert_eq!(k.leased_queues(), [4, 6]);
 }
 
@@ -684,10 +1093,18 @@ fn pod_requests_must_stay_within_the_pool_the_cap_and_the_nic() {
 fn a_busy_explicit_queue_fails_cleanly() {
     let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
     k.nic().xsk.push(4);
-    let req = request("ADD", "c1", lease_conf(&dir, "pair", json!({"queueIds": [3, 4]})));
+    let req = request(
+        "ADD",
+        "c1",
+        lease_conf(&dir, "pair", json!({"queueIds": [3, 4]})),
+    );
     let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
     assert_eq!(err.code, errcodes::LEASE_QUEUE_BUSY);
-    assert!(err.msg.contains("queue 4 of nic0") && err.msg.contains("AF_XDP"), "{}", err.msg);
+    assert!(
+        err.msg.contains("queue 4 of nic0") && err.msg.contains("AF_XDP"),
+        "{}",
+        err.msg
+    );
     assert!(k.pods.is_empty() && k.leased_queues().is_empty() && ipam.calls.borrow().is_empty());
 
     // Taken between the check and the lease: queue 3 is leased, then 4 is refused → rollback.
@@ -697,7 +1114,11 @@ fn a_busy_explicit_queue_fails_cleanly() {
     assert_eq!(err.code, errcodes::LEASE_QUEUE_BUSY, "{err:?}");
     assert!(err.msg.contains("queue 4"), "{}", err.msg);
     assert!(k.pods.is_empty() && k.devices.is_empty());
-    assert_eq!(k.leased_queues(), [4], "queue 3 was given back with the device");
+    assert_eq!(
+        k.leased_queues(),
+        [4],
+        "queue 3 was given back with the device"
+    );
     assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
     assert!(dir.files().is_empty());
 }
@@ -705,23 +1126,47 @@ fn a_busy_explicit_queue_fails_cleanly() {
 #[test]
 fn missing_master_unsupported_kernel_and_refused_leases_have_their_codes() {
     let dir = DevDir::new();
-    let req = request("ADD", "c1", lease_conf(&dir, "single", json!({"master": "ens9"})));
+    let req = request(
+        "ADD",
+        "c1",
+        lease_conf(&dir, "single", json!({"master": "ens9"})),
+    );
     let err = cmd_add(&req, &mut FakeKernel::with_nic(), None, &quiet()).unwrap_err();
     assert_eq!(err.code, 7);
     assert!(err.msg.contains("\"ens9\""), "{}", err.msg);
 
     let mut k = FakeKernel::with_nic();
     k.lease_ok = false;
-    let err = cmd_add(&request("ADD", "c1", lease_conf(&dir, "single", json!({}))), &mut k, None, &quiet()).unwrap_err();
+    let err = cmd_add(
+        &request("ADD", "c1", lease_conf(&dir, "single", json!({}))),
+        &mut k,
+        None,
+        &quiet(),
+    )
+    .unwrap_err();
     assert_eq!(err.code, errcodes::LEASE_UNSUPPORTED);
-    assert!(err.code >= 100 && err.msg.contains("queue-create"), "{}", err.msg);
+    assert!(
+        err.code >= 100 && err.msg.contains("queue-create"),
+        "{}",
+        err.msg
+    );
 
     // A master the kernel cannot lease from (here: a virtual device): the kernel says why.
     let (mut k, ipam) = (FakeKernel::with_nic(), FakeIpam::default());
     k.lease_refusal = Some((Errno::EINVAL, "Lease device is a virtual device"));
-    let err = cmd_add(&request("ADD", "c1", lease_conf(&dir, "pair", json!({}))), &mut k, Some(&ipam), &quiet()).unwrap_err();
+    let err = cmd_add(
+        &request("ADD", "c1", lease_conf(&dir, "pair", json!({}))),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap_err();
     assert_eq!(err.code, errcodes::LEASE_FAILED);
-    assert!(err.msg.contains("Lease device is a virtual device"), "{}", err.msg);
+    assert!(
+        err.msg.contains("Lease device is a virtual device"),
+        "{}",
+        err.msg
+    );
     assert!(k.pods.is_empty() && k.devices.is_empty(), "rolled back");
     assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
 }
@@ -746,7 +1191,11 @@ fn check_passes_then_names_the_queue_whose_lease_is_gone() {
 
     std::fs::remove_dir_all(&dir.0).unwrap();
     let err = cmd_check(&request("CHECK", "c1", check), &mut k, None).unwrap_err();
-    assert!(err.msg.contains("device-info file") && err.msg.contains("missing"), "{}", err.msg);
+    assert!(
+        err.msg.contains("device-info file") && err.msg.contains("missing"),
+        "{}",
+        err.msg
+    );
 }
 
 #[test]
@@ -764,7 +1213,13 @@ fn del_of_a_single_device_with_and_without_the_netns_frees_everything() {
     let mut del = request("DEL", "c2", conf.clone());
     del.env.netns = None;
     cmd_del(&del, &mut k, None, &quiet()).unwrap();
-    assert!(k.calls.iter().any(|c| c.starts_with("delete_remote Some(7)")), "{:?}", k.calls);
+    assert!(
+        k.calls
+            .iter()
+            .any(|c| c.starts_with("delete_remote Some(7)")),
+        "{:?}",
+        k.calls
+    );
     assert!(k.leased_queues().is_empty() && k.pods.is_empty());
     assert!(dir.files().is_empty(), "{:?}", dir.files());
     // Again, and with the NIC gone: still fine.
@@ -779,7 +1234,13 @@ fn gc_finds_orphan_single_devices_through_the_masters_leases() {
     let mut conf = lease_conf(&dir, "single", json!({}));
     conf["ipam"] = json!({"type": "host-local"});
     for cid in ["live", "orphan"] {
-        cmd_add(&request("ADD", cid, conf.clone()), &mut k, Some(&ipam), &quiet()).unwrap();
+        cmd_add(
+            &request("ADD", cid, conf.clone()),
+            &mut k,
+            Some(&ipam),
+            &quiet(),
+        )
+        .unwrap();
     }
     // A device of another network leasing from the same NIC, and a stale file of a pod whose
     // netns died without DEL.
@@ -794,8 +1255,15 @@ fn gc_finds_orphan_single_devices_through_the_masters_leases() {
     cmd_gc(&request("GC", "x", gc), &mut k, Some(&ipam), &quiet()).unwrap();
     let mut left: Vec<&String> = k.pods.keys().collect();
     left.sort();
-    assert_eq!(left, ["netkit-cni/othernet/f1/eth0", "netkit-cni/podnet/live/eth0"]);
-    assert_eq!(k.leased_queues(), [1, 7], "the orphan's queue 2 is free again");
+    assert_eq!(
+        left,
+        ["netkit-cni/othernet/f1/eth0", "netkit-cni/podnet/live/eth0"]
+    );
+    assert_eq!(
+        k.leased_queues(),
+        [1, 7],
+        "the orphan's queue 2 is free again"
+    );
     assert_eq!(*ipam.calls.borrow(), ["del orphan eth0", "gc"]);
     assert_eq!(dir.files(), ["podnet:live:eth0-device.json"]);
 }
@@ -803,7 +1271,11 @@ fn gc_finds_orphan_single_devices_through_the_masters_leases() {
 #[test]
 fn status_is_50_without_queue_create_or_without_a_free_pool_queue() {
     let dir = DevDir::new();
-    let req = request("STATUS", "x", lease_conf(&dir, "single", json!({"allowedQueues": "1-2"})));
+    let req = request(
+        "STATUS",
+        "x",
+        lease_conf(&dir, "single", json!({"allowedQueues": "1-2"})),
+    );
     let mut k = FakeKernel::with_nic();
     cmd_status(&req, &mut k, None, &quiet()).unwrap();
 
@@ -832,10 +1304,18 @@ fn a_down_nic_dumps_nothing_so_the_kernel_decides_occupancy_and_range() {
     k.nic().up = false;
     k.nic().rx = 3; // real queues; the fake's master() reports the same as allocated
     k.nic().leases.insert(1, (Some(3), 77, 1));
-    let req = request("ADD", "c1", lease_conf(&dir, "single", json!({"queues": 1})));
+    let req = request(
+        "ADD",
+        "c1",
+        lease_conf(&dir, "single", json!({"queues": 1})),
+    );
     cmd_add(&req, &mut k, None, &quiet()).unwrap();
     let tries: Vec<&String> = k.calls.iter().filter(|c| c.starts_with("lease ")).collect();
-    assert_eq!(tries, ["lease 1", "lease 2"], "1 was busy, learnt from EBUSY");
+    assert_eq!(
+        tries,
+        ["lease 1", "lease 2"],
+        "1 was busy, learnt from EBUSY"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,27 +1333,55 @@ fn add_steers_the_leased_queues_after_leasing_and_hands_the_map_over() {
     let conf = xdp_conf(&dir, json!({"queueIds": [3, 5]}));
     cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
     let lease_at = k.calls.iter().position(|c| c == "lease 5").unwrap();
-    let steer_at = k.calls.iter().position(|c| c.starts_with("xdp_steer")).unwrap();
-    assert!(lease_at < steer_at, "virtual ids come from queue-create: {:?}", k.calls);
+    let steer_at = k
+        .calls
+        .iter()
+        .position(|c| c.starts_with("xdp_steer"))
+        .unwrap();
+    assert!(
+        lease_at < steer_at,
+        "virtual ids come from queue-create: {:?}",
+        k.calls
+    );
     assert_eq!(k.calls[steer_at], "xdp_steer [(3, 1), (5, 2)]");
     assert_eq!(k.xdp.steered.get(&3), Some(&("c1/eth0".to_string(), 1)));
     let x = &dir.info("c1")["netkit-lease"]["xdp"];
     assert_eq!(x["xsk-map"], "/sys/fs/bpf/netkit-cni/nic/pods/c1/eth0/xsks");
-    assert_eq!((x["start-queue"].as_u64(), x["queue-count"].as_u64(), x["map-start-index"].as_u64()), (Some(1), Some(2), Some(1)));
+    assert_eq!(
+        (
+            x["start-queue"].as_u64(),
+            x["queue-count"].as_u64(),
+            x["map-start-index"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1))
+    );
 
     // A second pod shares the one dispatcher.
-    cmd_add(&request("ADD", "c2", xdp_conf(&dir, json!({"queueIds": [4]}))), &mut k, None, &quiet()).unwrap();
+    cmd_add(
+        &request("ADD", "c2", xdp_conf(&dir, json!({"queueIds": [4]}))),
+        &mut k,
+        None,
+        &quiet(),
+    )
+    .unwrap();
     assert_eq!(k.xdp.attaches, 1);
     cmd_del(&request("DEL", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
     assert!(k.xdp.attached, "c2 still has queues");
     assert!(!k.xdp.steered.values().any(|(o, _)| o == "c1/eth0"));
     cmd_del(&request("DEL", "c2", conf.clone()), &mut k, None, &quiet()).unwrap();
-    assert!(!k.xdp.attached && k.xdp.pins.is_empty() && k.xdp.steered.is_empty(), "the last DEL detaches");
+    assert!(
+        !k.xdp.attached && k.xdp.pins.is_empty() && k.xdp.steered.is_empty(),
+        "the last DEL detaches"
+    );
     // Idempotent: again, and with the NIC gone.
     cmd_del(&request("DEL", "c2", conf.clone()), &mut k, None, &quiet()).unwrap();
     k.nic = None;
     cmd_del(&request("DEL", "c2", conf), &mut k, None, &quiet()).unwrap();
-    assert!(k.calls.iter().any(|c| c == "xdp_sweep"), "no master: the dead NIC's pins are swept: {:?}", k.calls);
+    assert!(
+        k.calls.iter().any(|c| c == "xdp_sweep"),
+        "no master: the dead NIC's pins are swept: {:?}",
+        k.calls
+    );
 }
 
 #[test]
@@ -887,9 +1395,20 @@ fn del_for_another_network_leaves_the_owners_xdp_steering_alone() {
     cmd_add(&request("ADD", "c1", b.clone()), &mut k, None, &quiet()).unwrap();
     // (The fake kernel does not model A's refused ADD; the VM test does. DEL is what matters.)
     cmd_del(&request("DEL", "c1", a), &mut k, None, &quiet()).unwrap();
-    assert_eq!(k.xdp.steered.get(&3), Some(&("c1/eth0".to_string(), 1)), "B's queue still steered");
-    assert!(k.xdp.pins.contains("c1/eth0") && k.xdp.attached, "B's map still pinned");
-    assert!(!k.calls.iter().any(|c| c.starts_with("xdp_release")), "{:?}", k.calls);
+    assert_eq!(
+        k.xdp.steered.get(&3),
+        Some(&("c1/eth0".to_string(), 1)),
+        "B's queue still steered"
+    );
+    assert!(
+        k.xdp.pins.contains("c1/eth0") && k.xdp.attached,
+        "B's map still pinned"
+    );
+    assert!(
+        !k.calls.iter().any(|c| c.starts_with("xdp_release")),
+        "{:?}",
+        k.calls
+    );
     // B's own DEL releases it.
     cmd_del(&request("DEL", "c1", b), &mut k, None, &quiet()).unwrap();
     assert!(k.xdp.steered.is_empty() && !k.xdp.attached);
@@ -903,7 +1422,11 @@ fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
     k.calls.clear();
     cmd_del(&request("DEL", "c1", conf), &mut k, None, &quiet()).unwrap();
     let del_at = k.calls.iter().position(|c| c == "delete_single").unwrap();
-    let rel_at = k.calls.iter().position(|c| c.starts_with("xdp_release")).unwrap();
+    let rel_at = k
+        .calls
+        .iter()
+        .position(|c| c.starts_with("xdp_release"))
+        .unwrap();
     assert!(del_at < rel_at, "{:?}", k.calls);
 }
 
@@ -912,13 +1435,33 @@ fn failures_after_steering_give_the_queues_back_and_leave_nothing() {
     for step in ["configure_pod", "xdp_steer"] {
         let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
         k.fail_on = Some(step);
-        let err = cmd_add(&request("ADD", "c1", xdp_conf(&dir, json!({"queues": 2}))), &mut k, None, &quiet()).unwrap_err();
-        let want = if step == "xdp_steer" { errcodes::XDP_FAILED } else { errcodes::KERNEL_FAILED };
+        let err = cmd_add(
+            &request("ADD", "c1", xdp_conf(&dir, json!({"queues": 2}))),
+            &mut k,
+            None,
+            &quiet(),
+        )
+        .unwrap_err();
+        let want = if step == "xdp_steer" {
+            errcodes::XDP_FAILED
+        } else {
+            errcodes::KERNEL_FAILED
+        };
         assert_eq!(err.code, want, "{step}: {}", err.msg);
-        assert!(k.pods.is_empty() && k.leased_queues().is_empty(), "{step}: device and leases rolled back");
-        assert!(!k.xdp.attached && k.xdp.steered.is_empty() && k.xdp.pins.is_empty(), "{step}: dispatcher released");
+        assert!(
+            k.pods.is_empty() && k.leased_queues().is_empty(),
+            "{step}: device and leases rolled back"
+        );
+        assert!(
+            !k.xdp.attached && k.xdp.steered.is_empty() && k.xdp.pins.is_empty(),
+            "{step}: dispatcher released"
+        );
         assert!(dir.files().is_empty(), "{step}: {:?}", dir.files());
-        assert!(k.calls.iter().any(|c| c == "xdp_release c1/eth0"), "{step}: {:?}", k.calls);
+        assert!(
+            k.calls.iter().any(|c| c == "xdp_release c1/eth0"),
+            "{step}: {:?}",
+            k.calls
+        );
     }
 }
 
@@ -935,11 +1478,19 @@ fn check_needs_the_dispatcher_and_exactly_the_recorded_steering() {
     k.xdp.steered.insert(4, ("c1/eth0".into(), 7));
     let err = cmd_check(&request("CHECK", "c1", check.clone()), &mut k, None).unwrap_err();
     assert_eq!(err.code, errcodes::CHECK_FAILED);
-    assert!(err.msg.contains("(4, 7)") && err.msg.contains("(4, 2)"), "{}", err.msg);
+    assert!(
+        err.msg.contains("(4, 7)") && err.msg.contains("(4, 2)"),
+        "{}",
+        err.msg
+    );
 
     k.xdp.attached = false;
     let err = cmd_check(&request("CHECK", "c1", check), &mut k, None).unwrap_err();
-    assert!(err.msg.contains("no XDP dispatcher is attached to nic0"), "{}", err.msg);
+    assert!(
+        err.msg.contains("no XDP dispatcher is attached to nic0"),
+        "{}",
+        err.msg
+    );
 }
 
 #[test]

@@ -53,7 +53,9 @@ pub fn probe() -> EgressHook {
     match attach_type_names() {
         Ok(names) => match names.iter().find(|n| is_xsk_tx_hook(n)) {
             Some(n) => EgressHook::Available(n.clone()),
-            None => EgressHook::Unavailable { attach_types: names.len() },
+            None => EgressHook::Unavailable {
+                attach_types: names.len(),
+            },
         },
         Err(why) => EgressHook::Unknown(why),
     }
@@ -108,7 +110,9 @@ mod tests {
     #[test]
     fn the_probe_reads_the_running_kernels_attach_types() {
         match probe() {
-            EgressHook::Unavailable { attach_types } => assert!(attach_types > 30, "only {attach_types} attach types read"),
+            EgressHook::Unavailable { attach_types } => {
+                assert!(attach_types > 30, "only {attach_types} attach types read")
+            }
             EgressHook::Available(n) => assert!(n.contains("XSK")),
             EgressHook::Unknown(why) => panic!("the probe could not read this kernel's BTF: {why}"),
         }

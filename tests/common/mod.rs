@@ -61,7 +61,9 @@ pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut r = [0u8; 3];
-    fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r)).unwrap();
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut r))
+        .unwrap();
     format!("{prefix}{:x}{:02x}{:02x}{:02x}", n % 16, r[0], r[1], r[2])
 }
 
@@ -80,7 +82,11 @@ pub fn sh(args: &[&str]) -> String {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
 }
 
 /// A named network namespace (`/run/netns/<name>`), deleted on drop.
@@ -133,8 +139,13 @@ impl Netns {
     pub fn nsid_of(&self, other: &Netns) -> i32 {
         let list = |ns: &Netns| -> Option<i32> {
             let out = ns.ip(&["-j", "netns", "list-id"]);
-            let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
-            v.as_array()?.iter().find(|e| e["name"] == other.name.as_str()).and_then(|e| e["nsid"].as_i64()).map(|n| n as i32)
+            let v: Value =
+                serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
+            v.as_array()?
+                .iter()
+                .find(|e| e["name"] == other.name.as_str())
+                .and_then(|e| e["nsid"].as_i64())
+                .map(|n| n as i32)
         };
         if let Some(id) = list(self) {
             return id;
@@ -184,7 +195,8 @@ impl Netdevsim {
             Ok(n) => n,
             Err(why) => {
                 eprintln!("NETDEVSIM FIXTURE FAILED, retrying once with a new id: {why}");
-                Self::try_new(netns, queues, Duration::from_secs(60)).unwrap_or_else(|why| panic!("{why}"))
+                Self::try_new(netns, queues, Duration::from_secs(60))
+                    .unwrap_or_else(|why| panic!("{why}"))
             }
         }
     }
@@ -204,12 +216,25 @@ impl Netdevsim {
         loop {
             if let Some(e) = fs::read_dir(&dir).ok().and_then(|mut d| d.next()) {
                 let orig = e.unwrap().file_name().into_string().unwrap();
-                let out = run(&["ip", "link", "set", "dev", &orig, "name", &ifname, "netns", &netns.name]);
+                let out = run(&[
+                    "ip",
+                    "link",
+                    "set",
+                    "dev",
+                    &orig,
+                    "name",
+                    &ifname,
+                    "netns",
+                    &netns.name,
+                ]);
                 if out.status.success() {
                     break;
                 }
                 let err = String::from_utf8_lossy(&out.stderr).to_string();
-                assert!(err.contains("Cannot find device") && Instant::now() < deadline, "moving netdevsim{id} ({orig}) failed: {err}");
+                assert!(
+                    err.contains("Cannot find device") && Instant::now() < deadline,
+                    "moving netdevsim{id} ({orig}) failed: {err}"
+                );
             }
             if Instant::now() >= deadline {
                 let why = format!(
@@ -219,14 +244,22 @@ impl Netdevsim {
                     fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect::<Vec<_>>()),
                     String::from_utf8_lossy(&run(&["sh", "-c", "dmesg | tail -n 25"]).stdout),
                 );
-                let _ = fs::OpenOptions::new().write(true).open("/sys/bus/netdevsim/del_device").and_then(|mut f| f.write_all(id.to_string().as_bytes()));
+                let _ = fs::OpenOptions::new()
+                    .write(true)
+                    .open("/sys/bus/netdevsim/del_device")
+                    .and_then(|mut f| f.write_all(id.to_string().as_bytes()));
                 return Err(why);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         netns.ip(&["link", "set", "dev", &ifname, "up"]);
         let ifindex = netns.ifindex(&ifname);
-        Ok(Netdevsim { id, ifname, ifindex, netns: netns.name.clone() })
+        Ok(Netdevsim {
+            id,
+            ifname,
+            ifindex,
+            netns: netns.name.clone(),
+        })
     }
 
     /// Connect two netdevsim NICs back to back, so frames sent on one arrive on the other.
@@ -236,7 +269,13 @@ impl Netdevsim {
         // The kernel resolves "fd:ifindex" against the writer's fd table.
         write_sysfs(
             "/sys/bus/netdevsim/link_device",
-            &format!("{}:{} {}:{}", a.as_raw_fd(), self.ifindex, b.as_raw_fd(), other.ifindex),
+            &format!(
+                "{}:{} {}:{}",
+                a.as_raw_fd(),
+                self.ifindex,
+                b.as_raw_fd(),
+                other.ifindex
+            ),
         );
     }
 
@@ -260,8 +299,12 @@ impl Drop for Netdevsim {
 }
 
 pub fn write_sysfs(path: &str, value: &str) {
-    let mut f = fs::OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    f.write_all(value.as_bytes()).unwrap_or_else(|e| panic!("write {value:?} to {path}: {e}"));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    f.write_all(value.as_bytes())
+        .unwrap_or_else(|e| panic!("write {value:?} to {path}: {e}"));
 }
 
 /// The kernel's own netlink CLI (tools/net/ynl) from the test kernel's source tree: an
@@ -283,12 +326,21 @@ impl Ynl {
     }
 
     /// Run `cli.py --family F --do|--dump OP [--json J]` inside `netns` (None: the current one).
-    pub fn call(&self, netns: Option<&Netns>, family: &str, verb: &str, op: &str, json: Option<&Value>, extra: &[&str]) -> YnlResult {
+    pub fn call(
+        &self,
+        netns: Option<&Netns>,
+        family: &str,
+        verb: &str,
+        op: &str,
+        json: Option<&Value>,
+        extra: &[&str],
+    ) -> YnlResult {
         let mut c = match netns {
             Some(ns) => ns.cmd("/usr/bin/python3"),
             None => Command::new("/usr/bin/python3"),
         };
-        c.arg(&self.cli).args(["--no-schema", "--family", family, verb, op, "--output-json"]);
+        c.arg(&self.cli)
+            .args(["--no-schema", "--family", family, verb, op, "--output-json"]);
         if let Some(j) = json {
             c.args(["--json", &j.to_string()]);
         }
@@ -296,22 +348,41 @@ impl Ynl {
         let out = c.stdin(Stdio::null()).output().expect("run ynl");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if !out.status.success() {
-            return Err(format!("{}{}", stdout, String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "{}{}",
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         if stdout.trim().is_empty() {
             return Ok(Value::Null);
         }
-        Ok(serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("ynl output not JSON ({e}): {stdout}")))
+        Ok(serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("ynl output not JSON ({e}): {stdout}")))
     }
 
     pub fn queue_get(&self, netns: &Netns, ifindex: u32, id: u32) -> Value {
-        self.call(Some(netns), "netdev", "--do", "queue-get", Some(&serde_json::json!({"ifindex": ifindex, "id": id, "type": "rx"})), &[])
-            .unwrap_or_else(|e| panic!("queue-get {ifindex}/{id}: {e}"))
+        self.call(
+            Some(netns),
+            "netdev",
+            "--do",
+            "queue-get",
+            Some(&serde_json::json!({"ifindex": ifindex, "id": id, "type": "rx"})),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("queue-get {ifindex}/{id}: {e}"))
     }
 
     pub fn queue_dump(&self, netns: &Netns, ifindex: u32) -> Vec<Value> {
         let v = self
-            .call(Some(netns), "netdev", "--dump", "queue-get", Some(&serde_json::json!({"ifindex": ifindex})), &[])
+            .call(
+                Some(netns),
+                "netdev",
+                "--dump",
+                "queue-get",
+                Some(&serde_json::json!({"ifindex": ifindex})),
+                &[],
+            )
             .unwrap_or_else(|e| panic!("queue-get dump {ifindex}: {e}"));
         v.as_array().cloned().unwrap_or_default()
     }
@@ -325,14 +396,22 @@ pub fn eventually<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>
 
 /// As [`eventually`]; on timeout the panic message also carries `explain()` (what is still
 /// there, the kernel log), gathered only then.
-pub fn eventually_explained<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>, explain: impl FnOnce() -> String) -> T {
+pub fn eventually_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}{}", explain());
+            panic!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                explain()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -348,7 +427,12 @@ pub struct PluginRun {
 
 impl PluginRun {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("plugin stdout is not JSON ({e}): {:?}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "plugin stdout is not JSON ({e}): {:?}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -361,7 +445,12 @@ pub fn run_plugin(host: Option<&Netns>, env: &[(&str, &str)], stdin: &str) -> Pl
 }
 
 /// As [`run_plugin`], with another build of the plugin (e.g. the failpoints one).
-pub fn run_plugin_bin(bin: &Path, host: Option<&Netns>, env: &[(&str, &str)], stdin: &str) -> PluginRun {
+pub fn run_plugin_bin(
+    bin: &Path,
+    host: Option<&Netns>,
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> PluginRun {
     let mut c = match host {
         Some(ns) => ns.cmd(bin.to_str().unwrap()),
         None => Command::new(bin),
@@ -370,8 +459,18 @@ pub fn run_plugin_bin(bin: &Path, host: Option<&Netns>, env: &[(&str, &str)], st
     for (k, v) in env {
         c.env(k, v);
     }
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn plugin");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     PluginRun {
         status: out.status,
@@ -396,8 +495,15 @@ impl CniNet {
         let name = unique("net");
         let data_dir = std::env::temp_dir().join(unique("nkc-ipam-"));
         fs::create_dir_all(&data_dir).unwrap();
-        assert!(Path::new(CNI_PATH).join("host-local").exists(), "host-local missing from {CNI_PATH}: install containernetworking-plugins");
-        CniNet { name, data_dir, subnet: subnet.to_string() }
+        assert!(
+            Path::new(CNI_PATH).join("host-local").exists(),
+            "host-local missing from {CNI_PATH}: install containernetworking-plugins"
+        );
+        CniNet {
+            name,
+            data_dir,
+            subnet: subnet.to_string(),
+        }
     }
 
     /// The network config for `version`, with `extra` keys merged in.
@@ -414,8 +520,18 @@ impl CniNet {
         c
     }
 
-    pub fn call(&self, node: &Netns, command: &str, cid: &str, netns: Option<&Path>, ifname: &str, conf: &Value) -> PluginRun {
-        let netns = netns.map(|p| p.to_str().unwrap().to_string()).unwrap_or_default();
+    pub fn call(
+        &self,
+        node: &Netns,
+        command: &str,
+        cid: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        conf: &Value,
+    ) -> PluginRun {
+        let netns = netns
+            .map(|p| p.to_str().unwrap().to_string())
+            .unwrap_or_default();
         run_plugin(
             Some(node),
             &[
@@ -432,7 +548,9 @@ impl CniNet {
     /// Addresses host-local still holds (one file per reserved IP in dataDir/<network>/).
     pub fn reserved(&self) -> Vec<String> {
         let dir = self.data_dir.join(&self.name);
-        let Ok(rd) = fs::read_dir(&dir) else { return vec![] };
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return vec![];
+        };
         let mut v: Vec<String> = rd
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
@@ -451,13 +569,23 @@ impl Drop for CniNet {
 impl PluginRun {
     /// Panics with everything the plugin said unless it succeeded.
     pub fn ok(self, what: &str) -> Self {
-        assert!(self.status.success(), "{what} failed ({}):\nstdout: {}\nstderr: {}", self.status, self.stdout, self.stderr);
+        assert!(
+            self.status.success(),
+            "{what} failed ({}):\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     /// The CNI error object of a failed call.
     pub fn err(&self, what: &str) -> Value {
-        assert!(!self.status.success(), "{what} should have failed but succeeded: {}", self.stdout);
+        assert!(
+            !self.status.success(),
+            "{what} should have failed but succeeded: {}",
+            self.stdout
+        );
         let v = self.json();
         assert!(v["code"].is_u64(), "{what}: not a CNI error object: {v}");
         v

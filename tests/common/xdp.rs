@@ -43,24 +43,80 @@ pub fn wire(queues: u32) -> Wire {
     let far = Netns::new("far");
     // The far side sends only what a test sends: no IPv6 (its DAD and router solicitations
     // would ride whatever TX queue the stack picks, possibly one that lands on a leased queue).
-    sh(&["ip", "netns", "exec", &far.name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &far.name,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ]);
     let nic = Netdevsim::new(&node, queues);
     let peer = Netdevsim::new(&far, queues);
     nic.link_to(&node, &peer, &far);
     node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", &nic.ifname]);
     far.ip(&["addr", "add", &format!("{FAR_IP}/24"), "dev", &peer.ifname]);
-    let v: Value = serde_json::from_str(&node.ip(&["-j", "link", "show", "dev", &nic.ifname])).unwrap();
+    let v: Value =
+        serde_json::from_str(&node.ip(&["-j", "link", "show", "dev", &nic.ifname])).unwrap();
     let node_mac = v[0]["address"].as_str().unwrap().to_string();
     // No ARP across the wire: an ARP reply could ride a leased queue into a pod.
-    far.ip(&["neigh", "replace", NODE_IP, "lladdr", &node_mac, "dev", &peer.ifname, "nud", "permanent"]);
-    sh(&["ip", "netns", "exec", &far.name, "tc", "qdisc", "add", "dev", &peer.ifname, "clsact"]);
+    far.ip(&[
+        "neigh",
+        "replace",
+        NODE_IP,
+        "lladdr",
+        &node_mac,
+        "dev",
+        &peer.ifname,
+        "nud",
+        "permanent",
+    ]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &far.name,
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        &peer.ifname,
+        "clsact",
+    ]);
     // Anything no test steers leaves on TX queue 0, which lands on the node's RX queue 0: the
     // host's, never leased (the per-port filters come first, at prio 1).
     sh(&[
-        "ip", "netns", "exec", &far.name, "tc", "filter", "add", "dev", &peer.ifname, "egress", "protocol", "all", "prio", "99", "matchall",
-        "action", "skbedit", "queue_mapping", "0",
+        "ip",
+        "netns",
+        "exec",
+        &far.name,
+        "tc",
+        "filter",
+        "add",
+        "dev",
+        &peer.ifname,
+        "egress",
+        "protocol",
+        "all",
+        "prio",
+        "99",
+        "matchall",
+        "action",
+        "skbedit",
+        "queue_mapping",
+        "0",
     ]);
-    Wire { node, far, nic, peer, bpffs: Bpffs::new(), node_mac }
+    Wire {
+        node,
+        far,
+        nic,
+        peer,
+        bpffs: Bpffs::new(),
+        node_mac,
+    }
 }
 
 impl Wire {
@@ -69,8 +125,30 @@ impl Wire {
         let tx = tx_queue_for(rx).to_string();
         let port = port.to_string();
         sh(&[
-            "ip", "netns", "exec", &self.far.name, "tc", "filter", "add", "dev", &self.peer.ifname, "egress", "protocol", "ip", "prio", "1",
-            "u32", "match", "ip", "dport", &port, "0xffff", "action", "skbedit", "queue_mapping", &tx,
+            "ip",
+            "netns",
+            "exec",
+            &self.far.name,
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            &self.peer.ifname,
+            "egress",
+            "protocol",
+            "ip",
+            "prio",
+            "1",
+            "u32",
+            "match",
+            "ip",
+            "dport",
+            &port,
+            "0xffff",
+            "action",
+            "skbedit",
+            "queue_mapping",
+            &tx,
         ]);
     }
 
@@ -88,8 +166,20 @@ impl Wire {
 
     /// `bpftool -j net show dev <nic>` in the node netns: the XDP entries on the NIC.
     pub fn bpftool_xdp(&self) -> Vec<Value> {
-        let out = sh(&["ip", "netns", "exec", &self.node.name, "bpftool", "-j", "net", "show", "dev", &self.nic.ifname]);
-        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("bpftool net: {e}: {out}"));
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.node.name,
+            "bpftool",
+            "-j",
+            "net",
+            "show",
+            "dev",
+            &self.nic.ifname,
+        ]);
+        let v: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("bpftool net: {e}: {out}"));
         v[0]["xdp"].as_array().cloned().unwrap_or_default()
     }
 
@@ -98,13 +188,20 @@ impl Wire {
     /// to the NIC through the program id `bpftool net` reports on it.
     pub fn bpftool_xdp_links(&self) -> Vec<Value> {
         let progs: Vec<Value> = self.bpftool_xdp().iter().map(|x| x["id"].clone()).collect();
-        all_links().into_iter().filter(|l| l["type"] == "xdp" && progs.contains(&l["prog_id"])).collect()
+        all_links()
+            .into_iter()
+            .filter(|l| l["type"] == "xdp" && progs.contains(&l["prog_id"]))
+            .collect()
     }
 }
 
 pub fn all_links() -> Vec<Value> {
     let out = sh(&["bpftool", "-f", "-j", "link", "show"]);
-    serde_json::from_str::<Value>(&out).unwrap().as_array().cloned().unwrap_or_default()
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A network leasing from the wire's NIC into single devices, with the dispatcher on the NIC.
@@ -130,8 +227,17 @@ impl XdpNet {
         XdpNet { name, dir, conf }
     }
 
-    pub fn call(&self, w: &Wire, command: &str, cid: &str, pod: Option<&Netns>, args: &str) -> PluginRun {
-        let netns = pod.map(|p| p.path().display().to_string()).unwrap_or_default();
+    pub fn call(
+        &self,
+        w: &Wire,
+        command: &str,
+        cid: &str,
+        pod: Option<&Netns>,
+        args: &str,
+    ) -> PluginRun {
+        let netns = pod
+            .map(|p| p.path().display().to_string())
+            .unwrap_or_default();
         run_plugin(
             Some(&w.node),
             &[
@@ -147,7 +253,11 @@ impl XdpNet {
     }
 
     pub fn info(&self, cid: &str) -> Value {
-        let body = std::fs::read(self.dir.join(format!("{}:{cid}:xsk0-device.json", self.name))).unwrap();
+        let body = std::fs::read(
+            self.dir
+                .join(format!("{}:{cid}:xsk0-device.json", self.name)),
+        )
+        .unwrap();
         serde_json::from_slice::<Value>(&body).unwrap()["netkit-lease"].clone()
     }
 }
@@ -175,13 +285,25 @@ impl PodSocket {
         let (go_tx, go_rx) = std::sync::mpsc::channel::<(usize, Duration)>();
         let (frames_tx, frames_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            nix::sched::setns(std::os::fd::AsFd::as_fd(&fd), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            nix::sched::setns(
+                std::os::fd::AsFd::as_fd(&fd),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .unwrap();
             let mut xsk = match Xsk::bind(ifindex, vqueue, &XskConfig::default()) {
                 Ok(x) => x,
-                Err(e) => return ready_tx.send(Err(format!("bind AF_XDP to ifindex {ifindex} queue {vqueue} in the pod: {e}"))).unwrap(),
+                Err(e) => {
+                    return ready_tx
+                        .send(Err(format!(
+                            "bind AF_XDP to ifindex {ifindex} queue {vqueue} in the pod: {e}"
+                        )))
+                        .unwrap()
+                }
             };
             if let Err(e) = xsk.insert_into(&map, vqueue) {
-                return ready_tx.send(Err(format!("insert into {}: {e}", map.display()))).unwrap();
+                return ready_tx
+                    .send(Err(format!("insert into {}: {e}", map.display())))
+                    .unwrap();
             }
             ready_tx.send(Ok(())).unwrap();
             while let Ok((n, timeout)) = go_rx.recv() {
@@ -191,13 +313,23 @@ impl PodSocket {
                     got.extend(xsk.recv(n - got.len(), Duration::from_millis(200)).unwrap());
                 }
                 if got.len() < n {
-                    eprintln!("pod socket on ifindex {ifindex}/{vqueue}: {} of {n} frames; stats {:?}", got.len(), xsk.stats());
+                    eprintln!(
+                        "pod socket on ifindex {ifindex}/{vqueue}: {} of {n} frames; stats {:?}",
+                        got.len(),
+                        xsk.stats()
+                    );
                 }
                 frames_tx.send(got).unwrap();
             }
         });
-        ready_rx.recv().unwrap().unwrap_or_else(|e: String| panic!("{e}"));
-        PodSocket { frames: frames_rx, go: go_tx }
+        ready_rx
+            .recv()
+            .unwrap()
+            .unwrap_or_else(|e: String| panic!("{e}"));
+        PodSocket {
+            frames: frames_rx,
+            go: go_tx,
+        }
     }
 
     /// Frames received until `n` arrived or `timeout` passed.
@@ -222,7 +354,8 @@ pub fn udp_payloads(frames: &[Vec<u8>]) -> Vec<String> {
 /// A UDP socket of the node's own stack listening on `port`, collecting what reaches it.
 pub fn host_listener(node: &Netns, port: u16) -> Arc<UdpSocket> {
     let s = node.run(move || UdpSocket::bind((NODE_IP, port)).unwrap());
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     Arc::new(s)
 }
 
@@ -236,5 +369,7 @@ pub fn host_received(s: &UdpSocket) -> Vec<String> {
 }
 
 pub fn payloads(tag: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("nkc-{tag}-{i:03}-{}", "x".repeat(40))).collect()
+    (0..n)
+        .map(|i| format!("nkc-{tag}-{i:03}-{}", "x".repeat(40)))
+        .collect()
 }

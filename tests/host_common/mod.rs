@@ -27,7 +27,6 @@ pub fn require_root() {
     );
 }
 
-
 /// A named network namespace (`/run/netns/<name>`), deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -139,7 +138,11 @@ impl Drop for Netns {
 /// A copy-mode AF_XDP socket on `ifindex`/`queue` (calling thread's netns) with a small UMEM:
 /// enough for the tests, which bind several at once.
 pub fn bind_xsk(ifindex: u32, queue: u32) -> Xsk {
-    let config = XskConfig { frames: 64, ring_size: 32, ..XskConfig::default() };
+    let config = XskConfig {
+        frames: 64,
+        ring_size: 32,
+        ..XskConfig::default()
+    };
     Xsk::bind(ifindex, queue, &config).kernel("binding an AF_XDP socket")
 }
 
