@@ -594,19 +594,8 @@ impl Dispatcher {
         let paths = NicPaths::new(&opts.bpffs, &nic);
         let locked = lock_nic_dir(&root, &nic.dir_name(), true)?.expect("created");
         match Self::open_pins(&locked.dir, &paths, &nic)? {
-            Some((link, maps, table, stats_enabled)) => Ok((
-                Dispatcher {
-                    nic,
-                    paths,
-                    opts: opts.clone(),
-                    link,
-                    maps,
-                    table,
-                    stats_enabled,
-                    parent: locked.parent,
-                    dir: locked.dir,
-                    _lock: locked.lock,
-                },
+            Some(pins) => Ok((
+                Self::from_pins(opts, nic, paths, locked, pins),
                 Attach::Opened,
             )),
             None => {
@@ -626,22 +615,30 @@ impl Dispatcher {
         let Some(locked) = lock_nic_dir(&root, &nic.dir_name(), false)? else {
             return Ok(None);
         };
-        Ok(
-            Self::open_pins(&locked.dir, &paths, &nic)?.map(
-                |(link, maps, table, stats_enabled)| Dispatcher {
-                    nic,
-                    paths,
-                    opts: opts.clone(),
-                    link,
-                    maps,
-                    table,
-                    stats_enabled,
-                    parent: locked.parent,
-                    dir: locked.dir,
-                    _lock: locked.lock,
-                },
-            ),
-        )
+        Ok(Self::open_pins(&locked.dir, &paths, &nic)?
+            .map(|pins| Self::from_pins(opts, nic, paths, locked, pins)))
+    }
+
+    /// The dispatcher of a locked NIC directory whose pins [`Self::open_pins`] found live.
+    fn from_pins(
+        opts: &DispatcherOptions,
+        nic: NicKey,
+        paths: NicPaths,
+        locked: Locked,
+        (link, maps, table, stats_enabled): (OwnedFd, Maps, QueueTable, bool),
+    ) -> Dispatcher {
+        Dispatcher {
+            nic,
+            paths,
+            opts: opts.clone(),
+            link,
+            maps,
+            table,
+            stats_enabled,
+            parent: locked.parent,
+            dir: locked.dir,
+            _lock: locked.lock,
+        }
     }
 
     /// Open the pinned link and maps; `None` if there is no live link for this NIC.
