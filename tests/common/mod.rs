@@ -184,6 +184,31 @@ pub struct Netdevsim {
     pub netns: String,
 }
 
+/// Renames the link with this ifindex (in the caller's netns) and moves it into `netns`, in one
+/// RTM_NEWLINK: the kernel's `do_setlink` takes the new name with the namespace change.
+fn move_link(ifindex: u32, name: &str, netns: &Netns) -> Result<(), String> {
+    use rtnetlink::LinkUnspec;
+    let target = netns.fd();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let msg = LinkUnspec::new_with_index(ifindex)
+            .name(name.to_string())
+            .setns_by_fd(target.as_raw_fd())
+            .build();
+        handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
 impl Netdevsim {
     pub fn new(netns: &Netns, queues: u32) -> Self {
         // Twice in loaded CI runs a new device's netdev never appeared (once within 10 s, once
@@ -211,30 +236,27 @@ impl Netdevsim {
         // over 10 s.
         let deadline = Instant::now() + patience;
         let ifname = unique("nic");
-        // udev may rename the new netdev (predictable names) between our reading its name and
-        // moving it: read the name again and retry until the move finds it.
+        // Moved by ifindex, never by name: udev renames a new netdev (predictable names), and the
+        // kernel name it frees ("eth3") is given to the next new device at once. Moving "eth3"
+        // once moved another test's 2-queue NIC into this fixture (vm_xdp, a 4-queue test saw a
+        // pool of 1). The ifindex is read under this device's own sysfs directory, so it is ours.
         loop {
-            if let Some(e) = fs::read_dir(&dir).ok().and_then(|mut d| d.next()) {
-                let orig = e.unwrap().file_name().into_string().unwrap();
-                let out = run(&[
-                    "ip",
-                    "link",
-                    "set",
-                    "dev",
-                    &orig,
-                    "name",
-                    &ifname,
-                    "netns",
-                    &netns.name,
-                ]);
-                if out.status.success() {
-                    break;
+            let ours = fs::read_dir(&dir)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| {
+                    let name = e.ok()?.file_name();
+                    fs::read_to_string(Path::new(&dir).join(name).join("ifindex")).ok()
+                });
+            if let Some(index) = ours.and_then(|s| s.trim().parse::<u32>().ok()) {
+                match move_link(index, &ifname, netns) {
+                    Ok(()) => break,
+                    // Renamed or still being registered: look again.
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("moving netdevsim{id} (ifindex {index}): {e}; retrying")
+                    }
+                    Err(e) => return Err(format!("moving netdevsim{id} (ifindex {index}): {e}")),
                 }
-                let err = String::from_utf8_lossy(&out.stderr).to_string();
-                assert!(
-                    err.contains("Cannot find device") && Instant::now() < deadline,
-                    "moving netdevsim{id} ({orig}) failed: {err}"
-                );
             }
             if Instant::now() >= deadline {
                 let why = format!(
