@@ -195,14 +195,15 @@ fn i32_ne(payload: &[u8], what: &str) -> Result<i32, NetlinkError> {
 #[error("{errno:?}: {}{}", strerror(*errno), if .extack.is_empty() { String::new() } else { format!(" ({})", .extack) })]
 pub struct KernelError {
     pub errno: Errno,
-    pub extack: ExtAck,
+    /// Boxed: every object module's error carries a `KernelError`, and most have no extack.
+    pub extack: Box<ExtAck>,
 }
 
 impl KernelError {
     pub fn new(errno: Errno) -> Self {
         KernelError {
             errno,
-            extack: ExtAck::default(),
+            extack: Box::default(),
         }
     }
 
@@ -212,7 +213,7 @@ impl KernelError {
     pub fn from_tlvs(code: i32, tlvs: &[u8]) -> Self {
         KernelError {
             errno: Errno::from_raw(code.saturating_abs()),
-            extack: ExtAck::parse_prefix(tlvs),
+            extack: Box::new(ExtAck::parse_prefix(tlvs)),
         }
     }
 
@@ -597,7 +598,11 @@ pub fn transact<T: Transport + ?Sized>(
                     errno,
                     extack,
                 } if s == seq => {
-                    return Err(KernelError { errno, extack }.into());
+                    return Err(KernelError {
+                        errno,
+                        extack: Box::new(extack),
+                    }
+                    .into());
                 }
                 Message::Ack { seq: s, .. } if s == seq && !dump => return Ok(data),
                 Message::Done {
@@ -606,7 +611,11 @@ pub fn transact<T: Transport + ?Sized>(
                     extack,
                 } if s == seq => {
                     if let Some(errno) = errno {
-                        return Err(KernelError { errno, extack }.into());
+                        return Err(KernelError {
+                            errno,
+                            extack: Box::new(extack),
+                        }
+                        .into());
                     }
                     if interrupted {
                         return Err(NetlinkError::DumpInterrupted);

@@ -657,10 +657,10 @@ mod tests {
     fn kernel(errno: Errno, extack: Option<&str>) -> RtnlError {
         RtnlError::Kernel(KernelError {
             errno,
-            extack: crate::netlink::ExtAck {
+            extack: Box::new(crate::netlink::ExtAck {
                 msg: extack.map(str::to_string),
                 ..Default::default()
-            },
+            }),
         })
     }
 

@@ -78,10 +78,10 @@ fn kernel_err(op: &'static str, errno: Errno, msg: &str) -> NetdevError {
         op,
         kernel: KernelError {
             errno,
-            extack: ExtAck {
+            extack: Box::new(ExtAck {
                 msg: (!msg.is_empty()).then(|| msg.to_string()),
                 ..Default::default()
-            },
+            }),
         },
     }
 }
