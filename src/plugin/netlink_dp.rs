@@ -7,7 +7,6 @@
 //! everything is addressed by name or index.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use std::sync::Arc;
 use netlink_packet_route::link::LinkAttribute;
 
 use super::dataplane::*;
-use crate::addr::{self, AddressSpec, IpFamily, IpPrefix};
+use crate::addr::{self, AddressSpec, IpFamily};
 use crate::cni::IpCidr;
 use crate::config::{Mode, Policy, Scrub, XdpConfig};
 use crate::link::{
@@ -222,26 +221,9 @@ fn observed(info: &LinkInfo) -> ObservedLink {
     }
 }
 
-fn prefix(c: &IpCidr) -> Result<IpPrefix, DpError> {
-    IpPrefix::new(c.addr(), c.prefix_len()).map_err(|source| DpError::Addr {
-        step: "address",
-        source,
-    })
-}
-
-fn host_prefix(ip: IpAddr) -> IpPrefix {
-    IpPrefix::host(ip)
-}
-
-fn cidr(p: &IpPrefix) -> IpCidr {
-    IpCidr::new(p.addr(), p.prefix_len()).expect("a kernel prefix length is valid")
-}
-
 async fn add_route(rtnl: &Rtnl, ifindex: u32, r: &PlannedRoute) -> Result<(), DpError> {
     let step = "add route";
-    let dst = IpPrefix::new(r.dst.addr(), r.dst.prefix_len())
-        .map(|p| p.network())
-        .map_err(|source| DpError::Addr { step, source })?;
+    let dst = r.dst.network();
     let mut route = route::Route::new(dst)
         .map_err(|source| DpError::Route { step, source })?
         .dev(ifindex);
@@ -323,7 +305,7 @@ impl Dataplane for NetlinkDataplane {
                 // No prefix route: the pod reaches its subnet through the gateway like everything
                 // else (in L2 mode an on-link subnet route would ARP for other pods, which nobody
                 // answers), and the routes below say so explicitly.
-                let mut spec = AddressSpec::new(plan.ifindex, prefix(a)?);
+                let mut spec = AddressSpec::new(plan.ifindex, *a);
                 if !plan.prefix_routes {
                     spec = spec.noprefixroute();
                 }
@@ -354,7 +336,7 @@ impl Dataplane for NetlinkDataplane {
         let rtnl = &self.rtnl;
         self.rt.block_on(async {
             for gw in &plan.gateways {
-                let mut spec = AddressSpec::new(plan.host_ifindex, host_prefix(*gw));
+                let mut spec = AddressSpec::new(plan.host_ifindex, IpCidr::host(*gw));
                 if gw.is_ipv6() {
                     spec = spec.nodad();
                 }
@@ -367,7 +349,7 @@ impl Dataplane for NetlinkDataplane {
             }
             for ip in &plan.pod_addrs {
                 let r = PlannedRoute {
-                    dst: cidr(&host_prefix(*ip)),
+                    dst: IpCidr::host(*ip),
                     gw: None,
                 };
                 add_route(rtnl, plan.host_ifindex, &r).await?;
@@ -415,7 +397,7 @@ impl Dataplane for NetlinkDataplane {
                                     step: "list host routes",
                                     source,
                                 })?;
-                        out.host_routes.extend(routes.iter().map(|r| cidr(&r.dst)));
+                        out.host_routes.extend(routes.iter().map(|r| r.dst));
                     }
                     out.host = Some(observed(&h));
                 }
@@ -458,13 +440,13 @@ impl Dataplane for NetlinkDataplane {
                         source,
                     })?;
                 routes.extend(rs.iter().map(|r| PlannedRoute {
-                    dst: cidr(&r.dst),
+                    dst: r.dst,
                     gw: r.gateway,
                 }));
             }
             Ok(Some((
                 observed(&pod),
-                addrs.iter().map(|a| cidr(&a.prefix)).collect::<Vec<_>>(),
+                addrs.iter().map(|a| a.prefix).collect::<Vec<_>>(),
                 routes,
             )))
         })?;
