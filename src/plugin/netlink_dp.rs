@@ -16,11 +16,8 @@ use netlink_packet_route::link::LinkAttribute;
 use super::dataplane::*;
 use crate::addr::{self, AddressSpec, IpFamily};
 use crate::cni::IpCidr;
-use crate::config::{Mode, Policy, Scrub, XdpConfig};
-use crate::link::{
-    self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitPolicy, NetkitScrub,
-    NetkitSingle,
-};
+use crate::config::{Mode, XdpConfig};
+use crate::link::{self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitSingle};
 use crate::netdev::{Lease, NetdevClient, NetdevCmd, NetdevError, Queue, QueueId, QueueType};
 use crate::netns::{NetNs, NetnsError};
 use crate::route::{self, RouteScope};
@@ -168,27 +165,6 @@ fn netns_gone(e: &NetnsError) -> bool {
     }
 }
 
-fn nk_mode(m: Mode) -> NetkitMode {
-    match m {
-        Mode::L2 => NetkitMode::L2,
-        Mode::L3 => NetkitMode::L3,
-    }
-}
-
-fn nk_policy(p: Policy) -> NetkitPolicy {
-    match p {
-        Policy::Forward => NetkitPolicy::Forward,
-        Policy::Blackhole => NetkitPolicy::Blackhole,
-    }
-}
-
-fn nk_scrub(s: Scrub) -> NetkitScrub {
-    match s {
-        Scrub::Default => NetkitScrub::Default,
-        Scrub::None => NetkitScrub::None,
-    }
-}
-
 /// The device's MAC as CNI results spell it. An L3 netkit device reports all zeros, and that is
 /// what we report too rather than leaving `mac` out: podman parses the MAC of every sandbox
 /// interface in the result and refuses the container when it is missing ("invalid MAC address").
@@ -247,11 +223,11 @@ impl Dataplane for NetlinkDataplane {
         let ns = self.netns(&spec.netns)?;
         let step = "create netkit pair";
         let mut pair = NetkitPair::for_attachment(&spec.marker, std::os::fd::AsFd::as_fd(&ns))
-            .mode(nk_mode(spec.mode))
-            .policy(nk_policy(spec.policy))
-            .peer_policy(nk_policy(spec.peer_policy))
-            .scrub(nk_scrub(spec.scrub))
-            .peer_scrub(nk_scrub(spec.peer_scrub))
+            .mode(spec.mode)
+            .policy(spec.policy)
+            .peer_policy(spec.peer_policy)
+            .scrub(spec.scrub)
+            .peer_scrub(spec.peer_scrub)
             .host_up(true);
         if let Some(h) = spec.headroom {
             pair = pair.headroom(h);
@@ -499,7 +475,7 @@ impl Dataplane for NetlinkDataplane {
         let step = "create netkit single device";
         let mut single = NetkitSingle::new(spec.marker.ifname(), ns.as_fd())
             .map_err(|source| DpError::Link { step, source })?
-            .mode(nk_mode(spec.mode))
+            .mode(spec.mode)
             .num_rx_queues(spec.rx_queues)
             .map_err(|source| DpError::Link { step, source })?;
         if let Some(h) = spec.headroom {
