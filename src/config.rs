@@ -698,6 +698,15 @@ pub enum LeaseQueues {
     Ids(Vec<u32>),
 }
 
+/// CNI_ARGS key: how many queues the pod asks for.
+pub const ARG_QUEUES: &str = "NETKIT_LEASE_QUEUES";
+/// CNI_ARGS key: exactly which physical queues the pod asks for (`"3"`, `"3,5"`, `"3-5"`).
+pub const ARG_QUEUE_IDS: &str = "NETKIT_LEASE_QUEUE_IDS";
+/// runtimeConfig key: as [`ARG_QUEUES`] (a number).
+pub const RC_QUEUES: &str = "netkitLeaseQueues";
+/// runtimeConfig key: as [`ARG_QUEUE_IDS`] (a list of numbers).
+pub const RC_QUEUE_IDS: &str = "netkitLeaseQueueIds";
+
 /// The `lease` block: which NIC's RX queues are leased into pods, from which pool, how many.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseConfig {

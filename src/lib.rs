@@ -5,6 +5,7 @@
 //! typed error so callers can tell kernel errnos apart (DEL must know ENOENT from EBUSY).
 
 pub mod addr;
+pub mod cli_args;
 pub mod cni;
 pub mod config;
 pub mod failpoint;

@@ -89,23 +89,21 @@ pub enum Invocation {
 }
 
 pub fn parse_args(args: &[String]) -> Result<Invocation, QemuError> {
-    let (mut device_info, mut id, mut sock_fds, mut force_copy) = (None, None, None, false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| QemuError::Usage(format!("{name} needs a value")))
-        };
-        match a.as_str() {
-            "-h" | "--help" => return Ok(Invocation::Help),
-            "--device-info" => device_info = Some(PathBuf::from(value(a)?)),
-            "--id" => id = Some(value(a)?),
-            "--sock-fds" => sock_fds = Some(parse_sock_fds(&value(a)?)?),
-            "--force-copy" => force_copy = true,
-            other => return Err(QemuError::Usage(format!("unknown argument {other:?}"))),
-        }
+    use crate::cli_args::{parse, Opt};
+    const OPTS: &[Opt] = &[
+        Opt::value("--device-info", "a value"),
+        Opt::value("--id", "a value"),
+        Opt::value("--sock-fds", "a value"),
+        Opt::flag("--force-copy"),
+    ];
+    let p = parse(args, OPTS).map_err(|e| QemuError::Usage(e.to_string()))?;
+    if p.help {
+        return Ok(Invocation::Help);
     }
+    let device_info = p.get("--device-info").map(PathBuf::from);
+    let id = p.get("--id").map(str::to_string);
+    let sock_fds = p.get("--sock-fds").map(parse_sock_fds).transpose()?;
+    let force_copy = p.has("--force-copy");
     let device_info =
         device_info.ok_or_else(|| QemuError::Usage("--device-info is required".into()))?;
     let id = id.ok_or_else(|| QemuError::Usage("--id is required".into()))?;

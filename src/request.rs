@@ -15,9 +15,9 @@ use crate::config::{ConfigError, NetConf};
 /// delegate, so keys meant for it must get through us: `IP` is host-local's request for a fixed
 /// address, and the `K8S_POD_*` keys are what Kubernetes runtimes send for every pod.
 pub const KNOWN_ARGS: &[&str] = &[
-    // A pod's lease request (bounded by the admin's lease block; see plugin::lease).
-    crate::plugin::lease::ARG_QUEUES,
-    crate::plugin::lease::ARG_QUEUE_IDS,
+    // A pod's lease request (bounded by the admin's lease block).
+    crate::config::ARG_QUEUES,
+    crate::config::ARG_QUEUE_IDS,
     "IP",
     "K8S_POD_NAMESPACE",
     "K8S_POD_NAME",
@@ -27,7 +27,7 @@ pub const KNOWN_ARGS: &[&str] = &[
 
 /// A request that passed the parse layer.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Request {
+pub enum Invocation {
     /// CNI_COMMAND=VERSION: `response` is the whole answer to print. VERSION reads no other
     /// variable and needs no config, so nothing else was checked.
     Version { response: Value },
@@ -46,10 +46,10 @@ pub enum Request {
 pub fn parse_request(
     env: impl Fn(&str) -> Option<OsString>,
     stdin: &[u8],
-) -> Result<Request, CniError> {
+) -> Result<Invocation, CniError> {
     let env = CniEnv::from_os_lookup(env)?;
     if env.command == Command::Version {
-        return Ok(Request::Version {
+        return Ok(Invocation::Version {
             response: version_response(stdin)?,
         });
     }
@@ -67,7 +67,7 @@ pub fn parse_request(
         ));
     }
     env.args.check_known(KNOWN_ARGS)?;
-    Ok(Request::Network {
+    Ok(Invocation::Network {
         env,
         conf: Box::new(conf),
     })
@@ -103,13 +103,13 @@ mod tests {
                "ipam": {"type": "host-local", "subnet": "10.1.0.0/16"}})
     }
 
-    fn parse(env: &HashMap<String, OsString>, stdin: &Value) -> Result<Request, CniError> {
+    fn parse(env: &HashMap<String, OsString>, stdin: &Value) -> Result<Invocation, CniError> {
         parse_request(|k| env.get(k).cloned(), stdin.to_string().as_bytes())
     }
 
     #[test]
     fn add_request_parses() {
-        let Request::Network { env, conf: c } = parse(&add_env(), &conf()).unwrap() else {
+        let Invocation::Network { env, conf: c } = parse(&add_env(), &conf()).unwrap() else {
             panic!("not a network request")
         };
         assert_eq!(env.command, Command::Add);
@@ -122,7 +122,7 @@ mod tests {
     fn version_needs_no_config() {
         let env = vars(&[("CNI_COMMAND", "VERSION")]);
         let r = parse_request(|k| env.get(k).cloned(), b"").unwrap();
-        let Request::Version { response } = r else {
+        let Invocation::Version { response } = r else {
             panic!("not a VERSION request")
         };
         assert_eq!(response["cniVersion"], "1.1.0");

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use corpus_case::Case;
 use netkit_cni::config::NetConf;
-use netkit_cni::request::{parse_request, Request};
+use netkit_cni::request::{parse_request, Invocation};
 
 /// The corpus is meant to stay at least this large: fewer cases means files went missing.
 const MIN_CASES: usize = 60;
@@ -61,7 +61,7 @@ fn run(case: &Case) -> Result<(), String> {
 /// An accepted config, serialized as delegates get it (`raw_bytes`), must parse back to the same
 /// config: IPAM must see exactly what we validated (a fuzzing find: float re-serialization).
 fn delegated_as_validated(r: &Request) -> Result<(), String> {
-    let Request::Network { conf, .. } = r else {
+    let Invocation::Network { conf, .. } = r else {
         return Ok(());
     };
     match NetConf::parse(&conf.raw_bytes()) {

@@ -121,44 +121,30 @@ impl Cmd {
 /// The flags given, every one of which takes a value.
 struct Flags {
     cmd: Cmd,
-    given: Vec<(&'static str, String)>,
+    given: netkit_cni::cli_args::Parsed,
 }
 
 impl Flags {
     fn parse(cmd: Cmd, args: &[String]) -> Result<Flags, Failure> {
-        let mut given: Vec<(&'static str, String)> = Vec::new();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-                _ => (arg.as_str(), None),
-            };
-            if !name.starts_with("--") {
-                return usage(format!("unexpected argument {arg:?}"));
+        use netkit_cni::cli_args::{parse, Opt, UsageError};
+        let opts: Vec<Opt> = COMMON
+            .iter()
+            .chain(cmd.flags())
+            .map(|name| Opt::value(name, "a value"))
+            .collect();
+        match parse(args, &opts) {
+            Ok(given) => Ok(Flags { cmd, given }),
+            Err(UsageError::Unknown(arg)) if arg.starts_with("--") => {
+                let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
+                usage(format!("{} does not take {name}", cmd.name()))
             }
-            let Some(&flag) = COMMON.iter().chain(cmd.flags()).find(|f| **f == name) else {
-                return usage(format!("{} does not take {name}", cmd.name()));
-            };
-            let value = match inline {
-                Some(v) => v,
-                None => match it.next() {
-                    Some(v) => v.clone(),
-                    None => return usage(format!("{flag} needs a value")),
-                },
-            };
-            if given.iter().any(|(f, _)| *f == flag) {
-                return usage(format!("{flag} given twice"));
-            }
-            given.push((flag, value));
+            Err(UsageError::Unknown(arg)) => usage(format!("unexpected argument {arg:?}")),
+            Err(e) => usage(e.to_string()),
         }
-        Ok(Flags { cmd, given })
     }
 
     fn get(&self, flag: &str) -> Option<&str> {
-        self.given
-            .iter()
-            .find(|(f, _)| *f == flag)
-            .map(|(_, v)| v.as_str())
+        self.given.get(flag)
     }
 
     fn required(&self, flag: &str) -> Result<&str, Failure> {

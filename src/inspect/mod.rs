@@ -190,63 +190,29 @@ pub enum Invocation {
 /// Parse the arguments after `inspect`. Accepts `--opt value` and `--opt=value`; an unknown,
 /// repeated or incomplete argument is [`InspectError::Usage`] naming it.
 pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Invocation, InspectError> {
-    let mut opts = Options::default();
-    let mut it = args.iter().map(AsRef::as_ref);
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v)),
-            _ => (arg, None),
-        };
-        match name {
-            "-h" | "--help" if inline.is_none() => return Ok(Invocation::Help),
-            "--json" => {
-                if inline.is_some() {
-                    return Err(InspectError::usage(arg, "takes no value"));
-                }
-                if opts.json {
-                    return Err(InspectError::usage(name, "given twice"));
-                }
-                opts.json = true;
-            }
-            "--master" | "--bpffs" => {
-                let value = match inline {
-                    Some(v) => v,
-                    None => it.next().ok_or_else(|| {
-                        InspectError::usage(
-                            name,
-                            if name == "--master" {
-                                "needs an interface name"
-                            } else {
-                                "needs a path"
-                            },
-                        )
-                    })?,
-                };
-                if value.is_empty() {
-                    return Err(InspectError::usage(name, "empty value"));
-                }
-                if name == "--master" {
-                    if opts.master.is_some() {
-                        return Err(InspectError::usage(name, "given twice"));
-                    }
-                    crate::link::validate_ifname(value).map_err(|e| {
-                        InspectError::usage(
-                            name,
-                            format!("{value:?} is not an interface name: {e}"),
-                        )
-                    })?;
-                    opts.master = Some(value.to_string());
-                } else {
-                    if opts.bpffs.is_some() {
-                        return Err(InspectError::usage(name, "given twice"));
-                    }
-                    opts.bpffs = Some(PathBuf::from(value));
-                }
-            }
-            _ => return Err(InspectError::usage(arg, "unknown argument")),
-        }
+    use crate::cli_args::{parse, Opt};
+    const OPTS: &[Opt] = &[
+        Opt::flag("--json"),
+        Opt::value("--master", "an interface name"),
+        Opt::value("--bpffs", "a path"),
+    ];
+    let p = parse(args, OPTS).map_err(|e| InspectError::usage(e.arg(), e.why()))?;
+    if p.help {
+        return Ok(Invocation::Help);
     }
-    Ok(Invocation::Run(opts))
+    if let Some(master) = p.get("--master") {
+        crate::link::validate_ifname(master).map_err(|e| {
+            InspectError::usage(
+                "--master",
+                format!("{master:?} is not an interface name: {e}"),
+            )
+        })?;
+    }
+    Ok(Invocation::Run(Options {
+        json: p.has("--json"),
+        master: p.get("--master").map(str::to_string),
+        bpffs: p.get("--bpffs").map(PathBuf::from),
+    }))
 }
 
 /// The whole report.

@@ -1,5 +1,5 @@
 //! The kernel boundary of the plugin: what ADD/DEL/CHECK/GC/STATUS ask of the kernel, as one
-//! small trait. The real implementation speaks rtnetlink ([`super::netlink_dp::NetlinkDataplane`]);
+//! small trait. The real implementation is [`super::kernel_dp::KernelDataplane`];
 //! unit tests use a recording fake to check ordering and rollback without a kernel. Which one is
 //! used is decided where the plugin is constructed, never by `cfg!(test)`.
 

@@ -19,14 +19,9 @@ use crate::config::{LeaseConfig, LeaseQueues, QueueSet, MAX_LEASES_PER_DEVICE};
 use crate::logging::Logger;
 use crate::netdev::{Queue, QueueType};
 
-/// CNI_ARGS key: how many queues the pod asks for.
-pub const ARG_QUEUES: &str = "NETKIT_LEASE_QUEUES";
-/// CNI_ARGS key: exactly which physical queues the pod asks for (`"3"`, `"3,5"`, `"3-5"`).
-pub const ARG_QUEUE_IDS: &str = "NETKIT_LEASE_QUEUE_IDS";
-/// runtimeConfig key: as [`ARG_QUEUES`] (a number).
-pub const RC_QUEUES: &str = "netkitLeaseQueues";
-/// runtimeConfig key: as [`ARG_QUEUE_IDS`] (a list of numbers).
-pub const RC_QUEUE_IDS: &str = "netkitLeaseQueueIds";
+// The pod's side of a lease request (CNI_ARGS, runtimeConfig) is named with the config, which
+// the parse layer checks before anything acts.
+pub use crate::config::{ARG_QUEUES, ARG_QUEUE_IDS, RC_QUEUES, RC_QUEUE_IDS};
 
 /// How much of a pod-supplied value an error message or log line repeats.
 const ECHO_MAX: usize = 64;

@@ -11,8 +11,8 @@
 pub mod dataplane;
 pub mod devinfo;
 pub mod ipam_delegate;
+pub mod kernel_dp;
 pub mod lease;
-pub mod netlink_dp;
 #[cfg(test)]
 mod tests;
 
@@ -1442,13 +1442,13 @@ pub fn run(vars: &[(OsString, OsString)], stdin: &[u8]) -> Response {
     };
 
     let (env, conf) = match crate::request::parse_request(lookup, stdin) {
-        Ok(crate::request::Request::Version { response }) => {
+        Ok(crate::request::Invocation::Version { response }) => {
             return Response {
                 stdout: Some(response.to_string()),
                 exit_code: 0,
             }
         }
-        Ok(crate::request::Request::Network { env, conf }) => (env, *conf),
+        Ok(crate::request::Invocation::Network { env, conf }) => (env, *conf),
         Err(e) => return fail(e, &err_version),
     };
     let version = conf.cni_version;
@@ -1507,7 +1507,7 @@ fn dispatch(
         .as_ref()
         .map(|_| ExecIpam::new(&req.conf, &req.env.path, &vars));
     let ipam = ipam.as_ref().map(|i| i as &dyn IpamDelegate);
-    let mut dp = netlink_dp::NetlinkDataplane::new().map_err(kernel_error)?;
+    let mut dp = kernel_dp::KernelDataplane::new().map_err(kernel_error)?;
     match req.env.command {
         Command::Add => {
             cmd_add(req, &mut dp, ipam, log).map(|r| Some(r.to_json(req.conf.cni_version)))

@@ -1,4 +1,6 @@
-//! [`Dataplane`] over rtnetlink: the implementation the binary uses.
+//! [`Dataplane`] against the real kernel, the implementation the binary uses: links, addresses
+//! and routes over rtnetlink, leases over the netdev generic-netlink family, the XDP dispatcher
+//! through bpf(2) and bpffs, and sysctls.
 //!
 //! Everything runs on one Tokio current-thread runtime in the plugin's own netns (the runtime's
 //! host netns). The pod side goes through a netlink socket created inside the pod netns by a
@@ -25,7 +27,7 @@ use crate::rtnl::{Deletion, Rtnl};
 use crate::sysctl::{self, SysctlKey};
 use crate::xdp::{Attach, DetachOutcome, Dispatcher, PodHandoff, PodId, XdpError};
 
-pub struct NetlinkDataplane {
+pub struct KernelDataplane {
     rt: tokio::runtime::Runtime,
     rtnl: Rtnl,
     /// rtnetlink connections whose sockets live in pod netns (by path), driven by `rt` like
@@ -43,7 +45,7 @@ pub struct NetlinkDataplane {
     netns: HashMap<PathBuf, Arc<NetNs>>,
 }
 
-impl NetlinkDataplane {
+impl KernelDataplane {
     /// Connects to rtnetlink in the calling thread's netns (the node's host netns).
     pub fn new() -> Result<Self, DpError> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -58,7 +60,7 @@ impl NetlinkDataplane {
             tokio::spawn(conn);
             Ok::<_, DpError>(rtnl)
         })?;
-        Ok(NetlinkDataplane {
+        Ok(KernelDataplane {
             rt,
             rtnl,
             pod_rtnl: HashMap::new(),
@@ -214,7 +216,7 @@ async fn add_route(rtnl: &Rtnl, ifindex: u32, r: &PlannedRoute) -> Result<(), Dp
         .map_err(|source| DpError::Route { step, source })
 }
 
-impl Dataplane for NetlinkDataplane {
+impl Dataplane for KernelDataplane {
     fn validate_netns(&mut self, path: &Path) -> Result<(), DpError> {
         self.netns(path).map(drop)
     }
