@@ -248,10 +248,13 @@ mod tests {
     }
 
     fn opts(extra: &[&str]) -> Result<Invocation, QemuError> {
-        let mut a: Vec<String> = ["--device-info", "/x.json", "--id", "hn1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        // `--id hn1` unless the test gives its own: an option given twice is an error.
+        let base: &[&str] = if extra.contains(&"--id") {
+            &["--device-info", "/x.json"]
+        } else {
+            &["--device-info", "/x.json", "--id", "hn1"]
+        };
+        let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
         a.extend(extra.iter().map(|s| s.to_string()));
         parse_args(&a)
     }

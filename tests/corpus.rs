@@ -60,7 +60,7 @@ fn run(case: &Case) -> Result<(), String> {
 
 /// An accepted config, serialized as delegates get it (`raw_bytes`), must parse back to the same
 /// config: IPAM must see exactly what we validated (a fuzzing find: float re-serialization).
-fn delegated_as_validated(r: &Request) -> Result<(), String> {
+fn delegated_as_validated(r: &Invocation) -> Result<(), String> {
     let Invocation::Network { conf, .. } = r else {
         return Ok(());
     };
