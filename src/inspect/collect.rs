@@ -109,6 +109,29 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
         .filter_map(|l| Some(((l.link_netnsid, l.link?), (l.marker()?, l.name.clone()))))
         .collect();
 
+    // Device-info records: what verifies the owner of a single device (see the module docs).
+    // Read-only: a missing directory is no records.
+    let devinfo_dir = opts
+        .device_info_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DEVICE_INFO_DIR));
+    let records = match crate::plugin::devinfo::records(&devinfo_dir) {
+        Ok((records, skipped)) => {
+            warnings.extend(
+                skipped
+                    .into_iter()
+                    .map(|s| format!("device-info record left out: {s}")),
+            );
+            records
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "{e}: the owners of single devices cannot be verified"
+            ));
+            vec![]
+        }
+    };
+
     let mut netdev = match NetdevClient::open() {
         Ok(c) => Some(c),
         Err(e) if e.is_kernel_unsupported() => {
@@ -159,12 +182,26 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
         } else {
             HashMap::new()
         };
+        // Each lessee with the one record describing exactly it, if any.
+        let recorded: HashMap<(Option<i32>, u32), &Marker> = crate::plugin::lease::lessees(&rx)
+            .into_iter()
+            .filter_map(|(ns, ifindex, queues)| {
+                let mut it = records
+                    .iter()
+                    .filter(|(_, r)| r.describes(l.index, ifindex, &queues));
+                match (it.next(), it.next()) {
+                    (Some((m, _)), None) => Some(((ns, ifindex), m)),
+                    _ => None,
+                }
+            })
+            .collect();
         for q in &rx {
             let lease = match &q.lease {
                 Some(lease) => Some(resolve_lessee(
                     &rt,
                     &rtnl,
                     &pairs,
+                    recorded.get(&(lease.netns_id, lease.ifindex)).copied(),
                     lease,
                     q.id,
                     &mut report.warnings,
@@ -398,11 +435,13 @@ pub(super) fn pod_of_pin(path: &str) -> Option<String> {
 }
 
 /// Who holds a leased queue: a pair's peer (known by its host-side primary's marker), a single
-/// device (its own marker), or someone else's device.
+/// device (the device-info record describing it, else its own alias, unverified), or someone
+/// else's device.
 fn resolve_lessee(
     rt: &tokio::runtime::Runtime,
     rtnl: &Rtnl,
     pairs: &HashMap<(Option<i32>, u32), (Marker, String)>,
+    recorded: Option<&Marker>,
     lease: &crate::netdev::Lease,
     queue: u32,
     warnings: &mut Vec<String>,
@@ -416,6 +455,7 @@ fn resolve_lessee(
         container_id: None,
         pairing: None,
         host_ifname: None,
+        owner_verified: None,
     };
     let remote = match lease.netns_id {
         Some(id) if id < 0 => {
@@ -436,14 +476,39 @@ fn resolve_lessee(
         None => None,
     };
     out.ifname = remote.as_ref().map(|l| l.name.clone());
-    let (marker, pairing, host) = match pairs.get(&(lease.netns_id, lease.ifindex)) {
-        Some((m, host)) => (Some(m.clone()), Some(Pairing::Pair), Some(host.clone())),
-        None => match remote.as_ref().and_then(LinkInfo::marker) {
-            Some(m) => (Some(m), Some(Pairing::Single), None),
-            None => (None, None, None),
+    let alias = remote.as_ref().and_then(LinkInfo::marker);
+    let (marker, pairing, host, verified) = match (
+        pairs.get(&(lease.netns_id, lease.ifindex)),
+        recorded,
+    ) {
+        // The host side is in the node netns: the pod cannot touch its alias.
+        (Some((m, host)), _) => (
+            Some(m.clone()),
+            Some(Pairing::Pair),
+            Some(host.clone()),
+            true,
+        ),
+        (None, Some(m)) => {
+            if alias.as_ref().is_some_and(|a| a != m) {
+                warnings.push(format!(
+                    "queue {queue}: the lessee's alias claims {}, its device-info record says {m}",
+                    alias.as_ref().map(ToString::to_string).unwrap_or_default()
+                ));
+            }
+            (Some(m.clone()), Some(Pairing::Single), None, true)
+        }
+        (None, None) => match alias {
+            Some(m) => {
+                warnings.push(format!(
+                    "queue {queue}: owner {m} read from the lessee's alias, which the pod can rewrite; no device-info record describes this lessee"
+                ));
+                (Some(m), Some(Pairing::Single), None, false)
+            }
+            None => (None, None, None, false),
         },
     };
     if let Some(m) = marker {
+        out.owner_verified = Some(verified);
         out.network = Some(m.network().to_string());
         out.container_id = Some(m.container_id().to_string());
         out.ifname = out.ifname.or_else(|| Some(m.ifname().to_string()));
