@@ -887,7 +887,9 @@ fn gc_never_hands_identifiers_from_a_forged_alias_to_ipam() {
     assert_eq!(reserved_for(&net), all);
     let live_queues: Vec<u64> = leases(&ynl, &node, &nic)
         .into_iter()
-        .filter(|(_, l)| l["ifindex"] == live.ifindex("eth0"))
+        .filter(|(_, l)| {
+            l["ifindex"] == live.ifindex("eth0") && l["netns-id"] == node.nsid_of(&live)
+        })
         .map(|(q, _)| q)
         .collect();
     assert_eq!(live_queues.len(), 1);

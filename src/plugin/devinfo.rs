@@ -231,14 +231,17 @@ pub fn list(dir: &Path, network: &str) -> Result<Vec<Marker>, DevInfoError> {
     Ok(out)
 }
 
-/// Every device-info record in `dir` (any network) whose content names the same attachment as
-/// its file name, with its attachment. Files that cannot be read or decoded, or whose content
+/// Every device-info record in `dir` (any network) that the plugin's uid owns and whose content
+/// names the same attachment as its file name, with its attachment. Files that cannot be read or decoded, or whose content
 /// disagrees with their name, are left out and described in the second list: a stale or foreign
 /// file must not stop DEL or GC, it only means the device it would describe stays unverified.
 pub fn records(dir: &Path) -> Result<(Vec<(Marker, LeaseInfo)>, Vec<String>), DevInfoError> {
     let Some(d) = open_dir(dir, false)? else {
         return Ok((vec![], vec![]));
     };
+    // Only files the plugin's uid owns count: the directory may be handed to a device plugin or
+    // a pod running as another uid, which must not be able to vouch for a device.
+    let d = d.with_owner(Owner::Us);
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for entry in d.entries()? {
         if entry.kind == Kind::Dir {

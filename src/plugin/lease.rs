@@ -738,7 +738,19 @@ pub fn delete_single(
     marker: &Marker,
     log: &Logger,
 ) -> Result<Deletion, DpError> {
-    let devs = leasing_devices(dp, conf, log)?;
+    let devs = match leasing_devices(dp, conf, log) {
+        Ok(d) => d,
+        // With the netns, the device can still be found by name: the master's queues failing to
+        // dump must not fail a DEL the spec wants to succeed.
+        Err(e) if netns.is_some() => {
+            log.warn(format_args!(
+                "DEL {marker}: the leases of {} cannot be read ({e}); looking for the device by name",
+                conf.master
+            ));
+            vec![]
+        }
+        Err(e) => return Err(e),
+    };
     // After the dump, which names (and if needed assigns) the lessee's nsid. A netns that can no
     // longer be opened restricts nothing: the record and the leases already identify the device.
     let nsid = match netns {

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::*;
 use crate::cni::{IpConfig, Route};
 use crate::logging::{LogLevel, Logger};
-use crate::netdev::{Lease, NetdevError, Queue, QueueId};
+use crate::netdev::{Lease, NetdevError, Queue, QueueId, QueueType};
 use crate::netlink::ExtAck;
 use crate::rtnl::Deletion;
 
