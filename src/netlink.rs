@@ -11,42 +11,24 @@
 //! because neli 0.7 (a) ignores `NLM_F_CAPPED` and trusts the echoed request's length inside an
 //! NLMSG_ERROR, (b) never reads the extended-ACK TLVs of a *successful* ACK and (c) does not bound
 //! each message by its own `nlmsg_len`, so an ACK carrying TLVs desynchronises every following
-//! message in the same datagram. The TLVs themselves are still parsed with neli's `GenlBuffer`.
+//! message in the same datagram. The extended-ACK TLVs are read by [`ExtAck`], the one parser
+//! for both families (rtnetlink errors reach it through [`crate::rtnl`]).
 
-use std::io::{self, Cursor};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
-use neli::types::{Buffer, GenlBuffer};
 use neli::utils::Groups;
-use neli::FromBytesWithInput;
 use netlink_packet_core::NetlinkBuffer;
 use nix::errno::Errno;
 
-/// `NLMSG_NOOP`: to be ignored.
-pub const NLMSG_NOOP: u16 = 1;
-/// `NLMSG_ERROR`: error or (with error 0) ACK.
-pub const NLMSG_ERROR: u16 = 2;
-/// `NLMSG_DONE`: end of a dump; carries the dump's final errno.
-pub const NLMSG_DONE: u16 = 3;
-/// `NLMSG_OVERRUN`: data lost.
-pub const NLMSG_OVERRUN: u16 = 4;
-
-/// `NLM_F_REQUEST`.
-pub const NLM_F_REQUEST: u16 = 0x01;
-/// `NLM_F_MULTI`.
-pub const NLM_F_MULTI: u16 = 0x02;
-/// `NLM_F_ACK`.
-pub const NLM_F_ACK: u16 = 0x04;
-/// `NLM_F_DUMP_INTR`: the dump was interrupted by a concurrent change and may be inconsistent.
-pub const NLM_F_DUMP_INTR: u16 = 0x10;
-/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
-pub const NLM_F_DUMP: u16 = 0x300;
-/// `NLM_F_CAPPED` (on NLMSG_ERROR): the echoed request was cut down to its header.
-pub const NLM_F_CAPPED: u16 = 0x100;
-/// `NLM_F_ACK_TLVS` (on NLMSG_ERROR / NLMSG_DONE): extended-ACK attributes follow.
-pub const NLM_F_ACK_TLVS: u16 = 0x200;
+// Message types and flags from include/uapi/linux/netlink.h, as netlink-packet-core exports
+// them (NLM_F_MULTI is its NLM_F_MULTIPART).
+pub use netlink_packet_core::{
+    NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART as NLM_F_MULTI, NLM_F_REQUEST,
+};
 
 /// `NLMSGERR_ATTR_MSG`: human readable error string.
 pub const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -92,18 +74,48 @@ impl ExtAck {
         *self == ExtAck::default()
     }
 
-    fn parse(tlvs: &[u8]) -> Result<ExtAck, NetlinkError> {
-        let mut ext = ExtAck::default();
-        if tlvs.is_empty() {
-            return Ok(ext);
+    /// Strict: a run of TLVs that does not follow the format is an error (generic netlink
+    /// replies, which this crate decodes byte by byte).
+    pub fn parse(tlvs: &[u8]) -> Result<ExtAck, NetlinkError> {
+        match ExtAck::walk(tlvs) {
+            (ext, None) => Ok(ext),
+            (_, Some(why)) => Err(NetlinkError::Malformed(format!(
+                "extended ACK attributes: {why}"
+            ))),
         }
-        let attrs =
-            GenlBuffer::<u16, Buffer>::from_bytes_with_input(&mut Cursor::new(tlvs), tlvs.len())
-                .map_err(|e| NetlinkError::Malformed(format!("extended ACK attributes: {e}")))?;
-        for attr in attrs.iter() {
-            let kind = *attr.nla_type().nla_type();
-            let payload = attr.nla_payload().as_ref();
-            match kind {
+    }
+
+    /// Lenient: what parsed before the first malformed attribute (rtnetlink errors, where the
+    /// errno is the answer and the extack only explains it).
+    pub fn parse_prefix(tlvs: &[u8]) -> ExtAck {
+        ExtAck::walk(tlvs).0
+    }
+
+    /// The one TLV walker: every attribute up to the first that breaks the format (a length
+    /// below the header or past the end, a fixed-size value of the wrong size), and why it broke.
+    fn walk(tlvs: &[u8]) -> (ExtAck, Option<String>) {
+        let mut ext = ExtAck::default();
+        let mut off = 0usize;
+        while off < tlvs.len() {
+            let Some(hdr) = tlvs.get(off..off + 4) else {
+                return (
+                    ext,
+                    Some(format!("{} stray bytes at offset {off}", tlvs.len() - off)),
+                );
+            };
+            let len = usize::from(u16::from_ne_bytes([hdr[0], hdr[1]]));
+            // NLA_F_NESTED / NLA_F_NET_BYTEORDER are flags, not part of the type.
+            let kind = u16::from_ne_bytes([hdr[2], hdr[3]]) & 0x3fff;
+            let Some(payload) = (len >= 4).then(|| tlvs.get(off + 4..off + len)).flatten() else {
+                return (
+                    ext,
+                    Some(format!(
+                        "attribute {kind} at offset {off} claims {len} bytes"
+                    )),
+                );
+            };
+            let value = |what| u32_ne(payload, what).map_err(|e| e.to_string());
+            let parsed = match kind {
                 NLMSGERR_ATTR_MSG => {
                     // NUL-terminated C string; tolerate a missing terminator.
                     let end = payload
@@ -111,31 +123,44 @@ impl ExtAck {
                         .position(|&b| b == 0)
                         .unwrap_or(payload.len());
                     ext.msg = Some(String::from_utf8_lossy(&payload[..end]).into_owned());
+                    Ok(())
                 }
                 NLMSGERR_ATTR_OFFS => {
-                    ext.bad_attr_offset = Some(u32_ne(payload, "NLMSGERR_ATTR_OFFS")?)
+                    value("NLMSGERR_ATTR_OFFS").map(|v| ext.bad_attr_offset = Some(v))
                 }
                 NLMSGERR_ATTR_MISS_TYPE => {
-                    ext.missing_attr_type = Some(u32_ne(payload, "NLMSGERR_ATTR_MISS_TYPE")?)
+                    value("NLMSGERR_ATTR_MISS_TYPE").map(|v| ext.missing_attr_type = Some(v))
                 }
                 NLMSGERR_ATTR_MISS_NEST => {
-                    ext.missing_nest_offset = Some(u32_ne(payload, "NLMSGERR_ATTR_MISS_NEST")?)
+                    value("NLMSGERR_ATTR_MISS_NEST").map(|v| ext.missing_nest_offset = Some(v))
                 }
-                NLMSGERR_ATTR_COOKIE => ext.cookie = Some(payload.to_vec()),
-                _ => ext.other.push((kind, payload.to_vec())),
+                NLMSGERR_ATTR_COOKIE => {
+                    ext.cookie = Some(payload.to_vec());
+                    Ok(())
+                }
+                _ => {
+                    ext.other.push((kind, payload.to_vec()));
+                    Ok(())
+                }
+            };
+            if let Err(why) = parsed {
+                return (ext, Some(why));
             }
+            off += (len + 3) & !3;
         }
-        Ok(ext)
+        (ext, None)
     }
 }
 
+/// What an operator can use: the message, or the missing attribute. The offset of a rejected
+/// attribute points into our own request, so only a message without any text shows it.
 impl std::fmt::Display for ExtAck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
         if let Some(m) = &self.msg {
-            parts.push(format!("\"{m}\""));
+            parts.push(m.clone());
         }
-        if let Some(o) = self.bad_attr_offset {
+        if let (None, Some(o)) = (&self.msg, self.bad_attr_offset) {
             parts.push(format!("bad attribute at offset {o}"));
         }
         if let Some(t) = self.missing_attr_type {
@@ -159,18 +184,67 @@ fn i32_ne(payload: &[u8], what: &str) -> Result<i32, NetlinkError> {
     u32_ne(payload, what).map(|v| v as i32)
 }
 
+/// A negative errno from the kernel with its extended ACK: the one kernel-error value of every
+/// netlink family this crate speaks (rtnetlink through [`crate::rtnl`], generic netlink and the
+/// nsid requests through [`transact`]). Each object module's error keeps it beside the operation.
+///
+/// `errno` stays a typed [`Errno`] so callers can match ENODEV vs EEXIST vs EBUSY vs EOPNOTSUPP;
+/// `extack` carries strings such as "Unknown device type" or "netkit can only lease against the
+/// peer device" that make EOPNOTSUPP/EINVAL diagnosable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{errno:?}: {}{}", strerror(*errno), if .extack.is_empty() { String::new() } else { format!(" ({})", .extack) })]
+pub struct KernelError {
+    pub errno: Errno,
+    /// Boxed: every object module's error carries a `KernelError`, and most have no extack.
+    pub extack: Box<ExtAck>,
+}
+
+impl KernelError {
+    pub fn new(errno: Errno) -> Self {
+        KernelError {
+            errno,
+            extack: Box::default(),
+        }
+    }
+
+    /// An errno (as the kernel sends it, negative) with a raw run of extack TLVs, e.g. what
+    /// netlink-packet-core leaves of an NLMSG_ERROR or NLMSG_DONE. A malformed tail is dropped:
+    /// the errno is what matters, the extack only explains it.
+    pub fn from_tlvs(code: i32, tlvs: &[u8]) -> Self {
+        KernelError {
+            errno: Errno::from_raw(code.saturating_abs()),
+            extack: Box::new(ExtAck::parse_prefix(tlvs)),
+        }
+    }
+
+    /// The extended ACK's message, if the kernel set one.
+    pub fn msg(&self) -> Option<&str> {
+        self.extack.msg.as_deref()
+    }
+}
+
+/// The C library's message for `errno` (nix's own table words some errnos differently from
+/// what operators see from `ip`, e.g. EOPNOTSUPP).
+fn strerror(errno: Errno) -> String {
+    let mut buf = [0 as libc::c_char; 128];
+    // SAFETY: the buffer is valid for its length; the XSI strerror_r NUL-terminates on success.
+    let rc = unsafe { libc::strerror_r(errno as i32, buf.as_mut_ptr(), buf.len()) };
+    if rc != 0 {
+        return format!("errno {}", errno as i32);
+    }
+    // SAFETY: NUL-terminated within `buf` (checked by rc == 0 above).
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Errors of the shared netlink layer; each protocol module wraps them into its own error type
 /// with the operation name attached.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
     /// The kernel answered with a negative errno (NLMSG_ERROR, or NLMSG_DONE of a dump).
-    #[error("{errno}{}", if .extack.is_empty() { String::new() } else { format!(" ({})", .extack) })]
-    Kernel {
-        /// The errno, typed so callers can match `Errno::EBUSY` etc.
-        errno: Errno,
-        /// Extended ACK, when the kernel supplied one.
-        extack: ExtAck,
-    },
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
     /// Socket-level failure.
     #[error("netlink socket: {0}")]
     Io(#[from] io::Error),
@@ -524,7 +598,11 @@ pub fn transact<T: Transport + ?Sized>(
                     errno,
                     extack,
                 } if s == seq => {
-                    return Err(NetlinkError::Kernel { errno, extack });
+                    return Err(KernelError {
+                        errno,
+                        extack: Box::new(extack),
+                    }
+                    .into());
                 }
                 Message::Ack { seq: s, .. } if s == seq && !dump => return Ok(data),
                 Message::Done {
@@ -533,7 +611,11 @@ pub fn transact<T: Transport + ?Sized>(
                     extack,
                 } if s == seq => {
                     if let Some(errno) = errno {
-                        return Err(NetlinkError::Kernel { errno, extack });
+                        return Err(KernelError {
+                            errno,
+                            extack: Box::new(extack),
+                        }
+                        .into());
                     }
                     if interrupted {
                         return Err(NetlinkError::DumpInterrupted);

@@ -28,7 +28,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use nix::errno::Errno;
 
 use crate::netlink::{
-    transact, ExtAck, NetlinkError, SocketTransport, Transport, NLM_F_ACK, NLM_F_REQUEST,
+    transact, KernelError, NetlinkError, SocketTransport, Transport, NLM_F_ACK, NLM_F_REQUEST,
 };
 
 /// `RTM_NEWNSID`: also the type of RTM_GETNSID's reply.
@@ -43,14 +43,12 @@ pub const NETNSA_NSID_NOT_ASSIGNED: i32 = -1;
 pub enum NsidError {
     /// The kernel rejected the request (e.g. `EBADF`/`EINVAL` for an fd that is not a netns,
     /// `EPERM` for RTM_NEWNSID without CAP_NET_ADMIN).
-    #[error("{op}: {errno}{}", if .extack.is_empty() { String::new() } else { format!(" ({})", .extack) })]
+    #[error("{op}: {kernel}")]
     Kernel {
         /// "RTM_GETNSID" or "RTM_NEWNSID".
         op: &'static str,
-        /// Typed errno.
-        errno: Errno,
-        /// Extended ACK.
-        extack: ExtAck,
+        /// Typed errno and extended ACK.
+        kernel: KernelError,
     },
     /// Socket-level failure (including `/proc` access for [`is_current_netns`]).
     #[error("{op}: {source}")]
@@ -79,14 +77,14 @@ impl NsidError {
     /// The kernel errno, when the kernel rejected the request.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            NsidError::Kernel { errno, .. } => Some(*errno),
+            NsidError::Kernel { kernel, .. } => Some(kernel.errno),
             _ => None,
         }
     }
 
     fn from_netlink(op: &'static str, e: NetlinkError) -> NsidError {
         match e {
-            NetlinkError::Kernel { errno, extack } => NsidError::Kernel { op, errno, extack },
+            NetlinkError::Kernel(kernel) => NsidError::Kernel { op, kernel },
             NetlinkError::Io(source) => NsidError::Io { op, source },
             NetlinkError::Malformed(reason) => NsidError::Malformed { op, reason },
             NetlinkError::DumpInterrupted => NsidError::Malformed {
@@ -226,10 +224,10 @@ impl<T: Transport> NsidClient<T> {
         match transact(&mut self.transport, &req) {
             Ok(_) => {}
             // Someone assigned an id between our read and our write: theirs is as good.
-            Err(NetlinkError::Kernel {
+            Err(NetlinkError::Kernel(KernelError {
                 errno: Errno::EEXIST,
                 ..
-            }) => {}
+            })) => {}
             Err(e) => return Err(NsidError::from_netlink(OP, e)),
         }
         self.get_nsid(target)?.ok_or(NsidError::StillUnassigned)
@@ -406,8 +404,11 @@ mod tests {
         match NsidClient::with_transport(&mut t).ensure_nsid(fd.as_fd()) {
             Err(NsidError::Kernel {
                 op: "RTM_NEWNSID",
-                errno: Errno::EPERM,
-                extack,
+                kernel:
+                    KernelError {
+                        errno: Errno::EPERM,
+                        extack,
+                    },
             }) => {
                 assert_eq!(
                     extack.msg.as_deref(),

@@ -14,16 +14,12 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
-use nix::errno::Errno;
 use std::os::fd::FromRawFd;
 
 /// The future that drives an [`Rtnl`] connection. Spawn it on the runtime that owns the
 /// [`Rtnl`]; it finishes once every [`Rtnl`] clone is dropped.
 pub type RtnlConnection = rtnetlink::proto::Connection<RouteNetlinkMessage>;
 
-/// `NLMSGERR_ATTR_MSG` / `NLMSGERR_ATTR_OFFS` from `include/uapi/linux/netlink.h`.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLMSGERR_ATTR_OFFS: u16 = 2;
 /// Size of `struct nlmsghdr`; with `NETLINK_CAP_ACK` the error payload echoes only this much
 /// of the request before the extack TLVs.
 const NLMSG_HDR_LEN: usize = 16;
@@ -56,29 +52,9 @@ pub enum RtnlError {
     UnexpectedReply(String),
 }
 
-/// A negative errno returned by the kernel, with the extended-ack message when it set one.
-///
-/// `errno` stays a typed [`Errno`] so callers can match ENODEV vs EEXIST vs EBUSY vs EOPNOTSUPP;
-/// `extack` carries strings such as "Unknown device type" or
-/// "netkit can only lease against the peer device" that make EOPNOTSUPP/EINVAL diagnosable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{errno:?}: {}{}", strerror(*errno), extack.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
-pub struct KernelError {
-    pub errno: Errno,
-    pub extack: Option<String>,
-    /// Byte offset of the offending attribute inside the request (`NLMSGERR_ATTR_OFFS`).
-    pub bad_attr_offset: Option<u32>,
-}
+pub use crate::netlink::KernelError;
 
 impl KernelError {
-    pub fn new(errno: Errno) -> Self {
-        Self {
-            errno,
-            extack: None,
-            bad_attr_offset: None,
-        }
-    }
-
     /// Decodes the payload of an `NLMSG_ERROR` that follows the 4-byte error code: the echoed
     /// request header (only the header, as [`Rtnl`] always sets `NETLINK_CAP_ACK`) followed by
     /// the extack TLVs.
@@ -86,51 +62,6 @@ impl KernelError {
         let tlvs = payload.get(NLMSG_HDR_LEN..).unwrap_or_default();
         Self::from_tlvs(code, tlvs)
     }
-
-    /// Decodes an errno plus a raw run of extack TLVs (the layout of an `NLMSG_DONE` that ends a
-    /// failed dump).
-    pub fn from_tlvs(code: i32, tlvs: &[u8]) -> Self {
-        let mut err = Self::new(Errno::from_raw(code.saturating_abs()));
-        let mut off = 0usize;
-        while off + 4 <= tlvs.len() {
-            let len = u16::from_ne_bytes([tlvs[off], tlvs[off + 1]]) as usize;
-            let kind = u16::from_ne_bytes([tlvs[off + 2], tlvs[off + 3]]) & 0x3fff;
-            if len < 4 || off + len > tlvs.len() {
-                break;
-            }
-            let value = &tlvs[off + 4..off + len];
-            match kind {
-                NLMSGERR_ATTR_MSG => {
-                    let text = value.split(|b| *b == 0).next().unwrap_or_default();
-                    if !text.is_empty() {
-                        err.extack = Some(String::from_utf8_lossy(text).into_owned());
-                    }
-                }
-                NLMSGERR_ATTR_OFFS if value.len() == 4 => {
-                    err.bad_attr_offset =
-                        Some(u32::from_ne_bytes([value[0], value[1], value[2], value[3]]));
-                }
-                _ => {}
-            }
-            off += (len + 3) & !3;
-        }
-        err
-    }
-}
-
-/// The C library's message for `errno` (nix's own table words some errnos differently from
-/// what operators see from `ip`, e.g. EOPNOTSUPP).
-fn strerror(errno: Errno) -> String {
-    let mut buf = [0 as libc::c_char; 128];
-    // SAFETY: the buffer is valid for its length; the XSI strerror_r NUL-terminates on success.
-    let rc = unsafe { libc::strerror_r(errno as i32, buf.as_mut_ptr(), buf.len()) };
-    if rc != 0 {
-        return format!("errno {}", errno as i32);
-    }
-    // SAFETY: NUL-terminated within `buf` (checked by rc == 0 above).
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// Outcome of an idempotent delete: DEL must succeed when the object is already gone, but
@@ -296,6 +227,8 @@ impl Rtnl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS};
+    use nix::errno::Errno;
 
     fn tlv(kind: u16, value: &[u8]) -> Vec<u8> {
         let len = 4 + value.len();
@@ -314,8 +247,8 @@ mod tests {
         payload.extend(tlv(NLMSGERR_ATTR_OFFS, &52u32.to_ne_bytes()));
         let err = KernelError::from_error_payload(-libc::EOPNOTSUPP, &payload);
         assert_eq!(err.errno, Errno::EOPNOTSUPP);
-        assert_eq!(err.extack.as_deref(), Some("Unknown device type"));
-        assert_eq!(err.bad_attr_offset, Some(52));
+        assert_eq!(err.msg(), Some("Unknown device type"));
+        assert_eq!(err.extack.bad_attr_offset, Some(52));
         assert_eq!(
             err.to_string(),
             "EOPNOTSUPP: Operation not supported (Unknown device type)"
@@ -335,7 +268,7 @@ mod tests {
         tlvs.extend_from_slice(&[200, 0, 1, 0, b'x']); // claims 200 bytes, has 1
         let err = KernelError::from_tlvs(-libc::EINVAL, &tlvs);
         assert_eq!(err.errno, Errno::EINVAL);
-        assert_eq!(err.extack.as_deref(), Some("ok"));
+        assert_eq!(err.msg(), Some("ok"));
     }
 
     #[test]

@@ -557,6 +557,83 @@ fn map_ring<T: Copy>(
     Ring::new(map, off.into(), size, side).map_err(|e| XskError::sys(step, e))
 }
 
+/// The UMEM: anonymous memory registered on the socket, `config.frames` frames of
+/// `config.frame_size`.
+fn register_umem(fd: BorrowedFd<'_>, config: &XskConfig) -> Result<Mapping, XskError> {
+    let umem_len = config.validated_umem_len()?;
+    let umem = Mapping::anonymous(umem_len).map_err(|e| XskError::sys("mmap UMEM", e))?;
+    let reg = libc::xdp_umem_reg {
+        addr: umem.ptr.as_ptr() as u64,
+        len: umem_len as u64,
+        chunk_size: config.frame_size,
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    setsockopt(fd, libc::XDP_UMEM_REG, &reg, "setsockopt XDP_UMEM_REG")?;
+    Ok(umem)
+}
+
+/// The four rings of one socket, each `n` entries, sized on the socket then mapped.
+struct Rings {
+    rx: Ring<libc::xdp_desc>,
+    tx: Ring<libc::xdp_desc>,
+    fill: Ring<u64>,
+    comp: Ring<u64>,
+}
+
+impl Rings {
+    fn map(fd: BorrowedFd<'_>, n: u32) -> Result<Rings, XskError> {
+        for (opt, step) in [
+            (libc::XDP_UMEM_FILL_RING, "setsockopt XDP_UMEM_FILL_RING"),
+            (
+                libc::XDP_UMEM_COMPLETION_RING,
+                "setsockopt XDP_UMEM_COMPLETION_RING",
+            ),
+            (libc::XDP_RX_RING, "setsockopt XDP_RX_RING"),
+            (libc::XDP_TX_RING, "setsockopt XDP_TX_RING"),
+        ] {
+            setsockopt(fd, opt, &n, step)?;
+        }
+        let off: libc::xdp_mmap_offsets =
+            getsockopt(fd, libc::XDP_MMAP_OFFSETS, "getsockopt XDP_MMAP_OFFSETS")?;
+        Ok(Rings {
+            rx: map_ring(
+                fd,
+                off.rx,
+                n,
+                libc::XDP_PGOFF_RX_RING as u64,
+                Side::Consumer,
+                "mmap RX ring",
+            )?,
+            tx: map_ring(
+                fd,
+                off.tx,
+                n,
+                libc::XDP_PGOFF_TX_RING as u64,
+                Side::Producer,
+                "mmap TX ring",
+            )?,
+            fill: map_ring(
+                fd,
+                off.fr,
+                n,
+                libc::XDP_UMEM_PGOFF_FILL_RING,
+                Side::Producer,
+                "mmap fill ring",
+            )?,
+            comp: map_ring(
+                fd,
+                off.cr,
+                n,
+                libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+                Side::Consumer,
+                "mmap completion ring",
+            )?,
+        })
+    }
+}
+
 impl Xsk {
     /// Create a socket with `config`'s UMEM and rings and bind it to `queue` of `ifindex` in the
     /// calling thread's netns. The fill ring starts full, so the socket receives as soon as an
@@ -592,87 +669,20 @@ impl Xsk {
         queue: u32,
         config: &XskConfig,
     ) -> Result<Xsk, XskError> {
-        let umem_len = config.validated_umem_len()?;
-        let umem = Mapping::anonymous(umem_len).map_err(|e| XskError::sys("mmap UMEM", e))?;
-        let reg = libc::xdp_umem_reg {
-            addr: umem.ptr.as_ptr() as u64,
-            len: umem_len as u64,
-            chunk_size: config.frame_size,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        setsockopt(
-            fd.as_fd(),
-            libc::XDP_UMEM_REG,
-            &reg,
-            "setsockopt XDP_UMEM_REG",
-        )?;
-        let n = config.ring_size;
-        setsockopt(
-            fd.as_fd(),
-            libc::XDP_UMEM_FILL_RING,
-            &n,
-            "setsockopt XDP_UMEM_FILL_RING",
-        )?;
-        setsockopt(
-            fd.as_fd(),
-            libc::XDP_UMEM_COMPLETION_RING,
-            &n,
-            "setsockopt XDP_UMEM_COMPLETION_RING",
-        )?;
-        setsockopt(fd.as_fd(), libc::XDP_RX_RING, &n, "setsockopt XDP_RX_RING")?;
-        setsockopt(fd.as_fd(), libc::XDP_TX_RING, &n, "setsockopt XDP_TX_RING")?;
-        let off: libc::xdp_mmap_offsets = getsockopt(
-            fd.as_fd(),
-            libc::XDP_MMAP_OFFSETS,
-            "getsockopt XDP_MMAP_OFFSETS",
-        )?;
-        let b = fd.as_fd();
-        let rx = map_ring(
-            b,
-            off.rx,
-            n,
-            libc::XDP_PGOFF_RX_RING as u64,
-            Side::Consumer,
-            "mmap RX ring",
-        )?;
-        let tx = map_ring(
-            b,
-            off.tx,
-            n,
-            libc::XDP_PGOFF_TX_RING as u64,
-            Side::Producer,
-            "mmap TX ring",
-        )?;
-        let fill = map_ring(
-            b,
-            off.fr,
-            n,
-            libc::XDP_UMEM_PGOFF_FILL_RING,
-            Side::Producer,
-            "mmap fill ring",
-        )?;
-        let comp = map_ring(
-            b,
-            off.cr,
-            n,
-            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
-            Side::Consumer,
-            "mmap completion ring",
-        )?;
-
+        let umem = register_umem(fd.as_fd(), config)?;
+        let rings = Rings::map(fd.as_fd(), config.ring_size)?;
         let fs = u64::from(config.frame_size);
         let rx_frames = config.rx_frames();
         let mut xsk = Xsk {
             fd,
-            rx,
-            tx,
-            fill,
-            comp,
+            rx: rings.rx,
+            tx: rings.tx,
+            fill: rings.fill,
+            comp: rings.comp,
             umem,
             frame_size: config.frame_size,
             need_wakeup: config.need_wakeup,
+            // Frames past the RX share are TX's, handed out from the lowest.
             tx_free: (u64::from(rx_frames)..u64::from(config.frames))
                 .rev()
                 .map(|i| i * fs)
@@ -681,12 +691,17 @@ impl Xsk {
             ifindex,
             queue,
         };
+        // The fill ring starts full, so frames are received from the first redirect on.
         let free = xsk.fill.free(rx_frames);
         for i in 0..u64::from(rx_frames.min(free)) {
             xsk.fill.push(i * fs);
         }
         xsk.fill.submit();
+        xsk.bind_to_queue(config)?;
+        Ok(xsk)
+    }
 
+    fn bind_to_queue(&self, config: &XskConfig) -> Result<(), XskError> {
         let mut flags = 0;
         if config.copy {
             flags |= libc::XDP_COPY;
@@ -697,26 +712,26 @@ impl Xsk {
         let sa = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
             sxdp_flags: flags,
-            sxdp_ifindex: ifindex,
-            sxdp_queue_id: queue,
+            sxdp_ifindex: self.ifindex,
+            sxdp_queue_id: self.queue,
             sxdp_shared_umem_fd: 0,
         };
         // SAFETY: a valid sockaddr_xdp of the length we pass.
         let r = unsafe {
             libc::bind(
-                xsk.fd.as_raw_fd(),
+                self.fd.as_raw_fd(),
                 (&sa as *const libc::sockaddr_xdp).cast(),
                 size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
             )
         };
         if r != 0 {
             return Err(XskError::Bind {
-                ifindex,
-                queue,
+                ifindex: self.ifindex,
+                queue: self.queue,
                 errno: Errno::last(),
             });
         }
-        Ok(xsk)
+        Ok(())
     }
 
     /// The socket, e.g. for an XSKMAP value or poll(2).

@@ -34,27 +34,12 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
             step: "list links",
             source,
         })?;
-
     let mut warnings = Vec::new();
     let bpffs = opts
         .bpffs
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS));
-    let bpffs_mounted = match check_bpffs(&bpffs) {
-        Ok(()) => true,
-        Err(source) if opts.bpffs.is_some() => {
-            return Err(InspectError::Xdp {
-                step: "--bpffs",
-                source,
-            })
-        }
-        Err(e) => {
-            warnings.push(format!(
-                "{e}: dispatchers not shown (is bpffs mounted elsewhere? pass --bpffs)"
-            ));
-            false
-        }
-    };
+    let bpffs_mounted = bpffs_mounted(opts, &bpffs, &mut warnings)?;
     let netns_cookie = current_netns_cookie().map_err(|source| InspectError::Xdp {
         step: "netns cookie",
         source,
@@ -64,58 +49,125 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
     } else {
         BTreeSet::new()
     };
+    let candidates = candidates(opts, &links, &dirs, &bpffs, netns_cookie, &mut warnings)?;
+    let records = device_info_records(opts, &mut warnings);
+    let mut netdev = open_netdev(&mut warnings)?;
+    let ctx = NicContext {
+        rt: &rt,
+        rtnl: &rtnl,
+        pairs: netkit_pairs(&links),
+        records,
+        bpffs: &bpffs,
+        netns_cookie,
+    };
+    let mut nics = Vec::new();
+    for l in candidates {
+        let rx = match netdev.as_mut() {
+            Some(c) => rx_queues(c, l.index)?,
+            None => Vec::new(),
+        };
+        let has_dir = dirs.contains(&l.index);
+        if opts.master.is_none() && !has_dir && !rx.iter().any(|q| q.lease.is_some()) {
+            continue;
+        }
+        nics.push(ctx.nic_report(l, &rx, has_dir, netdev.is_some()));
+    }
+    nics.sort_by_key(|n| n.ifindex);
+    Ok(Report {
+        version: REPORT_VERSION,
+        bpffs,
+        bpffs_mounted,
+        nics,
+        warnings,
+    })
+}
 
-    let candidates: Vec<&LinkInfo> = match &opts.master {
-        Some(name) => vec![links
+/// Whether `bpffs` is a mounted bpffs. Not being one is an error only when `--bpffs` named it;
+/// the default path missing only hides the dispatchers.
+fn bpffs_mounted(
+    opts: &Options,
+    bpffs: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<bool, InspectError> {
+    match check_bpffs(bpffs) {
+        Ok(()) => Ok(true),
+        Err(source) if opts.bpffs.is_some() => Err(InspectError::Xdp {
+            step: "--bpffs",
+            source,
+        }),
+        Err(e) => {
+            warnings.push(format!(
+                "{e}: dispatchers not shown (is bpffs mounted elsewhere? pass --bpffs)"
+            ));
+            Ok(false)
+        }
+    }
+}
+
+/// The devices whose queues are dumped: `--master`, or every device that can lend queues or has
+/// a dispatcher directory. A directory without a device is reported as left over.
+fn candidates<'l>(
+    opts: &Options,
+    links: &'l [LinkInfo],
+    dirs: &BTreeSet<u32>,
+    bpffs: &Path,
+    netns_cookie: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<&'l LinkInfo>, InspectError> {
+    if let Some(name) = &opts.master {
+        let l = links
             .iter()
             .find(|l| l.name == *name)
-            .ok_or_else(|| InspectError::NoSuchMaster(name.clone()))?],
-        None => {
-            for ifindex in dirs
-                .iter()
-                .filter(|i| !links.iter().any(|l| l.index == **i))
-            {
-                let dir = NicPaths::new(
-                    &bpffs,
-                    &NicKey {
-                        netns_cookie,
-                        ifindex: *ifindex,
-                    },
-                )
-                .dir;
-                warnings.push(format!(
-                    "{}: no device with ifindex {ifindex} in this netns (left over?)",
-                    dir.display()
-                ));
-            }
-            // Only a device with a parent (a real NIC) can lend queues; the kernel refuses
-            // leases from virtual devices, so their queues need not be dumped.
-            links
-                .iter()
-                .filter(|l| has_parent(l) || dirs.contains(&l.index))
-                .collect()
-        }
-    };
+            .ok_or_else(|| InspectError::NoSuchMaster(name.clone()))?;
+        return Ok(vec![l]);
+    }
+    for ifindex in dirs
+        .iter()
+        .filter(|i| !links.iter().any(|l| l.index == **i))
+    {
+        let key = NicKey {
+            netns_cookie,
+            ifindex: *ifindex,
+        };
+        warnings.push(format!(
+            "{}: no device with ifindex {ifindex} in this netns (left over?)",
+            NicPaths::new(bpffs, &key).dir.display()
+        ));
+    }
+    // Only a device with a parent (a real NIC) can lend queues; the kernel refuses leases from
+    // virtual devices, so their queues need not be dumped.
+    Ok(links
+        .iter()
+        .filter(|l| has_parent(l) || dirs.contains(&l.index))
+        .collect())
+}
 
-    // Host-side halves of netkit-cni pairs: the peer (the lessee, in the pod) carries no marker,
-    // the primary does, and names its peer by (nsid as the node sees it, ifindex). The peer's
-    // ifindex may well equal the primary's own: ifindexes are per netns.
-    let pairs: HashMap<(Option<i32>, u32), (Marker, String)> = links
+/// Host-side halves of netkit-cni pairs: the peer (the lessee, in the pod) carries no marker, the
+/// primary does, and names its peer by (nsid as the node sees it, ifindex). The peer's ifindex
+/// may well equal the primary's own: ifindexes are per netns.
+fn netkit_pairs(links: &[LinkInfo]) -> HashMap<(Option<i32>, u32), (Marker, String)> {
+    links
         .iter()
         .filter(|l| {
             l.is_netkit()
                 && l.netkit.as_ref().and_then(|n| n.pairing) != Some(link::NetkitPairing::Single)
         })
         .filter_map(|l| Some(((l.link_netnsid, l.link?), (l.marker()?, l.name.clone()))))
-        .collect();
+        .collect()
+}
 
-    // Device-info records: what verifies the owner of a single device (see the module docs).
-    // Read-only: a missing directory is no records.
-    let devinfo_dir = opts
+/// The netdev family's client; a kernel without it only hides the queues.
+/// Device-info records: what verifies the owner of a single device (see the module docs).
+/// Read-only: a missing directory is no records; an unreadable one a warning.
+fn device_info_records(
+    opts: &Options,
+    warnings: &mut Vec<String>,
+) -> Vec<(Marker, crate::plugin::devinfo::LeaseInfo)> {
+    let dir = opts
         .device_info_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DEVICE_INFO_DIR));
-    let records = match crate::plugin::devinfo::records(&devinfo_dir) {
+    match crate::plugin::devinfo::records(&dir) {
         Ok((records, skipped)) => {
             warnings.extend(
                 skipped
@@ -130,43 +182,48 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
             ));
             vec![]
         }
-    };
+    }
+}
 
-    let mut netdev = match NetdevClient::open() {
-        Ok(c) => Some(c),
+fn open_netdev(warnings: &mut Vec<String>) -> Result<Option<NetdevClient>, InspectError> {
+    match NetdevClient::open() {
+        Ok(c) => Ok(Some(c)),
         Err(e) if e.is_kernel_unsupported() => {
             warnings.push(format!("{e}: queues not shown"));
-            None
+            Ok(None)
         }
-        Err(source) => {
-            return Err(InspectError::Netdev {
-                step: "open netdev netlink",
-                source: Box::new(source),
-            })
-        }
-    };
+        Err(source) => Err(InspectError::Netdev {
+            step: "open netdev netlink",
+            source: Box::new(source),
+        }),
+    }
+}
 
-    let mut nics = Vec::new();
-    for l in candidates {
-        let rx = match netdev.as_mut() {
-            Some(c) => rx_queues(c, l.index)?,
-            None => Vec::new(),
-        };
-        let has_dir = dirs.contains(&l.index);
-        if opts.master.is_none() && !has_dir && !rx.iter().any(|q| q.lease.is_some()) {
-            continue;
-        }
+/// What every NIC's report is read with.
+struct NicContext<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    rtnl: &'a Rtnl,
+    pairs: HashMap<(Option<i32>, u32), (Marker, String)>,
+    /// The device-info records, which verify the owners of single devices.
+    records: Vec<(Marker, crate::plugin::devinfo::LeaseInfo)>,
+    bpffs: &'a Path,
+    netns_cookie: u64,
+}
+
+impl NicContext<'_> {
+    /// One NIC: its state, its dispatcher (when it has a directory) and each RX queue.
+    fn nic_report(&self, l: &LinkInfo, rx: &[Queue], has_dir: bool, netdev: bool) -> NicReport {
         let nic = NicKey {
-            netns_cookie,
+            netns_cookie: self.netns_cookie,
             ifindex: l.index,
         };
         let mut report = NicReport {
             name: l.name.clone(),
             ifindex: l.index,
             up: l.is_up(),
-            netns_cookie,
-            bpffs_dir: NicPaths::new(&bpffs, &nic).dir,
-            rx_queues: (l.is_up() && netdev.is_some()).then_some(rx.len() as u32),
+            netns_cookie: self.netns_cookie,
+            bpffs_dir: NicPaths::new(self.bpffs, &nic).dir,
+            rx_queues: (l.is_up() && netdev).then_some(rx.len() as u32),
             xdp: xdp_of(l),
             dispatcher: None,
             queues: Vec::new(),
@@ -178,15 +235,16 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
                 .push("device is down: the kernel reports no queues".into());
         }
         let statuses = if has_dir {
-            read_dispatcher(&bpffs, &mut report, &rx)
+            read_dispatcher(self.bpffs, &mut report, rx)
         } else {
             HashMap::new()
         };
         // Each lessee with the one record describing exactly it, if any.
-        let recorded: HashMap<(Option<i32>, u32), &Marker> = crate::plugin::lease::lessees(&rx)
+        let recorded: HashMap<(Option<i32>, u32), &Marker> = crate::plugin::lease::lessees(rx)
             .into_iter()
             .filter_map(|(ns, ifindex, queues)| {
-                let mut it = records
+                let mut it = self
+                    .records
                     .iter()
                     .filter(|(_, r)| r.describes(l.index, ifindex, &queues));
                 match (it.next(), it.next()) {
@@ -195,52 +253,62 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
                 }
             })
             .collect();
-        for q in &rx {
-            let lease = match &q.lease {
-                Some(lease) => Some(resolve_lessee(
-                    &rt,
-                    &rtnl,
-                    &pairs,
-                    recorded.get(&(lease.netns_id, lease.ifindex)).copied(),
-                    lease,
-                    q.id,
-                    &mut report.warnings,
-                )),
-                None => None,
-            };
-            let state = match &lease {
-                None => QueueState::Free,
-                Some(l) if l.container_id.is_some() => QueueState::Leased,
-                Some(_) => QueueState::Foreign,
-            };
-            let mut busy = Vec::new();
-            if q.xsk {
-                busy.push("af-xdp".to_string());
-            }
-            if q.dmabuf.is_some() {
-                busy.push("dmabuf".to_string());
-            }
-            if q.io_uring.is_some() {
-                busy.push("io-uring".to_string());
-            }
-            report.queues.push(QueueReport {
-                id: q.id,
-                state,
-                busy,
-                lease,
-                dispatch: statuses.get(&q.id).cloned(),
-            });
+        for q in rx {
+            let queue = self.queue_report(
+                q,
+                statuses.get(&q.id).cloned(),
+                &recorded,
+                &mut report.warnings,
+            );
+            report.queues.push(queue);
         }
-        nics.push(report);
+        report
     }
-    nics.sort_by_key(|n| n.ifindex);
-    Ok(Report {
-        version: REPORT_VERSION,
-        bpffs,
-        bpffs_mounted,
-        nics,
-        warnings,
-    })
+
+    /// One RX queue: free, leased by one of ours (resolved to its attachment) or by someone
+    /// else, what else binds it, and the dispatcher's verdict for it.
+    fn queue_report(
+        &self,
+        q: &Queue,
+        dispatch: Option<DispatchReport>,
+        recorded: &HashMap<(Option<i32>, u32), &Marker>,
+        warnings: &mut Vec<String>,
+    ) -> QueueReport {
+        let lease = q.lease.as_ref().map(|lease| {
+            let record = recorded.get(&(lease.netns_id, lease.ifindex)).copied();
+            resolve_lessee(
+                self.rt,
+                self.rtnl,
+                &self.pairs,
+                record,
+                lease,
+                q.id,
+                warnings,
+            )
+        });
+        let state = match &lease {
+            None => QueueState::Free,
+            Some(l) if l.container_id.is_some() => QueueState::Leased,
+            Some(_) => QueueState::Foreign,
+        };
+        let mut busy = Vec::new();
+        if q.xsk {
+            busy.push("af-xdp".to_string());
+        }
+        if q.dmabuf.is_some() {
+            busy.push("dmabuf".to_string());
+        }
+        if q.io_uring.is_some() {
+            busy.push("io-uring".to_string());
+        }
+        QueueReport {
+            id: q.id,
+            state,
+            busy,
+            lease,
+            dispatch,
+        }
+    }
 }
 
 /// ifindexes with a directory `netns<cookie>-if<ifindex>` under `<bpffs>/netkit-cni/`.

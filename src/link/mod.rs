@@ -204,7 +204,7 @@ impl LinkError {
     }
 
     pub fn extack(&self) -> Option<&str> {
-        self.kernel().and_then(|k| k.extack.as_deref())
+        self.kernel().and_then(|k| k.msg())
     }
 
     /// The link does not exist (for DEL: already gone).
@@ -215,7 +215,7 @@ impl LinkError {
     /// The kernel has no netkit driver: rtnetlink found no `rtnl_link_ops` for the kind.
     pub fn is_unknown_kind(&self) -> bool {
         matches!(self, LinkError::Unsupported { kernel, .. }
-            if kernel.extack.as_deref() == Some("Unknown device type"))
+            if kernel.msg() == Some("Unknown device type"))
     }
 }
 
@@ -657,8 +657,10 @@ mod tests {
     fn kernel(errno: Errno, extack: Option<&str>) -> RtnlError {
         RtnlError::Kernel(KernelError {
             errno,
-            extack: extack.map(str::to_string),
-            bad_attr_offset: None,
+            extack: Box::new(crate::netlink::ExtAck {
+                msg: extack.map(str::to_string),
+                ..Default::default()
+            }),
         })
     }
 

@@ -16,7 +16,9 @@ use super::queue::{
     Queue, QueueId,
 };
 use super::wire::{decode_body, encode_request};
-use crate::netlink::{transact, DataMessage, NetlinkError, SocketTransport, Transport};
+use crate::netlink::{
+    transact, DataMessage, KernelError, NetlinkError, SocketTransport, Transport,
+};
 
 /// Client for the `netdev` generic netlink family.
 ///
@@ -49,10 +51,10 @@ impl<T: Transport> NetdevClient<T> {
         seq += 1;
         let replies = transact(&mut transport, &req).map_err(|e| match e {
             // ctrl_getfamily(): no such family (or not netns-aware and we are not in init_net).
-            NetlinkError::Kernel {
+            NetlinkError::Kernel(KernelError {
                 errno: Errno::ENOENT,
                 ..
-            } => NetdevError::FamilyNotFound,
+            }) => NetdevError::FamilyNotFound,
             e => NetdevError::from_netlink("getfamily", e),
         })?;
         let family = match replies.as_slice() {

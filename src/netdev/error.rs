@@ -4,7 +4,7 @@ use std::io;
 
 use nix::errno::Errno;
 
-use crate::netlink::{ExtAck, NetlinkError};
+use crate::netlink::{KernelError, NetlinkError};
 
 /// Error of a netdev netlink operation.
 ///
@@ -61,14 +61,12 @@ pub enum NetdevError {
         op: &'static str,
     },
     /// The kernel rejected the request.
-    #[error("netdev {op}: {errno}{}", if .extack.is_empty() { String::new() } else { format!(" ({})", .extack) })]
+    #[error("netdev {op}: {kernel}")]
     Kernel {
         /// Operation name from netdev.yaml (or "getfamily" for the controller lookup).
         op: &'static str,
-        /// Typed errno.
-        errno: Errno,
-        /// Extended ACK (message, offending/missing attribute).
-        extack: ExtAck,
+        /// Typed errno and extended ACK (message, offending/missing attribute).
+        kernel: KernelError,
     },
     /// The request was refused before being sent because the kernel policy would reject it.
     #[error("netdev {op}: invalid request: {reason}")]
@@ -115,7 +113,7 @@ impl NetdevError {
     /// The kernel errno, when the kernel rejected the request.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            NetdevError::Kernel { errno, .. } => Some(*errno),
+            NetdevError::Kernel { kernel, .. } => Some(kernel.errno),
             _ => None,
         }
     }
@@ -123,7 +121,7 @@ impl NetdevError {
     /// The kernel's extended-ACK message, if any.
     pub fn extack_msg(&self) -> Option<&str> {
         match self {
-            NetdevError::Kernel { extack, .. } => extack.msg.as_deref(),
+            NetdevError::Kernel { kernel, .. } => kernel.msg(),
             _ => None,
         }
     }
@@ -139,7 +137,7 @@ impl NetdevError {
 
     pub(crate) fn from_netlink(op: &'static str, e: NetlinkError) -> NetdevError {
         match e {
-            NetlinkError::Kernel { errno, extack } => NetdevError::Kernel { op, errno, extack },
+            NetlinkError::Kernel(kernel) => NetdevError::Kernel { op, kernel },
             NetlinkError::Io(source) => NetdevError::Io { op, source },
             NetlinkError::Malformed(reason) => NetdevError::Malformed { op, reason },
             NetlinkError::DumpInterrupted => NetdevError::DumpInterrupted { op },

@@ -13,6 +13,7 @@ use super::queue::{decode_queue, queue_create_attrs, queue_dump_attrs, queue_get
 use super::wire::{decode_body, encode_request};
 use super::*;
 use crate::netlink::testing::{cat, Scripted};
+use crate::netlink::KernelError;
 use neli::consts::nl::NlmF;
 
 /// Family id the tests pretend the kernel assigned to "netdev".
@@ -583,8 +584,11 @@ fn ebusy_with_full_echo_decodes_the_same() {
     match err {
         NetdevError::Kernel {
             op: "queue-create",
-            errno: Errno::EBUSY,
-            extack,
+            kernel:
+                KernelError {
+                    errno: Errno::EBUSY,
+                    extack,
+                },
         } => {
             assert_eq!(
                 extack.msg.as_deref(),

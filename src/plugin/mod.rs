@@ -118,11 +118,12 @@ fn pod_id(marker: &Marker) -> Result<PodId, CniError> {
 // ---------------------------------------------------------------------------------------------
 // ADD
 
-/// ADD: the lease plan is checked first (master, kernel, pool, cap, NIC range), then IPAM, then
-/// the device (a pair with its peer created directly in the pod netns, or a single device in
-/// the pod netns), the leases onto the pod-side device, the pod side, the host side and the
-/// device-info file. Any failure after IPAM rolls back everything this invocation did — the
-/// device (its leases end with it), the file and IPAM; nothing that existed before is touched.
+/// ADD, as ptp's `cmdAdd`: check what can be refused for free (the lease plan: master, kernel,
+/// pool, cap, NIC range; an existing attachment), then IPAM, then [`Add::run`]'s steps: the device
+/// (a pair with its peer created directly in the pod netns, or a single device in the pod netns),
+/// the leases onto the pod-side device, the XDP steering, the pod side, the host side and the
+/// device-info file. A failure after IPAM hands the [`AddUndo`] that the steps filled back to
+/// [`AddUndo::roll_back`]: only what this invocation did is undone, nothing that existed before.
 pub fn cmd_add(
     req: &Request,
     dp: &mut dyn Dataplane,
@@ -130,8 +131,7 @@ pub fn cmd_add(
     log: &Logger,
 ) -> Result<CniResult, CniError> {
     let marker = req.marker()?;
-    let single = req.conf.pairing == Pairing::Single;
-    if !single && ipam.is_none() {
+    if req.conf.pairing == Pairing::Pair && ipam.is_none() {
         return Err(CniError::invalid_config(
             "pairing \"pair\" needs an `ipam` block",
             "field ipam",
@@ -139,7 +139,6 @@ pub fn cmd_add(
     }
     dp.validate_netns(req.netns())
         .map_err(|e| dp_error(e, req))?;
-
     // Before IPAM and before any device: a request the pool, the cap or the NIC can never serve,
     // or an exhausted pool, costs nothing to refuse here.
     let plan = match &req.conf.lease {
@@ -151,18 +150,46 @@ pub fn cmd_add(
         )?),
         None => None,
     };
+    refuse_existing(req, dp, &marker)?;
 
-    // Refuse a second ADD of the same attachment before IPAM: a rollback after IPAM would release
-    // every address of this container id + ifname, including those of the live attachment.
-    if single {
+    let mut undo = AddUndo::new(req, marker.clone());
+    let addresses = match ipam {
+        Some(ipam) => {
+            let r = ipam.add()?;
+            undo.ipam = Some(ipam);
+            log.debug(format_args!("ipam gave {} address(es)", r.ips.len()));
+            r
+        }
+        None => CniResult::default(),
+    };
+    let add = Add {
+        req,
+        marker,
+        plan,
+        addresses,
+        log,
+    };
+    add.run(dp, &mut undo).inspect_err(|err| {
+        log.warn(format_args!(
+            "ADD {} failed, rolling back: {}",
+            add.marker, err.msg
+        ));
+        undo.roll_back(dp, log);
+    })
+}
+
+/// Refuses a second ADD of the same attachment before IPAM: a rollback after IPAM would release
+/// every address of this container id + ifname, including those of the live attachment.
+fn refuse_existing(req: &Request, dp: &mut dyn Dataplane, marker: &Marker) -> Result<(), CniError> {
+    if req.conf.pairing == Pairing::Single {
         let existing = dp
-            .observe(&marker, Some(req.netns()), req.ifname())
+            .observe(marker, Some(req.netns()), req.ifname())
             .map_err(|e| dp_error(e, req))?;
         if let Some(pod) = existing.pod {
-            let whose = if pod.marker.as_ref() == Some(&marker) {
-                "this attachment's device".to_string()
+            let whose = if pod.marker.as_ref() == Some(marker) {
+                "this attachment's device"
             } else {
-                "a device this attachment does not own".to_string()
+                "a device this attachment does not own"
             };
             return Err(CniError::plugin_specific(
                 errcodes::ALREADY_EXISTS,
@@ -176,7 +203,7 @@ pub fn cmd_add(
         }
     } else {
         let existing = dp
-            .observe(&marker, None, req.ifname())
+            .observe(marker, None, req.ifname())
             .map_err(kernel_error)?;
         if existing.host.is_some() {
             return Err(CniError::plugin_specific(
@@ -189,259 +216,319 @@ pub fn cmd_add(
             ));
         }
     }
-
-    let ipam_result = match ipam {
-        Some(ipam) => {
-            let r = ipam.add()?;
-            log.debug(format_args!("ipam gave {} address(es)", r.ips.len()));
-            Some(r)
-        }
-        None => None,
-    };
-    let mut done = Rollback::default();
-    match add_after_ipam(
-        req,
-        &marker,
-        dp,
-        ipam_result.as_ref(),
-        plan.as_ref(),
-        &mut done,
-        log,
-    ) {
-        Ok(result) => Ok(result),
-        Err(err) => {
-            log.warn(format_args!(
-                "ADD {marker} failed, rolling back: {}",
-                err.msg
-            ));
-            if done.device {
-                let deleted = if single {
-                    dp.delete_single(req.netns(), &marker)
-                } else {
-                    dp.delete(&marker)
-                };
-                if let Err(e) = deleted {
-                    log.error(format_args!(
-                        "rollback: cannot delete the device of {marker}: {e}"
-                    ));
-                }
-            }
-            // After the device: its leases are gone, so resetting the queues cannot hand a
-            // leased queue's frames to the host.
-            if let (Some(master), Some(x)) = (done.xdp_master, &req.conf.xdp) {
-                match pod_id(&marker).map(|pod| dp.xdp_release(x, master, &pod)) {
-                    Ok(Ok(r)) => log.debug(format_args!(
-                        "rollback: XDP queues {:?} given back, dispatcher detached: {}",
-                        r.reset, r.detached
-                    )),
-                    Ok(Err(e)) => log.error(format_args!(
-                        "rollback: cannot release the XDP steering of {marker}: {e}"
-                    )),
-                    Err(e) => log.error(format_args!("rollback: {}", e.msg)),
-                }
-            }
-            if let (true, Some(l)) = (done.device_info, &req.conf.lease) {
-                if let Err(e) = devinfo::remove(&l.device_info_dir, &marker) {
-                    log.error(format_args!("rollback: {e}"));
-                }
-            }
-            if let Some(ipam) = ipam {
-                if let Err(e) = ipam.del(marker.container_id(), marker.ifname()) {
-                    log.error(format_args!("rollback: IPAM DEL failed: {}", e.msg));
-                }
-            }
-            Err(err)
-        }
-    }
+    Ok(())
 }
 
-#[derive(Default)]
-struct Rollback {
+/// What an ADD has done so far, so that a failure undoes exactly that. A step whose call can fail
+/// half-way (XDP steering, the device-info file) records itself before the call, since its undo
+/// is idempotent; the device records itself once created, since a failed create leaves nothing.
+struct AddUndo<'a> {
+    req: &'a Request,
+    marker: Marker,
+    /// IPAM gave addresses: IPAM DEL releases them.
+    ipam: Option<&'a dyn IpamDelegate>,
+    /// The device may exist: deleting it also ends its leases and its host routes.
     device: bool,
-    device_info: bool,
     /// The master whose dispatcher this invocation may have attached or steered.
     xdp_master: Option<u32>,
+    /// The device-info file may exist.
+    device_info: bool,
 }
 
-fn add_after_ipam(
-    req: &Request,
-    marker: &Marker,
-    dp: &mut dyn Dataplane,
-    ipam: Option<&CniResult>,
-    plan: Option<&LeasePlan>,
-    done: &mut Rollback,
-    log: &Logger,
-) -> Result<CniResult, CniError> {
-    crate::failpoint::hit("add-after-ipam").map_err(injected)?;
-    let conf = &req.conf;
-    let single = conf.pairing == Pairing::Single;
-    // Queue 0 is the device's own; each lease adds one.
-    let rx_queues = plan.map(|p| 1 + p.count());
-    let created = if single {
-        let spec = SingleSpec {
-            marker: marker.clone(),
-            netns: req.netns().to_path_buf(),
-            mode: conf.mode,
-            headroom: conf.headroom,
-            tailroom: conf.tailroom,
-            mtu: conf.mtu,
-            rx_queues: rx_queues.unwrap_or(1),
-        };
-        dp.create_single(&spec).map_err(|e| dp_error(e, req))?
-    } else {
-        let spec = PairSpec {
-            marker: marker.clone(),
-            netns: req.netns().to_path_buf(),
-            mode: conf.mode,
-            policy: conf.policy,
-            peer_policy: conf.peer_policy,
-            scrub: conf.scrub,
-            peer_scrub: conf.peer_scrub,
-            headroom: conf.headroom,
-            tailroom: conf.tailroom,
-            mtu: conf.mtu,
-            peer_rx_queues: rx_queues,
-        };
-        dp.create_pair(&spec).map_err(|e| dp_error(e, req))?
-    };
-    done.device = true;
-    crate::failpoint::hit("add-after-device").map_err(injected)?;
-
-    // Leases go onto the pod-side device: the peer of a pair (the kernel refuses the primary)
-    // or the single device.
-    let leased = match (plan, &conf.lease) {
-        (Some(plan), Some(lconf)) => {
-            let target = LeaseTarget {
-                netns: req.netns().to_path_buf(),
-                ifindex: created.pod_ifindex,
-                master_ifindex: plan.master.ifindex,
-            };
-            lease::lease_queues(dp, lconf, &target, plan, log)?
+impl<'a> AddUndo<'a> {
+    fn new(req: &'a Request, marker: Marker) -> Self {
+        AddUndo {
+            req,
+            marker,
+            ipam: None,
+            device: false,
+            xdp_master: None,
+            device_info: false,
         }
-        _ => vec![],
-    };
-    // Steered after the leases exist: the virtual queue ids are the kernel's answer to
-    // queue-create. Until then the queue's frames keep their range action.
-    let handoff = match (plan, &conf.xdp) {
-        (Some(plan), Some(x)) if !leased.is_empty() => {
-            let pod = pod_id(marker)?;
-            done.xdp_master = Some(plan.master.ifindex);
-            let queues: Vec<SteerQueue> = leased
-                .iter()
-                .map(|l| SteerQueue {
-                    physical: l.physical,
-                    virtual_id: l.virtual_id,
-                })
-                .collect();
-            let h = dp
-                .xdp_steer(x, plan.master.ifindex, &pod, &queues)
-                .map_err(xdp_error)?;
-            crate::failpoint::hit("add-after-xdp").map_err(injected)?;
-            log.debug(format_args!(
-                "XDP: queues {:?} of {} steered to {}",
-                h.queues,
-                plan.master.name,
-                h.xskmap_pin.display()
-            ));
-            Some(h)
-        }
-        _ => None,
-    };
-
-    let empty = CniResult::default();
-    let ipam_r = ipam.unwrap_or(&empty);
-    let (pod_plan, reported_routes) = if single {
-        // No host side, so no gateway to route through: just the addresses, with their subnet
-        // routes, on the device the leased queues deliver to.
-        let plan = PodPlan {
-            ifname: req.ifname().to_string(),
-            ifindex: created.pod_ifindex,
-            addrs: ipam_r.ips.iter().map(|ip| ip.address).collect(),
-            routes: vec![],
-            prefix_routes: true,
-        };
-        (plan, vec![])
-    } else {
-        let (mut plan, routes) = pod_plan(req.ifname(), ipam_r)?;
-        plan.ifindex = created.pod_ifindex;
-        (plan, routes)
-    };
-    dp.configure_pod(req.netns(), &pod_plan)
-        .map_err(|e| dp_error(e, req))?;
-    crate::failpoint::hit("add-after-pod-config").map_err(injected)?;
-    if !single {
-        let host_plan = host_plan(created.host_ifindex, ipam_r, &pod_plan);
-        dp.configure_host(&host_plan)
-            .map_err(|e| dp_error(e, req))?;
-        crate::failpoint::hit("add-after-host-config").map_err(injected)?;
     }
 
-    if let (Some(plan), Some(lconf)) = (plan, &conf.lease) {
-        let info = device_info(req, marker, &created, plan, &leased, handoff.as_ref());
-        done.device_info = true;
-        let path = devinfo::write(&lconf.device_info_dir, marker, &info).map_err(devinfo_error)?;
+    /// Undoes in DEL's order, which is the reverse of ADD's except for one pair: the device goes
+    /// before the XDP steering, because its deletion ends the leases first, so resetting the
+    /// queues afterwards cannot hand a leased queue's frames to the host. Failures are logged,
+    /// not returned: the ADD's own error is what the runtime must see.
+    fn roll_back(self, dp: &mut dyn Dataplane, log: &Logger) {
+        let marker = &self.marker;
+        if self.device {
+            let deleted = match self.req.conf.pairing {
+                Pairing::Single => dp.delete_single(self.req.netns(), marker),
+                Pairing::Pair => dp.delete(marker),
+            };
+            if let Err(e) = deleted {
+                log.error(format_args!(
+                    "rollback: cannot delete the device of {marker}: {e}"
+                ));
+            }
+        }
+        if let (Some(master), Some(x)) = (self.xdp_master, &self.req.conf.xdp) {
+            match pod_id(marker).map(|pod| dp.xdp_release(x, master, &pod)) {
+                Ok(Ok(r)) => log.debug(format_args!(
+                    "rollback: XDP queues {:?} given back, dispatcher detached: {}",
+                    r.reset, r.detached
+                )),
+                Ok(Err(e)) => log.error(format_args!(
+                    "rollback: cannot release the XDP steering of {marker}: {e}"
+                )),
+                Err(e) => log.error(format_args!("rollback: {}", e.msg)),
+            }
+        }
+        if let (true, Some(l)) = (self.device_info, &self.req.conf.lease) {
+            if let Err(e) = devinfo::remove(&l.device_info_dir, marker) {
+                log.error(format_args!("rollback: {e}"));
+            }
+        }
+        if let Some(ipam) = self.ipam {
+            if let Err(e) = ipam.del(marker.container_id(), marker.ifname()) {
+                log.error(format_args!("rollback: IPAM DEL failed: {}", e.msg));
+            }
+        }
+    }
+}
+
+/// One ADD after IPAM: what it was asked, what was planned and what IPAM gave.
+struct Add<'a> {
+    req: &'a Request,
+    marker: Marker,
+    plan: Option<LeasePlan>,
+    /// IPAM's result; empty for a single device without IPAM.
+    addresses: CniResult,
+    log: &'a Logger,
+}
+
+impl Add<'_> {
+    fn single(&self) -> bool {
+        self.req.conf.pairing == Pairing::Single
+    }
+
+    fn run(&self, dp: &mut dyn Dataplane, undo: &mut AddUndo) -> Result<CniResult, CniError> {
+        crate::failpoint::hit("add-after-ipam").map_err(injected)?;
+        // A create that fails leaves no device (the Dataplane contract), and a device of the same
+        // name that failed it may be another attachment's: only a created device is undone.
+        let created = self.create_device(dp)?;
+        undo.device = true;
+        crate::failpoint::hit("add-after-device").map_err(injected)?;
+        let leased = self.lease_queues(dp, &created)?;
+        let handoff = self.steer_xdp(dp, &leased, undo)?;
+        let (pod, reported_routes) = self.setup_pod(dp, &created)?;
+        crate::failpoint::hit("add-after-pod-config").map_err(injected)?;
+        if !self.single() {
+            self.setup_host(dp, &created, &pod)?;
+            crate::failpoint::hit("add-after-host-config").map_err(injected)?;
+        }
+        self.write_device_info(&created, &leased, handoff.as_ref(), undo)?;
+        let result = self.result(&created, reported_routes);
+        crate::failpoint::hit("add-before-result").map_err(injected)?;
+        Ok(result)
+    }
+
+    /// A pair (its peer created directly in the pod netns) or a single device in the pod netns,
+    /// with one RX queue of its own plus one per lease on the pod side.
+    fn create_device(&self, dp: &mut dyn Dataplane) -> Result<Created, CniError> {
+        let conf = &self.req.conf;
+        let rx_queues = self.plan.as_ref().map(|p| 1 + p.count());
+        let created = if self.single() {
+            dp.create_single(&SingleSpec {
+                marker: self.marker.clone(),
+                netns: self.req.netns().to_path_buf(),
+                mode: conf.mode,
+                headroom: conf.headroom,
+                tailroom: conf.tailroom,
+                mtu: conf.mtu,
+                rx_queues: rx_queues.unwrap_or(1),
+            })
+        } else {
+            dp.create_pair(&PairSpec {
+                marker: self.marker.clone(),
+                netns: self.req.netns().to_path_buf(),
+                mode: conf.mode,
+                policy: conf.policy,
+                peer_policy: conf.peer_policy,
+                scrub: conf.scrub,
+                peer_scrub: conf.peer_scrub,
+                headroom: conf.headroom,
+                tailroom: conf.tailroom,
+                mtu: conf.mtu,
+                peer_rx_queues: rx_queues,
+            })
+        };
+        created.map_err(|e| dp_error(e, self.req))
+    }
+
+    /// Leases go onto the pod-side device: the peer of a pair (the kernel refuses the primary)
+    /// or the single device.
+    fn lease_queues(
+        &self,
+        dp: &mut dyn Dataplane,
+        created: &Created,
+    ) -> Result<Vec<Leased>, CniError> {
+        let (Some(plan), Some(lconf)) = (&self.plan, &self.req.conf.lease) else {
+            return Ok(vec![]);
+        };
+        let target = LeaseTarget {
+            netns: self.req.netns().to_path_buf(),
+            ifindex: created.pod_ifindex,
+            master_ifindex: plan.master.ifindex,
+        };
+        lease::lease_queues(dp, lconf, &target, plan, self.log)
+    }
+
+    /// Steered after the leases exist: the virtual queue ids are the kernel's answer to
+    /// queue-create. Until then the queues' frames keep their range action.
+    fn steer_xdp(
+        &self,
+        dp: &mut dyn Dataplane,
+        leased: &[Leased],
+        undo: &mut AddUndo,
+    ) -> Result<Option<PodHandoff>, CniError> {
+        let (Some(plan), Some(x)) = (&self.plan, &self.req.conf.xdp) else {
+            return Ok(None);
+        };
+        if leased.is_empty() {
+            return Ok(None);
+        }
+        let pod = pod_id(&self.marker)?;
+        undo.xdp_master = Some(plan.master.ifindex);
+        let queues: Vec<SteerQueue> = leased
+            .iter()
+            .map(|l| SteerQueue {
+                physical: l.physical,
+                virtual_id: l.virtual_id,
+            })
+            .collect();
+        let h = dp
+            .xdp_steer(x, plan.master.ifindex, &pod, &queues)
+            .map_err(xdp_error)?;
+        crate::failpoint::hit("add-after-xdp").map_err(injected)?;
+        self.log.debug(format_args!(
+            "XDP: queues {:?} of {} steered to {}",
+            h.queues,
+            plan.master.name,
+            h.xskmap_pin.display()
+        ));
+        Ok(Some(h))
+    }
+
+    /// The pod side: addresses and routes on the pod-side device. Returns the plan (the host side
+    /// routes to its addresses) and the routes to report.
+    fn setup_pod(
+        &self,
+        dp: &mut dyn Dataplane,
+        created: &Created,
+    ) -> Result<(PodPlan, Vec<Route>), CniError> {
+        let (plan, reported_routes) = if self.single() {
+            // No host side, so no gateway to route through: just the addresses, with their
+            // subnet routes, on the device the leased queues deliver to.
+            let plan = PodPlan {
+                ifname: self.req.ifname().to_string(),
+                ifindex: created.pod_ifindex,
+                addrs: self.addresses.ips.iter().map(|ip| ip.address).collect(),
+                routes: vec![],
+                prefix_routes: true,
+            };
+            (plan, vec![])
+        } else {
+            let (mut plan, routes) = pod_plan(self.req.ifname(), &self.addresses)?;
+            plan.ifindex = created.pod_ifindex;
+            (plan, routes)
+        };
+        dp.configure_pod(self.req.netns(), &plan)
+            .map_err(|e| dp_error(e, self.req))?;
+        Ok((plan, reported_routes))
+    }
+
+    /// The host side of a pair: the gateways on the primary and a host route to each pod address.
+    fn setup_host(
+        &self,
+        dp: &mut dyn Dataplane,
+        created: &Created,
+        pod: &PodPlan,
+    ) -> Result<(), CniError> {
+        let plan = host_plan(created.host_ifindex, &self.addresses, pod);
+        dp.configure_host(&plan).map_err(|e| dp_error(e, self.req))
+    }
+
+    /// The device-info file of a leasing attachment, for Multus and the pod's consumers.
+    fn write_device_info(
+        &self,
+        created: &Created,
+        leased: &[Leased],
+        handoff: Option<&PodHandoff>,
+        undo: &mut AddUndo,
+    ) -> Result<(), CniError> {
+        let (Some(plan), Some(lconf)) = (&self.plan, &self.req.conf.lease) else {
+            return Ok(());
+        };
+        let info = device_info(self.req, &self.marker, created, plan, leased, handoff);
+        undo.device_info = true;
+        let path =
+            devinfo::write(&lconf.device_info_dir, &self.marker, &info).map_err(devinfo_error)?;
         crate::failpoint::hit("add-after-device-info").map_err(injected)?;
-        log.info(format_args!(
-            "ADD {marker}: leased {} (ifindex {}) queues [{}] into {} (ifindex {}) in {}; device info {}",
+        self.log.info(format_args!(
+            "ADD {}: leased {} (ifindex {}) queues [{}] into {} (ifindex {}) in {}; device info {}",
+            self.marker,
             plan.master.name,
             plan.master.ifindex,
-            leased.iter().map(|l| format!("{}->{}", l.physical, l.virtual_id)).collect::<Vec<_>>().join(", "),
-            req.ifname(),
+            leased
+                .iter()
+                .map(|l| format!("{}->{}", l.physical, l.virtual_id))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.req.ifname(),
             created.pod_ifindex,
-            req.netns().display(),
+            self.req.netns().display(),
             path.display()
         ));
+        Ok(())
     }
 
-    let pod_itf = Interface {
-        name: req.ifname().to_string(),
-        mac: created.pod_mac.clone(),
-        mtu: conf.mtu,
-        sandbox: Some(req.netns().display().to_string()),
-        ..Default::default()
-    };
-    let mut interfaces = Vec::new();
-    if !single {
+    /// This plugin's interfaces (the host device of a pair, then the pod's) and IPAM's addresses
+    /// on the pod's; chained after another plugin, its `prevResult` extended with them.
+    fn result(&self, created: &Created, routes: Vec<Route>) -> CniResult {
+        let mut interfaces = Vec::new();
+        if !self.single() {
+            interfaces.push(Interface {
+                name: created.host_ifname.clone(),
+                mac: created.host_mac.clone(),
+                ..Default::default()
+            });
+        }
         interfaces.push(Interface {
-            name: created.host_ifname.clone(),
-            mac: created.host_mac.clone(),
+            name: self.req.ifname().to_string(),
+            mac: created.pod_mac.clone(),
+            mtu: self.req.conf.mtu,
+            sandbox: Some(self.req.netns().display().to_string()),
             ..Default::default()
         });
-    }
-    interfaces.push(pod_itf);
-    let pod_idx = interfaces.len() - 1;
-    let ours = CniResult {
-        interfaces,
-        ips: ipam_r
-            .ips
-            .iter()
-            .map(|ip| cni::IpConfig {
-                interface: Some(pod_idx),
+        let pod_idx = interfaces.len() - 1;
+        let on_pod = |pos: usize| {
+            self.addresses.ips.iter().map(move |ip| cni::IpConfig {
+                interface: Some(pos),
                 ..ip.clone()
             })
-            .collect(),
-        routes: reported_routes,
-        dns: ipam_r.dns.clone(),
-    };
-    crate::failpoint::hit("add-before-result").map_err(injected)?;
-    Ok(match &conf.prev_result {
-        // Chained after another plugin: extend its result, pointing our IPs at our interface's
-        // position in the merged list.
-        Some(prev) => {
-            let mut merged = prev.clone();
-            let positions = merged.merge(CniResult {
-                ips: vec![],
-                ..ours.clone()
-            });
-            let pod_pos = positions[pod_idx];
-            merged.ips.extend(ours.ips.iter().map(|ip| cni::IpConfig {
-                interface: Some(pod_pos),
-                ..ip.clone()
-            }));
-            merged
-        }
-        None => ours,
-    })
+        };
+        let Some(prev) = &self.req.conf.prev_result else {
+            return CniResult {
+                interfaces,
+                ips: on_pod(pod_idx).collect(),
+                routes,
+                dns: self.addresses.dns.clone(),
+            };
+        };
+        // Our IPs point at our interface's position in the merged list.
+        let mut merged = prev.clone();
+        let positions = merged.merge(CniResult {
+            interfaces,
+            ips: vec![],
+            routes,
+            dns: self.addresses.dns.clone(),
+        });
+        merged.ips.extend(on_pod(positions[pod_idx]));
+        merged
+    }
 }
 
 fn device_info(

@@ -289,14 +289,23 @@ impl Dataplane for NetlinkDataplane {
             .rt
             .block_on(link::create_marked_pair(&self.rtnl, &pair, &spec.marker))
             .map_err(|source| DpError::Link { step, source })?;
-        let pod = self.pod_rtnl(&spec.netns, &ns)?;
-        let peer = self
-            .rt
-            .block_on(link::get_link_by_name(&pod, spec.marker.ifname()))
-            .map_err(|source| DpError::Link {
-                step: "read back the pod interface",
-                source,
-            })?;
+        // A failed create leaves no device behind (ADD's rollback only undoes created ones):
+        // deleting the primary takes the peer with it.
+        let peer = self.pod_rtnl(&spec.netns, &ns).and_then(|pod| {
+            self.rt
+                .block_on(link::get_link_by_name(&pod, spec.marker.ifname()))
+                .map_err(|source| DpError::Link {
+                    step: "read back the pod interface",
+                    source,
+                })
+        });
+        let peer = match peer {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.rt.block_on(link::delete_link(&self.rtnl, host.index));
+                return Err(e);
+            }
+        };
         Ok(Created {
             host_ifindex: host.index,
             host_ifname: host.name.clone(),

@@ -11,7 +11,7 @@ use super::*;
 use crate::cni::{IpConfig, Route};
 use crate::logging::{LogLevel, Logger};
 use crate::netdev::{Lease, NetdevError, Queue, QueueId, QueueType};
-use crate::netlink::ExtAck;
+use crate::netlink::{ExtAck, KernelError};
 use crate::rtnl::Deletion;
 
 /// The physical NIC of the fake node.
@@ -76,10 +76,12 @@ const POD_NSID: i32 = 7;
 fn kernel_err(op: &'static str, errno: Errno, msg: &str) -> NetdevError {
     NetdevError::Kernel {
         op,
-        errno,
-        extack: ExtAck {
-            msg: (!msg.is_empty()).then(|| msg.to_string()),
-            ..Default::default()
+        kernel: KernelError {
+            errno,
+            extack: Box::new(ExtAck {
+                msg: (!msg.is_empty()).then(|| msg.to_string()),
+                ..Default::default()
+            }),
         },
     }
 }

@@ -479,29 +479,47 @@ fn apply_ranges(
     paths: &NicPaths,
     ranges: &QueueRanges,
 ) -> Result<(), XdpError> {
-    let mut programs: Vec<(&Path, OwnedFd)> = Vec::new();
-    for r in ranges.ranges() {
-        if let RangeAction::Program(pin) = &r.action {
-            if programs.iter().any(|(p, _)| *p == pin.as_path()) {
-                continue;
-            }
-            let fd = sys::obj_get(pin)
-                .map_err(|e| XdpError::sys("BPF_OBJ_GET program", Some(pin), e))?;
-            let info = sys::prog_info(fd.as_fd())
-                .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(pin), e))?;
-            if info.type_ != libbpf_sys::BPF_PROG_TYPE_XDP {
-                return Err(XdpError::NotXdpProgram {
-                    path: pin.clone(),
-                    prog_type: info.type_,
-                });
-            }
-            programs.push((pin.as_path(), fd));
-        }
-    }
-
+    let programs = open_range_programs(ranges)?;
     // Program array entries first: a queue gets its program before its action says *program*,
     // and the kernel's compatibility check (same type, JIT and frags flag as the dispatcher)
     // happens here, before the table is touched.
+    write_range_programs(maps, paths, ranges, &programs)?;
+    write_range_actions(maps, table, paths, ranges)
+}
+
+/// Each distinct program a range names, opened from its pin and checked to be XDP.
+fn open_range_programs(ranges: &QueueRanges) -> Result<Vec<(&Path, OwnedFd)>, XdpError> {
+    let mut programs: Vec<(&Path, OwnedFd)> = Vec::new();
+    for r in ranges.ranges() {
+        let RangeAction::Program(pin) = &r.action else {
+            continue;
+        };
+        if programs.iter().any(|(p, _)| *p == pin.as_path()) {
+            continue;
+        }
+        let fd =
+            sys::obj_get(pin).map_err(|e| XdpError::sys("BPF_OBJ_GET program", Some(pin), e))?;
+        let info = sys::prog_info(fd.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(pin), e))?;
+        if info.type_ != libbpf_sys::BPF_PROG_TYPE_XDP {
+            return Err(XdpError::NotXdpProgram {
+                path: pin.clone(),
+                prog_type: info.type_,
+            });
+        }
+        programs.push((pin.as_path(), fd));
+    }
+    Ok(programs)
+}
+
+/// The program array entry of every queue whose range runs a program; all or nothing: a refused
+/// entry restores the ones written before it.
+fn write_range_programs(
+    maps: &Maps,
+    paths: &NicPaths,
+    ranges: &QueueRanges,
+    programs: &[(&Path, OwnedFd)],
+) -> Result<(), XdpError> {
     let programs_pin = paths.pin(PIN_PROGRAMS);
     let mut written: Vec<(u32, Option<u32>)> = Vec::new();
     for q in 0..MAX_QUEUES {
@@ -511,7 +529,7 @@ fn apply_ranges(
         let fd = &programs
             .iter()
             .find(|(p, _)| *p == pin.as_path())
-            .expect("opened above")
+            .expect("every range's program was opened")
             .1;
         // User space reads program array entries as program ids.
         let previous = sys::map_lookup::<u32, u32>(maps.programs.as_fd(), &q)
@@ -536,7 +554,17 @@ fn apply_ranges(
             }
         }
     }
+    Ok(())
+}
 
+/// Every queue's range action in the table (a queue steered to a pod keeps its pod slot and only
+/// its base changes); a queue that leaves *program* loses its program array entry afterwards.
+fn write_range_actions(
+    maps: &Maps,
+    table: &QueueTable,
+    paths: &NicPaths,
+    ranges: &QueueRanges,
+) -> Result<(), XdpError> {
     for (q, cur) in (0..MAX_QUEUES).zip(table.all()) {
         let want = ranges.action_for(q);
         let base = QueueAction::of_range(want);
@@ -551,7 +579,11 @@ fn apply_ranges(
         // Leaving *program*: the action changed above, now the program may go.
         if !matches!(want, RangeAction::Program(_)) && cur.base == nkc_action::NKC_ACTION_PROGRAM {
             sys::map_delete(maps.programs.as_fd(), &q).map_err(|e| {
-                XdpError::sys("BPF_MAP_DELETE_ELEM programs", Some(&programs_pin), e)
+                XdpError::sys(
+                    "BPF_MAP_DELETE_ELEM programs",
+                    Some(&paths.pin(PIN_PROGRAMS)),
+                    e,
+                )
             })?;
         }
     }
