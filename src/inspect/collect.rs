@@ -162,7 +162,7 @@ fn netkit_pairs(links: &[LinkInfo]) -> HashMap<(Option<i32>, u32), (Marker, Stri
 fn device_info_records(
     opts: &Options,
     warnings: &mut Vec<String>,
-) -> Vec<(Marker, crate::plugin::devinfo::LeaseInfo)> {
+) -> Vec<crate::plugin::devinfo::Record> {
     let dir = opts
         .device_info_dir
         .clone()
@@ -205,7 +205,7 @@ struct NicContext<'a> {
     rtnl: &'a Rtnl,
     pairs: HashMap<(Option<i32>, u32), (Marker, String)>,
     /// The device-info records, which verify the owners of single devices.
-    records: Vec<(Marker, crate::plugin::devinfo::LeaseInfo)>,
+    records: Vec<crate::plugin::devinfo::Record>,
     bpffs: &'a Path,
     netns_cookie: u64,
 }

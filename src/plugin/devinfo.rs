@@ -231,11 +231,16 @@ pub fn list(dir: &Path, network: &str) -> Result<Vec<Marker>, DevInfoError> {
     Ok(out)
 }
 
+/// One record with the attachment it belongs to.
+pub type Record = (Marker, LeaseInfo);
+/// The records found, and a description of each file left out.
+pub type RecordScan = (Vec<Record>, Vec<String>);
+
 /// Every device-info record in `dir` (any network) that the plugin's uid owns and whose content
 /// names the same attachment as its file name, with its attachment. Files that cannot be read or decoded, or whose content
 /// disagrees with their name, are left out and described in the second list: a stale or foreign
 /// file must not stop DEL or GC, it only means the device it would describe stays unverified.
-pub fn records(dir: &Path) -> Result<(Vec<(Marker, LeaseInfo)>, Vec<String>), DevInfoError> {
+pub fn records(dir: &Path) -> Result<RecordScan, DevInfoError> {
     let Some(d) = open_dir(dir, false)? else {
         return Ok((vec![], vec![]));
     };

@@ -628,11 +628,15 @@ impl LeasingDevice {
     }
 }
 
+/// (physical, virtual) queue pairs, ascending physical.
+pub type QueuePairs = Vec<(u32, u32)>;
+/// A lessee as the master's leases name it: (nsid, ifindex, the queues it holds).
+pub type Lessee = (Option<i32>, u32, QueuePairs);
+
 /// Groups the master's RX leases by lessee. Lessees the kernel could not name (nsid < 0) are
 /// left out: nothing can address them.
-pub fn lessees(queues: &[Queue]) -> Vec<(Option<i32>, u32, Vec<(u32, u32)>)> {
-    let mut by: std::collections::BTreeMap<(Option<i32>, u32), Vec<(u32, u32)>> =
-        Default::default();
+pub fn lessees(queues: &[Queue]) -> Vec<Lessee> {
+    let mut by: std::collections::BTreeMap<(Option<i32>, u32), QueuePairs> = Default::default();
     for q in queues.iter().filter(|q| q.queue_type == QueueType::Rx) {
         let Some(l) = &q.lease else { continue };
         if l.netns_id.is_some_and(|n| n < 0) {

@@ -1496,7 +1496,12 @@ fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
     cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
     k.calls.clear();
     cmd_del(&request("DEL", "c1", conf), &mut k, None, &quiet()).unwrap();
-    let del_at = k.calls.iter().position(|c| c == "delete_single").unwrap();
+    // The device goes by the leases its record names (delete_remote), or by name.
+    let del_at = k
+        .calls
+        .iter()
+        .position(|c| c == "delete_single" || c.starts_with("delete_remote"))
+        .unwrap();
     let rel_at = k
         .calls
         .iter()
