@@ -1,11 +1,7 @@
 //! IPv4/IPv6 addresses on an interface over rtnetlink (`RTM_NEWADDR`/`RTM_DELADDR`/
-//! `RTM_GETADDR`), plus the [`IpPrefix`] type shared with `route`.
+//! `RTM_GETADDR`), on the crate's one prefix type, [`IpCidr`].
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    str::FromStr,
-};
+use std::{fmt, net::IpAddr};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
@@ -14,6 +10,7 @@ use netlink_packet_route::{
 };
 use nix::errno::Errno;
 
+pub use crate::ip::IpCidr;
 use crate::rtnl::{Deletion, KernelError, Rtnl, RtnlError};
 
 /// Which operation failed, for error messages.
@@ -45,7 +42,7 @@ pub enum AddrError {
     NotFound {
         op: AddrOp,
         index: u32,
-        prefix: IpPrefix,
+        prefix: IpCidr,
         kernel: KernelError,
     },
     /// ENODEV: no interface with that index (IPv6 also answers ENXIO for an interface without
@@ -61,7 +58,7 @@ pub enum AddrError {
     Exists {
         op: AddrOp,
         index: u32,
-        prefix: IpPrefix,
+        prefix: IpCidr,
         kernel: KernelError,
     },
     /// Any other errno.
@@ -91,7 +88,7 @@ pub enum AddrError {
 }
 
 impl AddrError {
-    fn from_netlink(op: AddrOp, index: u32, prefix: Option<IpPrefix>, err: RtnlError) -> Self {
+    fn from_netlink(op: AddrOp, index: u32, prefix: Option<IpCidr>, err: RtnlError) -> Self {
         let kernel = match err {
             RtnlError::Kernel(k) => k,
             error => return AddrError::Transport { op, index, error },
@@ -141,111 +138,12 @@ impl AddrError {
     }
 }
 
-/// An IP address with a prefix length, e.g. `10.0.0.5/24` (host bits are significant: this is
-/// an interface address) or `10.0.0.0/24` (a network, see [`IpPrefix::network`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpPrefix {
-    addr: IpAddr,
-    len: u8,
-}
-
-impl IpPrefix {
-    pub fn new(addr: IpAddr, len: u8) -> Result<IpPrefix, AddrError> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if len > max {
-            return Err(AddrError::InvalidPrefix {
-                value: format!("{addr}/{len}"),
-                reason: "prefix length exceeds the address size",
-            });
-        }
-        Ok(IpPrefix { addr, len })
-    }
-
-    /// A single-address prefix (/32 or /128).
-    pub fn host(addr: IpAddr) -> IpPrefix {
-        IpPrefix {
-            addr,
-            len: if addr.is_ipv4() { 32 } else { 128 },
-        }
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-
-    pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
-    }
-
-    /// The prefix with host bits cleared.
-    pub fn network(&self) -> IpPrefix {
-        let addr = match self.addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-            }
-        };
-        IpPrefix {
-            addr,
-            len: self.len,
-        }
-    }
-
-    /// No host bits set (required of route destinations).
-    pub fn is_network(&self) -> bool {
-        self.network() == *self
-    }
-
-    pub(crate) fn family(&self) -> AddressFamily {
-        if self.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        }
-    }
-}
-
-impl fmt::Display for IpPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl FromStr for IpPrefix {
-    type Err = AddrError;
-
-    /// Parses `addr/len`; a bare address means a host prefix.
-    fn from_str(s: &str) -> Result<IpPrefix, AddrError> {
-        let invalid = |reason| AddrError::InvalidPrefix {
-            value: s.to_string(),
-            reason,
-        };
-        match s.split_once('/') {
-            Some((addr, len)) => {
-                let addr = addr.parse().map_err(|_| invalid("not an IP address"))?;
-                // u8::from_str accepts "+5"; a prefix length is plain digits.
-                if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(invalid("prefix length is not a number"));
-                }
-                let len = len
-                    .parse()
-                    .map_err(|_| invalid("prefix length is not a number"))?;
-                IpPrefix::new(addr, len)
-            }
-            None => Ok(IpPrefix::host(
-                s.parse().map_err(|_| invalid("not an IP address"))?,
-            )),
-        }
+/// The address family of a prefix, as rtnetlink headers carry it.
+pub(crate) fn family_of(p: &IpCidr) -> AddressFamily {
+    if p.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
     }
 }
 
@@ -253,12 +151,12 @@ impl FromStr for IpPrefix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AddressSpec {
     index: u32,
-    prefix: IpPrefix,
+    prefix: IpCidr,
     flags: AddressFlags,
 }
 
 impl AddressSpec {
-    pub fn new(index: u32, prefix: IpPrefix) -> AddressSpec {
+    pub fn new(index: u32, prefix: IpCidr) -> AddressSpec {
         AddressSpec {
             index,
             prefix,
@@ -283,7 +181,7 @@ impl AddressSpec {
         self.index
     }
 
-    pub fn prefix(&self) -> IpPrefix {
+    pub fn prefix(&self) -> IpCidr {
         self.prefix
     }
 
@@ -292,7 +190,7 @@ impl AddressSpec {
     /// equal).
     pub fn message(&self) -> AddressMessage {
         let mut msg = base_message(self.index, self.prefix);
-        msg.header.scope = if is_loopback(self.prefix.addr) {
+        msg.header.scope = if is_loopback(self.prefix.addr()) {
             AddressScope::Host
         } else {
             AddressScope::Universe
@@ -311,13 +209,14 @@ fn is_loopback(addr: IpAddr) -> bool {
     addr.is_loopback()
 }
 
-fn base_message(index: u32, prefix: IpPrefix) -> AddressMessage {
+fn base_message(index: u32, prefix: IpCidr) -> AddressMessage {
     let mut msg = AddressMessage::default();
-    msg.header.family = prefix.family();
-    msg.header.prefix_len = prefix.len;
+    msg.header.family = family_of(&prefix);
+    msg.header.prefix_len = prefix.prefix_len();
     msg.header.index = index;
-    msg.attributes.push(AddressAttribute::Local(prefix.addr));
-    msg.attributes.push(AddressAttribute::Address(prefix.addr));
+    msg.attributes.push(AddressAttribute::Local(prefix.addr()));
+    msg.attributes
+        .push(AddressAttribute::Address(prefix.addr()));
     msg
 }
 
@@ -325,7 +224,7 @@ fn base_message(index: u32, prefix: IpPrefix) -> AddressMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressInfo {
     pub index: u32,
-    pub prefix: IpPrefix,
+    pub prefix: IpCidr,
     pub scope: AddressScope,
     /// All flags (from IFA_FLAGS when present, else the header byte).
     pub flags: AddressFlags,
@@ -352,8 +251,8 @@ impl AddressInfo {
         // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point
         // links and the only one IPv6 reports otherwise.
         let addr = local.or(address).ok_or("no IFA_LOCAL or IFA_ADDRESS")?;
-        let prefix = IpPrefix::new(addr, message.header.prefix_len)
-            .map_err(|_| "prefix length exceeds the address size")?;
+        let prefix = IpCidr::new(addr, message.header.prefix_len)
+            .ok_or("prefix length exceeds the address size")?;
         Ok(AddressInfo {
             index: message.header.index,
             prefix,
@@ -383,7 +282,7 @@ pub async fn add_address(rtnl: &Rtnl, spec: &AddressSpec) -> Result<(), AddrErro
 pub async fn delete_address(
     rtnl: &Rtnl,
     index: u32,
-    prefix: IpPrefix,
+    prefix: IpCidr,
 ) -> Result<Deletion, AddrError> {
     match rtnl
         .ack(
@@ -461,40 +360,8 @@ mod tests {
     use crate::netns::NetNs;
     use netlink_packet_core::Emitable;
 
-    fn p(s: &str) -> IpPrefix {
+    fn p(s: &str) -> IpCidr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn prefix_parsing() {
-        assert_eq!(
-            p("10.0.0.5/24").addr(),
-            "10.0.0.5".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(p("10.0.0.5/24").prefix_len(), 24);
-        assert_eq!(p("fd00::1").prefix_len(), 128);
-        assert_eq!(p("10.1.2.3").prefix_len(), 32);
-        assert_eq!(p("fd00::1/64").to_string(), "fd00::1/64");
-        for bad in [
-            "10.0.0.1/33",
-            "fd00::/129",
-            "10.0.0.1/",
-            "10.0.0.1/+8",
-            "x/8",
-            "10.0.0.1/a",
-        ] {
-            assert!(bad.parse::<IpPrefix>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn prefix_network() {
-        assert_eq!(p("10.1.2.3/24").network(), p("10.1.2.0/24"));
-        assert_eq!(p("10.1.2.3/0").network(), p("0.0.0.0/0"));
-        assert_eq!(p("10.1.2.3/32").network(), p("10.1.2.3/32"));
-        assert_eq!(p("fd00::1:2/112").network(), p("fd00::1:0/112"));
-        assert_eq!(p("fd00::1/0").network(), p("::/0"));
-        assert!(p("10.1.2.0/24").is_network() && !p("10.1.2.1/24").is_network());
     }
 
     fn bytes(msg: AddressMessage) -> Vec<u8> {
@@ -524,7 +391,7 @@ mod tests {
             .noprefixroute()
             .message();
         let mut want = vec![10, 64, 0x02, 0, 3, 0, 0, 0]; // AF_INET6, /64, IFA_F_NODAD, universe
-        let addr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        let addr = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
         want.extend([20, 0, 2, 0]); // IFA_LOCAL
         want.extend(addr);
         want.extend([20, 0, 1, 0]); // IFA_ADDRESS

@@ -24,36 +24,17 @@ use crate::xdp::{
 /// The `type` this plugin is installed as.
 pub const PLUGIN_TYPE: &str = "netkit-cni";
 
-/// Where the pod-side device gets its L2/L3 behaviour: netkit's own mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    #[default]
-    L3,
-    L2,
-}
+// netkit's mode, default policy and scrubbing are the kernel's own enums (`enum netkit_mode`,
+// `netkit_action`, `netkit_scrub`): the config names their values, it does not restate them.
+pub use crate::link::{NetkitMode as Mode, NetkitPolicy as Policy, NetkitScrub as Scrub};
 
 /// Whether the host side gets a netkit pair (needs addresses, hence IPAM) or a single device.
+/// A config choice, not the kernel's `enum netkit_pairing`: it decides IPAM and the host side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pairing {
     #[default]
     Pair,
     Single,
-}
-
-/// netkit's default action when no BPF program is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Policy {
-    #[default]
-    Forward,
-    Blackhole,
-}
-
-/// netkit's skb scrubbing on namespace crossing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Scrub {
-    #[default]
-    Default,
-    None,
 }
 
 /// The `ipam` block. Only `type` is ours to check; the rest belongs to the IPAM plugin, which

@@ -9,6 +9,7 @@ pub mod cni;
 pub mod config;
 pub mod failpoint;
 pub mod inspect;
+pub mod ip;
 pub mod ipam;
 pub mod link;
 pub mod logging;

@@ -14,7 +14,7 @@ use netlink_packet_route::{
 use nix::errno::Errno;
 
 use crate::{
-    addr::{IpFamily, IpPrefix},
+    addr::{IpCidr, IpFamily},
     rtnl::{Deletion, KernelError, Rtnl, RtnlError},
 };
 
@@ -48,21 +48,21 @@ pub enum RouteError {
     #[error("{op} {dst}: {kernel}")]
     NotFound {
         op: RouteOp,
-        dst: IpPrefix,
+        dst: IpCidr,
         kernel: KernelError,
     },
     /// ENODEV: the output interface does not exist.
     #[error("{op} {dst}: {kernel}")]
     LinkNotFound {
         op: RouteOp,
-        dst: IpPrefix,
+        dst: IpCidr,
         kernel: KernelError,
     },
     /// EEXIST: a route with the same key is already there.
     #[error("{op} {dst}: {kernel}")]
     Exists {
         op: RouteOp,
-        dst: IpPrefix,
+        dst: IpCidr,
         kernel: KernelError,
     },
     /// ENETUNREACH: the gateway is not reachable through the given device (consider
@@ -70,14 +70,14 @@ pub enum RouteError {
     #[error("{op} {dst}: {kernel}")]
     GatewayUnreachable {
         op: RouteOp,
-        dst: IpPrefix,
+        dst: IpCidr,
         kernel: KernelError,
     },
     /// Any other errno.
     #[error("{op} {dst}: {kernel}")]
     Kernel {
         op: RouteOp,
-        dst: IpPrefix,
+        dst: IpCidr,
         kernel: KernelError,
     },
     /// The request never got a kernel verdict.
@@ -92,7 +92,7 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    fn from_netlink(op: RouteOp, dst: IpPrefix, err: RtnlError) -> Self {
+    fn from_netlink(op: RouteOp, dst: IpCidr, err: RtnlError) -> Self {
         let kernel = match err {
             RtnlError::Kernel(k) => k,
             error => return RouteError::Transport { op, error },
@@ -159,7 +159,7 @@ impl From<RouteScope> for NlRouteScope {
 /// A unicast route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
-    dst: IpPrefix,
+    dst: IpCidr,
     gateway: Option<IpAddr>,
     oif: Option<u32>,
     scope: RouteScope,
@@ -171,7 +171,7 @@ pub struct Route {
 
 impl Route {
     /// A route to `dst`, which must have no host bits set (the IPv4 FIB rejects those).
-    pub fn new(dst: IpPrefix) -> Result<Route, RouteError> {
+    pub fn new(dst: IpCidr) -> Result<Route, RouteError> {
         if !dst.is_network() {
             return Err(RouteError::InvalidArgument {
                 route: dst.to_string(),
@@ -243,13 +243,13 @@ impl Route {
         Ok(self)
     }
 
-    pub fn dst(&self) -> IpPrefix {
+    pub fn dst(&self) -> IpCidr {
         self.dst
     }
 
     fn base(&self) -> RouteMessage {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = self.dst.family();
+        msg.header.address_family = crate::addr::family_of(&self.dst);
         msg.header.destination_prefix_length = self.dst.prefix_len();
         // Tables above 255 only fit RTA_TABLE; the header byte then says RT_TABLE_UNSPEC.
         msg.header.table = u8::try_from(self.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
@@ -344,7 +344,7 @@ pub async fn delete_route(rtnl: &Rtnl, route: &Route) -> Result<Deletion, RouteE
 /// A route as reported by the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteInfo {
-    pub dst: IpPrefix,
+    pub dst: IpCidr,
     pub gateway: Option<IpAddr>,
     pub oif: Option<u32>,
     pub table: u32,
@@ -375,7 +375,7 @@ impl RouteInfo {
         };
         let mut dst = None;
         let mut info = RouteInfo {
-            dst: IpPrefix::host(unspecified),
+            dst: IpCidr::host(unspecified),
             gateway: None,
             oif: None,
             table: u32::from(h.table),
@@ -397,8 +397,8 @@ impl RouteInfo {
             }
         }
         // No RTA_DST means the default route of the family.
-        info.dst = IpPrefix::new(dst.unwrap_or(unspecified), h.destination_prefix_length)
-            .map_err(|_| "prefix length exceeds the address size")?;
+        info.dst = IpCidr::new(dst.unwrap_or(unspecified), h.destination_prefix_length)
+            .ok_or("prefix length exceeds the address size")?;
         info.message = message;
         Ok(info)
     }
@@ -447,7 +447,7 @@ mod tests {
     use crate::netns::NetNs;
     use netlink_packet_core::Emitable;
 
-    fn p(s: &str) -> IpPrefix {
+    fn p(s: &str) -> IpCidr {
         s.parse().unwrap()
     }
 

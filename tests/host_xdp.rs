@@ -40,7 +40,7 @@ struct World {
 
 fn world() -> World {
     require_root();
-    let ns = Netns::new();
+    let ns = Netns::quiet("nkcx");
     let (veth, ifindex) = ns.veth(QUEUES, None);
     World {
         ns,
@@ -461,20 +461,23 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
             // A second user blocks on the NIC lock while we hold it...
             let second = std::thread::spawn({
                 let bpffs = bpffs.clone();
-                let netns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+                let netns = netkit_cni::netns::NetNs::current().unwrap();
                 move || {
-                    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                    let (d2, how) = Dispatcher::attach_or_open(
-                        &opts(&bpffs),
-                        ifindex,
-                        &QueueRanges::all_pass(),
-                    )
-                    .kernel("attaching the XDP dispatcher");
-                    (
-                        how,
-                        d2.link_id().unwrap(),
-                        d2.queue_status(0).unwrap().action,
-                    )
+                    netns
+                        .run(|| {
+                            let (d2, how) = Dispatcher::attach_or_open(
+                                &opts(&bpffs),
+                                ifindex,
+                                &QueueRanges::all_pass(),
+                            )
+                            .kernel("attaching the XDP dispatcher");
+                            (
+                                how,
+                                d2.link_id().unwrap(),
+                                d2.queue_status(0).unwrap().action,
+                            )
+                        })
+                        .unwrap()
                 }
             });
             std::thread::sleep(Duration::from_millis(300));
@@ -553,7 +556,7 @@ fn concurrent_users_of_one_nic_are_serialised() {
 fn same_ifindex_in_two_netns_gets_two_directories() {
     require_root();
     let bpffs = Bpffs::new();
-    let (n1, n2) = (Netns::new(), Netns::new());
+    let (n1, n2) = (Netns::quiet("nkcx"), Netns::quiet("nkcx"));
     // Pin the same ifindex in both netns.
     let (_, i1) = n1.veth(QUEUES, Some(40));
     let (_, i2) = n2.veth(QUEUES, Some(40));

@@ -268,10 +268,8 @@ impl FarCapture {
         timeout: Duration,
         keep: impl Fn(&[u8]) -> bool + Send + 'static,
     ) -> FarCapture {
-        let fd = ns.fd();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let handle = std::thread::spawn(move || {
-            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let handle = ns.spawn(move || {
             let proto = (libc::ETH_P_ALL as u16).to_be();
             // SAFETY: plain socket(2); the fd is owned right away.
             let s = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };

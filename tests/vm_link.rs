@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use common::*;
-use netkit_cni::addr::{self, AddressSpec, IpFamily, IpPrefix};
+use netkit_cni::addr::{self, AddressSpec, IpCidr, IpFamily};
 use netkit_cni::link::{self, *};
 use netkit_cni::netns::NetNs;
 use netkit_cni::route::{self, Route, RouteScope};
@@ -21,7 +21,7 @@ fn open(ns: &Netns) -> NetNs {
     NetNs::open(ns.path()).unwrap()
 }
 
-fn p(s: &str) -> IpPrefix {
+fn p(s: &str) -> IpCidr {
     s.parse().unwrap()
 }
 
@@ -301,7 +301,7 @@ fn addresses_routes_and_sysctls_in_the_pod() {
             let again = addr::add_address(&rtnl, &v4).await.unwrap_err();
             assert!(matches!(again, addr::AddrError::Exists { .. }), "{again}");
             let listed = addr::list_addresses(&rtnl, idx, None).await.unwrap();
-            let prefixes: Vec<IpPrefix> = listed.iter().map(|a| a.prefix).collect();
+            let prefixes: Vec<IpCidr> = listed.iter().map(|a| a.prefix).collect();
             assert!(prefixes.contains(&p("10.20.0.5/32")), "{prefixes:?}");
             assert!(prefixes.contains(&p("fd00:20::5/128")), "{prefixes:?}");
             assert!(listed.iter().all(|a| a.index == idx));
@@ -346,7 +346,7 @@ fn addresses_routes_and_sysctls_in_the_pod() {
             route::add_route(&rtnl, &v6_default).await.unwrap();
 
             let routes = route::list_routes(&rtnl, IpFamily::V4, idx).await.unwrap();
-            let dsts: Vec<IpPrefix> = routes.iter().map(|r| r.dst).collect();
+            let dsts: Vec<IpCidr> = routes.iter().map(|r| r.dst).collect();
             assert!(dsts.contains(&p("0.0.0.0/0")), "{dsts:?}");
             assert!(dsts.contains(&p("169.254.1.1/32")), "{dsts:?}");
             let onlink = routes.iter().find(|r| r.dst == p("10.99.0.0/16")).unwrap();

@@ -1,67 +1,14 @@
 //! The ADD result (also the shape of `prevResult` and of IPAM output), held internally in the
 //! spec 1.1.0 form and converted to/from each supported version's JSON at the edges.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
-use super::error::{render_str, render_value, CniError};
+use super::error::{render_value, CniError};
 use super::version::CniVersion;
 
-/// An address with prefix length, as the spec's "CIDR notation" fields carry it. Host bits are
-/// kept (`10.1.0.5/16` is an interface address, not a network), so this is not a network type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpCidr {
-    addr: IpAddr,
-    prefix_len: u8,
-}
-
-impl IpCidr {
-    /// `None` when the prefix is longer than the address family allows.
-    pub fn new(addr: IpAddr, prefix_len: u8) -> Option<Self> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix_len <= max).then_some(IpCidr { addr, prefix_len })
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-
-    pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
-    }
-}
-
-impl FromStr for IpCidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s.split_once('/').ok_or("missing /prefix-length")?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{} is not an IP address", render_str(addr)))?;
-        // Digits only: u8's parser would also take "+8".
-        if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("prefix length {} is not a number", render_str(len)));
-        }
-        let len: u8 = len
-            .parse()
-            .map_err(|_| format!("prefix length {} is out of range", render_str(len)))?;
-        IpCidr::new(addr, len).ok_or_else(|| format!("prefix length {len} is out of range"))
-    }
-}
-
-impl fmt::Display for IpCidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
+pub use crate::ip::IpCidr;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interface {

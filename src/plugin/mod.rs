@@ -758,7 +758,7 @@ pub fn cmd_check(
     }
     // A single device installs no routes, so any in prevResult belong to other plugins.
     for r in prev.routes.iter().filter(|_| !single) {
-        let dst = network(&r.dst);
+        let dst = r.dst.network();
         let found = obs
             .pod_routes
             .iter()
@@ -1191,13 +1191,13 @@ fn pod_plan(ifname: &str, ipam: &CniResult) -> Result<(PodPlan, Vec<Route>), Cni
                 gw: Option<IpAddr>,
                 report: bool| {
         let r = PlannedRoute {
-            dst: network(&dst),
+            dst: dst.network(),
             gw,
         };
         if !plan.routes.contains(&r) {
             plan.routes.push(r);
             if report {
-                reported.push(Route::new(network(&dst), gw));
+                reported.push(Route::new(dst.network(), gw));
             }
         }
     };
@@ -1284,7 +1284,7 @@ fn gateway_of(ip: &cni::IpConfig) -> Result<IpAddr, CniError> {
     if let Some(gw) = ip.gateway {
         return Ok(gw);
     }
-    let net = network(&ip.address);
+    let net = ip.address.network();
     let first = match net.addr() {
         IpAddr::V4(a) => IpAddr::from(u32::from(a).wrapping_add(1).to_be_bytes()),
         IpAddr::V6(a) => IpAddr::from(u128::from(a).wrapping_add(1).to_be_bytes()),
@@ -1299,29 +1299,6 @@ fn gateway_of(ip: &cni::IpConfig) -> Result<IpAddr, CniError> {
         ));
     }
     Ok(first)
-}
-
-fn network(c: &IpCidr) -> IpCidr {
-    let len = c.prefix_len();
-    let addr = match c.addr() {
-        IpAddr::V4(a) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
-            IpAddr::from((u32::from(a) & mask).to_be_bytes())
-        }
-        IpAddr::V6(a) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
-            IpAddr::from((u128::from(a) & mask).to_be_bytes())
-        }
-    };
-    IpCidr::new(addr, len).unwrap()
 }
 
 fn cidr_str(c: &IpCidr) -> String {

@@ -7,7 +7,6 @@
 //! everything is addressed by name or index.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,13 +14,10 @@ use std::sync::Arc;
 use netlink_packet_route::link::LinkAttribute;
 
 use super::dataplane::*;
-use crate::addr::{self, AddressSpec, IpFamily, IpPrefix};
+use crate::addr::{self, AddressSpec, IpFamily};
 use crate::cni::IpCidr;
-use crate::config::{Mode, Policy, Scrub, XdpConfig};
-use crate::link::{
-    self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitPolicy, NetkitScrub,
-    NetkitSingle,
-};
+use crate::config::{Mode, XdpConfig};
+use crate::link::{self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitSingle};
 use crate::netdev::{Lease, NetdevClient, NetdevCmd, NetdevError, Queue, QueueId, QueueType};
 use crate::netns::{NetNs, NetnsError};
 use crate::route::{self, RouteScope};
@@ -169,27 +165,6 @@ fn netns_gone(e: &NetnsError) -> bool {
     }
 }
 
-fn nk_mode(m: Mode) -> NetkitMode {
-    match m {
-        Mode::L2 => NetkitMode::L2,
-        Mode::L3 => NetkitMode::L3,
-    }
-}
-
-fn nk_policy(p: Policy) -> NetkitPolicy {
-    match p {
-        Policy::Forward => NetkitPolicy::Forward,
-        Policy::Blackhole => NetkitPolicy::Blackhole,
-    }
-}
-
-fn nk_scrub(s: Scrub) -> NetkitScrub {
-    match s {
-        Scrub::Default => NetkitScrub::Default,
-        Scrub::None => NetkitScrub::None,
-    }
-}
-
 /// The device's MAC as CNI results spell it. An L3 netkit device reports all zeros, and that is
 /// what we report too rather than leaving `mac` out: podman parses the MAC of every sandbox
 /// interface in the result and refuses the container when it is missing ("invalid MAC address").
@@ -222,26 +197,9 @@ fn observed(info: &LinkInfo) -> ObservedLink {
     }
 }
 
-fn prefix(c: &IpCidr) -> Result<IpPrefix, DpError> {
-    IpPrefix::new(c.addr(), c.prefix_len()).map_err(|source| DpError::Addr {
-        step: "address",
-        source,
-    })
-}
-
-fn host_prefix(ip: IpAddr) -> IpPrefix {
-    IpPrefix::host(ip)
-}
-
-fn cidr(p: &IpPrefix) -> IpCidr {
-    IpCidr::new(p.addr(), p.prefix_len()).expect("a kernel prefix length is valid")
-}
-
 async fn add_route(rtnl: &Rtnl, ifindex: u32, r: &PlannedRoute) -> Result<(), DpError> {
     let step = "add route";
-    let dst = IpPrefix::new(r.dst.addr(), r.dst.prefix_len())
-        .map(|p| p.network())
-        .map_err(|source| DpError::Addr { step, source })?;
+    let dst = r.dst.network();
     let mut route = route::Route::new(dst)
         .map_err(|source| DpError::Route { step, source })?
         .dev(ifindex);
@@ -265,11 +223,11 @@ impl Dataplane for NetlinkDataplane {
         let ns = self.netns(&spec.netns)?;
         let step = "create netkit pair";
         let mut pair = NetkitPair::for_attachment(&spec.marker, std::os::fd::AsFd::as_fd(&ns))
-            .mode(nk_mode(spec.mode))
-            .policy(nk_policy(spec.policy))
-            .peer_policy(nk_policy(spec.peer_policy))
-            .scrub(nk_scrub(spec.scrub))
-            .peer_scrub(nk_scrub(spec.peer_scrub))
+            .mode(spec.mode)
+            .policy(spec.policy)
+            .peer_policy(spec.peer_policy)
+            .scrub(spec.scrub)
+            .peer_scrub(spec.peer_scrub)
             .host_up(true);
         if let Some(h) = spec.headroom {
             pair = pair.headroom(h);
@@ -323,7 +281,7 @@ impl Dataplane for NetlinkDataplane {
                 // No prefix route: the pod reaches its subnet through the gateway like everything
                 // else (in L2 mode an on-link subnet route would ARP for other pods, which nobody
                 // answers), and the routes below say so explicitly.
-                let mut spec = AddressSpec::new(plan.ifindex, prefix(a)?);
+                let mut spec = AddressSpec::new(plan.ifindex, *a);
                 if !plan.prefix_routes {
                     spec = spec.noprefixroute();
                 }
@@ -354,7 +312,7 @@ impl Dataplane for NetlinkDataplane {
         let rtnl = &self.rtnl;
         self.rt.block_on(async {
             for gw in &plan.gateways {
-                let mut spec = AddressSpec::new(plan.host_ifindex, host_prefix(*gw));
+                let mut spec = AddressSpec::new(plan.host_ifindex, IpCidr::host(*gw));
                 if gw.is_ipv6() {
                     spec = spec.nodad();
                 }
@@ -367,7 +325,7 @@ impl Dataplane for NetlinkDataplane {
             }
             for ip in &plan.pod_addrs {
                 let r = PlannedRoute {
-                    dst: cidr(&host_prefix(*ip)),
+                    dst: IpCidr::host(*ip),
                     gw: None,
                 };
                 add_route(rtnl, plan.host_ifindex, &r).await?;
@@ -415,7 +373,7 @@ impl Dataplane for NetlinkDataplane {
                                     step: "list host routes",
                                     source,
                                 })?;
-                        out.host_routes.extend(routes.iter().map(|r| cidr(&r.dst)));
+                        out.host_routes.extend(routes.iter().map(|r| r.dst));
                     }
                     out.host = Some(observed(&h));
                 }
@@ -458,13 +416,13 @@ impl Dataplane for NetlinkDataplane {
                         source,
                     })?;
                 routes.extend(rs.iter().map(|r| PlannedRoute {
-                    dst: cidr(&r.dst),
+                    dst: r.dst,
                     gw: r.gateway,
                 }));
             }
             Ok(Some((
                 observed(&pod),
-                addrs.iter().map(|a| cidr(&a.prefix)).collect::<Vec<_>>(),
+                addrs.iter().map(|a| a.prefix).collect::<Vec<_>>(),
                 routes,
             )))
         })?;
@@ -517,7 +475,7 @@ impl Dataplane for NetlinkDataplane {
         let step = "create netkit single device";
         let mut single = NetkitSingle::new(spec.marker.ifname(), ns.as_fd())
             .map_err(|source| DpError::Link { step, source })?
-            .mode(nk_mode(spec.mode))
+            .mode(spec.mode)
             .num_rx_queues(spec.rx_queues)
             .map_err(|source| DpError::Link { step, source })?;
         if let Some(h) = spec.headroom {

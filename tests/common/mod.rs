@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -117,15 +117,68 @@ impl Netns {
         sh(&v)
     }
 
-    /// Run a closure with its thread in this netns; the caller's thread is untouched.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let fd = self.fd();
+    /// Run a closure with its thread in this netns, through the crate's own
+    /// [`netkit_cni::netns::NetNs::run`] (a scoped thread; a panic in `f` reaches the caller);
+    /// the caller's thread is untouched.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        netkit_cni::netns::NetNs::open(self.path())
+            .and_then(|ns| ns.run(f))
+            .unwrap_or_else(|e| panic!("entering netns {}: {e}", self.name))
+    }
+
+    /// Like [`Netns::run`] without waiting: for a receiver that must be listening before the
+    /// test sends.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let ns = netkit_cni::netns::NetNs::open(self.path())
+            .unwrap_or_else(|e| panic!("opening netns {}: {e}", self.name));
+        let name = self.name.clone();
         std::thread::spawn(move || {
-            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
+            ns.run(f)
+                .unwrap_or_else(|e| panic!("entering netns {name}: {e}"))
         })
-        .join()
-        .expect("netns thread panicked")
+    }
+
+    /// A netns whose links send nothing by themselves: without IPv6 a new link sends no DAD,
+    /// router solicitation or MLD report, so every frame a test's socket sees is the test's own.
+    pub fn quiet(prefix: &str) -> Self {
+        let ns = Netns::new(prefix);
+        ns.run(|| {
+            for conf in ["all", "default"] {
+                let knob = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+                if Path::new(&knob).exists() {
+                    fs::write(&knob, "1").unwrap_or_else(|e| panic!("{knob}: {e}"));
+                }
+            }
+        });
+        ns
+    }
+
+    /// A veth pair with `queues` RX and TX queues on both ends, both up. Returns (name, ifindex)
+    /// of the end the tests use; `index` pins its ifindex when given.
+    pub fn veth(&self, queues: u32, index: Option<u32>) -> (String, u32) {
+        let a = unique("nkv");
+        let b = unique("nkp");
+        let q = queues.to_string();
+        let idx = index.map(|i| i.to_string());
+        let mut args = vec!["link", "add", &a];
+        if let Some(i) = &idx {
+            args.extend_from_slice(&["index", i]);
+        }
+        args.extend_from_slice(&["numtxqueues", &q, "numrxqueues", &q, "type", "veth"]);
+        args.extend_from_slice(&["peer", "name", &b, "numtxqueues", &q, "numrxqueues", &q]);
+        self.ip(&args);
+        self.ip(&["link", "set", &a, "up"]);
+        self.ip(&["link", "set", &b, "up"]);
+        let ifindex = self.ifindex(&a);
+        (a, ifindex)
+    }
+
+    /// The XDP program id attached to `ifname`, if any.
+    pub fn xdp_prog_id(&self, ifname: &str) -> Option<u32> {
+        xdp_prog_id_in(&self.name, ifname)
     }
 
     /// A command run inside this netns (`ip netns exec`).
@@ -157,7 +210,9 @@ impl Netns {
     pub fn ifindex(&self, ifname: &str) -> u32 {
         let out = self.ip(&["-j", "link", "show", "dev", ifname]);
         let v: Value = serde_json::from_str(&out).unwrap();
-        v[0]["ifindex"].as_u64().unwrap() as u32
+        v[0]["ifindex"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no ifindex for {ifname}: {out}")) as u32
     }
 
     /// `ip -d -j link show` in this netns, parsed.
@@ -171,6 +226,18 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run(&["ip", "netns", "del", &self.name]);
     }
+}
+
+/// The XDP program id on `ifname` in the netns named `ns` (callable from a thread inside another
+/// netns: `ip -n` resolves the netns by name).
+pub fn xdp_prog_id_in(ns: &str, ifname: &str) -> Option<u32> {
+    let out = sh(&["ip", "-n", ns, "-d", "-j", "link", "show", "dev", ifname]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let xdp = &v[0]["xdp"];
+    xdp["prog"]["id"]
+        .as_u64()
+        .or_else(|| xdp["attached"][0]["prog"]["id"].as_u64())
+        .map(|n| n as u32)
 }
 
 static NSIM_ID: AtomicU32 = AtomicU32::new(0);

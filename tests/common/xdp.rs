@@ -280,16 +280,10 @@ impl PodSocket {
         let ifindex = info["ifindex"].as_u64().unwrap() as u32;
         let vqueue = info["xdp"]["start-queue"].as_u64().unwrap() as u32;
         let map = PathBuf::from(info["xdp"]["xsk-map"].as_str().unwrap());
-        let fd = pod.fd();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<(usize, Duration)>();
         let (frames_tx, frames_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            nix::sched::setns(
-                std::os::fd::AsFd::as_fd(&fd),
-                nix::sched::CloneFlags::CLONE_NEWNET,
-            )
-            .unwrap();
+        pod.spawn(move || {
             let mut xsk = match Xsk::bind(ifindex, vqueue, &XskConfig::default()) {
                 Ok(x) => x,
                 Err(e) => {
