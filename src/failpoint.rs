@@ -7,7 +7,9 @@
 //!
 //! * `error` — [`hit`] returns an error, which the verb turns into a CNI error and rolls back;
 //! * `pause` — the process writes `<name>` to the file named by `NKC_FAILPOINT_READY` (so the
-//!   test knows where it stopped) and sleeps until killed.
+//!   test knows where it stopped) and sleeps until killed;
+//! * `wait` — as `pause`, but goes on once the file named by `NKC_FAILPOINT_GO` exists (so the
+//!   test can change the world under a running verb, e.g. swap the CNI_NETNS mount).
 //!
 //! The environment is the runtime's channel into the plugin anyway; a production build never
 //! reads this variable.
@@ -47,6 +49,16 @@ pub fn hit(name: &'static str) -> Result<(), String> {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }
+        }
+        "wait" => {
+            if let Ok(ready) = std::env::var("NKC_FAILPOINT_READY") {
+                let _ = std::fs::write(ready, name);
+            }
+            let go = std::env::var_os("NKC_FAILPOINT_GO").unwrap_or_default();
+            while !std::path::Path::new(&go).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(())
         }
         _ => Ok(()),
     }

@@ -228,6 +228,12 @@ impl Dir {
         }
     }
 
+    /// The same directory, with `owner` required of the entries opened through it from now on
+    /// (e.g. records in a directory anyone may own, which count only when the plugin wrote them).
+    pub fn with_owner(self, owner: Owner) -> Dir {
+        Dir { owner, ..self }
+    }
+
     /// The path this handle was opened at (for messages).
     pub fn path(&self) -> &Path {
         &self.path

@@ -431,3 +431,215 @@ fn soak_parallel_add_del_with_leases_and_xdp_leaks_nothing() {
     assert!(left.is_empty(), "GC after the soak left: {left:#?}");
     eprintln!("soak: 0 leaks (devices, leases, pins, XDP, IPs, files)");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile bpffs and CNI_NETNS (issue 16): a mount point in the plugin's bpffs directory, a held
+// NIC lock, a CNI_NETNS path swapped under a running ADD.
+
+/// `<bpffs>/netkit-cni/netns<cookie>-if<nic>`: the NIC's directory ADD locks and pins into.
+fn nic_dir(bed: &Bed) -> PathBuf {
+    let cookie = bed
+        .node
+        .run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+    bed.bpffs
+        .path
+        .join("netkit-cni")
+        .join(format!("netns{cookie}-if{}", bed.nic.ifindex))
+}
+
+/// Nothing of an attachment in the pod or on the node, except the bpffs entries a test planted.
+fn nothing_but_bpffs(bed: &Bed, pod: &Netns, ynl: &Ynl) {
+    let left: Vec<String> = bed
+        .leftovers(pod, ynl)
+        .into_iter()
+        .filter(|l| !l.starts_with("bpffs "))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// A pod that can write to bpffs mounts a file system (here a tmpfs) on the NIC's directory
+/// under `<bpffs>/netkit-cni/`. The plugin resolves with RESOLVE_NO_XDEV: the mount point is
+/// refused with an error naming it (code 110), never crossed: nothing is pinned into, locked in
+/// or deleted from the mounted file system, and the ADD leaves nothing behind.
+#[test]
+fn a_mount_on_the_nic_directory_is_refused_not_crossed() {
+    let bed = Bed::new("single", "10.93.0.0/24");
+    let ynl = Ynl::new();
+    let dir = nic_dir(&bed);
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&["mount", "-t", "tmpfs", "planted", dir.to_str().unwrap()]);
+    std::fs::write(dir.join("precious"), b"keep me").unwrap();
+    let pod = Netns::new("pod");
+    let r = bed.call("ADD", &pod, &[]);
+    let e = r.err("ADD with a mount on the NIC directory");
+    assert_eq!(e["code"], 110, "{e}");
+    let msg = format!("{} {}", e["msg"], e["details"]);
+    assert!(
+        msg.contains(dir.file_name().unwrap().to_str().unwrap()) && msg.contains("mount point"),
+        "the error names the entry and why: {e}"
+    );
+    nothing_but_bpffs(&bed, &pod, &ynl);
+    let r = bed.gc();
+    if !r.status.success() {
+        let e = r.err("GC");
+        assert!(e.to_string().contains("mount point"), "{e}");
+    }
+    let entries: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        entries,
+        ["precious"],
+        "nothing created in or deleted from the mount"
+    );
+    assert_eq!(std::fs::read(dir.join("precious")).unwrap(), b"keep me");
+    sh(&["umount", dir.to_str().unwrap()]);
+    // The directory is the plugin's to use again.
+    bed.call("ADD", &pod, &[]).ok("ADD after the unmount");
+    bed.call("DEL", &pod, &[]).ok("DEL");
+    assert!(bed.leftovers(&pod, &ynl).is_empty());
+}
+
+/// Anyone who can open the NIC's bpffs directory can flock it. An ADD needing the dispatcher
+/// then gives up with CNI code 11 ("try again later") naming the directory instead of hanging:
+/// each lock wait is bounded by the plugin's own deadline (`LOCK_TIMEOUT`, 20 s; no test knob),
+/// and ADD waits at most twice (the steer, then its rollback's release). It leaves nothing.
+#[test]
+fn a_held_nic_lock_makes_add_fail_with_try_again_later_within_the_deadline() {
+    use netkit_cni::xdp::dispatcher::LOCK_TIMEOUT;
+    let bed = Bed::new("single", "10.94.0.0/24");
+    let ynl = Ynl::new();
+    let dir = nic_dir(&bed);
+    std::fs::create_dir_all(&dir).unwrap();
+    let held = nix::fcntl::Flock::lock(
+        std::fs::File::open(&dir).unwrap(),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|(_, e)| e)
+    .expect("flock the NIC directory");
+    let pod = Netns::new("pod");
+    let started = Instant::now();
+    let r = bed.call("ADD", &pod, &[]);
+    let took = started.elapsed();
+    let e = r.err("ADD behind a held lock");
+    assert_eq!(e["code"], 11, "{e}");
+    assert!(
+        e.to_string().contains(dir.to_str().unwrap()),
+        "the error names the directory: {e}"
+    );
+    assert!(
+        took >= LOCK_TIMEOUT && took < 2 * LOCK_TIMEOUT + Duration::from_secs(30),
+        "ADD took {took:?}"
+    );
+    nothing_but_bpffs(&bed, &pod, &ynl);
+    drop(held);
+    bed.call("ADD", &pod, &[]).ok("ADD once the lock is free");
+    bed.call("DEL", &pod, &[]).ok("DEL");
+    assert!(bed.leftovers(&pod, &ynl).is_empty());
+}
+
+/// CNI_NETNS is opened once (O_PATH, nsfs checked) and every step uses that handle. The path is
+/// a bind mount of pod A; ADD is stopped after it opened the netns (failpoint `add-after-ipam`,
+/// action `wait`), the path is re-bound to pod B, and ADD goes on: the device, its leases, its
+/// addresses and the XDP steering all land in A, B is untouched.
+#[test]
+fn cni_netns_swapped_mid_add_does_not_move_any_step() {
+    let bed = Bed::new("single", "10.95.0.0/24");
+    let ynl = Ynl::new();
+    let (a, b) = (Netns::new("pod"), Netns::new("pod"));
+    // Under /run/netns, which `ip netns` makes a shared mount: the swap propagates into the
+    // plugin's `ip netns exec` mount namespace.
+    let path = PathBuf::from(format!("/run/netns/{}", unique("swapped")));
+    std::fs::write(&path, b"").unwrap();
+    let bind = |from: &Netns| {
+        sh(&[
+            "mount",
+            "--bind",
+            from.path().to_str().unwrap(),
+            path.to_str().unwrap(),
+        ])
+    };
+    bind(&a);
+    let ready = std::env::temp_dir().join(unique("nkc-fp-"));
+    let go = std::env::temp_dir().join(unique("nkc-go-"));
+    let p = path.display().to_string();
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &bed.node.name,
+        failpoints_bin().to_str().unwrap(),
+    ])
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in bed.env("ADD", "swap", &p) {
+        cmd.env(k, v);
+    }
+    cmd.env("NKC_FAILPOINT", "add-after-ipam:wait")
+        .env("NKC_FAILPOINT_READY", &ready)
+        .env("NKC_FAILPOINT_GO", &go);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        bed.conf().to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        wait_for_file(&ready, Duration::from_secs(60)),
+        "add-after-ipam"
+    );
+    // Lazily: the plugin's O_PATH handle pins the old mount, which is the point.
+    sh(&["umount", "-l", path.to_str().unwrap()]);
+    bind(&b);
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    assert_eq!(ino(&path), ino(&b.path()), "the path now names pod B");
+    std::fs::write(&go, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = PluginRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    };
+    let result = run.ok("ADD across the swap").json();
+    let ifindex = a.ifindex("net1");
+    let addr = result["ips"][0]["address"].as_str().unwrap();
+    let addr = addr.split('/').next().unwrap();
+    assert!(
+        a.ip(&["-j", "addr", "show", "dev", "net1"]).contains(addr),
+        "addresses configured in pod A"
+    );
+    let leased: Vec<Value> = ynl
+        .queue_dump(&bed.node, bed.nic.ifindex)
+        .into_iter()
+        .filter_map(|q| q.get("lease").cloned())
+        .collect();
+    assert_eq!(leased.len(), 2, "{leased:?}");
+    let nsid_a = bed.node.nsid_of(&a);
+    for l in &leased {
+        assert_eq!(l["ifindex"], ifindex, "leased to A's device: {l}");
+        assert_eq!(l["netns-id"], nsid_a, "leased into A's netns: {l}");
+    }
+    let netkit_in_b: Vec<Value> = b
+        .links()
+        .into_iter()
+        .filter(|l| l["linkinfo"]["info_kind"] == "netkit")
+        .collect();
+    assert!(netkit_in_b.is_empty(), "nothing in pod B: {netkit_in_b:?}");
+    assert!(
+        !b.ip(&["-j", "addr", "show"]).contains(addr),
+        "no address in pod B"
+    );
+    // Clean up through A's own path (DEL by the swapped path would look in B).
+    sh(&["umount", "-l", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    bed.call_as("DEL", "swap", &a, &[]).ok("DEL");
+    assert!(bed.leftovers(&a, &ynl).is_empty());
+    let _ = std::fs::remove_file(&ready);
+    let _ = std::fs::remove_file(&go);
+}

@@ -746,3 +746,283 @@ fn removing_the_nic_under_leasing_pods_leaves_del_and_gc_working() {
         "stale device-info file removed by GC"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A single device lives in the pod netns, where a pod with CAP_NET_ADMIN can rename it and
+// rewrite its alias. DEL, GC and inspect must go by facts the pod cannot change: the master's
+// leases (nsid + ifindex, dumped in the node netns) and the attachment's device-info record.
+
+/// What a pod with CAP_NET_ADMIN can do to its own device: a new name (the kernel renames only a
+/// device that is down) and/or a new alias.
+fn tamper(pod: &Netns, name: Option<&str>, alias: Option<&str>) {
+    let mut dev = "eth0";
+    if let Some(n) = name {
+        pod.ip(&["link", "set", "dev", "eth0", "down"]);
+        pod.ip(&["link", "set", "dev", "eth0", "name", n]);
+        pod.ip(&["link", "set", "dev", n, "up"]);
+        dev = n;
+    }
+    if let Some(a) = alias {
+        pod.ip(&["link", "set", "dev", dev, "alias", a]);
+    }
+}
+
+/// Container ids host-local holds an address for (its files in dataDir/<network>/ hold
+/// "<container id>\r\n<ifname>").
+fn reserved_for(net: &Net) -> Vec<String> {
+    let mut v: Vec<String> = net
+        .reserved()
+        .iter()
+        .map(|ip| {
+            let body = std::fs::read_to_string(net.ipam_dir.join(&net.name).join(ip)).unwrap();
+            body.lines().next().unwrap_or_default().trim().to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Reserves an address in the network's host-local state for `cid` directly, as an attachment
+/// whose ADD is under way (IPAM done, not yet in the runtime's list of valid attachments) has.
+fn reserve_directly(node: &Node, net: &Net, cid: &str, pod: &Netns) {
+    let mut c = net.conf.clone();
+    c["cniVersion"] = json!("1.0.0");
+    c["type"] = json!("host-local");
+    let path = pod.path().to_str().unwrap().to_string();
+    run_plugin_bin(
+        &Path::new(CNI_PATH).join("host-local"),
+        node.netns(),
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", cid),
+            ("CNI_NETNS", &path),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", CNI_PATH),
+        ],
+        &c.to_string(),
+    )
+    .ok("host-local ADD");
+}
+
+/// The pod renames its device, rewrites its alias, or both: DEL (with CNI_NETNS, and without it
+/// through the master) still removes the device holding the attachment's leases, and the queues
+/// are free again. Before DEL went by the recorded leases, the renamed device was "already
+/// gone" and the re-aliased one "someone else's": both kept their leases, and the pool drained
+/// over unplug/plug cycles.
+#[test]
+fn del_removes_a_renamed_or_realiased_single_device_and_frees_its_leases() {
+    let (node, nic) = bed();
+    let ynl = Ynl::new();
+    let net = Net::new(
+        "single",
+        &nic,
+        json!({"queues": 2, "allowedQueues": "1-6"}),
+        Some("10.74.0.0/24"),
+    );
+    let pods = [Netns::new("pod"), Netns::new("pod"), Netns::new("pod")];
+    let cids: Vec<String> = (0..3).map(|_| unique("tamper")).collect();
+    for (pod, cid) in pods.iter().zip(&cids) {
+        net.add(&node, cid, pod, "").ok("ADD");
+    }
+    assert_eq!(leases(&ynl, &node, &nic).len(), 6);
+    let forged = format!("netkit-cni/{}/someone-else/eth0", net.name);
+    tamper(&pods[0], Some("renamed0"), None);
+    tamper(&pods[1], None, Some(&forged));
+    tamper(&pods[2], Some("renamed2"), Some(&forged));
+
+    net.del(&node, &cids[0], Some(&pods[0]))
+        .ok("DEL of the renamed device");
+    assert_eq!(
+        pod_netkit(&pods[0]),
+        Vec::<String>::new(),
+        "renamed device deleted"
+    );
+    net.del(&node, &cids[1], Some(&pods[1]))
+        .ok("DEL of the re-aliased device");
+    assert_eq!(
+        pod_netkit(&pods[1]),
+        Vec::<String>::new(),
+        "re-aliased device deleted"
+    );
+    net.del(&node, &cids[2], None)
+        .ok("DEL of the renamed and re-aliased device without CNI_NETNS");
+    assert_eq!(
+        pod_netkit(&pods[2]),
+        Vec::<String>::new(),
+        "third device deleted"
+    );
+    lease_leaves_nothing(&ynl, &node, &nic, &net);
+}
+
+/// GC never hands IPAM an identifier read from an alias. A live pod re-aliases its device to an
+/// attachment whose ADD is under way (IPAM reserved, not yet listed); an orphan pod to another
+/// one. GC must keep the live pod's device (its record says it is listed), remove the orphan's
+/// device and release the orphan's own address (from its record), and leave both victims'
+/// reservations alone. Before, GC deleted the live pod's device and released the victims'
+/// addresses, keeping the orphan's.
+#[test]
+fn gc_never_hands_identifiers_from_a_forged_alias_to_ipam() {
+    let (node, nic) = bed();
+    let ynl = Ynl::new();
+    let net = Net::new(
+        "single",
+        &nic,
+        json!({"queues": 1, "allowedQueues": "1-6"}),
+        Some("10.75.0.0/24"),
+    );
+    let (live, orphan, elsewhere) = (Netns::new("pod"), Netns::new("pod"), Netns::new("pod"));
+    let (cid_live, cid_orphan) = (unique("live"), unique("orph"));
+    let (victim1, victim2) = (unique("victim"), unique("victim"));
+    net.add(&node, &cid_live, &live, "").ok("ADD live");
+    net.add(&node, &cid_orphan, &orphan, "").ok("ADD orphan");
+    reserve_directly(&node, &net, &victim1, &elsewhere);
+    reserve_directly(&node, &net, &victim2, &elsewhere);
+    let mut all = vec![
+        cid_live.clone(),
+        cid_orphan.clone(),
+        victim1.clone(),
+        victim2.clone(),
+    ];
+    all.sort();
+    assert_eq!(reserved_for(&net), all);
+    let live_queues: Vec<u64> = leases(&ynl, &node, &nic)
+        .into_iter()
+        .filter(|(_, l)| {
+            l["ifindex"] == live.ifindex("eth0") && l["netns-id"] == node.nsid_of(&live)
+        })
+        .map(|(q, _)| q)
+        .collect();
+    assert_eq!(live_queues.len(), 1);
+
+    tamper(
+        &live,
+        None,
+        Some(&format!("netkit-cni/{}/{victim1}/eth0", net.name)),
+    );
+    tamper(
+        &orphan,
+        Some("x0"),
+        Some(&format!("netkit-cni/{}/{victim2}/eth0", net.name)),
+    );
+    net.gc(&node, &[&cid_live]).ok("GC");
+
+    let mut left = vec![cid_live.clone(), victim1.clone(), victim2.clone()];
+    left.sort();
+    assert_eq!(
+        reserved_for(&net),
+        left,
+        "only the orphan's own address is released; the forged identifiers never reach IPAM"
+    );
+    assert_eq!(
+        pod_netkit(&live),
+        vec!["eth0".to_string()],
+        "the live pod keeps its device"
+    );
+    assert_eq!(
+        pod_netkit(&orphan),
+        Vec::<String>::new(),
+        "the orphan's device is gone"
+    );
+    let left_queues: Vec<u64> = leases(&ynl, &node, &nic)
+        .into_iter()
+        .map(|(q, _)| q)
+        .collect();
+    assert_eq!(
+        left_queues, live_queues,
+        "only the live pod's lease remains"
+    );
+    assert!(!net.info_path(&cid_orphan).exists());
+    assert!(net.info_path(&cid_live).exists());
+}
+
+/// inspect names a single device's owner from the record describing its leases, not from the
+/// alias the pod rewrote; a lessee no record describes is shown with its alias's claim marked
+/// unverified. Before, inspect showed the forged owner as the owner.
+#[test]
+fn inspect_takes_single_owners_from_records_and_marks_an_alias_only_owner_unverified() {
+    let (node, nic) = bed();
+    let net = Net::new(
+        "single",
+        &nic,
+        json!({"queues": 1, "allowedQueues": "1-6"}),
+        None,
+    );
+    let (a, b) = (Netns::new("pod"), Netns::new("pod"));
+    let (cid_a, cid_b) = (unique("insa"), unique("insb"));
+    net.add(&node, &cid_a, &a, "").ok("ADD a");
+    net.add(&node, &cid_b, &b, "").ok("ADD b");
+    let qa = net.info(&cid_a)["netkit-lease"]["queues"][0]["physical"]
+        .as_u64()
+        .unwrap();
+    let qb = net.info(&cid_b)["netkit-lease"]["queues"][0]["physical"]
+        .as_u64()
+        .unwrap();
+    tamper(
+        &a,
+        None,
+        Some(&format!("netkit-cni/{}/forged-a/eth0", net.name)),
+    );
+    // b's record is gone (removed by whoever may write the device-info directory): only the
+    // alias speaks for b's device.
+    std::fs::remove_file(net.info_path(&cid_b)).unwrap();
+    tamper(
+        &b,
+        None,
+        Some(&format!("netkit-cni/{}/forged-b/eth0", net.name)),
+    );
+
+    let inspect = |json: bool| {
+        let mut c = match node.netns() {
+            Some(ns) => ns.cmd(plugin_bin().to_str().unwrap()),
+            None => std::process::Command::new(plugin_bin()),
+        };
+        c.args(["inspect", "--master", &nic.name, "--device-info-dir"])
+            .arg(&net.dir);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.output().expect("run netkit-cni inspect");
+        assert!(
+            out.status.success(),
+            "inspect: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: Value = serde_json::from_str(&inspect(true)).unwrap();
+    let queue = |id: u64| -> Value {
+        report["nics"][0]["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["id"] == id)
+            .unwrap_or_else(|| panic!("queue {id}: {report:#}"))
+            .clone()
+    };
+    let la = &queue(qa)["lease"];
+    assert_eq!(la["container_id"], cid_a.as_str(), "{la}");
+    assert_eq!(la["network"], net.name.as_str(), "{la}");
+    assert_eq!(la["owner_verified"], true, "{la}");
+    let lb = &queue(qb)["lease"];
+    assert_eq!(lb["container_id"], "forged-b", "{lb}");
+    assert_eq!(lb["owner_verified"], false, "{lb}");
+    let warnings = report["nics"][0]["warnings"].to_string();
+    assert!(
+        warnings.contains("forged-a") && warnings.contains("forged-b"),
+        "{warnings}"
+    );
+    let text = inspect(false);
+    let row = |id: u64| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("queue {id}:\n{text}"))
+            .to_string()
+    };
+    assert!(row(qb).contains("leased (owner unverified)"), "{text}");
+    assert!(
+        !row(qa).contains("unverified") && row(qa).contains(&cid_a),
+        "{text}"
+    );
+    net.del(&node, &cid_a, Some(&a)).ok("DEL a");
+    net.del(&node, &cid_b, Some(&b)).ok("DEL b");
+}

@@ -50,11 +50,13 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
         BTreeSet::new()
     };
     let candidates = candidates(opts, &links, &dirs, &bpffs, netns_cookie, &mut warnings)?;
+    let records = device_info_records(opts, &mut warnings);
     let mut netdev = open_netdev(&mut warnings)?;
     let ctx = NicContext {
         rt: &rt,
         rtnl: &rtnl,
         pairs: netkit_pairs(&links),
+        records,
         bpffs: &bpffs,
         netns_cookie,
     };
@@ -155,6 +157,34 @@ fn netkit_pairs(links: &[LinkInfo]) -> HashMap<(Option<i32>, u32), (Marker, Stri
 }
 
 /// The netdev family's client; a kernel without it only hides the queues.
+/// Device-info records: what verifies the owner of a single device (see the module docs).
+/// Read-only: a missing directory is no records; an unreadable one a warning.
+fn device_info_records(
+    opts: &Options,
+    warnings: &mut Vec<String>,
+) -> Vec<crate::plugin::devinfo::Record> {
+    let dir = opts
+        .device_info_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DEVICE_INFO_DIR));
+    match crate::plugin::devinfo::records(&dir) {
+        Ok((records, skipped)) => {
+            warnings.extend(
+                skipped
+                    .into_iter()
+                    .map(|s| format!("device-info record left out: {s}")),
+            );
+            records
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "{e}: the owners of single devices cannot be verified"
+            ));
+            vec![]
+        }
+    }
+}
+
 fn open_netdev(warnings: &mut Vec<String>) -> Result<Option<NetdevClient>, InspectError> {
     match NetdevClient::open() {
         Ok(c) => Ok(Some(c)),
@@ -174,6 +204,8 @@ struct NicContext<'a> {
     rt: &'a tokio::runtime::Runtime,
     rtnl: &'a Rtnl,
     pairs: HashMap<(Option<i32>, u32), (Marker, String)>,
+    /// The device-info records, which verify the owners of single devices.
+    records: Vec<crate::plugin::devinfo::Record>,
     bpffs: &'a Path,
     netns_cookie: u64,
 }
@@ -207,8 +239,27 @@ impl NicContext<'_> {
         } else {
             HashMap::new()
         };
+        // Each lessee with the one record describing exactly it, if any.
+        let recorded: HashMap<(Option<i32>, u32), &Marker> = crate::plugin::lease::lessees(rx)
+            .into_iter()
+            .filter_map(|(ns, ifindex, queues)| {
+                let mut it = self
+                    .records
+                    .iter()
+                    .filter(|(_, r)| r.describes(l.index, ifindex, &queues));
+                match (it.next(), it.next()) {
+                    (Some((m, _)), None) => Some(((ns, ifindex), m)),
+                    _ => None,
+                }
+            })
+            .collect();
         for q in rx {
-            let queue = self.queue_report(q, statuses.get(&q.id).cloned(), &mut report.warnings);
+            let queue = self.queue_report(
+                q,
+                statuses.get(&q.id).cloned(),
+                &recorded,
+                &mut report.warnings,
+            );
             report.queues.push(queue);
         }
         report
@@ -220,12 +271,21 @@ impl NicContext<'_> {
         &self,
         q: &Queue,
         dispatch: Option<DispatchReport>,
+        recorded: &HashMap<(Option<i32>, u32), &Marker>,
         warnings: &mut Vec<String>,
     ) -> QueueReport {
-        let lease = q
-            .lease
-            .as_ref()
-            .map(|lease| resolve_lessee(self.rt, self.rtnl, &self.pairs, lease, q.id, warnings));
+        let lease = q.lease.as_ref().map(|lease| {
+            let record = recorded.get(&(lease.netns_id, lease.ifindex)).copied();
+            resolve_lessee(
+                self.rt,
+                self.rtnl,
+                &self.pairs,
+                record,
+                lease,
+                q.id,
+                warnings,
+            )
+        });
         let state = match &lease {
             None => QueueState::Free,
             Some(l) if l.container_id.is_some() => QueueState::Leased,
@@ -443,11 +503,13 @@ pub(super) fn pod_of_pin(path: &str) -> Option<String> {
 }
 
 /// Who holds a leased queue: a pair's peer (known by its host-side primary's marker), a single
-/// device (its own marker), or someone else's device.
+/// device (the device-info record describing it, else its own alias, unverified), or someone
+/// else's device.
 fn resolve_lessee(
     rt: &tokio::runtime::Runtime,
     rtnl: &Rtnl,
     pairs: &HashMap<(Option<i32>, u32), (Marker, String)>,
+    recorded: Option<&Marker>,
     lease: &crate::netdev::Lease,
     queue: u32,
     warnings: &mut Vec<String>,
@@ -461,6 +523,7 @@ fn resolve_lessee(
         container_id: None,
         pairing: None,
         host_ifname: None,
+        owner_verified: None,
     };
     let remote = match lease.netns_id {
         Some(id) if id < 0 => {
@@ -481,14 +544,39 @@ fn resolve_lessee(
         None => None,
     };
     out.ifname = remote.as_ref().map(|l| l.name.clone());
-    let (marker, pairing, host) = match pairs.get(&(lease.netns_id, lease.ifindex)) {
-        Some((m, host)) => (Some(m.clone()), Some(Pairing::Pair), Some(host.clone())),
-        None => match remote.as_ref().and_then(LinkInfo::marker) {
-            Some(m) => (Some(m), Some(Pairing::Single), None),
-            None => (None, None, None),
+    let alias = remote.as_ref().and_then(LinkInfo::marker);
+    let (marker, pairing, host, verified) = match (
+        pairs.get(&(lease.netns_id, lease.ifindex)),
+        recorded,
+    ) {
+        // The host side is in the node netns: the pod cannot touch its alias.
+        (Some((m, host)), _) => (
+            Some(m.clone()),
+            Some(Pairing::Pair),
+            Some(host.clone()),
+            true,
+        ),
+        (None, Some(m)) => {
+            if alias.as_ref().is_some_and(|a| a != m) {
+                warnings.push(format!(
+                    "queue {queue}: the lessee's alias claims {}, its device-info record says {m}",
+                    alias.as_ref().map(ToString::to_string).unwrap_or_default()
+                ));
+            }
+            (Some(m.clone()), Some(Pairing::Single), None, true)
+        }
+        (None, None) => match alias {
+            Some(m) => {
+                warnings.push(format!(
+                    "queue {queue}: owner {m} read from the lessee's alias, which the pod can rewrite; no device-info record describes this lessee"
+                ));
+                (Some(m), Some(Pairing::Single), None, false)
+            }
+            None => (None, None, None, false),
         },
     };
     if let Some(m) = marker {
+        out.owner_verified = Some(verified);
         out.network = Some(m.network().to_string());
         out.container_id = Some(m.container_id().to_string());
         out.ifname = out.ifname.or_else(|| Some(m.ifname().to_string()));

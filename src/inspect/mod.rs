@@ -51,7 +51,8 @@
 //!         "ifname": "eth0" | null,       the lessee's name (null: unreachable)
 //!         "network": "net" | null, "container_id": "c1" | null,   from the marker
 //!         "pairing": "pair" | "single" | null,
-//!         "host_ifname": "nk…" | null    pair: the host-side device carrying the marker
+//!         "host_ifname": "nk…" | null,   pair: the host-side device carrying the marker
+//!         "owner_verified": true | false | null   see below
 //!       },
 //!       "dispatch": null | {             the dispatcher's entry (null: no dispatcher)
 //!         "action": A,                   what it does now
@@ -66,6 +67,14 @@
 //! }
 //! M: "native" | "generic" | "offload" | "multi";  A: "pass" | "drop" | "pod" | "program"
 //! ```
+//!
+//! `owner_verified` (null for a lessee that is not ours) says whether `network`, `container_id`
+//! and `pairing` come from facts the pod cannot change. A pair's marker is on its host side in
+//! the node netns: `true`. A single device lives in the pod netns, where a pod with
+//! CAP_NET_ADMIN can rename it and rewrite its alias; its owner is taken from the device-info
+//! record (`--device-info-dir`) that describes exactly this lessee — the master, the lessee's
+//! ifindex and every (physical, virtual) queue it holds — and is then `true`. With no such record
+//! the alias is all there is: it is shown with `false` (the table says "owner unverified").
 
 mod collect;
 mod render;
@@ -88,7 +97,7 @@ pub const REPORT_VERSION: u32 = 1;
 
 /// Usage of `netkit-cni inspect`.
 pub const USAGE: &str = "\
-Usage: netkit-cni inspect [--json] [--master IFNAME] [--bpffs PATH]
+Usage: netkit-cni inspect [--json] [--master IFNAME] [--bpffs PATH] [--device-info-dir PATH]
 
 Shows, read-only, what netkit-cni did on this node: per NIC in the current netns whose RX queues
 are leased or that has a netkit-cni XDP dispatcher, each RX queue (free, leased to which pod and
@@ -98,6 +107,10 @@ Run it as root in the node's netns.
   --json           machine-readable output (fields documented in the crate's inspect module)
   --master IFNAME  only this NIC (an error if it does not exist)
   --bpffs PATH     bpffs mount the dispatcher state is pinned under (default /sys/fs/bpf)
+  --device-info-dir PATH
+                   the networks' lease.deviceInfoDir, whose records verify the owners of single
+                   devices (default /var/run/k8s.cni.cncf.io/devinfo/cni); an owner no record
+                   confirms is marked unverified
 ";
 
 /// Errors of `netkit-cni inspect`.
@@ -176,6 +189,8 @@ pub struct Options {
     /// `--bpffs PATH`; `None`: [`crate::xdp::DEFAULT_BPFFS`], where a missing bpffs is only a
     /// warning (an explicit path that is not a bpffs is an error).
     pub bpffs: Option<PathBuf>,
+    /// `--device-info-dir PATH`; `None`: [`crate::config::DEFAULT_DEVICE_INFO_DIR`].
+    pub device_info_dir: Option<PathBuf>,
 }
 
 /// A parsed `inspect` command line.
@@ -195,6 +210,7 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Invocation, InspectError>
         Opt::flag("--json"),
         Opt::value("--master", "an interface name"),
         Opt::value("--bpffs", "a path"),
+        Opt::value("--device-info-dir", "a path"),
     ];
     let p = parse(args, OPTS).map_err(|e| InspectError::usage(e.arg(), e.why()))?;
     if p.help {
@@ -212,6 +228,7 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Invocation, InspectError>
         json: p.has("--json"),
         master: p.get("--master").map(str::to_string),
         bpffs: p.get("--bpffs").map(PathBuf::from),
+        device_info_dir: p.get("--device-info-dir").map(PathBuf::from),
     }))
 }
 
@@ -370,6 +387,9 @@ pub struct LeaseReport {
     pub pairing: Option<Pairing>,
     /// For a pair: the host-side device, which carries the marker.
     pub host_ifname: Option<String>,
+    /// Whether the owner (network, container id, pairing) comes from facts the pod cannot
+    /// change (see the module docs); `None` for a lessee that is not ours.
+    pub owner_verified: Option<bool>,
 }
 
 /// A dispatcher queue action.

@@ -115,6 +115,9 @@ fn render_nic(out: &mut String, nic: &NicReport) {
 fn queue_row(q: &QueueReport) -> Vec<String> {
     let mut state = match q.state {
         QueueState::Free => "free".to_string(),
+        QueueState::Leased if q.lease.as_ref().and_then(|l| l.owner_verified) == Some(false) => {
+            "leased (owner unverified)".to_string()
+        }
         QueueState::Leased => "leased".to_string(),
         QueueState::Foreign => "leased (not netkit-cni)".to_string(),
     };

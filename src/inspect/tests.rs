@@ -66,6 +66,7 @@ fn sample() -> Report {
                         container_id: Some("podA".into()),
                         pairing: Some(Pairing::Single),
                         host_ifname: None,
+                        owner_verified: Some(true),
                     }),
                     dispatch: Some(DispatchReport {
                         action: Action::Pod,
@@ -88,6 +89,7 @@ fn sample() -> Report {
                         container_id: None,
                         pairing: None,
                         host_ifname: None,
+                        owner_verified: None,
                     }),
                     dispatch: None,
                 },
@@ -143,7 +145,8 @@ fn json_field_names_are_the_documented_ones() {
     assert_eq!(
         nic["queues"][1]["lease"],
         json!({"ifindex": 2, "netns_id": 0, "vqueue": 1, "ifname": "eth0", "network": "fastnet",
-               "container_id": "podA", "pairing": "single", "host_ifname": null})
+               "container_id": "podA", "pairing": "single", "host_ifname": null,
+               "owner_verified": true})
     );
     assert_eq!(nic["queues"][1]["dispatch"]["action"], "pod");
     assert_eq!(nic["queues"][1]["dispatch"]["range_action"], "drop");
@@ -179,6 +182,23 @@ fn table_shows_every_queue_and_the_dispatcher() {
         "warning: node-wide note",
     ];
     assert_eq!(text, expect.join("\n") + "\n", "got:\n{text}");
+}
+
+#[test]
+fn table_marks_an_owner_only_the_alias_names() {
+    let mut r = sample();
+    let q = &mut r.nics[0].queues[1];
+    q.lease.as_mut().unwrap().owner_verified = Some(false);
+    let text = render_table(&r);
+    assert!(
+        text.contains("\n  1      leased (owner unverified)  "),
+        "got:\n{text}"
+    );
+    assert!(
+        r.to_json().contains("\"owner_verified\": false"),
+        "{}",
+        r.to_json()
+    );
 }
 
 #[test]
@@ -221,7 +241,8 @@ fn args_parse() {
         Options {
             json: true,
             master: Some("eth1".into()),
-            bpffs: Some("/mnt/bpf".into())
+            bpffs: Some("/mnt/bpf".into()),
+            device_info_dir: None,
         }
     );
     assert_eq!(
@@ -229,9 +250,15 @@ fn args_parse() {
         Options {
             json: false,
             master: Some("eth1".into()),
-            bpffs: Some("/x".into())
+            bpffs: Some("/x".into()),
+            device_info_dir: None,
         }
     );
+    assert_eq!(
+        run(&["--device-info-dir", "/run/d"]).device_info_dir,
+        Some("/run/d".into())
+    );
+    assert!(parse_args(&["--device-info-dir=/a", "--device-info-dir=/b"]).is_err());
     assert_eq!(parse_args(&["--json", "--help"]).unwrap(), Invocation::Help);
     assert_eq!(parse_args(&["-h"]).unwrap(), Invocation::Help);
 }

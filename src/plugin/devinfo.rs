@@ -231,6 +231,80 @@ pub fn list(dir: &Path, network: &str) -> Result<Vec<Marker>, DevInfoError> {
     Ok(out)
 }
 
+/// One record with the attachment it belongs to.
+pub type Record = (Marker, LeaseInfo);
+/// The records found, and a description of each file left out.
+pub type RecordScan = (Vec<Record>, Vec<String>);
+
+/// Every device-info record in `dir` (any network) that the plugin's uid owns and whose content
+/// names the same attachment as its file name, with its attachment. Files that cannot be read or decoded, or whose content
+/// disagrees with their name, are left out and described in the second list: a stale or foreign
+/// file must not stop DEL or GC, it only means the device it would describe stays unverified.
+pub fn records(dir: &Path) -> Result<RecordScan, DevInfoError> {
+    let Some(d) = open_dir(dir, false)? else {
+        return Ok((vec![], vec![]));
+    };
+    // Only files the plugin's uid owns count: the directory may be handed to a device plugin or
+    // a pod running as another uid, which must not be able to vouch for a device.
+    let d = d.with_owner(Owner::Us);
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for entry in d.entries()? {
+        if entry.kind == Kind::Dir {
+            continue;
+        }
+        let Some((name, m)) =
+            utf8_name(&entry.name).and_then(|n| Some((n.to_string(), marker_of(n)?)))
+        else {
+            continue;
+        };
+        let body = match d.read_file(&name, READ_LIMIT) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                skipped.push(e.to_string());
+                continue;
+            }
+        };
+        match serde_json::from_slice::<DeviceInfo>(&body) {
+            Ok(info)
+                if info.kind == DEVICE_TYPE
+                    && info.lease.network == m.network()
+                    && info.lease.container_id == m.container_id()
+                    && info.lease.interface == m.ifname() =>
+            {
+                out.push((m, info.lease))
+            }
+            Ok(_) => skipped.push(format!(
+                "{}: its content names another attachment than its file name",
+                d.join(&name).display()
+            )),
+            Err(e) => skipped.push(format!("{}: {e}", d.join(&name).display())),
+        }
+    }
+    out.sort_by_key(|(m, _)| m.to_string());
+    Ok((out, skipped))
+}
+
+impl LeaseInfo {
+    /// Whether this record describes the lessee `ifindex` on master `master_ifindex` holding
+    /// exactly `queues` ((physical, virtual), ascending physical). These are facts the pod
+    /// cannot change: the record is written by the plugin into a directory pods cannot write,
+    /// and the leases are the master's, reported by the kernel in the node netns (a lease ends
+    /// only with its device, so a live lessee holds every queue its ADD recorded).
+    pub fn describes(&self, master_ifindex: u32, ifindex: u32, queues: &[(u32, u32)]) -> bool {
+        let mut mine: Vec<(u32, u32)> = self
+            .queues
+            .iter()
+            .map(|q| (q.physical, q.virtual_id))
+            .collect();
+        mine.sort_unstable();
+        !mine.is_empty()
+            && self.master.ifindex == master_ifindex
+            && self.ifindex == ifindex
+            && mine == queues
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

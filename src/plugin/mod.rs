@@ -31,7 +31,6 @@ use crate::cni::{
 use crate::config::{LeaseConfig, NetConf, Pairing};
 use crate::link::{LinkError, Marker};
 use crate::logging::Logger;
-use crate::netdev::QueueType;
 use crate::rtnl::Deletion;
 use crate::xdp::{PodHandoff, PodId};
 use dataplane::*;
@@ -587,8 +586,9 @@ pub fn cmd_del(
     let marker = req.marker()?;
     let deleted = match (req.conf.pairing, req.env.netns.as_deref(), &req.conf.lease) {
         (Pairing::Pair, _, _) => dp.delete(&marker),
-        (Pairing::Single, Some(netns), _) => dp.delete_single(netns, &marker),
-        (Pairing::Single, None, Some(l)) => delete_single_via_master(dp, l, &marker, log),
+        // Found by the leases its record names, not by the name or alias the pod may change.
+        (Pairing::Single, netns, Some(l)) => lease::delete_single(dp, l, netns, &marker, log),
+        (Pairing::Single, Some(netns), None) => dp.delete_single(netns, &marker),
         (Pairing::Single, None, None) => Ok(Deletion::AlreadyGone),
     };
     match deleted {
@@ -631,18 +631,19 @@ fn release_xdp(
     log: &Logger,
 ) -> Result<(), CniError> {
     let pod = pod_id(marker)?;
-    let foreign = leasing_devices(dp, l, log)
+    let foreign = lease::leasing_devices(dp, l, log)
         .map_err(kernel_error)?
         .into_iter()
-        .find(|d| {
-            d.marker.container_id() == marker.container_id()
-                && d.marker.ifname() == marker.ifname()
-                && d.marker.network() != marker.network()
+        .filter_map(|d| d.owner().cloned())
+        .find(|m| {
+            m.container_id() == marker.container_id()
+                && m.ifname() == marker.ifname()
+                && m.network() != marker.network()
         });
-    if let Some(d) = foreign {
+    if let Some(m) = foreign {
         log.warn(format_args!(
             "DEL {marker}: the XDP steering of {pod} belongs to network {}'s device, left alone",
-            d.marker.network()
+            m.network()
         ));
         return Ok(());
     }
@@ -663,70 +664,6 @@ fn release_xdp(
         }
     }
     Ok(())
-}
-
-/// Single devices of `marker` found through the master's leases (see [`leasing_devices`]) and
-/// deleted from the node netns by nsid. No master means no lessees: removing a NIC deletes
-/// every device leasing from it.
-fn delete_single_via_master(
-    dp: &mut dyn Dataplane,
-    conf: &LeaseConfig,
-    marker: &Marker,
-    log: &Logger,
-) -> Result<Deletion, DpError> {
-    let mut out = Deletion::AlreadyGone;
-    for dev in leasing_devices(dp, conf, log)? {
-        if dev.marker == *marker {
-            out = dp.delete_remote(dev.netnsid, dev.ifindex)?;
-        }
-    }
-    Ok(out)
-}
-
-/// A marked device holding leases on the master, as the node netns addresses it.
-struct LeasingDevice {
-    netnsid: Option<i32>,
-    ifindex: u32,
-    marker: Marker,
-}
-
-/// Every device of ours that leases a queue of the master, found from the node netns alone:
-/// each physical queue's lease names the lessee's netns (by nsid, as the master's netns knows
-/// it) and ifindex, and the lessee's alias says whose it is. Unmarked lessees (pair peers, other
-/// users' devices) are skipped; pairs are found through their host side instead.
-fn leasing_devices(
-    dp: &mut dyn Dataplane,
-    conf: &LeaseConfig,
-    log: &Logger,
-) -> Result<Vec<LeasingDevice>, DpError> {
-    let Some(master) = dp.master(&conf.master)? else {
-        log.debug(format_args!(
-            "lease master {} is gone, and its lessees with it",
-            conf.master
-        ));
-        return Ok(vec![]);
-    };
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for q in dp.master_queues(master.ifindex)? {
-        let Some(l) = q.lease.filter(|_| q.queue_type == QueueType::Rx) else {
-            continue;
-        };
-        // -1: the kernel could not name the lessee's netns; nothing can address it.
-        if l.netns_id.is_some_and(|n| n < 0) || !seen.insert((l.netns_id, l.ifindex)) {
-            continue;
-        }
-        if let Some(link) = dp.remote_link(l.netns_id, l.ifindex)? {
-            if let Some(marker) = link.marker.filter(|_| link.is_netkit) {
-                out.push(LeasingDevice {
-                    netnsid: l.netns_id,
-                    ifindex: l.ifindex,
-                    marker,
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1006,16 +943,36 @@ pub fn cmd_gc(
         }
     }
     if let Some(l) = &req.conf.lease {
-        match leasing_devices(dp, l, log) {
+        match lease::leasing_devices(dp, l, log) {
             Ok(devs) => {
-                for d in devs.into_iter().filter(|d| orphan(&d.marker)) {
-                    log.info(format_args!(
-                        "GC: removing orphan single device {} (ifindex {} in netns id {:?})",
-                        d.marker, d.ifindex, d.netnsid
-                    ));
+                for d in devs {
+                    // Only a device its record describes gets an IPAM release, under the
+                    // record's identifiers; an alias the pod may have forged never reaches IPAM.
+                    let (m, verified) = match (d.verified, d.alias) {
+                        (Some((m, lease::RecordedPairing::Single)), _) => (m, true),
+                        // Pairs are found by their host side above.
+                        (Some((_, lease::RecordedPairing::Pair)), _) => continue,
+                        (None, Some(m)) => (m, false),
+                        (None, None) => continue,
+                    };
+                    if !orphan(&m) {
+                        continue;
+                    }
+                    if verified {
+                        log.info(format_args!(
+                            "GC: removing orphan single device {m} (ifindex {} in netns id {:?})",
+                            d.ifindex, d.netnsid
+                        ));
+                    } else {
+                        log.warn(format_args!(
+                            "GC: removing the device ifindex {} in netns id {:?}, whose alias claims orphan {m} and which no device-info record describes; its claim is not handed to IPAM",
+                            d.ifindex, d.netnsid
+                        ));
+                    }
                     match dp.delete_remote(d.netnsid, d.ifindex) {
-                        Ok(_) => removed.push(d.marker),
-                        Err(e) => failures.push(format!("{}: {e}", d.marker)),
+                        Ok(_) if verified => removed.push(m),
+                        Ok(_) => {}
+                        Err(e) => failures.push(format!("{m}: {e}")),
                     }
                 }
             }
@@ -1090,16 +1047,12 @@ fn gc_xdp(
         Ok(p) => p,
         Err(e) => return failures.push(e.to_string()),
     };
-    let others: BTreeSet<(String, String)> = match leasing_devices(dp, l, log) {
+    let others: BTreeSet<(String, String)> = match lease::leasing_devices(dp, l, log) {
         Ok(devs) => devs
-            .into_iter()
-            .filter(|d| d.marker.network() != network)
-            .map(|d| {
-                (
-                    d.marker.container_id().to_string(),
-                    d.marker.ifname().to_string(),
-                )
-            })
+            .iter()
+            .filter_map(|d| d.owner())
+            .filter(|m| m.network() != network)
+            .map(|m| (m.container_id().to_string(), m.ifname().to_string()))
             .collect(),
         Err(e) => return failures.push(e.to_string()),
     };

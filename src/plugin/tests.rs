@@ -10,7 +10,7 @@ use serde_json::json;
 use super::*;
 use crate::cni::{IpConfig, Route};
 use crate::logging::{LogLevel, Logger};
-use crate::netdev::{Lease, NetdevError, Queue, QueueId};
+use crate::netdev::{Lease, NetdevError, Queue, QueueId, QueueType};
 use crate::netlink::{ExtAck, KernelError};
 use crate::rtnl::Deletion;
 
@@ -1270,6 +1270,79 @@ fn gc_finds_orphan_single_devices_through_the_masters_leases() {
     assert_eq!(dir.files(), ["podnet:live:eth0-device.json"]);
 }
 
+/// What a pod with CAP_NET_ADMIN in its netns can do to its single device: rename it and
+/// rewrite its alias. The fake keys devices by marker, so re-keying models both: the device is
+/// no longer found under the attachment's name or alias.
+fn forge(k: &mut FakeKernel, cid: &str, claims: &str) {
+    let pod = k
+        .pods
+        .remove(&format!("netkit-cni/podnet/{cid}/eth0"))
+        .unwrap();
+    k.pods
+        .insert(format!("netkit-cni/podnet/{claims}/eth0"), pod);
+}
+
+#[test]
+fn del_removes_the_device_holding_the_recorded_leases_whatever_its_name_or_alias() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = lease_conf(&dir, "single", json!({"queues": 2}));
+    for cid in ["c1", "c2", "c3"] {
+        cmd_add(&request("ADD", cid, conf.clone()), &mut k, None, &quiet()).unwrap();
+    }
+    forge(&mut k, "c1", "forged1");
+    forge(&mut k, "c2", "forged2");
+    cmd_del(&request("DEL", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    let mut del = request("DEL", "c2", conf.clone());
+    del.env.netns = None;
+    cmd_del(&del, &mut k, None, &quiet()).unwrap();
+    let mut left: Vec<&String> = k.pods.keys().collect();
+    left.sort();
+    assert_eq!(left, ["netkit-cni/podnet/c3/eth0"]);
+    assert_eq!(k.leased_queues(), [5, 6], "c1's and c2's leases ended");
+    // c3 claims to be c1 (whose DEL already ran, record gone): a repeated DEL of c1 found
+    // through the master must not take c3's device, which c3's own record describes.
+    forge(&mut k, "c3", "c1");
+    let mut del = request("DEL", "c1", conf.clone());
+    del.env.netns = None;
+    cmd_del(&del, &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.leased_queues(), [5, 6], "{:?}", k.calls);
+}
+
+#[test]
+fn gc_hands_ipam_the_records_identifiers_never_a_forged_alias() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    let mut conf = lease_conf(&dir, "single", json!({}));
+    conf["ipam"] = json!({"type": "host-local"});
+    for cid in ["live", "orphan", "norecord"] {
+        cmd_add(
+            &request("ADD", cid, conf.clone()),
+            &mut k,
+            Some(&ipam),
+            &quiet(),
+        )
+        .unwrap();
+    }
+    // The live pod claims an unlisted attachment, the orphan another one; the third device's
+    // record is gone, so only its (forged) alias speaks for it.
+    forge(&mut k, "live", "victim1");
+    forge(&mut k, "orphan", "victim2");
+    forge(&mut k, "norecord", "victim3");
+    std::fs::remove_file(dir.0.join("podnet:norecord:eth0-device.json")).unwrap();
+    ipam.calls.borrow_mut().clear();
+
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "live", "ifname": "eth0"}]);
+    cmd_gc(&request("GC", "x", gc), &mut k, Some(&ipam), &quiet()).unwrap();
+    let left: Vec<&String> = k.pods.keys().collect();
+    assert_eq!(
+        left,
+        ["netkit-cni/podnet/victim1/eth0"],
+        "the live pod keeps its device"
+    );
+    assert_eq!(k.leased_queues(), [1], "the orphans' leases ended");
+    assert_eq!(*ipam.calls.borrow(), ["del orphan eth0", "gc"]);
+}
+
 #[test]
 fn status_is_50_without_queue_create_or_without_a_free_pool_queue() {
     let dir = DevDir::new();
@@ -1423,7 +1496,12 @@ fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
     cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
     k.calls.clear();
     cmd_del(&request("DEL", "c1", conf), &mut k, None, &quiet()).unwrap();
-    let del_at = k.calls.iter().position(|c| c == "delete_single").unwrap();
+    // The device goes by the leases its record names (delete_remote), or by name.
+    let del_at = k
+        .calls
+        .iter()
+        .position(|c| c == "delete_single" || c.starts_with("delete_remote"))
+        .unwrap();
     let rel_at = k
         .calls
         .iter()
