@@ -6,7 +6,9 @@
 # bash's $EPOCHREALTIME (the guest's clock, read with neither an exec of `date` nor a subshell,
 # whose cost would otherwise sit inside every window).
 #
-# Usage: bench-shell-loop.sh CNI_PATH N OURS_CONF PTP_CONF     (prints "netkit-cni <us>\nptp <us>")
+# Usage: bench-shell-loop.sh CNI_PATH N OURS_CONF PTP_CONF
+# Prints one line per call, "call <plugin> <ADD|DEL> <us>", then the totals, "netkit-cni <us>" and
+# "ptp <us>".
 set -euo pipefail
 cni_path=$1 n=$2 ours_conf=$3 ptp_conf=$4
 declare -A total=([netkit-cni]=0 [ptp]=0)
@@ -23,6 +25,7 @@ for i in $(seq 1 "$n"); do
                 CNI_PATH=$cni_path "$cni_path/$p" <"${conf[$p]}" >/dev/null
             t1=${EPOCHREALTIME/./}
             total[$p]=$((total[$p] + 10#$t1 - 10#$t0))
+            echo "call $p $cmd $((10#$t1 - 10#$t0))"
         done
         ip netns del "$ns"
     done

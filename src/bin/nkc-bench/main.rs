@@ -7,19 +7,20 @@
 //!
 //! Sections (numbered as in the README's Benchmarks section): 1 ADD/DEL latency (sequential and
 //! parallel), 2 scale, 3 lease cost, 4 XDP dispatcher cost, 5 data path (5b: AF_XDP receive rate
-//! through a lease), 6 process cost, 7 ADD/DEL instruction counts (callgrind). A section that
-//! cannot run (a tool missing, a kernel refusing) records its goals as "not measured" with the
-//! reason; it never invents a figure.
+//! through a lease; 5c: DPDK testpmd through a lease against af_packet in a ptp pod), 6 process
+//! cost, 7 ADD/DEL instruction counts (callgrind). A section that cannot run (a tool missing, a
+//! kernel refusing) records its goals as "not measured" with the reason; it never invents a figure.
 //!
 //! Usage (inside the VM, as root): nkc-bench OUT_DIR [--quick]
 //! Writes OUT_DIR/results.json (with a top-level "ratios" object), OUT_DIR/results.md and the
-//! chart data OUT_DIR/{latency,lease,xdp,datapath,afxdp}.dat.
+//! chart data OUT_DIR/{latency,lease,xdp,datapath,afxdp,dpdk}.dat.
 //! NKC_BENCH_BASELINE_PLUGIN=<binary> also counts the instructions of another build of the
 //! plugin (e.g. an older commit) in section 7.
 
 mod afxdp;
 mod cni;
 mod datapath;
+mod dpdk;
 mod fixtures;
 mod instructions;
 mod latency;
@@ -38,6 +39,7 @@ use serde_json::{json, Value};
 
 use crate::afxdp::AfxdpCounts;
 use crate::datapath::DataPathCounts;
+use crate::dpdk::DpdkCounts;
 use crate::stats::{section, Report};
 use crate::util::{
     netns_add, netns_del, netns_fd, scratch, sh, Env, Plugin, CNI_PATH, DEBIAN_CNI, IPAM_REAL,
@@ -45,7 +47,7 @@ use crate::util::{
 };
 
 /// Every goal by section, so that a skipped section still lists its goals in results.json.
-const GOALS: [(&str, &[(&str, &str)]); 8] = [
+const GOALS: [(&str, &[(&str, &str)]); 9] = [
     (
         "1",
         &[
@@ -81,6 +83,13 @@ const GOALS: [(&str, &[(&str, &str)]); 8] = [
         ],
     ),
     ("5b", &[("afxdp_rx_lease_vs_direct", ">= 0.95")]),
+    (
+        "5c",
+        &[
+            ("dpdk_afxdp_vs_afpacket_pps", ">= 1.37"),
+            ("dpdk_afxdp_vs_afpacket_rr_p50", "<= 0.7"),
+        ],
+    ),
     ("6", &[("version_cpu", "<= 0.3")]),
     ("7", &[]),
 ];
@@ -105,6 +114,8 @@ struct Counts {
     dp: DataPathCounts,
     /// Section 5b: window and rounds per socket.
     afxdp: AfxdpCounts,
+    /// Section 5c: window and rounds per testpmd.
+    dpdk: DpdkCounts,
 }
 
 impl Counts {
@@ -126,6 +137,10 @@ impl Counts {
                     secs: 1.0,
                     rounds: 3,
                 },
+                dpdk: DpdkCounts {
+                    secs: 1.0,
+                    rounds: 3,
+                },
             }
         } else {
             Counts {
@@ -144,6 +159,10 @@ impl Counts {
                     secs: 3.0,
                     rounds: 9,
                 },
+                dpdk: DpdkCounts {
+                    secs: 2.0,
+                    rounds: 5,
+                },
             }
         }
     }
@@ -159,15 +178,21 @@ fn prepare(out_dir: &Path) -> Result<(Env, [Plugin; 2])> {
         "xdp.dat",
         "datapath.dat",
         "afxdp.dat",
+        "dpdk.dat",
     ] {
         let _ = std::fs::remove_file(out_dir.join(stale));
     }
 
     let me = std::env::current_exe()?;
-    let built = me
-        .parent()
-        .context("bench binary has a directory")?
-        .join("netkit-cni");
+    // NKC_BENCH_PLUGIN: the plugin build to measure; scripts/bench passes its static-pie build
+    // (no dynamic loader at exec; see scripts/bench). Default: the one beside this binary.
+    let built = match std::env::var_os("NKC_BENCH_PLUGIN") {
+        Some(p) => PathBuf::from(p),
+        None => me
+            .parent()
+            .context("bench binary has a directory")?
+            .join("netkit-cni"),
+    };
     if !built.exists() {
         bail!(
             "{} missing: build the plugin in the same profile",
@@ -336,6 +361,11 @@ fn main() -> Result<()> {
     if pick.want("5b") {
         section("5b-afxdp", goals_of("5b"), &mut secs, &mut rep, |r| {
             afxdp::afxdp_rate(&env, &ours, n.afxdp, r, &mut raw)
+        });
+    }
+    if pick.want("5c") {
+        section("5c-dpdk", goals_of("5c"), &mut secs, &mut rep, |r| {
+            dpdk::dpdk_rate(&env, &plugins, n.dpdk, r, &mut raw)
         });
     }
     if pick.want("6") {
