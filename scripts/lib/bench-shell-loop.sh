@@ -20,6 +20,9 @@ for i in $(seq 1 "$n"); do
         ns="nkcsh$i${p:0:2}"
         ip netns add "$ns"
         for cmd in ADD DEL; do
+            # As section 1 (SETTLE in src/bin/nkc-bench/latency.rs): the kernel's asynchronous
+            # work from earlier calls (netns teardown, RCU) runs here, not inside the window.
+            sleep 0.05
             t0=${EPOCHREALTIME/./}
             CNI_COMMAND=$cmd CNI_CONTAINERID="sh-$p-$i" CNI_NETNS="/run/netns/$ns" CNI_IFNAME=eth0 \
                 CNI_PATH=$cni_path "$cni_path/$p" <"${conf[$p]}" >/dev/null

@@ -1,15 +1,12 @@
 //! Section 5b: AF_XDP receive rate through a leased queue against the same socket on the NIC queue
 //! itself.
 
-use anyhow::Context;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
-use std::os::fd::AsRawFd;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use netkit_cni::xdp::{Dispatcher, DispatcherOptions, PodId};
 use netkit_cni::xsk::{Xsk, XskConfig};
 use serde_json::{json, Value};

@@ -1,15 +1,13 @@
 //! One CNI invocation of a plugin, timed: wall time, its own CPU time (wait4 rusage) and its IPAM
 //! exec's.
 
-use anyhow::Context;
-use std::io::Read;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::stats::ms;
 use crate::util::{enter_in_child, netns_add, netns_del, Env, Plugin, CNI_PATH, IPAM_RECORDS};

@@ -1,16 +1,13 @@
 //! Section 5: TCP throughput and request/response latency through a netkit pod against a veth (ptp)
 //! pod.
 
-use anyhow::Context;
-use std::io::Read;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::cni::{cni, cni_call, Pods};

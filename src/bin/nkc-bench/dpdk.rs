@@ -2,7 +2,6 @@
 //! copy mode, on the pod's netkit device) against the same application in an ordinary pod
 //! (testpmd, `net_af_packet` on a ptp pod's `eth0`), the same far-side flood, interleaved; and the
 //! request/response check through testpmd's `macswap`.
-
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

@@ -1,11 +1,10 @@
 //! Throwaway kernel fixtures of the sections that need more than a pod: a netns, a private bpffs, a
 //! netdevsim NIC.
 
-use anyhow::Context;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::util::{netns_add, netns_del, scratch, sh};
 

@@ -1,9 +1,8 @@
 //! Section 7: callgrind's instruction counts of one ADD and one DEL.
 
-use anyhow::Context;
 use std::path::Path;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
 use crate::cni::{cni, cni_call, Pods};

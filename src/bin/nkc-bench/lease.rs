@@ -1,9 +1,8 @@
 //! Section 3: what a queue lease and XDP steering add to an ADD.
 
-use anyhow::Context;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use crate::cni::{cni, cni_call, Pods};

@@ -1,13 +1,12 @@
 //! Section 2: ADD with many pods present against ADD with none, ours and ptp's.
 
-use crate::stats::Report;
 use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::cni::{cni, Call, Pods};
-use crate::stats::{of, pct, round3, summary};
+use crate::stats::{of, pct, round3, summary, Report};
 use crate::util::{Env, Plugin};
 
 /// What [`scale`] found for one plugin.

@@ -1,9 +1,9 @@
 //! Percentiles, summaries and the report (goals met or not, informational rows) every section
 //! writes to.
 
-use anyhow::Result;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::cni::Call;

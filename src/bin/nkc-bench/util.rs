@@ -1,12 +1,10 @@
 //! The run's environment (node netns, scratch directory, CNI_PATH) and small shell/netns helpers.
 
-use anyhow::Context;
-use std::os::fd::AsRawFd;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 /// Every plugin binary is copied here (a tmpfs inside the VM) before measuring. Where they come

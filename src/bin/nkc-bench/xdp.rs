@@ -1,16 +1,12 @@
 //! Section 4: the XDP dispatcher's per-packet cost (BPF_PROG_TEST_RUN) against a bare program and
 //! libxdp's dispatcher.
 
-use anyhow::Context;
 use std::collections::BTreeMap;
-use std::os::fd::AsFd;
-use std::os::fd::AsRawFd;
-use std::os::fd::FromRawFd;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use netkit_cni::xdp::testrun::verdict::{XDP_DROP, XDP_PASS, XDP_REDIRECT};
 use netkit_cni::xdp::testrun::{
     attach_xdp, ns_per_packet, test_run_xdp, verdict_program, xsk_redirect_program, XdpInput,
