@@ -52,6 +52,7 @@ const GOALS: [(&str, &[(&str, &str)]); 9] = [
         "1",
         &[
             ("shell_check_disagreement", "<= 0.05"),
+            ("shell_check_cpu_disagreement", "<= 0.05"),
             ("add_p50_seq", "<= 0.5"),
             ("add_p99_seq", "<= 0.5"),
             ("del_p50_seq", "<= 0.5"),
