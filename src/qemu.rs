@@ -243,6 +243,7 @@ mod tests {
                 start_queue: start,
                 queue_count: vqueues.len() as u32,
                 map_start_index: start,
+                dpdk_ports: String::new(),
             }),
         })
     }

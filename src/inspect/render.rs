@@ -4,6 +4,12 @@ use std::fmt::Write;
 
 use super::*;
 
+/// Printed under a queue table with queues steered to pods: what a DPDK application in such a
+/// pod has to do. DPDK's AF_XDP PMD asks the interface for its channels (`ETHTOOL_GCHANNELS`,
+/// `xdp_get_channels_info` in drivers/net/af_xdp/rte_eth_af_xdp.c) and refuses a `queue_count`
+/// above the combined count; netkit has no `get_channels` (drivers/net/netkit.c), so it sees 1.
+pub const DPDK_NOTE: &str = "  DPDK (AF_XDP PMD): one single-queue port per leased queue (queue_count=1, start_queue=VQUEUE): netkit reports no channels\n";
+
 /// Render the report as text: one block per NIC, with a table of its RX queues.
 pub fn render_table(r: &Report) -> String {
     let mut out = String::new();
@@ -106,6 +112,13 @@ fn render_nic(out: &mut String, nic: &NicReport) {
             rows.push(queue_row(q));
         }
         table(out, "  ", &rows);
+        if nic
+            .queues
+            .iter()
+            .any(|q| q.dispatch.as_ref().is_some_and(|d| d.action == Action::Pod))
+        {
+            out.push_str(DPDK_NOTE);
+        }
     }
     for w in &nic.warnings {
         let _ = writeln!(out, "  warning: {w}");

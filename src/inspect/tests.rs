@@ -177,6 +177,7 @@ fn table_shows_every_queue_and_the_dispatcher() {
         "  0      free                              -          -       -        -        -        -     -       pass",
         "  1      leased                            podA       eth0    fastnet  single   2        0     1       pod vq 1 xskmap 9 (podA/eth0), restores drop",
         "  2      leased (not netkit-cni) [af-xdp]  -          other0  -        -        7        self  3       -",
+        "  DPDK (AF_XDP PMD): one single-queue port per leased queue (queue_count=1, start_queue=VQUEUE): netkit reports no channels",
         "  warning: queue 9: something odd",
         "",
         "warning: node-wide note",

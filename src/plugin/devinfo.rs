@@ -14,7 +14,8 @@
 //!     "master": {"name": "ens1f0", "ifindex": 4},
 //!     "queues": [{"physical": 1, "virtual": 1}, {"physical": 2, "virtual": 2}],
 //!     "xdp": {"xsk-map": "/sys/fs/bpf/netkit-cni/netns1-if4/pods/c1/eth0/xsks",
-//!             "start-queue": 1, "queue-count": 2, "map-start-index": 1}
+//!             "start-queue": 1, "queue-count": 2, "map-start-index": 1,
+//!             "dpdk-ports": "one single-queue port per leased queue: ..."}
 //!   }
 //! }
 //! ```
@@ -118,7 +119,17 @@ pub struct XdpInfo {
     /// XSKMAP index of the socket on `start-queue` (QEMU `map-start-index`): the map is indexed
     /// by virtual queue id, so this equals `start-queue`.
     pub map_start_index: u32,
+    /// For a DPDK application: how many queues one AF_XDP PMD port may take, [`DPDK_PORTS`].
+    #[serde(default)]
+    pub dpdk_ports: String,
 }
+
+/// `xdp.dpdk-ports`: DPDK's AF_XDP PMD asks the interface for its channels (`ETHTOOL_GCHANNELS`,
+/// `xdp_get_channels_info` in drivers/net/af_xdp/rte_eth_af_xdp.c) and refuses a `queue_count`
+/// above the combined count; netkit implements no `get_channels` (drivers/net/netkit.c has only
+/// `get_drvinfo`), so the PMD sees one channel. `start_queue` is not checked, so one port per
+/// leased queue works (tests/vm_dpdk.rs runs both shapes).
+pub const DPDK_PORTS: &str = "one single-queue port per leased queue: queue_count=1, start_queue=each of start-queue..start-queue+queue-count-1 (netkit reports no channels, ETHTOOL_GCHANNELS)";
 
 impl XdpInfo {
     pub fn from_handoff(h: &crate::xdp::PodHandoff) -> XdpInfo {
@@ -129,6 +140,7 @@ impl XdpInfo {
             start_queue: start,
             queue_count: v.len() as u32,
             map_start_index: start,
+            dpdk_ports: DPDK_PORTS.into(),
         }
     }
 }
