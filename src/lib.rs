@@ -8,6 +8,7 @@ pub mod addr;
 pub mod cni;
 pub mod config;
 pub mod failpoint;
+pub mod hostrouting;
 pub mod inspect;
 pub mod ip;
 pub mod ipam;
