@@ -55,7 +55,12 @@ int nkc_host_egress(struct __sk_buff *skb)
 	}
 	fib.family = ip.dst.family;
 	fib.l4_protocol = ip.proto;
-	fib.tot_len = ip.tot_len;
+	/*
+	 * tot_len stays 0: with a length the helper compares the IP header's total length with the
+	 * route's MTU, which a GSO packet from the pod (up to 64 KiB in one skb) always exceeds;
+	 * without one it checks the skb itself with is_skb_forwardable(), which validates GSO
+	 * segments against the MTU (bpf_skb_fib_lookup() in net/core/filter.c).
+	 */
 	fib.ifindex = skb->ifindex;
 	if (ip.dst.family == NKC_AF_INET) {
 		fib.tos = ip.tos;
@@ -68,8 +73,8 @@ int nkc_host_egress(struct __sk_buff *skb)
 	}
 	/*
 	 * SKIP_NEIGH: bpf_redirect_neigh() resolves (and queues on) the neighbour itself. A packet
-	 * above the route's MTU (not GSO) gets FRAG_NEEDED and takes the stack, which fragments or
-	 * answers ICMP.
+	 * the uplink cannot forward (above its MTU, GSO segments included) gets FRAG_NEEDED and
+	 * takes the stack, which fragments or answers ICMP.
 	 */
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != nkc_uplink_ifindex) {

@@ -104,7 +104,6 @@ struct nkc_hr_ip {
 	struct nkc_hr_addr dst;
 	__u8 ttl;
 	__u8 proto;
-	__u16 tot_len; /* host order: the whole IP packet as the header says */
 	__u32 flowinfo; /* IPv6 only, network order */
 	__u8 tos;       /* IPv4 only */
 	__u32 l3_off;
@@ -137,7 +136,6 @@ static __always_inline int nkc_hr_parse(struct __sk_buff *skb, struct nkc_hr_ip 
 		__builtin_memcpy(ip->dst.addr, &iph->daddr, 4);
 		ip->ttl = iph->ttl;
 		ip->proto = iph->protocol;
-		ip->tot_len = bpf_ntohs(iph->tot_len);
 		ip->tos = iph->tos;
 		return 0;
 	}
@@ -152,7 +150,6 @@ static __always_inline int nkc_hr_parse(struct __sk_buff *skb, struct nkc_hr_ip 
 		__builtin_memcpy(ip->dst.addr, &ip6h->daddr, 16);
 		ip->ttl = ip6h->hop_limit;
 		ip->proto = ip6h->nexthdr;
-		ip->tot_len = bpf_ntohs(ip6h->payload_len) + sizeof(*ip6h);
 		ip->flowinfo = *(__u32 *)ip6h & bpf_htonl(0x0FFFFFFF);
 		return 0;
 	}
