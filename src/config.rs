@@ -1132,11 +1132,11 @@ fn host_routing(v: &Value) -> Result<Option<HostRoutingConfig>, ConfigError> {
                         format!("{why}; expected a CIDR like \"10.0.0.0/8\" or \"fd00::/64\""),
                     )
                 })?;
-                if network_of(&c) != c {
+                if !c.is_network() {
                     return Err(ConfigError::invalid(
                         &field,
                         item,
-                        format!("host bits set; the prefix is {}", network_of(&c)),
+                        format!("host bits set; the prefix is {}", c.network()),
                     ));
                 }
                 if out.contains(&c) {
@@ -1156,22 +1156,6 @@ fn host_routing(v: &Value) -> Result<Option<HostRoutingConfig>, ConfigError> {
         bypass,
         bpffs,
     }))
-}
-
-/// `c` with its host bits cleared.
-fn network_of(c: &IpCidr) -> IpCidr {
-    let bits = c.prefix_len() as u32;
-    let addr = match c.addr() {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & mask).into())
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & mask).into())
-        }
-    };
-    IpCidr::new(addr, c.prefix_len()).expect("same prefix length")
 }
 
 /// A non-empty JSON list of distinct queue ids.

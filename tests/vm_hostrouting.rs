@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -266,10 +265,8 @@ fn ping(from: &Netns, to: &str) {
 
 /// A TCP round trip: `server` listens on `addr:port`, `client` connects, sends, reads the echo.
 fn tcp_rr(server: &Netns, client: &Netns, addr: IpAddr, port: u16) {
-    let fd = server.fd();
     let (tx, rx) = std::sync::mpsc::channel();
-    let srv = std::thread::spawn(move || {
-        nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let srv = server.spawn(move || {
         let l = TcpListener::bind((addr, port)).unwrap();
         l.set_nonblocking(true).unwrap();
         tx.send(()).unwrap();
@@ -307,10 +304,8 @@ fn tcp_rr(server: &Netns, client: &Netns, addr: IpAddr, port: u16) {
 
 /// A UDP round trip: `server` echoes one datagram on `addr:port`.
 fn udp_rr(server: &Netns, client: &Netns, addr: IpAddr, port: u16) {
-    let fd = server.fd();
     let (tx, rx) = std::sync::mpsc::channel();
-    let srv = std::thread::spawn(move || {
-        nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let srv = server.spawn(move || {
         let s = UdpSocket::bind((addr, port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         tx.send(()).unwrap();
