@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use libbpf_cargo::SkeletonBuilder;
 
 /// Every BPF program: `bpf/<name>.bpf.c` becomes `$OUT_DIR/<name>.skel.rs`.
-const PROGRAMS: &[&str] = &["dispatcher"];
+const PROGRAMS: &[&str] = &["dispatcher", "host_ingress", "host_egress"];
 /// Objects compiled without a skeleton: `bpf/<name>.bpf.c` becomes `$OUT_DIR/<name>.bpf.o`.
 /// `bench_pass` is the program nkc-bench hands to xdp-loader (libxdp's dispatcher cost).
 const OBJECTS: &[&str] = &["bench_pass"];
 /// Headers the programs include; a change to any of them rebuilds every program.
-const HEADERS: &[&str] = &["bpf/dispatch.h"];
+const HEADERS: &[&str] = &["bpf/dispatch.h", "bpf/host_routing.h"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

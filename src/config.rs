@@ -15,7 +15,7 @@ use crate::cni::env::{matches_spec_identifier, NAME_MAX};
 use crate::cni::error::{clip, render_str, render_value};
 use crate::cni::result::FieldError;
 use crate::cni::version::version_of_config;
-use crate::cni::{codes, CniError, CniResult, CniVersion, Dns};
+use crate::cni::{codes, CniError, CniResult, CniVersion, Dns, IpCidr};
 use crate::logging::LogLevel;
 use crate::xdp::{
     DispatcherOptions, QueueRangeConfig, QueueRanges, XdpError, XdpMode, DEFAULT_BPFFS,
@@ -85,6 +85,9 @@ pub struct NetConf {
     /// Steer the leased queues to the pod's AF_XDP sockets with the per-queue dispatcher on the
     /// master; needs `lease` and `pairing: single`.
     pub xdp: Option<XdpConfig>,
+    /// BPF host routing between the pod's pair and an uplink NIC (`hostRouting`); `None` (or
+    /// `mode: kernel`) keeps the kernel's routing and forwarding, the default.
+    pub host_routing: Option<HostRoutingConfig>,
 
     /// The config exactly as decoded; delegated plugins must get the complete config.
     pub raw: Value,
@@ -209,6 +212,7 @@ const KEYS: &[(&str, Apply)] = &[
     ("logLevel", |c, v| put(&mut c.log_level, one_of(v, "logLevel", LOG_LEVELS))),
     ("lease", |c, v| put(&mut c.lease, lease(v).map(Some))),
     ("xdp", |c, v| put(&mut c.xdp, xdp(v).map(Some))),
+    ("hostRouting", |c, v| put(&mut c.host_routing, host_routing(v))),
 ];
 
 const MODES: &[(&str, Mode)] = &[("l3", Mode::L3), ("l2", Mode::L2)];
@@ -273,6 +277,7 @@ impl NetConf {
             log_level: LogLevel::DEFAULT,
             lease: None,
             xdp: None,
+            host_routing: None,
             raw: Value::Null,
         };
         // The spec's name is applied after the draft name whatever the key order, so it wins.
@@ -334,6 +339,27 @@ impl NetConf {
                     "xdp",
                     x,
                     "AF_XDP through a leased queue needs pairing \"single\" (the kernel binds AF_XDP pools only to netkit single devices)",
+                ));
+            }
+        }
+        if let Some(h) = obj.get("hostRouting").filter(|v| !v.is_null()) {
+            // The programs move packets between the NIC and the host side of a pair; a single
+            // device has no host side (and no peer to bpf_redirect_peer() into).
+            if conf.host_routing.is_some() && conf.pairing != Pairing::Pair {
+                return Err(ConfigError::invalid(
+                    "hostRouting",
+                    h,
+                    "BPF host routing needs pairing \"pair\" (it redirects into the pair's pod side)",
+                ));
+            }
+            // netkit consults peerPolicy only while no program is attached to the peer hook
+            // (netkit_xmit(): the programs' verdict replaces nk->policy), so the egress
+            // program would silently turn a blackholed pod's traffic back on.
+            if conf.host_routing.is_some() && conf.peer_policy == Policy::Blackhole {
+                return Err(ConfigError::invalid(
+                    "hostRouting",
+                    h,
+                    "BPF host routing attaches a program to the pod's transmit, which overrides peerPolicy \"blackhole\"; drop one of them",
                 ));
             }
         }
@@ -1019,6 +1045,126 @@ fn xdp(v: &Value) -> Result<XdpConfig, ConfigError> {
         ranges,
         pod_map,
     })
+}
+
+/// The `hostRouting` block with `mode: bpf` (see `src/hostrouting/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoutingConfig {
+    /// The physical NIC (by name, in the node's netns) whose tcx ingress redirects into pods
+    /// and through which pods' bypassing traffic leaves.
+    pub uplink: String,
+    /// Remote prefixes whose traffic with the pods skips the node's stack (and so netfilter)
+    /// in both directions. Empty (the default): nothing bypasses, every packet takes the
+    /// kernel's path exactly as without the block.
+    pub bypass: Vec<IpCidr>,
+    /// The bpf file system to pin under (`<bpffs>/netkit-cni/`).
+    pub bpffs: PathBuf,
+}
+
+const HOST_ROUTING_KEYS: &[&str] = &["mode", "uplink", "bypass", "bpffs"];
+/// Bypass prefixes per network: the LPM trie holds at most this many (bpf/host_routing.h).
+pub const MAX_BYPASS_PREFIXES: usize = 256;
+
+/// `hostRouting`: `{"mode": "bpf", "uplink": "ens1f0", "bypass": ["10.0.0.0/8"]}`. `mode` is
+/// `kernel` (the default: the block changes nothing, `None`) or `bpf`.
+fn host_routing(v: &Value) -> Result<Option<HostRoutingConfig>, ConfigError> {
+    let obj = object(v, "hostRouting")?;
+    if let Some((k, val)) = obj
+        .iter()
+        .find(|(k, _)| !HOST_ROUTING_KEYS.contains(&k.as_str()))
+    {
+        return Err(ConfigError::UnsupportedField {
+            key: format!("hostRouting.{k}"),
+            value: render_value(val),
+        });
+    }
+    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let bpf = match get("mode") {
+        None => false,
+        Some(m) => one_of(m, "hostRouting.mode", &[("kernel", false), ("bpf", true)])?,
+    };
+    if !bpf {
+        // Keys that only mean something to the BPF mode are refused rather than ignored: an
+        // admin who wrote an uplink expects it to be used.
+        if let Some(k) = ["uplink", "bypass", "bpffs"]
+            .into_iter()
+            .find(|k| get(k).is_some())
+        {
+            return Err(ConfigError::invalid(
+                format!("hostRouting.{k}"),
+                get(k).expect("found"),
+                "only meaningful with hostRouting.mode \"bpf\"",
+            ));
+        }
+        return Ok(None);
+    }
+    let uplink = match get("uplink") {
+        None => {
+            return Err(ConfigError::missing(
+                "hostRouting.uplink",
+                "BPF host routing needs the physical NIC (by name in the node's network namespace) that carries the pods' traffic",
+            ))
+        }
+        Some(u) => {
+            let s = string(u, "hostRouting.uplink")?;
+            if let Err(e) = crate::link::validate_ifname(s) {
+                return Err(ConfigError::invalid("hostRouting.uplink", u, e.to_string()));
+            }
+            s.to_owned()
+        }
+    };
+    let bypass = match get("bypass") {
+        None => Vec::new(),
+        Some(b) => {
+            let Some(items) = b.as_array() else {
+                return Err(ConfigError::invalid(
+                    "hostRouting.bypass",
+                    b,
+                    "expected a list of CIDRs like \"10.0.0.0/8\"",
+                ));
+            };
+            if items.len() > MAX_BYPASS_PREFIXES {
+                return Err(ConfigError::invalid(
+                    "hostRouting.bypass",
+                    b,
+                    format!("at most {MAX_BYPASS_PREFIXES} prefixes"),
+                ));
+            }
+            let mut out: Vec<IpCidr> = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let field = format!("hostRouting.bypass[{i}]");
+                let s = string(item, &field)?;
+                let c: IpCidr = s.parse().map_err(|why| {
+                    ConfigError::invalid(
+                        &field,
+                        item,
+                        format!("{why}; expected a CIDR like \"10.0.0.0/8\" or \"fd00::/64\""),
+                    )
+                })?;
+                if !c.is_network() {
+                    return Err(ConfigError::invalid(
+                        &field,
+                        item,
+                        format!("host bits set; the prefix is {}", c.network()),
+                    ));
+                }
+                if out.contains(&c) {
+                    return Err(ConfigError::invalid(&field, item, "listed twice"));
+                }
+                out.push(c);
+            }
+            out
+        }
+    };
+    let bpffs = match get("bpffs") {
+        None => PathBuf::from(DEFAULT_BPFFS),
+        Some(b) => plain_absolute_path(b, "hostRouting.bpffs")?,
+    };
+    Ok(Some(HostRoutingConfig {
+        uplink,
+        bypass,
+        bpffs,
+    }))
 }
 
 /// A non-empty JSON list of distinct queue ids.
@@ -1824,5 +1970,141 @@ mod tests {
                 *level
             );
         }
+    }
+
+    fn hr_conf(block: Value) -> Result<NetConf, CniError> {
+        parse(with("hostRouting", block)).map_err(CniError::from)
+    }
+
+    #[test]
+    fn host_routing_defaults_to_kernel_routing() {
+        assert_eq!(parse(base()).unwrap().host_routing, None);
+        assert_eq!(hr_conf(json!({})).unwrap().host_routing, None);
+        assert_eq!(
+            hr_conf(json!({"mode": "kernel"})).unwrap().host_routing,
+            None
+        );
+        assert_eq!(hr_conf(Value::Null).unwrap().host_routing, None);
+    }
+
+    #[test]
+    fn host_routing_bpf_block_parses() {
+        let h = hr_conf(json!({"mode": "bpf", "uplink": "ens1f0"}))
+            .unwrap()
+            .host_routing
+            .unwrap();
+        assert_eq!(h.uplink, "ens1f0");
+        assert!(h.bypass.is_empty(), "nothing bypasses unless named");
+        assert_eq!(h.bpffs, PathBuf::from("/sys/fs/bpf"));
+        let h = hr_conf(json!({"mode": "bpf", "uplink": "ens1f0", "bpffs": "/run/bpf",
+                               "bypass": ["10.0.0.0/8", "fd00:1::/64", "192.0.2.7/32", "0.0.0.0/0"]}))
+        .unwrap()
+        .host_routing
+        .unwrap();
+        let shown: Vec<String> = h.bypass.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.0/8", "fd00:1::/64", "192.0.2.7/32", "0.0.0.0/0"]
+        );
+        assert_eq!(h.bpffs, PathBuf::from("/run/bpf"));
+    }
+
+    #[test]
+    fn host_routing_bad_values_name_field_and_value() {
+        let cases: Vec<(Value, u32, &str)> = vec![
+            (json!("bpf"), 7, "hostRouting"),
+            (json!({"mode": "ebpf"}), 7, "field hostRouting.mode"),
+            (
+                json!({"mode": "bpf"}),
+                7,
+                "field hostRouting.uplink is missing",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "a/b"}),
+                7,
+                "\"a/b\" for field hostRouting.uplink",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "averyveryverylongname"}),
+                7,
+                "hostRouting.uplink",
+            ),
+            (json!({"mode": "bpf", "uplink": 3}), 7, "hostRouting.uplink"),
+            (
+                json!({"mode": "bpf", "uplink": "e0", "bypass": "10.0.0.0/8"}),
+                7,
+                "field hostRouting.bypass",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "e0", "bypass": ["10.0.0.0"]}),
+                7,
+                "\"10.0.0.0\" for field hostRouting.bypass[0]",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "e0", "bypass": ["10.0.0.0/8", "10.1.0.0/33"]}),
+                7,
+                "hostRouting.bypass[1]",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "e0", "bypass": ["10.0.0.1/8"]}),
+                7,
+                "host bits set; the prefix is 10.0.0.0/8",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "e0", "bypass": ["fd00::1/64"]}),
+                7,
+                "fd00::/64",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "e0", "bypass": ["10.0.0.0/8", "10.0.0.0/8"]}),
+                7,
+                "listed twice",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "e0", "bpffs": "relative"}),
+                7,
+                "hostRouting.bpffs",
+            ),
+            (
+                json!({"mode": "kernel", "uplink": "e0"}),
+                7,
+                "only meaningful with hostRouting.mode",
+            ),
+            (
+                json!({"mode": "bpf", "uplink": "e0", "bypas": []}),
+                2,
+                "hostRouting.bypas",
+            ),
+        ];
+        for (block, code, needle) in cases {
+            let e = hr_conf(block.clone()).unwrap_err();
+            assert_eq!(e.code, code, "{block}: {e:?}");
+            let text = format!("{} {}", e.msg, e.details);
+            assert!(text.contains(needle), "{block}: {text:?} lacks {needle:?}");
+        }
+        let many: Vec<String> = (0..=MAX_BYPASS_PREFIXES)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        let e = hr_conf(json!({"mode": "bpf", "uplink": "e0", "bypass": many})).unwrap_err();
+        assert!(e.details.contains("at most 256"), "{e:?}");
+    }
+
+    #[test]
+    fn host_routing_needs_a_pair() {
+        let mut v = with("hostRouting", json!({"mode": "bpf", "uplink": "ens1f0"}));
+        v["pairing"] = json!("single");
+        v["lease"] = json!({"master": "ens1f0"});
+        let e = CniError::from(parse(v.clone()).unwrap_err());
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("field hostRouting"), "{e:?}");
+        assert!(e.details.contains("pairing \"pair\""), "{e:?}");
+        let mut b = with("hostRouting", json!({"mode": "bpf", "uplink": "ens1f0"}));
+        b["peerPolicy"] = json!("blackhole");
+        let e = CniError::from(parse(b).unwrap_err());
+        assert_eq!(e.code, 7);
+        assert!(e.details.contains("peerPolicy"), "{e:?}");
+        // mode kernel changes nothing, so it is accepted with any pairing.
+        v["hostRouting"] = json!({"mode": "kernel"});
+        assert_eq!(parse(v).unwrap().host_routing, None);
     }
 }

@@ -9,6 +9,7 @@ pub mod cli_args;
 pub mod cni;
 pub mod config;
 pub mod failpoint;
+pub mod hostrouting;
 pub mod inspect;
 pub mod ip;
 pub mod ipam;

@@ -165,6 +165,7 @@ fn every_lease_free_netkit_config_in_conf_passes_the_plugins_validation() {
     for expected in [
         "conf/10-netkit-cni.conflist plugins[0]",
         "conf/netkit-cni-l2-dualstack.conflist plugins[0]",
+        "conf/netkit-cni-host-routing.conflist plugins[0]",
         "conf/daemonset.yaml ConfigMap netkit-cni-config 10-netkit-cni.conflist plugins[0]",
     ] {
         assert!(
@@ -182,6 +183,34 @@ fn every_lease_free_netkit_config_in_conf_passes_the_plugins_validation() {
             doc.file
         );
     }
+}
+
+/// The BPF host-routing example: the plugin reads its `hostRouting` block as the README shows
+/// it (uplink `ens1f0`, named bypass prefixes only), with host-local IPAM on a pair.
+#[test]
+fn host_routing_example_names_uplink_bypass_and_host_local() {
+    let configs = netkit_configs();
+    let pc = configs
+        .iter()
+        .find(|pc| pc.origin == "conf/netkit-cni-host-routing.conflist plugins[0]")
+        .expect("conf/netkit-cni-host-routing.conflist has a netkit-cni plugin");
+    let conf = parse(&pc.conf).unwrap_or_else(|e| panic!("{}: rejected: {e}", pc.origin));
+    let h = conf.host_routing.expect("hostRouting mode bpf");
+    assert_eq!(h.uplink, "ens1f0");
+    let bypass: Vec<String> = h.bypass.iter().map(|c| c.to_string()).collect();
+    assert_eq!(bypass, ["10.244.0.0/16", "fd00:244::/48"]);
+    assert_eq!(conf.pairing, netkit_cni::config::Pairing::Pair);
+    assert_eq!(conf.ipam.expect("ipam").plugin_type, "host-local");
+    // The README shows this file; it must show it as it is.
+    let readme = fs::read_to_string(conf_dir().join("../README.md")).unwrap();
+    assert!(
+        readme.contains("conf/netkit-cni-host-routing.conflist"),
+        "README does not point at the example"
+    );
+    assert!(
+        readme.contains(r#""bypass": ["10.244.0.0/16", "fd00:244::/48"]"#),
+        "README's hostRouting example differs from the file's"
+    );
 }
 
 /// The `lease` block (pairing "single", Multus NAD) is being added to `NetConf` on another

@@ -233,6 +233,8 @@ struct AddUndo<'a> {
     xdp_master: Option<u32>,
     /// The device-info file may exist.
     device_info: bool,
+    /// BPF host routing may hold the pod's addresses.
+    host_routing: bool,
 }
 
 impl<'a> AddUndo<'a> {
@@ -244,6 +246,7 @@ impl<'a> AddUndo<'a> {
             device: false,
             xdp_master: None,
             device_info: false,
+            host_routing: false,
         }
     }
 
@@ -253,6 +256,12 @@ impl<'a> AddUndo<'a> {
     /// not returned: the ADD's own error is what the runtime must see.
     fn roll_back(self, dp: &mut dyn Dataplane, log: &Logger) {
         let marker = &self.marker;
+        // Before the device, as in DEL: no map entry ever names a deleted primary.
+        if let (true, Some(h)) = (self.host_routing, &self.req.conf.host_routing) {
+            if let Err(e) = crate::hostrouting::hooks::release(h, &marker.host_ifname(), log) {
+                log.error(format_args!("rollback: host routing: {e}"));
+            }
+        }
         if self.device {
             let deleted = match self.req.conf.pairing {
                 Pairing::Single => dp.delete_single(self.req.netns(), marker),
@@ -318,6 +327,7 @@ impl Add<'_> {
         if !self.single() {
             self.setup_host(dp, &created, &pod)?;
             crate::failpoint::hit("add-after-host-config").map_err(injected)?;
+            self.setup_host_routing(&created, undo)?;
         }
         self.write_device_info(&created, &leased, handoff.as_ref(), undo)?;
         let result = self.result(&created, reported_routes);
@@ -449,6 +459,22 @@ impl Add<'_> {
     ) -> Result<(), CniError> {
         let plan = host_plan(created.host_ifindex, &self.addresses, pod);
         dp.configure_host(&plan).map_err(|e| dp_error(e, self.req))
+    }
+
+    /// BPF host routing (`hostRouting`): after the host route exists (the egress FIB lookup and
+    /// the stack agree on the pod), before the result.
+    fn setup_host_routing(&self, created: &Created, undo: &mut AddUndo) -> Result<(), CniError> {
+        let Some(h) = &self.req.conf.host_routing else {
+            return Ok(());
+        };
+        undo.host_routing = true;
+        let ips: Vec<_> = self
+            .addresses
+            .ips
+            .iter()
+            .map(|ip| ip.address.addr())
+            .collect();
+        crate::hostrouting::hooks::add(h, created.host_ifindex, &ips, self.log)
     }
 
     /// The device-info file of a leasing attachment, for Multus and the pod's consumers.
@@ -584,6 +610,10 @@ pub fn cmd_del(
     log: &Logger,
 ) -> Result<(), CniError> {
     let marker = req.marker()?;
+    // Before the device goes: its addresses stop being redirected to it first.
+    if let Some(h) = &req.conf.host_routing {
+        crate::hostrouting::hooks::release(h, &marker.host_ifname(), log)?;
+    }
     let deleted = match (req.conf.pairing, req.env.netns.as_deref(), &req.conf.lease) {
         (Pairing::Pair, _, _) => dp.delete(&marker),
         // Found by the leases its record names, not by the name or alias the pod may change.
@@ -776,6 +806,15 @@ pub fn cmd_check(
         if let Some(x) = &req.conf.xdp {
             check_xdp(dp, x, &marker, &info).map_err(fail)?;
         }
+    }
+    if let Some(h) = &req.conf.host_routing {
+        let ips: Vec<_> = prev
+            .ips
+            .iter()
+            .filter(|ip| is_ours(ip.interface))
+            .map(|ip| ip.address.addr())
+            .collect();
+        crate::hostrouting::hooks::check(h, &host_name, &ips)?.map_err(fail)?;
     }
     if let Some(ipam) = ipam {
         ipam.check()?;
@@ -981,6 +1020,12 @@ pub fn cmd_gc(
     }
     if let (Some(l), Some(x)) = (&req.conf.lease, &req.conf.xdp) {
         gc_xdp(dp, l, x, &req.conf.name, &valid, &mut failures, log);
+    }
+    // After the orphans' devices are gone: their addresses name dead primaries now.
+    if let Some(h) = &req.conf.host_routing {
+        if let Err(e) = crate::hostrouting::hooks::gc(h, log) {
+            failures.push(e.to_string());
+        }
     }
     if let Some(ipam) = ipam {
         for m in &removed {
