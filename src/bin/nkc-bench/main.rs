@@ -341,47 +341,105 @@ fn main() -> Result<()> {
             &mut raw,
         )?);
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     if pick.want("2") {
         scale::run(&env, &plugins, n.scale, &mut rep, &mut secs, &mut raw)?;
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     if pick.want("3") {
         section("3-lease", goals_of("3"), &mut secs, &mut rep, |r| {
             lease::lease_cost(&env, &ours, n.lease, r, &mut raw)
         });
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     if pick.want("4") {
         section("4-xdp", goals_of("4"), &mut secs, &mut rep, |r| {
             xdp::xdp_cost(&env, n.xdp_rounds, r, &mut raw)
         });
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     if pick.want("5") {
         section("5-datapath", goals_of("5"), &mut secs, &mut rep, |r| {
             datapath::data_path(&env, &plugins, n.dp, r, &mut raw)
         });
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     if pick.want("5b") {
         section("5b-afxdp", goals_of("5b"), &mut secs, &mut rep, |r| {
             afxdp::afxdp_rate(&env, &ours, n.afxdp, r, &mut raw)
         });
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     if pick.want("5c") {
         section("5c-dpdk", goals_of("5c"), &mut secs, &mut rep, |r| {
             dpdk::dpdk_rate(&env, &plugins, n.dpdk, r, &mut raw)
         });
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     if pick.want("6") {
         process::run(&plugins, add_rss, &mut rep, &mut secs, &mut raw)?;
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     if pick.want("7") {
         section("7-instructions", goals_of("7"), &mut secs, &mut rep, |r| {
             instructions::add_instructions(&env, &plugins[0], r, &mut raw)
         });
     }
+    checkpoint(&out_dir, quick, started, &secs, &rep, &raw);
     pick.record_skipped(&mut rep);
 
     let _ = netns_del(&env.node);
     let _ = std::fs::remove_dir_all(&env.data);
     write_results(&out_dir, quick, started, &secs, &rep, &raw)
+}
+
+/// What results.json holds: the run's clock and machine, per-section times, ratios, info, raw.
+fn results_json(
+    quick: bool,
+    started: Instant,
+    secs: &serde_json::Map<String, Value>,
+    rep: &Report,
+    raw: &Value,
+) -> Result<Value> {
+    let accel = std::env::var("NKC_VM_ACCEL").unwrap_or_else(|_| "host".into());
+    // What the guest's clock counted (scripts/vm-run --icount): "icount" = executed instructions
+    // (1 ns per instruction), "wall" = the host's time.
+    let clock = std::env::var("NKC_VM_CLOCK").unwrap_or_else(|_| "wall".into());
+    Ok(json!({
+        "date": sh(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"])?.trim(),
+        "kernel": sh(&["uname", "-r"])?.trim(),
+        "accel": accel,
+        "clock": clock,
+        "quick": quick,
+        "seconds": started.elapsed().as_secs(),
+        "section_seconds": secs,
+        "ratios": rep.ratios,
+        "info": rep.info,
+        "raw": raw,
+    }))
+}
+
+/// OUT_DIR/results.partial.json after every section: a run stopped before the end (a full run
+/// takes hours of wall time on a loaded machine) still leaves what it measured. Best effort: a
+/// failed write is reported, not fatal, since the final results.json is what counts.
+fn checkpoint(
+    out_dir: &Path,
+    quick: bool,
+    started: Instant,
+    secs: &serde_json::Map<String, Value>,
+    rep: &Report,
+    raw: &Value,
+) {
+    let written = results_json(quick, started, secs, rep, raw).and_then(|v| {
+        std::fs::write(
+            out_dir.join("results.partial.json"),
+            serde_json::to_string_pretty(&v)?,
+        )?;
+        Ok(())
+    });
+    if let Err(e) = written {
+        eprintln!("[bench] cannot write results.partial.json: {e:#}");
+    }
 }
 
 /// OUT_DIR/results.json and results.md; the raw figures and the tables also go to stdout.
@@ -393,22 +451,9 @@ fn write_results(
     rep: &Report,
     raw: &Value,
 ) -> Result<()> {
-    let accel = std::env::var("NKC_VM_ACCEL").unwrap_or_else(|_| "host".into());
-    // What the guest's clock counted (scripts/vm-run --icount): "icount" = executed instructions
-    // (1 ns per instruction), "wall" = the host's time.
-    let clock = std::env::var("NKC_VM_CLOCK").unwrap_or_else(|_| "wall".into());
-    let results = json!({
-        "date": sh(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"])?.trim(),
-        "kernel": sh(&["uname", "-r"])?.trim(),
-        "accel": accel,
-        "clock": clock,
-        "quick": quick,
-        "seconds": started.elapsed().as_secs(),
-        "section_seconds": secs,
-        "ratios": rep.ratios,
-        "info": rep.info,
-        "raw": raw,
-    });
+    let results = results_json(quick, started, secs, rep, raw)?;
+    let accel = results["accel"].as_str().unwrap_or_default();
+    let clock = results["clock"].as_str().unwrap_or_default();
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_string_pretty(&results)?,
