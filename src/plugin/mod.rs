@@ -250,10 +250,10 @@ impl<'a> AddUndo<'a> {
         }
     }
 
-    /// Undoes in DEL's order, which is the reverse of ADD's except for one pair: the device goes
-    /// before the XDP steering, because its deletion ends the leases first, so resetting the
-    /// queues afterwards cannot hand a leased queue's frames to the host. Failures are logged,
-    /// not returned: the ADD's own error is what the runtime must see.
+    /// Undoes in DEL's order: the host-routing map entries, the device (its deletion also ends
+    /// the leases and the host routes), the XDP steering (after the leases ended, so resetting
+    /// the queues cannot hand a leased queue's frames to the host), the device-info file, IPAM.
+    /// Failures are logged, not returned: the ADD's own error is what the runtime must see.
     fn roll_back(self, dp: &mut dyn Dataplane, log: &Logger) {
         let marker = &self.marker;
         // Before the device, as in DEL: no map entry ever names a deleted primary.
