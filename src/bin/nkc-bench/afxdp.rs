@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use netkit_cni::xdp::{Dispatcher, DispatcherOptions, PodId};
@@ -291,14 +291,8 @@ pub(crate) fn afxdp_rate(
             .expect("a 60-byte frame");
             let batch: Vec<&[u8]> = vec![&frame[..]; 64];
             while let Ok((target, d)) = flood_rx.recv() {
-                let start = Instant::now();
-                let mut sent = 0u64;
-                let mut r = Ok(());
-                while r.is_ok() && start.elapsed() < d {
-                    r = socks[target].send(&batch).map(|n| sent += n as u64);
-                }
                 if sent_tx
-                    .send(r.map(|()| sent).map_err(|e| e.to_string()))
+                    .send(crate::util::flood_for(&mut socks[target], &batch, d))
                     .is_err()
                 {
                     break;

@@ -485,14 +485,8 @@ pub(crate) fn dpdk_rate(
                 .collect();
             while let Ok((target, d)) = flood_rx.recv() {
                 let batch: Vec<&[u8]> = vec![&frames[target][..]; 64];
-                let start = Instant::now();
-                let mut sent = 0u64;
-                let mut r = Ok(());
-                while r.is_ok() && start.elapsed() < d {
-                    r = socks[target].send(&batch).map(|n| sent += n as u64);
-                }
                 if sent_tx
-                    .send(r.map(|()| sent).map_err(|e| e.to_string()))
+                    .send(crate::util::flood_for(&mut socks[target], &batch, d))
                     .is_err()
                 {
                     break;

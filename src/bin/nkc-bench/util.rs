@@ -146,3 +146,18 @@ pub(crate) fn netns_del(name: &str) -> Result<()> {
     std::fs::remove_file(&path)?;
     Ok(())
 }
+
+/// Sends `batch` through `sock` again and again for `d`: the far side's flood in sections 5b and
+/// 5c. Returns the frames the kernel took, or the first send error.
+pub(crate) fn flood_for(
+    sock: &mut netkit_cni::xsk::Xsk,
+    batch: &[&[u8]],
+    d: std::time::Duration,
+) -> std::result::Result<u64, String> {
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < d {
+        sent += sock.send(batch).map_err(|e| e.to_string())? as u64;
+    }
+    Ok(sent)
+}
