@@ -97,6 +97,18 @@ pub(crate) fn ping_pong(
 
 /// One iperf3 run from the node netns to `ip`: received bits per second.
 pub(crate) fn iperf3(node: BorrowedFd<'_>, ip: Ipv4Addr, secs: u32) -> Result<f64> {
+    Ok(iperf3_run(node, ip, secs, false)?.0)
+}
+
+/// One iperf3 run with the client in the netns `client`, the server at `ip`; `reverse` (`-R`):
+/// the server sends. Received bits per second and bytes.
+pub(crate) fn iperf3_run(
+    client: BorrowedFd<'_>,
+    ip: Ipv4Addr,
+    secs: u32,
+    reverse: bool,
+) -> Result<(f64, f64)> {
+    let node = client;
     let mut last = String::new();
     // The server may still be starting (TCG): retry a refused connection for a while.
     for _ in 0..40 {
@@ -104,13 +116,18 @@ pub(crate) fn iperf3(node: BorrowedFd<'_>, ip: Ipv4Addr, secs: u32) -> Result<f6
         // Its stream buffer file goes to TMPDIR: the VM's tmpfs, not 9p (see `scratch`).
         c.args(["-c", &ip.to_string(), "-t", &secs.to_string(), "-J"])
             .env("TMPDIR", scratch().join("tmp"));
+        if reverse {
+            c.arg("-R");
+        }
         enter_in_child(&mut c, node);
         let out = c.stdin(Stdio::null()).output()?;
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         // With -J, iperf3 3.12 exits 0 even when it could not connect; the JSON says so.
         if out.status.success() && v["error"].is_null() {
-            return v["end"]["sum_received"]["bits_per_second"]
+            let r = &v["end"]["sum_received"];
+            return r["bits_per_second"]
                 .as_f64()
+                .zip(r["bytes"].as_f64())
                 .with_context(|| format!("iperf3 JSON without end.sum_received: {}", v["end"]));
         }
         last = v["error"]

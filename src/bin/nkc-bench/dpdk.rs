@@ -199,7 +199,7 @@ impl Drop for Testpmd {
 /// Pins the calling thread to CPU `cpu`: the flood and the kernel's receive path it drives
 /// (netdevsim delivers in the sender's softirq) stay off the CPU of testpmd's forwarding lcore
 /// (`-l 0-1`: lcore 1 busy-polls CPU 1), for both pods alike.
-fn pin_to(cpu: usize) -> std::result::Result<(), String> {
+pub(crate) fn pin_to(cpu: usize) -> std::result::Result<(), String> {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu).map_err(|e| e.to_string())?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| e.to_string())
