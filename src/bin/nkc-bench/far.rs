@@ -354,7 +354,12 @@ pub(crate) fn far_path(
         sh(&["ip", "-n", farn, "route", "add", s, "via", NODE4])?;
     }
     let bpffs = Bpffs::new("far")?;
-    let ipam = |subnet: &str| json!({"type": "host-local", "subnet": subnet, "dataDir": env.data});
+    // A default route in the pod, as in conf/netkit-cni-host-routing.conflist: without one ptp's
+    // pod reaches only its gateway, not the far side.
+    let ipam = |subnet: &str| {
+        json!({"type": "host-local", "subnet": subnet, "dataDir": env.data,
+        "routes": [{"dst": "0.0.0.0/0"}]})
+    };
     let plugins = [
         Plugin {
             name: "netkit-cni",
@@ -552,174 +557,184 @@ fn measure(
     drop(flood_tx);
     let _ = sender.join();
     drop(sinks);
-    let udp = udp?;
-    out.insert("udp64".into(), udp.clone());
+    // A metric that fails records its own goal as not measured; the others still run.
+    match udp {
+        Ok(v) => drop(out.insert("udp64".into(), v)),
+        Err(e) => rep.not_measured("far_udp64_pps", ">= 1.3", &format!("{e:#}")),
+    }
 
     // 2. TCP request/response, client in the far netns.
-    let mut rtt: Vec<Vec<f64>> = vec![Vec::new(); 2];
-    let mut check = PathCheck(None);
-    for r in 0..counts.rr_rounds {
-        for k in 0..2 {
-            let i = (r + k) % 2;
-            let before = hr()?;
-            rtt[i].extend(ping_pong(
-                far_fd.as_fd(),
-                fds[i].as_fd(),
-                ips[i],
-                counts.rr,
-            )?);
-            let got = redirects(&before, &hr()?);
-            // Every round trip is a segment each way (ping_pong also makes 100 unrecorded ones).
-            check.see(
-                "TCP request/response",
-                i == 0,
-                got,
-                counts.rr as u64,
-                counts.rr as u64,
-            );
+    let rr = (|| -> Result<Value> {
+        let mut rtt: Vec<Vec<f64>> = vec![Vec::new(); 2];
+        let mut check = PathCheck(None);
+        for r in 0..counts.rr_rounds {
+            for k in 0..2 {
+                let i = (r + k) % 2;
+                let before = hr()?;
+                rtt[i].extend(ping_pong(
+                    far_fd.as_fd(),
+                    fds[i].as_fd(),
+                    ips[i],
+                    counts.rr,
+                )?);
+                let got = redirects(&before, &hr()?);
+                // Every round trip is a segment each way (ping_pong also makes 100 unrecorded ones).
+                check.see(
+                    "TCP request/response",
+                    i == 0,
+                    got,
+                    counts.rr as u64,
+                    counts.rr as u64,
+                );
+            }
         }
-    }
-    let rr50: Vec<f64> = rtt.iter().map(|v| pct(&mut v.clone(), 0.5)).collect();
-    let rr10: Vec<f64> = rtt.iter().map(|v| pct(&mut v.clone(), 0.1)).collect();
-    match &check.0 {
-        None => {
-            rep.goal(
-                "far_rr_latency_p50",
-                rr50[0] / rr50[1],
-                "ratio",
-                "<= 0.85",
-                0.85,
-                true,
-            );
-            rep.info(
+        let rr50: Vec<f64> = rtt.iter().map(|v| pct(&mut v.clone(), 0.5)).collect();
+        let rr10: Vec<f64> = rtt.iter().map(|v| pct(&mut v.clone(), 0.1)).collect();
+        match &check.0 {
+            None => {
+                rep.goal(
+                    "far_rr_latency_p50",
+                    rr50[0] / rr50[1],
+                    "ratio",
+                    "<= 0.85",
+                    0.85,
+                    true,
+                );
+                rep.info(
                 "far_rr_latency_us",
                 json!({"netkit-cni": {"p10": round3(rr10[0]), "p50": round3(rr50[0])}, "ptp": {"p10": round3(rr10[1]), "p50": round3(rr50[1])}}),
                 &format!("1-byte TCP round trip far ↔ pod: p50 {:.1} µs (netkit-cni) vs {:.1} µs (ptp); p10 {:.1} vs {:.1}", rr50[0], rr50[1], rr10[0], rr10[1]),
             );
+            }
+            Some(why) => rep.not_measured("far_rr_latency_p50", "<= 0.85", why),
         }
-        Some(why) => rep.not_measured("far_rr_latency_p50", "<= 0.85", why),
-    }
-    out.insert(
-        "rr".into(),
-        json!({"rounds": counts.rr_rounds, "round_trips_per_round": counts.rr,
+        Ok(
+            json!({"rounds": counts.rr_rounds, "round_trips_per_round": counts.rr,
             "netkit-cni": {"p10_us": rr10[0], "p50_us": rr50[0], "p99_us": pct(&mut rtt[0].clone(), 0.99)},
             "ptp": {"p10_us": rr10[1], "p50_us": rr50[1], "p99_us": pct(&mut rtt[1].clone(), 0.99)}}),
-    );
+        )
+    })();
+    match rr {
+        Ok(v) => drop(out.insert("rr".into(), v)),
+        Err(e) => rep.not_measured("far_rr_latency_p50", "<= 0.85", &format!("{e:#}")),
+    }
 
     // 3. iperf3 both ways, client in the far netns, servers in the pods.
-    if !have("iperf3") {
-        rep.not_measured(
-            "far_tcp_throughput",
-            ">= 1.0",
-            "iperf3 is not installed (Debian package iperf3)",
-        );
-        return Ok(Value::Object(out));
-    }
-    let mut servers = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        let mut c = Command::new("iperf3");
-        c.args(["-s", "-B", &ip.to_string()])
-            .env("TMPDIR", scratch().join("tmp"));
-        enter_in_child(&mut c, fds[i].as_fd());
-        servers.push(
-            c.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-    }
-    // [pod][direction: 0 far → pod, 1 pod → far], Gbit/s per run.
-    let mut gbps = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
-    let mut check = PathCheck(None);
-    let run = (|| -> Result<()> {
-        for r in 0..counts.tcp_rounds {
-            for k in 0..2 {
-                let i = (r + k) % 2;
-                for (dir, reverse) in [(0, false), (1, true)] {
-                    let before = hr()?;
-                    let (bps, bytes) =
-                        iperf3_run(far_fd.as_fd(), ips[i], counts.tcp_secs, reverse)?;
-                    let got = redirects(&before, &hr()?);
-                    // The data direction carries at least one packet per 64 KiB (the largest
-                    // GRO/GSO packet), the other direction at least one ACK.
-                    let data = (bytes / 65536.0) as u64;
-                    let (min_in, min_out) = if reverse { (1, data) } else { (data, 1) };
-                    check.see(
-                        if reverse {
-                            "iperf3 pod → far"
-                        } else {
-                            "iperf3 far → pod"
-                        },
-                        i == 0,
-                        got,
-                        min_in,
-                        min_out,
-                    );
-                    gbps[i][dir].push(bps / 1e9);
+    let med = |v: &Vec<f64>| pct(&mut v.clone(), 0.5);
+    let tcp = (|| -> Result<Value> {
+        if !have("iperf3") {
+            anyhow::bail!("iperf3 is not installed (Debian package iperf3)");
+        }
+        let mut servers = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let mut c = Command::new("iperf3");
+            c.args(["-s", "-B", &ip.to_string()])
+                .env("TMPDIR", scratch().join("tmp"));
+            enter_in_child(&mut c, fds[i].as_fd());
+            servers.push(
+                c.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+        }
+        // [pod][direction: 0 far → pod, 1 pod → far], Gbit/s per run.
+        let mut gbps = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+        let mut check = PathCheck(None);
+        let run = (|| -> Result<()> {
+            for r in 0..counts.tcp_rounds {
+                for k in 0..2 {
+                    let i = (r + k) % 2;
+                    for (dir, reverse) in [(0, false), (1, true)] {
+                        let before = hr()?;
+                        let (bps, bytes) =
+                            iperf3_run(far_fd.as_fd(), ips[i], counts.tcp_secs, reverse)?;
+                        let got = redirects(&before, &hr()?);
+                        // The data direction carries at least one packet per 64 KiB (the largest
+                        // GRO/GSO packet), the other direction at least one ACK.
+                        let data = (bytes / 65536.0) as u64;
+                        let (min_in, min_out) = if reverse { (1, data) } else { (data, 1) };
+                        check.see(
+                            if reverse {
+                                "iperf3 pod → far"
+                            } else {
+                                "iperf3 far → pod"
+                            },
+                            i == 0,
+                            got,
+                            min_in,
+                            min_out,
+                        );
+                        gbps[i][dir].push(bps / 1e9);
+                    }
                 }
             }
+            Ok(())
+        })();
+        for mut s in servers {
+            let _ = s.kill();
+            let _ = s.wait();
         }
-        Ok(())
-    })();
-    for mut s in servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
-    run?;
-    let med = |v: &Vec<f64>| pct(&mut v.clone(), 0.5);
-    let fwd = med(&gbps[0][0]) / med(&gbps[1][0]);
-    let rev = med(&gbps[0][1]) / med(&gbps[1][1]);
-    match &check.0 {
-        None => {
-            rep.goal(
-                "far_tcp_throughput",
-                fwd.min(rev),
-                "ratio",
-                ">= 1.0",
-                1.0,
-                false,
-            );
-            rep.info(
+        run?;
+        let fwd = med(&gbps[0][0]) / med(&gbps[1][0]);
+        let rev = med(&gbps[0][1]) / med(&gbps[1][1]);
+        match &check.0 {
+            None => {
+                rep.goal(
+                    "far_tcp_throughput",
+                    fwd.min(rev),
+                    "ratio",
+                    ">= 1.0",
+                    1.0,
+                    false,
+                );
+                rep.info(
                 "far_tcp_throughput_dirs",
                 json!({"far_to_pod": round3(fwd), "pod_to_far": round3(rev)}),
                 &format!("iperf3 p50, netkit-cni ÷ ptp: far → pod {fwd:.3} ({:.2} vs {:.2} Gbit/s), pod → far {rev:.3} ({:.2} vs {:.2} Gbit/s); the goal is the lower", med(&gbps[0][0]), med(&gbps[1][0]), med(&gbps[0][1]), med(&gbps[1][1])),
             );
+            }
+            Some(why) => rep.not_measured("far_tcp_throughput", ">= 1.0", why),
         }
-        Some(why) => rep.not_measured("far_tcp_throughput", ">= 1.0", why),
-    }
-    out.insert(
-        "tcp".into(),
-        json!({"seconds": counts.tcp_secs, "rounds": counts.tcp_rounds,
+        Ok(
+            json!({"seconds": counts.tcp_secs, "rounds": counts.tcp_rounds,
             "netkit-cni": {"far_to_pod_gbit_s": gbps[0][0], "pod_to_far_gbit_s": gbps[0][1]},
             "ptp": {"far_to_pod_gbit_s": gbps[1][0], "pod_to_far_gbit_s": gbps[1][1]}}),
-    );
+        )
+    })();
+    match tcp {
+        Ok(v) => drop(out.insert("tcp".into(), v)),
+        Err(e) => rep.not_measured("far_tcp_throughput", ">= 1.0", &format!("{e:#}")),
+    }
 
-    // Chart data: one row per plugin (medians).
-    let udp_p50 = |n: &str| {
-        udp[n]["rx_pps"]
+    // Chart data: one row per plugin (medians; NaN for a metric that failed). Indexing a Value
+    // (not the Map, whose index panics) gives Null for a missing metric.
+    let out = Value::Object(out);
+    let p50_of = |v: &Value| {
+        let mut a: Vec<f64> = v
             .as_array()
-            .map(|a| {
-                pct(
-                    &mut a.iter().filter_map(Value::as_f64).collect::<Vec<_>>(),
-                    0.5,
-                )
-            })
-            .unwrap_or(f64::NAN)
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        if a.is_empty() {
+            f64::NAN
+        } else {
+            pct(&mut a, 0.5)
+        }
     };
     let mut dat = String::from(
         "# plugin udp64_rx_kpps rr_p50_us tcp_far_to_pod_gbit_s tcp_pod_to_far_gbit_s\n",
     );
-    for (i, n) in names.iter().enumerate() {
+    for n in names {
         dat.push_str(&format!(
             "{n} {:.3} {:.3} {:.3} {:.3}\n",
-            udp_p50(n) / 1e3,
-            rr50[i],
-            med(&gbps[i][0]),
-            med(&gbps[i][1])
+            p50_of(&out["udp64"][n]["rx_pps"]) / 1e3,
+            out["rr"][n]["p50_us"].as_f64().unwrap_or(f64::NAN),
+            p50_of(&out["tcp"][n]["far_to_pod_gbit_s"]),
+            p50_of(&out["tcp"][n]["pod_to_far_gbit_s"]),
         ));
     }
     std::fs::write(env.out_dir.join("far.dat"), dat)?;
-    Ok(Value::Object(out))
+    Ok(out)
 }
 
 impl PathCheck {
