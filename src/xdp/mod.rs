@@ -37,7 +37,8 @@ pub(crate) mod skel {
 
 pub use config::{ActionName, QueueRange, QueueRangeConfig, QueueRanges, RangeAction};
 pub use dispatcher::{
-    Attach, DetachOutcome, Dispatcher, DispatcherOptions, Pin, PinAccess, PinKind, PodHandoff,
+    prog_name, Attach, DetachOutcome, Dispatcher, DispatcherOptions, NicLock, Pin, PinAccess,
+    PinKind, PodHandoff, DISPATCHER_PROG_NAME,
     QueueAction, QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
 };
 pub use error::XdpError;
