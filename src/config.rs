@@ -785,6 +785,10 @@ pub struct LeaseConfig {
     /// What the pod binds to its leased queues (`consumer`). `None`: not declared (AF_XDP when
     /// the network has an `xdp` block, see [`NetConf::lease_consumer`]).
     pub consumer: Option<LeaseConsumer>,
+    /// The bpf file system whose NIC directory a memory-provider ADD locks (`bpffs`, default
+    /// `/sys/fs/bpf`): the directory, and so the lock, the XDP dispatcher of a network with the
+    /// same `xdp.bpffs` takes.
+    pub bpffs: PathBuf,
 }
 
 /// `lease.consumer`: what the pod binds to its leased queues. The kernel makes the two exclusive
@@ -852,6 +856,7 @@ const LEASE_KEYS: &[&str] = &[
     "maxQueuesPerPod",
     "deviceInfoDir",
     "consumer",
+    "bpffs",
 ];
 
 fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
@@ -925,6 +930,11 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
         .map(|c| one_of(c, "lease.consumer", LEASE_CONSUMERS))
         .transpose()?;
 
+    let bpffs = match get("bpffs") {
+        None => PathBuf::from(DEFAULT_BPFFS),
+        Some(b) => plain_absolute_path(b, "lease.bpffs")?,
+    };
+
     let conf = LeaseConfig {
         master,
         queues,
@@ -932,6 +942,7 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
         max_queues_per_pod,
         device_info_dir,
         consumer,
+        bpffs,
     };
     lease_consistency(&conf, obj)?;
     Ok(conf)
@@ -1857,7 +1868,10 @@ mod tests {
     fn lease_consumer_is_declared_defaulted_and_trap_combinations_refused() {
         // Default: not declared, AF_XDP once the dispatcher steers the leases.
         let c = parse(with("lease", json!({"master": "ens1f0"}))).unwrap();
-        assert_eq!((c.lease.as_ref().unwrap().consumer, c.lease_consumer()), (None, None));
+        assert_eq!(
+            (c.lease.as_ref().unwrap().consumer, c.lease_consumer()),
+            (None, None)
+        );
         let c = xdp_conf(json!({}), "single").unwrap();
         assert_eq!(c.lease_consumer(), Some(LeaseConsumer::AfXdp));
         let c = parse(with(
@@ -1866,26 +1880,60 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.lease_consumer(), Some(LeaseConsumer::MemoryProvider));
-        let c = parse(with("lease", json!({"master": "ens1f0", "consumer": "af-xdp"}))).unwrap();
+        let c = parse(with(
+            "lease",
+            json!({"master": "ens1f0", "consumer": "af-xdp"}),
+        ))
+        .unwrap();
         assert_eq!(c.lease_consumer(), Some(LeaseConsumer::AfXdp));
+        assert_eq!(
+            c.lease.as_ref().unwrap().bpffs,
+            PathBuf::from(DEFAULT_BPFFS)
+        );
+        let c = parse(with(
+            "lease",
+            json!({"master": "ens1f0", "bpffs": "/run/bpf"}),
+        ))
+        .unwrap();
+        assert_eq!(c.lease.unwrap().bpffs, PathBuf::from("/run/bpf"));
+        let e = CniError::from(
+            parse(with(
+                "lease",
+                json!({"master": "ens1f0", "bpffs": "run/bpf"}),
+            ))
+            .unwrap_err(),
+        );
+        assert!(
+            e.code == codes::INVALID_CONFIG && e.msg.contains("lease.bpffs"),
+            "{}",
+            e.msg
+        );
         for (s, k) in LEASE_CONSUMERS {
             assert_eq!((LeaseConsumer::parse(s), k.as_str()), (Some(*k), *s));
         }
 
         // An unknown kind names the field and the value.
         let e = CniError::from(
-            parse(with("lease", json!({"master": "ens1f0", "consumer": "dpdk"}))).unwrap_err(),
+            parse(with(
+                "lease",
+                json!({"master": "ens1f0", "consumer": "dpdk"}),
+            ))
+            .unwrap_err(),
         );
         assert_eq!(e.code, codes::INVALID_CONFIG);
         assert!(
-            e.msg.contains("lease.consumer") && (e.msg.contains("dpdk") || e.details.contains("dpdk")),
+            e.msg.contains("lease.consumer")
+                && (e.msg.contains("dpdk") || e.details.contains("dpdk")),
             "{} / {}",
             e.msg,
             e.details
         );
 
         // memory-provider with the dispatcher: the kernel would refuse the bind.
-        let mut v = with("lease", json!({"master": "ens1f0", "consumer": "memory-provider"}));
+        let mut v = with(
+            "lease",
+            json!({"master": "ens1f0", "consumer": "memory-provider"}),
+        );
         v["pairing"] = json!("single");
         v["xdp"] = json!({});
         let e = CniError::from(parse(v).unwrap_err());
@@ -1898,7 +1946,10 @@ mod tests {
         assert!(e.details.contains("XDP"), "{}", e.details);
 
         // memory-provider on a single device: no peer to reach the socket through.
-        let mut v = with("lease", json!({"master": "ens1f0", "consumer": "memory-provider"}));
+        let mut v = with(
+            "lease",
+            json!({"master": "ens1f0", "consumer": "memory-provider"}),
+        );
         v["pairing"] = json!("single");
         let e = CniError::from(parse(v).unwrap_err());
         assert_eq!(e.code, codes::INVALID_CONFIG);

@@ -257,9 +257,13 @@ pub trait Dataplane {
 
     // --- Memory providers and XDP on the master -------------------------------------------
 
-    /// Lock the master's NIC directory under the default bpffs, the lock the dispatcher takes
+    /// Lock the master's NIC directory under `bpffs`, the lock the dispatcher takes
     /// ([`crate::xdp::NicLock`]); held by the caller while the guard lives.
-    fn nic_lock(&mut self, master_ifindex: u32) -> Result<NicGuard, DpError>;
+    fn nic_lock(
+        &mut self,
+        bpffs: &std::path::Path,
+        master_ifindex: u32,
+    ) -> Result<NicGuard, DpError>;
     /// Every XDP program the kernel reports on the master (`IFLA_XDP`: driver, generic and
     /// offload mode), each recognised as the netkit-cni dispatcher or not. Asked under `lock`.
     fn nic_xdp(

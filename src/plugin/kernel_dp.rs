@@ -26,8 +26,7 @@ use crate::route::{self, RouteScope};
 use crate::rtnl::{Deletion, Rtnl};
 use crate::sysctl::{self, SysctlKey};
 use crate::xdp::{
-    Attach, DetachOutcome, Dispatcher, NicLock, PodHandoff, PodId, XdpError, DEFAULT_BPFFS,
-    DISPATCHER_PROG_NAME,
+    Attach, DetachOutcome, Dispatcher, NicLock, PodHandoff, PodId, XdpError, DISPATCHER_PROG_NAME,
 };
 
 pub struct KernelDataplane {
@@ -666,11 +665,11 @@ impl Dataplane for KernelDataplane {
         })
     }
 
-    fn nic_lock(&mut self, master_ifindex: u32) -> Result<NicGuard, DpError> {
-        // The default bpffs: a memory-provider network has no xdp block naming another one.
-        // An XDP network on the same NIC with a non-default xdp.bpffs locks another directory
-        // (the README says so); the kernel's own refusals still hold then.
-        let lock = NicLock::acquire(Path::new(DEFAULT_BPFFS), master_ifindex)
+    fn nic_lock(&mut self, bpffs: &Path, master_ifindex: u32) -> Result<NicGuard, DpError> {
+        // lease.bpffs: an XDP network on the same NIC with another xdp.bpffs locks another
+        // directory (the README says so); the attach refusal and the kernel's own refusals
+        // still hold then, only the race between two ADDs is no longer closed.
+        let lock = NicLock::acquire(bpffs, master_ifindex)
             .map_err(xdp("lock the master's NIC directory in bpffs"))?;
         Ok(NicGuard(Some(lock)))
     }
@@ -698,7 +697,9 @@ impl Dataplane for KernelDataplane {
         // (IFLA_XDP_SKB_PROG_ID, _DRV_, _HW_), also when only one mode is in use.
         let mut out = Vec::new();
         for a in &l.message.attributes {
-            let LinkAttribute::Xdp(nest) = a else { continue };
+            let LinkAttribute::Xdp(nest) = a else {
+                continue;
+            };
             for x in nest {
                 let (mode, id) = match x {
                     LinkXdp::DrvProgId(id) => ("driver", *id),

@@ -761,7 +761,10 @@ pub fn memory_provider_users(
             (None, Some(_)) => "devmem (dmabuf)",
             (None, None) => continue,
         };
-        out.push(format!("queue {} has a memory provider bound ({kind})", q.id));
+        out.push(format!(
+            "queue {} has a memory provider bound ({kind})",
+            q.id
+        ));
     }
     out
 }
@@ -861,6 +864,7 @@ mod tests {
             max_queues_per_pod: cap,
             device_info_dir: "/run/devinfo".into(),
             consumer: None,
+            bpffs: "/sys/fs/bpf".into(),
         }
     }
 
@@ -944,8 +948,8 @@ mod tests {
 
     #[test]
     fn memory_provider_users_are_declared_records_of_live_leases_and_bound_providers() {
-        use crate::netdev::{IoUringInfo, Lease, QueueId};
         use super::super::devinfo::{LeaseInfo, MasterInfo, QueueMap};
+        use crate::netdev::{IoUringInfo, Lease, QueueId};
         let q = |id: u32, lessee: Option<(u32, u32)>| Queue {
             id,
             queue_type: QueueType::Rx,
@@ -995,7 +999,10 @@ mod tests {
         ];
         let users = memory_provider_users(4, &queues, &records);
         assert_eq!(users.len(), 1, "{users:?}");
-        assert!(users[0].contains("mpnet/mp/eth0") && users[0].contains("1->1"), "{users:?}");
+        assert!(
+            users[0].contains("mpnet/mp/eth0") && users[0].contains("1->1"),
+            "{users:?}"
+        );
 
         // The same lease declared af-xdp, or on another master: nothing.
         let af = vec![record("mp", 7, &[(1, 1)], Some("af-xdp"))];
@@ -1006,6 +1013,9 @@ mod tests {
         let mut bound = queues.clone();
         bound[2].io_uring = Some(IoUringInfo::default());
         let users = memory_provider_users(4, &bound, &[]);
-        assert_eq!(users, vec!["queue 2 has a memory provider bound (io_uring zero-copy RX)"]);
+        assert_eq!(
+            users,
+            vec!["queue 2 has a memory provider bound (io_uring zero-copy RX)"]
+        );
     }
 }

@@ -154,9 +154,9 @@ pub fn cmd_add(
         None => None,
     };
     // Held to the end of this ADD, rollback included: see refuse_xdp_for_memory_provider.
-    let _nic_guard = match &plan {
-        Some(p) if req.conf.lease_consumer() == Some(LeaseConsumer::MemoryProvider) => {
-            Some(refuse_xdp_for_memory_provider(dp, &p.master)?)
+    let _nic_guard = match (&plan, &req.conf.lease) {
+        (Some(p), Some(l)) if req.conf.lease_consumer() == Some(LeaseConsumer::MemoryProvider) => {
+            Some(refuse_xdp_for_memory_provider(dp, &l.bpffs, &p.master)?)
         }
         _ => None,
     };
@@ -200,6 +200,7 @@ pub fn cmd_add(
 /// cannot both pass their checks.
 fn refuse_xdp_for_memory_provider(
     dp: &mut dyn Dataplane,
+    bpffs: &Path,
     master: &Master,
 ) -> Result<NicGuard, CniError> {
     let lock_failed = |e: DpError| {
@@ -217,10 +218,13 @@ fn refuse_xdp_for_memory_provider(
                 "cannot check lease master {} for XDP programs: {e}",
                 master.name
             ),
-            "a memory-provider network takes the NIC's lock in bpffs (/sys/fs/bpf) that the XDP dispatcher takes",
+            format!(
+                "a memory-provider network locks the NIC's directory under lease.bpffs ({}), the lock the XDP dispatcher takes",
+                bpffs.display()
+            ),
         )
     };
-    let guard = dp.nic_lock(master.ifindex).map_err(lock_failed)?;
+    let guard = dp.nic_lock(bpffs, master.ifindex).map_err(lock_failed)?;
     let progs = dp.nic_xdp(master.ifindex, &guard).map_err(lock_failed)?;
     if progs.is_empty() {
         return Ok(guard);
@@ -475,7 +479,13 @@ impl Add<'_> {
                 plan.master.ifindex,
                 &pod,
                 &queues,
-                &self.req.conf.lease.as_ref().expect("a plan").device_info_dir,
+                &self
+                    .req
+                    .conf
+                    .lease
+                    .as_ref()
+                    .expect("a plan")
+                    .device_info_dir,
             )
             .map_err(xdp_error)?;
         crate::failpoint::hit("add-after-xdp").map_err(injected)?;

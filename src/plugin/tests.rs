@@ -432,8 +432,9 @@ impl Dataplane for FakeKernel {
                 marker: p.single.then(|| Marker::parse(key).unwrap()),
             }))
     }
-    fn nic_lock(&mut self, master_ifindex: u32) -> Result<NicGuard, DpError> {
-        self.calls.push(format!("nic_lock {master_ifindex}"));
+    fn nic_lock(&mut self, bpffs: &Path, master_ifindex: u32) -> Result<NicGuard, DpError> {
+        self.calls
+            .push(format!("nic_lock {} {master_ifindex}", bpffs.display()));
         Ok(NicGuard(None))
     }
     fn nic_xdp(
@@ -1681,8 +1682,13 @@ fn a_memory_provider_add_is_refused_on_a_nic_with_xdp_before_ipam_naming_nic_and
     ] {
         k.nic_xdp = vec![prog];
         k.calls.clear();
-        let e = cmd_add(&request("ADD", "c1", conf.clone()), &mut k, Some(&ipam), &quiet())
-            .unwrap_err();
+        let e = cmd_add(
+            &request("ADD", "c1", conf.clone()),
+            &mut k,
+            Some(&ipam),
+            &quiet(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, errcodes::MEMORY_PROVIDER_CONFLICT, "{}", e.msg);
         assert!(
             e.msg.contains("lease master nic0") && e.msg.contains(owner),
@@ -1695,7 +1701,9 @@ fn a_memory_provider_add_is_refused_on_a_nic_with_xdp_before_ipam_naming_nic_and
             ipam.calls
         );
         assert!(
-            !k.calls.iter().any(|c| c.starts_with("create") || c.starts_with("lease ")),
+            !k.calls
+                .iter()
+                .any(|c| c.starts_with("create") || c.starts_with("lease ")),
             "{:?}",
             k.calls
         );
@@ -1710,11 +1718,15 @@ fn a_memory_provider_add_is_refused_on_a_nic_with_xdp_before_ipam_naming_nic_and
     cmd_add(&request("ADD", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap();
     let at = |p: &str| k.calls.iter().position(|c| c.starts_with(p));
     assert!(
-        at("nic_lock 50").is_some() && at("nic_lock 50") < at("create_pair"),
+        at("nic_lock /sys/fs/bpf 50").is_some()
+            && at("nic_lock /sys/fs/bpf 50") < at("create_pair"),
         "{:?}",
         k.calls
     );
-    assert_eq!(dir.info("c1")["netkit-lease"]["consumer"], "memory-provider");
+    assert_eq!(
+        dir.info("c1")["netkit-lease"]["consumer"],
+        "memory-provider"
+    );
 }
 
 #[test]
@@ -1735,6 +1747,10 @@ fn an_af_xdp_network_records_its_consumer_and_takes_no_extra_lock() {
         &quiet(),
     )
     .unwrap();
-    assert!(!k.calls.iter().any(|c| c.starts_with("nic_lock")), "{:?}", k.calls);
+    assert!(
+        !k.calls.iter().any(|c| c.starts_with("nic_lock")),
+        "{:?}",
+        k.calls
+    );
     assert_eq!(dir.info("c1")["netkit-lease"]["consumer"], "af-xdp");
 }

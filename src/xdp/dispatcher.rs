@@ -417,8 +417,9 @@ impl NicLock {
         let Some(link) = get_pin(&self.dir, PIN_LINK)? else {
             return Ok(None);
         };
-        let info = sys::link_info(link.as_fd())
-            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&self.dir.join(PIN_LINK)), e))?;
+        let info = sys::link_info(link.as_fd()).map_err(|e| {
+            XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&self.dir.join(PIN_LINK)), e)
+        })?;
         Ok((info.ifindex != 0).then_some(info.prog_id))
     }
 }
@@ -433,7 +434,9 @@ impl Drop for NicLock {
 
 impl std::fmt::Debug for NicLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NicLock").field("dir", &self.dir.path()).finish()
+        f.debug_struct("NicLock")
+            .field("dir", &self.dir.path())
+            .finish()
     }
 }
 
@@ -441,8 +444,8 @@ impl std::fmt::Debug for NicLock {
 /// The name is the kernel's (at most 15 bytes of the program's function name).
 pub fn prog_name(id: u32) -> Result<String, XdpError> {
     let fd = sys::prog_fd_by_id(id).map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))?;
-    let info = sys::prog_info(fd.as_fd())
-        .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?;
+    let info =
+        sys::prog_info(fd.as_fd()).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?;
     let bytes: Vec<u8> = info
         .name
         .iter()

@@ -38,8 +38,8 @@ pub(crate) mod skel {
 pub use config::{ActionName, QueueRange, QueueRangeConfig, QueueRanges, RangeAction};
 pub use dispatcher::{
     prog_name, Attach, DetachOutcome, Dispatcher, DispatcherOptions, NicLock, Pin, PinAccess,
-    PinKind, PodHandoff, DISPATCHER_PROG_NAME,
-    QueueAction, QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
+    PinKind, PodHandoff, QueueAction, QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
+    DISPATCHER_PROG_NAME,
 };
 pub use error::XdpError;
 pub use paths::{NicKey, NicPaths, PodId, DEFAULT_BPFFS};
