@@ -67,10 +67,24 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
             None => Vec::new(),
         };
         let has_dir = dirs.contains(&l.index);
-        if opts.master.is_none() && !has_dir && !rx.iter().any(|q| q.lease.is_some()) {
+        // A hostRouting uplink is shown even without leases or a dispatcher.
+        let mut hr_warnings = Vec::new();
+        let host_routing = if bpffs_mounted {
+            read_host_routing(&bpffs, &l.name, &mut hr_warnings)
+        } else {
+            None
+        };
+        if opts.master.is_none()
+            && !has_dir
+            && host_routing.is_none()
+            && !rx.iter().any(|q| q.lease.is_some())
+        {
             continue;
         }
-        nics.push(ctx.nic_report(l, &rx, has_dir, netdev.is_some()));
+        let mut report = ctx.nic_report(l, &rx, has_dir, netdev.is_some());
+        report.host_routing = host_routing;
+        report.warnings.extend(hr_warnings);
+        nics.push(report);
     }
     nics.sort_by_key(|n| n.ifindex);
     Ok(Report {
@@ -230,7 +244,6 @@ impl NicContext<'_> {
             queues: Vec::new(),
             warnings: Vec::new(),
         };
-        report.host_routing = read_host_routing(self.bpffs, &l.name, &mut report.warnings);
         if !l.is_up() {
             report
                 .warnings
