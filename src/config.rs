@@ -238,6 +238,13 @@ const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
 const ATTACHMENTS_OLD: &str = "cni.dev/attachments";
 
 impl NetConf {
+    /// What the leased queues are for: `lease.consumer` as declared, else AF_XDP when the
+    /// network steers them with the dispatcher (`xdp`), else not declared.
+    pub fn lease_consumer(&self) -> Option<LeaseConsumer> {
+        let declared = self.lease.as_ref().and_then(|l| l.consumer);
+        declared.or(self.xdp.as_ref().map(|_| LeaseConsumer::AfXdp))
+    }
+
     /// Parses the config from stdin bytes: malformed JSON is code 6, an unsupported `cniVersion`
     /// code 1, an unknown key code 2, a bad value code 7 (see [`ConfigError::code`]).
     pub fn parse(stdin: &[u8]) -> Result<NetConf, ConfigError> {
@@ -339,6 +346,34 @@ impl NetConf {
                     "xdp",
                     x,
                     "AF_XDP through a leased queue needs pairing \"single\" (the kernel binds AF_XDP pools only to netkit single devices)",
+                ));
+            }
+        }
+        if conf
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.consumer == Some(LeaseConsumer::MemoryProvider))
+        {
+            let field = || obj["lease"]["consumer"].clone();
+            // A trap by construction: the dispatcher is an XDP program on the master, and the
+            // kernel refuses a memory provider on a NIC with any XDP program
+            // (__netif_mp_open_rxq, net/core/netdev_rx_queue.c), and XDP on a NIC with one bound
+            // (dev_xdp_attach, net/core/dev.c).
+            if obj.get("xdp").is_some_and(|v| !v.is_null()) {
+                return Err(ConfigError::invalid(
+                    "lease.consumer",
+                    &field(),
+                    "a memory provider cannot be bound to a queue of a NIC carrying an XDP program (the kernel refuses it), and the xdp block attaches one: drop one of the two",
+                ));
+            }
+            // The flow reaches the pod's socket through the pair's peer (bpf_redirect_peer, as
+            // in tools/testing/selftests/drivers/net/hw/nk_qlease.py); a single device has no
+            // pod-side stack the physical queue's packets could reach.
+            if conf.pairing != Pairing::Pair {
+                return Err(ConfigError::invalid(
+                    "lease.consumer",
+                    &field(),
+                    "a memory provider's flows reach the pod's socket through the peer of a pair: it needs pairing \"pair\"",
                 ));
             }
         }
@@ -747,7 +782,53 @@ pub struct LeaseConfig {
     pub max_queues_per_pod: Option<u32>,
     /// Where the device-info file of each attachment is written (`deviceInfoDir`).
     pub device_info_dir: PathBuf,
+    /// What the pod binds to its leased queues (`consumer`). `None`: not declared (AF_XDP when
+    /// the network has an `xdp` block, see [`NetConf::lease_consumer`]).
+    pub consumer: Option<LeaseConsumer>,
+    /// The bpf file system whose NIC directory a memory-provider ADD locks (`bpffs`, default
+    /// `/sys/fs/bpf`): the directory, and so the lock, the XDP dispatcher of a network with the
+    /// same `xdp.bpffs` takes.
+    pub bpffs: PathBuf,
 }
+
+/// `lease.consumer`: what the pod binds to its leased queues. The kernel makes the two exclusive
+/// per NIC: a memory provider cannot be bound while the NIC carries any XDP program
+/// (`__netif_mp_open_rxq`, net/core/netdev_rx_queue.c: "unable to custom memory provider to
+/// device with XDP program attached", checked on the *physical* NIC, since
+/// `netif_mp_open_rxq` follows the lease from the netkit queue to it first), and no XDP program
+/// can be attached while one is bound (`dev_xdp_attach`, net/core/dev.c: "unable to install XDP
+/// to device using memory provider"). See the README's "Memory providers".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseConsumer {
+    /// AF_XDP sockets, fed by the XDP dispatcher (`xdp` block) or by the admin's own program.
+    AfXdp,
+    /// A page-pool memory provider (io_uring zero-copy receive, devmem TCP) bound to the leased
+    /// queue through the pod's netkit device.
+    MemoryProvider,
+}
+
+impl LeaseConsumer {
+    /// The config and device-info spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseConsumer::AfXdp => "af-xdp",
+            LeaseConsumer::MemoryProvider => "memory-provider",
+        }
+    }
+
+    /// The device-info spelling back (`None` for anything else).
+    pub fn parse(s: &str) -> Option<LeaseConsumer> {
+        LEASE_CONSUMERS
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, c)| *c)
+    }
+}
+
+const LEASE_CONSUMERS: &[(&str, LeaseConsumer)] = &[
+    ("af-xdp", LeaseConsumer::AfXdp),
+    ("memory-provider", LeaseConsumer::MemoryProvider),
+];
 
 impl LeaseConfig {
     /// The pool as configured, for messages: the explicit set, or a description of the default.
@@ -774,6 +855,8 @@ const LEASE_KEYS: &[&str] = &[
     "allowedQueues",
     "maxQueuesPerPod",
     "deviceInfoDir",
+    "consumer",
+    "bpffs",
 ];
 
 fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
@@ -843,12 +926,23 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
         Some(d) => plain_absolute_path(d, "lease.deviceInfoDir")?,
     };
 
+    let consumer = get("consumer")
+        .map(|c| one_of(c, "lease.consumer", LEASE_CONSUMERS))
+        .transpose()?;
+
+    let bpffs = match get("bpffs") {
+        None => PathBuf::from(DEFAULT_BPFFS),
+        Some(b) => plain_absolute_path(b, "lease.bpffs")?,
+    };
+
     let conf = LeaseConfig {
         master,
         queues,
         allowed_queues,
         max_queues_per_pod,
         device_info_dir,
+        consumer,
+        bpffs,
     };
     lease_consistency(&conf, obj)?;
     Ok(conf)
@@ -1764,6 +1858,103 @@ mod tests {
         let e = CniError::from(parse(with("xdp", json!({}))).unwrap_err());
         assert!(
             e.msg.contains("field xdp") && e.details.contains("lease"),
+            "{} / {}",
+            e.msg,
+            e.details
+        );
+    }
+
+    #[test]
+    fn lease_consumer_is_declared_defaulted_and_trap_combinations_refused() {
+        // Default: not declared, AF_XDP once the dispatcher steers the leases.
+        let c = parse(with("lease", json!({"master": "ens1f0"}))).unwrap();
+        assert_eq!(
+            (c.lease.as_ref().unwrap().consumer, c.lease_consumer()),
+            (None, None)
+        );
+        let c = xdp_conf(json!({}), "single").unwrap();
+        assert_eq!(c.lease_consumer(), Some(LeaseConsumer::AfXdp));
+        let c = parse(with(
+            "lease",
+            json!({"master": "ens1f0", "consumer": "memory-provider"}),
+        ))
+        .unwrap();
+        assert_eq!(c.lease_consumer(), Some(LeaseConsumer::MemoryProvider));
+        let c = parse(with(
+            "lease",
+            json!({"master": "ens1f0", "consumer": "af-xdp"}),
+        ))
+        .unwrap();
+        assert_eq!(c.lease_consumer(), Some(LeaseConsumer::AfXdp));
+        assert_eq!(
+            c.lease.as_ref().unwrap().bpffs,
+            PathBuf::from(DEFAULT_BPFFS)
+        );
+        let c = parse(with(
+            "lease",
+            json!({"master": "ens1f0", "bpffs": "/run/bpf"}),
+        ))
+        .unwrap();
+        assert_eq!(c.lease.unwrap().bpffs, PathBuf::from("/run/bpf"));
+        let e = CniError::from(
+            parse(with(
+                "lease",
+                json!({"master": "ens1f0", "bpffs": "run/bpf"}),
+            ))
+            .unwrap_err(),
+        );
+        assert!(
+            e.code == codes::INVALID_CONFIG && e.msg.contains("lease.bpffs"),
+            "{}",
+            e.msg
+        );
+        for (s, k) in LEASE_CONSUMERS {
+            assert_eq!((LeaseConsumer::parse(s), k.as_str()), (Some(*k), *s));
+        }
+
+        // An unknown kind names the field and the value.
+        let e = CniError::from(
+            parse(with(
+                "lease",
+                json!({"master": "ens1f0", "consumer": "dpdk"}),
+            ))
+            .unwrap_err(),
+        );
+        assert_eq!(e.code, codes::INVALID_CONFIG);
+        assert!(
+            e.msg.contains("lease.consumer")
+                && (e.msg.contains("dpdk") || e.details.contains("dpdk")),
+            "{} / {}",
+            e.msg,
+            e.details
+        );
+
+        // memory-provider with the dispatcher: the kernel would refuse the bind.
+        let mut v = with(
+            "lease",
+            json!({"master": "ens1f0", "consumer": "memory-provider"}),
+        );
+        v["pairing"] = json!("single");
+        v["xdp"] = json!({});
+        let e = CniError::from(parse(v).unwrap_err());
+        assert_eq!(e.code, codes::INVALID_CONFIG);
+        assert!(
+            e.msg.contains("lease.consumer") && e.msg.contains("memory-provider"),
+            "{}",
+            e.msg
+        );
+        assert!(e.details.contains("XDP"), "{}", e.details);
+
+        // memory-provider on a single device: no peer to reach the socket through.
+        let mut v = with(
+            "lease",
+            json!({"master": "ens1f0", "consumer": "memory-provider"}),
+        );
+        v["pairing"] = json!("single");
+        let e = CniError::from(parse(v).unwrap_err());
+        assert_eq!(e.code, codes::INVALID_CONFIG);
+        assert!(
+            e.msg.contains("lease.consumer") && e.details.contains("pair"),
             "{} / {}",
             e.msg,
             e.details

@@ -245,6 +245,7 @@ mod tests {
                 map_start_index: start,
                 dpdk_ports: String::new(),
             }),
+            consumer: None,
         })
     }
 

@@ -67,10 +67,24 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
             None => Vec::new(),
         };
         let has_dir = dirs.contains(&l.index);
-        if opts.master.is_none() && !has_dir && !rx.iter().any(|q| q.lease.is_some()) {
+        // A hostRouting uplink is shown even without leases or a dispatcher.
+        let mut hr_warnings = Vec::new();
+        let host_routing = if bpffs_mounted {
+            read_host_routing(&bpffs, &l.name, &mut hr_warnings)
+        } else {
+            None
+        };
+        if opts.master.is_none()
+            && !has_dir
+            && host_routing.is_none()
+            && !rx.iter().any(|q| q.lease.is_some())
+        {
             continue;
         }
-        nics.push(ctx.nic_report(l, &rx, has_dir, netdev.is_some()));
+        let mut report = ctx.nic_report(l, &rx, has_dir, netdev.is_some());
+        report.host_routing = host_routing;
+        report.warnings.extend(hr_warnings);
+        nics.push(report);
     }
     nics.sort_by_key(|n| n.ifindex);
     Ok(Report {
@@ -226,6 +240,7 @@ impl NicContext<'_> {
             rx_queues: (l.is_up() && netdev).then_some(rx.len() as u32),
             xdp: xdp_of(l),
             dispatcher: None,
+            host_routing: None,
             queues: Vec::new(),
             warnings: Vec::new(),
         };
@@ -240,19 +255,20 @@ impl NicContext<'_> {
             HashMap::new()
         };
         // Each lessee with the one record describing exactly it, if any.
-        let recorded: HashMap<(Option<i32>, u32), &Marker> = crate::plugin::lease::lessees(rx)
-            .into_iter()
-            .filter_map(|(ns, ifindex, queues)| {
-                let mut it = self
-                    .records
-                    .iter()
-                    .filter(|(_, r)| r.describes(l.index, ifindex, &queues));
-                match (it.next(), it.next()) {
-                    (Some((m, _)), None) => Some(((ns, ifindex), m)),
-                    _ => None,
-                }
-            })
-            .collect();
+        let recorded: HashMap<(Option<i32>, u32), &crate::plugin::devinfo::Record> =
+            crate::plugin::lease::lessees(rx)
+                .into_iter()
+                .filter_map(|(ns, ifindex, queues)| {
+                    let mut it = self
+                        .records
+                        .iter()
+                        .filter(|(_, r)| r.describes(l.index, ifindex, &queues));
+                    match (it.next(), it.next()) {
+                        (Some(r), None) => Some(((ns, ifindex), r)),
+                        _ => None,
+                    }
+                })
+                .collect();
         for q in rx {
             let queue = self.queue_report(
                 q,
@@ -271,20 +287,23 @@ impl NicContext<'_> {
         &self,
         q: &Queue,
         dispatch: Option<DispatchReport>,
-        recorded: &HashMap<(Option<i32>, u32), &Marker>,
+        recorded: &HashMap<(Option<i32>, u32), &crate::plugin::devinfo::Record>,
         warnings: &mut Vec<String>,
     ) -> QueueReport {
         let lease = q.lease.as_ref().map(|lease| {
             let record = recorded.get(&(lease.netns_id, lease.ifindex)).copied();
-            resolve_lessee(
+            let mut out = resolve_lessee(
                 self.rt,
                 self.rtnl,
                 &self.pairs,
-                record,
+                record.map(|(m, _)| m),
                 lease,
                 q.id,
                 warnings,
-            )
+            );
+            // Only a record that describes exactly this lessee says what it is for.
+            out.consumer = record.and_then(|(_, r)| r.consumer.clone());
+            out
         });
         let state = match &lease {
             None => QueueState::Free,
@@ -309,6 +328,37 @@ impl NicContext<'_> {
             dispatch,
         }
     }
+}
+
+/// The NIC's BPF host routing, when it is an uplink with a live tcx link (read-only use of
+/// [`crate::hostrouting::Uplink`]: its directory's lock is held only while reading).
+fn read_host_routing(
+    bpffs: &Path,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Option<HostRoutingReport> {
+    let up = match crate::hostrouting::Uplink::open(bpffs, name) {
+        Ok(Some(u)) => u,
+        Ok(None) => return None,
+        Err(e) => {
+            warnings.push(format!("host routing not readable: {e}"));
+            return None;
+        }
+    };
+    let entries = match up.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            warnings.push(format!("host routing's pod map not readable: {e}"));
+            vec![]
+        }
+    };
+    let pods: BTreeSet<u32> = entries.iter().map(|(_, primary)| *primary).collect();
+    Some(HostRoutingReport {
+        dir: up.dir().to_path_buf(),
+        ingress_prog_id: up.ingress_prog_id().ok(),
+        pods: pods.len(),
+        addresses: entries.len(),
+    })
 }
 
 /// ifindexes with a directory `netns<cookie>-if<ifindex>` under `<bpffs>/netkit-cni/`.
@@ -524,6 +574,7 @@ fn resolve_lessee(
         pairing: None,
         host_ifname: None,
         owner_verified: None,
+        consumer: None,
     };
     let remote = match lease.netns_id {
         Some(id) if id < 0 => {

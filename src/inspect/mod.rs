@@ -40,6 +40,10 @@
 //!       "stats": false,                  per-queue counters compiled in
 //!       "pins": [{"path": "link", "kind": "link" | "map", "id": 12 | null}, ...]
 //!     },                                 paths relative to bpffs_dir, e.g. "pods/<cid>/<ifname>/xsks"
+//!     "host_routing": null | {           the NIC is a hostRouting uplink with its tcx link
+//!       "dir": "/sys/fs/bpf/netkit-cni/uplink-…", "ingress_prog_id": 51 | null,
+//!       "pods": 2, "addresses": 2        host-side primaries / pod addresses in its map
+//!     },
 //!     "queues": [{
 //!       "id": 1,
 //!       "state": "free" | "leased" | "foreign",   foreign: leased to a device that is not ours
@@ -52,7 +56,8 @@
 //!         "network": "net" | null, "container_id": "c1" | null,   from the marker
 //!         "pairing": "pair" | "single" | null,
 //!         "host_ifname": "nk…" | null,   pair: the host-side device carrying the marker
-//!         "owner_verified": true | false | null   see below
+//!         "owner_verified": true | false | null,  see below
+//!         "consumer": "af-xdp" | "memory-provider" | null   lease.consumer, from the record
 //!       },
 //!       "dispatch": null | {             the dispatcher's entry (null: no dispatcher)
 //!         "action": A,                   what it does now
@@ -266,6 +271,9 @@ pub struct NicReport {
     pub xdp: Option<XdpReport>,
     /// The netkit-cni dispatcher, if attached.
     pub dispatcher: Option<DispatcherReport>,
+    /// BPF host routing, when the NIC is an uplink with its tcx link attached.
+    #[serde(default)]
+    pub host_routing: Option<HostRoutingReport>,
     /// Every real RX queue, by id.
     pub queues: Vec<QueueReport>,
     /// Per-NIC observations (stale directory, unreadable dispatcher, unreachable lessee).
@@ -390,6 +398,25 @@ pub struct LeaseReport {
     /// Whether the owner (network, container id, pairing) comes from facts the pod cannot
     /// change (see the module docs); `None` for a lessee that is not ours.
     pub owner_verified: Option<bool>,
+    /// What the lease is for, `"af-xdp"` or `"memory-provider"` (the network's
+    /// `lease.consumer`), from the device-info record that describes exactly this lessee;
+    /// `None` without such a record or when the network declared none.
+    #[serde(default)]
+    pub consumer: Option<String>,
+}
+
+/// BPF host routing on a NIC that is a `hostRouting.uplink` (read through
+/// [`crate::hostrouting::Uplink::open`], whose lock is held only while reading).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoutingReport {
+    /// The directory of its pins.
+    pub dir: PathBuf,
+    /// Program id of the tcx ingress program (`None`: unreadable).
+    pub ingress_prog_id: Option<u32>,
+    /// Pods (host-side primaries) with addresses in its map.
+    pub pods: usize,
+    /// Pod addresses in its map.
+    pub addresses: usize,
 }
 
 /// A dispatcher queue action.

@@ -91,6 +91,16 @@ fn render_nic(out: &mut String, nic: &NicReport) {
         }
         None => out.push_str("  dispatcher: none\n"),
     }
+    if let Some(h) = &nic.host_routing {
+        let _ = writeln!(
+            out,
+            "  host routing: tcx ingress program {}, {} pod(s), {} address(es) ({})",
+            opt(h.ingress_prog_id),
+            h.pods,
+            h.addresses,
+            h.dir.display()
+        );
+    }
     if nic.queues.is_empty() {
         out.push_str("  no RX queues reported\n");
     } else {
@@ -101,6 +111,7 @@ fn render_nic(out: &mut String, nic: &NicReport) {
             "IFNAME",
             "NETWORK",
             "PAIRING",
+            "CONSUMER",
             "IFINDEX",
             "NSID",
             "VQUEUE",
@@ -152,6 +163,7 @@ fn queue_row(q: &QueueReport) -> Vec<String> {
             })
             .unwrap_or("-")
             .to_string(),
+        s(l.and_then(|l| l.consumer.as_ref())),
         l.map(|l| l.ifindex.to_string())
             .unwrap_or_else(|| "-".into()),
         l.map(|l| {

@@ -39,6 +39,12 @@ fn sample() -> Report {
                     },
                 ],
             }),
+            host_routing: Some(HostRoutingReport {
+                dir: "/sys/fs/bpf/netkit-cni/uplink-netns4097-if4".into(),
+                ingress_prog_id: Some(51),
+                pods: 2,
+                addresses: 3,
+            }),
             queues: vec![
                 QueueReport {
                     id: 0,
@@ -67,6 +73,7 @@ fn sample() -> Report {
                         pairing: Some(Pairing::Single),
                         host_ifname: None,
                         owner_verified: Some(true),
+                        consumer: Some("af-xdp".into()),
                     }),
                     dispatch: Some(DispatchReport {
                         action: Action::Pod,
@@ -90,6 +97,7 @@ fn sample() -> Report {
                         pairing: None,
                         host_ifname: None,
                         owner_verified: None,
+                        consumer: None,
                     }),
                     dispatch: None,
                 },
@@ -118,6 +126,7 @@ fn json_field_names_are_the_documented_ones() {
         [
             "bpffs_dir",
             "dispatcher",
+            "host_routing",
             "ifindex",
             "name",
             "netns_cookie",
@@ -146,8 +155,14 @@ fn json_field_names_are_the_documented_ones() {
         nic["queues"][1]["lease"],
         json!({"ifindex": 2, "netns_id": 0, "vqueue": 1, "ifname": "eth0", "network": "fastnet",
                "container_id": "podA", "pairing": "single", "host_ifname": null,
-               "owner_verified": true})
+               "owner_verified": true, "consumer": "af-xdp"})
     );
+    assert_eq!(
+        nic["host_routing"],
+        json!({"dir": "/sys/fs/bpf/netkit-cni/uplink-netns4097-if4", "ingress_prog_id": 51,
+               "pods": 2, "addresses": 3})
+    );
+    assert_eq!(nic["queues"][2]["lease"]["consumer"], Value::Null);
     assert_eq!(nic["queues"][1]["dispatch"]["action"], "pod");
     assert_eq!(nic["queues"][1]["dispatch"]["range_action"], "drop");
     assert_eq!(nic["queues"][2]["state"], "foreign");
@@ -173,10 +188,11 @@ fn table_shows_every_queue_and_the_dispatcher() {
         "  dispatcher: XDP link 12, program 40, native mode, statistics off",
         "  pinned:     link (link 12)",
         "              pods/podA/eth0/xsks (map 9)",
-        "  QUEUE  STATE                             CONTAINER  IFNAME  NETWORK  PAIRING  IFINDEX  NSID  VQUEUE  DISPATCHER",
-        "  0      free                              -          -       -        -        -        -     -       pass",
-        "  1      leased                            podA       eth0    fastnet  single   2        0     1       pod vq 1 xskmap 9 (podA/eth0), restores drop",
-        "  2      leased (not netkit-cni) [af-xdp]  -          other0  -        -        7        self  3       -",
+        "  host routing: tcx ingress program 51, 2 pod(s), 3 address(es) (/sys/fs/bpf/netkit-cni/uplink-netns4097-if4)",
+        "  QUEUE  STATE                             CONTAINER  IFNAME  NETWORK  PAIRING  CONSUMER  IFINDEX  NSID  VQUEUE  DISPATCHER",
+        "  0      free                              -          -       -        -        -         -        -     -       pass",
+        "  1      leased                            podA       eth0    fastnet  single   af-xdp    2        0     1       pod vq 1 xskmap 9 (podA/eth0), restores drop",
+        "  2      leased (not netkit-cni) [af-xdp]  -          other0  -        -        -         7        self  3       -",
         "  DPDK (AF_XDP PMD): one single-queue port per leased queue (queue_count=1, start_queue=VQUEUE): netkit reports no channels",
         "  warning: queue 9: something odd",
         "",
@@ -213,6 +229,7 @@ fn table_without_nics_or_dispatcher_says_so() {
         "no NIC in this network namespace has leased RX queues or a netkit-cni dispatcher\n"
     );
     nic.dispatcher = None;
+    nic.host_routing = None;
     nic.xdp = None;
     nic.queues.clear();
     nic.rx_queues = None;

@@ -255,16 +255,37 @@ pub trait Dataplane {
     /// Delete such a link. Already gone is success.
     fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError>;
 
+    // --- Memory providers and XDP on the master -------------------------------------------
+
+    /// Lock the master's NIC directory under `bpffs`, the lock the dispatcher takes
+    /// ([`crate::xdp::NicLock`]); held by the caller while the guard lives.
+    fn nic_lock(
+        &mut self,
+        bpffs: &std::path::Path,
+        master_ifindex: u32,
+    ) -> Result<NicGuard, DpError>;
+    /// Every XDP program the kernel reports on the master (`IFLA_XDP`: driver, generic and
+    /// offload mode), each recognised as the netkit-cni dispatcher or not. Asked under `lock`.
+    fn nic_xdp(
+        &mut self,
+        master_ifindex: u32,
+        lock: &NicGuard,
+    ) -> Result<Vec<NicXdpProgram>, DpError>;
+
     // --- XDP dispatcher on the master ----------------------------------------------------
 
     /// Attach the master's dispatcher unless it is (applying `conf.ranges` when this call
     /// attaches), then steer each leased physical queue to `pod`'s XSKMAP at its virtual queue.
+    /// Before attaching, under the NIC's lock, it refuses while leases for memory providers
+    /// exist on the master ([`super::lease::memory_provider_users`], with the device-info
+    /// records of `device_info_dir`).
     fn xdp_steer(
         &mut self,
         conf: &XdpConfig,
         master_ifindex: u32,
         pod: &PodId,
         queues: &[SteerQueue],
+        device_info_dir: &std::path::Path,
     ) -> Result<PodHandoff, DpError>;
     /// Give `pod`'s queues back to their range actions, remove its XSKMAP pin, and detach the
     /// dispatcher when no pod is left on the master. No dispatcher at all is success (DEL is
@@ -287,6 +308,42 @@ pub trait Dataplane {
     /// Remove the pins of dispatchers whose NIC is gone (its link is defunct), in this netns.
     /// Returns the directories removed.
     fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<Vec<PathBuf>, DpError>;
+}
+
+/// The master's NIC lock ([`Dataplane::nic_lock`]); `None` in a dataplane without bpffs (tests).
+#[derive(Debug)]
+pub struct NicGuard(pub Option<crate::xdp::NicLock>);
+
+/// An XDP program attached to a NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicXdpProgram {
+    /// "driver", "generic" or "offload".
+    pub mode: &'static str,
+    /// Kernel program id.
+    pub id: u32,
+    /// The kernel's program name (empty if it could not be read).
+    pub name: String,
+    /// It is the netkit-cni dispatcher: the program of the live link pinned in the NIC's
+    /// directory, or a program of the dispatcher's name.
+    pub ours: bool,
+}
+
+impl std::fmt::Display for NicXdpProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ours {
+            write!(
+                f,
+                "the netkit-cni XDP dispatcher (program id {}, {} mode) of a network with an xdp block",
+                self.id, self.mode
+            )
+        } else {
+            write!(
+                f,
+                "XDP program id {} name {:?} ({} mode), not netkit-cni's",
+                self.id, self.name, self.mode
+            )
+        }
+    }
 }
 
 /// One leased queue to steer: the master's RX queue and the queue it became on the pod device.

@@ -13,6 +13,7 @@
 //!     "ifindex": 2, "sandbox": "/run/netns/pod",
 //!     "master": {"name": "ens1f0", "ifindex": 4},
 //!     "queues": [{"physical": 1, "virtual": 1}, {"physical": 2, "virtual": 2}],
+//!     "consumer": "af-xdp",
 //!     "xdp": {"xsk-map": "/sys/fs/bpf/netkit-cni/netns1-if4/pods/c1/eth0/xsks",
 //!             "start-queue": 1, "queue-count": 2, "map-start-index": 1,
 //!             "dpdk-ports": "one single-queue port per leased queue: ..."}
@@ -104,6 +105,13 @@ pub struct LeaseInfo {
     /// Absent when the network has no `xdp` block (and in files written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp: Option<XdpInfo>,
+    /// What the leased queues are for: `"af-xdp"` or `"memory-provider"` (the network's
+    /// `lease.consumer`, AF_XDP by default with an `xdp` block). Absent when the network
+    /// declares none (and in files written before it existed). A root-owned record that
+    /// [`LeaseInfo::describes`] a live lessee is what the XDP dispatcher's attach refusal trusts
+    /// (see the README's threat model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
 }
 
 /// Where the pod's AF_XDP sockets go.
@@ -360,6 +368,7 @@ mod tests {
                 },
             ],
             xdp: None,
+            consumer: None,
         })
     }
 

@@ -25,7 +25,9 @@ use crate::netns::{NetNs, NetnsError};
 use crate::route::{self, RouteScope};
 use crate::rtnl::{Deletion, Rtnl};
 use crate::sysctl::{self, SysctlKey};
-use crate::xdp::{Attach, DetachOutcome, Dispatcher, PodHandoff, PodId, XdpError};
+use crate::xdp::{
+    Attach, DetachOutcome, Dispatcher, NicLock, PodHandoff, PodId, XdpError, DISPATCHER_PROG_NAME,
+};
 
 pub struct KernelDataplane {
     rt: tokio::runtime::Runtime,
@@ -663,15 +665,100 @@ impl Dataplane for KernelDataplane {
         })
     }
 
+    fn nic_lock(&mut self, bpffs: &Path, master_ifindex: u32) -> Result<NicGuard, DpError> {
+        // lease.bpffs: an XDP network on the same NIC with another xdp.bpffs locks another
+        // directory (the README says so); the attach refusal and the kernel's own refusals
+        // still hold then, only the race between two ADDs is no longer closed.
+        let lock = NicLock::acquire(bpffs, master_ifindex)
+            .map_err(xdp("lock the master's NIC directory in bpffs"))?;
+        Ok(NicGuard(Some(lock)))
+    }
+
+    fn nic_xdp(
+        &mut self,
+        master_ifindex: u32,
+        lock: &NicGuard,
+    ) -> Result<Vec<NicXdpProgram>, DpError> {
+        use netlink_packet_route::link::LinkXdp;
+        let l = self
+            .rt
+            .block_on(link::get_link_by_index(&self.rtnl, master_ifindex))
+            .map_err(|source| DpError::Link {
+                step: "read the master's XDP programs",
+                source,
+            })?;
+        let ours = match &lock.0 {
+            Some(lock) => lock
+                .dispatcher_prog_id()
+                .map_err(xdp("read the master's dispatcher link"))?,
+            None => None,
+        };
+        // rtnl_xdp_fill (net/core/rtnetlink.c) reports each mode's program in its own attribute
+        // (IFLA_XDP_SKB_PROG_ID, _DRV_, _HW_), also when only one mode is in use.
+        let mut out = Vec::new();
+        for a in &l.message.attributes {
+            let LinkAttribute::Xdp(nest) = a else {
+                continue;
+            };
+            for x in nest {
+                let (mode, id) = match x {
+                    LinkXdp::DrvProgId(id) => ("driver", *id),
+                    LinkXdp::SkbProgId(id) => ("generic", *id),
+                    LinkXdp::HwProgId(id) => ("offload", *id),
+                    _ => continue,
+                };
+                // The program may be replaced between the dump and this lookup: the id is
+                // still named, without a name.
+                let name = crate::xdp::prog_name(id).unwrap_or_default();
+                out.push(NicXdpProgram {
+                    mode,
+                    id,
+                    ours: ours == Some(id) || name == DISPATCHER_PROG_NAME,
+                    name,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn xdp_steer(
         &mut self,
         conf: &XdpConfig,
         master_ifindex: u32,
         pod: &PodId,
         queues: &[SteerQueue],
+        device_info_dir: &Path,
     ) -> Result<PodHandoff, DpError> {
-        let (d, attach) = Dispatcher::attach_or_open(&conf.options(), master_ifindex, &conf.ranges)
-            .map_err(xdp("attach the XDP dispatcher to the master"))?;
+        // Asked under the NIC's lock, only by the call that would attach: a memory-provider
+        // ADD holds the same lock from its own XDP check to its device-info record.
+        let mut may_attach = || -> Result<(), XdpError> {
+            let refused = |reason: String| XdpError::AttachRefused {
+                ifindex: master_ifindex,
+                reason,
+            };
+            let qs = self
+                .master_queues(master_ifindex)
+                .map_err(|e| refused(format!("cannot read the NIC's queues: {e}")))?;
+            let records = match super::devinfo::records(device_info_dir) {
+                Ok((records, _)) => records,
+                Err(e) => return Err(refused(format!("cannot read the device-info records: {e}"))),
+            };
+            let users = super::lease::memory_provider_users(master_ifindex, &qs, &records);
+            if users.is_empty() {
+                return Ok(());
+            }
+            Err(refused(format!(
+                "{}; the kernel refuses a memory provider on a NIC with any XDP program (net/core/netdev_rx_queue.c); DEL those attachments first",
+                users.join("; ")
+            )))
+        };
+        let (d, attach) = Dispatcher::attach_or_open_guarded(
+            &conf.options(),
+            master_ifindex,
+            &conf.ranges,
+            &mut may_attach,
+        )
+        .map_err(xdp("attach the XDP dispatcher to the master"))?;
         let mut handoff = None;
         for q in queues {
             // ADD holds the kernel's lease on every queue it steers, so a steering still left to

@@ -725,6 +725,50 @@ pub fn leasing_devices(
     Ok(out)
 }
 
+/// What stands in the way of attaching XDP to the master `master_ifindex` (whose RX queues the
+/// kernel reported as `queues`): each lessee that a device-info record (`records`, from
+/// [`super::devinfo::records`]: only root-owned files whose content matches their name) declares
+/// as leased for a memory provider and [`describes`](super::devinfo::LeaseInfo::describes)
+/// exactly, and each queue the kernel reports a memory provider bound on (the kernel itself
+/// then refuses the attach: `dev_xdp_attach`, net/core/dev.c). Empty: nothing is in the way.
+///
+/// A record only counts while the kernel still shows its leases, so a stale file (its pod gone)
+/// refuses nothing; a pod that can write the device-info directory can at most remove its own
+/// root-owned record (it cannot forge one: files it creates are not root's), which unblocks XDP
+/// on the NIC and so only lets the kernel refuse its own memory provider later.
+pub fn memory_provider_users(
+    master_ifindex: u32,
+    queues: &[Queue],
+    records: &[super::devinfo::Record],
+) -> Vec<String> {
+    let mp = crate::config::LeaseConsumer::MemoryProvider.as_str();
+    let mut out = Vec::new();
+    for (_, ifindex, held) in lessees(queues) {
+        let declared = records.iter().find(|(_, r)| {
+            r.consumer.as_deref() == Some(mp) && r.describes(master_ifindex, ifindex, &held)
+        });
+        if let Some((m, _)) = declared {
+            let qs: Vec<String> = held.iter().map(|(p, v)| format!("{p}->{v}")).collect();
+            out.push(format!(
+                "{m} leases queue(s) {} for a memory provider",
+                qs.join(", ")
+            ));
+        }
+    }
+    for q in queues.iter().filter(|q| q.queue_type == QueueType::Rx) {
+        let kind = match (&q.io_uring, q.dmabuf) {
+            (Some(_), _) => "io_uring zero-copy RX",
+            (None, Some(_)) => "devmem (dmabuf)",
+            (None, None) => continue,
+        };
+        out.push(format!(
+            "queue {} has a memory provider bound ({kind})",
+            q.id
+        ));
+    }
+    out
+}
+
 /// DEL of a single device: whatever device holds the leases recorded for `marker` is deleted,
 /// whatever its name or alias now (the pod may have changed both). With `netns`, only a lessee
 /// in that netns counts. When no lessee is described by the attachment's record (no record, or
@@ -819,6 +863,8 @@ mod tests {
             allowed_queues: None,
             max_queues_per_pod: cap,
             device_info_dir: "/run/devinfo".into(),
+            consumer: None,
+            bpffs: "/sys/fs/bpf".into(),
         }
     }
 
@@ -898,5 +944,78 @@ mod tests {
         q.io_uring = None;
         q.dmabuf = Some(1);
         assert!(busy_reason(&q).unwrap().contains("memory provider"));
+    }
+
+    #[test]
+    fn memory_provider_users_are_declared_records_of_live_leases_and_bound_providers() {
+        use super::super::devinfo::{LeaseInfo, MasterInfo, QueueMap};
+        use crate::netdev::{IoUringInfo, Lease, QueueId};
+        let q = |id: u32, lessee: Option<(u32, u32)>| Queue {
+            id,
+            queue_type: QueueType::Rx,
+            ifindex: 4,
+            napi_id: None,
+            dmabuf: None,
+            io_uring: None,
+            xsk: false,
+            lease: lessee.map(|(ifindex, v)| Lease {
+                ifindex,
+                queue: QueueId::rx(v),
+                netns_id: Some(1),
+            }),
+            unknown: vec![],
+        };
+        let record = |cid: &str, ifindex: u32, queues: &[(u32, u32)], consumer: Option<&str>| {
+            let m = Marker::new("mpnet", cid, "eth0").unwrap();
+            let info = LeaseInfo {
+                network: "mpnet".into(),
+                container_id: cid.into(),
+                interface: "eth0".into(),
+                pairing: "pair".into(),
+                ifindex,
+                sandbox: "/run/netns/p".into(),
+                master: MasterInfo {
+                    name: "ens1f0".into(),
+                    ifindex: 4,
+                },
+                queues: queues
+                    .iter()
+                    .map(|&(physical, virtual_id)| QueueMap {
+                        physical,
+                        virtual_id,
+                    })
+                    .collect(),
+                xdp: None,
+                consumer: consumer.map(str::to_string),
+            };
+            (m, info)
+        };
+        let queues = vec![q(0, None), q(1, Some((7, 1))), q(2, Some((8, 1)))];
+        let records = vec![
+            record("mp", 7, &[(1, 1)], Some("memory-provider")),
+            record("plain", 8, &[(2, 1)], None),
+            // Describes no live lease (its pod is gone): refuses nothing.
+            record("stale", 9, &[(3, 1)], Some("memory-provider")),
+        ];
+        let users = memory_provider_users(4, &queues, &records);
+        assert_eq!(users.len(), 1, "{users:?}");
+        assert!(
+            users[0].contains("mpnet/mp/eth0") && users[0].contains("1->1"),
+            "{users:?}"
+        );
+
+        // The same lease declared af-xdp, or on another master: nothing.
+        let af = vec![record("mp", 7, &[(1, 1)], Some("af-xdp"))];
+        assert!(memory_provider_users(4, &queues, &af).is_empty());
+        assert!(memory_provider_users(5, &queues, &records).is_empty());
+
+        // A provider the kernel reports bound counts whatever the records say.
+        let mut bound = queues.clone();
+        bound[2].io_uring = Some(IoUringInfo::default());
+        let users = memory_provider_users(4, &bound, &[]);
+        assert_eq!(
+            users,
+            vec!["queue 2 has a memory provider bound (io_uring zero-copy RX)"]
+        );
     }
 }

@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::cni::{
     self, CniEnv, CniError, CniResult, CniVersion, Command, Interface, IpCidr, Route,
 };
-use crate::config::{LeaseConfig, NetConf, Pairing};
+use crate::config::{LeaseConfig, LeaseConsumer, NetConf, Pairing};
 use crate::link::{LinkError, Marker};
 use crate::logging::Logger;
 use crate::rtnl::Deletion;
@@ -63,6 +63,9 @@ pub mod errcodes {
     /// mounted, another XDP program on the NIC, a driver refusing XDP, …); the message names the
     /// step and the errno.
     pub const XDP_FAILED: u32 = 110;
+    /// A network whose leases are for a memory provider (`lease.consumer`) was refused: the
+    /// master carries an XDP program (the message names the NIC and the program's owner).
+    pub const MEMORY_PROVIDER_CONFLICT: u32 = 112;
 }
 
 /// One parsed invocation.
@@ -150,6 +153,13 @@ pub fn cmd_add(
         )?),
         None => None,
     };
+    // Held to the end of this ADD, rollback included: see refuse_xdp_for_memory_provider.
+    let _nic_guard = match (&plan, &req.conf.lease) {
+        (Some(p), Some(l)) if req.conf.lease_consumer() == Some(LeaseConsumer::MemoryProvider) => {
+            Some(refuse_xdp_for_memory_provider(dp, &l.bpffs, &p.master)?)
+        }
+        _ => None,
+    };
     refuse_existing(req, dp, &marker)?;
 
     let mut undo = AddUndo::new(req, marker.clone());
@@ -176,6 +186,60 @@ pub fn cmd_add(
         ));
         undo.roll_back(dp, log);
     })
+}
+
+/// A network whose leases are for a memory provider is refused on a master carrying any XDP
+/// program (any mode): the kernel would refuse the pod's bind later (`__netif_mp_open_rxq`,
+/// net/core/netdev_rx_queue.c, checks the *physical* NIC's `dev_xdp_prog_count` after following
+/// the lease from the netkit queue), long after the pod started. Checked before IPAM and before
+/// any device, so a refusal leaves nothing behind.
+///
+/// Returns the NIC's lock (the one the XDP dispatcher takes), which the caller holds until its
+/// device-info record (the declaration the dispatcher's attach refusal reads) is written: an XDP
+/// ADD that would attach asks, under the same lock, whether such leases exist, so the two ADDs
+/// cannot both pass their checks.
+fn refuse_xdp_for_memory_provider(
+    dp: &mut dyn Dataplane,
+    bpffs: &Path,
+    master: &Master,
+) -> Result<NicGuard, CniError> {
+    let lock_failed = |e: DpError| {
+        if let DpError::Xdp { source, .. } = &e {
+            if source.is_lock_timeout() {
+                return CniError::try_again_later(
+                    e.to_string(),
+                    "another plugin operation holds the NIC's directory in bpffs",
+                );
+            }
+        }
+        CniError::plugin_specific(
+            errcodes::MEMORY_PROVIDER_CONFLICT,
+            format!(
+                "cannot check lease master {} for XDP programs: {e}",
+                master.name
+            ),
+            format!(
+                "a memory-provider network locks the NIC's directory under lease.bpffs ({}), the lock the XDP dispatcher takes",
+                bpffs.display()
+            ),
+        )
+    };
+    let guard = dp.nic_lock(bpffs, master.ifindex).map_err(lock_failed)?;
+    let progs = dp.nic_xdp(master.ifindex, &guard).map_err(lock_failed)?;
+    if progs.is_empty() {
+        return Ok(guard);
+    }
+    let owners: Vec<String> = progs.iter().map(ToString::to_string).collect();
+    Err(CniError::plugin_specific(
+        errcodes::MEMORY_PROVIDER_CONFLICT,
+        format!(
+            "lease master {} (ifindex {}) carries {}: its leases are for a memory provider (lease.consumer), which the kernel refuses to bind on a NIC with any XDP program",
+            master.name,
+            master.ifindex,
+            owners.join(" and ")
+        ),
+        "net/core/netdev_rx_queue.c: \"unable to custom memory provider to device with XDP program attached\"; use another NIC, or DEL the XDP network's attachments (or detach the program) first",
+    ))
 }
 
 /// Refuses a second ADD of the same attachment before IPAM: a rollback after IPAM would release
@@ -410,7 +474,19 @@ impl Add<'_> {
             })
             .collect();
         let h = dp
-            .xdp_steer(x, plan.master.ifindex, &pod, &queues)
+            .xdp_steer(
+                x,
+                plan.master.ifindex,
+                &pod,
+                &queues,
+                &self
+                    .req
+                    .conf
+                    .lease
+                    .as_ref()
+                    .expect("a plan")
+                    .device_info_dir,
+            )
             .map_err(xdp_error)?;
         crate::failpoint::hit("add-after-xdp").map_err(injected)?;
         self.log.debug(format_args!(
@@ -589,6 +665,7 @@ fn device_info(
             })
             .collect(),
         xdp: handoff.map(devinfo::XdpInfo::from_handoff),
+        consumer: req.conf.lease_consumer().map(|c| c.as_str().to_string()),
     })
 }
 

@@ -55,6 +55,8 @@ struct FakeKernel {
     lease_refusal: Option<(Errno, &'static str)>,
     /// The master's dispatcher.
     xdp: FakeXdp,
+    /// What `nic_xdp` reports on the master.
+    nic_xdp: Vec<NicXdpProgram>,
 }
 
 /// The dispatcher on the fake NIC: attached or not, and queue → (pod "cid/ifname", vqueue).
@@ -430,12 +432,26 @@ impl Dataplane for FakeKernel {
                 marker: p.single.then(|| Marker::parse(key).unwrap()),
             }))
     }
+    fn nic_lock(&mut self, bpffs: &Path, master_ifindex: u32) -> Result<NicGuard, DpError> {
+        self.calls
+            .push(format!("nic_lock {} {master_ifindex}", bpffs.display()));
+        Ok(NicGuard(None))
+    }
+    fn nic_xdp(
+        &mut self,
+        master_ifindex: u32,
+        _lock: &NicGuard,
+    ) -> Result<Vec<NicXdpProgram>, DpError> {
+        assert_eq!(master_ifindex, self.nic.as_ref().unwrap().ifindex);
+        Ok(self.nic_xdp.clone())
+    }
     fn xdp_steer(
         &mut self,
         conf: &crate::config::XdpConfig,
         master_ifindex: u32,
         pod: &PodId,
         queues: &[SteerQueue],
+        _device_info_dir: &Path,
     ) -> Result<PodHandoff, DpError> {
         self.calls.push(format!(
             "xdp_steer {:?}",
@@ -1635,4 +1651,106 @@ fn a_held_xdp_lock_is_try_again_later_naming_the_directory_and_other_xdp_errors_
         "{}",
         e.msg
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leases for memory providers
+
+#[test]
+fn a_memory_provider_add_is_refused_on_a_nic_with_xdp_before_ipam_naming_nic_and_owner() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    let conf = lease_conf(&dir, "pair", json!({"consumer": "memory-provider"}));
+    for (prog, owner) in [
+        (
+            NicXdpProgram {
+                mode: "generic",
+                id: 40,
+                name: "nkc_dispatch".into(),
+                ours: true,
+            },
+            "netkit-cni XDP dispatcher (program id 40, generic mode)",
+        ),
+        (
+            NicXdpProgram {
+                mode: "driver",
+                id: 77,
+                name: "xdp_fw".into(),
+                ours: false,
+            },
+            "XDP program id 77 name \"xdp_fw\" (driver mode), not netkit-cni's",
+        ),
+    ] {
+        k.nic_xdp = vec![prog];
+        k.calls.clear();
+        let e = cmd_add(
+            &request("ADD", "c1", conf.clone()),
+            &mut k,
+            Some(&ipam),
+            &quiet(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, errcodes::MEMORY_PROVIDER_CONFLICT, "{}", e.msg);
+        assert!(
+            e.msg.contains("lease master nic0") && e.msg.contains(owner),
+            "{}",
+            e.msg
+        );
+        assert!(
+            ipam.calls.borrow().is_empty(),
+            "refused before IPAM: {:?}",
+            ipam.calls
+        );
+        assert!(
+            !k.calls
+                .iter()
+                .any(|c| c.starts_with("create") || c.starts_with("lease ")),
+            "{:?}",
+            k.calls
+        );
+        assert!(k.pods.is_empty() && leases_of(&k).is_empty());
+        assert!(!dir.0.join("podnet:c1:eth0-device.json").exists());
+    }
+
+    // Without XDP on the NIC it goes through, under the NIC lock, and the record says what
+    // the leases are for.
+    k.nic_xdp.clear();
+    k.calls.clear();
+    cmd_add(&request("ADD", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap();
+    let at = |p: &str| k.calls.iter().position(|c| c.starts_with(p));
+    assert!(
+        at("nic_lock /sys/fs/bpf 50").is_some()
+            && at("nic_lock /sys/fs/bpf 50") < at("create_pair"),
+        "{:?}",
+        k.calls
+    );
+    assert_eq!(
+        dir.info("c1")["netkit-lease"]["consumer"],
+        "memory-provider"
+    );
+}
+
+#[test]
+fn an_af_xdp_network_records_its_consumer_and_takes_no_extra_lock() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    // A foreign XDP program does not concern an AF_XDP network's check (the dispatcher's own
+    // attach meets it).
+    k.nic_xdp = vec![NicXdpProgram {
+        mode: "driver",
+        id: 77,
+        name: "xdp_fw".into(),
+        ours: false,
+    }];
+    cmd_add(
+        &request("ADD", "c1", xdp_conf(&dir, json!({}))),
+        &mut k,
+        None,
+        &quiet(),
+    )
+    .unwrap();
+    assert!(
+        !k.calls.iter().any(|c| c.starts_with("nic_lock")),
+        "{:?}",
+        k.calls
+    );
+    assert_eq!(dir.info("c1")["netkit-lease"]["consumer"], "af-xdp");
 }

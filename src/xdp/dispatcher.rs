@@ -379,6 +379,85 @@ fn lock_nic_dir(root: &Dir, name: &str, create: bool) -> Result<Option<Locked>, 
     }
 }
 
+/// The NIC directory's lock, taken by an operation that is not a dispatcher user: an ADD whose
+/// leases are for a memory provider holds it from its check that the NIC carries no XDP program
+/// until its device-info record is written, so a first XDP ADD on the NIC (which asks, under the
+/// same lock, whether such leases exist before attaching) cannot pass it. Creates the directory
+/// if needed (an empty directory is what a dispatcher-less NIC looks like to
+/// [`Dispatcher::attach_or_open`]: it attaches afresh) and removes it again on drop when it is
+/// still empty, i.e. no dispatcher was ever attached there.
+pub struct NicLock {
+    parent: Dir,
+    name: String,
+    dir: Dir,
+    // Dropped after `Drop::drop` ran: the empty directory is removed while still locked, so a
+    // waiter sees `st_nlink == 0` and starts over (as after a detach).
+    _lock: Flock<File>,
+}
+
+impl NicLock {
+    /// Lock NIC `ifindex`'s directory (in the calling thread's netns) under `<bpffs>/netkit-cni/`.
+    /// Gives up after [`LOCK_TIMEOUT`] ([`XdpError::is_lock_timeout`]).
+    pub fn acquire(bpffs: &Path, ifindex: u32) -> Result<NicLock, XdpError> {
+        let root = open_bpffs(bpffs)?;
+        let nic = NicKey::in_current_netns(ifindex)?;
+        let name = nic.dir_name();
+        let locked = lock_nic_dir(&root, &name, true)?.expect("created");
+        Ok(NicLock {
+            parent: locked.parent,
+            name,
+            dir: locked.dir,
+            _lock: locked.lock,
+        })
+    }
+
+    /// The program id of the netkit-cni dispatcher whose live link is pinned in the directory,
+    /// `None` when there is none (or its device is gone). Read under the lock.
+    pub fn dispatcher_prog_id(&self) -> Result<Option<u32>, XdpError> {
+        let Some(link) = get_pin(&self.dir, PIN_LINK)? else {
+            return Ok(None);
+        };
+        let info = sys::link_info(link.as_fd()).map_err(|e| {
+            XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&self.dir.join(PIN_LINK)), e)
+        })?;
+        Ok((info.ifindex != 0).then_some(info.prog_id))
+    }
+}
+
+impl Drop for NicLock {
+    fn drop(&mut self) {
+        // rmdir refuses a directory with pins in it (ENOTEMPTY): a dispatcher's, live or dead,
+        // stays for its users and the sweep.
+        let _ = self.parent.rmdir(&self.name);
+    }
+}
+
+impl std::fmt::Debug for NicLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NicLock")
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+/// Name and id of a BPF program, by id (`BPF_PROG_GET_FD_BY_ID`, `BPF_OBJ_GET_INFO_BY_FD`).
+/// The name is the kernel's (at most 15 bytes of the program's function name).
+pub fn prog_name(id: u32) -> Result<String, XdpError> {
+    let fd = sys::prog_fd_by_id(id).map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))?;
+    let info =
+        sys::prog_info(fd.as_fd()).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?;
+    let bytes: Vec<u8> = info
+        .name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The kernel's name of the dispatcher program (`nkc_dispatch` in bpf/dispatcher.bpf.c).
+pub const DISPATCHER_PROG_NAME: &str = "nkc_dispatch";
+
 /// Load the dispatcher program. With `reuse`, the program uses those (pinned) maps; without,
 /// libbpf creates fresh maps and their fds are returned.
 fn load_program(
@@ -621,6 +700,20 @@ impl Dispatcher {
         ifindex: u32,
         ranges: &QueueRanges,
     ) -> Result<(Dispatcher, Attach), XdpError> {
+        Self::attach_or_open_guarded(opts, ifindex, ranges, &mut || Ok(()))
+    }
+
+    /// [`Self::attach_or_open`], with `may_attach` asked under the NIC's lock, only when this
+    /// call would attach the dispatcher: its error refuses the attach and leaves no directory.
+    /// The plugin refuses here while leases for memory providers exist on the NIC; an ADD of
+    /// such a lease holds the same lock ([`NicLock`]) from its own XDP check until its
+    /// device-info record is written, so the two checks cannot pass each other.
+    pub fn attach_or_open_guarded(
+        opts: &DispatcherOptions,
+        ifindex: u32,
+        ranges: &QueueRanges,
+        may_attach: &mut dyn FnMut() -> Result<(), XdpError>,
+    ) -> Result<(Dispatcher, Attach), XdpError> {
         let root = open_bpffs(&opts.bpffs)?;
         let nic = NicKey::in_current_netns(ifindex)?;
         let paths = NicPaths::new(&opts.bpffs, &nic);
@@ -631,6 +724,12 @@ impl Dispatcher {
                 Attach::Opened,
             )),
             None => {
+                if let Err(e) = may_attach() {
+                    // Leave what a crashed attach left for the next one; remove only the empty
+                    // directory this call may just have created.
+                    let _ = locked.parent.rmdir(&nic.dir_name());
+                    return Err(e);
+                }
                 locked.dir.clear()?;
                 let d = Self::attach_fresh(opts, nic, paths, ranges, locked)?;
                 Ok((d, Attach::Attached))

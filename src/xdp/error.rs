@@ -97,6 +97,16 @@ pub enum XdpError {
         /// `EBUSY` (attached through another link) or `EEXIST` (attached through netlink).
         errno: Errno,
     },
+    /// The dispatcher must not be attached now: leases for memory providers exist on the NIC
+    /// (the kernel would refuse their bind while any XDP program is attached,
+    /// `__netif_mp_open_rxq` in net/core/netdev_rx_queue.c), or one is bound already.
+    #[error("refusing to attach the XDP dispatcher to interface {ifindex}: {reason}")]
+    AttachRefused {
+        /// The NIC.
+        ifindex: u32,
+        /// What is in the way, naming it (leases, queues, attachments).
+        reason: String,
+    },
     /// An admin program pin is not an XDP program.
     #[error("{} is not an XDP program (program type {prog_type})", .path.display())]
     NotXdpProgram {

@@ -37,8 +37,9 @@ pub(crate) mod skel {
 
 pub use config::{ActionName, QueueRange, QueueRangeConfig, QueueRanges, RangeAction};
 pub use dispatcher::{
-    Attach, DetachOutcome, Dispatcher, DispatcherOptions, Pin, PinAccess, PinKind, PodHandoff,
-    QueueAction, QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
+    prog_name, Attach, DetachOutcome, Dispatcher, DispatcherOptions, NicLock, Pin, PinAccess,
+    PinKind, PodHandoff, QueueAction, QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
+    DISPATCHER_PROG_NAME,
 };
 pub use error::XdpError;
 pub use paths::{NicKey, NicPaths, PodId, DEFAULT_BPFFS};
