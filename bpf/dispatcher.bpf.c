@@ -99,6 +99,26 @@ static __always_inline long nkc_to_pod(__u32 queue, __u32 vqueue)
 }
 
 /*
+ * nkc_to_pod for the lean dispatcher, written so that nothing lives in a callee-saved register
+ * across the map lookup: the key and the virtual queue go to the stack together and the queue is
+ * read back (volatile) after the call. The JIT saves and restores the callee-saved registers a
+ * program uses in its prologue and epilogue, i.e. on *every* packet, pass path included; the
+ * stack slot costs the pod path one store and one load instead.
+ */
+static __always_inline long nkc_to_pod_lean(__u32 queue, __u32 vqueue)
+{
+	struct {
+		__u32 queue;
+		__u32 vqueue;
+	} k = { queue, vqueue };
+	void *xsks = bpf_map_lookup_elem(&pod_xsks, &k.queue);
+
+	if (!xsks)
+		return XDP_DROP;
+	return bpf_redirect_map(xsks, *(volatile __u32 *)&k.vqueue, XDP_DROP);
+}
+
+/*
  * The per-packet path without counters. It shares no computed value with the counted path, so
  * that the compiler keeps nothing in callee-saved registers for the counters' helper calls: with
  * the counted path removed by the verifier, the JIT saves only what the pod path needs, and the
@@ -173,8 +193,17 @@ static __noinline int nkc_dispatch_counted(struct xdp_md *ctx)
 	}
 }
 
+/*
+ * The full dispatcher: every action, and the counters when the loader turned them on. The
+ * loader attaches it only when the NIC needs it (statistics on, or a range with action
+ * `program`), because its tail call has a per-packet price even on queues that never take it:
+ * a program containing bpf_tail_call is "tail call reachable" (kernel/bpf/verifier.c,
+ * check_subprogs), and the x86 JIT then sets up the tail call counter in its prologue on every
+ * run (arch/x86/net/bpf_jit_comp.c, emit_prologue_tail_call), ~8 instructions per packet, and
+ * pushes and pops the registers the tail call path needs.
+ */
 SEC("xdp")
-int nkc_dispatch(struct xdp_md *ctx)
+int nkc_disp_full(struct xdp_md *ctx)
 {
 	/*
 	 * The knob is a known constant to the verifier, which removes the branch not taken: with
@@ -183,6 +212,34 @@ int nkc_dispatch(struct xdp_md *ctx)
 	if (nkc_stats_enabled)
 		return nkc_dispatch_counted(ctx);
 	return nkc_dispatch_fast(ctx);
+}
+
+/*
+ * The lean dispatcher, attached whenever statistics are off and no range runs an admin program:
+ * no tail call, no counters, no knob to test. Only the action byte decides the pass path (the
+ * most common verdict: every queue not leased to a pod), one byte load after the bounds check;
+ * every other action rereads the whole entry in one 64-bit load and decides on that, so a pod
+ * frame still sees `action` and `vqueue` of the same write (see struct nkc_queue). If it ever
+ * sees NKC_ACTION_PROGRAM (it cannot: the loader switches the link to nkc_disp_full before it
+ * writes a program action), it does what the full dispatcher does on an empty program slot.
+ */
+SEC("xdp")
+int nkc_dispatch(struct xdp_md *ctx)
+{
+	__u32 queue = ctx->rx_queue_index;
+	struct nkc_queue entry;
+
+	if (queue >= NKC_MAX_QUEUES)
+		return XDP_PASS;
+	if (*(volatile enum nkc_action *)&nkc_queues[queue].action == NKC_ACTION_PASS)
+		return XDP_PASS;
+	entry = nkc_queue_read(queue);
+	/* The pod path first: it is the one whose every instruction an AF_XDP consumer pays. */
+	if (entry.action == NKC_ACTION_POD)
+		return nkc_to_pod_lean(queue, entry.vqueue);
+	if (entry.action == NKC_ACTION_PASS || entry.action == NKC_ACTION_PROGRAM)
+		return XDP_PASS;
+	return XDP_DROP; /* drop, and values only a newer loader writes: fail closed */
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

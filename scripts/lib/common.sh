@@ -97,3 +97,18 @@ need_debs() {
     DEBIAN_FRONTEND=noninteractive nkc_apt install -y -qq --no-install-recommends "${target[@]}" "${missing[@]}" >&2 \
         || die "apt-get install ${missing[*]} failed"
 }
+
+# Build the plugin as a static-pie executable and print its path: no dynamic loader and no
+# shared objects to map and relocate at each exec (CNI_COMMAND=VERSION: 198,398 instead of
+# 503,110 instructions under callgrind, README), and nothing to resolve on the node that the
+# installer copies it to. crt-static goes through RUSTFLAGS with an explicit --target so that it
+# applies to the target only: without --target cargo would build proc-macros with it too, which
+# rustc refuses. Dies unless `file` calls the result static-pie.
+nkc_static_plugin() {
+    local host bin
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$host" --bin netkit-cni >&2
+    bin="$NKC_ROOT/target/$host/release/netkit-cni"
+    file "$bin" | grep -q 'static-pie linked' || die "$bin is not static-pie: $(file -b "$bin")"
+    echo "$bin"
+}

@@ -26,7 +26,7 @@ use crate::route::{self, RouteScope};
 use crate::rtnl::{Deletion, Rtnl};
 use crate::sysctl::{self, SysctlKey};
 use crate::xdp::{
-    Attach, DetachOutcome, Dispatcher, NicLock, PodHandoff, PodId, XdpError, DISPATCHER_PROG_NAME,
+    Attach, DetachOutcome, Dispatcher, NicLock, PodHandoff, PodId, XdpError, DISPATCHER_PROG_NAMES,
 };
 
 pub struct KernelDataplane {
@@ -713,7 +713,7 @@ impl Dataplane for KernelDataplane {
                 out.push(NicXdpProgram {
                     mode,
                     id,
-                    ours: ours == Some(id) || name == DISPATCHER_PROG_NAME,
+                    ours: ours == Some(id) || DISPATCHER_PROG_NAMES.contains(&name.as_str()),
                     name,
                 });
             }

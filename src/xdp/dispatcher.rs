@@ -444,8 +444,12 @@ impl std::fmt::Debug for NicLock {
 /// The name is the kernel's (at most 15 bytes of the program's function name).
 pub fn prog_name(id: u32) -> Result<String, XdpError> {
     let fd = sys::prog_fd_by_id(id).map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))?;
-    let info =
-        sys::prog_info(fd.as_fd()).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?;
+    prog_name_of(fd.as_fd())
+}
+
+/// The kernel's name of a program, by fd.
+fn prog_name_of(fd: BorrowedFd<'_>) -> Result<String, XdpError> {
+    let info = sys::prog_info(fd).map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?;
     let bytes: Vec<u8> = info
         .name
         .iter()
@@ -455,12 +459,64 @@ pub fn prog_name(id: u32) -> Result<String, XdpError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// The kernel's name of the dispatcher program (`nkc_dispatch` in bpf/dispatcher.bpf.c).
-pub const DISPATCHER_PROG_NAME: &str = "nkc_dispatch";
+/// The kernel's names of the dispatcher's two programs (bpf/dispatcher.bpf.c): the lean
+/// `nkc_dispatch` and the full `nkc_disp_full` (see [`Variant`]).
+pub const DISPATCHER_PROG_NAMES: [&str; 2] = ["nkc_dispatch", "nkc_disp_full"];
+
+/// Which of the dispatcher object's two entry programs a NIC runs (bpf/dispatcher.bpf.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// `nkc_dispatch`: pass, drop and pod actions, no counters, no tail call. Its pass path is a
+    /// bounds check and one byte load (make bench section 4).
+    Lean,
+    /// `nkc_disp_full`: also admin programs (tail calls) and the counters. A program with a tail
+    /// call pays the JIT's tail-call-counter prologue on every packet, so it runs only where
+    /// it is needed.
+    Full,
+}
+
+impl Variant {
+    /// The variant a NIC needs: full with statistics or with any queue whose action, now or to
+    /// restore, is an admin program.
+    fn needed(stats: bool, programs: bool) -> Variant {
+        if stats || programs {
+            Variant::Full
+        } else {
+            Variant::Lean
+        }
+    }
+
+    /// The kernel's name of the variant's program (`bpf_prog_info.name`, at most 15 bytes).
+    fn prog_name(self) -> &'static str {
+        match self {
+            Variant::Lean => DISPATCHER_PROG_NAMES[0],
+            Variant::Full => DISPATCHER_PROG_NAMES[1],
+        }
+    }
+
+    /// The variant of a loaded program, by its kernel name; `None` for a program that is not
+    /// one of ours (or an older build's, which had only the full dispatcher under the lean's
+    /// name: its `set_ranges` then upgrades it when it must, see [`Dispatcher::set_ranges`]).
+    fn of_program(prog: BorrowedFd<'_>) -> Result<Option<Variant>, XdpError> {
+        let name = prog_name_of(prog)?;
+        Ok([Variant::Lean, Variant::Full]
+            .into_iter()
+            .find(|v| v.prog_name() == name))
+    }
+}
+
+/// Whether any range's action is an admin program.
+fn ranges_have_programs(ranges: &QueueRanges) -> bool {
+    ranges
+        .ranges()
+        .iter()
+        .any(|r| matches!(r.action, RangeAction::Program(_)))
+}
 
 /// Load the dispatcher program. With `reuse`, the program uses those (pinned) maps; without,
 /// libbpf creates fresh maps and their fds are returned.
 fn load_program(
+    variant: Variant,
     stats: bool,
     frags: bool,
     reuse: Option<&Maps>,
@@ -482,13 +538,21 @@ fn load_program(
         // The program never looks the map up then; one entry keeps its pin uniform and cheap.
         open.maps.stats.set_max_entries(1).map_err(load_err)?;
     }
+    // Only the variant asked for is loaded; both share the maps (same object).
+    open.progs
+        .nkc_dispatch
+        .set_autoload(variant == Variant::Lean);
+    open.progs
+        .nkc_disp_full
+        .set_autoload(variant == Variant::Full);
     if frags {
-        let prog = open.progs.nkc_dispatch.as_libbpf_object().as_ptr();
-        // SAFETY: `prog` belongs to the open, not yet loaded object we hold.
-        let flags = unsafe { libbpf_sys::bpf_program__flags(prog) };
-        open.progs
-            .nkc_dispatch
-            .set_flags(flags | libbpf_sys::BPF_F_XDP_HAS_FRAGS);
+        let chosen = match variant {
+            Variant::Lean => &mut open.progs.nkc_dispatch,
+            Variant::Full => &mut open.progs.nkc_disp_full,
+        };
+        // SAFETY: the program belongs to the open, not yet loaded object we hold.
+        let flags = unsafe { libbpf_sys::bpf_program__flags(chosen.as_libbpf_object().as_ptr()) };
+        chosen.set_flags(flags | libbpf_sys::BPF_F_XDP_HAS_FRAGS);
     }
     if let Some(maps) = reuse {
         open.maps
@@ -513,7 +577,10 @@ fn load_program(
         fd.try_clone_to_owned()
             .map_err(|e| XdpError::sys(what, None, io_errno(&e)))
     };
-    let prog = dup(skel.progs.nkc_dispatch.as_fd(), "dup program fd")?;
+    let prog = match variant {
+        Variant::Lean => dup(skel.progs.nkc_dispatch.as_fd(), "dup program fd")?,
+        Variant::Full => dup(skel.progs.nkc_disp_full.as_fd(), "dup program fd")?,
+    };
     let maps = match reuse {
         Some(_) => None,
         None => Some(Maps {
@@ -831,7 +898,8 @@ impl Dispatcher {
         ranges: &QueueRanges,
         locked: Locked,
     ) -> Result<Dispatcher, XdpError> {
-        let (prog, maps) = load_program(opts.stats, opts.frags, None)?;
+        let variant = Variant::needed(opts.stats, ranges_have_programs(ranges));
+        let (prog, maps) = load_program(variant, opts.stats, opts.frags, None)?;
         let maps = maps.expect("fresh maps");
         let table = QueueTable::map(maps.queues.as_fd(), &paths.pin(PIN_QUEUES))?;
         let attach = || -> Result<OwnedFd, XdpError> {
@@ -1260,8 +1328,45 @@ impl Dispatcher {
 
     /// Replace the range actions. Queues steered to pods keep steering and only get their
     /// restore-to action updated; every other queue switches now.
+    ///
+    /// The program follows the ranges: a NIC that gains an admin-program range switches to the
+    /// full dispatcher *before* any queue's action says `program` (the lean one has no tail
+    /// call), and one that loses its last switches back to the lean one afterwards.
     pub fn set_ranges(&self, ranges: &QueueRanges) -> Result<(), XdpError> {
-        apply_ranges(&self.maps, &self.table, &self.paths, ranges)
+        let want = Variant::needed(self.stats_enabled, ranges_have_programs(ranges));
+        let now = Variant::of_program(self.program()?.as_fd())?;
+        if want == Variant::Full && now != Some(Variant::Full) {
+            self.switch_program(Variant::Full)?;
+        }
+        apply_ranges(&self.maps, &self.table, &self.paths, ranges)?;
+        if want == Variant::Lean && now != Some(Variant::Lean) {
+            self.switch_program(Variant::Lean)?;
+        }
+        Ok(())
+    }
+
+    /// Load `variant` on the pinned maps and swap the link to it (`BPF_LINK_UPDATE`, atomic for
+    /// the NIC's frames: each runs the old program or the new one).
+    fn switch_program(&self, variant: Variant) -> Result<Upgrade, XdpError> {
+        let info = self.link_info()?;
+        let old = sys::prog_fd_by_id(info.prog_id)
+            .map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))?;
+        let (new, _) = load_program(
+            variant,
+            self.stats_enabled,
+            self.opts.frags,
+            Some(&self.maps),
+        )?;
+        sys::link_update(self.link.as_fd(), new.as_fd(), old.as_fd())
+            .map_err(|e| XdpError::sys("BPF_LINK_UPDATE", Some(&self.paths.link()), e))?;
+        let new_prog_id = sys::prog_info(new.as_fd())
+            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?
+            .id;
+        Ok(Upgrade {
+            link_id: info.id,
+            old_prog_id: info.prog_id,
+            new_prog_id,
+        })
     }
 
     /// Physical queues currently steered to pods.
@@ -1308,22 +1413,14 @@ impl Dispatcher {
     /// Replace the running program with this build's dispatcher, atomically: the new program is
     /// loaded on the pinned maps (so every queue keeps its state) and swapped in with
     /// `BPF_LINK_UPDATE`, which never leaves the NIC without a program. `BPF_F_REPLACE` makes the
-    /// swap fail (`EPERM`) if the link no longer runs the program this call read.
+    /// swap fail (`EPERM`) if the link no longer runs the program this call read. The variant
+    /// loaded is the one the NIC needs now (full with statistics or an admin-program queue,
+    /// lean otherwise).
     pub fn upgrade(&self) -> Result<Upgrade, XdpError> {
-        let info = self.link_info()?;
-        let old = sys::prog_fd_by_id(info.prog_id)
-            .map_err(|e| XdpError::sys("BPF_PROG_GET_FD_BY_ID", None, e))?;
-        let (new, _) = load_program(self.stats_enabled, self.opts.frags, Some(&self.maps))?;
-        sys::link_update(self.link.as_fd(), new.as_fd(), old.as_fd())
-            .map_err(|e| XdpError::sys("BPF_LINK_UPDATE", Some(&self.paths.link()), e))?;
-        let new_prog_id = sys::prog_info(new.as_fd())
-            .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", None, e))?
-            .id;
-        Ok(Upgrade {
-            link_id: info.id,
-            old_prog_id: info.prog_id,
-            new_prog_id,
-        })
+        let programs = self.table.all().iter().any(|e| {
+            e.action == nkc_action::NKC_ACTION_PROGRAM || e.base == nkc_action::NKC_ACTION_PROGRAM
+        });
+        self.switch_program(Variant::needed(self.stats_enabled, programs))
     }
 
     /// Pod interfaces with an XSKMAP pin in this NIC's directory (GC compares them with the

@@ -39,7 +39,7 @@ pub use config::{ActionName, QueueRange, QueueRangeConfig, QueueRanges, RangeAct
 pub use dispatcher::{
     prog_name, Attach, DetachOutcome, Dispatcher, DispatcherOptions, NicLock, Pin, PinAccess,
     PinKind, PodHandoff, QueueAction, QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
-    DISPATCHER_PROG_NAME,
+    DISPATCHER_PROG_NAMES,
 };
 pub use error::XdpError;
 pub use paths::{NicKey, NicPaths, PodId, DEFAULT_BPFFS};

@@ -206,6 +206,26 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<sys::bpf_prog_info, Errno> {
     Ok(info)
 }
 
+/// The JIT's machine code of a program (`BPF_OBJ_GET_INFO_BY_FD` with `jited_prog_insns`), for
+/// reading where a program's per-packet instructions go (`make bench` section 4). Empty when the
+/// program is not JIT'd. Debian's bpftool cannot dump it: it is built without libbfd and then
+/// refuses `dump jited` even to a file.
+pub fn prog_jited_image(fd: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
+    let len = prog_info(fd)?.jited_prog_len;
+    let mut image = vec![0u8; len as usize];
+    // SAFETY: zero is valid for the info struct.
+    let mut info: sys::bpf_prog_info = unsafe { zeroed() };
+    info.jited_prog_len = len;
+    info.jited_prog_insns = image.as_mut_ptr() as u64;
+    let mut info_len = size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: the kernel writes at most `jited_prog_len` bytes to `image`, which has that size.
+    check(unsafe { sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut info_len) })?;
+    // The image cannot grow between the calls (a loaded program is immutable), but the kernel
+    // reports its own length: keep no more than it wrote.
+    image.truncate(info.jited_prog_len.min(len) as usize);
+    Ok(image)
+}
+
 /// `BPF_OBJ_GET_INFO_BY_FD` for a map.
 pub fn map_info(fd: BorrowedFd<'_>) -> Result<sys::bpf_map_info, Errno> {
     // SAFETY: as in prog_info.

@@ -276,3 +276,10 @@ pub fn xsk_redirect_program(xskmap: BorrowedFd<'_>, fallback: u32) -> Result<Own
     )
     .map_err(|e| XdpError::sys("BPF_PROG_LOAD", None, e))
 }
+
+/// The JIT's machine code of `prog` (empty when it is not JIT'd), for reading where each
+/// per-packet instruction goes (`make bench` section 4 disassembles it).
+pub fn jited_image(prog: BorrowedFd<'_>) -> Result<Vec<u8>, XdpError> {
+    sys::prog_jited_image(prog)
+        .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD (jited)", None, e))
+}

@@ -187,8 +187,9 @@ pub(crate) fn xdp_cost(env: &Env, rounds: u32, rep: &mut Report, raw: &mut Value
         }
         // The JIT's code of each program, so the added instructions can be read one by one
         // (README, Benchmarks): under the icount clock a ns/pkt figure is an instruction count.
-        // Debian's bpftool has no libbfd, so the JIT image is dumped raw and disassembled with
-        // binutils' objdump. A dump that fails leaves its reason in the file, not the section.
+        // Debian's bpftool has no libbfd and then refuses `dump jited` altogether, so the JIT
+        // image comes from BPF_OBJ_GET_INFO_BY_FD and is disassembled with binutils' objdump. A
+        // dump that fails leaves its reason in the file, not the section.
         for (name, prog, _, _) in &progs {
             let id = libbpf_rs::Program::id_from_fd(*prog)?.to_string();
             let xlated = sh(&["bpftool", "prog", "dump", "xlated", "id", &id])
@@ -196,11 +197,11 @@ pub(crate) fn xdp_cost(env: &Env, rounds: u32, rep: &mut Report, raw: &mut Value
             std::fs::write(jit_dir.join(format!("{name}.xlated.txt")), xlated)?;
             let bin = jit_dir.join(format!("{name}.jited.bin"));
             let bin_s = bin.to_string_lossy();
-            let jited = sh(&[
-                "bpftool", "prog", "dump", "jited", "id", &id, "file", &bin_s,
-            ])
-            .and_then(|_| sh(&["objdump", "-D", "-b", "binary", "-m", "i386:x86-64", &bin_s]))
-            .unwrap_or_else(|e| format!("{e:#}"));
+            let jited = netkit_cni::xdp::testrun::jited_image(*prog)
+                .map_err(anyhow::Error::from)
+                .and_then(|image| Ok(std::fs::write(&bin, image)?))
+                .and_then(|_| sh(&["objdump", "-D", "-b", "binary", "-m", "i386:x86-64", &bin_s]))
+                .unwrap_or_else(|e| format!("{e:#}"));
             std::fs::write(jit_dir.join(format!("{name}.jited.txt")), jited)?;
         }
         let mut best = vec![f64::INFINITY; progs.len()];
