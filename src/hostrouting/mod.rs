@@ -870,9 +870,22 @@ impl Uplink {
         let mut out = Vec::with_capacity(counter::COUNT as usize);
         let mut buf = vec![0u8; 8 * cpus];
         for i in 0..counter::COUNT {
-            bpf::map_lookup_raw(self.maps.stats.as_fd(), &i, &mut buf).map_err(|e| {
-                HostRoutingError::sys("BPF_MAP_LOOKUP_ELEM", Some(&self.path.join(PIN_STATS)), e)
-            })?;
+            match bpf::map_lookup_raw(self.maps.stats.as_fd(), &i, &mut buf) {
+                Ok(()) => {}
+                // An uplink attached by a release before the NAT counters has a 10-entry map
+                // (its programs, kept until the uplink's last pod goes, never count them).
+                Err(Errno::ENOENT) if i >= counter::OUT_NAT => {
+                    out.push(0);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(HostRoutingError::sys(
+                        "BPF_MAP_LOOKUP_ELEM",
+                        Some(&self.path.join(PIN_STATS)),
+                        e,
+                    ))
+                }
+            }
             out.push(
                 buf.chunks_exact(8)
                     .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
