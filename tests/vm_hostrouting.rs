@@ -1151,3 +1151,109 @@ fn af_xdp_pod_and_routed_pod_share_one_nic() {
     assert!(w.bpftool_xdp().is_empty(), "{:?}", w.bpftool_xdp());
     assert_no_leftovers(&w.node, &w.nic, &w.bpffs, &[&routed]);
 }
+
+/// The ingress half of the NAT check, cluster-shaped: node A DNATs a ClusterIP-like virtual
+/// address (an nftables rule as kube-proxy's nftables mode writes it) to a backend pod on node B.
+/// The client pod's request takes A's stack (the virtual address is not in `bypass`); the
+/// backend's reply is pod B -> pod A, both inside `bypass`, so B's egress redirects it, and A's
+/// ingress must hand it to A's stack for the reverse DNAT or the client sees a reply from the
+/// backend's address. Witnesses: the client's socket (full echo through the virtual address),
+/// A's `in_nat` and an nft counter of DNATed replies in A's forward hook.
+#[test]
+fn two_nodes_cluster_ip_reply_takes_the_clients_node_stack() {
+    let c = Cluster::new();
+    let (node_a, node_b) = (&c.w.node, &c.w.far);
+    let na = Net::on(
+        &c.w.nic.ifname,
+        &c.w.bpffs.path,
+        "l2",
+        "10.244.1.0/24",
+        "",
+        &POD_BYPASS,
+    );
+    let nb = Net::on(
+        &c.w.peer.ifname,
+        &c.bpffs_b.path,
+        "l3",
+        "10.244.2.0/24",
+        "",
+        &POD_BYPASS,
+    );
+    let (pa, pb) = (Netns::new("poda"), Netns::new("podb"));
+    let (_, _a4, _) = na.add_in(node_a, "ca", &pa);
+    let (_, b4, _) = nb.add_in(node_b, "cb", &pb);
+    let vip = "10.96.0.10";
+    let ruleset = format!(
+        "table ip nktsvc {{\n\tchain pre {{\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tip daddr {vip} tcp dport 80 dnat to {b4}:8080\n\t}}\n}}\n"
+    );
+    let mut child = node_a
+        .cmd("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    watch(
+        node_a,
+        "natreply",
+        "forward",
+        &[(
+            "meta l4proto tcp ct status dnat ct direction reply",
+            "dnat-reply",
+        )],
+    );
+    let a0 = uplink_state(node_a, &c.w.bpffs.path, &c.w.nic.ifname)
+        .unwrap()
+        .0;
+    tcp_rr_to(
+        &pb,
+        SocketAddr::new(b4, 8080),
+        &pa,
+        SocketAddr::new(vip.parse().unwrap(), 80),
+    );
+    let a1 = uplink_state(node_a, &c.w.bpffs.path, &c.w.nic.ifname)
+        .unwrap()
+        .0;
+    assert!(
+        delta(&a1, &a0, counter::IN_NAT) >= 2,
+        "node A's ingress must hand the backend's NATed replies to the stack: {}",
+        show_counters(&a1)
+    );
+    assert!(
+        nft_counted(node_a, "natreply", "dnat-reply") >= 2,
+        "the replies must have crossed node A's forward hook as DNAT replies"
+    );
+    // A direct pod -> pod connection (no NAT) still bypasses both ways.
+    let a2 = uplink_state(node_a, &c.w.bpffs.path, &c.w.nic.ifname)
+        .unwrap()
+        .0;
+    tcp_rr(&pb, &pa, b4, 8081);
+    let a3 = uplink_state(node_a, &c.w.bpffs.path, &c.w.nic.ifname)
+        .unwrap()
+        .0;
+    assert!(
+        delta(&a3, &a2, counter::IN_REDIRECT) >= 2
+            && delta(&a3, &a2, counter::OUT_REDIRECT) >= 2
+            && delta(&a3, &a2, counter::IN_NAT) == 0,
+        "{}",
+        show_counters(&a3)
+    );
+    na.call_in(node_a, "DEL", "ca", Some(&pa), &na.conf)
+        .ok("DEL on A");
+    nb.call_in(node_b, "DEL", "cb", Some(&pb), &nb.conf)
+        .ok("DEL on B");
+    assert_no_leftovers(node_a, &c.w.nic, &c.w.bpffs, &[&na]);
+    assert_no_leftovers(node_b, &c.w.peer, &c.bpffs_b, &[&nb]);
+}
