@@ -5,6 +5,9 @@
 //! the pinned per-CPU map), an nftables counter in the node's forward chain that must stay at 0
 //! for bypassed traffic while traffic to a far prefix *not* in the bypass set is counted there,
 //! the kernel's BPF_PROG_QUERY for the tcx hook, and the bpffs tree after DEL and GC.
+//! Issue 17: flows the node's conntrack NATs (a chained portmap's hostPort, a ClusterIP-like
+//! DNAT) take the stack (`out_nat`/`in_nat`, nft counters of DNATed replies); two nodes wired
+//! NIC to NIC; two uplinks in one node; the XDP dispatcher and host routing on one NIC.
 
 mod common;
 
