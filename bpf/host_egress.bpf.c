@@ -8,7 +8,8 @@
  * So skb->ifindex is the primary and bpf_fib_lookup() looks up in the node's netns.
  *
  * A packet from one of this pod's own addresses to a destination inside the admin's bypass
- * prefixes, which the node's FIB routes out of the uplink, leaves with bpf_redirect_neigh()
+ * prefixes, which the node's FIB routes out of the uplink and whose flow the node's conntrack
+ * does not NAT (nkc_hr_ct_nat() in host_routing.h), leaves with bpf_redirect_neigh()
  * (neighbour resolution by the kernel, net/core/filter.c __bpf_redirect_neigh()): no host IP
  * forwarding, no netfilter. Everything else is NETKIT_NEXT: later netkit programs, then the
  * node's stack (as without a program, whatever the pair's policy says is only consulted when no
@@ -79,6 +80,18 @@ int nkc_host_egress(struct __sk_buff *skb)
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != nkc_uplink_ifindex) {
 		nkc_hr_count(NKC_HR_OUT_FIB);
+		return NKC_NETKIT_NEXT;
+	}
+	/*
+	 * Last, as the dearest check: a flow the node's conntrack NATs (the pod's reply to a
+	 * hostPort client portmap DNATed, ...) must take the stack for its reverse translation.
+	 */
+	switch (nkc_hr_ct_nat(skb, &ip)) {
+	case NKC_HR_CT_NAT:
+		nkc_hr_count(NKC_HR_OUT_NAT);
+		return NKC_NETKIT_NEXT;
+	case NKC_HR_CT_UNCHECKED:
+		nkc_hr_count(NKC_HR_OTHER);
 		return NKC_NETKIT_NEXT;
 	}
 	if (nkc_hr_dec_ttl(skb, &ip)) {

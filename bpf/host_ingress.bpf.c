@@ -5,7 +5,8 @@
  * admin's; XDP, including the netkit-cni dispatcher, runs before it).
  *
  * A packet to one of this node's pod addresses (`hr_pods`) from a source inside the admin's
- * bypass prefixes (`hr_bypass`) goes straight into the pod with bpf_redirect_peer(): into the
+ * bypass prefixes (`hr_bypass`), whose flow the node's conntrack does not NAT, goes straight
+ * into the pod with bpf_redirect_peer(): into the
  * netkit peer inside the pod netns, without the node's IP forwarding, netfilter or backlog
  * queue (skb_do_redirect() in net/core/filter.c re-runs __netif_receive_skb_core on the peer).
  * Everything else is TCX_NEXT: the next tcx program, then the node's stack, see it unchanged.
@@ -42,6 +43,19 @@ int nkc_host_ingress(struct __sk_buff *skb)
 	}
 	if (ip.ttl <= 1) {
 		nkc_hr_count(NKC_HR_IN_TTL);
+		return NKC_TCX_NEXT;
+	}
+	/*
+	 * A flow the node's conntrack NATs must take the stack: e.g. a pod behind a ClusterIP on
+	 * another node answering a client pod here, whose request this node DNATed (the reply's
+	 * addresses are both pods', inside `bypass`, but the client expects the ClusterIP).
+	 */
+	switch (nkc_hr_ct_nat(skb, &ip)) {
+	case NKC_HR_CT_NAT:
+		nkc_hr_count(NKC_HR_IN_NAT);
+		return NKC_TCX_NEXT;
+	case NKC_HR_CT_UNCHECKED:
+		nkc_hr_count(NKC_HR_OTHER);
 		return NKC_TCX_NEXT;
 	}
 	if (nkc_hr_dec_ttl(skb, &ip)) {

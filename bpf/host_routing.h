@@ -48,7 +48,7 @@ struct nkc_hr_prefix {
 	__u8 addr[16];
 };
 
-/* Per-CPU packet counters, indices of the `hr_stats` array (src/hostrouting/maps.rs mirrors them). */
+/* Per-CPU packet counters, indices of the `hr_stats` array (src/hostrouting/mod.rs `counter` mirrors them). */
 enum nkc_hr_counter {
 	NKC_HR_IN_REDIRECT = 0,   /* uplink -> pod through bpf_redirect_peer() */
 	NKC_HR_IN_NOT_POD = 1,    /* destination is no pod of this uplink: TCX_NEXT */
@@ -59,8 +59,14 @@ enum nkc_hr_counter {
 	NKC_HR_OUT_NOT_OWN = 6,   /* source is not an address of this pod: NETKIT_NEXT */
 	NKC_HR_OUT_FIB = 7,       /* FIB lookup failed or routes elsewhere than the uplink */
 	NKC_HR_OUT_TTL = 8,       /* TTL/hop limit would expire: NETKIT_NEXT */
-	NKC_HR_OTHER = 9,         /* not IPv4/IPv6, truncated, multicast or link-local: next */
-	NKC_HR_COUNTERS = 10,
+	NKC_HR_OTHER = 9,         /* not IPv4/IPv6, truncated, multicast, link-local, or a packet
+				   * conntrack could NAT but the lookup cannot check (fragments,
+				   * protocols other than TCP/UDP/ICMP): next */
+	/* Appended (existing indices stay): a TCP/UDP flow with a NAT binding in the node's
+	 * conntrack (nkc_hr_ct_nat()) takes the stack, which owns the (reverse) translation. */
+	NKC_HR_OUT_NAT = 10,      /* pod -> bypass dst, but the flow is NATed: NETKIT_NEXT */
+	NKC_HR_IN_NAT = 11,       /* bypass src -> pod, but the flow is NATed: TCX_NEXT */
+	NKC_HR_COUNTERS = 12,
 };
 
 #define NKC_HR_MAX_PODS 16384
@@ -106,7 +112,9 @@ struct nkc_hr_ip {
 	__u8 proto;
 	__u32 flowinfo; /* IPv6 only, network order */
 	__u8 tos;       /* IPv4 only */
+	__u8 frag;      /* IPv4: a fragment (MF set or offset != 0) */
 	__u32 l3_off;
+	__u32 l4_off;   /* IPv4: after the options; IPv6: after the fixed header */
 };
 
 /*
@@ -137,6 +145,9 @@ static __always_inline int nkc_hr_parse(struct __sk_buff *skb, struct nkc_hr_ip 
 		ip->ttl = iph->ttl;
 		ip->proto = iph->protocol;
 		ip->tos = iph->tos;
+		/* IP_MF | IP_OFFSET (include/net/ip.h) */
+		ip->frag = (iph->frag_off & bpf_htons(0x3FFF)) != 0;
+		ip->l4_off = sizeof(*eth) + iph->ihl * 4;
 		return 0;
 	}
 	if (eth->h_proto == bpf_htons(NKC_ETH_P_IPV6)) {
@@ -151,6 +162,7 @@ static __always_inline int nkc_hr_parse(struct __sk_buff *skb, struct nkc_hr_ip 
 		ip->ttl = ip6h->hop_limit;
 		ip->proto = ip6h->nexthdr;
 		ip->flowinfo = *(__u32 *)ip6h & bpf_htonl(0x0FFFFFFF);
+		ip->l4_off = sizeof(*eth) + sizeof(*ip6h);
 		return 0;
 	}
 	return -1;
@@ -219,6 +231,104 @@ static __always_inline int nkc_hr_dec_ttl(struct __sk_buff *skb, const struct nk
 		ip6h->hop_limit--;
 		return 0;
 	}
+}
+
+/*
+ * Conntrack, through the kfuncs of net/netfilter/nf_conntrack_bpf.c (registered for
+ * BPF_PROG_TYPE_XDP and BPF_PROG_TYPE_SCHED_CLS, register_nf_conntrack_bpf(); tcx and netkit
+ * programs are SCHED_CLS). `__weak`: where the kernel has no conntrack (nf_conntrack not built
+ * in and its module not loaded, or no DEBUG_INFO_BTF) libbpf resolves both to 0, the program
+ * still loads, and bpf_ksym_exists() is a constant false the verifier prunes on. Without
+ * conntrack nothing can hold a NAT binding, so nothing needs protecting.
+ */
+/* Only `status` is read; preserve_access_index makes libbpf relocate its offset against the
+ * running kernel's BTF (CO-RE), so no vmlinux.h is needed. */
+struct nf_conn {
+	unsigned long status;
+} __attribute__((preserve_access_index));
+
+/*
+ * struct bpf_ct_opts in its 12-byte form, which every kernel since the kfuncs' introduction
+ * (5.18) accepts (__bpf_nf_ct_lookup(): opts__sz 12, or 16 with the zone fields of >= 6.9).
+ */
+struct nkc_ct_opts {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple,
+					 __u32 tuple__sz, struct nkc_ct_opts *opts,
+					 __u32 opts__sz) __ksym __weak;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
+
+/* include/uapi/linux/netfilter/nf_conntrack_common.h: IPS_SRC_NAT | IPS_DST_NAT */
+#define NKC_IPS_NAT_MASK ((1UL << 4) | (1UL << 5))
+#define NKC_IPPROTO_ICMP 1
+#define NKC_IPPROTO_TCP 6
+#define NKC_IPPROTO_UDP 17
+#define NKC_IPPROTO_ICMPV6 58
+
+enum nkc_hr_ct {
+	NKC_HR_CT_PLAIN = 0,     /* no conntrack entry, or one without NAT: may bypass */
+	NKC_HR_CT_NAT = 1,       /* the flow has a NAT binding: the stack must translate it */
+	NKC_HR_CT_UNCHECKED = 2, /* conntrack could NAT it but the lookup cannot tell */
+};
+
+/*
+ * Does the node's conntrack hold a NAT binding for this packet's flow? E.g. a pod's reply to a
+ * hostPort client that portmap DNATed (the reply tuple pod:port -> client:port), or a pod
+ * backend's reply to a client pod whose node DNATed a ClusterIP. The lookup finds either
+ * direction's tuple (both are hashed, nf_conntrack_find_get()), and `netns_id` -1
+ * (BPF_F_CURRENT_NETNS) means skb->dev's netns (bpf_skb_ct_lookup()): the uplink on ingress,
+ * and on egress the netkit primary, which netkit_xmit() makes skb->dev before running the peer
+ * programs (drivers/net/netkit.c) — both in the node's netns, whose conntrack NATs. The kfunc
+ * only knows TCP and UDP (-EPROTO otherwise): ICMP/ICMPv6 bypass unchecked (the README says
+ * so); fragments and every other protocol (IPv6 extension headers included) go to the stack.
+ * Called only once every cheaper check has passed: one hash lookup and a reference get/put.
+ */
+static __always_inline int nkc_hr_ct_nat(struct __sk_buff *skb, const struct nkc_hr_ip *ip)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct nkc_ct_opts opts = { .netns_id = -1 };
+	struct bpf_sock_tuple t = {};
+	struct nf_conn *ct;
+	__u32 off = ip->l4_off & 0x7f; /* at most 14 + 60: bounds the verifier can follow */
+	__u16 *ports;
+	int nat;
+
+	if (ip->dst.family == NKC_AF_INET ? ip->proto == NKC_IPPROTO_ICMP
+					   : ip->proto == NKC_IPPROTO_ICMPV6)
+		return NKC_HR_CT_PLAIN;
+	if ((ip->proto != NKC_IPPROTO_TCP && ip->proto != NKC_IPPROTO_UDP) || ip->frag)
+		return NKC_HR_CT_UNCHECKED;
+	if (!bpf_ksym_exists(bpf_skb_ct_lookup))
+		return NKC_HR_CT_PLAIN;
+	ports = data + off;
+	if ((void *)(ports + 2) > data_end)
+		return NKC_HR_CT_UNCHECKED;
+	opts.l4proto = ip->proto;
+	if (ip->dst.family == NKC_AF_INET) {
+		__builtin_memcpy(&t.ipv4.saddr, ip->src.addr, 4);
+		__builtin_memcpy(&t.ipv4.daddr, ip->dst.addr, 4);
+		t.ipv4.sport = ports[0];
+		t.ipv4.dport = ports[1];
+		ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &opts, sizeof(opts));
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, ip->src.addr, 16);
+		__builtin_memcpy(t.ipv6.daddr, ip->dst.addr, 16);
+		t.ipv6.sport = ports[0];
+		t.ipv6.dport = ports[1];
+		ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv6), &opts, sizeof(opts));
+	}
+	if (!ct)
+		return NKC_HR_CT_PLAIN;
+	nat = (ct->status & NKC_IPS_NAT_MASK) != 0;
+	bpf_ct_release(ct);
+	return nat ? NKC_HR_CT_NAT : NKC_HR_CT_PLAIN;
 }
 
 #endif

@@ -5,6 +5,9 @@
 //! the pinned per-CPU map), an nftables counter in the node's forward chain that must stay at 0
 //! for bypassed traffic while traffic to a far prefix *not* in the bypass set is counted there,
 //! the kernel's BPF_PROG_QUERY for the tcx hook, and the bpffs tree after DEL and GC.
+//! Issue 17: flows the node's conntrack NATs (a chained portmap's hostPort, a ClusterIP-like
+//! DNAT) take the stack (`out_nat`/`in_nat`, nft counters of DNATed replies); two nodes wired
+//! NIC to NIC; two uplinks in one node; the XDP dispatcher and host routing on one NIC.
 
 mod common;
 
@@ -98,85 +101,29 @@ impl Bed {
         w.node.ip(&["route", "add", "10.88.0.0/24", "via", FAR_IP]);
         w.node.ip(&["-6", "route", "add", "fd88::/64", "via", FAR6]);
         // The witness: counters in the node's forward hook, one per direction and prefix.
-        let mut rules = String::new();
-        for (m, tag) in [
-            ("ip saddr 10.77.0.2", "bypass"),
-            ("ip daddr 10.77.0.2", "bypass"),
-            ("ip6 saddr fd77::2", "bypass"),
-            ("ip6 daddr fd77::2", "bypass"),
-            ("ip saddr 10.88.0.2", "kept"),
-            ("ip daddr 10.88.0.2", "kept"),
-            ("ip6 saddr fd88::2", "kept"),
-            ("ip6 daddr fd88::2", "kept"),
-        ] {
-            rules.push_str(&format!("\t\t{m} counter comment \"{tag}\"\n"));
-        }
-        let ruleset = format!(
-            "table inet nkt {{\n\tchain watch {{\n\t\ttype filter hook forward priority 0; policy accept;\n{rules}\t}}\n}}\n"
-        );
-        let mut child = w
-            .node
-            .cmd("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ruleset.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft -f: {}\n{ruleset}",
-            String::from_utf8_lossy(&out.stderr)
+        watch_forward(
+            &w.node,
+            &[
+                ("ip saddr 10.77.0.2", "bypass"),
+                ("ip daddr 10.77.0.2", "bypass"),
+                ("ip6 saddr fd77::2", "bypass"),
+                ("ip6 daddr fd77::2", "bypass"),
+                ("ip saddr 10.88.0.2", "kept"),
+                ("ip daddr 10.88.0.2", "kept"),
+                ("ip6 saddr fd88::2", "kept"),
+                ("ip6 daddr fd88::2", "kept"),
+            ],
         );
         Bed { w }
     }
 
     /// Packets the forward chain counted for rules tagged `tag`.
     fn forwarded(&self, tag: &str) -> u64 {
-        let out = self
-            .w
-            .node
-            .cmd("nft")
-            .args(["-j", "list", "chain", "inet", "nkt", "watch"])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e.get("rule"))
-            .filter(|r| r["comment"] == tag)
-            .map(|r| {
-                r["expr"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find_map(|x| x.get("counter"))
-                    .expect("counter")["packets"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .sum()
+        nft_counted(&self.w.node, "watch", tag)
     }
 
     fn uplink(&self) -> Option<UplinkState> {
-        let (bpffs, nic) = (self.w.bpffs.path.clone(), self.w.nic.ifname.clone());
-        self.w.node.run(move || {
-            Uplink::open(&bpffs, &nic).unwrap().map(|u| {
-                (
-                    u.counters().unwrap(),
-                    u.entries().unwrap(),
-                    u.dir().to_path_buf(),
-                )
-            })
-        })
+        uplink_state(&self.w.node, &self.w.bpffs.path, &self.w.nic.ifname)
     }
 
     fn counters(&self) -> Vec<u64> {
@@ -186,15 +133,119 @@ impl Bed {
     }
 
     fn tcx_programs(&self) -> Vec<u32> {
-        let ifindex = self.w.nic.ifindex;
-        self.w
-            .node
-            .run(move || tcx_ingress_programs(ifindex))
-            .kernel("BPF_PROG_QUERY tcx ingress")
+        tcx_programs(&self.w.node, self.w.nic.ifindex)
     }
 }
 
-/// A network with BPF host routing on the bed's uplink.
+/// Installs table `inet nkt` with a chain `chain` on hook `hook` (priority 0, policy accept)
+/// holding one counter per (match, tag) rule: the netfilter witness of what the node's stack saw.
+fn watch(ns: &Netns, chain: &str, hook: &str, rules: &[(&str, &str)]) {
+    let mut body = String::new();
+    for (m, tag) in rules {
+        body.push_str(&format!("\t\t{m} counter comment \"{tag}\"\n"));
+    }
+    let ruleset = format!(
+        "table inet nkt {{\n\tchain {chain} {{\n\t\ttype filter hook {hook} priority 0; policy accept;\n{body}\t}}\n}}\n"
+    );
+    let mut child = ns
+        .cmd("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft -f in {}: {}\n{ruleset}",
+        ns.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// [`watch`] on the forward hook, chain `watch`.
+fn watch_forward(ns: &Netns, rules: &[(&str, &str)]) {
+    watch(ns, "watch", "forward", rules);
+}
+
+/// Packets counted by the rules tagged `tag` in chain `chain` of table `inet nkt` in `ns`.
+fn nft_counted(ns: &Netns, chain: &str, tag: &str) -> u64 {
+    let out = ns
+        .cmd("nft")
+        .args(["-j", "list", "chain", "inet", "nkt", chain])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nft list chain {chain} in {}: {}",
+        ns.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.get("rule"))
+        .filter(|r| r["comment"] == tag)
+        .map(|r| {
+            r["expr"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|x| x.get("counter"))
+                .expect("counter")["packets"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// What the pins of `nic`'s host routing in `node` hold (None: not attached).
+fn uplink_state(node: &Netns, bpffs: &std::path::Path, nic: &str) -> Option<UplinkState> {
+    let (bpffs, nic) = (bpffs.to_path_buf(), nic.to_string());
+    node.run(move || {
+        Uplink::open(&bpffs, &nic).unwrap().map(|u| {
+            (
+                u.counters().unwrap(),
+                u.entries().unwrap(),
+                u.dir().to_path_buf(),
+            )
+        })
+    })
+}
+
+/// The program ids on `ifindex`'s tcx ingress in `node`, from the kernel (BPF_PROG_QUERY).
+fn tcx_programs(node: &Netns, ifindex: u32) -> Vec<u32> {
+    node.run(move || tcx_ingress_programs(ifindex))
+        .kernel("BPF_PROG_QUERY tcx ingress")
+}
+
+/// The netkit devices in `ns`.
+fn netkit_links(ns: &Netns) -> Vec<String> {
+    ns.links()
+        .iter()
+        .filter(|l| l["linkinfo"]["info_kind"] == "netkit")
+        .map(|l| l["ifname"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn show_counters(c: &[u64]) -> String {
+    counter::NAMES
+        .iter()
+        .zip(c)
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A network with BPF host routing on one uplink of one node.
 struct Net {
     cni: CniNet,
     conf: Value,
@@ -202,23 +253,51 @@ struct Net {
 
 impl Net {
     fn new(b: &Bed, mode: &str, v4: &str, v6: &str, bypass: &[&str]) -> Net {
+        Net::on(&b.w.nic.ifname, &b.w.bpffs.path, mode, v4, v6, bypass)
+    }
+
+    /// A network whose pods route through `uplink` with pins under `bpffs`; no IPv6 range when
+    /// `v6` is empty.
+    fn on(
+        uplink: &str,
+        bpffs: &std::path::Path,
+        mode: &str,
+        v4: &str,
+        v6: &str,
+        bypass: &[&str],
+    ) -> Net {
         let cni = CniNet::new(v4);
+        let mut ranges = vec![json!([{"subnet": v4}])];
+        if !v6.is_empty() {
+            ranges.push(json!([{"subnet": v6}]));
+        }
         let conf = cni.conf(
             "1.1.0",
             json!({
                 "mode": mode,
-                "ipam": {"type": "host-local", "dataDir": cni.data_dir,
-                         "ranges": [[{"subnet": v4}], [{"subnet": v6}]]},
-                "hostRouting": {"mode": "bpf", "uplink": b.w.nic.ifname, "bypass": bypass,
-                                "bpffs": b.w.bpffs.path},
+                "ipam": {"type": "host-local", "dataDir": cni.data_dir, "ranges": ranges},
+                "hostRouting": {"mode": "bpf", "uplink": uplink, "bypass": bypass,
+                                "bpffs": bpffs},
             }),
         );
         Net { cni, conf }
     }
 
     fn call(&self, b: &Bed, cmd: &str, cid: &str, pod: Option<&Netns>, conf: &Value) -> PluginRun {
+        self.call_in(&b.w.node, cmd, cid, pod, conf)
+    }
+
+    /// The plugin run in `node` (the node's netns) as a runtime there would.
+    fn call_in(
+        &self,
+        node: &Netns,
+        cmd: &str,
+        cid: &str,
+        pod: Option<&Netns>,
+        conf: &Value,
+    ) -> PluginRun {
         self.cni.call(
-            &b.w.node,
+            node,
             cmd,
             cid,
             pod.map(|p| p.path()).as_deref(),
@@ -229,8 +308,14 @@ impl Net {
 
     /// ADD; returns the result and the pod's (IPv4, IPv6) addresses.
     fn add(&self, b: &Bed, cid: &str, pod: &Netns) -> (Value, IpAddr, IpAddr) {
+        let (r, v4, v6) = self.add_in(&b.w.node, cid, pod);
+        (r, v4, v6.expect("an IPv6 address"))
+    }
+
+    /// ADD in `node`; returns the result and the pod's IPv4 and (if any) IPv6 address.
+    fn add_in(&self, node: &Netns, cid: &str, pod: &Netns) -> (Value, IpAddr, Option<IpAddr>) {
         let r = self
-            .call(b, "ADD", cid, Some(pod), &self.conf)
+            .call_in(node, "ADD", cid, Some(pod), &self.conf)
             .ok("ADD")
             .json();
         let ips: Vec<IpAddr> = r["ips"]
@@ -243,7 +328,7 @@ impl Net {
             })
             .collect();
         let v4 = *ips.iter().find(|i| i.is_ipv4()).expect("an IPv4 address");
-        let v6 = *ips.iter().find(|i| i.is_ipv6()).expect("an IPv6 address");
+        let v6 = ips.iter().find(|i| i.is_ipv6()).copied();
         (r, v4, v6)
     }
 }
@@ -265,9 +350,20 @@ fn ping(from: &Netns, to: &str) {
 
 /// A TCP round trip: `server` listens on `addr:port`, `client` connects, sends, reads the echo.
 fn tcp_rr(server: &Netns, client: &Netns, addr: IpAddr, port: u16) {
+    tcp_rr_to(
+        server,
+        SocketAddr::new(addr, port),
+        client,
+        SocketAddr::new(addr, port),
+    );
+}
+
+/// A TCP round trip where the client connects to `to`, which the network translates to the
+/// server's `listen` (a hostPort): 64 KiB each way, compared byte for byte.
+fn tcp_rr_to(server: &Netns, listen: SocketAddr, client: &Netns, to: SocketAddr) {
     let (tx, rx) = std::sync::mpsc::channel();
     let srv = server.spawn(move || {
-        let l = TcpListener::bind((addr, port)).unwrap();
+        let l = TcpListener::bind(listen).unwrap();
         l.set_nonblocking(true).unwrap();
         tx.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -277,7 +373,7 @@ fn tcp_rr(server: &Netns, client: &Netns, addr: IpAddr, port: u16) {
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
-                Err(e) => panic!("no TCP connection to {addr}:{port}: {e}"),
+                Err(e) => panic!("no TCP connection to {listen}: {e}"),
             }
         };
         s.set_nonblocking(false).unwrap();
@@ -288,16 +384,15 @@ fn tcp_rr(server: &Netns, client: &Netns, addr: IpAddr, port: u16) {
     });
     rx.recv_timeout(Duration::from_secs(10)).unwrap();
     client.run(move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::new(addr, port), Duration::from_secs(10))
-                .unwrap_or_else(|e| panic!("TCP connect to {addr}:{port}: {e}"));
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("TCP connect to {to}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // 64 KiB: several segments (and GSO packets) each way.
         let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
         s.write_all(&data).unwrap();
         let mut back = vec![0u8; data.len()];
         s.read_exact(&mut back).unwrap();
-        assert!(back == data, "TCP echo from {addr}:{port} differs");
+        assert!(back == data, "TCP echo from {to} differs");
     });
     srv.join().unwrap();
 }
@@ -375,14 +470,7 @@ fn far_traffic_bypasses_the_node_stack_for_l3_and_l2_pods_v4_and_v6() {
         }
     }
     let after = b.counters();
-    let show = |c: &[u64]| {
-        counter::NAMES
-            .iter()
-            .zip(c)
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let show = show_counters;
     // 2 pods x 2 families x (2 pings + 2 TCP + 2 UDP) round trips, each at least one packet
     // each way (pings, UDP) or several (TCP handshakes and data).
     assert!(
@@ -571,4 +659,604 @@ fn check_del_and_gc_leave_nothing_and_refcount_per_uplink() {
     assert_eq!(b.w.bpffs.plugin_entries(), Vec::<String>::new());
     assert_eq!(l2.cni.reserved(), Vec::<String>::new());
     assert_eq!(l3.cni.reserved(), Vec::<String>::new());
+}
+
+/// Nothing of the plugin is left in `node`: no tcx program on `nic`, no pins under `bpffs`, no
+/// netkit device, no IPAM reservation of `nets`.
+fn assert_no_leftovers(node: &Netns, nic: &Netdevsim, bpffs: &Bpffs, nets: &[&Net]) {
+    assert_eq!(
+        tcx_programs(node, nic.ifindex),
+        Vec::<u32>::new(),
+        "tcx program left on {} in {}",
+        nic.ifname,
+        node.name
+    );
+    assert!(
+        uplink_state(node, &bpffs.path, &nic.ifname).is_none(),
+        "host routing of {} still attached",
+        nic.ifname
+    );
+    assert_eq!(
+        bpffs.plugin_entries(),
+        Vec::<String>::new(),
+        "pins left under {}",
+        bpffs.path.display()
+    );
+    assert_eq!(
+        netkit_links(node),
+        Vec::<String>::new(),
+        "netkit devices left in {}",
+        node.name
+    );
+    for n in nets {
+        assert_eq!(n.cni.reserved(), Vec::<String>::new(), "IPAM records left");
+    }
+}
+
+/// Debian's `portmap` (containernetworking-plugins) chained after netkit-cni, as a runtime
+/// chains it: same network name, `prevResult` = netkit-cni's result, the mappings in
+/// `runtimeConfig`. Runs in `node`.
+fn portmap(node: &Netns, cmd: &str, cid: &str, pod: &Netns, net: &Net, prev: &Value, maps: Value) {
+    let conf = json!({
+        "cniVersion": net.conf["cniVersion"],
+        "name": net.cni.name,
+        "type": "portmap",
+        "capabilities": {"portMappings": true},
+        "runtimeConfig": {"portMappings": maps},
+        "prevResult": prev,
+    });
+    let bin = std::path::Path::new(CNI_PATH).join("portmap");
+    assert!(
+        bin.exists(),
+        "{} missing: install containernetworking-plugins",
+        bin.display()
+    );
+    let netns = pod.path();
+    run_plugin_bin(
+        &bin,
+        Some(node),
+        &[
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", cid),
+            ("CNI_NETNS", netns.to_str().unwrap()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", CNI_PATH),
+        ],
+        &conf.to_string(),
+    )
+    .ok(&format!("portmap {cmd}"));
+}
+
+/// Issue 17: a hostPort (portmap's DNAT in the node's stack) reached from a client *inside*
+/// `bypass`. The request takes the stack (its destination is the node's address, not a pod's);
+/// the pod's reply is addressed to the client, inside `bypass`, so without the conntrack check
+/// the egress program would redirect it past the reverse NAT and the client would see a reply
+/// from the pod's address instead of the hostPort's. Witnesses: the client's own socket (a full
+/// 64 KiB echo each way), an nftables counter of DNATed replies in the node's forward hook, and
+/// the programs' `out_nat` counter. Both netkit modes, IPv4 and IPv6.
+#[test]
+fn portmap_hostport_from_a_bypassed_client_works_both_ways() {
+    let b = Bed::new();
+    watch(
+        &b.w.node,
+        "natreply",
+        "forward",
+        &[(
+            "meta l4proto tcp ct status dnat ct direction reply",
+            "dnat-reply",
+        )],
+    );
+    let mut l3 = Net::new(&b, "l3", "10.244.60.0/24", "fd44:60::/64", &BYPASS);
+    let mut l2 = Net::new(&b, "l2", "10.244.61.0/24", "fd44:61::/64", &BYPASS);
+    // Debian bookworm's portmap (containernetworking-plugins 1.1.1) speaks CNI up to 1.0.0;
+    // a runtime runs the whole chain at the conflist's version.
+    for n in [&mut l3, &mut l2] {
+        n.conf["cniVersion"] = json!("1.0.0");
+    }
+    let (p3, p2) = (Netns::new("pod"), Netns::new("pod"));
+    let node4: IpAddr = NODE_IP.parse().unwrap();
+    let node6: IpAddr = NODE6.parse().unwrap();
+    let mut port = 8080;
+    for (net, pod, cid) in [(&l3, &p3, "pm3"), (&l2, &p2, "pm2")] {
+        let (r, v4, v6) = net.add(&b, cid, pod);
+        let maps = json!([
+            {"hostPort": port, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": port + 1, "containerPort": 81, "protocol": "tcp"},
+        ]);
+        portmap(&b.w.node, "ADD", cid, pod, net, &r, maps.clone());
+
+        let before = b.counters();
+        let replies = nft_counted(&b.w.node, "natreply", "dnat-reply");
+        // far -> node:hostPort -> pod:80 (IPv4) and [node]:hostPort+1 -> [pod]:81 (IPv6).
+        tcp_rr_to(
+            pod,
+            SocketAddr::new(v4, 80),
+            &b.w.far,
+            SocketAddr::new(node4, port),
+        );
+        tcp_rr_to(
+            pod,
+            SocketAddr::new(v6, 81),
+            &b.w.far,
+            SocketAddr::new(node6, port + 1),
+        );
+        let after = b.counters();
+        let replies = nft_counted(&b.w.node, "natreply", "dnat-reply") - replies;
+        // A SYN-ACK and at least one data-carrying reply per connection, both families.
+        assert!(
+            replies >= 4,
+            "the pod's replies must take the node's stack and its reverse NAT: {replies} \
+             DNATed replies forwarded; counters {}",
+            show_counters(&after)
+        );
+        assert!(
+            delta(&after, &before, counter::OUT_NAT) >= 4,
+            "the egress program must have handed the NATed replies to the stack: {}",
+            show_counters(&after)
+        );
+        // Plain bypass traffic with the same pod keeps bypassing (no NAT binding).
+        let mid = b.counters();
+        tcp_rr(pod, &b.w.far, v4, 90);
+        let end = b.counters();
+        assert!(
+            delta(&end, &mid, counter::OUT_REDIRECT) >= 2
+                && delta(&end, &mid, counter::IN_REDIRECT) >= 2
+                && delta(&end, &mid, counter::OUT_NAT) == 0,
+            "a flow without NAT must bypass: {}",
+            show_counters(&end)
+        );
+
+        portmap(&b.w.node, "DEL", cid, pod, net, &r, maps);
+        net.call(&b, "DEL", cid, Some(pod), &net.conf).ok("DEL");
+        port += 10;
+    }
+    assert_no_leftovers(&b.w.node, &b.w.nic, &b.w.bpffs, &[&l3, &l2]);
+}
+
+/// A second node: the bed's far netns becomes node B, with its own netdevsim NIC (wired to node
+/// A's), its own bpffs, pod CIDR and plugin. Each node routes the other's pod CIDR via the
+/// other's NIC address, as a cluster without an overlay does.
+struct Cluster {
+    w: Wire,
+    bpffs_b: Bpffs,
+}
+
+const NODE_A6: &str = "fd77::1";
+const NODE_B6: &str = "fd77::2";
+const POD_BYPASS: [&str; 2] = ["10.244.0.0/16", "fd44::/16"];
+
+impl Cluster {
+    fn new() -> Cluster {
+        let w = wire(2);
+        let b_if = w.peer.ifname.clone();
+        // wire() turns IPv6 off on its far side (node B here) and stops ARP to node A; node B
+        // is a full node: IPv6 on, and it resolves neighbours itself.
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &w.far.name,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            &format!("net.ipv6.conf.{b_if}.disable_ipv6=0"),
+        ]);
+        w.far.ip(&["neigh", "del", NODE_IP, "dev", &b_if]);
+        w.node.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{NODE_A6}/64"),
+            "dev",
+            &w.nic.ifname,
+            "nodad",
+        ]);
+        w.far.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{NODE_B6}/64"),
+            "dev",
+            &b_if,
+            "nodad",
+        ]);
+        w.node.ip(&["route", "add", "10.244.2.0/24", "via", FAR_IP]);
+        w.node
+            .ip(&["-6", "route", "add", "fd44:2::/64", "via", NODE_B6]);
+        w.far.ip(&["route", "add", "10.244.1.0/24", "via", NODE_IP]);
+        w.far
+            .ip(&["-6", "route", "add", "fd44:1::/64", "via", NODE_A6]);
+        for ns in [&w.node, &w.far] {
+            watch_forward(
+                ns,
+                &[
+                    ("ip saddr 10.244.0.0/16", "pods"),
+                    ("ip daddr 10.244.0.0/16", "pods"),
+                    ("ip6 saddr fd44::/16", "pods"),
+                    ("ip6 daddr fd44::/16", "pods"),
+                ],
+            );
+        }
+        Cluster {
+            w,
+            bpffs_b: Bpffs::new(),
+        }
+    }
+}
+
+/// Issue 17, cluster-shaped: pod <-> pod across two nodes, each with BPF host routing on its own
+/// uplink, both directions, ICMP and TCP, IPv4 and IPv6, an L3 pod on one node and an L2 pod on
+/// the other. Both nodes' counters show redirects both ways and both nodes' forward hooks see
+/// nothing of it; DEL on both leaves nothing.
+#[test]
+fn two_nodes_pod_to_pod_bypasses_both_stacks() {
+    let c = Cluster::new();
+    let (node_a, node_b) = (&c.w.node, &c.w.far);
+    let na = Net::on(
+        &c.w.nic.ifname,
+        &c.w.bpffs.path,
+        "l3",
+        "10.244.1.0/24",
+        "fd44:1::/64",
+        &POD_BYPASS,
+    );
+    let nb = Net::on(
+        &c.w.peer.ifname,
+        &c.bpffs_b.path,
+        "l2",
+        "10.244.2.0/24",
+        "fd44:2::/64",
+        &POD_BYPASS,
+    );
+    let (pa, pb) = (Netns::new("poda"), Netns::new("podb"));
+    let (_, a4, a6) = na.add_in(node_a, "ca", &pa);
+    let (_, b4, b6) = nb.add_in(node_b, "cb", &pb);
+    let (a6, b6) = (a6.expect("IPv6 on A"), b6.expect("IPv6 on B"));
+    let state = |node: &Netns, bpffs: &Bpffs, nic: &Netdevsim| {
+        uplink_state(node, &bpffs.path, &nic.ifname)
+            .expect("host routing attached")
+            .0
+    };
+    let (a0, b0) = (
+        state(node_a, &c.w.bpffs, &c.w.nic),
+        state(node_b, &c.bpffs_b, &c.w.peer),
+    );
+    let mut port = 7100;
+    for (x, y) in [(a4, b4), (a6, b6)] {
+        ping(&pa, &y.to_string());
+        ping(&pb, &x.to_string());
+        tcp_rr(&pb, &pa, y, port);
+        tcp_rr(&pa, &pb, x, port + 1);
+        port += 10;
+    }
+    let (a1, b1) = (
+        state(node_a, &c.w.bpffs, &c.w.nic),
+        state(node_b, &c.bpffs_b, &c.w.peer),
+    );
+    // Per family: 2 pings (2 echo + 2 replies each) and 2 TCP exchanges each way.
+    for (name, before, after) in [("A", &a0, &a1), ("B", &b0, &b1)] {
+        for (cnt, what) in [
+            (counter::IN_REDIRECT, "ingress"),
+            (counter::OUT_REDIRECT, "egress"),
+        ] {
+            assert!(
+                delta(after, before, cnt) >= 12,
+                "node {name}: too few {what} redirects: {}",
+                show_counters(after)
+            );
+        }
+        assert_eq!(
+            delta(after, before, counter::OUT_NAT) + delta(after, before, counter::IN_NAT),
+            0,
+            "node {name}: nothing here is NATed: {}",
+            show_counters(after)
+        );
+    }
+    for (name, ns) in [("A", node_a), ("B", node_b)] {
+        assert_eq!(
+            nft_counted(ns, "watch", "pods"),
+            0,
+            "node {name}'s forward hook saw pod traffic"
+        );
+    }
+    na.call_in(node_a, "DEL", "ca", Some(&pa), &na.conf)
+        .ok("DEL on A");
+    // B's pod is still reachable from B itself after A's pod is gone (node <-> pod).
+    ping(node_b, &b4.to_string());
+    nb.call_in(node_b, "DEL", "cb", Some(&pb), &nb.conf)
+        .ok("DEL on B");
+    assert_no_leftovers(node_a, &c.w.nic, &c.w.bpffs, &[&na]);
+    assert_no_leftovers(node_b, &c.w.peer, &c.bpffs_b, &[&nb]);
+}
+
+/// Two uplinks in one node, one network on each (each with its own pins directory): far traffic
+/// to each pod is redirected by its own uplink's programs; DEL of one pod detaches only its
+/// uplink and the other keeps bypassing; then nothing is left.
+#[test]
+fn two_pods_on_two_uplinks_del_of_one_leaves_the_other() {
+    let w = wire(2);
+    let nic2 = Netdevsim::new(&w.node, 2);
+    let peer2 = Netdevsim::new(&w.far, 2);
+    nic2.link_to(&w.node, &peer2, &w.far);
+    w.node
+        .ip(&["addr", "add", "10.78.0.1/24", "dev", &nic2.ifname]);
+    w.far
+        .ip(&["addr", "add", "10.78.0.2/24", "dev", &peer2.ifname]);
+    w.far
+        .ip(&["route", "add", "10.244.71.0/24", "via", NODE_IP]);
+    w.far
+        .ip(&["route", "add", "10.244.72.0/24", "via", "10.78.0.1"]);
+    watch_forward(
+        &w.node,
+        &[
+            ("ip saddr 10.244.0.0/16", "pods"),
+            ("ip daddr 10.244.0.0/16", "pods"),
+        ],
+    );
+    let n1 = Net::on(
+        &w.nic.ifname,
+        &w.bpffs.path,
+        "l3",
+        "10.244.71.0/24",
+        "",
+        &["10.77.0.0/24"],
+    );
+    let n2 = Net::on(
+        &nic2.ifname,
+        &w.bpffs.path,
+        "l2",
+        "10.244.72.0/24",
+        "",
+        &["10.78.0.0/24"],
+    );
+    let (p1, p2) = (Netns::new("pod"), Netns::new("pod"));
+    let (_, a1, _) = n1.add_in(&w.node, "u1", &p1);
+    let (_, a2, _) = n2.add_in(&w.node, "u2", &p2);
+    let dirs = w.bpffs.plugin_entries();
+    assert_eq!(
+        dirs.iter().filter(|d| !d.contains('/')).count(),
+        2,
+        "one pins directory per uplink: {dirs:?}"
+    );
+    let st = |nic: &Netdevsim| uplink_state(&w.node, &w.bpffs.path, &nic.ifname);
+    let far2: IpAddr = "10.78.0.2".parse().unwrap();
+    let far1: IpAddr = FAR_IP.parse().unwrap();
+
+    let (s1, s2) = (st(&w.nic).unwrap().0, st(&nic2).unwrap().0);
+    ping(&w.far, &a1.to_string());
+    tcp_rr(&p1, &w.far, a1, 7200);
+    tcp_rr(&w.far, &p1, far1, 7201);
+    let (t1, t2) = (st(&w.nic).unwrap().0, st(&nic2).unwrap().0);
+    assert!(
+        delta(&t1, &s1, counter::IN_REDIRECT) >= 4 && delta(&t1, &s1, counter::OUT_REDIRECT) >= 4,
+        "uplink 1 must carry pod 1: {}",
+        show_counters(&t1)
+    );
+    assert_eq!(
+        delta(&t2, &s2, counter::IN_REDIRECT) + delta(&t2, &s2, counter::OUT_REDIRECT),
+        0,
+        "uplink 2 must not see pod 1's traffic: {}",
+        show_counters(&t2)
+    );
+    ping(&w.far, &a2.to_string());
+    tcp_rr(&p2, &w.far, a2, 7202);
+    tcp_rr(&w.far, &p2, far2, 7203);
+    let (u1, u2) = (st(&w.nic).unwrap().0, st(&nic2).unwrap().0);
+    assert!(
+        delta(&u2, &t2, counter::IN_REDIRECT) >= 4 && delta(&u2, &t2, counter::OUT_REDIRECT) >= 4,
+        "uplink 2 must carry pod 2: {}",
+        show_counters(&u2)
+    );
+    assert_eq!(
+        delta(&u1, &t1, counter::IN_REDIRECT) + delta(&u1, &t1, counter::OUT_REDIRECT),
+        0,
+        "uplink 1 must not see pod 2's traffic: {}",
+        show_counters(&u1)
+    );
+
+    n1.call_in(&w.node, "DEL", "u1", Some(&p1), &n1.conf)
+        .ok("DEL u1");
+    assert!(
+        st(&w.nic).is_none(),
+        "uplink 1 still attached after its last DEL"
+    );
+    assert_eq!(tcx_programs(&w.node, w.nic.ifindex), Vec::<u32>::new());
+    assert_eq!(tcx_programs(&w.node, nic2.ifindex).len(), 1);
+    let v1 = st(&nic2).expect("uplink 2 still attached").0;
+    tcp_rr(&p2, &w.far, a2, 7204);
+    let v2 = st(&nic2).unwrap().0;
+    assert!(
+        delta(&v2, &v1, counter::IN_REDIRECT) >= 2 && delta(&v2, &v1, counter::OUT_REDIRECT) >= 2,
+        "uplink 2 must keep bypassing: {}",
+        show_counters(&v2)
+    );
+    assert_eq!(nft_counted(&w.node, "watch", "pods"), 0);
+    n2.call_in(&w.node, "DEL", "u2", Some(&p2), &n2.conf)
+        .ok("DEL u2");
+    assert_eq!(tcx_programs(&w.node, nic2.ifindex), Vec::<u32>::new());
+    assert_no_leftovers(&w.node, &w.nic, &w.bpffs, &[&n1, &n2]);
+}
+
+/// One NIC serving both data paths at once: the XDP dispatcher steering a leased queue into an
+/// AF_XDP pod (netkit single device, `lease` + `xdp`) and host routing's tcx program moving a
+/// routed pod's traffic. The AF_XDP pod's socket gets exactly its queue's frames (XDP runs
+/// before tcx, and frames the dispatcher passes still reach host routing), the routed pod talks
+/// to the far side through the redirects, and DEL of both leaves neither program nor pin.
+#[test]
+fn af_xdp_pod_and_routed_pod_share_one_nic() {
+    let w = wire(6);
+    let xnet = XdpNet::new(&w, json!({"allowedQueues": "1-4"}));
+    let xpod = Netns::new("pod");
+    xnet.call(&w, "ADD", "x1", Some(&xpod), "NETKIT_LEASE_QUEUE_IDS=2")
+        .ok("ADD AF_XDP pod");
+    let routed = Net::on(
+        &w.nic.ifname,
+        &w.bpffs.path,
+        "l3",
+        "10.244.80.0/24",
+        "",
+        &["10.77.0.0/24"],
+    );
+    let rpod = Netns::new("pod");
+    let (_, r4, _) = routed.add_in(&w.node, "r1", &rpod);
+    w.far
+        .ip(&["route", "add", "10.244.80.0/24", "via", NODE_IP]);
+    assert_eq!(w.bpftool_xdp().len(), 1, "the dispatcher is on the NIC");
+    assert_eq!(tcx_programs(&w.node, w.nic.ifindex).len(), 1);
+
+    let info = xnet.info("x1");
+    let sock = PodSocket::open(&xpod, &info);
+    w.steer_port(5002, 2);
+    let before = uplink_state(&w.node, &w.bpffs.path, &w.nic.ifname)
+        .expect("host routing attached")
+        .0;
+    let to_x = payloads("x1", 20);
+    w.send(5002, to_x.clone());
+    ping(&w.far, &r4.to_string());
+    tcp_rr(&rpod, &w.far, r4, 7300);
+    tcp_rr(&w.far, &rpod, FAR_IP.parse().unwrap(), 7301);
+    let after = uplink_state(&w.node, &w.bpffs.path, &w.nic.ifname)
+        .unwrap()
+        .0;
+    assert_eq!(
+        udp_payloads(&sock.receive(to_x.len(), Duration::from_secs(20))),
+        to_x,
+        "the AF_XDP pod gets exactly its leased queue's frames"
+    );
+    let extra = sock.receive(1, Duration::from_secs(1));
+    assert!(
+        extra.is_empty(),
+        "the routed pod's traffic reached the AF_XDP socket: {extra:02x?}"
+    );
+    assert!(
+        delta(&after, &before, counter::IN_REDIRECT) >= 6
+            && delta(&after, &before, counter::OUT_REDIRECT) >= 6,
+        "the routed pod's traffic took host routing: {}",
+        show_counters(&after)
+    );
+
+    routed
+        .call_in(&w.node, "DEL", "r1", Some(&rpod), &routed.conf)
+        .ok("DEL routed");
+    assert_eq!(tcx_programs(&w.node, w.nic.ifindex), Vec::<u32>::new());
+    assert_eq!(w.bpftool_xdp().len(), 1, "the dispatcher stays for x1");
+    // The AF_XDP pod keeps its queue after the routed pod's DEL.
+    let again = payloads("x1-again", 5);
+    w.send(5002, again.clone());
+    assert_eq!(
+        udp_payloads(&sock.receive(again.len(), Duration::from_secs(20))),
+        again
+    );
+    xnet.call(&w, "DEL", "x1", Some(&xpod), "")
+        .ok("DEL AF_XDP pod");
+    assert!(w.bpftool_xdp().is_empty(), "{:?}", w.bpftool_xdp());
+    assert_no_leftovers(&w.node, &w.nic, &w.bpffs, &[&routed]);
+}
+
+/// The ingress half of the NAT check, cluster-shaped: node A DNATs a ClusterIP-like virtual
+/// address (an nftables rule as kube-proxy's nftables mode writes it) to a backend pod on node B.
+/// The client pod's request takes A's stack (the virtual address is not in `bypass`); the
+/// backend's reply is pod B -> pod A, both inside `bypass`, so B's egress redirects it, and A's
+/// ingress must hand it to A's stack for the reverse DNAT or the client sees a reply from the
+/// backend's address. Witnesses: the client's socket (full echo through the virtual address),
+/// A's `in_nat` and an nft counter of DNATed replies in A's forward hook.
+#[test]
+fn two_nodes_cluster_ip_reply_takes_the_clients_node_stack() {
+    let c = Cluster::new();
+    let (node_a, node_b) = (&c.w.node, &c.w.far);
+    let na = Net::on(
+        &c.w.nic.ifname,
+        &c.w.bpffs.path,
+        "l2",
+        "10.244.1.0/24",
+        "",
+        &POD_BYPASS,
+    );
+    let nb = Net::on(
+        &c.w.peer.ifname,
+        &c.bpffs_b.path,
+        "l3",
+        "10.244.2.0/24",
+        "",
+        &POD_BYPASS,
+    );
+    let (pa, pb) = (Netns::new("poda"), Netns::new("podb"));
+    let (_, _a4, _) = na.add_in(node_a, "ca", &pa);
+    let (_, b4, _) = nb.add_in(node_b, "cb", &pb);
+    let vip = "10.96.0.10";
+    let ruleset = format!(
+        "table ip nktsvc {{\n\tchain pre {{\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tip daddr {vip} tcp dport 80 dnat to {b4}:8080\n\t}}\n}}\n"
+    );
+    let mut child = node_a
+        .cmd("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    watch(
+        node_a,
+        "natreply",
+        "forward",
+        &[(
+            "meta l4proto tcp ct status dnat ct direction reply",
+            "dnat-reply",
+        )],
+    );
+    let a0 = uplink_state(node_a, &c.w.bpffs.path, &c.w.nic.ifname)
+        .unwrap()
+        .0;
+    tcp_rr_to(
+        &pb,
+        SocketAddr::new(b4, 8080),
+        &pa,
+        SocketAddr::new(vip.parse().unwrap(), 80),
+    );
+    let a1 = uplink_state(node_a, &c.w.bpffs.path, &c.w.nic.ifname)
+        .unwrap()
+        .0;
+    assert!(
+        delta(&a1, &a0, counter::IN_NAT) >= 2,
+        "node A's ingress must hand the backend's NATed replies to the stack: {}",
+        show_counters(&a1)
+    );
+    assert!(
+        nft_counted(node_a, "natreply", "dnat-reply") >= 2,
+        "the replies must have crossed node A's forward hook as DNAT replies"
+    );
+    // A direct pod -> pod connection (no NAT) still bypasses both ways.
+    let a2 = uplink_state(node_a, &c.w.bpffs.path, &c.w.nic.ifname)
+        .unwrap()
+        .0;
+    tcp_rr(&pb, &pa, b4, 8081);
+    let a3 = uplink_state(node_a, &c.w.bpffs.path, &c.w.nic.ifname)
+        .unwrap()
+        .0;
+    assert!(
+        delta(&a3, &a2, counter::IN_REDIRECT) >= 2
+            && delta(&a3, &a2, counter::OUT_REDIRECT) >= 2
+            && delta(&a3, &a2, counter::IN_NAT) == 0,
+        "{}",
+        show_counters(&a3)
+    );
+    na.call_in(node_a, "DEL", "ca", Some(&pa), &na.conf)
+        .ok("DEL on A");
+    nb.call_in(node_b, "DEL", "cb", Some(&pb), &nb.conf)
+        .ok("DEL on B");
+    assert_no_leftovers(node_a, &c.w.nic, &c.w.bpffs, &[&na]);
+    assert_no_leftovers(node_b, &c.w.peer, &c.bpffs_b, &[&nb]);
 }

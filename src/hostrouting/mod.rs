@@ -11,6 +11,10 @@
 //!   pod's transmit): `bpf_fib_lookup()` in the node netns and `bpf_redirect_neigh()` out of the
 //!   uplink; anything else `NETKIT_NEXT` (the node's stack).
 //!
+//! Both hand a TCP/UDP flow that the node's conntrack NATs (`bpf_skb_ct_lookup()`, a `__weak`
+//! kfunc: without conntrack in the kernel the programs load and nothing is NATed) to the stack:
+//! a hostPort's replies, a ClusterIP's replies (`nkc_hr_ct_nat()` in bpf/host_routing.h).
+//!
 //! State lives in bpffs, one directory per uplink, like the XDP dispatcher's
 //! (`src/xdp/paths.rs`), and every invocation holds its `flock` (20 s deadline, then code 11):
 //!
@@ -80,7 +84,10 @@ pub mod counter {
     pub const OUT_FIB: u32 = 7;
     pub const OUT_TTL: u32 = 8;
     pub const OTHER: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Appended after the first release's ten (indices stay): flows the node's conntrack NATs.
+    pub const OUT_NAT: u32 = 10;
+    pub const IN_NAT: u32 = 11;
+    pub const COUNT: u32 = 12;
     /// Names in index order, as `inspect`-style output and the tests print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "in_redirect",
@@ -93,6 +100,8 @@ pub mod counter {
         "out_fib",
         "out_ttl",
         "other",
+        "out_nat",
+        "in_nat",
     ];
 }
 
@@ -861,9 +870,22 @@ impl Uplink {
         let mut out = Vec::with_capacity(counter::COUNT as usize);
         let mut buf = vec![0u8; 8 * cpus];
         for i in 0..counter::COUNT {
-            bpf::map_lookup_raw(self.maps.stats.as_fd(), &i, &mut buf).map_err(|e| {
-                HostRoutingError::sys("BPF_MAP_LOOKUP_ELEM", Some(&self.path.join(PIN_STATS)), e)
-            })?;
+            match bpf::map_lookup_raw(self.maps.stats.as_fd(), &i, &mut buf) {
+                Ok(()) => {}
+                // An uplink attached by a release before the NAT counters has a 10-entry map
+                // (its programs, kept until the uplink's last pod goes, never count them).
+                Err(Errno::ENOENT) if i >= counter::OUT_NAT => {
+                    out.push(0);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(HostRoutingError::sys(
+                        "BPF_MAP_LOOKUP_ELEM",
+                        Some(&self.path.join(PIN_STATS)),
+                        e,
+                    ))
+                }
+            }
             out.push(
                 buf.chunks_exact(8)
                     .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
