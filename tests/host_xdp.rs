@@ -588,6 +588,7 @@ fn conflicting_requests_fail_without_side_effects() {
     let (bpffs, ifindex) = (w.bpffs.path.clone(), w.ifindex);
     w.ns.run(move || {
         let (d, _) = Dispatcher::attach_or_open(&opts(&bpffs), ifindex, &QueueRanges::all_pass()).kernel("attaching the XDP dispatcher");
+        assert_eq!(prog_name(&d), "nkc_dispatch", "no statistics, no program range: the lean dispatcher");
         let (a, b) = (pod("ca"), pod("cb"));
         d.set_queue_pod(2, &a, 0).unwrap();
         // Idempotent for the same pod and vqueue.
@@ -632,6 +633,7 @@ fn conflicting_requests_fail_without_side_effects() {
         };
         d.set_ranges(&ranges(&format!("[{}]", program(1, &tx_pin)), &bpffs))
             .unwrap();
+        assert_eq!(prog_name(&d), "nkc_disp_full", "a program range needs the tail-calling dispatcher");
         assert_eq!(verdict(&d, ifindex, 1), XDP_TX);
         let err = d
             .set_ranges(&ranges(
@@ -651,6 +653,14 @@ fn conflicting_requests_fail_without_side_effects() {
         );
         assert_eq!(verdict(&d, ifindex, 1), XDP_TX, "queue 1's program not restored");
         assert_eq!(d.queue_status(5).unwrap().action, QueueAction::Pass);
+
+        // Without program ranges the NIC goes back to the lean dispatcher, on the same maps:
+        // the pod's steering of queue 2 survives both switches.
+        d.set_ranges(&ranges(r#"[{"queues":"1","action":"drop"}]"#, &bpffs)).unwrap();
+        assert_eq!(prog_name(&d), "nkc_dispatch");
+        assert_eq!(verdict(&d, ifindex, 1), XDP_DROP);
+        assert_eq!(verdict(&d, ifindex, 0), XDP_PASS);
+        assert_eq!(d.queue_status(2).unwrap().action, QueueAction::Pod);
     });
 
     // A NIC that already runs someone else's XDP program is refused, and nothing is left behind.
@@ -687,6 +697,24 @@ fn conflicting_requests_fail_without_side_effects() {
         // SAFETY: we own this fd.
         unsafe { libc::close(link) };
     });
+}
+
+/// The kernel's name of the program the dispatcher's link runs.
+fn prog_name(d: &Dispatcher) -> String {
+    let fd = d.program().unwrap();
+    // SAFETY: zero is valid for the info struct; the kernel fills at most `len` bytes.
+    let mut info: libbpf_rs::libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: valid fd, info and len.
+    let r = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    };
+    assert_eq!(r, 0, "BPF_OBJ_GET_INFO_BY_FD: {}", Errno::from_raw(-r));
+    info.name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8 as char)
+        .collect()
 }
 
 /// A SOCKET_FILTER program: pinned where an XDP program is expected.
