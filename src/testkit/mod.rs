@@ -449,6 +449,7 @@ pub struct Ynl {
 pub type YnlResult = Result<Value, String>;
 
 impl Ynl {
+    #[allow(clippy::new_without_default)] // reads the environment and panics: not a default
     pub fn new() -> Self {
         let src = std::env::var("NKC_KERNEL_SRC")
             .expect("NKC_KERNEL_SRC unset: scripts/vm-run sets it to the kernel source tree");
