@@ -26,5 +26,7 @@ pub mod route;
 pub mod rtnl;
 pub mod safefs;
 pub mod sysctl;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod xdp;
 pub mod xsk;

@@ -21,6 +21,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::packet::PacketSocket;
 use common::xdp::*;
 use common::*;
 use serde_json::{json, Value};
@@ -37,20 +38,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// The DPDK root filesystem; a test that cannot find it fails and says how to build it.
 fn rootfs() -> PathBuf {
-    let root = std::env::var("NKC_DPDK_ROOTFS").unwrap_or_else(|_| {
-        panic!("NKC_DPDK_ROOTFS is unset: scripts/vm-tests sets it to what scripts/dpdk-rootfs prints (run the tests through it; make test does)")
-    });
-    let root = PathBuf::from(root);
-    assert!(
-        root.join(".nkc-built").exists() && root.join("usr/bin/dpdk-testpmd").exists(),
-        "{} is not a DPDK root filesystem built by scripts/dpdk-rootfs",
-        root.display()
-    );
-    root
-}
-
-fn chroot_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dpdk-chroot")
+    common::dpdk::rootfs().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `--vdev` arguments for one single-queue AF_XDP port per leased queue, from the device-info
@@ -96,28 +84,7 @@ impl Testpmd {
         vdevs: &[String],
         app_args: &[&str],
     ) -> Testpmd {
-        let mut c = pod.cmd(chroot_script().to_str().unwrap());
-        c.arg(rootfs());
-        for b in binds {
-            c.arg("--bind").arg(b);
-        }
-        c.arg("--").args(wrap);
-        c.args(["stdbuf", "-o0", "-e0", "/usr/bin/dpdk-testpmd"]);
-        // 2 lcores (main + one forwarding core); no hugepages in the VM: anonymous memory, no
-        // shared runtime files, no PCI scan.
-        c.args([
-            "-l",
-            "0-1",
-            "--no-huge",
-            "-m",
-            "256",
-            "--no-shconf",
-            "--no-pci",
-            "--no-telemetry",
-        ]);
-        for v in vdevs {
-            c.args(["--vdev", v]);
-        }
+        let mut c = common::dpdk::testpmd_command(&pod.name, &rootfs(), binds, wrap, vdevs);
         // The default pool is sized for RTE_MAX_ETHPORTS ports (hundreds of MiB); 2 ports with
         // 2048-entry rings need a few thousand mbufs.
         c.args(["--", "-i", "--total-num-mbufs=16384", "--nb-cores=1"]);
@@ -270,69 +237,17 @@ impl FarCapture {
     ) -> FarCapture {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let handle = ns.spawn(move || {
-            let proto = (libc::ETH_P_ALL as u16).to_be();
-            // SAFETY: plain socket(2); the fd is owned right away.
-            let s = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-            assert!(
-                s >= 0,
-                "AF_PACKET socket: {}",
-                std::io::Error::last_os_error()
-            );
-            // SAFETY: s is a fresh descriptor nobody else owns.
-            let s = unsafe { OwnedFd::from_raw_fd(s) };
-            // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = proto;
-            sll.sll_ifindex = ifindex as i32;
-            // SAFETY: sll is a valid sockaddr_ll of the given length.
-            let r = unsafe {
-                libc::bind(
-                    s.as_raw_fd(),
-                    &sll as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            assert_eq!(r, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 200_000,
-            };
-            // SAFETY: tv outlives the call.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::timeval>() as u32,
-                )
-            };
+            let sock = PacketSocket::open(ifindex, Duration::from_millis(200))
+                .kernel("an AF_PACKET socket on the far NIC");
             ready_tx.send(()).unwrap();
             let mut got = Vec::new();
             let deadline = Instant::now() + timeout;
             let mut buf = vec![0u8; 4096];
             while got.len() < n && Instant::now() < deadline {
-                // SAFETY: zeroed sockaddr_ll is valid for recvfrom to fill.
-                let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-                let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                // SAFETY: buf and from are valid for the lengths given.
-                let r = unsafe {
-                    libc::recvfrom(
-                        s.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                        &mut from as *mut _ as *mut libc::sockaddr,
-                        &mut len,
-                    )
-                };
-                if r <= 0 {
-                    continue;
-                }
-                let frame = &buf[..r as usize];
-                if from.sll_pkttype != libc::PACKET_OUTGOING && keep(frame) {
-                    got.push(frame.to_vec());
+                if let Some(frame) = sock.recv_incoming(&mut buf) {
+                    if keep(frame) {
+                        got.push(frame.to_vec());
+                    }
                 }
             }
             got

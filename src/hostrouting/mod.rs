@@ -48,7 +48,7 @@ use nix::fcntl::Flock;
 use crate::cni::IpCidr;
 use crate::config::HostRoutingConfig;
 use crate::safefs::{utf8_name, Dir, SafeFsError};
-use crate::xdp::paths::{current_netns_cookie, open_bpffs, open_plugin_dir};
+use crate::xdp::paths::{current_netns_cookie, lock_dir, open_bpffs, open_plugin_dir, Locked};
 use crate::xdp::sys as bpf;
 
 #[allow(clippy::all, missing_docs)]
@@ -485,37 +485,6 @@ pub struct Uplink {
 pub enum Attach {
     Attached,
     Opened,
-}
-
-struct Locked {
-    parent: Dir,
-    dir: Dir,
-    lock: Flock<File>,
-}
-
-fn lock_dir(root: &Dir, name: &str, create: bool) -> Result<Option<Locked>> {
-    loop {
-        let Some(parent) = open_plugin_dir(root, create)? else {
-            return Ok(None);
-        };
-        let dir = if create {
-            parent.create_dir(name, 0o700)?
-        } else {
-            match parent.child_dir(name)? {
-                Some(d) => d,
-                None => return Ok(None),
-            }
-        };
-        let lock = dir.lock(crate::xdp::dispatcher::LOCK_TIMEOUT)?;
-        // A detaching user removes the directory under the lock; a waiter then sees nlink 0.
-        if dir.nlink()? == 0 {
-            if create {
-                continue;
-            }
-            return Ok(None);
-        }
-        return Ok(Some(Locked { parent, dir, lock }));
-    }
 }
 
 /// The pins of a live uplink directory.

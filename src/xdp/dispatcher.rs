@@ -39,8 +39,8 @@ use nix::fcntl::Flock;
 use super::config::{QueueRanges, RangeAction};
 use super::error::XdpError;
 use super::paths::{
-    open_bpffs, open_plugin_dir, NicKey, NicPaths, PodId, DEFAULT_BPFFS, DIR_PODS, PIN_LINK,
-    PIN_POD_XSKMAP, PIN_POD_XSKS, PIN_PROGRAMS, PIN_QUEUES, PIN_STATS,
+    lock_dir, open_bpffs, open_plugin_dir, Locked, NicKey, NicPaths, PodId, DEFAULT_BPFFS,
+    DIR_PODS, PIN_LINK, PIN_POD_XSKMAP, PIN_POD_XSKS, PIN_PROGRAMS, PIN_QUEUES, PIN_STATS,
 };
 use super::skel::types::{nkc_action, nkc_queue, nkc_stats};
 use super::skel::DispatcherSkelBuilder;
@@ -341,44 +341,6 @@ fn pin_at(dir: &Dir, name: &str, fd: BorrowedFd<'_>) -> Result<(), XdpError> {
         .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&dir.join(name)), e))
 }
 
-/// The locked NIC directory: its handle, its parent's (`<bpffs>/netkit-cni`) and the lock.
-struct Locked {
-    parent: Dir,
-    dir: Dir,
-    lock: Flock<File>,
-}
-
-/// Lock the NIC directory `name` under `<bpffs>/netkit-cni/`, creating both first if `create`.
-/// Returns `None` if it does not exist and `create` is false. Every step goes through
-/// [`crate::safefs::Dir`]: an entry that is a symlink, a non-directory, not root's or on another
-/// file system is refused, and the lock gives up after [`LOCK_TIMEOUT`].
-///
-/// A detaching user removes the directory while holding the lock, so a waiter that then gets
-/// the lock may hold a dead directory: it sees `st_nlink == 0` and starts over.
-fn lock_nic_dir(root: &Dir, name: &str, create: bool) -> Result<Option<Locked>, XdpError> {
-    loop {
-        let Some(parent) = open_plugin_dir(root, create)? else {
-            return Ok(None);
-        };
-        let dir = if create {
-            parent.create_dir(name, 0o700)?
-        } else {
-            match parent.child_dir(name)? {
-                Some(d) => d,
-                None => return Ok(None),
-            }
-        };
-        let lock = dir.lock(LOCK_TIMEOUT)?;
-        if dir.nlink()? == 0 {
-            if create {
-                continue;
-            }
-            return Ok(None);
-        }
-        return Ok(Some(Locked { parent, dir, lock }));
-    }
-}
-
 /// The NIC directory's lock, taken by an operation that is not a dispatcher user: an ADD whose
 /// leases are for a memory provider holds it from its check that the NIC carries no XDP program
 /// until its device-info record is written, so a first XDP ADD on the NIC (which asks, under the
@@ -402,7 +364,7 @@ impl NicLock {
         let root = open_bpffs(bpffs)?;
         let nic = NicKey::in_current_netns(ifindex)?;
         let name = nic.dir_name();
-        let locked = lock_nic_dir(&root, &name, true)?.expect("created");
+        let locked = lock_dir(&root, &name, true)?.expect("created");
         Ok(NicLock {
             parent: locked.parent,
             name,
@@ -784,7 +746,7 @@ impl Dispatcher {
         let root = open_bpffs(&opts.bpffs)?;
         let nic = NicKey::in_current_netns(ifindex)?;
         let paths = NicPaths::new(&opts.bpffs, &nic);
-        let locked = lock_nic_dir(&root, &nic.dir_name(), true)?.expect("created");
+        let locked = lock_dir(&root, &nic.dir_name(), true)?.expect("created");
         match Self::open_pins(&locked.dir, &paths, &nic)? {
             Some(pins) => Ok((
                 Self::from_pins(opts, nic, paths, locked, pins),
@@ -810,7 +772,7 @@ impl Dispatcher {
         let root = open_bpffs(&opts.bpffs)?;
         let nic = NicKey::in_current_netns(ifindex)?;
         let paths = NicPaths::new(&opts.bpffs, &nic);
-        let Some(locked) = lock_nic_dir(&root, &nic.dir_name(), false)? else {
+        let Some(locked) = lock_dir(&root, &nic.dir_name(), false)? else {
             return Ok(None);
         };
         Ok(Self::open_pins(&locked.dir, &paths, &nic)?
@@ -1487,7 +1449,7 @@ impl Dispatcher {
             let paths = NicPaths::new(&opts.bpffs, &nic);
             // Refuses (with an error naming it) an entry that is not our own directory: a
             // symlink here must never be cleared through.
-            let Some(locked) = lock_nic_dir(&root, name, false)? else {
+            let Some(locked) = lock_dir(&root, name, false)? else {
                 continue;
             };
             if Self::open_pins(&locked.dir, &paths, &nic)?.is_none() {

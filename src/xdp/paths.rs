@@ -12,10 +12,12 @@
 //! pod components are checked against the CNI container-id grammar and the kernel's interface
 //! name rules, so no input can climb out of (`..`) or alias into another directory.
 
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::Flock;
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 use super::error::XdpError;
@@ -272,6 +274,46 @@ pub(crate) fn open_plugin_dir(root: &Dir, create: bool) -> Result<Option<Dir>, X
     } else {
         root.child_dir(PLUGIN_DIR)?
     })
+}
+
+/// A locked directory under `<bpffs>/netkit-cni/` (a NIC's dispatcher, an uplink's host
+/// routing): its handle, its parent's and the lock.
+pub(crate) struct Locked {
+    pub(crate) parent: Dir,
+    pub(crate) dir: Dir,
+    pub(crate) lock: Flock<File>,
+}
+
+/// Lock the directory `name` (a NIC's, an uplink's) under `<bpffs>/netkit-cni/`, creating both first if `create`.
+/// Returns `None` if it does not exist and `create` is false. Every step goes through
+/// [`crate::safefs::Dir`]: an entry that is a symlink, a non-directory, not root's or on another
+/// file system is refused, and the lock gives up after
+/// [`LOCK_TIMEOUT`](crate::xdp::dispatcher::LOCK_TIMEOUT).
+///
+/// A detaching user removes the directory while holding the lock, so a waiter that then gets
+/// the lock may hold a dead directory: it sees `st_nlink == 0` and starts over.
+pub(crate) fn lock_dir(root: &Dir, name: &str, create: bool) -> Result<Option<Locked>, XdpError> {
+    loop {
+        let Some(parent) = open_plugin_dir(root, create)? else {
+            return Ok(None);
+        };
+        let dir = if create {
+            parent.create_dir(name, 0o700)?
+        } else {
+            match parent.child_dir(name)? {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        };
+        let lock = dir.lock(crate::xdp::dispatcher::LOCK_TIMEOUT)?;
+        if dir.nlink()? == 0 {
+            if create {
+                continue;
+            }
+            return Ok(None);
+        }
+        return Ok(Some(Locked { parent, dir, lock }));
+    }
 }
 
 /// Fails unless `path` is the root of (or inside) a mounted bpffs.

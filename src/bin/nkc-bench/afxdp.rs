@@ -2,7 +2,7 @@
 //! itself.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use netkit_cni::xsk::{Xsk, XskConfig};
 use serde_json::{json, Value};
 
 use crate::cni::{cni, cni_call, Pods};
-use crate::fixtures::{Bpffs, NetnsGuard, Nsim};
+use crate::fixtures::{Bpffs, FarWire};
 use crate::stats::{pct, Report};
 use crate::util::{in_netns, netns_fd, sh, Env, Plugin};
 
@@ -165,34 +165,17 @@ pub(crate) fn afxdp_rate(
     // netdevsim records the sender's TX queue on the skb as an RX mapping (stored +1), so the
     // receiver's XDP sees `rx_queue_index = tx queue - 1` (nsim_start_xmit, netif_get_rxqueue).
     let tx_for = |rx: u32| rx + 1;
-    let far = NetnsGuard::new(format!("nkcbfar{}", std::process::id()))?;
-    // The far side sends only the flood: no IPv6 chatter of its own on a measured queue.
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &far.0,
-        "sysctl",
-        "-q",
-        "-w",
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
-    ])?;
-    let nic = Nsim::new(&env.node, QUEUES, 1)?;
-    let peer = Nsim::new(&far.0, QUEUES, 2)?;
-    let (nic_ifindex, nic_mac) = link_of(&env.node, &nic.ifname)?;
-    let (peer_ifindex, peer_mac) = link_of(&far.0, &peer.ifname)?;
-    let far_fd = netns_fd(&far.0)?;
-    // The kernel resolves "fd:ifindex" against the writer's fd table.
-    std::fs::write(
-        "/sys/bus/netdevsim/link_device",
-        format!(
-            "{}:{nic_ifindex} {}:{peer_ifindex}",
-            env.node_fd.as_raw_fd(),
-            far_fd.as_raw_fd()
-        ),
-    )
-    .context("wiring the two netdevsim devices (link_device)")?;
+    // Bound to the end of the section: dropping the netns or a device would take the wire down.
+    let FarWire {
+        far: _far,
+        far_fd,
+        nic,
+        peer: _peer,
+        nic_ifindex,
+        nic_mac,
+        peer_ifindex,
+        peer_mac,
+    } = FarWire::new(env, format!("nkcbfar{}", std::process::id()), QUEUES)?;
     let bpffs = Bpffs::new("afxdp")?;
     let devinfo = env.data.join("devinfo-afxdp");
     let plugin = Plugin {

@@ -4,22 +4,23 @@
 //! request/response check through testpmd's `macswap`.
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use netkit_cni::testkit::{self, packet::PacketSocket};
 use netkit_cni::xsk::{Xsk, XskConfig};
 use serde_json::{json, Value};
 
-use crate::afxdp::{frame_len, link_of};
+use crate::afxdp::frame_len;
 use crate::cni::{cni, cni_call, Pods};
 use crate::datapath::result_ip;
-use crate::fixtures::{Bpffs, NetnsGuard, Nsim};
+use crate::fixtures::{Bpffs, FarWire};
 use crate::stats::{pct, Report};
-use crate::util::{netns_fd, sh, Env, Plugin};
+use crate::util::{sh, Env, Plugin};
 
 /// How long section 5c measures.
 #[derive(Clone, Copy)]
@@ -32,15 +33,7 @@ pub(crate) struct DpdkCounts {
 
 /// The DPDK root filesystem (scripts/dpdk-rootfs, passed by scripts/bench as NKC_DPDK_ROOTFS).
 fn rootfs() -> Result<PathBuf> {
-    let root = PathBuf::from(std::env::var("NKC_DPDK_ROOTFS").context(
-        "NKC_DPDK_ROOTFS is unset: scripts/bench sets it to what scripts/dpdk-rootfs prints",
-    )?);
-    ensure!(
-        root.join(".nkc-built").exists() && root.join("usr/bin/dpdk-testpmd").exists(),
-        "{} is not a DPDK root filesystem built by scripts/dpdk-rootfs",
-        root.display()
-    );
-    Ok(root)
+    testkit::dpdk::rootfs().map_err(|e| anyhow::anyhow!(e))
 }
 
 /// dpdk-testpmd in interactive mode inside a pod netns (chrooted into the DPDK root filesystem
@@ -56,25 +49,9 @@ struct Testpmd {
 
 impl Testpmd {
     fn start(what: &'static str, pod: &str, binds: &[&Path], vdev: &str) -> Result<Testpmd> {
-        let chroot = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dpdk-chroot");
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", pod]).arg(chroot).arg(rootfs()?);
-        for b in binds {
-            c.arg("--bind").arg(b);
-        }
-        // stdbuf: testpmd's stdout is a pipe, which stdio would buffer, hiding the prompt.
-        c.args(["--", "stdbuf", "-o0", "-e0", "/usr/bin/dpdk-testpmd"]);
+        let vdevs = [vdev.to_string()];
+        let mut c = testkit::dpdk::testpmd_command(pod, &rootfs()?, binds, &[], &vdevs);
         c.args([
-            "-l",
-            "0-1",
-            "--no-huge",
-            "-m",
-            "256",
-            "--no-shconf",
-            "--no-pci",
-            "--no-telemetry",
-            "--vdev",
-            vdev,
             "--",
             "-i",
             "--total-num-mbufs=16384",
@@ -217,67 +194,13 @@ fn count_returns(
     std::thread::scope(|s| {
         s.spawn(|| -> Result<u64> {
             nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let proto = (libc::ETH_P_ALL as u16).to_be();
-            // SAFETY: plain socket(2); the fd is owned right away.
-            let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-            ensure!(
-                raw >= 0,
-                "AF_PACKET socket: {}",
-                std::io::Error::last_os_error()
-            );
-            // SAFETY: raw is a fresh descriptor nobody else owns.
-            let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-            // SAFETY: a zeroed sockaddr_ll is valid; the fields that matter are set below.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = proto;
-            sll.sll_ifindex = ifindex as i32;
-            // SAFETY: sll is a valid sockaddr_ll of the length given.
-            let r = unsafe {
-                libc::bind(
-                    sock.as_raw_fd(),
-                    &sll as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            ensure!(
-                r == 0,
-                "bind AF_PACKET: {}",
-                std::io::Error::last_os_error()
-            );
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 100_000,
-            };
-            // SAFETY: tv outlives the call.
-            unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::timeval>() as u32,
-                )
-            };
+            let sock = PacketSocket::open(ifindex, Duration::from_millis(100))
+                .context("an AF_PACKET socket on the far NIC")?;
             let deadline = Instant::now() + window;
             let mut buf = [0u8; 2048];
             let mut n = 0;
             while Instant::now() < deadline {
-                // SAFETY: a zeroed sockaddr_ll is valid for recvfrom to fill.
-                let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-                let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                // SAFETY: buf and from are valid for the lengths given.
-                let r = unsafe {
-                    libc::recvfrom(
-                        sock.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                        &mut from as *mut _ as *mut libc::sockaddr,
-                        &mut len,
-                    )
-                };
-                if r > 0 && from.sll_pkttype != libc::PACKET_OUTGOING && keep(&buf[..r as usize]) {
+                if sock.recv_incoming(&mut buf).is_some_and(&keep) {
                     n += 1;
                 }
             }
@@ -328,35 +251,21 @@ pub(crate) fn dpdk_rate(
     // receiver's XDP sees `rx_queue_index = tx queue - 1` (nsim_start_xmit, netif_get_rxqueue).
     let tx_for = |rx: u32| rx + 1;
     rootfs()?;
-    let far = NetnsGuard::new(format!("nkcbdfar{}", std::process::id()))?;
+    let FarWire {
+        far,
+        far_fd,
+        nic,
+        peer,
+        nic_ifindex: _,
+        nic_mac,
+        peer_ifindex,
+        peer_mac,
+    } = FarWire::new(env, format!("nkcbdfar{}", std::process::id()), QUEUES)?;
     let in_far = |args: &[&str]| -> Result<String> {
         let mut a = vec!["ip", "netns", "exec", &far.0];
         a.extend_from_slice(args);
         sh(&a)
     };
-    // The far side sends only the flood: no IPv6 chatter of its own on a measured queue.
-    in_far(&[
-        "sysctl",
-        "-q",
-        "-w",
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
-    ])?;
-    let nic = Nsim::new(&env.node, QUEUES, 1)?;
-    let peer = Nsim::new(&far.0, QUEUES, 2)?;
-    let (nic_ifindex, nic_mac) = link_of(&env.node, &nic.ifname)?;
-    let (peer_ifindex, peer_mac) = link_of(&far.0, &peer.ifname)?;
-    let far_fd = netns_fd(&far.0)?;
-    // The kernel resolves "fd:ifindex" against the writer's fd table.
-    std::fs::write(
-        "/sys/bus/netdevsim/link_device",
-        format!(
-            "{}:{nic_ifindex} {}:{peer_ifindex}",
-            env.node_fd.as_raw_fd(),
-            far_fd.as_raw_fd()
-        ),
-    )
-    .context("wiring the two netdevsim devices (link_device)")?;
     // The node routes the flood for pod B: the wire is a /24 of its own, forwarding on, no
     // reverse-path filter in the way (the far address is on-link anyway).
     sh(&[

@@ -1,110 +1,119 @@
 //! Throwaway kernel fixtures of the sections that need more than a pod: a netns, a private bpffs, a
-//! netdevsim NIC.
+//! netdevsim NIC, and the far netns wired to the node's NIC. Each is the tests' fixture from the
+//! crate's fixture library (`netkit_cni::testkit`), under the names and `Result`s the sections
+//! were written against: a fixture that cannot be made fails its section, not the whole run.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::ops::Deref;
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use netkit_cni::testkit;
 
-use crate::util::{netns_add, netns_del, scratch, sh};
+use crate::afxdp::link_of;
+use crate::util::{netns_fd, sh, Env};
 
-/// A network namespace made for one section, deleted on drop.
-pub(crate) struct NetnsGuard(pub(crate) String);
+/// A network namespace made for one section (`lo` up), deleted on drop. `.0` is its name.
+pub(crate) struct NetnsGuard(pub(crate) String, #[allow(dead_code)] testkit::Netns); // .1: held for its drop
 
 impl NetnsGuard {
     pub(crate) fn new(name: String) -> Result<NetnsGuard> {
-        netns_add(&name)?;
-        let g = NetnsGuard(name);
-        sh(&["ip", "-n", &g.0, "link", "set", "lo", "up"])?;
-        Ok(g)
+        let ns = testkit::Netns::try_named(&name).map_err(|e| anyhow!(e))?;
+        Ok(NetnsGuard(name, ns))
     }
 }
 
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = netns_del(&self.0);
-    }
-}
-
-/// A private bpf file system under /tmp (`ip netns exec` would hide one under /sys), unmounted
-/// on drop.
-pub(crate) struct Bpffs {
-    pub(crate) path: PathBuf,
-}
+/// A private bpf file system under the temp dir (`ip netns exec` would hide one under /sys),
+/// unmounted on drop; `.path` through [`Deref`].
+pub(crate) struct Bpffs(testkit::Bpffs);
 
 impl Bpffs {
-    pub(crate) fn new(tag: &str) -> Result<Bpffs> {
-        let path = scratch().join(format!("bpffs-{tag}"));
-        std::fs::create_dir_all(&path)?;
-        sh(&[
-            "mount",
-            "-t",
-            "bpf",
-            "bpf",
-            path.to_str().context("utf-8 path")?,
-        ])?;
-        Ok(Bpffs { path })
+    /// `_tag` named the mount point once; testkit's names are unique by themselves.
+    pub(crate) fn new(_tag: &str) -> Result<Bpffs> {
+        testkit::Bpffs::try_new().map(Bpffs).map_err(|e| anyhow!(e))
     }
 }
 
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = sh(&["umount", "-l", self.path.to_str().unwrap_or_default()]);
-        let _ = std::fs::remove_dir(&self.path);
+impl Deref for Bpffs {
+    type Target = testkit::Bpffs;
+    fn deref(&self) -> &testkit::Bpffs {
+        &self.0
     }
 }
 
 /// A netdevsim device standing in for a physical NIC with `queues` RX/TX queues, moved into the
-/// netns `node` and brought up; removed (with everything leased from it) on drop.
-pub(crate) struct Nsim {
-    pub(crate) id: u32,
-    pub(crate) ifname: String,
-}
+/// netns `node` and brought up; removed (with everything leased from it) on drop. `.id`,
+/// `.ifname`, `.ifindex` through [`Deref`].
+pub(crate) struct Nsim(testkit::Netdevsim);
 
 impl Nsim {
-    /// `slot` tells apart the devices of one run (0 to 3).
-    pub(crate) fn new(node: &str, queues: u32, slot: u32) -> Result<Nsim> {
-        let id = 4000 + (std::process::id() % 1000) * 4 + slot;
-        std::fs::write("/sys/bus/netdevsim/new_device", format!("{id} 1 {queues}"))
-            .context("creating a netdevsim device (does this kernel have netdevsim?)")?;
-        let mut nsim = Nsim {
-            id,
-            ifname: String::new(),
-        };
-        let want = format!("nkcbnic{id}");
-        let dir = format!("/sys/bus/netdevsim/devices/netdevsim{id}/net");
-        // As the tests' fixture: a loaded TCG VM has taken over 10 s to show a new netdev.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // udev may rename the new netdev between our reading its name and moving it: retry.
-        loop {
-            let name = std::fs::read_dir(&dir)
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned());
-            if let Some(orig) = name {
-                if sh(&[
-                    "ip", "link", "set", "dev", &orig, "name", &want, "netns", node,
-                ])
-                .is_ok()
-                {
-                    break;
-                }
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "netdevsim{id} never showed a netdev that could be moved"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sh(&["ip", "-n", node, "link", "set", "dev", &want, "up"])?;
-        nsim.ifname = want;
-        Ok(nsim)
+    /// `_slot` told apart the devices of one run once; testkit numbers them by itself.
+    pub(crate) fn new(node: &str, queues: u32, _slot: u32) -> Result<Nsim> {
+        testkit::Netdevsim::try_in(node, queues)
+            .map(Nsim)
+            .map_err(|e| anyhow!(e))
     }
 }
 
-impl Drop for Nsim {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/sys/bus/netdevsim/del_device", self.id.to_string());
+impl Deref for Nsim {
+    type Target = testkit::Netdevsim;
+    fn deref(&self) -> &testkit::Netdevsim {
+        &self.0
+    }
+}
+
+/// The node's "physical" NIC wired back to back to a peer NIC in a far netns that sends the
+/// flood (sections 5b and 5c): frames the peer sends on TX queue q arrive on the NIC.
+pub(crate) struct FarWire {
+    pub(crate) far: NetnsGuard,
+    pub(crate) far_fd: OwnedFd,
+    pub(crate) nic: Nsim,
+    pub(crate) peer: Nsim,
+    pub(crate) nic_ifindex: u32,
+    pub(crate) nic_mac: String,
+    pub(crate) peer_ifindex: u32,
+    pub(crate) peer_mac: String,
+}
+
+impl FarWire {
+    /// `far_name`: the far netns's name (a section's own, with the pid).
+    pub(crate) fn new(env: &Env, far_name: String, queues: u32) -> Result<FarWire> {
+        let far = NetnsGuard::new(far_name)?;
+        // The far side sends only the flood: no IPv6 chatter of its own on a measured queue.
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &far.0,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])?;
+        let nic = Nsim::new(&env.node, queues, 1)?;
+        let peer = Nsim::new(&far.0, queues, 2)?;
+        let (nic_ifindex, nic_mac) = link_of(&env.node, &nic.ifname)?;
+        let (peer_ifindex, peer_mac) = link_of(&far.0, &peer.ifname)?;
+        let far_fd = netns_fd(&far.0)?;
+        // The kernel resolves "fd:ifindex" against the writer's fd table.
+        std::fs::write(
+            "/sys/bus/netdevsim/link_device",
+            format!(
+                "{}:{nic_ifindex} {}:{peer_ifindex}",
+                env.node_fd.as_raw_fd(),
+                far_fd.as_raw_fd()
+            ),
+        )
+        .context("wiring the two netdevsim devices (link_device)")?;
+        Ok(FarWire {
+            far,
+            far_fd,
+            nic,
+            peer,
+            nic_ifindex,
+            nic_mac,
+            peer_ifindex,
+            peer_mac,
+        })
     }
 }

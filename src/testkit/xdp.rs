@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netkit_cni::xsk::{Xsk, XskConfig};
+use crate::xsk::{Xsk, XskConfig};
 use serde_json::{json, Value};
 
 use super::*;
