@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use corpus_case::Case;
-use netkit_cni::config::NetConf;
-use netkit_cni::request::{parse_request, Invocation};
+use netkit_cni::cni::config::NetConf;
+use netkit_cni::cni::request::{parse_request, Invocation};
 
 /// The corpus is meant to stay at least this large: fewer cases means files went missing.
 const MIN_CASES: usize = 60;

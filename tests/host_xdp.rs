@@ -461,7 +461,7 @@ fn later_users_wait_for_the_lock_then_open_and_upgrade_swaps_the_program_in_plac
             // A second user blocks on the NIC lock while we hold it...
             let second = std::thread::spawn({
                 let bpffs = bpffs.clone();
-                let netns = netkit_cni::netns::NetNs::current().unwrap();
+                let netns = netkit_cni::kernel::netns::NetNs::current().unwrap();
                 move || {
                     netns
                         .run(|| {

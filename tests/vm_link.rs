@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use common::*;
-use netkit_cni::addr::{self, AddressSpec, IpCidr, IpFamily};
-use netkit_cni::link::{self, *};
-use netkit_cni::netns::NetNs;
-use netkit_cni::route::{self, Route, RouteScope};
-use netkit_cni::rtnl::{Deletion, Rtnl};
-use netkit_cni::sysctl::{self, SysctlKey};
+use netkit_cni::kernel::addr::{self, AddressSpec, IpCidr, IpFamily};
+use netkit_cni::kernel::link::{self, *};
+use netkit_cni::kernel::netns::NetNs;
+use netkit_cni::kernel::route::{self, Route, RouteScope};
+use netkit_cni::kernel::rtnl::{Deletion, Rtnl};
+use netkit_cni::kernel::sysctl::{self, SysctlKey};
 use nix::errno::Errno;
 use serde_json::{json, Value};
 

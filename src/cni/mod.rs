@@ -4,8 +4,10 @@
 //! Our own types, not the design card's `cni-plugin` crate: that crate stops at spec 1.0 (no GC,
 //! no STATUS, no `cni.dev/valid-attachments`) and its repository is archived.
 
+pub mod config;
 pub mod env;
 pub mod error;
+pub mod request;
 pub mod result;
 pub mod version;
 

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
+use crate::cni::config::HostRoutingConfig;
 use crate::cni::{codes, CniError};
-use crate::config::HostRoutingConfig;
 use crate::logging::Logger;
 
 use super::{sweep, Attach, HostRoutingError, Uplink};

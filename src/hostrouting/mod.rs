@@ -45,8 +45,8 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use nix::errno::Errno;
 use nix::fcntl::Flock;
 
+use crate::cni::config::HostRoutingConfig;
 use crate::cni::IpCidr;
-use crate::config::HostRoutingConfig;
 use crate::safefs::{utf8_name, Dir, SafeFsError};
 use crate::xdp::paths::{current_netns_cookie, lock_dir, open_bpffs, open_plugin_dir, Locked};
 use crate::xdp::sys as bpf;

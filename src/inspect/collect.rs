@@ -6,9 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
 
 use super::*;
-use crate::link::{self, LinkInfo, Marker};
-use crate::netdev::{NetdevClient, Queue, QueueType};
-use crate::rtnl::Rtnl;
+use crate::kernel::link::{self, LinkInfo, Marker};
+use crate::kernel::netdev::{NetdevClient, Queue, QueueType};
+use crate::kernel::rtnl::Rtnl;
 use crate::xdp::paths::{check_bpffs, current_netns_cookie};
 use crate::xdp::{Dispatcher, DispatcherOptions, NicKey, NicPaths, DEFAULT_BPFFS};
 
@@ -180,7 +180,7 @@ fn device_info_records(
     let dir = opts
         .device_info_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DEVICE_INFO_DIR));
+        .unwrap_or_else(|| PathBuf::from(crate::cni::config::DEFAULT_DEVICE_INFO_DIR));
     match crate::plugin::devinfo::records(&dir) {
         Ok((records, skipped)) => {
             warnings.extend(
@@ -401,7 +401,9 @@ fn rx_queues(client: &mut NetdevClient, ifindex: u32) -> Result<Vec<Queue>, Insp
     let mut attempt = 0;
     let all = loop {
         match client.queue_dump(ifindex) {
-            Err(crate::netdev::NetdevError::DumpInterrupted { .. }) if attempt < 2 => attempt += 1,
+            Err(crate::kernel::netdev::NetdevError::DumpInterrupted { .. }) if attempt < 2 => {
+                attempt += 1
+            }
             other => {
                 break other.map_err(|source| InspectError::Netdev {
                     step: "dump the NIC's queues",
@@ -560,7 +562,7 @@ fn resolve_lessee(
     rtnl: &Rtnl,
     pairs: &HashMap<(Option<i32>, u32), (Marker, String)>,
     recorded: Option<&Marker>,
-    lease: &crate::netdev::Lease,
+    lease: &crate::kernel::netdev::Lease,
     queue: u32,
     warnings: &mut Vec<String>,
 ) -> LeaseReport {

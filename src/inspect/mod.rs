@@ -9,7 +9,7 @@
 //! - identity: name, ifindex, the netns cookie and the NIC's bpffs directory
 //!   ([`NicKey`](crate::xdp::NicKey), [`NicPaths`](crate::xdp::NicPaths)), real RX queue count;
 //! - every real RX queue (netdev `queue-get` dump): free, leased to a netkit-cni device (container
-//!   id, ifname, network from the ownership [`Marker`](crate::link::Marker); pairing), or leased
+//!   id, ifname, network from the ownership [`Marker`](crate::kernel::link::Marker); pairing), or leased
 //!   to a device that is not ours; the lessee's ifindex, the nsid the node gives its netns and
 //!   the virtual queue; plus the dispatcher's entry for the queue when a dispatcher is attached;
 //! - the dispatcher: XDP link id, program id, attach mode, statistics, the pinned objects.
@@ -93,8 +93,8 @@ use serde::{Deserialize, Serialize};
 pub use collect::inspect;
 pub use render::render_table;
 
-use crate::link::LinkError;
-use crate::netdev::NetdevError;
+use crate::kernel::link::LinkError;
+use crate::kernel::netdev::NetdevError;
 use crate::xdp::XdpError;
 
 /// Version of the JSON report ([`Report::version`]).
@@ -137,7 +137,7 @@ pub enum InspectError {
     Runtime(#[source] std::io::Error),
     /// The rtnetlink connection could not be opened.
     #[error("rtnetlink: {0}")]
-    Rtnl(#[source] crate::rtnl::RtnlError),
+    Rtnl(#[source] crate::kernel::rtnl::RtnlError),
     /// An rtnetlink request failed.
     #[error("{step}: {source}")]
     Link {
@@ -194,7 +194,7 @@ pub struct Options {
     /// `--bpffs PATH`; `None`: [`crate::xdp::DEFAULT_BPFFS`], where a missing bpffs is only a
     /// warning (an explicit path that is not a bpffs is an error).
     pub bpffs: Option<PathBuf>,
-    /// `--device-info-dir PATH`; `None`: [`crate::config::DEFAULT_DEVICE_INFO_DIR`].
+    /// `--device-info-dir PATH`; `None`: [`crate::cni::config::DEFAULT_DEVICE_INFO_DIR`].
     pub device_info_dir: Option<PathBuf>,
 }
 
@@ -222,7 +222,7 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Invocation, InspectError>
         return Ok(Invocation::Help);
     }
     if let Some(master) = p.get("--master") {
-        crate::link::validate_ifname(master).map_err(|e| {
+        crate::kernel::link::validate_ifname(master).map_err(|e| {
             InspectError::usage(
                 "--master",
                 format!("{master:?} is not an interface name: {e}"),

@@ -344,7 +344,7 @@ fn xdp_attach_modes_from_ifla_xdp() {
         if let Some(x) = xdp {
             message.attributes.push(LinkAttribute::Xdp(x));
         }
-        crate::link::LinkInfo {
+        crate::kernel::link::LinkInfo {
             index: 1,
             name: "n".into(),
             flags: LinkFlags::empty(),

@@ -6,12 +6,12 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::cni::config::{Mode, Policy, Scrub, XdpConfig};
 use crate::cni::IpCidr;
-use crate::config::{Mode, Policy, Scrub, XdpConfig};
-use crate::link::{LinkError, Marker};
-use crate::netdev::{NetdevError, Queue};
-use crate::nsid::NsidError;
-use crate::rtnl::Deletion;
+use crate::kernel::link::{LinkError, Marker};
+use crate::kernel::netdev::{NetdevError, Queue};
+use crate::kernel::nsid::NsidError;
+use crate::kernel::rtnl::Deletion;
 use crate::xdp::{PodHandoff, PodId, XdpError};
 
 /// Everything needed to create one pod's netkit pair.
@@ -132,27 +132,27 @@ pub enum DpError {
     #[error("{step}: {source}")]
     Addr {
         step: &'static str,
-        source: crate::addr::AddrError,
+        source: crate::kernel::addr::AddrError,
     },
     #[error("{step}: {source}")]
     Route {
         step: &'static str,
-        source: crate::route::RouteError,
+        source: crate::kernel::route::RouteError,
     },
     #[error("{step}: {source}")]
     Sysctl {
         step: &'static str,
-        source: crate::sysctl::SysctlError,
+        source: crate::kernel::sysctl::SysctlError,
     },
     #[error("network namespace {path}: {source}")]
     Netns {
         path: PathBuf,
-        source: crate::netns::NetnsError,
+        source: crate::kernel::netns::NetnsError,
     },
     #[error("{step}: {source}")]
     Rtnl {
         step: &'static str,
-        source: crate::rtnl::RtnlError,
+        source: crate::kernel::rtnl::RtnlError,
     },
     /// Boxed, as is `Nsid`: their extacks would make every `DpError` several times larger.
     #[error("{step}: {source}")]

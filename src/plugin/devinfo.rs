@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::link::Marker;
+use crate::kernel::link::Marker;
 use crate::safefs::{utf8_name, Dir, Kind, Owner, SafeFsError};
 
 /// Largest device-info file CHECK reads: ours are a few hundred bytes; anything near this is

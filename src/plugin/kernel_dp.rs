@@ -16,15 +16,19 @@ use std::sync::Arc;
 use netlink_packet_route::link::LinkAttribute;
 
 use super::dataplane::*;
-use crate::addr::{self, AddressSpec, IpFamily};
+use crate::cni::config::{Mode, XdpConfig};
 use crate::cni::IpCidr;
-use crate::config::{Mode, XdpConfig};
-use crate::link::{self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitSingle};
-use crate::netdev::{Lease, NetdevClient, NetdevCmd, NetdevError, Queue, QueueId, QueueType};
-use crate::netns::{NetNs, NetnsError};
-use crate::route::{self, RouteScope};
-use crate::rtnl::{Deletion, Rtnl};
-use crate::sysctl::{self, SysctlKey};
+use crate::kernel::addr::{self, AddressSpec, IpFamily};
+use crate::kernel::link::{
+    self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitSingle,
+};
+use crate::kernel::netdev::{
+    Lease, NetdevClient, NetdevCmd, NetdevError, Queue, QueueId, QueueType,
+};
+use crate::kernel::netns::{NetNs, NetnsError};
+use crate::kernel::route::{self, RouteScope};
+use crate::kernel::rtnl::{Deletion, Rtnl};
+use crate::kernel::sysctl::{self, SysctlKey};
 use crate::xdp::{
     Attach, DetachOutcome, Dispatcher, NicLock, PodHandoff, PodId, XdpError, DISPATCHER_PROG_NAMES,
 };
@@ -126,23 +130,24 @@ impl KernelDataplane {
             })?;
             let opened = ns
                 .run(|| {
-                    let nsid = if crate::nsid::is_current_netns(node.as_fd()).map_err(|source| {
-                        DpError::Nsid {
-                            step: "compare netns",
-                            source: Box::new(source),
-                        }
-                    })? {
-                        None
-                    } else {
-                        // Never assume an id: the pod netns may already know the node's
-                        // netns under any number, or not at all (then one is assigned).
-                        Some(crate::nsid::ensure_nsid(node.as_fd()).map_err(|source| {
-                            DpError::Nsid {
-                                step: "nsid of the node netns as the pod sees it",
+                    let nsid =
+                        if crate::kernel::nsid::is_current_netns(node.as_fd()).map_err(
+                            |source| DpError::Nsid {
+                                step: "compare netns",
                                 source: Box::new(source),
-                            }
-                        })?)
-                    };
+                            },
+                        )? {
+                            None
+                        } else {
+                            // Never assume an id: the pod netns may already know the node's
+                            // netns under any number, or not at all (then one is assigned).
+                            Some(crate::kernel::nsid::ensure_nsid(node.as_fd()).map_err(
+                                |source| DpError::Nsid {
+                                    step: "nsid of the node netns as the pod sees it",
+                                    source: Box::new(source),
+                                },
+                            )?)
+                        };
                     let client = NetdevClient::open().map_err(|source| DpError::Netdev {
                         step: "open netdev netlink in the pod netns",
                         source: Box::new(source),
@@ -625,7 +630,7 @@ impl Dataplane for KernelDataplane {
 
     fn nsid_of(&mut self, netns: &Path) -> Result<Option<i32>, DpError> {
         let ns = self.netns(netns)?;
-        crate::nsid::get_nsid(ns.as_fd()).map_err(|source| DpError::Nsid {
+        crate::kernel::nsid::get_nsid(ns.as_fd()).map_err(|source| DpError::Nsid {
             step: "nsid of the pod netns",
             source: Box::new(source),
         })

@@ -14,16 +14,16 @@ use serde_json::{Map, Value};
 
 use super::dataplane::{Dataplane, DpError, LeaseTarget, Master};
 use super::errcodes;
+use crate::cni::config::{LeaseConfig, LeaseQueues, QueueSet, MAX_LEASES_PER_DEVICE};
 use crate::cni::{CniArgs, CniError};
-use crate::config::{LeaseConfig, LeaseQueues, QueueSet, MAX_LEASES_PER_DEVICE};
-use crate::link::Marker;
+use crate::kernel::link::Marker;
+use crate::kernel::netdev::{Queue, QueueType};
+use crate::kernel::rtnl::Deletion;
 use crate::logging::Logger;
-use crate::netdev::{Queue, QueueType};
-use crate::rtnl::Deletion;
 
 // The pod's side of a lease request (CNI_ARGS, runtimeConfig) is named with the config, which
 // the parse layer checks before anything acts.
-pub use crate::config::{ARG_QUEUES, ARG_QUEUE_IDS, RC_QUEUES, RC_QUEUE_IDS};
+pub use crate::cni::config::{ARG_QUEUES, ARG_QUEUE_IDS, RC_QUEUES, RC_QUEUE_IDS};
 
 /// How much of a pod-supplied value an error message or log line repeats.
 const ECHO_MAX: usize = 64;
@@ -741,7 +741,7 @@ pub fn memory_provider_users(
     queues: &[Queue],
     records: &[super::devinfo::Record],
 ) -> Vec<String> {
-    let mp = crate::config::LeaseConsumer::MemoryProvider.as_str();
+    let mp = crate::cni::config::LeaseConsumer::MemoryProvider.as_str();
     let mut out = Vec::new();
     for (_, ifindex, held) in lessees(queues) {
         let declared = records.iter().find(|(_, r)| {
@@ -913,7 +913,7 @@ mod tests {
 
     #[test]
     fn busy_reasons_follow_the_kernels_three_conditions() {
-        use crate::netdev::{IoUringInfo, Lease, QueueId};
+        use crate::kernel::netdev::{IoUringInfo, Lease, QueueId};
         let mut q = Queue {
             id: 3,
             queue_type: QueueType::Rx,
@@ -949,7 +949,7 @@ mod tests {
     #[test]
     fn memory_provider_users_are_declared_records_of_live_leases_and_bound_providers() {
         use super::super::devinfo::{LeaseInfo, MasterInfo, QueueMap};
-        use crate::netdev::{IoUringInfo, Lease, QueueId};
+        use crate::kernel::netdev::{IoUringInfo, Lease, QueueId};
         let q = |id: u32, lessee: Option<(u32, u32)>| Queue {
             id,
             queue_type: QueueType::Rx,

@@ -10,7 +10,6 @@
 
 pub mod dataplane;
 pub mod devinfo;
-pub mod ipam_delegate;
 pub mod kernel_dp;
 pub mod lease;
 #[cfg(test)]
@@ -25,16 +24,16 @@ use std::time::Instant;
 use nix::errno::Errno;
 use serde_json::Value;
 
+use crate::cni::config::{LeaseConfig, LeaseConsumer, NetConf, Pairing};
 use crate::cni::{
     self, CniEnv, CniError, CniResult, CniVersion, Command, Interface, IpCidr, Route,
 };
-use crate::config::{LeaseConfig, LeaseConsumer, NetConf, Pairing};
-use crate::link::{LinkError, Marker};
+pub use crate::ipam::delegate::{ExecIpam, IpamDelegate};
+use crate::kernel::link::{LinkError, Marker};
+use crate::kernel::rtnl::Deletion;
 use crate::logging::Logger;
-use crate::rtnl::Deletion;
 use crate::xdp::{PodHandoff, PodId};
 use dataplane::*;
-pub use ipam_delegate::{ExecIpam, IpamDelegate};
 use lease::{LeasePlan, Leased};
 
 /// Plugin-specific error codes (the spec reserves ≥ 100 for plugins).
@@ -733,7 +732,7 @@ pub fn cmd_del(
 fn release_xdp(
     dp: &mut dyn Dataplane,
     l: &LeaseConfig,
-    x: &crate::config::XdpConfig,
+    x: &crate::cni::config::XdpConfig,
     marker: &Marker,
     log: &Logger,
 ) -> Result<(), CniError> {
@@ -903,7 +902,7 @@ pub fn cmd_check(
 /// must be steered into this attachment's XSKMAP at their virtual queues.
 fn check_xdp(
     dp: &mut dyn Dataplane,
-    x: &crate::config::XdpConfig,
+    x: &crate::cni::config::XdpConfig,
     marker: &Marker,
     info: &devinfo::LeaseInfo,
 ) -> Result<(), String> {
@@ -1147,7 +1146,7 @@ pub fn cmd_gc(
 fn gc_xdp(
     dp: &mut dyn Dataplane,
     l: &LeaseConfig,
-    x: &crate::config::XdpConfig,
+    x: &crate::cni::config::XdpConfig,
     network: &str,
     valid: &BTreeSet<(&str, &str)>,
     failures: &mut Vec<String>,
@@ -1448,9 +1447,9 @@ fn dp_error(e: DpError, req: &Request) -> CniError {
         DpError::Netns {
             path,
             source:
-                crate::netns::NetnsError::Open { .. }
-                | crate::netns::NetnsError::NotANamespace { .. }
-                | crate::netns::NetnsError::WrongType { .. },
+                crate::kernel::netns::NetnsError::Open { .. }
+                | crate::kernel::netns::NetnsError::NotANamespace { .. }
+                | crate::kernel::netns::NetnsError::WrongType { .. },
         } => CniError::invalid_env(
             format!("CNI_NETNS {} is not a network namespace", path.display()),
             e.to_string(),
@@ -1504,7 +1503,7 @@ pub struct Response {
 
 /// Runs one CNI invocation: `vars` is the process environment, `stdin` the network config.
 /// Errors become the spec's error object on stdout with a non-zero exit. Parsing is
-/// [`crate::request::parse_request`], the same layer the hostile-input corpus exercises.
+/// [`crate::cni::request::parse_request`], the same layer the hostile-input corpus exercises.
 pub fn run(vars: &[(OsString, OsString)], stdin: &[u8]) -> Response {
     let lookup = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     // The error object echoes the caller's version when we can tell it.
@@ -1516,14 +1515,14 @@ pub fn run(vars: &[(OsString, OsString)], stdin: &[u8]) -> Response {
         exit_code: 1,
     };
 
-    let (env, conf) = match crate::request::parse_request(lookup, stdin) {
-        Ok(crate::request::Invocation::Version { response }) => {
+    let (env, conf) = match crate::cni::request::parse_request(lookup, stdin) {
+        Ok(crate::cni::request::Invocation::Version { response }) => {
             return Response {
                 stdout: Some(response.to_string()),
                 exit_code: 0,
             }
         }
-        Ok(crate::request::Invocation::Network { env, conf }) => (env, *conf),
+        Ok(crate::cni::request::Invocation::Network { env, conf }) => (env, *conf),
         Err(e) => return fail(e, &err_version),
     };
     let version = conf.cni_version;

@@ -9,10 +9,10 @@ use serde_json::json;
 
 use super::*;
 use crate::cni::{IpConfig, Route};
+use crate::kernel::netdev::{Lease, NetdevError, Queue, QueueId, QueueType};
+use crate::kernel::netlink::{ExtAck, KernelError};
+use crate::kernel::rtnl::Deletion;
 use crate::logging::{LogLevel, Logger};
-use crate::netdev::{Lease, NetdevError, Queue, QueueId, QueueType};
-use crate::netlink::{ExtAck, KernelError};
-use crate::rtnl::Deletion;
 
 /// The physical NIC of the fake node.
 struct FakeNic {
@@ -148,7 +148,7 @@ impl FakeKernel {
         );
         ifindex
     }
-    fn handoff(&self, conf: &crate::config::XdpConfig, pod: &PodId) -> PodHandoff {
+    fn handoff(&self, conf: &crate::cni::config::XdpConfig, pod: &PodId) -> PodHandoff {
         let who = pod.to_string();
         PodHandoff {
             xskmap_pin: conf.bpffs.join(format!("netkit-cni/nic/pods/{who}/xsks")),
@@ -244,7 +244,7 @@ impl Dataplane for FakeKernel {
             .map(|p| ObservedLink {
                 ifindex: p.ifindex,
                 is_netkit: true,
-                mode: Some(crate::config::Mode::L3),
+                mode: Some(crate::cni::config::Mode::L3),
                 marker: p.single.then(|| marker.clone()),
             });
         Ok(Observed {
@@ -447,7 +447,7 @@ impl Dataplane for FakeKernel {
     }
     fn xdp_steer(
         &mut self,
-        conf: &crate::config::XdpConfig,
+        conf: &crate::cni::config::XdpConfig,
         master_ifindex: u32,
         pod: &PodId,
         queues: &[SteerQueue],
@@ -478,7 +478,7 @@ impl Dataplane for FakeKernel {
     }
     fn xdp_release(
         &mut self,
-        _conf: &crate::config::XdpConfig,
+        _conf: &crate::cni::config::XdpConfig,
         _master_ifindex: u32,
         pod: &PodId,
     ) -> Result<XdpRelease, DpError> {
@@ -506,7 +506,7 @@ impl Dataplane for FakeKernel {
     }
     fn xdp_observe(
         &mut self,
-        conf: &crate::config::XdpConfig,
+        conf: &crate::cni::config::XdpConfig,
         _master_ifindex: u32,
         pod: &PodId,
     ) -> Result<Option<XdpObserved>, DpError> {
@@ -525,7 +525,7 @@ impl Dataplane for FakeKernel {
     }
     fn xdp_pods(
         &mut self,
-        _conf: &crate::config::XdpConfig,
+        _conf: &crate::cni::config::XdpConfig,
         _master_ifindex: u32,
     ) -> Result<Vec<PodId>, DpError> {
         Ok(self
@@ -538,7 +538,7 @@ impl Dataplane for FakeKernel {
             })
             .collect())
     }
-    fn xdp_sweep(&mut self, conf: &crate::config::XdpConfig) -> Result<Vec<PathBuf>, DpError> {
+    fn xdp_sweep(&mut self, conf: &crate::cni::config::XdpConfig) -> Result<Vec<PathBuf>, DpError> {
         self.calls.push("xdp_sweep".into());
         if !self.xdp.defunct {
             return Ok(vec![]);

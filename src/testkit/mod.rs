@@ -142,10 +142,10 @@ impl Netns {
     }
 
     /// Run a closure with its thread in this netns, through the crate's own
-    /// [`crate::netns::NetNs::run`] (a scoped thread; a panic in `f` reaches the caller);
+    /// [`crate::kernel::netns::NetNs::run`] (a scoped thread; a panic in `f` reaches the caller);
     /// the caller's thread is untouched.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        crate::netns::NetNs::open(self.path())
+        crate::kernel::netns::NetNs::open(self.path())
             .and_then(|ns| ns.run(f))
             .unwrap_or_else(|e| panic!("entering netns {}: {e}", self.name))
     }
@@ -156,7 +156,7 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let ns = crate::netns::NetNs::open(self.path())
+        let ns = crate::kernel::netns::NetNs::open(self.path())
             .unwrap_or_else(|e| panic!("opening netns {}: {e}", self.name));
         let name = self.name.clone();
         std::thread::spawn(move || {

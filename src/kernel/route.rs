@@ -14,8 +14,8 @@ use netlink_packet_route::{
 use nix::errno::Errno;
 
 use crate::{
-    addr::{IpCidr, IpFamily},
-    rtnl::{Deletion, KernelError, Rtnl, RtnlError},
+    kernel::addr::{IpCidr, IpFamily},
+    kernel::rtnl::{Deletion, KernelError, Rtnl, RtnlError},
 };
 
 /// `RT_TABLE_MAIN`.
@@ -249,7 +249,7 @@ impl Route {
 
     fn base(&self) -> RouteMessage {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = crate::addr::family_of(&self.dst);
+        msg.header.address_family = crate::kernel::addr::family_of(&self.dst);
         msg.header.destination_prefix_length = self.dst.prefix_len();
         // Tables above 255 only fit RTA_TABLE; the header byte then says RT_TABLE_UNSPEC.
         msg.header.table = u8::try_from(self.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
@@ -444,7 +444,7 @@ pub async fn list_routes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netns::NetNs;
+    use crate::kernel::netns::NetNs;
     use netlink_packet_core::Emitable;
 
     fn p(s: &str) -> IpCidr {

@@ -1,5 +1,5 @@
 //! rtnetlink plumbing for the `link`, `addr` and `route` modules, built on the `rtnetlink`
-//! crate (the generic-netlink client has its own in [`crate::netlink`]): a connection that
+//! crate (the generic-netlink client has its own in [`crate::kernel::netlink`]): a connection that
 //! reports the kernel's extended ack, a request helper that turns `NLMSG_ERROR`/`NLMSG_DONE`
 //! into a typed [`KernelError`], and the [`Deletion`] outcome of every idempotent delete.
 //!
@@ -52,7 +52,7 @@ pub enum RtnlError {
     UnexpectedReply(String),
 }
 
-pub use crate::netlink::KernelError;
+pub use crate::kernel::netlink::KernelError;
 
 impl KernelError {
     /// Decodes the payload of an `NLMSG_ERROR` that follows the 4-byte error code: the echoed
@@ -75,7 +75,7 @@ pub enum Deletion {
 /// An rtnetlink connection bound to the network namespace it was created in.
 ///
 /// A netlink socket keeps the netns of the thread that created it for its whole life, so an
-/// [`Rtnl`] made by [`crate::netns::NetNs::connect_rtnl`] operates on that namespace from any
+/// [`Rtnl`] made by [`crate::kernel::netns::NetNs::connect_rtnl`] operates on that namespace from any
 /// thread. The socket always has `NETLINK_EXT_ACK` (extack strings in errors),
 /// `NETLINK_CAP_ACK` (errors echo only the request header, so TLVs sit at a fixed offset) and
 /// `NETLINK_GET_STRICT_CHK` (the kernel honours dump filters such as link kind, address ifindex
@@ -103,7 +103,7 @@ impl Rtnl {
             .set_netlink_get_strict_chk(true)
             .map_err(RtnlError::Socket)?;
         // Connected to the kernel (port 0): the kernel then refuses unicasts from any other
-        // socket of the netns (see `crate::netlink::connect_to_kernel`). netlink-proto already
+        // socket of the netns (see `crate::kernel::netlink::connect_to_kernel`). netlink-proto already
         // matches replies by (sequence, source port 0), so a forged one is never taken for an
         // answer; this keeps it from reaching the socket at all.
         socket
@@ -227,7 +227,7 @@ impl Rtnl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::{NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS};
+    use crate::kernel::netlink::{NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS};
     use nix::errno::Errno;
 
     fn tlv(kind: u16, value: &[u8]) -> Vec<u8> {

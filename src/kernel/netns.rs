@@ -17,7 +17,7 @@ use nix::{
     sys::statfs::{fstatfs, NSFS_MAGIC},
 };
 
-use crate::rtnl::{Rtnl, RtnlConnection, RtnlError};
+use crate::kernel::rtnl::{Rtnl, RtnlConnection, RtnlError};
 
 /// Errors opening or entering a network namespace.
 #[derive(Debug, thiserror::Error)]
@@ -361,7 +361,9 @@ mod tests {
         // Read-only: asks for the loopback device, which every netns has at ifindex 1.
         let ns = NetNs::current().unwrap();
         let lo = ns
-            .run_rtnl(|rtnl| async move { crate::link::get_link_by_name(&rtnl, "lo").await })
+            .run_rtnl(
+                |rtnl| async move { crate::kernel::link::get_link_by_name(&rtnl, "lo").await },
+            )
             .unwrap()
             .unwrap();
         assert_eq!(lo.index, 1);
@@ -378,7 +380,7 @@ mod tests {
         let lo = rt.block_on(async {
             let (rtnl, conn) = ns.connect_rtnl().unwrap();
             tokio::spawn(conn);
-            crate::link::get_link_by_index(&rtnl, 1).await
+            crate::kernel::link::get_link_by_index(&rtnl, 1).await
         });
         assert_eq!(lo.unwrap().name, "lo");
     }

@@ -11,7 +11,7 @@ use netlink_packet_route::{
 use nix::errno::Errno;
 
 pub use crate::ip::IpCidr;
-use crate::rtnl::{Deletion, KernelError, Rtnl, RtnlError};
+use crate::kernel::rtnl::{Deletion, KernelError, Rtnl, RtnlError};
 
 /// Which operation failed, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +357,7 @@ pub async fn list_addresses(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netns::NetNs;
+    use crate::kernel::netns::NetNs;
     use netlink_packet_core::Emitable;
 
     fn p(s: &str) -> IpCidr {

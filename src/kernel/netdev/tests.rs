@@ -12,8 +12,8 @@ use super::family::{decode_family, encode_getfamily, FamilyOp, GENL_ID_CTRL};
 use super::queue::{decode_queue, queue_create_attrs, queue_dump_attrs, queue_get_attrs};
 use super::wire::{decode_body, encode_request};
 use super::*;
-use crate::netlink::testing::{cat, Scripted};
-use crate::netlink::KernelError;
+use crate::kernel::netlink::testing::{cat, Scripted};
+use crate::kernel::netlink::KernelError;
 use neli::consts::nl::NlmF;
 
 /// Family id the tests pretend the kernel assigned to "netdev".

@@ -2,7 +2,7 @@
 //!
 //! `/proc/sys/net` resolves per *thread*: the kernel picks the table set of the opening
 //! task's netns. To change a pod's sysctls, call these inside
-//! [`crate::netns::NetNs::run`]; on the main thread they act on the host.
+//! [`crate::kernel::netns::NetNs::run`]; on the main thread they act on the host.
 
 use std::{
     fmt,

@@ -32,7 +32,7 @@ impl QueueId {
 /// In a **queue-create request** it names the physical queue to lease: `ifindex` and `netns_id`
 /// are resolved from the netns of the socket sending the request (the virtual device's netns);
 /// `netns_id: None` means "the same netns", otherwise it is the nsid of the physical device's
-/// netns *as assigned in the virtual device's netns* (see [`crate::nsid`]).
+/// netns *as assigned in the virtual device's netns* (see [`crate::kernel::nsid`]).
 ///
 /// In a **queue-get reply for a physical queue** the kernel reports the other end: `ifindex` and
 /// `queue` of the *virtual* device holding the lease, and `netns_id` = the nsid of that device's

@@ -16,7 +16,7 @@ use super::queue::{
     Queue, QueueId,
 };
 use super::wire::{decode_body, encode_request};
-use crate::netlink::{
+use crate::kernel::netlink::{
     transact, DataMessage, KernelError, NetlinkError, SocketTransport, Transport,
 };
 

@@ -4,7 +4,7 @@ use std::io;
 
 use nix::errno::Errno;
 
-use crate::netlink::{KernelError, NetlinkError};
+use crate::kernel::netlink::{KernelError, NetlinkError};
 
 /// Error of a netdev netlink operation.
 ///

@@ -27,7 +27,7 @@ use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use nix::errno::Errno;
 
-use crate::netlink::{
+use crate::kernel::netlink::{
     transact, KernelError, NetlinkError, SocketTransport, Transport, NLM_F_ACK, NLM_F_REQUEST,
 };
 
@@ -261,7 +261,7 @@ pub fn is_current_netns(netns: impl AsFd) -> Result<bool, NsidError> {
 #[cfg(all(test, target_endian = "little"))]
 mod tests {
     use super::*;
-    use crate::netlink::testing::{cat, Scripted};
+    use crate::kernel::netlink::testing::{cat, Scripted};
 
     #[test]
     fn getnsid_request_bytes() {

@@ -1,5 +1,5 @@
-//! Netlink plumbing shared by the generic-netlink `netdev` client ([`crate::netdev`]) and the
-//! rtnetlink netns-id helpers ([`crate::nsid`]): a byte-level [`Transport`], reply framing,
+//! Netlink plumbing shared by the generic-netlink `netdev` client ([`crate::kernel::netdev`]) and the
+//! rtnetlink netns-id helpers ([`crate::kernel::nsid`]): a byte-level [`Transport`], reply framing,
 //! NLMSG_ERROR / NLMSG_DONE decoding with extended ACKs, and the request/reply loop
 //! ([`transact`]).
 //!
@@ -12,7 +12,7 @@
 //! NLMSG_ERROR, (b) never reads the extended-ACK TLVs of a *successful* ACK and (c) does not bound
 //! each message by its own `nlmsg_len`, so an ACK carrying TLVs desynchronises every following
 //! message in the same datagram. The extended-ACK TLVs are read by [`ExtAck`], the one parser
-//! for both families (rtnetlink errors reach it through [`crate::rtnl`]).
+//! for both families (rtnetlink errors reach it through [`crate::kernel::rtnl`]).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -185,7 +185,7 @@ fn i32_ne(payload: &[u8], what: &str) -> Result<i32, NetlinkError> {
 }
 
 /// A negative errno from the kernel with its extended ACK: the one kernel-error value of every
-/// netlink family this crate speaks (rtnetlink through [`crate::rtnl`], generic netlink and the
+/// netlink family this crate speaks (rtnetlink through [`crate::kernel::rtnl`], generic netlink and the
 /// nsid requests through [`transact`]). Each object module's error keeps it beside the operation.
 ///
 /// `errno` stays a typed [`Errno`] so callers can match ENODEV vs EEXIST vs EBUSY vs EOPNOTSUPP;

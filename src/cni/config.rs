@@ -26,7 +26,7 @@ pub const PLUGIN_TYPE: &str = "netkit-cni";
 
 // netkit's mode, default policy and scrubbing are the kernel's own enums (`enum netkit_mode`,
 // `netkit_action`, `netkit_scrub`): the config names their values, it does not restate them.
-pub use crate::link::{NetkitMode as Mode, NetkitPolicy as Policy, NetkitScrub as Scrub};
+pub use crate::kernel::link::{NetkitMode as Mode, NetkitPolicy as Policy, NetkitScrub as Scrub};
 
 /// Whether the host side gets a netkit pair (needs addresses, hence IPAM) or a single device.
 /// A config choice, not the kernel's `enum netkit_pairing`: it decides IPAM and the host side.
@@ -877,7 +877,7 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
             )),
             Some(m) => {
                 let s = string(m, "lease.master")?;
-                if let Err(e) = crate::link::validate_ifname(s) {
+                if let Err(e) = crate::kernel::link::validate_ifname(s) {
                     return Err(ConfigError::invalid("lease.master", m, e.to_string()));
                 }
                 s.to_owned()
@@ -1201,7 +1201,7 @@ fn host_routing(v: &Value) -> Result<Option<HostRoutingConfig>, ConfigError> {
         }
         Some(u) => {
             let s = string(u, "hostRouting.uplink")?;
-            if let Err(e) = crate::link::validate_ifname(s) {
+            if let Err(e) = crate::kernel::link::validate_ifname(s) {
                 return Err(ConfigError::invalid("hostRouting.uplink", u, e.to_string()));
             }
             s.to_owned()

@@ -7,17 +7,17 @@ use std::ffi::OsString;
 
 use serde_json::Value;
 
+use crate::cni::config::{ConfigError, NetConf};
 use crate::cni::version::version_of_config;
 use crate::cni::{check_command_allowed, version_response, CniEnv, CniError, Command};
-use crate::config::{ConfigError, NetConf};
 
 /// CNI_ARGS keys accepted without `IgnoreUnknown=1`. CNI_ARGS is passed on unchanged to the IPAM
 /// delegate, so keys meant for it must get through us: `IP` is host-local's request for a fixed
 /// address, and the `K8S_POD_*` keys are what Kubernetes runtimes send for every pod.
 pub const KNOWN_ARGS: &[&str] = &[
     // A pod's lease request (bounded by the admin's lease block).
-    crate::config::ARG_QUEUES,
-    crate::config::ARG_QUEUE_IDS,
+    crate::cni::config::ARG_QUEUES,
+    crate::cni::config::ARG_QUEUE_IDS,
     "IP",
     "K8S_POD_NAMESPACE",
     "K8S_POD_NAME",

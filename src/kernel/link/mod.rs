@@ -26,7 +26,7 @@ pub use netkit::{
     NETKIT_MAX_RX_QUEUES, NETKIT_MAX_TX_QUEUES,
 };
 
-use crate::rtnl::{Deletion, KernelError, Rtnl, RtnlError};
+use crate::kernel::rtnl::{Deletion, KernelError, Rtnl, RtnlError};
 
 /// The link kind string netkit registers (`NETKIT_DRV_NAME`).
 pub const NETKIT_KIND: &str = "netkit";
@@ -538,7 +538,7 @@ async fn create_pair_device(rtnl: &Rtnl, pair: &NetkitPair<'_>) -> Result<(), Li
 
 /// Creates a single netkit device inside the namespace `single` points at, through `rtnl`
 /// (any namespace), and verifies it through `target`, a connection inside that namespace (see
-/// [`crate::netns::NetNs::connect_rtnl`]).
+/// [`crate::kernel::netns::NetNs::connect_rtnl`]).
 ///
 /// The check matters: a kernel without single-device support ignores `IFLA_NETKIT_PAIRING`
 /// and creates a *pair* instead. That pair is deleted and
@@ -651,13 +651,13 @@ async fn set(rtnl: &Rtnl, msg: LinkMessage, link: LinkRef) -> Result<(), LinkErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netns::NetNs;
+    use crate::kernel::netns::NetNs;
     use netlink_packet_core::{Emitable, Parseable};
 
     fn kernel(errno: Errno, extack: Option<&str>) -> RtnlError {
         RtnlError::Kernel(KernelError {
             errno,
-            extack: Box::new(crate::netlink::ExtAck {
+            extack: Box::new(crate::kernel::netlink::ExtAck {
                 msg: extack.map(str::to_string),
                 ..Default::default()
             }),

@@ -6,7 +6,7 @@
 //! their (pure, byte-level) encoders and decoders, [`family`] the controller lookup, [`client`]
 //! the socket I/O, [`error`] the typed errors. Encoding/decoding never touches a socket, so it is
 //! unit-tested byte-for-byte on the host; [`NetdevClient`] can be driven by any
-//! [`Transport`](crate::netlink::Transport), e.g. a real socket in the VM test bed.
+//! [`Transport`](crate::kernel::netlink::Transport), e.g. a real socket in the VM test bed.
 //!
 //! Namespace rules (Linux 7.3, `netdev_nl_queue_create_doit`): queue-create is sent in the netns
 //! of the *virtual* device (the netkit peer inside the pod); `lease.ifindex` is the physical
