@@ -64,14 +64,27 @@ fn alive(pid: i32, start: u64) -> bool {
 
 fn start_vm(tmp: &Path) -> (Child, mpsc::Receiver<String>) {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = Command::new(format!("{root}/scripts/vm-run"))
-        .args(["--timeout", "900", "--", "sh", "-c"])
+    let mut cmd = Command::new(format!("{root}/scripts/vm-run"));
+    cmd.args(["--timeout", "900", "--", "sh", "-c"])
         .arg(format!("echo {GUEST_UP}; exec sleep 900"))
         .env("TMPDIR", tmp)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn scripts/vm-run");
+        .stdout(Stdio::piped());
+    // vm-run starts with the three signals at their defaults, as from a terminal or a CI runner.
+    // This test may itself run with them ignored (under `nohup`, or as a background job of a
+    // non-interactive shell, which ignores SIGINT), and a shell cannot trap a signal that was
+    // ignored when it started (POSIX, "trap"): vm-run would then never see SIGINT or SIGHUP,
+    // which is the environment's doing, not vm-run's.
+    // SAFETY: signal(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn scripts/vm-run");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
