@@ -23,6 +23,7 @@ pub const ADD_POINTS: &[&str] = &[
     "add-after-xdp",
     "add-after-pod-config",
     "add-after-host-config",
+    "add-after-host-routing",
     "add-after-device-info",
     "add-before-result",
 ];

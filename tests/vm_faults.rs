@@ -29,6 +29,8 @@ struct Bed {
     devinfo: PathBuf,
     ipam: CniNet,
     pairing: &'static str,
+    /// `hostRouting: {mode: bpf}` on the leasing NIC as the uplink (pair only).
+    host_routing: bool,
 }
 
 impl Bed {
@@ -49,7 +51,15 @@ impl Bed {
             devinfo,
             ipam: CniNet::new(subnet),
             pairing,
+            host_routing: false,
         }
+    }
+
+    /// A pair bed whose pods also get BPF host routing through the NIC (issue 17).
+    fn with_host_routing(subnet: &str) -> Bed {
+        let mut bed = Self::new("pair", subnet);
+        bed.host_routing = true;
+        bed
     }
 
     /// Everything ADD can create: IPAM, a device, two leases, and for single devices the XDP
@@ -61,6 +71,14 @@ impl Bed {
         });
         if self.pairing == "single" {
             extra["xdp"] = json!({"bpffs": self.bpffs.path});
+        }
+        if self.host_routing {
+            extra["hostRouting"] = json!({
+                "mode": "bpf",
+                "uplink": self.nic.ifname,
+                "bypass": ["192.0.2.0/24"],
+                "bpffs": self.bpffs.path,
+            });
         }
         self.ipam.conf("1.1.0", extra)
     }
@@ -142,6 +160,14 @@ impl Bed {
         if nic[0].get("xdp").is_some() {
             left.push(format!("XDP on the NIC: {}", nic[0]["xdp"]));
         }
+        let nic = self.nic.ifindex;
+        let tcx = self
+            .node
+            .run(move || netkit_cni::hostrouting::tcx_ingress_programs(nic))
+            .expect("BPF_PROG_QUERY tcx ingress");
+        if !tcx.is_empty() {
+            left.push(format!("tcx ingress programs on the NIC: {tcx:?}"));
+        }
         for e in self.bpffs.plugin_entries() {
             left.push(format!("bpffs netkit-cni/{e}"));
         }
@@ -158,6 +184,9 @@ impl Bed {
 
     /// Points this configuration never reaches.
     fn reaches(&self, point: &str) -> bool {
+        if point == "add-after-host-routing" && !self.host_routing {
+            return false;
+        }
         match self.pairing {
             "single" => point != "add-after-host-config",
             _ => point != "add-after-xdp",
@@ -268,7 +297,8 @@ fn single_with_leases_and_xdp_leaks_nothing_at_any_failpoint() {
     let bed = Bed::new("single", "10.91.0.0/24");
     let n = every_point(&bed);
     eprintln!("single: {n} failpoint cases");
-    assert_eq!(n, 2 * (ADD_POINTS.len() - 1));
+    // Neither the host's side nor host routing: a single device has no peer.
+    assert_eq!(n, 2 * (ADD_POINTS.len() - 2));
 }
 
 #[test]
@@ -276,6 +306,20 @@ fn pair_with_leases_leaks_nothing_at_any_failpoint() {
     let bed = Bed::new("pair", "10.92.0.0/24");
     let n = every_point(&bed);
     eprintln!("pair: {n} failpoint cases");
+    // No XDP (pairs have none) and no host routing (not configured).
+    assert_eq!(n, 2 * (ADD_POINTS.len() - 2));
+}
+
+/// Issue 17: the same with BPF host routing on the leasing NIC. Every point, including the one
+/// right after the uplink's tcx program, the pod's map entries and its egress program exist,
+/// leaves no tcx program, no pin, no map entry (the uplink's directory goes with its last pod),
+/// no device, lease or IPAM record, whether ADD fails there or is killed there and DEL and GC
+/// follow.
+#[test]
+fn pair_with_host_routing_leaks_nothing_at_any_failpoint() {
+    let bed = Bed::with_host_routing("10.93.0.0/24");
+    let n = every_point(&bed);
+    eprintln!("pair + host routing: {n} failpoint cases");
     assert_eq!(n, 2 * (ADD_POINTS.len() - 1));
 }
 
@@ -329,6 +373,27 @@ fn env_num(name: &str, default: usize) -> usize {
 #[test]
 fn soak_parallel_add_del_with_leases_and_xdp_leaks_nothing() {
     let loops = env_num("NKC_SOAK_LOOPS", 6);
+    soak(
+        Bed::with_queues("single", "10.94.0.0/20", 2 * loops as u32 + 2),
+        loops,
+    );
+}
+
+/// The soak with BPF host routing (issue 17): every pod of a pair network shares one uplink,
+/// so concurrent ADDs and DELs race for the uplink's lock, its first attach and its last-pod
+/// detach; nothing may be left (no tcx program, pins, map entries, devices, leases, IPs).
+#[test]
+fn soak_parallel_add_del_with_host_routing_leaks_nothing() {
+    let loops = env_num("NKC_SOAK_LOOPS", 6);
+    let mut bed = Bed::with_queues("pair", "10.95.0.0/20", 2 * loops as u32 + 2);
+    bed.host_routing = true;
+    soak(bed, loops);
+}
+
+/// `loops` threads, each ADD, sometimes CHECK, DEL (sometimes twice) of its own pod for
+/// `NKC_SOAK_ROUNDS` rounds at random offsets (`NKC_SOAK_SEED` repeats a run); then nothing may
+/// be left, before and after a GC.
+fn soak(bed: Bed, loops: usize) {
     let rounds = env_num("NKC_SOAK_ROUNDS", 3);
     let seed = std::env::var("NKC_SOAK_SEED")
         .ok()
@@ -340,12 +405,16 @@ fn soak_parallel_add_del_with_leases_and_xdp_leaks_nothing() {
                 .as_nanos() as u64
                 | 1
         });
-    eprintln!("soak: {loops} loops x {rounds} rounds, NKC_SOAK_SEED={seed}");
-    let bed = std::sync::Arc::new(Bed::with_queues(
-        "single",
-        "10.94.0.0/20",
-        2 * loops as u32 + 2,
-    ));
+    eprintln!(
+        "soak ({}{}): {loops} loops x {rounds} rounds, NKC_SOAK_SEED={seed}",
+        bed.pairing,
+        if bed.host_routing {
+            " + host routing"
+        } else {
+            ""
+        }
+    );
+    let bed = std::sync::Arc::new(bed);
     let started = Instant::now();
     let handles: Vec<_> = (0..loops)
         .map(|i| {

@@ -549,7 +549,10 @@ impl Add<'_> {
             .iter()
             .map(|ip| ip.address.addr())
             .collect();
-        crate::hostrouting::hooks::add(h, created.host_ifindex, &ips, self.log)
+        crate::hostrouting::hooks::add(h, created.host_ifindex, &ips, self.log)?;
+        // Reached only with `hostRouting.mode: bpf`: the uplink's program, the pod's map entries
+        // and its egress program all exist here, none of them yet in a result.
+        crate::failpoint::hit("add-after-host-routing").map_err(injected)
     }
 
     /// The device-info file of a leasing attachment, for Multus and the pod's consumers.
