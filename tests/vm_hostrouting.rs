@@ -431,6 +431,29 @@ fn udp_rr(server: &Netns, client: &Netns, addr: IpAddr, port: u16) {
     srv.join().unwrap();
 }
 
+/// Counters read once nothing moves them any more: the baseline before a phase that must not
+/// touch them. A TCP exchange ends before its last packets do (the delayed ACK timer, the FIN
+/// handshake after both sides drop their sockets), and those would otherwise count against
+/// the next phase (a CI run saw 2 + 2 of them).
+fn settled(read: impl Fn() -> Vec<u64>) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = read();
+    loop {
+        // Over the delayed ACK timer's 40 ms minimum (include/net/tcp.h TCP_DELACK_MIN) with
+        // room for TCG's slow timers.
+        std::thread::sleep(Duration::from_millis(500));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counters still moving after 10 s: {now:?}"
+        );
+        last = now;
+    }
+}
+
 fn delta(after: &[u64], before: &[u64], c: u32) -> u64 {
     after[c as usize] - before[c as usize]
 }
@@ -491,7 +514,7 @@ fn far_traffic_bypasses_the_node_stack_for_l3_and_l2_pods_v4_and_v6() {
     );
 
     // Outside the bypass set: the node's stack forwards it, netfilter sees it.
-    let mid = b.counters();
+    let mid = settled(|| b.counters());
     let kept4: IpAddr = KEPT4.parse().unwrap();
     let kept6: IpAddr = KEPT6.parse().unwrap();
     for (pod, v4, v6) in [(&p3, a3, a3v6), (&p2, a2, a2v6)] {
@@ -1028,7 +1051,7 @@ fn two_pods_on_two_uplinks_del_of_one_leaves_the_other() {
     ping(&w.far, &a1.to_string());
     tcp_rr(&p1, &w.far, a1, 7200);
     tcp_rr(&w.far, &p1, far1, 7201);
-    let (t1, t2) = (st(&w.nic).unwrap().0, st(&nic2).unwrap().0);
+    let (t1, t2) = (settled(|| st(&w.nic).unwrap().0), st(&nic2).unwrap().0);
     assert!(
         delta(&t1, &s1, counter::IN_REDIRECT) >= 4 && delta(&t1, &s1, counter::OUT_REDIRECT) >= 4,
         "uplink 1 must carry pod 1: {}",
