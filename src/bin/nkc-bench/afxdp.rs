@@ -175,7 +175,7 @@ pub(crate) fn afxdp_rate(
         nic_mac,
         peer_ifindex,
         peer_mac,
-    } = FarWire::new(env, format!("nkcbfar{}", std::process::id()), QUEUES)?;
+    } = FarWire::new(env, format!("nkcbfar{}", std::process::id()), QUEUES, false)?;
     let bpffs = Bpffs::new("afxdp")?;
     let devinfo = env.data.join("devinfo-afxdp");
     let plugin = Plugin {

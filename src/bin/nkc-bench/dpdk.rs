@@ -260,7 +260,12 @@ pub(crate) fn dpdk_rate(
         nic_mac,
         peer_ifindex,
         peer_mac,
-    } = FarWire::new(env, format!("nkcbdfar{}", std::process::id()), QUEUES)?;
+    } = FarWire::new(
+        env,
+        format!("nkcbdfar{}", std::process::id()),
+        QUEUES,
+        false,
+    )?;
     let in_far = |args: &[&str]| -> Result<String> {
         let mut a = vec!["ip", "netns", "exec", &far.0];
         a.extend_from_slice(args);

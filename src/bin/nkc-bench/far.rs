@@ -12,11 +12,11 @@ use netkit_cni::hostrouting::{counter, Uplink};
 use netkit_cni::xsk::{Xsk, XskConfig};
 use serde_json::{json, Value};
 
-use crate::afxdp::{frame_len, link_of};
+use crate::afxdp::frame_len;
 use crate::cni::{cni, cni_call, Pods};
 use crate::datapath::{iperf3_run, ping_pong, result_ip};
 use crate::dpdk::pin_to;
-use crate::fixtures::{Bpffs, NetnsGuard, Nsim};
+use crate::fixtures::{Bpffs, FarWire};
 use crate::stats::{pct, round3, Report};
 use crate::util::{enter_in_child, have, in_netns, netns_fd, scratch, sh, Env, Plugin};
 
@@ -276,22 +276,16 @@ pub(crate) fn far_path(
     rep: &mut Report,
     raw: &mut Value,
 ) -> Result<()> {
-    let far = NetnsGuard::new(format!("nkcbfar{}", std::process::id()))?;
-    let nic = Nsim::new(&env.node, 1, 1)?;
-    let peer = Nsim::new(&far.0, 1, 2)?;
-    let (nic_ifindex, nic_mac) = link_of(&env.node, &nic.ifname)?;
-    let (peer_ifindex, peer_mac) = link_of(&far.0, &peer.ifname)?;
-    let far_fd = netns_fd(&far.0)?;
-    // The kernel resolves "fd:ifindex" against the writer's fd table.
-    std::fs::write(
-        "/sys/bus/netdevsim/link_device",
-        format!(
-            "{}:{nic_ifindex} {}:{peer_ifindex}",
-            env.node_fd.as_raw_fd(),
-            far_fd.as_raw_fd()
-        ),
-    )
-    .context("wiring the two netdevsim devices (link_device)")?;
+    let FarWire {
+        far,
+        far_fd,
+        nic,
+        peer,
+        nic_mac,
+        peer_ifindex,
+        peer_mac,
+        ..
+    } = FarWire::new(env, format!("nkcbfar{}", std::process::id()), 1, true)?;
     let (node, farn) = (env.node.as_str(), far.0.as_str());
     for (ns, dev, v4, v6) in [
         (node, &nic.ifname, NODE4, NODE6),

@@ -61,8 +61,8 @@ impl Deref for Nsim {
     }
 }
 
-/// The node's "physical" NIC wired back to back to a peer NIC in a far netns that sends the
-/// flood (sections 5b and 5c): frames the peer sends on TX queue q arrive on the NIC.
+/// The node's "physical" NIC wired back to back to a peer NIC in a far netns: frames the peer
+/// sends on TX queue q arrive on the NIC. Sections 5b and 5c flood from it; 5d routes through it.
 pub(crate) struct FarWire {
     pub(crate) far: NetnsGuard,
     pub(crate) far_fd: OwnedFd,
@@ -75,21 +75,24 @@ pub(crate) struct FarWire {
 }
 
 impl FarWire {
-    /// `far_name`: the far netns's name (a section's own, with the pid).
-    pub(crate) fn new(env: &Env, far_name: String, queues: u32) -> Result<FarWire> {
+    /// `far_name`: the far netns's name (a section's own, with the pid). `ipv6`: whether the
+    /// far netns keeps IPv6; a far side that sends only a flood turns it off, so that no IPv6
+    /// chatter of its own (router and neighbour solicitations) lands on a measured queue.
+    pub(crate) fn new(env: &Env, far_name: String, queues: u32, ipv6: bool) -> Result<FarWire> {
         let far = NetnsGuard::new(far_name)?;
-        // The far side sends only the flood: no IPv6 chatter of its own on a measured queue.
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &far.0,
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ])?;
+        if !ipv6 {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &far.0,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])?;
+        }
         let nic = Nsim::new(&env.node, queues, 1)?;
         let peer = Nsim::new(&far.0, queues, 2)?;
         let (nic_ifindex, nic_mac) = link_of(&env.node, &nic.ifname)?;
