@@ -132,6 +132,34 @@ impl Bed {
             .0
     }
 
+    /// `netkit-cni inspect --json`'s `host_routing` of the uplink, run in the node netns
+    /// (`None`: inspect reports none, or does not list the NIC).
+    fn inspect_host_routing(&self) -> Option<Value> {
+        let out = self
+            .w
+            .node
+            .cmd(plugin_bin().to_str().unwrap())
+            .args(["inspect", "--json", "--bpffs"])
+            .arg(&self.w.bpffs.path)
+            .output()
+            .expect("run netkit-cni inspect");
+        assert!(
+            out.status.success(),
+            "inspect --json failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("inspect --json is JSON");
+        // A NIC with nothing of ours on it is not listed at all.
+        v["nics"]
+            .as_array()
+            .expect("nics")
+            .iter()
+            .find(|n| n["name"] == self.w.nic.ifname.as_str())
+            .map(|n| n["host_routing"].clone())
+            .filter(|h| !h.is_null())
+    }
+
     fn tcx_programs(&self) -> Vec<u32> {
         tcx_programs(&self.w.node, self.w.nic.ifindex)
     }
@@ -563,6 +591,7 @@ fn far_traffic_bypasses_the_node_stack_for_l3_and_l2_pods_v4_and_v6() {
     assert_eq!(b.tcx_programs(), Vec::<u32>::new(), "tcx link left behind");
     assert_eq!(b.w.bpffs.plugin_entries(), Vec::<String>::new());
     assert!(b.uplink().is_none());
+    assert_eq!(b.inspect_host_routing(), None);
 }
 
 #[test]
@@ -575,6 +604,16 @@ fn check_del_and_gc_leave_nothing_and_refcount_per_uplink() {
     let (_, b4, b6) = l2.add(&b, "cb", &pb);
     let prog = b.tcx_programs();
     assert_eq!(prog.len(), 1);
+    // What an operator sees: `inspect` reads the same pins and the kernel's program id.
+    let hr = b
+        .inspect_host_routing()
+        .expect("inspect shows the uplink's host routing");
+    assert_eq!(hr["ingress_prog_id"], prog[0], "{hr}");
+    assert_eq!(
+        (hr["pods"].as_u64(), hr["addresses"].as_u64()),
+        (Some(2), Some(4)),
+        "{hr}"
+    );
 
     // CHECK passes on what ADD built.
     let mut check = l3.conf.clone();
@@ -621,6 +660,14 @@ fn check_del_and_gc_leave_nothing_and_refcount_per_uplink() {
 
     // DEL of one pod keeps the uplink attached for the other.
     l3.call(&b, "DEL", "ca", Some(&pa), &l3.conf).ok("DEL ca");
+    let hr = b
+        .inspect_host_routing()
+        .expect("inspect still shows the uplink");
+    assert_eq!(
+        (hr["pods"].as_u64(), hr["addresses"].as_u64()),
+        (Some(1), Some(2)),
+        "{hr}"
+    );
     let (_, entries, _) = b.uplink().expect("still attached for cb");
     let mut ips: Vec<IpAddr> = entries.iter().map(|e| e.0).collect();
     ips.sort();
