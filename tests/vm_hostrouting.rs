@@ -135,21 +135,10 @@ impl Bed {
     /// `netkit-cni inspect --json`'s `host_routing` of the uplink, run in the node netns
     /// (`None`: inspect reports none, or does not list the NIC).
     fn inspect_host_routing(&self) -> Option<Value> {
-        let out = self
-            .w
-            .node
-            .cmd(plugin_bin().to_str().unwrap())
-            .args(["inspect", "--json", "--bpffs"])
-            .arg(&self.w.bpffs.path)
-            .output()
-            .expect("run netkit-cni inspect");
-        assert!(
-            out.status.success(),
-            "inspect --json failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+        let v = inspect_json(
+            &self.w.node,
+            &["--bpffs", self.w.bpffs.path.to_str().unwrap()],
         );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("inspect --json is JSON");
         // A NIC with nothing of ours on it is not listed at all.
         v["nics"]
             .as_array()

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use netkit_cni::xdp::{Dispatcher, DispatcherOptions, PodId, QueueRanges};
@@ -62,31 +62,6 @@ impl Drop for Net {
             let _ = std::fs::remove_dir_all(d);
         }
     }
-}
-
-/// `netkit-cni inspect ARGS` run inside `node`.
-fn inspect(node: &Netns, args: &[&str]) -> std::process::Output {
-    node.cmd(plugin_bin().to_str().unwrap())
-        .arg("inspect")
-        .args(args)
-        .output()
-        .expect("run netkit-cni inspect")
-}
-
-fn inspect_json(node: &Netns, bpffs: &Path) -> Value {
-    let out = inspect(node, &["--json", "--bpffs", bpffs.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "inspect --json failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "inspect --json is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 /// The one NIC of the report, by name.
@@ -168,7 +143,7 @@ fn inspect_agrees_with_ynl_and_bpftool_then_shows_everything_free_after_del() {
     let (cid_a, cid_b) = (unique("inspa"), unique("inspb"));
 
     // Nothing leased, no dispatcher: the NIC is not even listed, unless asked for by name.
-    let empty = inspect_json(&node, &bpffs.path);
+    let empty = inspect_json(&node, &["--bpffs", bpffs.path.to_str().unwrap()]);
     assert_eq!(empty["nics"], json!([]), "{empty:#}");
     assert_eq!(empty["bpffs_mounted"], true);
     let one = inspect(
@@ -251,7 +226,7 @@ fn inspect_agrees_with_ynl_and_bpftool_then_shows_everything_free_after_del() {
         // Dropped here: inspect takes the NIC lock itself.
     });
 
-    let report = inspect_json(&node, &bpffs.path);
+    let report = inspect_json(&node, &["--bpffs", bpffs.path.to_str().unwrap()]);
     let nic = nic_of(&report, &sim.ifname);
     assert_eq!(nic["ifindex"], sim.ifindex);
     assert_eq!(nic["rx_queues"], 8, "{nic:#}");
@@ -416,7 +391,7 @@ fn inspect_agrees_with_ynl_and_bpftool_then_shows_everything_free_after_del() {
             .expect("still attached");
         assert_eq!(d.release_pod(&pod).unwrap(), [2]);
     });
-    let after = inspect_json(&node, &bpffs.path);
+    let after = inspect_json(&node, &["--bpffs", bpffs.path.to_str().unwrap()]);
     let nic = nic_of(&after, &sim.ifname);
     let dump = assert_agrees_with_ynl(&ynl, &node, nic, sim.ifindex);
     assert!(

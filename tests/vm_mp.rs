@@ -162,26 +162,17 @@ fn attach_foreign_xdp(ns: &Netns, ifindex: u32, name: &'static str) -> OwnedFd {
     })
 }
 
-fn inspect_json(w: &Wire, xnet: &XdpNet) -> Value {
-    let out = w
-        .node
-        .cmd(plugin_bin().to_str().unwrap())
-        .args([
-            "inspect",
-            "--json",
+/// The node's `inspect --json` report, reading this test's bpffs and device-info directory.
+fn inspect_report(w: &Wire, xnet: &XdpNet) -> Value {
+    inspect_json(
+        &w.node,
+        &[
             "--bpffs",
             w.bpffs.path.to_str().unwrap(),
             "--device-info-dir",
             xnet.dir.to_str().unwrap(),
-        ])
-        .output()
-        .expect("run netkit-cni inspect");
-    assert!(
-        out.status.success(),
-        "inspect failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        ],
+    )
 }
 
 fn inspect_queue(report: &Value, nic: &str, id: u64) -> Value {
@@ -338,7 +329,7 @@ fn the_dispatcher_is_not_attached_while_memory_provider_leases_exist() {
     );
 
     // (4) inspect says what each lease is for.
-    let report = inspect_json(&w, &xnet);
+    let report = inspect_report(&w, &xnet);
     let q3 = inspect_queue(&report, &w.nic.ifname, 3);
     assert_eq!(q3["lease"]["consumer"], "memory-provider", "{q3}");
     assert_eq!(q3["lease"]["container_id"], "m1", "{q3}");
@@ -352,20 +343,17 @@ fn the_dispatcher_is_not_attached_while_memory_provider_leases_exist() {
         "dispatcher attached"
     );
     assert_eq!(xnet.info("x1")["consumer"], "af-xdp");
-    let q2 = inspect_queue(&inspect_json(&w, &xnet), &w.nic.ifname, 2);
+    let q2 = inspect_queue(&inspect_report(&w, &xnet), &w.nic.ifname, 2);
     assert_eq!(q2["lease"]["consumer"], "af-xdp", "{q2}");
-    let table = w
-        .node
-        .cmd(plugin_bin().to_str().unwrap())
-        .args([
-            "inspect",
+    let table = inspect(
+        &w.node,
+        &[
             "--bpffs",
             w.bpffs.path.to_str().unwrap(),
             "--device-info-dir",
             xnet.dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
         table.contains("CONSUMER") && table.contains(" af-xdp "),

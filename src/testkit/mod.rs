@@ -576,6 +576,33 @@ pub fn plugin_bin() -> PathBuf {
     built_bin("netkit-cni")
 }
 
+/// `netkit-cni inspect ARGS` run inside `node`.
+pub fn inspect(node: &Netns, args: &[&str]) -> Output {
+    node.cmd(plugin_bin().to_str().unwrap())
+        .arg("inspect")
+        .args(args)
+        .output()
+        .expect("run netkit-cni inspect")
+}
+
+/// `netkit-cni inspect --json ARGS` run inside `node`: its report, once the command succeeded
+/// and printed JSON (panics naming stderr or stdout otherwise).
+pub fn inspect_json(node: &Netns, args: &[&str]) -> Value {
+    let out = inspect(node, &[&["--json"], args].concat());
+    assert!(
+        out.status.success(),
+        "inspect --json failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "inspect --json is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// A binary of this package, `name`, from the same cargo build as the running executable (see
 /// [`plugin_bin`]). Panics naming the path if it is not there: a test must not run another build.
 pub fn built_bin(name: &str) -> PathBuf {
