@@ -368,7 +368,7 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     // drivers/net/netkit.c) while the socket sits on a leased queue >= 1, and a single device
     // has no peer to transmit to anyway (`netkit_xmit` drops). Zero-copy transmit goes through
     // the NIC driver on the leased physical queue instead, which netdevsim cannot show. This
-    // asserts today's behaviour, so that a kernel which changes it fails here and the README
+    // asserts today's behaviour, so that a kernel which changes it fails here and docs/afxdp.md
     // (AF_XDP into the pod, Egress) gets updated.
     let pos = pmd.send("stop");
     pmd.wait_for(pos, "Done", Duration::from_secs(30));
@@ -399,7 +399,7 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
         pmd.output()
     );
     assert_eq!(after[1], before[1], "port 1 saw none of it");
-    assert!(got.is_empty(), "AF_XDP copy-mode TX on a leased netkit queue reached the wire ({} frames): the kernel changed, update the README", got.len());
+    assert!(got.is_empty(), "AF_XDP copy-mode TX on a leased netkit queue reached the wire ({} frames): the kernel changed, update docs/afxdp.md", got.len());
 
     // SIGKILL: no clean shutdown of the PMD. Its sockets die with it; DEL still leaves nothing.
     pmd.child.kill().unwrap();

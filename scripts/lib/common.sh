@@ -100,7 +100,7 @@ need_debs() {
 
 # Build the plugin as a static-pie executable and print its path: no dynamic loader and no
 # shared objects to map and relocate at each exec (CNI_COMMAND=VERSION: 198,398 instead of
-# 503,110 instructions under callgrind, README), and nothing to resolve on the node that the
+# 503,110 instructions under callgrind, docs/benchmarks.md), and nothing to resolve on the node that the
 # installer copies it to. crt-static goes through RUSTFLAGS with an explicit --target so that it
 # applies to the target only: without --target cargo would build proc-macros with it too, which
 # rustc refuses. Dies unless `file` calls the result static-pie.

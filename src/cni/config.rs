@@ -797,7 +797,7 @@ pub struct LeaseConfig {
 /// device with XDP program attached", checked on the *physical* NIC, since
 /// `netif_mp_open_rxq` follows the lease from the netkit queue to it first), and no XDP program
 /// can be attached while one is bound (`dev_xdp_attach`, net/core/dev.c: "unable to install XDP
-/// to device using memory provider"). See the README's "Memory providers".
+/// to device using memory provider"). See docs/memory-providers.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseConsumer {
     /// AF_XDP sockets, fed by the XDP dispatcher (`xdp` block) or by the admin's own program.

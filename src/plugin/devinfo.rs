@@ -109,7 +109,7 @@ pub struct LeaseInfo {
     /// `lease.consumer`, AF_XDP by default with an `xdp` block). Absent when the network
     /// declares none (and in files written before it existed). A root-owned record that
     /// [`LeaseInfo::describes`] a live lessee is what the XDP dispatcher's attach refusal trusts
-    /// (see the README's threat model).
+    /// (see the threat model, docs/security.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
 }

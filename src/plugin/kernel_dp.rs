@@ -672,7 +672,7 @@ impl Dataplane for KernelDataplane {
 
     fn nic_lock(&mut self, bpffs: &Path, master_ifindex: u32) -> Result<NicGuard, DpError> {
         // lease.bpffs: an XDP network on the same NIC with another xdp.bpffs locks another
-        // directory (the README says so); the attach refusal and the kernel's own refusals
+        // directory (docs/memory-providers.md says so); the attach refusal and the kernel's own refusals
         // still hold then, only the race between two ADDs is no longer closed.
         let lock = NicLock::acquire(bpffs, master_ifindex)
             .map_err(xdp("lock the master's NIC directory in bpffs"))?;

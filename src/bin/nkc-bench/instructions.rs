@@ -11,7 +11,7 @@ use crate::util::{have, Env, Plugin, CNI_PATH};
 
 /// Section 7's reference: callgrind's instruction count of one ADD and one DEL (pair +
 /// host-local, this harness) of the plugin as it was before the profiling changes (commit
-/// 6f9a352; README, Benchmarks). Measured with NKC_BENCH_BASELINE_PLUGIN pointing at that build.
+/// 6f9a352; docs/benchmarks.md). Measured with NKC_BENCH_BASELINE_PLUGIN pointing at that build.
 pub(crate) const INSTRUCTIONS_BEFORE: (&str, u64, u64) = ("6f9a352", 1_068_375, 749_786);
 
 /// callgrind's instruction count of one invocation (the plugin process only: callgrind does not

@@ -5,7 +5,7 @@
 //! cache misses) that reproduces whatever the host's load. ADD/DEL goals use each plugin process's
 //! own CPU time (wait4 rusage) less its IPAM exec's (scripts/lib/ipam-wrap.c).
 //!
-//! Sections (numbered as in the README's Benchmarks section): 1 ADD/DEL latency (sequential and
+//! Sections (numbered as in docs/benchmarks.md): 1 ADD/DEL latency (sequential and
 //! parallel), 2 scale, 3 lease cost, 4 XDP dispatcher cost, 5 data path (5b: AF_XDP receive rate
 //! through a lease; 5c: DPDK testpmd through a lease against af_packet in a ptp pod; 5d: far → pod
 //! through the NIC, BPF host routing against ptp), 6 process

@@ -186,7 +186,7 @@ pub(crate) fn xdp_cost(env: &Env, rounds: u32, rep: &mut Report, raw: &mut Value
             ensure!(got == *want, "{name}: verdict {got}, expected {want}");
         }
         // The JIT's code of each program, so the added instructions can be read one by one
-        // (README, Benchmarks): under the icount clock a ns/pkt figure is an instruction count.
+        // (docs/benchmarks.md): under the icount clock a ns/pkt figure is an instruction count.
         // Debian's bpftool has no libbfd and then refuses `dump jited` altogether, so the JIT
         // image comes from BPF_OBJ_GET_INFO_BY_FD and is disassembled with binutils' objdump. A
         // dump that fails leaves its reason in the file, not the section.
