@@ -9,10 +9,6 @@ use crate::logging::Logger;
 
 use super::{sweep, Attach, HostRoutingError, Uplink};
 
-/// CNI code of a host-routing failure (bpffs missing, the kernel refusing an attach, …); the
-/// message names the step, the bpffs path and the errno.
-pub const HOST_ROUTING_FAILED: u32 = 111;
-
 /// The CNI error for `e`: a lock held past its deadline is 11, a bypass set that disagrees with
 /// the uplink's is 7 (the config is at fault), everything else 111.
 pub fn cni_error(e: HostRoutingError) -> CniError {
@@ -21,7 +17,7 @@ pub fn cni_error(e: HostRoutingError) -> CniError {
     } else if matches!(e, HostRoutingError::BypassConflict { .. }) {
         codes::INVALID_CONFIG
     } else {
-        HOST_ROUTING_FAILED
+        codes::HOST_ROUTING_FAILED
     };
     let msg = match &e {
         HostRoutingError::BypassConflict { uplink, want, .. } => format!(

@@ -36,35 +36,10 @@ use crate::xdp::{PodHandoff, PodId};
 use dataplane::*;
 use lease::{LeasePlan, Leased};
 
-/// Plugin-specific error codes (the spec reserves ≥ 100 for plugins).
+/// Plugin-specific error codes: the one table lives in `cni::codes`, so two modules never reuse
+/// a code; the verbs name them through this path.
 pub mod errcodes {
-    pub use crate::cni::codes::DELEGATE_FAILED;
-    /// The kernel has no netkit (needs Linux ≥ 6.7 with CONFIG_NETKIT).
-    pub const NETKIT_UNSUPPORTED: u32 = 101;
-    /// A kernel operation failed; the message names the step and the errno.
-    pub const KERNEL_FAILED: u32 = 102;
-    /// The attachment (container id + ifname) already exists.
-    pub const ALREADY_EXISTS: u32 = 103;
-    /// CHECK found the attachment different from `prevResult`.
-    pub const CHECK_FAILED: u32 = 104;
-    /// The kernel cannot lease NIC queues (no netdev queue-create: Linux < 7.1).
-    pub const LEASE_UNSUPPORTED: u32 = 105;
-    /// The lease pool has fewer free queues than the pod needs; retrying later may succeed.
-    pub const LEASE_POOL_EXHAUSTED: u32 = 106;
-    /// A queue named explicitly (queueIds) is busy: leased, bound to AF_XDP or a memory provider.
-    pub const LEASE_QUEUE_BUSY: u32 = 107;
-    /// The kernel refused a lease; the message carries its extack (e.g. a virtual master, one
-    /// without queue management).
-    pub const LEASE_FAILED: u32 = 108;
-    /// The device-info file could not be written, read or removed.
-    pub const DEVICE_INFO_FAILED: u32 = 109;
-    /// The XDP dispatcher on the master could not be attached, steered or released (bpffs not
-    /// mounted, another XDP program on the NIC, a driver refusing XDP, …); the message names the
-    /// step and the errno.
-    pub const XDP_FAILED: u32 = 110;
-    /// A network whose leases are for a memory provider (`lease.consumer`) was refused: the
-    /// master carries an XDP program (the message names the NIC and the program's owner).
-    pub const MEMORY_PROVIDER_CONFLICT: u32 = 112;
+    pub use crate::cni::codes::*;
 }
 
 /// One parsed invocation.
