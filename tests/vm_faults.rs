@@ -31,6 +31,9 @@ struct Bed {
     pairing: &'static str,
     /// `hostRouting: {mode: bpf}` on the leasing NIC as the uplink (pair only).
     host_routing: bool,
+    /// `lease.steering` {exclude-pool, mac} with the pod's MAC in runtimeConfig: with two
+    /// queues, every steering step (context, rules, unicast address) runs.
+    steering: bool,
 }
 
 impl Bed {
@@ -52,7 +55,15 @@ impl Bed {
             ipam: CniNet::new(subnet),
             pairing,
             host_routing: false,
+            steering: false,
         }
+    }
+
+    /// A single-device bed that also steers (needs the test bed's netdevsim patch).
+    fn with_steering(subnet: &str) -> Bed {
+        let mut bed = Self::new("single", subnet);
+        bed.steering = true;
+        bed
     }
 
     /// A pair bed whose pods also get BPF host routing through the NIC (issue 17).
@@ -71,6 +82,10 @@ impl Bed {
         });
         if self.pairing == "single" {
             extra["xdp"] = json!({"bpffs": self.bpffs.path});
+        }
+        if self.steering {
+            extra["lease"]["steering"] = json!({"rss": "exclude-pool", "match": "mac"});
+            extra["runtimeConfig"] = json!({"mac": STEER_MAC});
         }
         if self.host_routing {
             extra["hostRouting"] = json!({
@@ -174,6 +189,9 @@ impl Bed {
         for ip in self.ipam.reserved() {
             left.push(format!("IPAM reservation {ip}"));
         }
+        if self.steering {
+            left.extend(steering_leftovers(&self.node, &self.nic, ynl));
+        }
         if let Ok(rd) = std::fs::read_dir(&self.devinfo) {
             for e in rd.flatten() {
                 left.push(format!("device-info file {}", e.path().display()));
@@ -187,6 +205,10 @@ impl Bed {
         if point == "add-after-host-routing" && !self.host_routing {
             return false;
         }
+        // The steering points need a `lease.steering` block with a `match`.
+        if point.starts_with("add-after-steer-") && !self.steering {
+            return false;
+        }
         match self.pairing {
             "single" => point != "add-after-host-config",
             _ => point != "add-after-xdp",
@@ -198,6 +220,56 @@ impl Drop for Bed {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.devinfo);
     }
+}
+
+const STEER_MAC: &str = "02:00:00:00:fa:01";
+
+/// ntuple rules (`ethtool -n`), RSS contexts other than the default (the kernel's ynl,
+/// ethtool rss-get dump) and the pod's MAC in the NIC's unicast filter (`bridge fdb`).
+fn steering_leftovers(node: &Netns, nic: &Netdevsim, ynl: &Ynl) -> Vec<String> {
+    let mut left = Vec::new();
+    let rules = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.name,
+        "ethtool",
+        "-n",
+        &nic.ifname,
+    ]);
+    if !rules.contains("Total 0 rules") {
+        left.push(format!("ntuple rules: {rules}"));
+    }
+    let contexts = ynl
+        .call(
+            Some(node),
+            "ethtool",
+            "--dump",
+            "rss-get",
+            Some(&json!({"header": {"dev-index": nic.ifindex}})),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("ethtool rss-get dump: {e}"));
+    for c in contexts.as_array().cloned().unwrap_or_default() {
+        if c.get("context").is_some_and(|id| id != 0) {
+            left.push(format!("RSS context {}", c["context"]));
+        }
+    }
+    let fdb = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.name,
+        "bridge",
+        "fdb",
+        "show",
+        "dev",
+        &nic.ifname,
+    ]);
+    if fdb.contains(STEER_MAC) {
+        left.push(format!("unicast address {STEER_MAC} on the NIC: {fdb}"));
+    }
+    left
 }
 
 fn wait_for_file(path: &Path, timeout: Duration) -> String {
@@ -321,6 +393,21 @@ fn pair_with_host_routing_leaks_nothing_at_any_failpoint() {
     let n = every_point(&bed);
     eprintln!("pair + host routing: {n} failpoint cases");
     assert_eq!(n, 2 * (ADD_POINTS.len() - 1));
+}
+
+#[test]
+fn single_with_steering_leaks_no_rule_context_or_address_at_any_failpoint() {
+    let bed = Bed::with_steering("10.96.0.0/24");
+    let steer_points = ADD_POINTS
+        .iter()
+        .filter(|p| p.starts_with("add-after-steer-") && bed.reaches(p))
+        .count();
+    assert_eq!(
+        steer_points, 3,
+        "context, rule and unicast points are all reached"
+    );
+    let cases = every_point(&bed);
+    assert!(cases > steer_points, "{cases} cases");
 }
 
 #[test]
