@@ -237,7 +237,7 @@ fn steering_leftovers(node: &Netns, nic: &Netdevsim, ynl: &Ynl) -> Vec<String> {
         "-n",
         &nic.ifname,
     ]);
-    if !rules.contains("Total 0 rules") {
+    if rules.lines().any(|l| l.trim().starts_with("Filter: ")) {
         left.push(format!("ntuple rules: {rules}"));
     }
     let contexts = ynl

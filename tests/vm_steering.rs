@@ -29,8 +29,10 @@ fn ethtool(w: &Wire, args: &[&str]) -> String {
 /// The queues `ethtool -x` lists in the default indirection table.
 fn rss_queues(w: &Wire) -> Vec<u32> {
     let out = ethtool(w, &["-x", &w.nic.ifname]);
+    // The table comes first; the hash key after it is hex bytes joined by ':'.
     let mut q: Vec<u32> = out
         .lines()
+        .take_while(|l| !l.starts_with("RSS hash key"))
         .filter_map(|l| l.trim().split_once(':'))
         .filter(|(k, _)| k.trim().parse::<u32>().is_ok())
         .flat_map(|(_, v)| {
@@ -44,9 +46,18 @@ fn rss_queues(w: &Wire) -> Vec<u32> {
     q
 }
 
-/// `ethtool -n <nic>`: the rule count line and every rule's text.
+/// `ethtool -n <nic>`: every rule's text.
 fn rules(w: &Wire) -> String {
     ethtool(w, &["-n", &w.nic.ifname])
+}
+
+/// The rule locations `ethtool -n` lists.
+fn rule_locations(w: &Wire) -> Vec<u32> {
+    rules(w)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Filter: "))
+        .map(|n| n.trim().parse().unwrap())
+        .collect()
 }
 
 fn fdb_self(w: &Wire) -> String {
@@ -179,7 +190,7 @@ fn a_pod_gets_its_frames_and_only_its_frames_over_many_flows_and_two_pods_their_
     n1.call(&w, "DEL", "c1", Some(&pod1), "").ok("DEL c1");
     n2.call(&w, "DEL", "c2", Some(&pod2), "").ok("DEL c2");
     let r = rules(&w);
-    assert!(r.contains("Total 0 rules"), "{r}");
+    assert_eq!(rule_locations(&w), Vec::<u32>::new(), "{r}");
     let fdb = fdb_self(&w);
     assert!(!fdb.contains(POD_MAC) && !fdb.contains(POD2_MAC), "{fdb}");
     assert_eq!(rss_queues(&w), [0, 1]);
@@ -262,7 +273,7 @@ fn a_two_queue_lease_spreads_over_its_context_and_check_and_gc_see_it() {
     };
     gc_net.call(&w, "GC", "", None, "").ok("GC");
     std::mem::forget(gc_net);
-    assert!(rules(&w).contains("Total 0 rules"));
+    assert_eq!(rule_locations(&w), Vec::<u32>::new());
     let x = ethtool(&w, &["-x", &w.nic.ifname, "context", &ctx.to_string()]);
     assert!(
         !x.contains(" 2 ") || x.is_empty(),
@@ -293,7 +304,7 @@ fn rss_admin_refuses_while_the_default_table_covers_the_pool_then_passes() {
         "{msg}"
     );
     // Nothing left behind.
-    assert!(rules(&w).contains("Total 0 rules"));
+    assert_eq!(rule_locations(&w), Vec::<u32>::new());
     assert!(pod
         .links()
         .iter()
@@ -308,9 +319,9 @@ fn rss_admin_refuses_while_the_default_table_covers_the_pool_then_passes() {
     ethtool(&w, &["-X", &w.nic.ifname, "equal", "2"]);
     net.call(&w, "ADD", "c1", Some(&pod), "")
         .ok("ADD after ethtool -X equal 2");
-    assert!(rules(&w).contains("Total 1 rules"));
+    assert_eq!(rule_locations(&w).len(), 1);
     net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL");
-    assert!(rules(&w).contains("Total 0 rules"));
+    assert_eq!(rule_locations(&w), Vec::<u32>::new());
 }
 
 /// Per-queue RX packets of the node's NIC (netdev qstats-get, scope queue), by queue id.
@@ -337,4 +348,72 @@ fn qstats_rx(w: &Wire) -> Vec<u64> {
 
 fn delta(a: &[u64], b: &[u64], queues: &[usize]) -> u64 {
     queues.iter().map(|q| b[*q] - a[*q]).sum()
+}
+
+#[test]
+fn match_ip_with_a_pair_and_host_routing_delivers_flows_through_the_leased_queue() {
+    let w = wire(NIC_QUEUES);
+    let cni = CniNet::new("10.79.0.0/24");
+    let dir = std::env::temp_dir().join(unique("nkc-devinfo-"));
+    let conf = cni.conf(
+        "1.1.0",
+        json!({
+            "pairing": "pair",
+            "lease": {"master": w.nic.ifname, "allowedQueues": "2-7", "deviceInfoDir": dir,
+                      "steering": {"rss": "exclude-pool", "match": "ip"}},
+            "hostRouting": {"mode": "bpf", "uplink": w.nic.ifname, "bypass": ["10.77.0.0/24"],
+                            "bpffs": w.bpffs.path},
+        }),
+    );
+    let pod = Netns::new("pod");
+    let r = cni
+        .call(&w.node, "ADD", "c1", Some(&pod.path()), "eth0", &conf)
+        .ok("ADD")
+        .json();
+    let ip: std::net::Ipv4Addr = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rl = rules(&w);
+    let block = rl
+        .split("Filter:")
+        .find(|b| b.contains(&ip.to_string()))
+        .unwrap_or_else(|| panic!("no rule for {ip}:\n{rl}"));
+    assert!(block.contains("Action: Direct to queue 2"), "{block}");
+
+    w.far.ip(&["route", "add", "10.79.0.0/24", "via", NODE_IP]);
+    let listener = pod.run(move || UdpSocket::bind((ip, 6000)).unwrap());
+    listener
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let before = qstats_rx(&w);
+    let sent = payloads("pair", FLOWS as usize);
+    let target: &'static str = Box::leak(ip.to_string().into_boxed_str());
+    send_flows(&w, target, 6000, sent.clone());
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = listener.recv_from(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    got.sort();
+    assert_eq!(got, sent, "every flow reaches the pod");
+    let after = qstats_rx(&w);
+    assert!(
+        delta(&before, &after, &[2]) >= u64::from(FLOWS),
+        "they arrived on the leased queue 2: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        delta(&before, &after, &[3, 4, 5, 6, 7]),
+        0,
+        "{before:?} -> {after:?}"
+    );
+
+    cni.call(&w.node, "DEL", "c1", Some(&pod.path()), "eth0", &conf)
+        .ok("DEL");
+    assert_eq!(rule_locations(&w), Vec::<u32>::new());
+    let _ = std::fs::remove_dir_all(&dir);
 }
