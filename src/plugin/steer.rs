@@ -220,7 +220,12 @@ fn agree_with_other_networks(conf: &LeaseConfig, plan: &LeasePlan) -> Result<(),
                 "every network that steers on one NIC must name the same pool (steering.rss \"exclude-pool\" keeps it out of RSS)",
             ));
         }
-        if st.rule_base != conf.steering.rule_base {
+        // Only rule-making networks care where rules sit.
+        let makes_rules = |m: &str| m != SteerMatch::None.as_str();
+        if makes_rules(&st.match_on)
+            && conf.steering.match_on != SteerMatch::None
+            && st.rule_base != conf.steering.rule_base
+        {
             return Err(CniError::new(
                 crate::cni::codes::INVALID_CONFIG,
                 format!(

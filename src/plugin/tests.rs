@@ -2346,6 +2346,7 @@ fn networks_steering_one_nic_must_name_the_same_pool_and_rule_base() {
         err.msg
     );
     b["lease"]["allowedQueues"] = json!("2-7");
+    b["lease"]["steering"]["match"] = json!("mac");
     b["lease"]["steering"]["ruleBase"] = json!(100);
     let err = cmd_add(&request("ADD", "c2", b.clone()), &mut k, None, &quiet()).unwrap_err();
     assert!(err.msg.contains("lease.steering.ruleBase"), "{}", err.msg);
