@@ -510,6 +510,12 @@ fn e_errno(e: &DpError) -> Option<nix::errno::Errno> {
 /// leased (with their unicast address), then contexts over pool queues only that no queue of
 /// theirs is leased for and no rule points at. Returns what it removed, described. A NIC
 /// without ntuple or RSS support has nothing to sweep.
+///
+/// Rules and contexts are read *before* the leases, and each removal re-reads its queue's lease
+/// and the rule first: an ADD leases its queue before it writes its rule, so a rule seen
+/// before a lease that is absent afterwards was stale, and an ADD that takes the queue in
+/// between is seen by the re-read. (What remains is the few microseconds between the re-read and
+/// the delete; the plugin holds no lock across NICs' ethtool state.)
 pub fn sweep(
     dp: &mut dyn Dataplane,
     conf: &LeaseConfig,
@@ -517,6 +523,24 @@ pub fn sweep(
     log: &Logger,
 ) -> Result<Vec<String>, DpError> {
     let s = conf.steering;
+    let unsupported =
+        |e: &DpError| matches!(e, DpError::Ethtool { source, .. } if source.is_unsupported());
+    let contexts = match dp.steering().rss_contexts(nic) {
+        Ok(c) => c,
+        Err(e) if unsupported(&e) => vec![],
+        Err(e) => return Err(e),
+    };
+    let table = match dp.steering().rules(nic) {
+        Ok(t) => t,
+        Err(e) if unsupported(&e) => Default::default(),
+        Err(e) => return Err(e),
+    };
+    let mut rules = Vec::new();
+    for loc in table.locations {
+        if let Some(r) = dp.steering().rule_get(nic, loc)? {
+            rules.push(r);
+        }
+    }
     let queues = dp.master_queues(nic.ifindex)?;
     let rx: Vec<_> = queues
         .iter()
@@ -536,25 +560,13 @@ pub fn sweep(
         Some(set) => set.below(rx_queues).iter().collect(),
         None => (1..rx_queues).collect(),
     };
-    let unsupported =
-        |e: &DpError| matches!(e, DpError::Ethtool { source, .. } if source.is_unsupported());
-    let contexts = match dp.steering().rss_contexts(nic) {
-        Ok(c) => c,
-        Err(e) if unsupported(&e) => vec![],
-        Err(e) => return Err(e),
-    };
     let mut removed = Vec::new();
     let mut pointed = BTreeSet::new();
-    let table = match dp.steering().rules(nic) {
-        Ok(t) => t,
-        Err(e) if unsupported(&e) => Default::default(),
-        Err(e) => return Err(e),
-    };
-    for loc in table.locations {
-        let Some(q) = queue_of(&s, loc, rx_queues) else {
-            continue;
-        };
-        let Some(rule) = dp.steering().rule_get(nic, loc)? else {
+    for rule in rules {
+        if let RuleAction::Context(c) = rule.action {
+            pointed.insert(c);
+        }
+        let Some(q) = queue_of(&s, rule.location, rx_queues) else {
             continue;
         };
         let ours = match rule.action {
@@ -564,10 +576,13 @@ pub fn sweep(
                 .any(|r| r.context == c && r.queues().first() == Some(&q)),
             RuleAction::Drop => false,
         };
-        if let RuleAction::Context(c) = rule.action {
-            pointed.insert(c);
-        }
         if !ours || leased.contains(&q) {
+            continue;
+        }
+        // The re-read: still unleased, still this rule.
+        if dp.master_queue(nic.ifindex, q)?.lease.is_some()
+            || dp.steering().rule_get(nic, rule.location)? != Some(rule)
+        {
             continue;
         }
         remove_rule(dp, nic, &rule)?;
@@ -582,8 +597,15 @@ pub fn sweep(
             && q.iter().all(|x| pool.contains(x))
             && !q.iter().any(|x| leased.contains(x))
             && !pointed.contains(&c.context);
-        if stale && dp.steering().rss_delete(nic, c.context)? {
-            removed.push(format!("stale RSS context {} over queues {q:?}", c.context));
+        if !stale {
+            continue;
+        }
+        // The kernel refuses to delete a context a rule points at (EBUSY): one made since.
+        match dp.steering().rss_delete(nic, c.context) {
+            Ok(true) => removed.push(format!("stale RSS context {} over queues {q:?}", c.context)),
+            Ok(false) => {}
+            Err(e) if e_errno(&e) == Some(nix::errno::Errno::EBUSY) => {}
+            Err(e) => return Err(e),
         }
     }
     for r in &removed {
