@@ -39,6 +39,8 @@ struct Bed {
     host_routing: bool,
     /// The NIC's steering before any ADD: what `leftovers` compares against.
     steering0: SteeringState,
+    /// The pod's MAC comes from runtimeConfig (as KubeVirt passes a VM's), not the device.
+    steering: bool,
 }
 
 impl Bed {
@@ -62,7 +64,15 @@ impl Bed {
             pairing,
             host_routing: false,
             steering0,
+            steering: false,
         }
+    }
+
+    /// A single-device bed whose pod MAC comes from runtimeConfig (every bed steers).
+    fn with_steering(subnet: &str) -> Bed {
+        let mut bed = Self::new("single", subnet);
+        bed.steering = true;
+        bed
     }
 
     /// A pair bed whose pods also get BPF host routing through the NIC (issue 17).
@@ -90,6 +100,9 @@ impl Bed {
         if self.pairing == "single" {
             extra["xdp"] = json!({"bpffs": self.bpffs.path});
             extra["mode"] = json!("l2");
+        }
+        if self.steering {
+            extra["runtimeConfig"] = json!({"mac": STEER_MAC});
         }
         if self.host_routing {
             extra["hostRouting"] = json!({
@@ -227,6 +240,8 @@ impl Drop for Bed {
     }
 }
 
+const STEER_MAC: &str = "02:00:00:00:fa:01";
+
 fn wait_for_file(path: &Path, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
@@ -323,10 +338,7 @@ fn every_point(bed: &Bed) -> usize {
 /// count would silently mean less).
 fn points_but(skipped: &[&str]) -> usize {
     for p in skipped {
-        assert!(
-            ADD_POINTS.contains(p) || p.starts_with("add-after-steer-"),
-            "{p} is no failpoint"
-        );
+        assert!(ADD_POINTS.contains(p), "{p} is no failpoint");
     }
     ADD_POINTS.iter().filter(|p| !skipped.contains(p)).count()
 }
@@ -374,6 +386,21 @@ fn pair_with_host_routing_leaks_nothing_at_any_failpoint() {
         n,
         2 * points_but(&["add-after-xdp", "add-after-steer-unicast"])
     );
+}
+
+#[test]
+fn single_with_steering_leaks_no_rule_context_or_address_at_any_failpoint() {
+    let bed = Bed::with_steering("10.96.0.0/24");
+    let steer_points = ADD_POINTS
+        .iter()
+        .filter(|p| p.starts_with("add-after-steer-") && bed.reaches(p))
+        .count();
+    assert_eq!(
+        steer_points, 3,
+        "context, rule and unicast points are all reached"
+    );
+    let cases = every_point(&bed);
+    assert!(cases > steer_points, "{cases} cases");
 }
 
 #[test]
