@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo, run inside the VM by scripts/demo (`make demo`): two containers started by a real
 # runtime (a private containerd, `ctr run --cni`) each lease one RX queue of a NIC through
-# netkit-cni, and frames sent over the wire arrive on container 1's AF_XDP socket through its
-# leased queue. Every step says what it shows before it runs; any failure stops the demo with a
+# netkit-cni, and frames sent over the wire arrive on each container's AF_XDP socket through its
+# leased queue, because the plugin steers them there: it keeps the pool out of nic0's default RSS
+# context and adds an ntuple rule per container (its address -> its queue). The far side picks
+# no queue. Every step says what it shows before it runs; any failure stops the demo with a
 # non-zero exit. Needs: target/release/netkit-cni and nkc-xsk (`cargo build --release --features
 # tools`), containerd, runc, busybox-static, bpftool, containernetworking-plugins (host-local).
 set -Eeuo pipefail
@@ -200,8 +202,10 @@ ctr image ls | awk -v img="$image" '$1 == img {print "imported:", $1, "(" $4, $5
 # ------------------------------------------------------------------------------------------------
 step "A conflist with netkit-cni, and two containers started with ctr run --cni" \
     "pairing single: one netkit device (eth0) in the container, no host side; lease: one RX queue of nic0" \
-    "from the pool 1-4 per container; xdp: the plugin's XDP dispatcher on nic0 steers each leased queue" \
-    "into that container's own AF_XDP socket map (pinned in a private bpffs); host-local addresses eth0."
+    "from the pool 1-4 per container; steering: the plugin takes the pool out of nic0's default RSS" \
+    "context and adds an ntuple rule sending the container's address to its queue; xdp: the plugin's XDP" \
+    "dispatcher on nic0 hands each leased queue to that container's own AF_XDP socket map (pinned in a" \
+    "private bpffs); host-local addresses eth0."
 bpffs=$(mktemp -d /tmp/nkc-demo-bpffs.XXXXXX)
 mount -t bpf bpf "$bpffs"
 cat >"$scratch/cni-conf/10-xsknet.conflist" <<EOF
@@ -213,7 +217,8 @@ cat >"$scratch/cni-conf/10-xsknet.conflist" <<EOF
       "type": "netkit-cni",
       "pairing": "single",
       "ipam": {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": "$scratch/ipam"},
-      "lease": {"master": "nic0", "allowedQueues": "1-4", "queues": 1, "deviceInfoDir": "$scratch/devinfo"},
+      "lease": {"master": "nic0", "allowedQueues": "1-4", "queues": 1, "deviceInfoDir": "$scratch/devinfo",
+                "steering": {"rss": "exclude-pool", "match": "ip"}},
       "xdp": {"bpffs": "$bpffs"},
       "logFile": "$scratch/netkit-cni.log"
     }
@@ -277,6 +282,15 @@ for i, q in enumerate(nic["queues"]):
     if q["state"] != "free":
         print("nics[0].queues[%d]:" % i, json.dumps(q))'
 echo
+echo "The steering the plugin wrote, as Debian's ethtool reads it from nic0: one ntuple rule per container"
+echo "(its address -> its leased queue), and the default RSS context spreading over the queues outside the pool:"
+run in_node ethtool -n nic0
+run in_node ethtool -x nic0 | sed -n '1,/^RSS hash key/p' | sed '$d'
+rules=$(in_node ethtool -n nic0 | grep -c '^Filter:' || true)
+[ "$rules" = 2 ] || fail "expected 2 ntuple rules on nic0, ethtool -n shows $rules"
+rss_pool=$(in_node ethtool -x nic0 | awk '/^RSS hash key/ {exit} /^ *[0-9]+:/ {for (i = 2; i <= NF; i++) if ($i >= 1 && $i <= 4) n++} END {print n + 0}')
+[ "$rss_pool" = 0 ] || fail "nic0's default RSS context still spreads onto the pool 1-4"
+echo
 echo "The same leases in the kernel's own queue dump (ynl, leased RX queues of nic0 only):"
 rx_queues leased
 [ "$(rx_queues count)" = 2 ] || fail "expected 2 leased RX queues on nic0, ynl shows $(rx_queues count)"
@@ -298,8 +312,9 @@ python3 -m json.tool "$info1"
 # ------------------------------------------------------------------------------------------------
 step "Frames through the leased queues, into each container's AF_XDP socket" \
     "In each container, nkc-xsk binds an AF_XDP socket to eth0's virtual queue and puts it in the container's" \
-    "socket map; the far side sends UDP steered onto each container's physical queue. Each socket must get" \
-    "its own frames only, and the node's own UDP stack none of them."
+    "socket map; the far side sends UDP to each container's address (routed via the node), from many source" \
+    "ports, on whatever TX queue its stack picks: nic0's rule for the address puts it on the container's" \
+    "queue. Each socket must get its own frames only, and the node's own UDP stack none of them."
 # devinfo FILE -> "physical virtual xsk-map interface"
 devinfo() {
     python3 -c 'import json, sys
@@ -309,21 +324,17 @@ print(d["queues"][0]["physical"], d["xdp"]["start-queue"], d["xdp"]["xsk-map"], 
 read -r c1_phys c1_vq c1_map c1_if < <(devinfo "$info1")
 read -r c2_phys c2_vq c2_map c2_if < <(devinfo "$info2")
 echo "c1: physical queue $c1_phys -> $c1_if virtual queue $c1_vq; c2: physical queue $c2_phys -> $c2_if virtual queue $c2_vq"
-free_q=$(seq 1 4 | grep -vx -e "$c1_phys" -e "$c2_phys" | head -1)
-
-# netdevsim hands a frame sent on TX queue t to the peer's RX path such that XDP sees
-# rx_queue_index t - 1; the far side picks its TX queue per UDP port with tc skbedit, and
-# everything else it sends goes out on TX queue 0 (node RX queue 0, never leased).
-in_far tc qdisc add dev far0 clsact
-steer() { # port, node RX queue
-    in_far tc filter add dev far0 egress protocol ip prio 1 u32 match ip dport "$1" 0xffff \
-        action skbedit queue_mapping $(($2 + 1))
-    echo "far0: UDP to port $1 -> TX queue $(($2 + 1)) -> nic0 RX queue $2"
-}
-in_far tc filter add dev far0 egress prio 9 u32 match u32 0 0 action skbedit queue_mapping 0
-steer 5001 "$c1_phys"
-steer 5002 "$c2_phys"
-steer 5003 "$free_q"
+c1_ip=$(nsenter --net="/proc/$c1_pid/ns/net" ip -4 -j addr show dev eth0 | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["addr_info"][0]["local"])')
+c2_ip=$(nsenter --net="/proc/$c2_pid/ns/net" ip -4 -j addr show dev eth0 | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["addr_info"][0]["local"])')
+echo "c1 has $c1_ip, c2 has $c2_ip; the far side routes their subnet via the node:"
+run in_far ip route add 10.88.0.0/24 via 10.77.0.1 dev far0
+for id in c1 c2; do
+    ip=$([ "$id" = c1 ] && echo "$c1_ip" || echo "$c2_ip")
+    q=$([ "$id" = c1 ] && echo "$c1_phys" || echo "$c2_phys")
+    in_node ethtool -n nic0 | awk -v ip="$ip" '/^Filter:/ {r = $0} $0 ~ "Dest IP addr: " ip " " {f = 1} f && /Action:/ {print r " (" ip "): " $0; exit}' |
+        grep -q "Direct to queue $q\$" || fail "no rule on nic0 sends $ip to queue $q: $(in_node ethtool -n nic0)"
+    ok "nic0's rule sends $id's address $ip to queue $q (ethtool -n)"
+done
 
 frames=5
 start_rx() { # id pid vqueue map ifname
@@ -351,12 +362,12 @@ node_udp() {
         else { for (i = 1; i <= NF; i++) if (k[i] == "InDatagrams" || k[i] == "NoPorts") s += $i; print s; exit } }' /proc/net/snmp
 }
 udp_before=$(node_udp)
-echo "$ # from far: $frames datagrams to 10.77.0.1:5001 (c1's queue) and $frames to :5002 (c2's), interleaved"
+echo "$ # from far: $frames datagrams to $c1_ip:5001 (c1) and $frames to $c2_ip:5002 (c2), interleaved, each from its own source port"
 in_far bash -c 'for i in $(seq "$1"); do
-    printf "to c1 #%d" "$i" >/dev/udp/10.77.0.1/5001
-    printf "to c2 #%d" "$i" >/dev/udp/10.77.0.1/5002
+    printf "to c1 #%d" "$i" >"/dev/udp/$2/5001"
+    printf "to c2 #%d" "$i" >"/dev/udp/$3/5002"
     sleep 0.05
-done' sh "$frames"
+done' sh "$frames" "$c1_ip" "$c2_ip"
 wait "$rx_c1" || fail "container 1's socket did not get $frames frames: $(grep -vx ready "$scratch/rx-c1.err")"
 wait "$rx_c2" || fail "container 2's socket did not get $frames frames: $(grep -vx ready "$scratch/rx-c2.err")"
 for id in c1 c2; do
@@ -371,11 +382,11 @@ done
 udp_after=$(node_udp)
 [ "$udp_after" = "$udp_before" ] || fail "the node's UDP stack saw $((udp_after - udp_before)) of the leased queues' datagrams"
 ok "each socket got exactly its own $frames frames; the node's UDP stack got none (InDatagrams+NoPorts unchanged: $udp_after)"
-echo "$ # from far: 3 datagrams to 10.77.0.1:5003, steered onto queue $free_q (in the pool, leased by nobody)"
-in_far bash -c 'for i in 1 2 3; do printf "to the node" >/dev/udp/10.77.0.1/5003; sleep 0.05; done'
-for _ in $(seq 50); do [ $(($(node_udp) - udp_after)) -ge 3 ] && break; sleep 0.1; done
-[ $(($(node_udp) - udp_after)) = 3 ] || fail "a free queue's datagrams must reach the node's stack (saw $(($(node_udp) - udp_after)) of 3)"
-ok "the node's UDP stack counted those 3: a queue nobody leased keeps the normal host path"
+echo "$ # from far: 8 datagrams to the node's own address 10.77.0.1:5003, from 8 source ports (RSS spreads them)"
+in_far bash -c 'for i in 1 2 3 4 5 6 7 8; do printf "to the node" >/dev/udp/10.77.0.1/5003; sleep 0.05; done'
+for _ in $(seq 50); do [ $(($(node_udp) - udp_after)) -ge 8 ] && break; sleep 0.1; done
+[ $(($(node_udp) - udp_after)) = 8 ] || fail "the node's own datagrams must reach its stack (saw $(($(node_udp) - udp_after)) of 8)"
+ok "the node's UDP stack counted those 8: RSS spreads the node's traffic over the queues outside the pool (0 and 5)"
 
 # ------------------------------------------------------------------------------------------------
 step "DPDK's testpmd receives through c1's leased queue, with the AF_XDP PMD" \
@@ -399,8 +410,8 @@ for _ in $(seq 600); do
 done
 grep -q "Press enter to exit" "$scratch/testpmd.out" || { cat "$scratch/testpmd.out" >&2; fail "testpmd did not start within 120 s"; }
 grep -E "^Port 0:|rxonly packet forwarding" "$scratch/testpmd.out" | sed 's/^/    /'
-echo "$ # from far: $frames datagrams to 10.77.0.1:5001 (c1's queue)"
-in_far bash -c 'for i in $(seq "$1"); do printf "to testpmd #%d" "$i" >/dev/udp/10.77.0.1/5001; sleep 0.05; done' sh "$frames"
+echo "$ # from far: $frames datagrams to $c1_ip:5001 (c1's address: its rule, its queue)"
+in_far bash -c 'for i in $(seq "$1"); do printf "to testpmd #%d" "$i" >"/dev/udp/$2/5001"; sleep 0.05; done' sh "$frames" "$c1_ip"
 sleep 2
 echo >&"$testpmd_in" # "Press enter to exit": testpmd stops, prints its counters and quits
 exec {testpmd_in}>&-
@@ -436,6 +447,9 @@ ok "no netkit devices"
 leased=$(rx_queues count)
 [ "$leased" = 0 ] || fail "$leased RX queues of nic0 still leased: $(rx_queues leased)"
 ok "no leases on nic0 (ynl queue-get: $(rx_queues all | wc -l) RX queues, none with a lease)"
+rules=$(in_node ethtool -n nic0 | grep -c '^Filter:' || true)
+[ "$rules" = 0 ] || fail "ntuple rules left on nic0: $(in_node ethtool -n nic0)"
+ok "no ntuple rules on nic0 (ethtool -n)"
 xdp=$(in_node bpftool -j net show dev nic0 | python3 -c 'import json, sys; print(len(json.load(sys.stdin)[0]["xdp"]))')
 links=$(bpftool -j link show | python3 -c 'import json, sys; print(sum(1 for l in json.load(sys.stdin) if l["type"] == "xdp"))')
 [ "$xdp" = 0 ] && [ "$links" = 0 ] || fail "XDP left on nic0: $(in_node bpftool net show dev nic0; bpftool link show)"

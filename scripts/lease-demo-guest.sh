@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs inside the VM: one pod gets 2 RX queues of a NIC leased into its netkit device through the
-# plugin binary (ADD), the kernel's own ynl CLI shows the leases on the NIC, DEL gives them back
-# and ynl shows them free. Usage (from the repo, after `cargo build --release`):
+# plugin binary (ADD), the kernel's own ynl CLI shows the leases on the NIC and Debian's ethtool the
+# steering (the pool out of the default RSS context, an ntuple rule sending the pod's address to an
+# RSS context over its two queues), DEL gives them back and removes the rule. Usage (from the repo, after `cargo build --release`):
 #   scripts/vm-run --timeout 600 -- bash scripts/lease-demo-guest.sh
 set -euo pipefail
 step() { printf '\n==> %s\n' "$*"; }
@@ -52,7 +53,8 @@ cat >"$work/conf.json" <<EOF
   "type": "netkit-cni",
   "pairing": "pair",
   "ipam": {"type": "host-local", "subnet": "10.77.0.0/24", "dataDir": "$work/ipam"},
-  "lease": {"master": "$nic", "queues": 2, "allowedQueues": "1-7", "deviceInfoDir": "$work/devinfo"}
+  "lease": {"master": "$nic", "queues": 2, "allowedQueues": "1-7", "deviceInfoDir": "$work/devinfo",
+            "steering": {"rss": "exclude-pool", "match": "ip"}}
 }
 EOF
 step "Network config"
@@ -78,6 +80,13 @@ echo "nsid of $pod as $node sees it:"
 ip -n "$node" netns list-id | grep -w "$pod" || true
 echo "pod eth0 ifindex: $(ip -n "$pod" -j link show dev eth0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ifindex"])')"
 
+step "Steering (ethtool in $node): the pod's address -> an RSS context over its two queues; the default context keeps off the pool"
+in_node ethtool -n "$nic"
+ctx=$(in_node ethtool -n "$nic" | awk '/RSS Context ID:/ {print $4; exit}')
+[ -n "$ctx" ] || { echo "no rule with an RSS context" >&2; exit 1; }
+in_node ethtool -x "$nic" context "$ctx" | sed -n '1,/^RSS hash key/p' | sed '$d'
+in_node ethtool -x "$nic" | sed -n '1,/^RSS hash key/p' | sed '$d'
+
 step "The pod device's own RX queues (ynl in $pod): 0 plus the two leased ones (the lease nest is reported on the NIC's side only)"
 pod_if=$(ip -n "$pod" -j link show dev eth0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ifindex"])')
 rx_queues "$pod" "$pod_if"
@@ -88,4 +97,5 @@ cni DEL && echo "DEL ok (exit 0)"
 step "NIC RX queues after DEL: no lease left"
 rx_queues "$node" "$ifindex"
 echo "device-info files left: $(ls -A "$work/devinfo" | wc -l)"
+echo "ntuple rules left on $nic: $(in_node ethtool -n "$nic" | grep -c '^Filter:' || true)"
 echo "netkit devices left in $pod: $(ip -n "$pod" -d -j link show | python3 -c 'import json,sys; print(sum(1 for l in json.load(sys.stdin) if l.get("linkinfo",{}).get("info_kind")=="netkit"))')"

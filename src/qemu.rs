@@ -246,6 +246,7 @@ mod tests {
                 dpdk_ports: String::new(),
             }),
             consumer: None,
+            steering: None,
         })
     }
 

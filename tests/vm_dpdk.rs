@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::packet::PacketSocket;
+use common::steering::*;
 use common::xdp::*;
 use common::*;
 use serde_json::{json, Value};
@@ -172,27 +173,6 @@ impl Testpmd {
         (num("RX-packets:"), num("TX-packets:"))
     }
 
-    /// Polls port stats until `want(rx, tx)` holds for every port or `timeout` passes.
-    fn stats_until(
-        &mut self,
-        ports: u16,
-        timeout: Duration,
-        want: impl Fn(u16, u64, u64) -> bool,
-    ) -> Vec<(u64, u64)> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s: Vec<(u64, u64)> = (0..ports).map(|p| self.port_stats(p)).collect();
-            if s.iter()
-                .enumerate()
-                .all(|(p, &(rx, tx))| want(p as u16, rx, tx))
-                || Instant::now() >= deadline
-            {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
     /// Runs until it exits by itself; its status and output.
     fn wait_exit(mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
         let deadline = Instant::now() + timeout;
@@ -217,6 +197,19 @@ impl Drop for Testpmd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls both ports until together they received `total` frames (the NIC's hash splits a
+/// pod's flows over its queues, so no port's share is known beforehand) or `timeout` passes.
+fn wait_total_rx(pmd: &mut Testpmd, total: u64, timeout: Duration) -> Vec<(u64, u64)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
+        if s.iter().map(|(rx, _)| rx).sum::<u64>() >= total || Instant::now() >= deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -337,23 +330,40 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     );
     let pos = pmd.send("start");
     pmd.wait_for(pos, "rxonly packet forwarding", Duration::from_secs(30));
-    w.steer_port(6001, 2); // c1 virtual 1: testpmd port 0
-    w.steer_port(6002, 3); // c1 virtual 2: testpmd port 1
-    w.steer_port(6003, 4); // c2's queue: its own socket, never testpmd
-    w.send(6001, payloads("p0", 20));
-    w.send(6002, payloads("p1", 15));
-    let to_c2 = payloads("c2", 10);
-    w.send(6003, to_c2.clone());
-    let s = pmd.stats_until(2, Duration::from_secs(60), |p, rx, _| {
-        rx >= [20, 15][p as usize]
-    });
+    // c1's two queues are one RSS context its rule points to: 32 flows to c1's address spread
+    // over queues 2 and 3 by the NIC's hash; c2's rule sends its own to queue 4.
+    let (ip1, mac1) = w.reach(&pod1, "xsk0", 1);
+    let (ip2, mac2) = w.reach(&pod2, "xsk0", 2);
+    assert_mac_steered(&w.node, &w.nic.ifname, &mac1, &[2, 3]);
+    assert_mac_steered(&w.node, &w.nic.ifname, &mac2, &[4]);
+    let stats0: Vec<_> = [2, 3].iter().map(|&q| w.queue_stats(q)).collect();
+    let to_c1 = w.send_flows(&ip1, 6001, 32, 2, "p");
+    let to_c2 = w.send_flows(&ip2, 6003, 32, 1, "c2");
+    let total = to_c1.len() as u64;
+    let s = wait_total_rx(&mut pmd, total, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     let s2: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
+    let per_queue: Vec<u64> = [2, 3]
+        .iter()
+        .zip(&stats0)
+        .map(|(&q, b)| w.queue_stats(q).redirect - b.redirect)
+        .collect();
     assert_eq!(
         (s2[0].0, s2[1].0),
-        (20, 15),
-        "testpmd counts exactly each queue's frames on its port (first reading {s:?}); output:\n{}",
+        (per_queue[0], per_queue[1]),
+        "testpmd counts exactly each queue's frames on its port (the dispatcher redirected \
+         {per_queue:?} on queues 2 and 3; first reading {s:?}); output:\n{}",
         pmd.output()
+    );
+    assert_eq!(
+        s2[0].0 + s2[1].0,
+        total,
+        "together exactly the frames addressed to c1; output:\n{}",
+        pmd.output()
+    );
+    assert!(
+        s2[0].0 > 0 && s2[1].0 > 0,
+        "c1's context spreads its 32 flows over both leased queues: {s2:?}"
     );
     assert_eq!(
         udp_payloads(&c2_socket.receive(to_c2.len(), Duration::from_secs(20))),
@@ -377,28 +387,45 @@ fn testpmd_receives_and_sends_through_each_leased_queue_and_sigkill_then_del_lea
     let pos = pmd.send("start");
     pmd.wait_for(pos, "macswap packet forwarding", Duration::from_secs(30));
     let far_mac = link_mac(&w.far, &w.peer.ifname);
-    let node_mac = mac(&w.node_mac);
+    let pod_mac = mac(&mac1);
     let back = payloads("back", 12);
     let cap = FarCapture::start(
         &w.far,
         w.peer.ifindex,
         back.len(),
         Duration::from_secs(20),
-        move |f| f.len() > 14 && f[..6] == far_mac && f[6..12] == node_mac,
+        move |f| f.len() > 14 && f[..6] == far_mac && f[6..12] == pod_mac,
     );
     let before: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
-    w.send(6001, back.clone());
-    let after = pmd.stats_until(2, Duration::from_secs(60), |p, rx, tx| {
-        p == 1 || (rx >= before[0].0 + 12 && tx >= before[0].1 + 12)
-    });
+    // One flow: the context's hash puts all of it on one of c1's two queues.
+    w.send_to(&ip1, 6001, back.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let s: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
+        let done = (0..2).any(|p| s[p].0 >= before[p].0 + 12 && s[p].1 >= before[p].1 + 12);
+        if done || Instant::now() >= deadline {
+            // A moment more: anything on the other port would show now.
+            std::thread::sleep(Duration::from_secs(1));
+            break (0..2).map(|p| pmd.port_stats(p)).collect::<Vec<_>>();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let got = cap.frames();
+    let moved: Vec<(u64, u64)> = (0..2)
+        .map(|p| (after[p].0 - before[p].0, after[p].1 - before[p].1))
+        .collect();
+    let (port, other) = if moved[0].0 > 0 { (0, 1) } else { (1, 0) };
     assert_eq!(
-        (after[0].0 - before[0].0, after[0].1 - before[0].1),
+        moved[port],
         (12, 12),
-        "port 0 received 12 and put 12 on its TX ring; output:\n{}",
+        "the flow's port {port} received 12 and put 12 on its TX ring; output:\n{}",
         pmd.output()
     );
-    assert_eq!(after[1], before[1], "port 1 saw none of it");
+    assert_eq!(
+        moved[other],
+        (0, 0),
+        "port {other} saw none of it (one flow, one queue)"
+    );
     assert!(got.is_empty(), "AF_XDP copy-mode TX on a leased netkit queue reached the wire ({} frames): the kernel changed, update docs/afxdp.md", got.len());
 
     // SIGKILL: no clean shutdown of the PMD. Its sockets die with it; DEL still leaves nothing.
@@ -512,19 +539,29 @@ fn a_non_root_testpmd_with_only_cap_net_raw_uses_a_pin_handed_to_its_user() {
     pmd.wait_for(0, "testpmd> ", Duration::from_secs(180));
     let pos = pmd.send("start");
     pmd.wait_for(pos, "rxonly packet forwarding", Duration::from_secs(30));
-    w.steer_port(6101, 2);
-    w.steer_port(6102, 3);
-    w.send(6101, payloads("n0", 6));
-    w.send(6102, payloads("n1", 9));
-    pmd.stats_until(2, Duration::from_secs(60), |p, rx, _| {
-        rx >= [6, 9][p as usize]
-    });
+    let (ip, _) = w.reach(&pod, "xsk0", 1);
+    let stats0: Vec<_> = [2, 3].iter().map(|&q| w.queue_stats(q)).collect();
+    let sent = w.send_flows(&ip, 6101, 32, 1, "n");
+    wait_total_rx(&mut pmd, sent.len() as u64, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     let s: Vec<(u64, u64)> = (0..2).map(|p| pmd.port_stats(p)).collect();
+    let per_queue: Vec<u64> = [2, 3]
+        .iter()
+        .zip(&stats0)
+        .map(|(&q, b)| w.queue_stats(q).redirect - b.redirect)
+        .collect();
     assert_eq!(
         (s[0].0, s[1].0),
-        (6, 9),
-        "the non-root testpmd receives each queue's frames on its port; output:\n{}",
+        (per_queue[0], per_queue[1]),
+        "the non-root testpmd receives each queue's frames on its port (queues 2 and 3 \
+         redirected {per_queue:?}); output:\n{}",
+        pmd.output()
+    );
+    assert_eq!(
+        s[0].0 + s[1].0,
+        sent.len() as u64,
+        "all {} frames addressed to the pod; output:\n{}",
+        sent.len(),
         pmd.output()
     );
     drop(pmd);
@@ -673,17 +710,25 @@ fn sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities()
         netkit_cni::xsk::Xsk::insert_fd_into(s.as_fd(), &map, start + i as u32)
             .unwrap_or_else(|e| panic!("insert the launcher's socket {i}: {e}"));
     }
-    w.steer_port(7001, 2); // virtual 1: the launcher's socket 0
-    w.steer_port(7002, 3); // virtual 2: socket 1
-    let (to0, to1) = (payloads("fd0", 7), payloads("fd1", 5));
-    w.send(7001, to0.clone());
-    w.send(7002, to1.clone());
-    writeln!(
-        ours.try_clone().unwrap(),
-        "{}",
-        json!({"want": [to0.len(), to1.len()]})
-    )
-    .unwrap();
+    // 32 flows to the pod's address, spread by its RSS context over queues 2 and 3: the
+    // launcher's socket i must get exactly what the dispatcher redirected on queue 2 + i.
+    let (ip, _) = w.reach(&pod, "xsk0", 1);
+    let stats0: Vec<_> = [2, 3].iter().map(|&q| w.queue_stats(q)).collect();
+    let sent = w.send_flows(&ip, 7001, 32, 2, "fd");
+    let per_queue = eventually(
+        "every frame counted on queue 2 or 3",
+        Duration::from_secs(30),
+        || {
+            let d: Vec<u64> = [2, 3]
+                .iter()
+                .zip(&stats0)
+                .map(|(&q, b)| w.queue_stats(q).redirect - b.redirect)
+                .collect();
+            (d.iter().sum::<u64>() >= sent.len() as u64).then_some(d)
+        },
+    );
+    let (n0, n1) = (per_queue[0] as usize, per_queue[1] as usize);
+    writeln!(ours.try_clone().unwrap(), "{}", json!({"want": [n0, n1]})).unwrap();
     line.clear();
     ctl.read_line(&mut line).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -713,12 +758,39 @@ fn sock_fds_from_a_privileged_helper_receive_in_a_process_without_capabilities()
         libc::ENOBUFS,
         "a UMEM above RLIMIT_MEMLOCK is refused: {got}"
     );
+    let frames: Vec<Vec<String>> = serde_json::from_value(got["frames"].clone()).unwrap();
     assert_eq!(
-        got["frames"],
-        json!([to0, to1]),
-        "each queue's frames on its own socket, in order\n{logs}"
+        (frames[0].len(), frames[1].len()),
+        (n0, n1),
+        "each queue's frames on its own socket (queues 2 and 3 redirected {per_queue:?}), \
+         nothing more\n{logs}"
     );
-
+    assert!(
+        n0 > 0 && n1 > 0,
+        "the context spreads 32 flows over both queues: {per_queue:?}"
+    );
+    let mut all: Vec<String> = frames.concat();
+    all.sort();
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(
+        all, want,
+        "together exactly the frames sent to the pod\n{logs}"
+    );
+    let index = |p: &String| sent.iter().position(|s| s == p).unwrap();
+    let flow = |p: &String| p.split('-').nth(2).unwrap().to_string();
+    for (i, f) in frames.iter().enumerate() {
+        let order: Vec<usize> = f.iter().map(index).collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "socket {i} got its frames in the order they were sent: {f:?}"
+        );
+    }
+    let flows0: std::collections::BTreeSet<String> = frames[0].iter().map(flow).collect();
+    assert!(
+        frames[1].iter().all(|p| !flows0.contains(&flow(p))),
+        "each flow lands whole on one queue: {frames:?}"
+    );
     drop(socks);
     net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL c1");
     assert!(

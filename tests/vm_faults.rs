@@ -3,7 +3,12 @@
 //! and leave nothing), and separately stopped there and killed with SIGKILL (then DEL and GC
 //! must leave nothing). "Nothing" is read back from the kernel and the file system with
 //! independent tools: netkit devices (ip), leases (the kernel's ynl), XDP on the NIC (ip),
-//! pins (bpffs), IPAM reservations (host-local's files) and device-info files.
+//! pins (bpffs), IPAM reservations (host-local's files), device-info files, and the NIC's
+//! steering: ntuple rules (Debian's `ethtool -n`), RSS contexts (the kernel's ynl `rss-get`
+//! dump, as ethtool 6.1 cannot list them) and unicast filter entries (`bridge fdb show dev`).
+//! Every bed's network steers (`lease.steering`: the pool out of the default RSS context; a
+//! single device's MAC, in mode l2, or a pair's IPAM address to an RSS context over its two
+//! queues), so every steering step has a failpoint after it.
 //!
 //! The plugin binary here is `netkit-cni-failpoints`, the build with the `failpoints` feature
 //! (the `vm-tests` feature enables it).
@@ -14,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::steering::*;
 use common::*;
 use netkit_cni::failpoint::ADD_POINTS;
 use serde_json::{json, Value};
@@ -31,6 +37,10 @@ struct Bed {
     pairing: &'static str,
     /// `hostRouting: {mode: bpf}` on the leasing NIC as the uplink (pair only).
     host_routing: bool,
+    /// The NIC's steering before any ADD: what `leftovers` compares against.
+    steering0: SteeringState,
+    /// The pod's MAC comes from runtimeConfig (as KubeVirt passes a VM's), not the device.
+    steering: bool,
 }
 
 impl Bed {
@@ -44,6 +54,7 @@ impl Bed {
         let nic = Netdevsim::new(&node, queues);
         let bpffs = Bpffs::new();
         let devinfo = std::env::temp_dir().join(unique("nkc-devinfo-"));
+        let steering0 = SteeringState::read(&Ynl::new(), &node, &nic.ifname, nic.ifindex);
         Bed {
             node,
             nic,
@@ -52,7 +63,16 @@ impl Bed {
             ipam: CniNet::new(subnet),
             pairing,
             host_routing: false,
+            steering0,
+            steering: false,
         }
+    }
+
+    /// A single-device bed whose pod MAC comes from runtimeConfig (every bed steers).
+    fn with_steering(subnet: &str) -> Bed {
+        let mut bed = Self::new("single", subnet);
+        bed.steering = true;
+        bed
     }
 
     /// A pair bed whose pods also get BPF host routing through the NIC (issue 17).
@@ -65,12 +85,24 @@ impl Bed {
     /// Everything ADD can create: IPAM, a device, two leases, and for single devices the XDP
     /// dispatcher with the pod's XSKMAP.
     fn conf(&self) -> Value {
+        // A single device steers by its MAC (mode l2 gives it one: the unicast filter step
+        // runs), a pair by its address (its peer has no MAC in mode l3).
+        let matching = if self.pairing == "single" {
+            "mac"
+        } else {
+            "ip"
+        };
         let mut extra = json!({
             "pairing": self.pairing,
-            "lease": {"master": self.nic.ifname, "queues": 2, "deviceInfoDir": self.devinfo},
+            "lease": {"master": self.nic.ifname, "queues": 2, "deviceInfoDir": self.devinfo,
+                      "steering": steering(matching)},
         });
         if self.pairing == "single" {
             extra["xdp"] = json!({"bpffs": self.bpffs.path});
+            extra["mode"] = json!("l2");
+        }
+        if self.steering {
+            extra["runtimeConfig"] = json!({"mac": STEER_MAC});
         }
         if self.host_routing {
             extra["hostRouting"] = json!({
@@ -179,12 +211,20 @@ impl Bed {
                 left.push(format!("device-info file {}", e.path().display()));
             }
         }
+        left.extend(
+            SteeringState::read(ynl, &self.node, &self.nic.ifname, self.nic.ifindex)
+                .leftovers(&self.steering0),
+        );
         left
     }
 
     /// Points this configuration never reaches.
     fn reaches(&self, point: &str) -> bool {
         if point == "add-after-host-routing" && !self.host_routing {
+            return false;
+        }
+        // Only a MAC goes into the NIC's unicast filter (`match: mac`, the single beds).
+        if point == "add-after-steer-unicast" && self.pairing != "single" {
             return false;
         }
         match self.pairing {
@@ -199,6 +239,8 @@ impl Drop for Bed {
         let _ = std::fs::remove_dir_all(&self.devinfo);
     }
 }
+
+const STEER_MAC: &str = "02:00:00:00:fa:01";
 
 fn wait_for_file(path: &Path, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
@@ -292,13 +334,25 @@ fn every_point(bed: &Bed) -> usize {
     cases
 }
 
+/// How many of `ADD_POINTS` are not in `skipped` (each of which must be a failpoint, or the
+/// count would silently mean less).
+fn points_but(skipped: &[&str]) -> usize {
+    for p in skipped {
+        assert!(ADD_POINTS.contains(p), "{p} is no failpoint");
+    }
+    ADD_POINTS.iter().filter(|p| !skipped.contains(p)).count()
+}
+
 #[test]
 fn single_with_leases_and_xdp_leaks_nothing_at_any_failpoint() {
     let bed = Bed::new("single", "10.91.0.0/24");
     let n = every_point(&bed);
     eprintln!("single: {n} failpoint cases");
     // Neither the host's side nor host routing: a single device has no peer.
-    assert_eq!(n, 2 * (ADD_POINTS.len() - 2));
+    assert_eq!(
+        n,
+        2 * points_but(&["add-after-host-config", "add-after-host-routing"])
+    );
 }
 
 #[test]
@@ -306,8 +360,16 @@ fn pair_with_leases_leaks_nothing_at_any_failpoint() {
     let bed = Bed::new("pair", "10.92.0.0/24");
     let n = every_point(&bed);
     eprintln!("pair: {n} failpoint cases");
-    // No XDP (pairs have none) and no host routing (not configured).
-    assert_eq!(n, 2 * (ADD_POINTS.len() - 2));
+    // No XDP (pairs have none), no host routing (not configured), no unicast filter entry
+    // (`match: ip`).
+    assert_eq!(
+        n,
+        2 * points_but(&[
+            "add-after-xdp",
+            "add-after-host-routing",
+            "add-after-steer-unicast"
+        ])
+    );
 }
 
 /// Issue 17: the same with BPF host routing on the leasing NIC. Every point, including the one
@@ -320,7 +382,25 @@ fn pair_with_host_routing_leaks_nothing_at_any_failpoint() {
     let bed = Bed::with_host_routing("10.93.0.0/24");
     let n = every_point(&bed);
     eprintln!("pair + host routing: {n} failpoint cases");
-    assert_eq!(n, 2 * (ADD_POINTS.len() - 1));
+    assert_eq!(
+        n,
+        2 * points_but(&["add-after-xdp", "add-after-steer-unicast"])
+    );
+}
+
+#[test]
+fn single_with_steering_leaks_no_rule_context_or_address_at_any_failpoint() {
+    let bed = Bed::with_steering("10.96.0.0/24");
+    let steer_points = ADD_POINTS
+        .iter()
+        .filter(|p| p.starts_with("add-after-steer-") && bed.reaches(p))
+        .count();
+    assert_eq!(
+        steer_points, 3,
+        "context, rule and unicast points are all reached"
+    );
+    let cases = every_point(&bed);
+    assert!(cases > steer_points, "{cases} cases");
 }
 
 #[test]
@@ -498,7 +578,7 @@ fn soak(bed: Bed, loops: usize) {
     bed.gc().ok("GC after the soak");
     let left = bed.leftovers(&probe, &Ynl::new());
     assert!(left.is_empty(), "GC after the soak left: {left:#?}");
-    eprintln!("soak: 0 leaks (devices, leases, pins, XDP, IPs, files)");
+    eprintln!("soak: 0 leaks (devices, leases, pins, XDP, IPs, files, rules, contexts, unicast)");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,10 +23,17 @@ impl Net {
     fn new(pairing: &str, master: &str, queue_ids: &[u32], subnet: Option<&str>) -> Net {
         let info = std::env::temp_dir().join(unique("nkc-devinfo-"));
         let ipam = std::env::temp_dir().join(unique("nkc-ipam-"));
+        // Every lease steers: the pool out of the default RSS context; a pair's address, a
+        // single device's MAC (mode l2) to the pod's queues.
+        let matching = if pairing == "pair" { "ip" } else { "mac" };
         let mut conf = json!({
             "cniVersion": "1.1.0", "name": unique("inet"), "type": "netkit-cni", "pairing": pairing,
-            "lease": {"master": master, "queueIds": queue_ids, "allowedQueues": "1-6", "deviceInfoDir": info},
+            "lease": {"master": master, "queueIds": queue_ids, "allowedQueues": "1-6", "deviceInfoDir": info,
+                      "steering": common::steering::steering(matching)},
         });
+        if pairing == "single" {
+            conf["mode"] = json!("l2");
+        }
         if let Some(s) = subnet {
             conf["ipam"] = json!({"type": "host-local", "subnet": s, "dataDir": ipam});
         }

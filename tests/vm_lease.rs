@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::steering::*;
 use common::*;
 use serde_json::{json, Value};
 
@@ -179,11 +180,18 @@ impl Net {
         let name = unique("lnet");
         let dir = std::env::temp_dir().join(unique("nkc-devinfo-"));
         let ipam_dir = std::env::temp_dir().join(unique("nkc-ipam-"));
-        let mut l = json!({"master": nic.name, "deviceInfoDir": dir});
+        // Every lease steers: the pool out of the default RSS context; a pair's address (its
+        // peer has no MAC in mode l3), a single device's MAC (mode l2) to the pod's queues.
+        let matching = if pairing == "pair" { "ip" } else { "mac" };
+        let mut l =
+            json!({"master": nic.name, "deviceInfoDir": dir, "steering": steering(matching)});
         for (k, v) in lease.as_object().unwrap() {
             l[k] = v.clone();
         }
         let mut conf = json!({"cniVersion": "1.1.0", "name": name, "type": "netkit-cni", "pairing": pairing, "lease": l});
+        if pairing == "single" {
+            conf["mode"] = json!("l2");
+        }
         if let Some(s) = subnet {
             conf["ipam"] = json!({"type": "host-local", "subnet": s, "dataDir": ipam_dir});
         }
@@ -360,7 +368,55 @@ fn pod_netkit(pod: &Netns) -> Vec<String> {
         .collect()
 }
 
+/// The node netns's name for `ip netns exec` (None: the current one, with a real NIC).
+fn ns_name(node: &Node) -> Option<&str> {
+    node.netns().map(|n| n.name.as_str())
+}
+
+/// Asserts with Debian's ethtool that the pod's traffic is steered to exactly `phys`: a rule
+/// on the pod's address (pair) or its device's MAC (single), whose action is the one queue or
+/// an RSS context over exactly them; and that the default RSS context keeps off the pool.
+fn assert_steered(node: &Node, nic: &Nic, result: &Value, pod: &Netns, phys: &[u64], pool: &[u32]) {
+    let rules = ntuple_rules(ns_name(node), &nic.name);
+    let rule = match result["ips"][0]["address"].as_str() {
+        Some(a) if result["interfaces"].as_array().unwrap().len() == 2 => {
+            let addr = a.split('/').next().unwrap();
+            rules
+                .iter()
+                .find(|r| r.dst_ip.as_deref() == Some(addr))
+                .cloned()
+        }
+        _ => rule_for_mac(&rules, &xdp::Wire::pod_mac(pod, "eth0")).cloned(),
+    }
+    .unwrap_or_else(|| panic!("no ntuple rule for the pod: {rules:#?}\n{result}"));
+    let want: std::collections::BTreeSet<u32> = phys.iter().map(|&q| q as u32).collect();
+    match rule.context {
+        None => assert_eq!(
+            (want.len(), rule.queue),
+            (1, want.first().copied()),
+            "{}",
+            rule.text
+        ),
+        Some(c) => assert_eq!(
+            rss_queues(ns_name(node), &nic.name, Some(c)),
+            Some(want),
+            "context {c}:\n{}",
+            rule.text
+        ),
+    }
+    let default = rss_queues(ns_name(node), &nic.name, None).expect("ethtool -x");
+    assert!(
+        pool.iter().all(|q| !default.contains(q)),
+        "the default RSS context spreads onto the pool {pool:?}: {default:?}"
+    );
+}
+
 fn lease_leaves_nothing(ynl: &Ynl, node: &Node, nic: &Nic, net: &Net) {
+    assert_eq!(
+        ntuple_rules(ns_name(node), &nic.name),
+        vec![],
+        "ntuple rules left"
+    );
     assert_eq!(leases(ynl, node, nic), vec![], "queues still leased");
     assert_eq!(net.files(), Vec::<String>::new(), "device-info files left");
     assert_eq!(
@@ -418,6 +474,7 @@ fn add_check_gc_del(pairing: &str, subnet: Option<&str>) {
     );
     assert_eq!(pod_rx_queues(&ynl, &live), 3, "queue 0 plus one per lease");
     assert_eq!(leases(&ynl, &node, &nic).len(), 2, "nothing else leased");
+    assert_steered(&node, &nic, &result, &live, &phys, &[1, 2, 3, 4, 5, 6]);
 
     net.check(&node, &cid_live, &live, &result).ok("CHECK");
 
@@ -438,6 +495,12 @@ fn add_check_gc_del(pairing: &str, subnet: Option<&str>) {
         .map(|(q, _)| q)
         .collect();
     assert_eq!(left, phys, "only the orphan's queue is free again");
+    assert_eq!(
+        ntuple_rules(ns_name(&node), &nic.name).len(),
+        1,
+        "GC removed the orphan's rule, the live pod's stays"
+    );
+    assert_steered(&node, &nic, &result, &live, &phys, &[1, 2, 3, 4, 5, 6]);
     assert!(
         !net.info_path(&cid_orphan).exists(),
         "orphan's device-info file removed"

@@ -15,6 +15,7 @@ mod common;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
+use common::steering::*;
 use common::xdp::*;
 use common::*;
 use serde_json::{json, Value};
@@ -37,7 +38,7 @@ impl MpNet {
             "cniVersion": "1.1.0", "name": name, "type": "netkit-cni", "pairing": "pair",
             "lease": {"master": w.nic.ifname, "queueIds": [3], "allowedQueues": "1-4",
                       "consumer": "memory-provider", "deviceInfoDir": xnet.dir,
-                      "bpffs": w.bpffs.path},
+                      "bpffs": w.bpffs.path, "steering": steering("ip")},
             "ipam": {"type": "host-local", "subnet": "10.78.0.0/24", "dataDir": ipam_dir},
         });
         MpNet {
@@ -113,6 +114,11 @@ fn mp_left_nothing(ynl: &Ynl, w: &Wire, xnet: &XdpNet, mp: &MpNet, cid: &str, po
         mp.reserved(),
         Vec::<String>::new(),
         "address still reserved"
+    );
+    let rules = w.rules();
+    assert!(
+        rules.iter().all(|r| r.dst_ip.is_none()),
+        "the MP pod's address rule is left: {rules:#?}"
     );
 }
 
@@ -279,6 +285,19 @@ fn memory_provider_add_is_refused_on_a_nic_with_our_dispatcher_or_a_foreign_xdp_
         q.get("io-uring").is_none() && q.get("dmabuf").is_none(),
         "nothing bound yet: {q}"
     );
+    // `match: ip`: the pod's IPAM address is steered to its queue, as ethtool reads it.
+    let addr = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let rules = w.rules();
+    let rule = rules
+        .iter()
+        .find(|r| r.dst_ip.as_deref() == Some(addr))
+        .unwrap_or_else(|| panic!("no ntuple rule for {addr}: {rules:#?}"));
+    assert_steers(&w.node, &w.nic.ifname, rule, &[3]);
     mp.call(&w, "DEL", "m3", &mpod).ok("MP DEL");
     mp_left_nothing(&ynl, &w, &xnet, &mp, "m3", &mpod);
 }

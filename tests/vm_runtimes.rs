@@ -1212,7 +1212,11 @@ fn containerd_with_a_lease_block_leases_nic_queues_into_the_container_and_frees_
     net.write_conflist_leasing(
         "l3",
         None,
-        Some(json!({"master": nic.ifname, "queues": 2, "deviceInfoDir": devinfo})),
+        // The pool out of the default RSS context, the container's address to its queues.
+        Some(
+            json!({"master": nic.ifname, "queues": 2, "deviceInfoDir": devinfo,
+                    "steering": common::steering::steering("ip")}),
+        ),
     );
     let (image, _) = import_image(&d);
     let id = unique("ctr");

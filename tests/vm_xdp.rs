@@ -1,7 +1,10 @@
 //! AF_XDP into pods through leased NIC queues, end to end: the plugin binary attaches the
 //! dispatcher to a netdevsim NIC, frames sent from a second netdevsim NIC wired to it arrive on
 //! an AF_XDP socket bound *inside the pod* to the pod's netkit single device and virtual queue,
-//! and leave the host stack alone; other queues keep the host path. Every kernel-side claim is
+//! and leave the host stack alone; other queues keep the host path. The frames reach a pod because
+//! they are addressed to its MAC and the plugin's steering (an ntuple rule per pod, the pool out
+//! of the default RSS context) puts them on its leased queue; the far side never picks a TX
+//! queue. Every kernel-side claim is
 //! read back with an independent client (bpftool, ip, the file system). The wire, the network
 //! and the pod sockets are tests/common/xdp.rs (shared with vm_dpdk).
 
@@ -11,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::steering::*;
 use common::xdp::*;
 use common::*;
 use serde_json::{json, Value};
@@ -63,33 +67,84 @@ fn frames_on_a_leased_queue_reach_the_pods_socket_and_other_queues_the_host() {
         ours.display()
     );
 
+    // Steering, as Debian's ethtool sees it: each pod's MAC to its queue, the pool out of the
+    // default RSS context.
     let (s1, s2) = (PodSocket::open(&pod1, &i1), PodSocket::open(&pod2, &i2));
+    let (ip1, mac1) = w.reach(&pod1, "xsk0", 1);
+    let (ip2, mac2) = w.reach(&pod2, "xsk0", 2);
+    assert_mac_steered(&w.node, &w.nic.ifname, &mac1, &[2]);
+    assert_mac_steered(&w.node, &w.nic.ifname, &mac2, &[3]);
+    assert_pool_out_of_default_rss(&w.node, &w.nic.ifname, &[1, 2, 3, 4]);
     let host_pass = host_listener(&w.node, 5001);
     let host_leased = host_listener(&w.node, 5002);
-    w.steer_port(5001, 1); // a pool queue nobody leased: the host's
-    w.steer_port(5002, 2); // c1's
-    w.steer_port(5003, 3); // c2's
+    let before: Vec<_> = (0..NIC_QUEUES).map(|q| w.queue_stats(q)).collect();
+    let ynl = Ynl::new();
+    let nic_rx0 = rx_packets_per_queue(&ynl, Some(&w.node), w.nic.ifindex);
 
-    let (to1, to2, to_host) = (payloads("c1", 20), payloads("c2", 20), payloads("host", 10));
-    w.send(5002, to1.clone());
-    w.send(5003, to2.clone());
-    w.send(5001, to_host.clone());
+    // 32 flows to each pod's address and 32 to the node's, each flow on whatever TX queue the
+    // far side's stack picks: only the NIC's steering decides where they land.
+    let to1 = w.send_flows(&ip1, 5002, 32, 2, "c1");
+    let to2 = w.send_flows(&ip2, 5003, 32, 2, "c2");
+    let to_host = w.send_flows(NODE_IP, 5001, 32, 1, "host");
 
-    let got1 = udp_payloads(&s1.receive(to1.len(), Duration::from_secs(20)));
-    let got2 = udp_payloads(&s2.receive(to2.len(), Duration::from_secs(20)));
+    let got1 = udp_payloads(&s1.receive(to1.len(), Duration::from_secs(30)));
+    let got2 = udp_payloads(&s2.receive(to2.len(), Duration::from_secs(30)));
     assert_eq!(
         got1, to1,
-        "c1's socket gets exactly its queue's frames, payloads intact, in order"
+        "c1's socket gets exactly the frames addressed to it, payloads intact, in order"
     );
-    assert_eq!(got2, to2, "c2's socket gets exactly its queue's frames");
+    assert_eq!(got2, to2, "c2's socket gets exactly its own frames");
+    let mut host = host_received(&host_pass);
+    host.sort();
+    let mut want_host = to_host.clone();
+    want_host.sort();
     assert_eq!(
-        host_received(&host_pass),
-        to_host,
-        "an unleased queue keeps the host path"
+        host, want_host,
+        "the node's own traffic keeps the host path (RSS over the queues outside the pool)"
+    );
+    // Where each frame arrived, by the dispatcher's per-queue counters: the pods' on their
+    // leased queues (redirected, none passed to the host stack), the host's on queues outside
+    // the pool, and nothing on the pool's unleased queues (RSS no longer reaches them).
+    let after: Vec<_> = (0..NIC_QUEUES).map(|q| w.queue_stats(q)).collect();
+    let d = |q: usize, f: fn(&netkit_cni::xdp::QueueStats) -> u64| f(&after[q]) - f(&before[q]);
+    assert_eq!(
+        (d(2, |s| s.redirect), d(2, |s| s.pass)),
+        (to1.len() as u64, 0),
+        "queue 2 (c1's) redirected every frame to c1 and passed none to the host stack"
+    );
+    assert_eq!(
+        (d(3, |s| s.redirect), d(3, |s| s.pass)),
+        (to2.len() as u64, 0),
+        "queue 3 (c2's) likewise"
+    );
+    for q in [1, 4] {
+        assert_eq!(
+            after[q], before[q],
+            "pool queue {q}, leased by nobody, received nothing: RSS keeps off the pool"
+        );
+    }
+    let host_queues: u64 = [0, 5].iter().map(|&q| d(q, |s| s.pass)).sum();
+    assert!(
+        host_queues >= to_host.len() as u64,
+        "the host's {} datagrams passed on queues 0 and 5 (counted {host_queues})",
+        to_host.len()
+    );
+    // The same from the NIC's own per-queue counters (the kernel's qstats, through ynl).
+    let nic_rx = rx_packets_per_queue(&ynl, Some(&w.node), w.nic.ifindex);
+    let rx = |q: u32| nic_rx[&q] - nic_rx0[&q];
+    assert_eq!(
+        (rx(1), rx(2), rx(3), rx(4)),
+        (0, to1.len() as u64, to2.len() as u64, 0),
+        "per-queue RX counters of the NIC (qstats): c1's frames on 2, c2's on 3, none on the \
+         unleased pool queues: {nic_rx0:?} -> {nic_rx:?}"
+    );
+    assert!(
+        rx(0) + rx(5) >= to_host.len() as u64,
+        "the host's datagrams arrived on queues 0 and 5: {nic_rx0:?} -> {nic_rx:?}"
     );
     assert!(
         host_received(&host_leased).is_empty(),
-        "a leased queue's frames do not reach the host stack"
+        "nothing else reached the node's stack"
     );
     // Nothing extra trickles in afterwards (e.g. the other pod's frames).
     for (name, s) in [("c1", &s1), ("c2", &s2)] {
@@ -126,6 +181,16 @@ fn frames_on_a_leased_queue_reach_the_pods_socket_and_other_queues_the_host() {
         1,
         "c2 still receives: the dispatcher stays"
     );
+    let rules = w.rules();
+    assert!(
+        rule_for_mac(&rules, &mac1).is_none(),
+        "c1's rule went with its DEL: {rules:#?}"
+    );
+    assert!(
+        !unicast_filter(Some(&w.node.name), &w.nic.ifname).contains(&mac1),
+        "c1's MAC left the NIC's unicast filter"
+    );
+    assert_mac_steered(&w.node, &w.nic.ifname, &mac2, &[3]);
     assert!(
         !w.bpffs
             .plugin_entries()
@@ -150,7 +215,12 @@ fn frames_on_a_leased_queue_reach_the_pods_socket_and_other_queues_the_host() {
         "the NIC's bpffs directory is gone: {:?}",
         w.bpffs.plugin_entries()
     );
-    // After the dispatcher is gone the formerly leased queue is the host's again.
+    assert_eq!(w.rules(), vec![], "no ntuple rule after the last DEL");
+    assert!(
+        unicast_filter(Some(&w.node.name), &w.nic.ifname).is_empty(),
+        "no unicast filter entry after the last DEL"
+    );
+    // After the dispatcher is gone the node's stack still gets what is addressed to it.
     w.send(5002, payloads("after", 3));
     assert_eq!(host_received(&host_leased).len(), 3);
     let _ = &w.node_mac;
@@ -205,13 +275,27 @@ fn parallel_adds_and_dels_on_one_nic_share_exactly_one_dispatcher() {
         let info = net.info(&format!("p{i}"));
         let q = info["queues"][0]["physical"].as_u64().unwrap();
         assert!(steered.insert(q), "queue {q} handed out twice");
+        // Each pod's MAC is steered to its own queue, as ethtool reads it back.
+        assert_mac_steered(
+            &w.node,
+            &w.nic.ifname,
+            &Wire::pod_mac(&pods[i], "xsk0"),
+            &[q as u32],
+        );
         assert!(
             Path::new(info["xdp"]["xsk-map"].as_str().unwrap()).exists(),
             "{info}"
         );
     }
     let link = w.bpftool_xdp_links()[0]["id"].clone();
+    assert_eq!(
+        w.rules().len(),
+        PODS,
+        "one ntuple rule per pod: {:#?}",
+        w.rules()
+    );
     call_all("DEL");
+    assert_eq!(w.rules(), vec![], "no ntuple rule after the DELs");
     assert!(w.bpftool_xdp().is_empty(), "{:?}", w.bpftool_xdp());
     assert!(
         !all_links().iter().any(|l| l["id"] == link),
@@ -293,6 +377,7 @@ fn bad_xdp_config_and_a_missing_bpffs_leave_nothing_behind() {
         .filter(|q| q.get("lease").is_some())
         .count();
     assert_eq!(leased, 0, "no lease left");
+    assert_eq!(w.rules(), vec![], "no ntuple rule left");
     assert!(
         std::fs::read_dir(&plain).unwrap().next().is_none(),
         "nothing written into the non-bpffs directory"
@@ -396,6 +481,8 @@ fn a_del_for_another_network_leaves_the_owners_steering_alone() {
         QueueAction::Pod,
         "B's queue {q} is still steered to its pod"
     );
+    // And the NIC still steers B's MAC to that queue.
+    assert_mac_steered(&w.node, &w.nic.ifname, &Wire::pod_mac(&pod, "xsk0"), &[q]);
     b.call(&w, "DEL", "c1", Some(&pod), "")
         .ok("DEL for network B");
     assert!(

@@ -789,6 +789,117 @@ pub struct LeaseConfig {
     /// `/sys/fs/bpf`): the directory, and so the lock, the XDP dispatcher of a network with the
     /// same `xdp.bpffs` takes.
     pub bpffs: PathBuf,
+    /// How the NIC is made to deliver the pod's frames, and only them, to its leased queues
+    /// (`steering`; absent: [`Steering::default`], RSS checked but never written, no rules).
+    pub steering: Steering,
+}
+
+/// `lease.steering`: RSS over the pool and the pod's ntuple rule. See docs/steering.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steering {
+    pub rss: RssPolicy,
+    pub match_on: SteerMatch,
+    /// First ntuple rule location the plugin owns on the NIC (`ruleBase`, default
+    /// [`DEFAULT_RULE_BASE`]): a pod whose first leased queue is `q` gets locations
+    /// `ruleBase + RULES_PER_QUEUE * q ..`, so a rule's location names its queue without state.
+    pub rule_base: u32,
+}
+
+impl Default for Steering {
+    fn default() -> Self {
+        Steering {
+            rss: RssPolicy::Admin,
+            match_on: SteerMatch::None,
+            rule_base: DEFAULT_RULE_BASE,
+        }
+    }
+}
+
+/// Default `steering.ruleBase`: the start of the rule table. The admin's own rules go above
+/// the plugin's range (`ruleBase + RULES_PER_QUEUE * <NIC's RX queues>`) or below `ruleBase`.
+pub const DEFAULT_RULE_BASE: u32 = 0;
+/// Rule locations reserved per physical queue: one per pod address (`match: ip`) or one MAC.
+pub const RULES_PER_QUEUE: u32 = 4;
+/// Highest `steering.ruleBase`: keeps every location of a 1024-queue NIC inside a u32 and below
+/// `RX_CLS_LOC_SPECIAL` (include/uapi/linux/ethtool.h).
+pub const MAX_RULE_BASE: u32 = 1 << 24;
+
+/// `steering.rss`: who keeps the pool out of the NIC's default RSS context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RssPolicy {
+    /// The admin (`ethtool -X`); ADD refuses a queue the default context still spreads onto.
+    Admin,
+    /// The plugin writes the default context's table over the queues outside the pool.
+    ExcludePool,
+}
+
+impl RssPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RssPolicy::Admin => "admin",
+            RssPolicy::ExcludePool => "exclude-pool",
+        }
+    }
+}
+
+/// `steering.match`: which frames the pod's rule sends to its leased queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SteerMatch {
+    /// No rule: the admin steers.
+    None,
+    /// Destination MAC = the pod interface's MAC (runtimeConfig `mac`, else the device's own).
+    Mac,
+    /// Destination IP = each of the pod's IPAM addresses.
+    Ip,
+}
+
+impl SteerMatch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SteerMatch::None => "none",
+            SteerMatch::Mac => "mac",
+            SteerMatch::Ip => "ip",
+        }
+    }
+}
+
+const RSS_POLICIES: &[(&str, RssPolicy)] = &[
+    ("admin", RssPolicy::Admin),
+    ("exclude-pool", RssPolicy::ExcludePool),
+];
+const STEER_MATCHES: &[(&str, SteerMatch)] = &[
+    ("none", SteerMatch::None),
+    ("mac", SteerMatch::Mac),
+    ("ip", SteerMatch::Ip),
+];
+const STEERING_KEYS: &[&str] = &["rss", "match", "ruleBase"];
+
+/// The `lease.steering` block. An unknown key is an invalid value of the block (code 7), as the
+/// block is ours end to end: a misspelt `rss` must not silently leave the pool in RSS.
+fn steering(v: &Value) -> Result<Steering, ConfigError> {
+    let obj = object(v, "lease.steering")?;
+    if let Some((k, val)) = obj
+        .iter()
+        .find(|(k, _)| !STEERING_KEYS.contains(&k.as_str()))
+    {
+        return Err(ConfigError::invalid(
+            format!("lease.steering.{k}"),
+            val,
+            format!("unknown key; expected one of {}", STEERING_KEYS.join(", ")),
+        ));
+    }
+    let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let mut s = Steering::default();
+    if let Some(r) = get("rss") {
+        s.rss = one_of(r, "lease.steering.rss", RSS_POLICIES)?;
+    }
+    if let Some(m) = get("match") {
+        s.match_on = one_of(m, "lease.steering.match", STEER_MATCHES)?;
+    }
+    if let Some(b) = get("ruleBase") {
+        s.rule_base = uint_in(b, "lease.steering.ruleBase", 0, u64::from(MAX_RULE_BASE))? as u32;
+    }
+    Ok(s)
 }
 
 /// `lease.consumer`: what the pod binds to its leased queues. The kernel makes the two exclusive
@@ -857,6 +968,7 @@ const LEASE_KEYS: &[&str] = &[
     "deviceInfoDir",
     "consumer",
     "bpffs",
+    "steering",
 ];
 
 fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
@@ -935,6 +1047,11 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
         Some(b) => plain_absolute_path(b, "lease.bpffs")?,
     };
 
+    let steering = get("steering")
+        .map(steering)
+        .transpose()?
+        .unwrap_or_default();
+
     let conf = LeaseConfig {
         master,
         queues,
@@ -943,6 +1060,7 @@ fn lease(v: &Value) -> Result<LeaseConfig, ConfigError> {
         device_info_dir,
         consumer,
         bpffs,
+        steering,
     };
     lease_consistency(&conf, obj)?;
     Ok(conf)
@@ -1979,6 +2097,60 @@ mod tests {
             .unwrap();
         assert_eq!(l.queues, LeaseQueues::Ids(vec![3, 1]), "order is kept");
         assert_eq!(l.allowed_queues.unwrap().to_string(), "1,3,9");
+    }
+
+    #[test]
+    fn steering_block_defaults_values_and_refusals() {
+        // No block, an empty block and a block with one key: every missing key takes its default.
+        let d = Steering {
+            rss: RssPolicy::Admin,
+            match_on: SteerMatch::None,
+            rule_base: DEFAULT_RULE_BASE,
+        };
+        assert_eq!(lease(json!({"master": "ens1f0"})).unwrap().steering, d);
+        assert_eq!(
+            lease(json!({"master": "ens1f0", "steering": {}}))
+                .unwrap()
+                .steering,
+            d
+        );
+        let s = lease(json!({"master": "ens1f0", "steering": {"match": "mac"}}))
+            .unwrap()
+            .steering;
+        assert_eq!((s.rss, s.match_on), (RssPolicy::Admin, SteerMatch::Mac));
+        let s = lease(json!({"master": "ens1f0", "allowedQueues": "2-7",
+            "steering": {"rss": "exclude-pool", "match": "ip", "ruleBase": 64}}))
+        .unwrap()
+        .steering;
+        assert_eq!(
+            (s.rss, s.match_on, s.rule_base),
+            (RssPolicy::ExcludePool, SteerMatch::Ip, 64)
+        );
+        assert_eq!(
+            (RssPolicy::ExcludePool.as_str(), SteerMatch::Ip.as_str()),
+            ("exclude-pool", "ip")
+        );
+        // Unknown keys and values: code 7, naming the field and the value.
+        for (block, field, value) in [
+            (
+                json!({"rss": "exclude"}),
+                "lease.steering.rss",
+                "\"exclude\"",
+            ),
+            (json!({"match": "vlan"}), "lease.steering.match", "\"vlan\""),
+            (json!({"match": 1}), "lease.steering.match", "1"),
+            (json!({"rsss": "admin"}), "lease.steering.rsss", "\"admin\""),
+            (json!({"ruleBase": -1}), "lease.steering.ruleBase", "-1"),
+            (json!("mac"), "lease.steering", "\"mac\""),
+        ] {
+            let e = lease(json!({"master": "ens1f0", "steering": block.clone()})).unwrap_err();
+            assert_eq!(e.code, codes::INVALID_CONFIG, "{block}: {e:?}");
+            assert!(
+                e.msg.contains(field) && e.msg.contains(value),
+                "{block}: {}",
+                e.msg
+            );
+        }
     }
 
     #[test]

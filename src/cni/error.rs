@@ -52,6 +52,12 @@ pub mod codes {
     /// A network whose leases are for a memory provider (`lease.consumer`) was refused: the
     /// master carries an XDP program (the message names the NIC and the program's owner).
     pub const MEMORY_PROVIDER_CONFLICT: u32 = 112;
+    /// The NIC cannot steer the pod's frames, and only them, onto its leased queues
+    /// (`lease.steering`): the default RSS context still spreads onto a queue of the pool
+    /// (`rss: "admin"`), its RSS cannot be read, ntuple is off, or the driver lacks ntuple rules
+    /// or RSS contexts. The message names the NIC, the queue or the missing feature, and the
+    /// ethtool command that fixes it.
+    pub const STEERING: u32 = 113;
 }
 
 /// A CNI error as defined by the spec. `msg` is the short line runtimes surface to users, so

@@ -52,6 +52,8 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
     let candidates = candidates(opts, &links, &dirs, &bpffs, netns_cookie, &mut warnings)?;
     let records = device_info_records(opts, &mut warnings);
     let mut netdev = open_netdev(&mut warnings)?;
+    // The ethtool family for RSS; a kernel without it only hides the steering.
+    let mut ethtool = crate::kernel::ethtool::EthtoolClient::open().ok();
     let ctx = NicContext {
         rt: &rt,
         rtnl: &rtnl,
@@ -83,6 +85,7 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
         }
         let mut report = ctx.nic_report(l, &rx, has_dir, netdev.is_some());
         report.host_routing = host_routing;
+        report.steering = read_steering(&mut ethtool, l, &ctx.records, &mut report.warnings);
         report.warnings.extend(hr_warnings);
         nics.push(report);
     }
@@ -170,6 +173,84 @@ fn netkit_pairs(links: &[LinkInfo]) -> HashMap<(Option<i32>, u32), (Marker, Stri
         .collect()
 }
 
+/// The NIC's default RSS context, its other contexts, and the rules the steering records on it
+/// name, as the NIC has them now. `None` for a NIC with neither readable RSS nor records.
+fn read_steering(
+    ethtool: &mut Option<crate::kernel::ethtool::EthtoolClient>,
+    l: &LinkInfo,
+    records: &[crate::plugin::devinfo::Record],
+    warnings: &mut Vec<String>,
+) -> Option<SteeringReport> {
+    use crate::kernel::ethtool::client::Ioctl;
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|(_, r)| r.master.ifindex == l.index && r.steering.is_some())
+        .collect();
+    let contexts = ethtool.as_mut().and_then(|c| c.rss_dump(l.index).ok());
+    if contexts.is_none() && mine.is_empty() {
+        return None;
+    }
+    let default_queues = contexts
+        .as_ref()
+        .and_then(|c| c.iter().find(|r| r.context == 0))
+        .map(|r| r.queues());
+    let ioctl = Ioctl::open(&l.name).ok();
+    let pods = mine
+        .into_iter()
+        .map(|(m, r)| {
+            let st = r.steering.as_ref().expect("filtered");
+            PodSteeringReport {
+                network: m.network().to_string(),
+                container_id: m.container_id().to_string(),
+                ifname: m.ifname().to_string(),
+                match_on: st.match_on.clone(),
+                rules: st
+                    .rules
+                    .iter()
+                    .map(|ri| RuleReport {
+                        location: ri.location,
+                        rule: ri.rule.clone(),
+                        live: ioctl
+                            .as_ref()
+                            .and_then(|i| i.rule(ri.location).ok().flatten())
+                            .map(|r| crate::plugin::steer::rule_text(&r)),
+                    })
+                    .collect(),
+                context: st.context,
+            }
+        })
+        .collect::<Vec<_>>();
+    for p in &pods {
+        for r in p
+            .rules
+            .iter()
+            .filter(|r| r.live.as_deref() != Some(&r.rule))
+        {
+            warnings.push(format!(
+                "{}/{}: rule {} is {}, its record says {}",
+                p.container_id,
+                p.ifname,
+                r.location,
+                r.live.as_deref().unwrap_or("missing"),
+                r.rule
+            ));
+        }
+    }
+    Some(SteeringReport {
+        default_queues,
+        contexts: contexts
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.context != 0)
+            .map(|c| ContextReport {
+                id: c.context,
+                queues: c.queues(),
+            })
+            .collect(),
+        pods,
+    })
+}
+
 /// The netdev family's client; a kernel without it only hides the queues.
 /// Device-info records: what verifies the owner of a single device (see the module docs).
 /// Read-only: a missing directory is no records; an unreadable one a warning.
@@ -241,6 +322,7 @@ impl NicContext<'_> {
             xdp: xdp_of(l),
             dispatcher: None,
             host_routing: None,
+            steering: None,
             queues: Vec::new(),
             warnings: Vec::new(),
         };

@@ -40,6 +40,12 @@
 //!       "stats": false,                  per-queue counters compiled in
 //!       "pins": [{"path": "link", "kind": "link" | "map", "id": 12 | null}, ...]
 //!     },                                 paths relative to bpffs_dir, e.g. "pods/<cid>/<ifname>/xsks"
+//!     "steering": null | {              the NIC's flow steering (docs/steering.md)
+//!       "default_queues": [0, 1] | null,  queues the default RSS context spreads over
+//!       "contexts": [{"id": 1, "queues": [2, 3]}],
+//!       "pods": [{"network": N, "container_id": C, "ifname": I, "match": "mac" | "ip" | "none",
+//!                 "context": 1 | null, "rules": [{"location": 8, "rule": R, "live": R | null}]}]
+//!     },
 //!     "host_routing": null | {           the NIC is a hostRouting uplink with its tcx link
 //!       "dir": "/sys/fs/bpf/netkit-cni/uplink-…", "ingress_prog_id": 51 | null,
 //!       "pods": 2, "addresses": 2        host-side primaries / pod addresses in its map
@@ -237,6 +243,47 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Invocation, InspectError>
     }))
 }
 
+/// The NIC's flow steering (`lease.steering`, see docs/steering.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteeringReport {
+    /// Queues the default RSS context spreads over; `None` when RSS cannot be read.
+    pub default_queues: Option<Vec<u32>>,
+    /// Additional RSS contexts: (id, the queues they spread over).
+    pub contexts: Vec<ContextReport>,
+    /// Each attachment with a steering record on this NIC.
+    pub pods: Vec<PodSteeringReport>,
+}
+
+/// An additional RSS context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextReport {
+    pub id: u32,
+    pub queues: Vec<u32>,
+}
+
+/// One attachment's steering, from its record, checked against the NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSteeringReport {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// `match`: "none", "mac" or "ip".
+    #[serde(rename = "match")]
+    pub match_on: String,
+    pub rules: Vec<RuleReport>,
+    pub context: Option<u32>,
+}
+
+/// A recorded rule and what the NIC has at its location now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleReport {
+    pub location: u32,
+    /// As recorded: "ether dst 02:… -> queue 2".
+    pub rule: String,
+    /// What the NIC has there now (`None`: no rule, or not readable).
+    pub live: Option<String>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -274,6 +321,9 @@ pub struct NicReport {
     /// BPF host routing, when the NIC is an uplink with its tcx link attached.
     #[serde(default)]
     pub host_routing: Option<HostRoutingReport>,
+    /// Flow steering: the default RSS context and each pod's rules and context.
+    #[serde(default)]
+    pub steering: Option<SteeringReport>,
     /// Every real RX queue, by id.
     pub queues: Vec<QueueReport>,
     /// Per-NIC observations (stale directory, unreadable dispatcher, unreachable lessee).

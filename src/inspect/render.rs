@@ -101,6 +101,38 @@ fn render_nic(out: &mut String, nic: &NicReport) {
             h.dir.display()
         );
     }
+    if let Some(st) = &nic.steering {
+        let _ = writeln!(
+            out,
+            "  steering: default RSS context over queues {}",
+            st.default_queues
+                .as_ref()
+                .map(|q| format!("{q:?}"))
+                .unwrap_or_else(|| "(RSS not readable)".into())
+        );
+        for c in &st.contexts {
+            let _ = writeln!(out, "    RSS context {} over queues {:?}", c.id, c.queues);
+        }
+        for p in &st.pods {
+            let ctx = p
+                .context
+                .map(|c| format!(", context {c}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {}/{} ({}): match {}{ctx}",
+                p.container_id, p.ifname, p.network, p.match_on
+            );
+            for r in &p.rules {
+                let state = match &r.live {
+                    Some(l) if *l == r.rule => "present".to_string(),
+                    Some(l) => format!("NIC has {l}"),
+                    None => "missing".to_string(),
+                };
+                let _ = writeln!(out, "      rule {}: {} [{state}]", r.location, r.rule);
+            }
+        }
+    }
     if nic.queues.is_empty() {
         out.push_str("  no RX queues reported\n");
     } else {

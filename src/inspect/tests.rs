@@ -45,6 +45,25 @@ fn sample() -> Report {
                 pods: 2,
                 addresses: 3,
             }),
+            steering: Some(SteeringReport {
+                default_queues: Some(vec![0, 1]),
+                contexts: vec![ContextReport {
+                    id: 1,
+                    queues: vec![1, 2],
+                }],
+                pods: vec![PodSteeringReport {
+                    network: "fastnet".into(),
+                    container_id: "podA".into(),
+                    ifname: "eth0".into(),
+                    match_on: "mac".into(),
+                    rules: vec![RuleReport {
+                        location: 4,
+                        rule: "ether dst 02:00:00:00:00:07 -> context 1".into(),
+                        live: Some("ether dst 02:00:00:00:00:07 -> context 1".into()),
+                    }],
+                    context: Some(1),
+                }],
+            }),
             queues: vec![
                 QueueReport {
                     id: 0,
@@ -132,6 +151,7 @@ fn json_field_names_are_the_documented_ones() {
             "netns_cookie",
             "queues",
             "rx_queues",
+            "steering",
             "up",
             "warnings",
             "xdp"
@@ -162,6 +182,15 @@ fn json_field_names_are_the_documented_ones() {
         json!({"dir": "/sys/fs/bpf/netkit-cni/uplink-netns4097-if4", "ingress_prog_id": 51,
                "pods": 2, "addresses": 3})
     );
+    assert_eq!(
+        nic["steering"],
+        json!({"default_queues": [0, 1], "contexts": [{"id": 1, "queues": [1, 2]}],
+               "pods": [{"network": "fastnet", "container_id": "podA", "ifname": "eth0",
+                         "match": "mac", "context": 1,
+                         "rules": [{"location": 4,
+                                    "rule": "ether dst 02:00:00:00:00:07 -> context 1",
+                                    "live": "ether dst 02:00:00:00:00:07 -> context 1"}]}]})
+    );
     assert_eq!(nic["queues"][2]["lease"]["consumer"], Value::Null);
     assert_eq!(nic["queues"][1]["dispatch"]["action"], "pod");
     assert_eq!(nic["queues"][1]["dispatch"]["range_action"], "drop");
@@ -189,6 +218,10 @@ fn table_shows_every_queue_and_the_dispatcher() {
         "  pinned:     link (link 12)",
         "              pods/podA/eth0/xsks (map 9)",
         "  host routing: tcx ingress program 51, 2 pod(s), 3 address(es) (/sys/fs/bpf/netkit-cni/uplink-netns4097-if4)",
+        "  steering: default RSS context over queues [0, 1]",
+        "    RSS context 1 over queues [1, 2]",
+        "    podA/eth0 (fastnet): match mac, context 1",
+        "      rule 4: ether dst 02:00:00:00:00:07 -> context 1 [present]",
         "  QUEUE  STATE                             CONTAINER  IFNAME  NETWORK  PAIRING  CONSUMER  IFINDEX  NSID  VQUEUE  DISPATCHER",
         "  0      free                              -          -       -        -        -         -        -     -       pass",
         "  1      leased                            podA       eth0    fastnet  single   af-xdp    2        0     1       pod vq 1 xskmap 9 (podA/eth0), restores drop",
@@ -230,6 +263,7 @@ fn table_without_nics_or_dispatcher_says_so() {
     );
     nic.dispatcher = None;
     nic.host_routing = None;
+    nic.steering = None;
     nic.xdp = None;
     nic.queues.clear();
     nic.rx_queues = None;

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use crate::cni::config::{Mode, Policy, Scrub, XdpConfig};
 use crate::cni::IpCidr;
+use crate::kernel::ethtool::EthtoolError;
+pub use crate::kernel::ethtool::{FlowRule, Rss, RuleTable};
 use crate::kernel::link::{LinkError, Marker};
 use crate::kernel::netdev::{NetdevError, Queue};
 use crate::kernel::nsid::NsidError;
@@ -170,6 +172,11 @@ pub enum DpError {
         step: &'static str,
         source: Box<XdpError>,
     },
+    #[error("{step}: {source}")]
+    Ethtool {
+        step: &'static str,
+        source: Box<EthtoolError>,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -308,6 +315,41 @@ pub trait Dataplane {
     /// Remove the pins of dispatchers whose NIC is gone (its link is defunct), in this netns.
     /// Returns the directories removed.
     fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<Vec<PathBuf>, DpError>;
+
+    // --- Flow steering on the master ------------------------------------------------------
+
+    /// The master's RSS, ntuple rules and unicast filter ([`NicSteering`]).
+    fn steering(&mut self) -> &mut dyn NicSteering;
+}
+
+/// The master NIC's flow steering, in the node netns: RSS contexts (ethtool netlink), ntuple
+/// rules (the ethtool ioctl) and its own unicast address filter (RTM_NEWNEIGH, AF_BRIDGE,
+/// NTF_SELF). The policy (which table, which rule where) is [`super::steer`]'s; this only
+/// reads and writes the NIC. Deletions report whether something was there (already gone is
+/// success, as DEL needs).
+pub trait NicSteering {
+    /// Whether ntuple filtering is on (`NETIF_F_NTUPLE`).
+    fn ntuple_enabled(&mut self, nic: &Master) -> Result<bool, DpError>;
+    /// RSS context `context` (0: the default one).
+    fn rss_get(&mut self, nic: &Master, context: u32) -> Result<Rss, DpError>;
+    /// Every RSS context, the default one included.
+    fn rss_contexts(&mut self, nic: &Master) -> Result<Vec<Rss>, DpError>;
+    /// Write the default context's whole table.
+    fn rss_set_default(&mut self, nic: &Master, table: &[u32]) -> Result<(), DpError>;
+    /// Create a context over `table`; its id.
+    fn rss_create(&mut self, nic: &Master, table: &[u32]) -> Result<u32, DpError>;
+    /// Delete a context; `false` when it was already gone.
+    fn rss_delete(&mut self, nic: &Master, context: u32) -> Result<bool, DpError>;
+    /// The rule table (size, locations in use).
+    fn rules(&mut self, nic: &Master) -> Result<RuleTable, DpError>;
+    /// The rule at `location`; `None` when there is none, or one of a shape the plugin never
+    /// writes.
+    fn rule_get(&mut self, nic: &Master, location: u32) -> Result<Option<FlowRule>, DpError>;
+    fn rule_insert(&mut self, nic: &Master, rule: &FlowRule) -> Result<(), DpError>;
+    /// Delete the rule at `location`; `false` when there was none.
+    fn rule_delete(&mut self, nic: &Master, location: u32) -> Result<bool, DpError>;
+    /// Add (`add`) or remove `mac` in the NIC's unicast filter; whether the filter changed.
+    fn unicast(&mut self, nic: &Master, mac: [u8; 6], add: bool) -> Result<bool, DpError>;
 }
 
 /// The master's NIC lock ([`Dataplane::nic_lock`]); `None` in a dataplane without bpffs (tests).

@@ -112,6 +112,44 @@ pub struct LeaseInfo {
     /// (see the threat model, docs/security.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
+    /// How the NIC steers this attachment's frames to its queues (`lease.steering`): the
+    /// rules and context the plugin made, for DEL, CHECK, GC and inspect, and the pool and rule
+    /// base every other network steering on the NIC must agree with. Absent in files written
+    /// before steering existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteeringInfo>,
+}
+
+/// The `steering` section of a record (see docs/steering.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SteeringInfo {
+    /// `lease.steering.rss`: "admin" or "exclude-pool".
+    pub rss: String,
+    /// `lease.steering.match`: "none", "mac" or "ip".
+    #[serde(rename = "match")]
+    pub match_on: String,
+    /// The pool on the NIC, as a queue set ("2-7").
+    pub pool: String,
+    /// `lease.steering.ruleBase`.
+    pub rule_base: u32,
+    /// The ntuple rules made for the attachment, by location.
+    #[serde(default)]
+    pub rules: Vec<RuleInfo>,
+    /// The RSS context the rules point at (several leased queues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<u32>,
+    /// The MAC added to the NIC's unicast filter (`match: mac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unicast: Option<String>,
+}
+
+/// One ntuple rule: its location and what it does, as `ethtool -n` would say it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleInfo {
+    pub location: u32,
+    /// "ether dst 02:…:07 -> queue 3", "ip4 dst 10.1.0.5 -> context 1".
+    pub rule: String,
 }
 
 /// Where the pod's AF_XDP sockets go.
@@ -369,6 +407,7 @@ mod tests {
             ],
             xdp: None,
             consumer: None,
+            steering: None,
         })
     }
 

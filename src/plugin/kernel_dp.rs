@@ -49,6 +49,105 @@ pub struct KernelDataplane {
     /// [`NetNs::open`]: `O_PATH`, nsfs checked) and that handle used by every later step, so a
     /// path swapped mid-ADD cannot send steps to different namespaces.
     netns: HashMap<PathBuf, Arc<NetNs>>,
+    /// The master's flow steering (ethtool), in the node netns.
+    steer: KernelSteering,
+}
+
+/// [`NicSteering`] in the calling thread's netns (the node's): an ethtool genl socket opened
+/// on first use, an ioctl socket per call (a datagram socket, cheap), an rtnetlink socket per
+/// unicast change.
+#[derive(Default)]
+pub struct KernelSteering {
+    genl: Option<crate::kernel::ethtool::EthtoolClient>,
+}
+
+impl KernelSteering {
+    fn genl(&mut self) -> Result<&mut crate::kernel::ethtool::EthtoolClient, DpError> {
+        if self.genl.is_none() {
+            self.genl = Some(
+                crate::kernel::ethtool::EthtoolClient::open()
+                    .map_err(|e| ethtool_err("open ethtool netlink", e))?,
+            );
+        }
+        Ok(self.genl.as_mut().expect("opened above"))
+    }
+
+    fn ioctl(nic: &Master) -> Result<crate::kernel::ethtool::client::Ioctl, DpError> {
+        crate::kernel::ethtool::client::Ioctl::open(&nic.name)
+            .map_err(|e| ethtool_err("open the ethtool ioctl", e))
+    }
+}
+
+fn ethtool_err(step: &'static str, e: crate::kernel::ethtool::EthtoolError) -> DpError {
+    DpError::Ethtool {
+        step,
+        source: Box::new(e),
+    }
+}
+
+impl NicSteering for KernelSteering {
+    fn ntuple_enabled(&mut self, nic: &Master) -> Result<bool, DpError> {
+        Self::ioctl(nic)?
+            .ntuple_enabled()
+            .map_err(|e| ethtool_err("read the ntuple flag (ETHTOOL_GFLAGS)", e))
+    }
+    fn rss_get(&mut self, nic: &Master, context: u32) -> Result<Rss, DpError> {
+        self.genl()?
+            .rss_get(nic.ifindex, context)
+            .map_err(|e| ethtool_err("read RSS (rss-get)", e))
+    }
+    fn rss_contexts(&mut self, nic: &Master) -> Result<Vec<Rss>, DpError> {
+        self.genl()?
+            .rss_dump(nic.ifindex)
+            .map_err(|e| ethtool_err("list RSS contexts (rss-get dump)", e))
+    }
+    fn rss_set_default(&mut self, nic: &Master, table: &[u32]) -> Result<(), DpError> {
+        self.genl()?
+            .rss_set(nic.ifindex, 0, table)
+            .map_err(|e| ethtool_err("write the default RSS table (rss-set)", e))
+    }
+    fn rss_create(&mut self, nic: &Master, table: &[u32]) -> Result<u32, DpError> {
+        self.genl()?
+            .rss_create(nic.ifindex, table)
+            .map_err(|e| ethtool_err("create an RSS context (rss-create-act)", e))
+    }
+    fn rss_delete(&mut self, nic: &Master, context: u32) -> Result<bool, DpError> {
+        self.genl()?
+            .rss_delete(nic.ifindex, context)
+            .map_err(|e| ethtool_err("delete an RSS context (rss-delete-act)", e))
+    }
+    fn rules(&mut self, nic: &Master) -> Result<RuleTable, DpError> {
+        Self::ioctl(nic)?
+            .rules()
+            .map_err(|e| ethtool_err("list ntuple rules (ETHTOOL_GRXCLSRLALL)", e))
+    }
+    fn rule_get(&mut self, nic: &Master, location: u32) -> Result<Option<FlowRule>, DpError> {
+        Self::ioctl(nic)?
+            .rule(location)
+            .map_err(|e| ethtool_err("read an ntuple rule (ETHTOOL_GRXCLSRULE)", e))
+    }
+    fn rule_insert(&mut self, nic: &Master, rule: &FlowRule) -> Result<(), DpError> {
+        Self::ioctl(nic)?
+            .insert(rule)
+            .map_err(|e| ethtool_err("insert an ntuple rule (ETHTOOL_SRXCLSRLINS)", e))
+    }
+    fn rule_delete(&mut self, nic: &Master, location: u32) -> Result<bool, DpError> {
+        Self::ioctl(nic)?
+            .delete(location)
+            .map_err(|e| ethtool_err("delete an ntuple rule (ETHTOOL_SRXCLSRLDEL)", e))
+    }
+    fn unicast(&mut self, nic: &Master, mac: [u8; 6], add: bool) -> Result<bool, DpError> {
+        crate::kernel::ethtool::fdb::set_in_current_netns(add, nic.ifindex, &mac).map_err(|e| {
+            ethtool_err(
+                if add {
+                    "add to the NIC's unicast filter (fdb add self)"
+                } else {
+                    "remove from the NIC's unicast filter (fdb del self)"
+                },
+                e,
+            )
+        })
+    }
 }
 
 impl KernelDataplane {
@@ -73,6 +172,7 @@ impl KernelDataplane {
             node_netdev: None,
             pod_netdev: HashMap::new(),
             netns: HashMap::new(),
+            steer: KernelSteering::default(),
         })
     }
 
@@ -841,6 +941,10 @@ impl Dataplane for KernelDataplane {
     fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<Vec<PathBuf>, DpError> {
         Dispatcher::sweep_defunct(&conf.options())
             .map_err(xdp("remove the pins of NICs that are gone"))
+    }
+
+    fn steering(&mut self) -> &mut dyn NicSteering {
+        &mut self.steer
     }
 }
 

@@ -301,6 +301,9 @@ pub struct LeasePlan {
     /// The pool on this NIC: the admin's pool within the NIC's range, ascending.
     pub pool: QueueSet,
     pub origin: String,
+    /// The NIC's RX queues (real ones; the allocated count when it is down): what RSS spreads
+    /// over.
+    pub rx_queues: u32,
 }
 
 impl LeasePlan {
@@ -347,6 +350,7 @@ pub fn plan(
         want: req.queues,
         pool,
         origin: req.origin,
+        rx_queues: view.rx_queues,
     };
     match &plan.want {
         LeaseQueues::Ids(ids) => {
@@ -865,6 +869,7 @@ mod tests {
             device_info_dir: "/run/devinfo".into(),
             consumer: None,
             bpffs: "/sys/fs/bpf".into(),
+            steering: Default::default(),
         }
     }
 
@@ -987,6 +992,7 @@ mod tests {
                     .collect(),
                 xdp: None,
                 consumer: consumer.map(str::to_string),
+                steering: None,
             };
             (m, info)
         };

@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod devinfo;
 pub mod kernel_dp;
 pub mod lease;
+pub mod steer;
 #[cfg(test)]
 mod tests;
 
@@ -135,6 +136,12 @@ pub fn cmd_add(
         _ => None,
     };
     refuse_existing(req, dp, &marker)?;
+    // Still before IPAM: a NIC that cannot steer, or an RSS table over the pool, is refused
+    // for free; `exclude-pool` writes the default table here, before any queue is leased.
+    let steer_prep = match (&plan, &req.conf.lease) {
+        (Some(p), Some(l)) => Some(steer::prepare(dp, l, p, log)?),
+        _ => None,
+    };
 
     let mut undo = AddUndo::new(req, marker.clone());
     let addresses = match ipam {
@@ -150,6 +157,7 @@ pub fn cmd_add(
         req,
         marker,
         plan,
+        steer_prep,
         addresses,
         log,
     };
@@ -273,6 +281,8 @@ struct AddUndo<'a> {
     device_info: bool,
     /// BPF host routing may hold the pod's addresses.
     host_routing: bool,
+    /// The NIC's rules, context and unicast address this ADD made.
+    steer: steer::SteerUndo,
 }
 
 impl<'a> AddUndo<'a> {
@@ -285,6 +295,7 @@ impl<'a> AddUndo<'a> {
             xdp_master: None,
             device_info: false,
             host_routing: false,
+            steer: steer::SteerUndo::default(),
         }
     }
 
@@ -294,6 +305,8 @@ impl<'a> AddUndo<'a> {
     /// Failures are logged, not returned: the ADD's own error is what the runtime must see.
     fn roll_back(self, dp: &mut dyn Dataplane, log: &Logger) {
         let marker = &self.marker;
+        // First, as in DEL: the NIC stops steering frames to queues about to be given back.
+        self.steer.roll_back(dp, log);
         // Before the device, as in DEL: no map entry ever names a deleted primary.
         if let (true, Some(h)) = (self.host_routing, &self.req.conf.host_routing) {
             if let Err(e) = crate::hostrouting::hooks::release(h, &marker.host_ifname(), log) {
@@ -341,6 +354,8 @@ struct Add<'a> {
     req: &'a Request,
     marker: Marker,
     plan: Option<LeasePlan>,
+    /// What the steering check before IPAM learnt of the NIC.
+    steer_prep: Option<steer::SteerPrep>,
     /// IPAM's result; empty for a single device without IPAM.
     addresses: CniResult,
     log: &'a Logger,
@@ -360,6 +375,7 @@ impl Add<'_> {
         crate::failpoint::hit("add-after-device").map_err(injected)?;
         let leased = self.lease_queues(dp, &created)?;
         let handoff = self.steer_xdp(dp, &leased, undo)?;
+        let steering = self.steer_nic(dp, &created, &leased, undo)?;
         let (pod, reported_routes) = self.setup_pod(dp, &created)?;
         crate::failpoint::hit("add-after-pod-config").map_err(injected)?;
         if !self.single() {
@@ -367,7 +383,7 @@ impl Add<'_> {
             crate::failpoint::hit("add-after-host-config").map_err(injected)?;
             self.setup_host_routing(&created, undo)?;
         }
-        self.write_device_info(&created, &leased, handoff.as_ref(), undo)?;
+        self.write_device_info(&created, &leased, handoff.as_ref(), steering, undo)?;
         let result = self.result(&created, reported_routes);
         crate::failpoint::hit("add-before-result").map_err(injected)?;
         Ok(result)
@@ -472,6 +488,38 @@ impl Add<'_> {
         Ok(Some(h))
     }
 
+    /// The NIC's steering ([`steer::apply`]): after the leases and the dispatcher, so the rule
+    /// that brings the pod's frames to its queues is the last thing to appear; before the pod
+    /// side is configured, which steering does not need.
+    fn steer_nic(
+        &self,
+        dp: &mut dyn Dataplane,
+        created: &Created,
+        leased: &[Leased],
+        undo: &mut AddUndo,
+    ) -> Result<Option<devinfo::SteeringInfo>, CniError> {
+        let (Some(plan), Some(prep)) = (&self.plan, &self.steer_prep) else {
+            return Ok(None);
+        };
+        let mac = self
+            .req
+            .conf
+            .runtime_config
+            .as_ref()
+            .and_then(|rc| rc.get("mac"))
+            .and_then(|m| m.as_str())
+            .map(str::to_string)
+            .or_else(|| created.pod_mac.clone());
+        let addrs: Vec<IpAddr> = self
+            .addresses
+            .ips
+            .iter()
+            .map(|ip| ip.address.addr())
+            .collect();
+        let matches = steer::matches_for(&prep.steering, mac.as_deref(), &addrs)?;
+        steer::apply(dp, plan, prep, leased, &matches, &mut undo.steer, self.log).map(Some)
+    }
+
     /// The pod side: addresses and routes on the pod-side device. Returns the plan (the host side
     /// routes to its addresses) and the routes to report.
     fn setup_pod(
@@ -536,12 +584,21 @@ impl Add<'_> {
         created: &Created,
         leased: &[Leased],
         handoff: Option<&PodHandoff>,
+        steering: Option<devinfo::SteeringInfo>,
         undo: &mut AddUndo,
     ) -> Result<(), CniError> {
         let (Some(plan), Some(lconf)) = (&self.plan, &self.req.conf.lease) else {
             return Ok(());
         };
-        let info = device_info(self.req, &self.marker, created, plan, leased, handoff);
+        let info = device_info(
+            self.req,
+            &self.marker,
+            created,
+            plan,
+            leased,
+            handoff,
+            steering,
+        );
         undo.device_info = true;
         let path =
             devinfo::write(&lconf.device_info_dir, &self.marker, &info).map_err(devinfo_error)?;
@@ -617,6 +674,7 @@ fn device_info(
     plan: &LeasePlan,
     leased: &[Leased],
     handoff: Option<&PodHandoff>,
+    steering: Option<devinfo::SteeringInfo>,
 ) -> devinfo::DeviceInfo {
     devinfo::DeviceInfo::new(devinfo::LeaseInfo {
         network: marker.network().to_string(),
@@ -643,6 +701,7 @@ fn device_info(
             .collect(),
         xdp: handoff.map(devinfo::XdpInfo::from_handoff),
         consumer: req.conf.lease_consumer().map(|c| c.as_str().to_string()),
+        steering,
     })
 }
 
@@ -668,6 +727,12 @@ pub fn cmd_del(
     if let Some(h) = &req.conf.host_routing {
         crate::hostrouting::hooks::release(h, &marker.host_ifname(), log)?;
     }
+    // Before the device goes too: the NIC stops steering the pod's frames to its queues before
+    // they return to the host.
+    let steer_master = match &req.conf.lease {
+        Some(l) => release_steering(dp, l, &marker, log)?,
+        None => None,
+    };
     let deleted = match (req.conf.pairing, req.env.netns.as_deref(), &req.conf.lease) {
         (Pairing::Pair, _, _) => dp.delete(&marker),
         // Found by the leases its record names, not by the name or alias the pod may change.
@@ -686,6 +751,13 @@ pub fn cmd_del(
         )),
         Err(e) => return Err(kernel_error(e)),
     }
+    // After the device, whose deletion ended its leases: what an ADD killed before its record
+    // was written left behind is found by its location and its queue, now unleased.
+    if let (Some(l), Some(master)) = (&req.conf.lease, &steer_master) {
+        if l.steering.match_on != crate::cni::config::SteerMatch::None {
+            steer::sweep(dp, l, master, log).map_err(kernel_error)?;
+        }
+    }
     // After the device, whose deletion ended the leases (see the rollback in cmd_add).
     if let (Some(l), Some(x)) = (&req.conf.lease, &req.conf.xdp) {
         release_xdp(dp, l, x, &marker, log)?;
@@ -697,6 +769,36 @@ pub fn cmd_del(
         ipam.del(marker.container_id(), marker.ifname())?;
     }
     Ok(())
+}
+
+/// The attachment's rules, context and unicast address, as its record names them; returns the
+/// master (if it exists) for the sweep after the device is gone. Already gone is success: a
+/// missing record, master or rule means there is nothing (left) to remove, and DEL may run
+/// any number of times.
+fn release_steering(
+    dp: &mut dyn Dataplane,
+    l: &LeaseConfig,
+    marker: &Marker,
+    log: &Logger,
+) -> Result<Option<Master>, CniError> {
+    let Some(master) = dp.master(&l.master).map_err(kernel_error)? else {
+        return Ok(None);
+    };
+    let record = match devinfo::read(&l.device_info_dir, marker) {
+        Ok(r) => r,
+        // An unreadable record must not stop DEL; the sweep still finds what is stale.
+        Err(e) => {
+            log.warn(format_args!("DEL {marker}: {e}"));
+            None
+        }
+    };
+    // A NIC re-created under the same name (another ifindex) has none of the recorded rules.
+    if let Some(r) = record.filter(|r| r.lease.master.ifindex == master.ifindex) {
+        if let Some(st) = &r.lease.steering {
+            steer::release(dp, &master, st, log)?;
+        }
+    }
+    Ok(Some(master))
 }
 
 /// The attachment's queues go back to their range actions and its XSKMAP pin goes; the last pod
@@ -859,6 +961,14 @@ pub fn cmd_check(
         let info = check_leases(req, dp, l, &marker, pod.ifindex).map_err(fail)?;
         if let Some(x) = &req.conf.xdp {
             check_xdp(dp, x, &marker, &info).map_err(fail)?;
+        }
+        if let Some(st) = &info.steering {
+            let master = dp
+                .master(&l.master)
+                .map_err(kernel_error)?
+                .ok_or_else(|| fail(format!("lease master {} is gone", l.master)))?;
+            let physical: Vec<u32> = info.queues.iter().map(|q| q.physical).collect();
+            steer::check(dp, l, &master, st, &physical)?;
         }
     }
     if let Some(h) = &req.conf.host_routing {
@@ -1074,6 +1184,24 @@ pub fn cmd_gc(
     }
     if let (Some(l), Some(x)) = (&req.conf.lease, &req.conf.xdp) {
         gc_xdp(dp, l, x, &req.conf.name, &valid, &mut failures, log);
+    }
+    // After the orphans' devices (and so their leases) are gone: their rules, contexts and
+    // unicast addresses are stale now, found by location and queue (see steer::sweep).
+    if let Some(l) = req
+        .conf
+        .lease
+        .as_ref()
+        .filter(|l| l.steering.match_on != crate::cni::config::SteerMatch::None)
+    {
+        match dp.master(&l.master) {
+            Ok(Some(master)) => {
+                if let Err(e) = steer::sweep(dp, l, &master, log) {
+                    failures.push(format!("steering on {}: {e}", l.master));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => failures.push(format!("lease master {}: {e}", l.master)),
+        }
     }
     // After the orphans' devices are gone: their addresses name dead primaries now.
     if let Some(h) = &req.conf.host_routing {

@@ -57,6 +57,163 @@ struct FakeKernel {
     xdp: FakeXdp,
     /// What `nic_xdp` reports on the master.
     nic_xdp: Vec<NicXdpProgram>,
+    /// The master's RSS, rules and unicast filter.
+    steer: FakeSteer,
+}
+
+/// The fake NIC's steering state. Reads are not recorded in `calls` (only what changes the
+/// NIC is, so orderings stay readable).
+struct FakeSteer {
+    ntuple: bool,
+    /// `None`: rss-get fails (a driver without get_rxfh).
+    table: Option<Vec<u32>>,
+    contexts_supported: bool,
+    contexts: BTreeMap<u32, Vec<u32>>,
+    next_context: u32,
+    rules: BTreeMap<u32, crate::kernel::ethtool::FlowRule>,
+    unicast: std::collections::BTreeSet<[u8; 6]>,
+    /// `rss_set_default` writes.
+    writes: u32,
+}
+
+impl Default for FakeSteer {
+    /// ntuple on, contexts supported, a 16-entry default table all on queue 0 (as after
+    /// `ethtool -X nic0 equal 1`): the default pool (1-7) is out of RSS.
+    fn default() -> Self {
+        FakeSteer {
+            ntuple: true,
+            table: Some(vec![0; 16]),
+            contexts_supported: true,
+            contexts: BTreeMap::new(),
+            next_context: 1,
+            rules: BTreeMap::new(),
+            unicast: Default::default(),
+            writes: 0,
+        }
+    }
+}
+
+fn eth_err(step: &'static str, errno: Errno) -> DpError {
+    DpError::Ethtool {
+        step,
+        source: Box::new(crate::kernel::ethtool::EthtoolError::Kernel {
+            op: step,
+            ifindex: 50,
+            kernel: KernelError::new(errno),
+        }),
+    }
+}
+
+impl NicSteering for FakeKernel {
+    fn ntuple_enabled(&mut self, _nic: &Master) -> Result<bool, DpError> {
+        Ok(self.steer.ntuple)
+    }
+    fn rss_get(&mut self, _nic: &Master, context: u32) -> Result<Rss, DpError> {
+        let indir = if context == 0 {
+            self.steer
+                .table
+                .clone()
+                .ok_or_else(|| eth_err("rss-get", Errno::EOPNOTSUPP))?
+        } else {
+            self.steer
+                .contexts
+                .get(&context)
+                .cloned()
+                .ok_or_else(|| eth_err("rss-get", Errno::ENOENT))?
+        };
+        Ok(Rss {
+            context,
+            indir,
+            ..Default::default()
+        })
+    }
+    fn rss_contexts(&mut self, nic: &Master) -> Result<Vec<Rss>, DpError> {
+        let mut out = vec![self.rss_get(nic, 0)?];
+        for (c, t) in &self.steer.contexts {
+            out.push(Rss {
+                context: *c,
+                indir: t.clone(),
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+    fn rss_set_default(&mut self, _nic: &Master, table: &[u32]) -> Result<(), DpError> {
+        self.step("rss_set")?;
+        self.steer.writes += 1;
+        self.steer.table = Some(table.to_vec());
+        Ok(())
+    }
+    fn rss_create(&mut self, _nic: &Master, table: &[u32]) -> Result<u32, DpError> {
+        self.step("rss_create")?;
+        if !self.steer.contexts_supported {
+            return Err(eth_err("rss-create-act", Errno::EOPNOTSUPP));
+        }
+        let c = self.steer.next_context;
+        self.steer.next_context += 1;
+        self.steer.contexts.insert(c, table.to_vec());
+        self.calls.push(format!("context {c}"));
+        Ok(c)
+    }
+    fn rss_delete(&mut self, _nic: &Master, context: u32) -> Result<bool, DpError> {
+        self.calls.push(format!("rss_delete {context}"));
+        if self
+            .steer
+            .rules
+            .values()
+            .any(|r| r.action == crate::kernel::ethtool::RuleAction::Context(context))
+        {
+            return Err(eth_err("rss-delete-act", Errno::EBUSY));
+        }
+        Ok(self.steer.contexts.remove(&context).is_some())
+    }
+    fn rules(&mut self, _nic: &Master) -> Result<RuleTable, DpError> {
+        Ok(RuleTable {
+            size: 1024,
+            locations: self.steer.rules.keys().copied().collect(),
+        })
+    }
+    fn rule_get(
+        &mut self,
+        _nic: &Master,
+        location: u32,
+    ) -> Result<Option<crate::kernel::ethtool::FlowRule>, DpError> {
+        Ok(self.steer.rules.get(&location).copied())
+    }
+    fn rule_insert(
+        &mut self,
+        _nic: &Master,
+        rule: &crate::kernel::ethtool::FlowRule,
+    ) -> Result<(), DpError> {
+        self.calls.push(format!("rule_insert {rule}"));
+        if self.fail_on == Some("rule_insert") {
+            return Err(DpError::Other("injected failure in rule_insert".into()));
+        }
+        if !self.steer.ntuple {
+            return Err(eth_err("SRXCLSRLINS", Errno::EOPNOTSUPP));
+        }
+        self.steer.rules.insert(rule.location, *rule);
+        Ok(())
+    }
+    fn rule_delete(&mut self, _nic: &Master, location: u32) -> Result<bool, DpError> {
+        self.calls.push(format!("rule_delete {location}"));
+        Ok(self.steer.rules.remove(&location).is_some())
+    }
+    fn unicast(&mut self, _nic: &Master, mac: [u8; 6], add: bool) -> Result<bool, DpError> {
+        let text = crate::kernel::ethtool::ntuple::mac_string(&mac);
+        self.calls.push(format!(
+            "unicast {} {text}",
+            if add { "add" } else { "del" }
+        ));
+        if add && self.fail_on == Some("unicast") {
+            return Err(DpError::Other("injected failure in unicast".into()));
+        }
+        Ok(if add {
+            self.steer.unicast.insert(mac)
+        } else {
+            self.steer.unicast.remove(&mac)
+        })
+    }
 }
 
 /// The dispatcher on the fake NIC: attached or not, and queue → (pod "cid/ifname", vqueue).
@@ -537,6 +694,9 @@ impl Dataplane for FakeKernel {
                 PodId::new(c, i).unwrap()
             })
             .collect())
+    }
+    fn steering(&mut self) -> &mut dyn NicSteering {
+        self
     }
     fn xdp_sweep(&mut self, conf: &crate::cni::config::XdpConfig) -> Result<Vec<PathBuf>, DpError> {
         self.calls.push("xdp_sweep".into());
@@ -1753,4 +1913,443 @@ fn an_af_xdp_network_records_its_consumer_and_takes_no_extra_lock() {
         k.calls
     );
     assert_eq!(dir.info("c1")["netkit-lease"]["consumer"], "af-xdp");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steering (lease.steering)
+
+const POD_MAC: &str = "02:00:00:00:00:07";
+
+/// A single-device config on nic0 with pool 2-7 and `steering`, the pod's MAC in runtimeConfig.
+fn steer_conf(
+    dir: &DevDir,
+    lease: serde_json::Value,
+    steering: serde_json::Value,
+) -> serde_json::Value {
+    let mut l = json!({"allowedQueues": "2-7", "steering": steering});
+    for (k, v) in lease.as_object().unwrap() {
+        l[k] = v.clone();
+    }
+    let mut c = lease_conf(dir, "single", l);
+    c["runtimeConfig"] = json!({"mac": POD_MAC});
+    c
+}
+
+/// The kernel's default table: equal over all 8 queues.
+fn equal_over_all() -> Vec<u32> {
+    (0..16).map(|i| i % 8).collect()
+}
+
+fn pos(k: &FakeKernel, call: &str) -> usize {
+    k.calls
+        .iter()
+        .position(|c| c.starts_with(call))
+        .unwrap_or_else(|| panic!("no {call:?} in {:?}", k.calls))
+}
+
+#[test]
+fn exclude_pool_mac_writes_rss_before_leasing_then_rule_and_unicast_and_del_removes_them() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    k.steer.table = Some(equal_over_all());
+    let conf = steer_conf(
+        &dir,
+        json!({}),
+        json!({"rss": "exclude-pool", "match": "mac"}),
+    );
+    cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    // The default table now spreads over 0-1 only, written before the lease.
+    let t = k.steer.table.clone().unwrap();
+    assert_eq!(t.len(), 16);
+    assert!(
+        t.iter().enumerate().all(|(i, q)| *q == (i % 2) as u32),
+        "{t:?}"
+    );
+    assert!(pos(&k, "rss_set") < pos(&k, "lease 2"), "{:?}", k.calls);
+    // One queue (2): rule at ruleBase + 4*2 = 8, to the queue, after the lease; then the MAC.
+    let rule = k.steer.rules[&8];
+    assert_eq!(
+        rule.to_string(),
+        format!("rule 8: ether dst {POD_MAC} -> queue 2")
+    );
+    assert!(pos(&k, "lease 2") < pos(&k, "rule_insert"));
+    assert!(pos(&k, "rule_insert") < pos(&k, "unicast add"));
+    assert_eq!(k.steer.unicast.len(), 1);
+    let st = &dir.info("c1")["netkit-lease"]["steering"];
+    assert_eq!(
+        *st,
+        json!({"rss": "exclude-pool", "match": "mac", "pool": "2-7", "rule-base": 0,
+               "rules": [{"location": 8, "rule": format!("ether dst {POD_MAC} -> queue 2")}],
+               "unicast": POD_MAC})
+    );
+    // A second ADD finds the table right and does not write it again.
+    cmd_add(&request("ADD", "c2", conf.clone()), &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.steer.writes, 1);
+    assert!(
+        k.steer.rules.contains_key(&12),
+        "c2 has queue 3: {:?}",
+        k.steer.rules
+    );
+
+    // DEL: the unicast address and the rule go, before the device; c2's stay.
+    k.calls.clear();
+    cmd_del(&request("DEL", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    assert!(pos(&k, "unicast del") < pos(&k, "rule_delete 8"));
+    assert!(pos(&k, "rule_delete 8") < pos(&k, "delete_remote"));
+    assert_eq!(k.steer.rules.keys().copied().collect::<Vec<_>>(), [12]);
+    // Again: already gone is success, and nothing of c2's is touched.
+    cmd_del(&request("DEL", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.steer.rules.keys().copied().collect::<Vec<_>>(), [12]);
+    cmd_del(&request("DEL", "c2", conf), &mut k, None, &quiet()).unwrap();
+    assert!(k.steer.rules.is_empty() && k.steer.unicast.is_empty());
+    // The shared table stays as written.
+    assert_eq!(k.steer.table.as_deref(), Some(&t[..]));
+}
+
+#[test]
+fn admin_refuses_a_pool_queue_in_rss_before_ipam_naming_queue_nic_and_fix() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    k.steer.table = Some(equal_over_all());
+    let mut conf = steer_conf(&dir, json!({}), json!({"match": "mac"}));
+    conf["ipam"] = json!({"type": "host-local"});
+    let err = cmd_add(
+        &request("ADD", "c1", conf.clone()),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code, errcodes::STEERING);
+    assert!(
+        err.msg.contains("queue 2") && err.msg.contains("nic0"),
+        "{}",
+        err.msg
+    );
+    assert!(
+        err.details.contains("ethtool -X nic0 equal 2"),
+        "{}",
+        err.details
+    );
+    // Nothing left: no IPAM, no device, no lease, no rule, no RSS write.
+    assert!(ipam.calls.borrow().is_empty());
+    assert!(k.pods.is_empty() && k.leased_queues().is_empty());
+    assert!(k.steer.rules.is_empty() && k.steer.unicast.is_empty() && k.steer.writes == 0);
+    assert!(dir.files().is_empty());
+
+    // An unreadable RSS is refused the same way, with how to restore it.
+    k.steer.table = None;
+    let err = cmd_add(
+        &request("ADD", "c1", conf.clone()),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code, errcodes::STEERING);
+    assert!(
+        err.details.contains("ethtool -X nic0 default"),
+        "{}",
+        err.details
+    );
+
+    // After `ethtool -X nic0 equal 2`: passes.
+    k.steer.table = Some((0..16).map(|i| i % 2).collect());
+    cmd_add(&request("ADD", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap();
+    assert_eq!(k.steer.writes, 0, "admin never writes RSS");
+    assert_eq!(k.steer.rules.len(), 1);
+
+    // A pool in the middle gets the weight form.
+    let pool = crate::cni::config::QueueSet::parse("2-3").unwrap();
+    assert_eq!(
+        steer::fix_command("nic0", &pool, 6),
+        "ethtool -X nic0 weight 1 1 0 0 1 1"
+    );
+}
+
+#[test]
+fn several_queues_get_a_context_and_a_failure_rolls_back_unicast_rules_context_in_order() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = steer_conf(&dir, json!({"queues": 2}), json!({"match": "mac"}));
+    cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    assert_eq!(
+        k.steer.contexts[&1],
+        [2, 3].repeat(8),
+        "a context over exactly 2-3"
+    );
+    assert_eq!(
+        k.steer.rules[&8].action,
+        crate::kernel::ethtool::RuleAction::Context(1)
+    );
+    let st = &dir.info("c1")["netkit-lease"]["steering"];
+    assert_eq!(st["context"], 1);
+    assert_eq!(
+        st["rules"][0]["rule"],
+        format!("ether dst {POD_MAC} -> context 1")
+    );
+    cmd_del(&request("DEL", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    assert!(k.steer.contexts.is_empty() && k.steer.rules.is_empty());
+
+    // configure_pod fails after the steering: everything it did is undone, in reverse.
+    k.calls.clear();
+    k.fail_on = Some("configure_pod");
+    cmd_add(&request("ADD", "c2", conf), &mut k, None, &quiet()).unwrap_err();
+    let (u, r, c, d) = (
+        pos(&k, "unicast del"),
+        pos(&k, "rule_delete"),
+        pos(&k, "rss_delete"),
+        pos(&k, "delete_single"),
+    );
+    assert!(u < r && r < c && c < d, "{:?}", k.calls);
+    assert!(k.steer.contexts.is_empty() && k.steer.rules.is_empty() && k.steer.unicast.is_empty());
+    assert!(k.pods.is_empty() && dir.files().is_empty());
+}
+
+#[test]
+fn match_ip_steers_each_ipam_address_and_a_failed_rule_leaves_nothing() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    let mut conf = lease_conf(
+        &dir,
+        "pair",
+        json!({"allowedQueues": "2-7", "steering": {"match": "ip"}}),
+    );
+    conf["ipam"] = json!({"type": "host-local"});
+    cmd_add(
+        &request("ADD", "c1", conf.clone()),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap();
+    assert_eq!(
+        k.steer.rules[&8].to_string(),
+        "rule 8: ip4 dst 10.1.0.5 -> queue 2"
+    );
+    assert!(k.steer.unicast.is_empty(), "no MAC for match ip");
+    cmd_del(
+        &request("DEL", "c1", conf.clone()),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap();
+    assert!(k.steer.rules.is_empty());
+
+    k.fail_on = Some("rule_insert");
+    let err = cmd_add(&request("ADD", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::STEERING);
+    assert!(k.steer.rules.is_empty() && k.pods.is_empty() && k.devices.is_empty());
+    assert!(k.leased_queues().is_empty());
+}
+
+#[test]
+fn a_nic_without_ntuple_or_contexts_is_113_naming_the_nic_and_the_feature() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    k.steer.ntuple = false;
+    let conf = steer_conf(&dir, json!({"queues": 2}), json!({"match": "mac"}));
+    let err = cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::STEERING);
+    assert!(
+        err.msg.contains("nic0") && err.msg.contains("ntuple"),
+        "{}",
+        err.msg
+    );
+    assert!(
+        err.details.contains("ethtool -K nic0 ntuple on"),
+        "{}",
+        err.details
+    );
+    assert!(k.pods.is_empty(), "refused before any device");
+
+    k.steer.ntuple = true;
+    k.steer.contexts_supported = false;
+    let err = cmd_add(&request("ADD", "c1", conf), &mut k, None, &quiet()).unwrap_err();
+    assert_eq!(err.code, errcodes::STEERING);
+    assert!(
+        err.msg.contains("nic0")
+            && err.msg.contains("RSS contexts")
+            && err.msg.contains("EOPNOTSUPP"),
+        "{}",
+        err.msg
+    );
+    assert!(k.pods.is_empty() && k.steer.rules.is_empty() && dir.files().is_empty());
+}
+
+#[test]
+fn check_names_a_changed_rule_a_changed_context_and_rss_over_the_pool() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = steer_conf(
+        &dir,
+        json!({"queues": 2}),
+        json!({"rss": "exclude-pool", "match": "mac"}),
+    );
+    let r = cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    let mut check = conf.clone();
+    check["prevResult"] = r.to_json(crate::cni::CniVersion::V1_1_0);
+    let run = |k: &mut FakeKernel| cmd_check(&request("CHECK", "c1", check.clone()), k, None);
+    run(&mut k).unwrap();
+
+    // The context now spreads elsewhere.
+    k.steer.contexts.insert(1, vec![2, 4]);
+    let err = run(&mut k).unwrap_err();
+    assert_eq!(err.code, errcodes::CHECK_FAILED);
+    assert!(
+        err.msg.contains("context 1") && err.msg.contains("[2, 4]"),
+        "{}",
+        err.msg
+    );
+    k.steer.contexts.insert(1, vec![2, 3]);
+
+    // The rule was rewritten to a queue.
+    let mut rule = k.steer.rules[&8];
+    rule.action = crate::kernel::ethtool::RuleAction::Queue(5);
+    k.steer.rules.insert(8, rule);
+    let err = run(&mut k).unwrap_err();
+    assert!(
+        err.msg.contains("rule 8") && err.msg.contains("queue 5"),
+        "{}",
+        err.msg
+    );
+    k.steer.rules.remove(&8);
+    let err = run(&mut k).unwrap_err();
+    assert!(
+        err.msg.contains("rule 8") && err.msg.contains("gone"),
+        "{}",
+        err.msg
+    );
+    k.steer.rules.clear();
+    let _ = k.steer.contexts.remove(&1);
+
+    // Someone reset the default table.
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = steer_conf(&dir, json!({}), json!({"rss": "exclude-pool"}));
+    let r = cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
+    let mut check = conf.clone();
+    check["prevResult"] = r.to_json(crate::cni::CniVersion::V1_1_0);
+    cmd_check(&request("CHECK", "c1", check.clone()), &mut k, None).unwrap();
+    k.steer.table = Some(equal_over_all());
+    let err = cmd_check(&request("CHECK", "c1", check), &mut k, None).unwrap_err();
+    assert_eq!(err.code, errcodes::CHECK_FAILED);
+    assert!(
+        err.msg.contains("default RSS context") && err.msg.contains("queue 2"),
+        "{}",
+        err.msg
+    );
+}
+
+#[test]
+fn del_and_gc_sweep_what_a_killed_add_left_and_keep_live_pods_steering() {
+    use crate::kernel::ethtool::{FlowMatch, FlowRule, RuleAction};
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = steer_conf(&dir, json!({}), json!({"match": "mac"}));
+    // A live pod on queue 2.
+    cmd_add(
+        &request("ADD", "live", conf.clone()),
+        &mut k,
+        None,
+        &quiet(),
+    )
+    .unwrap();
+    // A killed ADD left: a rule for queue 5 (unleased) with its unicast address, and a
+    // context over 6-7 nothing points at. And an admin's rule in the range, to another queue.
+    let mac = [2, 0, 0, 0, 0, 9];
+    k.steer.rules.insert(
+        20,
+        FlowRule {
+            location: 20,
+            matches: FlowMatch::EtherDst(mac),
+            action: RuleAction::Queue(5),
+        },
+    );
+    k.steer.unicast.insert(mac);
+    k.steer.contexts.insert(7, vec![6, 7]);
+    k.steer.rules.insert(
+        24,
+        FlowRule {
+            location: 24,
+            matches: FlowMatch::EtherDst([2, 0, 0, 0, 0, 0x10]),
+            action: RuleAction::Queue(1),
+        },
+    );
+    // DEL of an attachment that never got a record: its sweep cleans up.
+    cmd_del(
+        &request("DEL", "killed", conf.clone()),
+        &mut k,
+        None,
+        &quiet(),
+    )
+    .unwrap();
+    assert_eq!(
+        k.steer.rules.keys().copied().collect::<Vec<_>>(),
+        [8, 24],
+        "the live pod's and the admin's rules stay"
+    );
+    assert!(!k.steer.unicast.contains(&mac) && k.steer.unicast.len() == 1);
+    assert!(k.steer.contexts.is_empty());
+
+    // A stale rule left at the live ADD's own location is replaced by the next ADD there.
+    cmd_del(
+        &request("DEL", "live", conf.clone()),
+        &mut k,
+        None,
+        &quiet(),
+    )
+    .unwrap();
+    k.steer.rules.insert(
+        8,
+        FlowRule {
+            location: 8,
+            matches: FlowMatch::EtherDst(mac),
+            action: RuleAction::Queue(2),
+        },
+    );
+    cmd_add(
+        &request("ADD", "next", conf.clone()),
+        &mut k,
+        None,
+        &quiet(),
+    )
+    .unwrap();
+    assert_eq!(
+        k.steer.rules[&8].to_string(),
+        format!("rule 8: ether dst {POD_MAC} -> queue 2")
+    );
+
+    // GC: the orphan's device goes, then its rule and address.
+    let mut gc = conf;
+    gc["cni.dev/valid-attachments"] = json!([]);
+    cmd_gc(&request("GC", "", gc), &mut k, None, &quiet()).unwrap();
+    assert_eq!(k.steer.rules.keys().copied().collect::<Vec<_>>(), [24]);
+    assert!(k.steer.unicast.is_empty());
+}
+
+#[test]
+fn networks_steering_one_nic_must_name_the_same_pool_and_rule_base() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let a = steer_conf(
+        &dir,
+        json!({}),
+        json!({"rss": "exclude-pool", "match": "mac"}),
+    );
+    cmd_add(&request("ADD", "c1", a), &mut k, None, &quiet()).unwrap();
+    let mut b = steer_conf(
+        &dir,
+        json!({"allowedQueues": "4-7"}),
+        json!({"rss": "exclude-pool"}),
+    );
+    b["name"] = json!("othernet");
+    let err = cmd_add(&request("ADD", "c2", b.clone()), &mut k, None, &quiet()).unwrap_err();
+    assert_eq!(err.code, 7);
+    assert!(
+        err.msg.contains("lease.allowedQueues")
+            && err.msg.contains("4-7")
+            && err.msg.contains("2-7"),
+        "{}",
+        err.msg
+    );
+    b["lease"]["allowedQueues"] = json!("2-7");
+    b["lease"]["steering"]["match"] = json!("mac");
+    b["lease"]["steering"]["ruleBase"] = json!(100);
+    let err = cmd_add(&request("ADD", "c2", b.clone()), &mut k, None, &quiet()).unwrap_err();
+    assert!(err.msg.contains("lease.steering.ruleBase"), "{}", err.msg);
+    b["lease"]["steering"]["ruleBase"] = json!(0);
+    cmd_add(&request("ADD", "c2", b), &mut k, None, &quiet()).unwrap();
 }

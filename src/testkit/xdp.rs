@@ -3,11 +3,13 @@
 //! leasing from the NIC into netkit single devices with the XDP dispatcher, and pod-side AF_XDP
 //! sockets.
 //!
-//! Queue steering on the wire: netdevsim delivers a frame to the peer's RX ring numbered after
-//! the sender's TX queue, but records it on the skb as that TX queue mapping (an RX-recorded
-//! mapping is stored +1), so XDP on the receiver sees `rx_queue_index = tx queue - 1` (see
-//! `nsim_start_xmit` and `netif_get_rxqueue`). The sender picks its TX queue per UDP port with
-//! `tc … skbedit queue_mapping`, hence `tx_queue_for(rx)`.
+//! Frames reach a pod because they are addressed to it, never by the queue they are sent on:
+//! the test kernel's netdevsim classifies a frame like a real NIC (ntuple rules first, then the
+//! RSS indirection table over a hash of the flow; see `steering`), and the far side sends on
+//! whatever TX queue the flow hashes to. Every network here steers (`lease.steering`: the pool
+//! out of the default RSS context, a rule on the pod's MAC to its queues). A pod on a single
+//! device has no address of its own, so the far side gets one per pod ([`pod_ip`]) with a
+//! permanent neighbour entry to the pod's MAC ([`Wire::address_pod`]).
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -22,9 +24,11 @@ use super::*;
 pub const NODE_IP: &str = "10.77.0.1";
 pub const FAR_IP: &str = "10.77.0.2";
 
-/// The sender's TX queue whose frames the receiver's XDP sees on RX queue `rx`.
-pub fn tx_queue_for(rx: u32) -> u32 {
-    rx + 1
+/// The far side's address for pod `n` (1..=100) on a wire: in the wire's subnet, resolved by
+/// a permanent neighbour entry to the pod's MAC ([`Wire::address_pod`]).
+pub fn pod_ip(n: u8) -> String {
+    assert!((1..=100).contains(&n), "pod_ip({n}): 1..=100");
+    format!("10.77.0.{}", 100 + u32::from(n))
 }
 
 /// Node netns with the "physical" NIC, a far netns with its wired peer, a private bpffs.
@@ -42,7 +46,7 @@ pub fn wire(queues: u32) -> Wire {
     let node = Netns::new("node");
     let far = Netns::new("far");
     // The far side sends only what a test sends: no IPv6 (its DAD and router solicitations
-    // would ride whatever TX queue the stack picks, possibly one that lands on a leased queue).
+    // would land in the queues' counters the tests read).
     sh(&[
         "ip",
         "netns",
@@ -62,7 +66,7 @@ pub fn wire(queues: u32) -> Wire {
     let v: Value =
         serde_json::from_str(&node.ip(&["-j", "link", "show", "dev", &nic.ifname])).unwrap();
     let node_mac = v[0]["address"].as_str().unwrap().to_string();
-    // No ARP across the wire: an ARP reply could ride a leased queue into a pod.
+    // No ARP across the wire: every frame the far side sends is one a test sent.
     far.ip(&[
         "neigh",
         "replace",
@@ -73,41 +77,6 @@ pub fn wire(queues: u32) -> Wire {
         &peer.ifname,
         "nud",
         "permanent",
-    ]);
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &far.name,
-        "tc",
-        "qdisc",
-        "add",
-        "dev",
-        &peer.ifname,
-        "clsact",
-    ]);
-    // Anything no test steers leaves on TX queue 0, which lands on the node's RX queue 0: the
-    // host's, never leased (the per-port filters come first, at prio 1).
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &far.name,
-        "tc",
-        "filter",
-        "add",
-        "dev",
-        &peer.ifname,
-        "egress",
-        "protocol",
-        "all",
-        "prio",
-        "99",
-        "matchall",
-        "action",
-        "skbedit",
-        "queue_mapping",
-        "0",
     ]);
     Wire {
         node,
@@ -120,48 +89,114 @@ pub fn wire(queues: u32) -> Wire {
 }
 
 impl Wire {
-    /// UDP to `port` leaves the far NIC on the TX queue that lands on the node's RX queue `rx`.
-    pub fn steer_port(&self, port: u16, rx: u32) {
-        let tx = tx_queue_for(rx).to_string();
-        let port = port.to_string();
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.far.name,
-            "tc",
-            "filter",
-            "add",
+    /// The far side sends what it addresses to `ip` to `mac`: a permanent neighbour entry on
+    /// its NIC (a pod on a single device answers no ARP, and no ARP should cross the wire).
+    pub fn address_pod(&self, ip: &str, mac: &str) {
+        self.far.ip(&[
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
             "dev",
             &self.peer.ifname,
-            "egress",
-            "protocol",
-            "ip",
-            "prio",
-            "1",
-            "u32",
-            "match",
-            "ip",
-            "dport",
-            &port,
-            "0xffff",
-            "action",
-            "skbedit",
-            "queue_mapping",
-            &tx,
+            "nud",
+            "permanent",
         ]);
     }
 
-    /// Send `payloads` as UDP from the far side to the node's address at `port`.
-    pub fn send(&self, port: u16, payloads: Vec<String>) {
+    /// Gives the far side an address for pod `n`'s device `ifname`: [`pod_ip`]`(n)` resolved
+    /// to the device's MAC. Returns (that address, the MAC).
+    pub fn reach(&self, pod: &Netns, ifname: &str, n: u8) -> (String, String) {
+        let (ip, mac) = (pod_ip(n), Wire::pod_mac(pod, ifname));
+        self.address_pod(&ip, &mac);
+        (ip, mac)
+    }
+
+    /// Send `payloads` as UDP from the far side to `ip`:`port`, from one socket (one flow).
+    pub fn send_to(&self, ip: &str, port: u16, payloads: Vec<String>) {
+        let ip: std::net::Ipv4Addr = ip.parse().unwrap();
         self.far.run(move || {
             let s = UdpSocket::bind((FAR_IP, 0)).unwrap();
             for p in payloads {
-                s.send_to(p.as_bytes(), (NODE_IP, port)).unwrap();
+                s.send_to(p.as_bytes(), (ip, port)).unwrap();
                 // netdevsim's ring is small; do not outrun the NAPI timer under TCG.
                 std::thread::sleep(Duration::from_millis(2));
             }
         })
+    }
+
+    /// `flows` UDP flows from the far side to `ip`:`port`, each from its own socket (its own
+    /// source port, so RSS spreads them), `per_flow` datagrams each, sent round-robin over the
+    /// flows. The TX queue is whatever the far side's stack picks for each flow. Returns the
+    /// payloads in the order they were sent (`nkc-<tag>-f<flow>-<i>-…`).
+    pub fn send_flows(
+        &self,
+        ip: &str,
+        port: u16,
+        flows: usize,
+        per_flow: usize,
+        tag: &str,
+    ) -> Vec<String> {
+        let dst: std::net::Ipv4Addr = ip.parse().unwrap();
+        let mut sent = Vec::new();
+        for i in 0..per_flow {
+            for f in 0..flows {
+                sent.push(flow_payload(tag, f, i));
+            }
+        }
+        let order = sent.clone();
+        self.far.run(move || {
+            let socks: Vec<UdpSocket> = (0..flows)
+                .map(|_| UdpSocket::bind((FAR_IP, 0)).unwrap())
+                .collect();
+            let ports: std::collections::BTreeSet<u16> = socks
+                .iter()
+                .map(|s| s.local_addr().unwrap().port())
+                .collect();
+            assert_eq!(ports.len(), flows, "one source port per flow");
+            for (n, p) in order.iter().enumerate() {
+                socks[n % flows].send_to(p.as_bytes(), (dst, port)).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        sent
+    }
+
+    /// Send `payloads` as UDP from the far side to the node's address at `port` (one flow).
+    pub fn send(&self, port: u16, payloads: Vec<String>) {
+        self.send_to(NODE_IP, port, payloads)
+    }
+
+    /// The MAC of the pod device `ifname` in `pod` (a single device in mode l2 has its own).
+    pub fn pod_mac(pod: &Netns, ifname: &str) -> String {
+        let v: Value =
+            serde_json::from_str(&pod.ip(&["-j", "link", "show", "dev", ifname])).unwrap();
+        v[0]["address"].as_str().unwrap().to_string()
+    }
+
+    /// The dispatcher's counters of NIC queue `queue` (the network has `xdp.stats`): which
+    /// queue a frame arrived on, as the NIC's XDP saw it. The handle is dropped at once (it
+    /// holds the NIC directory's lock, which ADD and DEL need).
+    pub fn queue_stats(&self, queue: u32) -> crate::xdp::QueueStats {
+        use crate::xdp::{Dispatcher, DispatcherOptions};
+        let (bpffs, ifindex) = (self.bpffs.path.clone(), self.nic.ifindex);
+        self.node.run(move || {
+            let opts = DispatcherOptions {
+                bpffs,
+                stats: true,
+                ..Default::default()
+            };
+            let d = Dispatcher::open(&opts, ifindex)
+                .unwrap()
+                .expect("a dispatcher on the NIC");
+            d.queue_stats(queue).unwrap()
+        })
+    }
+
+    /// Every ntuple rule of the NIC (`ethtool -n` in the node netns).
+    pub fn rules(&self) -> Vec<super::steering::Rule> {
+        super::steering::ntuple_rules(Some(&self.node.name), &self.nic.ifname)
     }
 
     /// `bpftool -j net show dev <nic>` in the node netns: the XDP entries on the NIC.
@@ -204,7 +239,11 @@ pub fn all_links() -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// A network leasing from the wire's NIC into single devices, with the dispatcher on the NIC.
+/// A network leasing from the wire's NIC into single devices, with the dispatcher on the NIC,
+/// steering each pod's MAC to its queues (`lease.steering`: the pool out of the default RSS
+/// context, `match: mac`; a `steering` key in `lease` replaces it). The devices are in mode l2,
+/// so each has a MAC of its own ([`Wire::pod_mac`]). No range of the dispatcher drops: every
+/// queue outside the pool carries the host's traffic, spread there by RSS.
 pub struct XdpNet {
     pub name: String,
     pub dir: PathBuf,
@@ -215,14 +254,15 @@ impl XdpNet {
     pub fn new(w: &Wire, lease: Value) -> XdpNet {
         let name = unique("xnet");
         let dir = std::env::temp_dir().join(unique("nkc-devinfo-"));
-        let mut l = json!({"master": w.nic.ifname, "deviceInfoDir": dir});
+        let mut l = json!({"master": w.nic.ifname, "deviceInfoDir": dir,
+                           "steering": super::steering::steering("mac")});
         for (k, v) in lease.as_object().unwrap() {
             l[k] = v.clone();
         }
         let conf = json!({
             "cniVersion": "1.1.0", "name": name, "type": "netkit-cni", "pairing": "single",
-            "lease": l,
-            "xdp": {"bpffs": w.bpffs.path, "stats": true, "ranges": [{"queues": "5", "action": "drop"}]},
+            "mode": "l2", "lease": l,
+            "xdp": {"bpffs": w.bpffs.path, "stats": true},
         });
         XdpNet { name, dir, conf }
     }
@@ -360,6 +400,11 @@ pub fn host_received(s: &UdpSocket) -> Vec<String> {
         out.push(String::from_utf8_lossy(&buf[..n]).to_string());
     }
     out
+}
+
+/// The payload of datagram `i` of flow `flow` sent by [`Wire::send_flows`].
+pub fn flow_payload(tag: &str, flow: usize, i: usize) -> String {
+    format!("nkc-{tag}-f{flow:02}-{i:03}-{}", "x".repeat(32))
 }
 
 pub fn payloads(tag: &str, n: usize) -> Vec<String> {

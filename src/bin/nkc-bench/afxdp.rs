@@ -143,8 +143,9 @@ impl Drop for RxSocket {
 /// dispatcher, the socket bound once inside a pod to its netkit single device's virtual queue
 /// (queue-create leased NIC queue 1 to it) and once in the node to the NIC's own queue 2
 /// (steered by the bench into a map of its own). A far netdevsim NIC wired to ours floods
-/// minimum-size UDP frames (60 bytes, 64 on the wire) from an AF_XDP socket, one TX queue per
-/// target. netdevsim delivers on the sending CPU (the peer's NAPI runs in the sender's softirq),
+/// minimum-size UDP frames (60 bytes, 64 on the wire) from an AF_XDP socket per target, both on
+/// TX queue 0: the NIC's steering puts them on their queues (the plugin's rule on the pod's
+/// address for the leased queue, a rule of the bench's own for the direct one). netdevsim delivers on the sending CPU (the peer's NAPI runs in the sender's softirq),
 /// so the flood's rate is bounded by the whole per-frame path, transmit, XDP, redirect and the
 /// copy into the receiving socket: a cost the lease added per frame would lower the leased rate.
 /// The kernel adds one such cost: the pool is registered on the NIC's queue at bind time, but
@@ -162,9 +163,11 @@ pub(crate) fn afxdp_rate(
     const QUEUES: u32 = 4;
     const LEASED: u32 = 1;
     const DIRECT: u32 = 2;
-    // netdevsim records the sender's TX queue on the skb as an RX mapping (stored +1), so the
-    // receiver's XDP sees `rx_queue_index = tx queue - 1` (nsim_start_xmit, netif_get_rxqueue).
-    let tx_for = |rx: u32| rx + 1;
+    // The test kernel's netdevsim steers like a real NIC (ntuple rules, then RSS; the sender's
+    // TX queue does not matter): the leased queue gets the pod's flood through the plugin's rule
+    // on the pod's address (`steering.match: ip`); the direct queue, outside the pool, gets the
+    // other flood through a rule of the bench's own (`ethtool -N`, as an admin would write it).
+    const DIRECT_DST: Ipv4Addr = Ipv4Addr::new(10, 145, 0, 1);
     // Bound to the end of the section: dropping the netns or a device would take the wire down.
     let FarWire {
         far: _far,
@@ -183,11 +186,30 @@ pub(crate) fn afxdp_rate(
         bin: ours.to_path_buf(),
         conf: json!({"cniVersion": "1.0.0", "name": "nkb-afxdp", "type": "netkit-cni", "pairing": "single",
             "ipam": {"type": "host-local", "subnet": "10.144.0.0/16", "dataDir": env.data},
-            "lease": {"master": nic.ifname, "queues": 1, "allowedQueues": LEASED.to_string(), "deviceInfoDir": devinfo},
+            "lease": {"master": nic.ifname, "queues": 1, "allowedQueues": LEASED.to_string(), "deviceInfoDir": devinfo,
+                      "steering": {"rss": "exclude-pool", "match": "ip"}},
             "xdp": {"bpffs": bpffs.path}}),
     };
     let pod = Pods::make("nkcbxsk", 1)?;
-    cni_call(env, &plugin, "ADD", "afxdp", &pod.path(0), "", &[])?;
+    let added = cni_call(env, &plugin, "ADD", "afxdp", &pod.path(0), "", &[])?;
+    let pod_ip = crate::datapath::result_ip(&added.stdout)?;
+    let dst = DIRECT_DST.to_string();
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &env.node,
+        "ethtool",
+        "-N",
+        &nic.ifname,
+        "flow-type",
+        "ip4",
+        "dst-ip",
+        &dst,
+        "action",
+        &DIRECT.to_string(),
+    ])
+    .context("the direct queue's ntuple rule (ethtool -N)")?;
     let direct_pod = PodId::new("nkc-bench-direct", "nic")?;
     let opts = DispatcherOptions {
         bpffs: bpffs.path.clone(),
@@ -248,11 +270,10 @@ pub(crate) fn afxdp_rate(
             let bound = (|| -> std::result::Result<Vec<Xsk>, String> {
                 nix::sched::setns(far_fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("setns: {e}"))?;
-                [LEASED, DIRECT]
-                    .iter()
-                    .map(|&q| {
-                        Xsk::bind(peer_ifindex, tx_for(q), &XskConfig::default())
-                            .map_err(|e| e.to_string())
+                // TX queue 0 for both: where a frame lands is the NIC's steering.
+                (0..2)
+                    .map(|_| {
+                        Xsk::bind(peer_ifindex, 0, &XskConfig::default()).map_err(|e| e.to_string())
                     })
                     .collect()
             })();
@@ -261,19 +282,24 @@ pub(crate) fn afxdp_rate(
                 Err(e) => return drop(ready_tx.send(Err(e))),
             };
             let _ = ready_tx.send(Ok(()));
-            let frame = netkit_cni::xsk::frame::UdpFrame {
-                src_mac,
-                dst_mac,
-                src_ip: Ipv4Addr::new(10, 145, 0, 2),
-                dst_ip: Ipv4Addr::new(10, 145, 0, 1),
-                src_port: 40000,
-                dst_port: 9,
-                payload: &[0u8; 18],
-            }
-            .build()
-            .expect("a 60-byte frame");
-            let batch: Vec<&[u8]> = vec![&frame[..]; 64];
+            let frames: Vec<Vec<u8>> = [pod_ip, DIRECT_DST]
+                .iter()
+                .map(|&dst_ip| {
+                    netkit_cni::xsk::frame::UdpFrame {
+                        src_mac,
+                        dst_mac,
+                        src_ip: Ipv4Addr::new(10, 145, 0, 2),
+                        dst_ip,
+                        src_port: 40000,
+                        dst_port: 9,
+                        payload: &[0u8; 18],
+                    }
+                    .build()
+                    .expect("a 60-byte frame")
+                })
+                .collect();
             while let Ok((target, d)) = flood_rx.recv() {
+                let batch: Vec<&[u8]> = vec![&frames[target][..]; 64];
                 if sent_tx
                     .send(crate::util::flood_for(&mut socks[target], &batch, d))
                     .is_err()

@@ -229,9 +229,10 @@ fn mac_bytes(s: &str) -> Result<[u8; 6]> {
 /// channel and a port per leased queue is the only shape it accepts). Pod B: Debian's ptp (veth)
 /// with host-local; testpmd runs in it with `net_af_packet` on `eth0`, how a DPDK application in
 /// an ordinary pod gets its traffic. The far side floods 60-byte UDP frames from an AF_XDP
-/// socket: to A on the TX queue that lands on the leased queue (the dispatcher redirects it to
-/// A's socket), to B with B's address on a pass queue (the dispatcher passes it, the node routes
-/// it into B's veth). netdevsim delivers in the sender's softirq, so each pod's rate is bounded
+/// socket: to A's address, which the plugin's ntuple rule (`lease.steering`) puts on the
+/// leased queue (the dispatcher redirects it to A's socket), and to B's address, which RSS
+/// spreads over the queues outside the pool (the dispatcher passes it, the node routes it into
+/// B's veth). No TX queue is chosen: the test kernel's netdevsim steers like a real NIC. netdevsim delivers in the sender's softirq, so each pod's rate is bounded
 /// by its whole per-frame path, and the faster path lets more of the flood through. Only the
 /// measured testpmd forwards; the other is stopped. The goal is the median of the per-round
 /// ratios of testpmd's RX-packets per second.
@@ -244,12 +245,10 @@ pub(crate) fn dpdk_rate(
 ) -> Result<()> {
     const QUEUES: u32 = 4;
     const LEASED: u32 = 1;
-    const PASS: u32 = 2;
-    // Pod A's flood frames are steered by queue, whatever their address; this one is nobody's.
-    const A_DST: Ipv4Addr = Ipv4Addr::new(10, 146, 0, 99);
-    // netdevsim records the sender's TX queue on the skb as an RX mapping (stored +1), so the
-    // receiver's XDP sees `rx_queue_index = tx queue - 1` (nsim_start_xmit, netif_get_rxqueue).
-    let tx_for = |rx: u32| rx + 1;
+    // The test kernel's netdevsim steers like a real NIC (ntuple rules, then RSS; the sender's
+    // TX queue does not matter): pod A's flood reaches its leased queue through the plugin's rule
+    // on A's address (`steering.match: ip`), pod B's spreads by RSS over the queues outside the
+    // pool, which the dispatcher passes to the node's stack.
     rootfs()?;
     let FarWire {
         far,
@@ -303,7 +302,8 @@ pub(crate) fn dpdk_rate(
         bin: plugins[0].bin.clone(),
         conf: json!({"cniVersion": "1.0.0", "name": "nkb-dpdk", "type": "netkit-cni", "pairing": "single",
             "ipam": {"type": "host-local", "subnet": "10.146.0.0/16", "dataDir": env.data},
-            "lease": {"master": nic.ifname, "queues": 1, "allowedQueues": LEASED.to_string(), "deviceInfoDir": devinfo},
+            "lease": {"master": nic.ifname, "queues": 1, "allowedQueues": LEASED.to_string(), "deviceInfoDir": devinfo,
+                      "steering": {"rss": "exclude-pool", "match": "ip"}},
             "xdp": {"bpffs": bpffs.path}}),
     };
     let ptp = Plugin {
@@ -313,7 +313,8 @@ pub(crate) fn dpdk_rate(
             "ipam": {"type": "host-local", "subnet": "10.148.0.0/16", "dataDir": env.data}}),
     };
     let pods = Pods::make("nkcbdpdk", 2)?;
-    cni_call(env, &ours, "ADD", "dpdk-a", &pods.path(0), "", &[])?;
+    let added_a = cni_call(env, &ours, "ADD", "dpdk-a", &pods.path(0), "", &[])?;
+    let a_dst = result_ip(&added_a.stdout)?;
     let added_b = cni_call(env, &ptp, "ADD", "dpdk-b", &pods.path(1), "", &[]);
     let measured = (|| -> Result<()> {
         let b_ip = result_ip(
@@ -367,11 +368,10 @@ pub(crate) fn dpdk_rate(
                 pin_to(0)?;
                 nix::sched::setns(flood_fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("setns: {e}"))?;
-                [LEASED, PASS]
-                    .iter()
-                    .map(|&q| {
-                        Xsk::bind(peer_ifindex, tx_for(q), &XskConfig::default())
-                            .map_err(|e| e.to_string())
+                // TX queue 0 for both: where a frame lands is the NIC's steering.
+                (0..2)
+                    .map(|_| {
+                        Xsk::bind(peer_ifindex, 0, &XskConfig::default()).map_err(|e| e.to_string())
                     })
                     .collect()
             })();
@@ -380,8 +380,8 @@ pub(crate) fn dpdk_rate(
                 Err(e) => return drop(ready_tx.send(Err(e))),
             };
             let _ = ready_tx.send(Ok(()));
-            // Pod B's frames are routed by their address.
-            let frames: Vec<Vec<u8>> = [A_DST, b_ip]
+            // Both by their address: A's by its rule, B's routed by the node.
+            let frames: Vec<Vec<u8>> = [a_dst, b_ip]
                 .iter()
                 .map(|&dst_ip| {
                     netkit_cni::xsk::frame::UdpFrame {

@@ -28,6 +28,8 @@ pub enum AttrNest {
     QueueIoUring,
     /// Inside `queue.xsk` (the xsk-info set has no attributes yet).
     QueueXsk,
+    /// Top level of an ethtool `rss` object ([`crate::kernel::ethtool::rss`]).
+    EthtoolRss,
 }
 
 /// An attribute the decoder does not know, kept verbatim so nothing the kernel reports is lost.
