@@ -24,6 +24,10 @@ const FAR_IP: &str = "10.88.0.2";
 /// An address the far side sends to with another destination MAC than the NIC's own.
 const OTHER_IP: &str = "10.88.0.3";
 const OTHER_MAC: &str = "02:00:00:00:88:03";
+/// Distance between the source ports of a test's flows. The Toeplitz hash is linear in its input
+/// bits: flows whose ports differ only in their low bits could, for some keys, reach only a few
+/// table entries. An odd stride varies all 16 bits.
+const SPORT_STRIDE: u16 = 97;
 
 struct Bed {
     ynl: Ynl,
@@ -32,7 +36,7 @@ struct Bed {
     nic: Netdevsim,
     _peer: Netdevsim,
     nic_mac: String,
-    /// Next UDP source port, so that no two flows in a test are the same.
+    /// Next UDP source port, so that no two flows in a test are the same (see SPORT_STRIDE).
     next_sport: u16,
 }
 
@@ -66,7 +70,23 @@ impl Bed {
         let v: Value =
             serde_json::from_str(&node.ip(&["-j", "link", "show", "dev", &nic.ifname])).unwrap();
         let nic_mac = v[0]["address"].as_str().unwrap().to_string();
-        // No ARP on the wire: only the test's datagrams reach the NIC.
+        // No ARP on the wire: only the test's datagrams reach the NIC. The node answers each
+        // datagram with an ICMP port unreachable; without a static entry it would ARP for the far
+        // side first, and the ARP reply would arrive on the NIC.
+        let v: Value =
+            serde_json::from_str(&far.ip(&["-j", "link", "show", "dev", &peer.ifname])).unwrap();
+        let peer_mac = v[0]["address"].as_str().unwrap().to_string();
+        node.ip(&[
+            "neigh",
+            "replace",
+            FAR_IP,
+            "lladdr",
+            &peer_mac,
+            "dev",
+            &nic.ifname,
+            "nud",
+            "permanent",
+        ]);
         for (ip, mac) in [(NODE_IP, nic_mac.as_str()), (OTHER_IP, OTHER_MAC)] {
             far.ip(&[
                 "neigh",
@@ -80,14 +100,40 @@ impl Bed {
                 "permanent",
             ]);
         }
-        Bed {
+        let bed = Bed {
             ynl: Ynl::new(),
             node,
             far,
             nic,
             _peer: peer,
             nic_mac,
-            next_sport: 40000,
+            next_sport: 10000,
+        };
+        bed.settle();
+        bed
+    }
+
+    /// Wait until nothing arrives on the NIC for a while: what the far side's stack sends when
+    /// its link comes up must not count against the first test's frames.
+    fn settle(&self) {
+        let first = self.rx_counts();
+        let mut last = first.clone();
+        let mut quiet_since = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while quiet_since.elapsed() < Duration::from_secs(2) {
+            assert!(
+                Instant::now() < deadline,
+                "frames keep arriving on an idle wire: {first:?} -> {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.rx_counts();
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+        }
+        if last != first {
+            eprintln!("settled: frames arrived after link-up: {first:?} -> {last:?}");
         }
     }
 
@@ -133,10 +179,11 @@ impl Bed {
     fn send(&mut self, dst: &str, dport: u16, flows: u16, expect: u64) -> Vec<u64> {
         let before = self.rx_counts();
         let first = self.next_sport;
-        self.next_sport += flows;
+        self.next_sport += flows * SPORT_STRIDE;
         let dst = dst.to_string();
         self.far.run(move || {
-            for sport in first..first + flows {
+            for i in 0..flows {
+                let sport = first + i * SPORT_STRIDE;
                 let s = UdpSocket::bind((FAR_IP, sport)).expect("bind far udp socket");
                 s.send_to(b"test-bed flow", (dst.as_str(), dport))
                     .expect("send datagram");
@@ -196,10 +243,22 @@ impl Bed {
             .collect()
     }
 
-    fn add_rule(&self, spec: &[&str]) -> u32 {
-        let mut args = vec!["-N", self.nic.ifname.as_str()];
+    /// `ethtool -N NIC SPEC...`. Debian's ethtool (6.1) exits 0 when the kernel refuses a rule
+    /// (rxclass_rule_ins only prints "rmgr: Cannot insert RX class rule"), so stderr decides.
+    fn try_rule(&self, spec: &[&str]) -> Result<String, String> {
+        let mut args = vec!["ip", "netns", "exec", &self.node.name, "ethtool", "-N"];
+        args.push(&self.nic.ifname);
         args.extend_from_slice(spec);
-        let out = self.ethtool(&args);
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() || stderr.contains("Cannot insert") {
+            return Err(format!("ethtool -N {spec:?} ({}): {stderr}", out.status));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    fn add_rule(&self, spec: &[&str]) -> u32 {
+        let out = self.try_rule(spec).unwrap_or_else(|e| panic!("{e}"));
         out.lines()
             .find_map(|l| l.trim().strip_prefix("Added rule with ID "))
             .unwrap_or_else(|| panic!("ethtool -N {spec:?} printed no rule ID: {out:?}"))
@@ -393,19 +452,15 @@ fn netdevsim_steers_like_a_nic_with_rss_and_ntuple() {
         "frames to another address must not match the ip4 rules: {delta:?}"
     );
     // A source field cannot be matched: refused like on a NIC that keys on the destination.
+    let refused = bed.try_rule(&["flow-type", "udp4", "src-ip", FAR_IP, "action", "2"]);
     assert!(
-        bed.try_ethtool(&[
-            "-N",
-            &nic,
-            "flow-type",
-            "udp4",
-            "src-ip",
-            FAR_IP,
-            "action",
-            "2",
-        ])
-        .is_err(),
-        "a src-ip rule must be refused"
+        refused.is_err(),
+        "a src-ip rule must be refused: {refused:?}"
+    );
+    assert_eq!(
+        bed.rules(),
+        vec![5, 10],
+        "a refused rule must not be listed"
     );
     bed.ethtool(&["-N", &nic, "delete", "5"]);
     bed.ethtool(&["-N", &nic, "delete", "10"]);
@@ -451,9 +506,14 @@ fn netdevsim_steers_like_a_nic_with_rss_and_ntuple() {
     bed.ethtool(&["-K", &nic, "ntuple", "off"]);
     assert_eq!(bed.rules(), Vec::<u32>::new(), "rules after ntuple off");
     assert!(
-        bed.try_ethtool(&["-N", &nic, "flow-type", "ether", "dst", &mac, "action", "5"])
+        bed.try_rule(&["flow-type", "ether", "dst", &mac, "action", "5"])
             .is_err(),
         "ethtool -N must fail with ntuple off"
+    );
+    assert_eq!(
+        bed.rules(),
+        Vec::<u32>::new(),
+        "a rule refused with ntuple off is listed"
     );
     let delta = bed.send(NODE_IP, 7000, FLOWS, FLOWS as u64);
     assert!(
