@@ -2051,6 +2051,19 @@ fn admin_refuses_a_pool_queue_in_rss_before_ipam_naming_queue_nic_and_fix() {
         err.details
     );
 
+    // So is a driver that reports no table at all.
+    k.steer.table = Some(vec![]);
+    let err = cmd_add(
+        &request("ADD", "c1", conf.clone()),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code, errcodes::STEERING);
+    assert!(err.msg.contains("no RSS indirection table"), "{}", err.msg);
+    assert!(ipam.calls.borrow().is_empty() && k.pods.is_empty());
+
     // After `ethtool -X nic0 equal 2`: passes.
     k.steer.table = Some((0..16).map(|i| i % 2).collect());
     cmd_add(&request("ADD", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap();
