@@ -1221,6 +1221,11 @@ pub fn cmd_gc(
         match devinfo::list(&l.device_info_dir, &req.conf.name) {
             Ok(files) => {
                 for m in files.into_iter().filter(|m| orphan(m)) {
+                    // What the record names and the sweep cannot find by location (a MAC whose
+                    // rule someone else deleted) goes with it.
+                    if let Err(e) = release_steering(dp, l, &m, log) {
+                        failures.push(format!("{m}: {}", e.msg));
+                    }
                     log.info(format_args!("GC: removing the device-info file of {m}"));
                     if let Err(e) = devinfo::remove(&l.device_info_dir, &m) {
                         failures.push(e.to_string());

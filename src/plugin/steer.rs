@@ -129,6 +129,17 @@ pub fn prepare(
         )
     })?;
     let table_size = rss.indir.len();
+    if table_size == 0 {
+        // No table (virtio-net without the RSS feature answers so): which queue a flow lands
+        // on is not something the plugin can read, so not something it can vouch for.
+        return Err(refused(
+            format!(
+                "lease master {} reports no RSS indirection table, so whether it spreads flows onto the pool cannot be read",
+                nic.name
+            ),
+            format!("steering needs a driver with RSS (get_rxfh); {restore} on one that has it"),
+        ));
+    }
     match s.rss {
         RssPolicy::Admin => {
             let candidates: Vec<u32> = match &plan.want {
@@ -149,15 +160,6 @@ pub fn prepare(
             }
         }
         RssPolicy::ExcludePool => {
-            if table_size == 0 {
-                return Err(refused(
-                    format!(
-                        "lease master {} reports no RSS indirection table to keep the pool out of",
-                        nic.name
-                    ),
-                    "steering.rss \"exclude-pool\" needs a driver with RSS (get_rxfh/set_rxfh)",
-                ));
-            }
             let pool: Vec<u32> = plan.pool.iter().collect();
             let Some(want) = table_excluding(table_size, plan.rx_queues, &pool) else {
                 return Err(refused(

@@ -2051,6 +2051,19 @@ fn admin_refuses_a_pool_queue_in_rss_before_ipam_naming_queue_nic_and_fix() {
         err.details
     );
 
+    // So is a driver that reports no table at all.
+    k.steer.table = Some(vec![]);
+    let err = cmd_add(
+        &request("ADD", "c1", conf.clone()),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code, errcodes::STEERING);
+    assert!(err.msg.contains("no RSS indirection table"), "{}", err.msg);
+    assert!(ipam.calls.borrow().is_empty() && k.pods.is_empty());
+
     // After `ethtool -X nic0 equal 2`: passes.
     k.steer.table = Some((0..16).map(|i| i % 2).collect());
     cmd_add(&request("ADD", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap();
@@ -2313,12 +2326,15 @@ fn del_and_gc_sweep_what_a_killed_add_left_and_keep_live_pods_steering() {
         format!("rule 8: ether dst {POD_MAC} -> queue 2")
     );
 
-    // GC: the orphan's device goes, then its rule and address.
+    // GC: the orphan's device goes, then its rule and address; the address also when its
+    // rule was deleted by hand (the record names it).
+    k.steer.rules.remove(&8);
     let mut gc = conf;
     gc["cni.dev/valid-attachments"] = json!([]);
     cmd_gc(&request("GC", "", gc), &mut k, None, &quiet()).unwrap();
     assert_eq!(k.steer.rules.keys().copied().collect::<Vec<_>>(), [24]);
-    assert!(k.steer.unicast.is_empty());
+    assert!(k.steer.unicast.is_empty(), "{:?}", k.steer.unicast);
+    assert!(dir.files().is_empty());
 }
 
 #[test]
