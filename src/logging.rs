@@ -206,7 +206,26 @@ impl Logger {
     }
 }
 
-/// Appends `s` to `out` with every control character (C0, DEL, C1) escaped: `\n`, `\r`, `\t`
+/// Whether `c` is a Unicode format character (general category Cf: bidi embeddings, overrides
+/// and isolates such as U+202E and U+2066, zero-width characters, the BOM, tags) or a line or
+/// paragraph separator (U+2028, U+2029). None is visible; each can reorder or hide what a
+/// terminal shows around it ("Trojan Source"). The list is Unicode 15's Cf, by range.
+pub fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x890..=0x891 | 0x8e2 | 0x180e
+        | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x2064 | 0x2066..=0x206f | 0xfeff
+        | 0xfff9..=0xfffb | 0x110bd | 0x110cd | 0x13430..=0x1343f | 0x1bca0..=0x1bca3
+        | 0x1d173..=0x1d17a | 0xe0001 | 0xe0020..=0xe007f)
+}
+
+/// Whether `c` must never reach a terminal as itself: a control character (C0, DEL, C1) or a
+/// format character ([`is_format`]).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || is_format(c)
+}
+
+/// Appends `s` to `out` with every control character (C0, DEL, C1) and every format character
+/// ([`is_format`]: bidi overrides and isolates, zero-width characters) escaped: `\n`, `\r`, `\t`
 /// as such, the rest as `\u{..}`. A backslash is left alone (it cannot start anything a terminal
 /// acts on).
 pub fn escape_controls(s: &str, out: &mut String) {
@@ -215,7 +234,7 @@ pub fn escape_controls(s: &str, out: &mut String) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -268,6 +287,14 @@ impl Write for Buf {
         Ok(())
     }
 }
+/// `s` with [`escape_controls`] applied: what text output (tables, messages) prints of a value
+/// that a pod may have chosen.
+pub fn escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_controls(s, &mut out);
+    out
+}
+
 
 #[cfg(test)]
 mod tests {
