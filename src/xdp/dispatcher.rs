@@ -759,7 +759,11 @@ impl Dispatcher {
                     let _ = locked.parent.rmdir(&nic.dir_name());
                     return Err(e);
                 }
-                locked.dir.clear()?;
+                // Whatever a pod left here that cannot be removed is moved aside, never a reason
+                // for this NIC's ADDs to fail from now on.
+                locked
+                    .dir
+                    .clear_or_move_aside(&super::paths::attic(&locked.parent)?)?;
                 let d = Self::attach_fresh(opts, nic, paths, ranges, locked)?;
                 Ok((d, Attach::Attached))
             }
@@ -1086,7 +1090,7 @@ impl Dispatcher {
         let Some(cid) = pods.child_dir(pod.container_id())? else {
             return Ok(());
         };
-        cid.remove_tree(pod.ifname())?;
+        cid.remove_tree_or_move_aside(pod.ifname(), &super::paths::attic(&self.parent)?)?;
         match pods.rmdir(pod.container_id()) {
             Ok(_) => Ok(()),
             // Another interface of the same container still has a map.
@@ -1476,7 +1480,8 @@ impl Dispatcher {
         // bpftool) may hold the link open, and the NIC must be free when this returns.
         sys::link_detach(self.link.as_fd())
             .map_err(|e| XdpError::sys("BPF_LINK_DETACH", Some(&self.paths.link()), e))?;
-        self.dir.clear()?;
+        self.dir
+            .clear_or_move_aside(&super::paths::attic(&self.parent)?)?;
         // Still holding the lock: waiters see the dead directory (nlink 0) and start over.
         self.parent.rmdir(&self.nic.dir_name())?;
         Ok(DetachOutcome::Detached)
