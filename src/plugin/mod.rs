@@ -767,8 +767,8 @@ fn release_xdp(
         None => {
             let swept = dp.xdp_sweep(x).map_err(xdp_error)?;
             log.debug(format_args!(
-                "DEL {marker}: master {} is gone; swept {swept:?}",
-                l.master
+                "DEL {marker}: master {} is gone; swept {:?}",
+                l.master, swept.removed
             ));
         }
     }
@@ -776,6 +776,11 @@ fn release_xdp(
 }
 
 // ---------------------------------------------------------------------------------------------
+            // Another NIC's directory that cannot be swept (junk a pod planted there) is not
+            // this attachment's: reported, and GC reports it too, but it does not fail this DEL.
+            for r in &swept.refused {
+                log.warn(format_args!("DEL {marker}: left in bpffs: {r}"));
+            }
 // CHECK
 
 /// CHECK: the attachment must still look like `prevResult` says — the device(s) exist and are
@@ -1156,10 +1161,15 @@ fn gc_xdp(
     log: &Logger,
 ) {
     match dp.xdp_sweep(x) {
-        Ok(swept) if !swept.is_empty() => log.info(format_args!(
-            "GC: removed the pins of NICs that are gone: {swept:?}"
-        )),
-        Ok(_) => {}
+        Ok(swept) => {
+            if !swept.removed.is_empty() {
+                log.info(format_args!(
+                    "GC: removed the pins of NICs that are gone: {:?}",
+                    swept.removed
+                ));
+            }
+            failures.extend(swept.refused);
+        }
         Err(e) => failures.push(e.to_string()),
     }
     let master = match dp.master(&l.master) {

@@ -70,6 +70,8 @@ struct FakeXdp {
     pins: std::collections::BTreeSet<String>,
     /// The NIC died with the dispatcher attached: pins left for a sweep.
     defunct: bool,
+    /// Entries the sweep reports it had to leave (junk under other NICs' directories).
+    sweep_refuses: Vec<String>,
 }
 
 /// Every pod netns has this nsid in the node netns.
@@ -538,13 +540,23 @@ impl Dataplane for FakeKernel {
             })
             .collect())
     }
-    fn xdp_sweep(&mut self, conf: &crate::cni::config::XdpConfig) -> Result<Vec<PathBuf>, DpError> {
+    fn xdp_sweep(
+        &mut self,
+        conf: &crate::cni::config::XdpConfig,
+    ) -> Result<crate::xdp::Swept, DpError> {
         self.calls.push("xdp_sweep".into());
+        let refused = self.xdp.sweep_refuses.clone();
         if !self.xdp.defunct {
-            return Ok(vec![]);
+            return Ok(crate::xdp::Swept {
+                removed: vec![],
+                refused,
+            });
         }
         self.xdp = FakeXdp::default();
-        Ok(vec![conf.bpffs.join("netkit-cni/dead")])
+        Ok(crate::xdp::Swept {
+            removed: vec![conf.bpffs.join("netkit-cni/dead")],
+            refused,
+        })
     }
     fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError> {
         self.calls
