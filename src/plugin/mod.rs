@@ -731,7 +731,8 @@ pub fn cmd_del(
 /// XDP pins are keyed by container id and ifname only, so the pin at this key may be another
 /// network's: a DEL for network A after A's ADD was refused with 103 (network B's device holds
 /// that ifname) must leave B's steering alone. The release is skipped when a device leasing from
-/// the master carries this container id and ifname for another network.
+/// the master *verifiably* belongs to this container id and ifname in another network (see
+/// [`foreign_owner`]); an alias never decides it.
 fn release_xdp(
     dp: &mut dyn Dataplane,
     l: &LeaseConfig,
@@ -740,15 +741,13 @@ fn release_xdp(
     log: &Logger,
 ) -> Result<(), CniError> {
     let pod = pod_id(marker)?;
-    let foreign = lease::leasing_devices(dp, l, log)
-        .map_err(kernel_error)?
-        .into_iter()
-        .filter_map(|d| d.owner().cloned())
-        .find(|m| {
-            m.container_id() == marker.container_id()
-                && m.ifname() == marker.ifname()
-                && m.network() != marker.network()
-        });
+    let devs = lease::leasing_devices(dp, l, log).map_err(kernel_error)?;
+    let foreign = foreign_owner(
+        &devs,
+        marker.network(),
+        marker.container_id(),
+        marker.ifname(),
+    );
     if let Some(m) = foreign {
         log.warn(format_args!(
             "DEL {marker}: the XDP steering of {pod} belongs to network {}'s device, left alone",
@@ -770,17 +769,39 @@ fn release_xdp(
                 "DEL {marker}: master {} is gone; swept {:?}",
                 l.master, swept.removed
             ));
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
             // Another NIC's directory that cannot be swept (junk a pod planted there) is not
             // this attachment's: reported, and GC reports it too, but it does not fail this DEL.
             for r in &swept.refused {
                 log.warn(format_args!("DEL {marker}: left in bpffs: {r}"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The attachment of another network than `network` that holds `container_id`/`ifname` on the
+/// master, from facts the pod cannot change: a leasing device that a root-owned device-info
+/// record describes exactly ([`lease::LeasingDevice::verified`]). (XDP needs a single device,
+/// and only one device of that ifname can live in the pod netns, so a pin at this key belongs
+/// to a single device of some network.) A single device's alias is never asked: the pod
+/// rewrites it at will, and a pod that deleted its own record and took another attachment's
+/// marker as its alias must not make that attachment's DEL or GC skip the release of its XDP
+/// steering.
+fn foreign_owner(
+    devs: &[lease::LeasingDevice],
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Option<Marker> {
+    devs.iter()
+        .filter_map(|d| d.verified.as_ref().map(|(m, _)| m))
+        .find(|m| {
+            m.container_id() == container_id && m.ifname() == ifname && m.network() != network
+        })
+        .cloned()
+}
+
+// ---------------------------------------------------------------------------------------------
 // CHECK
 
 /// CHECK: the attachment must still look like `prevResult` says — the device(s) exist and are
@@ -1181,20 +1202,25 @@ fn gc_xdp(
         Ok(p) => p,
         Err(e) => return failures.push(e.to_string()),
     };
-    let others: BTreeSet<(String, String)> = match lease::leasing_devices(dp, l, log) {
-        Ok(devs) => devs
-            .iter()
-            .filter_map(|d| d.owner())
-            .filter(|m| m.network() != network)
-            .map(|m| (m.container_id().to_string(), m.ifname().to_string()))
-            .collect(),
+    let devs = match lease::leasing_devices(dp, l, log) {
+        Ok(devs) => devs,
         Err(e) => return failures.push(e.to_string()),
     };
-    let orphan = |p: &PodId| {
-        !valid.contains(&(p.container_id(), p.ifname()))
-            && !others.contains(&(p.container_id().to_string(), p.ifname().to_string()))
-    };
-    for pod in pods.into_iter().filter(|p| orphan(p)) {
+    let mut orphans = Vec::new();
+    for p in pods
+        .into_iter()
+        .filter(|p| !valid.contains(&(p.container_id(), p.ifname())))
+    {
+        // Verified facts only (see foreign_owner): an alias keeps no orphan's steering alive.
+        match foreign_owner(&devs, network, p.container_id(), p.ifname()) {
+            Some(m) => log.debug(format_args!(
+                "GC: the XDP steering of {p} belongs to network {}",
+                m.network()
+            )),
+            None => orphans.push(p),
+        }
+    }
+    for pod in orphans {
         log.info(format_args!(
             "GC: releasing the XDP steering of orphan {network}/{pod} on {}",
             master.name
