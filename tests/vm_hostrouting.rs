@@ -722,6 +722,42 @@ fn check_del_and_gc_leave_nothing_and_refcount_per_uplink() {
 
 /// Nothing of the plugin is left in `node`: no tcx program on `nic`, no pins under `bpffs`, no
 /// netkit device, no IPAM reservation of `nets`.
+/// Host device names hash only the container id and ifname: network A's ADD of the same pod
+/// and ifname as network B's live attachment is refused (103), and the runtime then sends A's
+/// DEL. That DEL must leave B's addresses in the uplink's `pods` map and its tcx program
+/// attached (it used to remove the addresses of whatever device had the name, and detach the
+/// uplink when B was its last pod).
+#[test]
+fn a_refused_adds_del_for_another_network_leaves_the_owners_host_routing() {
+    let b = Bed::new();
+    let owner = Net::new(&b, "l3", "10.244.60.0/24", "fd44:60::/64", &BYPASS);
+    let other = Net::new(&b, "l3", "10.244.61.0/24", "fd44:61::/64", &BYPASS);
+    let pod = Netns::new("pod");
+    let (_, v4, _) = owner.add(&b, "c1", &pod);
+    let (_, before, _) = b.uplink().expect("attached");
+    assert!(before.iter().any(|(ip, _)| *ip == v4), "{before:?}");
+    let prog = b.tcx_programs();
+    assert_eq!(prog.len(), 1);
+    let e = other
+        .call(&b, "ADD", "c1", Some(&pod), &other.conf)
+        .err("ADD of the same pod and ifname in another network");
+    assert_eq!(e["code"], 103, "{e}");
+    other
+        .call(&b, "DEL", "c1", Some(&pod), &other.conf)
+        .ok("DEL after the refused ADD");
+    let (_, after, _) = b
+        .uplink()
+        .expect("the owner's uplink must stay attached after another network's DEL");
+    assert_eq!(after, before, "the owner's addresses are still routed");
+    assert_eq!(b.tcx_programs(), prog);
+    ping(&b.w.far, &v4.to_string());
+    owner
+        .call(&b, "DEL", "c1", Some(&pod), &owner.conf)
+        .ok("the owner's DEL");
+    assert!(b.uplink().is_none(), "the owner's DEL detaches");
+    assert!(b.tcx_programs().is_empty());
+}
+
 fn assert_no_leftovers(node: &Netns, nic: &Netdevsim, bpffs: &Bpffs, nets: &[&Net]) {
     assert_eq!(
         tcx_programs(node, nic.ifindex),

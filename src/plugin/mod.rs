@@ -321,7 +321,11 @@ impl<'a> AddUndo<'a> {
         let marker = &self.marker;
         // Before the device, as in DEL: no map entry ever names a deleted primary.
         if let (true, Some(h)) = (self.host_routing, &self.req.conf.host_routing) {
-            if let Err(e) = crate::hostrouting::hooks::release(h, &marker.host_ifname(), log) {
+            let ours = own_primary(dp, marker).unwrap_or_else(|e| {
+                log.warn(format_args!("rollback: host device of {marker}: {e}"));
+                None
+            });
+            if let Err(e) = crate::hostrouting::hooks::release(h, ours, log) {
                 log.error(format_args!("rollback: host routing: {e}"));
             }
         }
@@ -689,9 +693,12 @@ pub fn cmd_del(
     log: &Logger,
 ) -> Result<(), CniError> {
     let marker = req.marker()?;
-    // Before the device goes: its addresses stop being redirected to it first.
+    // Before the device goes: its addresses stop being redirected to it first. Only those of
+    // the host device that names this attachment: after network A's refused ADD (103), the
+    // device at the derived name is network B's, and A's DEL must not unroute B's pod.
     if let Some(h) = &req.conf.host_routing {
-        crate::hostrouting::hooks::release(h, &marker.host_ifname(), log)?;
+        let ours = own_primary(dp, &marker).map_err(kernel_error)?;
+        crate::hostrouting::hooks::release(h, ours, log)?;
     }
     let deleted = match (req.conf.pairing, req.env.netns.as_deref(), &req.conf.lease) {
         (Pairing::Pair, _, _) => dp.delete(&marker),
@@ -777,6 +784,17 @@ fn release_xdp(
         }
     }
     Ok(())
+}
+
+/// The ifindex of the pair's host device (primary) named after `marker` in the node netns, if
+/// it carries exactly this marker. The name hashes only the container id and ifname, so it may
+/// be another network's device; its marker is in the node netns, out of the pod's reach.
+fn own_primary(dp: &mut dyn Dataplane, marker: &Marker) -> Result<Option<u32>, DpError> {
+    Ok(dp
+        .observe(marker, None, marker.ifname())?
+        .host
+        .filter(|h| h.marker.as_ref() == Some(marker))
+        .map(|h| h.ifindex))
 }
 
 /// The attachment of another network than `network` that holds `container_id`/`ifname` on the

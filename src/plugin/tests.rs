@@ -235,12 +235,17 @@ impl Dataplane for FakeKernel {
         _ifname: &str,
     ) -> Result<Observed, DpError> {
         self.step("observe")?;
-        let host = self.devices.get(&marker.to_string()).map(|m| ObservedLink {
-            ifindex: 10,
-            is_netkit: true,
-            mode: None,
-            marker: Some(m.clone()),
-        });
+        // By the derived host name, as the kernel is asked: whatever marker the device carries.
+        let host = self
+            .devices
+            .values()
+            .find(|m| m.host_ifname() == marker.host_ifname())
+            .map(|m| ObservedLink {
+                ifindex: 10,
+                is_netkit: true,
+                mode: None,
+                marker: Some(m.clone()),
+            });
         let pod = netns
             .and_then(|ns| self.pods.get(&marker.to_string()).filter(|p| p.netns == ns))
             .map(|p| ObservedLink {
@@ -1517,11 +1522,6 @@ fn del_for_another_network_leaves_the_owners_xdp_steering_alone() {
     assert!(k.xdp.steered.is_empty() && !k.xdp.attached);
 }
 
-#[test]
-fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
-    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
-    let conf = xdp_conf(&dir, json!({"queues": 1}));
-    cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
 /// A pod that deleted its own device-info record (anyone who may write `deviceInfoDir` can)
 /// and took another network's marker with the victim's container id and ifname as its alias.
 fn forge_foreign(k: &mut FakeKernel, dir: &DevDir, cid: &str, victim: &str) {
@@ -1576,6 +1576,11 @@ fn an_alias_never_keeps_an_orphans_xdp_steering_from_gc() {
     );
 }
 
+#[test]
+fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = xdp_conf(&dir, json!({"queues": 1}));
+    cmd_add(&request("ADD", "c1", conf.clone()), &mut k, None, &quiet()).unwrap();
     k.calls.clear();
     cmd_del(&request("DEL", "c1", conf), &mut k, None, &quiet()).unwrap();
     // The device goes by the leases its record names (delete_remote), or by name.
