@@ -758,6 +758,47 @@ fn a_refused_adds_del_for_another_network_leaves_the_owners_host_routing() {
     assert!(b.tcx_programs().is_empty());
 }
 
+/// The `pods` map never takes an address over from another live pod: today the host route's
+/// `NLM_F_EXCL` refuses a duplicate address before host routing is reached, so the map's own
+/// guard is exercised directly, as a second ADD's `add_pod` would call it. It used to write
+/// with `BPF_ANY` and silently re-route the first pod's address to the second.
+#[test]
+fn add_pod_never_takes_over_another_pods_address() {
+    let b = Bed::new();
+    let net = Net::new(&b, "l3", "10.244.62.0/24", "fd44:62::/64", &BYPASS);
+    let (pa, pb) = (Netns::new("pod"), Netns::new("pod"));
+    let (_, a4, _) = net.add(&b, "ca", &pa);
+    let (_, b4, _) = net.add(&b, "cb", &pb);
+    let (_, before, _) = b.uplink().unwrap();
+    let of = |ip: IpAddr| before.iter().find(|(i, _)| *i == ip).unwrap().1;
+    let (a_if, b_if) = (of(a4), of(b4));
+    assert_ne!(a_if, b_if);
+    let (bpffs, nic) = (b.w.bpffs.path.clone(), b.w.nic.ifname.clone());
+    let r = b.w.node.run(move || {
+        let up = Uplink::open(&bpffs, &nic).unwrap().expect("attached");
+        up.add_pod(b_if, &[a4]).map_err(|e| e.to_string())
+    });
+    let e = r.expect_err("taking over ca's address must be refused");
+    assert!(
+        e.contains(&a4.to_string()) && e.contains("another pod"),
+        "{e}"
+    );
+    let (_, after, _) = b.uplink().unwrap();
+    assert_eq!(after, before, "ca's and cb's entries are as they were");
+    // Re-adding a pod's own address is fine (an ADD retried after a failure).
+    let (bpffs, nic) = (b.w.bpffs.path.clone(), b.w.nic.ifname.clone());
+    b.w.node
+        .run(move || {
+            let up = Uplink::open(&bpffs, &nic).unwrap().unwrap();
+            up.add_pod(a_if, &[a4]).map_err(|e| e.to_string())
+        })
+        .expect("a pod's own address");
+    ping(&b.w.far, &a4.to_string());
+    net.call(&b, "DEL", "ca", Some(&pa), &net.conf).ok("DEL ca");
+    net.call(&b, "DEL", "cb", Some(&pb), &net.conf).ok("DEL cb");
+    assert!(b.uplink().is_none());
+}
+
 fn assert_no_leftovers(node: &Netns, nic: &Netdevsim, bpffs: &Bpffs, nets: &[&Net]) {
     assert_eq!(
         tcx_programs(node, nic.ifindex),

@@ -105,6 +105,9 @@ pub mod counter {
     ];
 }
 
+/// `BPF_NOEXIST`: create, never replace (include/uapi/linux/bpf.h).
+const BPF_NOEXIST: u64 = sys::BPF_NOEXIST as u64;
+
 const AF_INET: u32 = libc::AF_INET as u32;
 const AF_INET6: u32 = libc::AF_INET6 as u32;
 
@@ -206,6 +209,12 @@ pub enum HostRoutingError {
     },
     #[error("{} is not the plugin's own state: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
+    #[error("address {ip} is already routed to another pod (primary ifindex {ifindex}) in {}; refusing to take it over", .path.display())]
+    AddressTaken {
+        ip: IpAddr,
+        ifindex: u32,
+        path: PathBuf,
+    },
 }
 
 impl HostRoutingError {
@@ -687,14 +696,9 @@ impl Uplink {
             reserved: 0,
         };
         for ip in addrs {
-            if let Err(e) = bpf::map_update(self.maps.pods.as_fd(), &PodAddrKey::of(*ip), &value, 0)
-            {
+            if let Err(e) = self.insert_addr(*ip, value) {
                 let _ = self.remove_pod(primary_ifindex);
-                return Err(HostRoutingError::sys(
-                    "BPF_MAP_UPDATE_ELEM",
-                    Some(&self.path.join(PIN_PODS)),
-                    e,
-                ));
+                return Err(e);
             }
         }
         let egress_id = self.egress_prog_id()?;
@@ -711,6 +715,34 @@ impl Uplink {
             }
         }
         Ok(())
+    }
+
+    /// Routes `ip` to `value`'s primary with `BPF_NOEXIST`, so an address routed to another
+    /// pod is never silently taken over (a duplicate from IPAM would otherwise steal that pod's
+    /// traffic). An entry that is already this primary's is kept; one whose primary no longer
+    /// exists (deleted without DEL) is stale and replaced.
+    fn insert_addr(&self, ip: IpAddr, value: PodValue) -> Result<()> {
+        let pods = self.path.join(PIN_PODS);
+        let key = PodAddrKey::of(ip);
+        let fd = self.maps.pods.as_fd();
+        match bpf::map_update(fd, &key, &value, BPF_NOEXIST) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(HostRoutingError::sys("BPF_MAP_UPDATE_ELEM", Some(&pods), e)),
+        }
+        let have: Option<PodValue> = bpf::map_lookup(fd, &key)
+            .map_err(|e| HostRoutingError::sys("BPF_MAP_LOOKUP_ELEM", Some(&pods), e))?;
+        match have {
+            Some(h) if h.ifindex == value.ifindex => Ok(()),
+            Some(h) if ifindex_exists(h.ifindex) => Err(HostRoutingError::AddressTaken {
+                ip,
+                ifindex: h.ifindex,
+                path: pods,
+            }),
+            // Stale, or deleted since: replace.
+            _ => bpf::map_update(fd, &key, &value, 0)
+                .map_err(|e| HostRoutingError::sys("BPF_MAP_UPDATE_ELEM", Some(&pods), e)),
+        }
     }
 
     /// Remove every address routed to `primary_ifindex`. Returns how many there were.
