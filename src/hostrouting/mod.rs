@@ -87,7 +87,10 @@ pub mod counter {
     /// Appended after the first release's ten (indices stay): flows the node's conntrack NATs.
     pub const OUT_NAT: u32 = 10;
     pub const IN_NAT: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// Appended after NAT's two: ingress refusals, reverse path and frames not for the uplink.
+    pub const IN_RPF: u32 = 12;
+    pub const IN_NOT_HOST: u32 = 13;
+    pub const COUNT: u32 = 14;
     /// Names in index order, as `inspect`-style output and the tests print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "in_redirect",
@@ -102,6 +105,8 @@ pub mod counter {
         "other",
         "out_nat",
         "in_nat",
+        "in_rpf",
+        "in_not_host",
     ];
 }
 
@@ -393,13 +398,20 @@ struct Maps {
     stats: OwnedFd,
 }
 
-/// Load the ingress program with fresh maps.
-fn load_ingress() -> Result<(OwnedFd, Maps)> {
+/// Load the ingress program for `uplink_ifindex` (its reverse-path check) with fresh maps.
+fn load_ingress(uplink_ifindex: u32) -> Result<(OwnedFd, Maps)> {
     let load_err = |source| HostRoutingError::Load { source };
     let mut object = MaybeUninit::uninit();
-    let open = ingress_skel::HostIngressSkelBuilder::default()
+    let mut open = ingress_skel::HostIngressSkelBuilder::default()
         .open(&mut object)
         .map_err(load_err)?;
+    open.maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| HostRoutingError::Load {
+            source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
+        })?
+        .nkc_uplink_ifindex = uplink_ifindex;
     let skel = open.load().map_err(load_err)?;
     Ok((
         dup(skel.progs.nkc_host_ingress.as_fd())?,
@@ -607,7 +619,7 @@ impl Uplink {
         path: PathBuf,
         locked: Locked,
     ) -> Result<Uplink> {
-        let (prog, maps) = load_ingress()?;
+        let (prog, maps) = load_ingress(ifindex)?;
         let egress = load_egress(&maps, ifindex)?;
         let attach = || -> Result<OwnedFd> {
             pin_at(&locked.dir, PIN_PODS, maps.pods.as_fd())?;
@@ -873,8 +885,9 @@ impl Uplink {
         for i in 0..counter::COUNT {
             match bpf::map_lookup_raw(self.maps.stats.as_fd(), &i, &mut buf) {
                 Ok(()) => {}
-                // An uplink attached by a release before the NAT counters has a 10-entry map
-                // (its programs, kept until the uplink's last pod goes, never count them).
+                // An uplink attached by a release before the NAT counters has a 10-entry map,
+                // one before the reverse-path check a 12-entry one (its programs, kept until
+                // the uplink's last pod goes, never count the missing ones).
                 Err(Errno::ENOENT) if i >= counter::OUT_NAT => {
                     out.push(0);
                     continue;
