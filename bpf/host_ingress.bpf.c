@@ -9,6 +9,10 @@
  * into the pod with bpf_redirect_peer(): into the
  * netkit peer inside the pod netns, without the node's IP forwarding, netfilter or backlog
  * queue (skb_do_redirect() in net/core/filter.c re-runs __netif_receive_skb_core on the peer).
+ * Only a frame addressed to the uplink itself (PACKET_HOST) whose source the node would route
+ * back out of the uplink (a reverse-path check like the stack's strict rp_filter:
+ * bpf_fib_lookup() of the reversed tuple must answer with the uplink) is redirected, so a
+ * spoofed source inside `bypass` cannot reach a pod past netfilter.
  * Everything else is TCX_NEXT: the next tcx program, then the node's stack, see it unchanged.
  * The kernel selftests wire netkit to a NIC the same way (tools/testing/selftests/drivers/net/hw/
  * nk_forward.bpf.c).
@@ -22,6 +26,41 @@
 
 #include "host_routing.h"
 
+/* include/uapi/linux/if_packet.h */
+#define NKC_PACKET_HOST 0
+
+/* The uplink's ifindex in the node's netns, set by the loader: the device the reverse path of
+ * every redirected packet must leave through. */
+const volatile __u32 nkc_uplink_ifindex = 0;
+
+/*
+ * Reverse-path check, as fib_validate_source() does for the stack's strict rp_filter
+ * (net/ipv4/fib_frontend.c): look up the route back to the packet's source, from the pod
+ * address it was sent to, in the node netns's tables (ingress perspective from the uplink, so
+ * `ip rule … iif` rules apply as for the packet itself), and require it to leave through the
+ * uplink. A source the node routes elsewhere (another NIC, a local prefix, a blackhole) or not
+ * at all was spoofed, or at least is not the uplink's to vouch for. Returns 1 if it passes.
+ */
+static __always_inline int nkc_hr_rpf_ok(struct __sk_buff *skb, const struct nkc_hr_ip *ip)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = ip->src.family;
+	fib.ifindex = skb->ingress_ifindex;
+	if (ip->src.family == NKC_AF_INET) {
+		fib.tos = ip->tos;
+		__builtin_memcpy(&fib.ipv4_src, ip->dst.addr, 4);
+		__builtin_memcpy(&fib.ipv4_dst, ip->src.addr, 4);
+	} else {
+		fib.flowinfo = ip->flowinfo;
+		__builtin_memcpy(fib.ipv6_src, ip->dst.addr, 16);
+		__builtin_memcpy(fib.ipv6_dst, ip->src.addr, 16);
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	return rc == BPF_FIB_LKUP_RET_SUCCESS && fib.ifindex == nkc_uplink_ifindex;
+}
+
 SEC("tcx/ingress")
 int nkc_host_ingress(struct __sk_buff *skb)
 {
@@ -30,6 +69,12 @@ int nkc_host_ingress(struct __sk_buff *skb)
 
 	if (nkc_hr_parse(skb, &ip) || nkc_hr_special(&ip.src)) {
 		nkc_hr_count(NKC_HR_OTHER);
+		return NKC_TCX_NEXT;
+	}
+	/* eth_type_trans() set it: another host's unicast, a broadcast or multicast frame is not
+	 * the node's to route (ip_rcv_core() drops PACKET_OTHERHOST). */
+	if (skb->pkt_type != NKC_PACKET_HOST) {
+		nkc_hr_count(NKC_HR_IN_NOT_HOST);
 		return NKC_TCX_NEXT;
 	}
 	pod = bpf_map_lookup_elem(&hr_pods, &ip.dst);
@@ -43,6 +88,10 @@ int nkc_host_ingress(struct __sk_buff *skb)
 	}
 	if (ip.ttl <= 1) {
 		nkc_hr_count(NKC_HR_IN_TTL);
+		return NKC_TCX_NEXT;
+	}
+	if (!nkc_hr_rpf_ok(skb, &ip)) {
+		nkc_hr_count(NKC_HR_IN_RPF);
 		return NKC_TCX_NEXT;
 	}
 	/*

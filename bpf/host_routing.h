@@ -66,7 +66,13 @@ enum nkc_hr_counter {
 	 * conntrack (nkc_hr_ct_nat()) takes the stack, which owns the (reverse) translation. */
 	NKC_HR_OUT_NAT = 10,      /* pod -> bypass dst, but the flow is NATed: NETKIT_NEXT */
 	NKC_HR_IN_NAT = 11,       /* bypass src -> pod, but the flow is NATed: TCX_NEXT */
-	NKC_HR_COUNTERS = 12,
+	/* Appended: ingress refusals of packets whose source the node would not route back
+	 * through the uplink, or that were not addressed to the uplink's own MAC. */
+	NKC_HR_IN_RPF = 12,       /* reverse path: the source routes out of another device (or
+				   * not at all): TCX_NEXT, the stack's rp_filter and netfilter decide */
+	NKC_HR_IN_NOT_HOST = 13,  /* pkt_type is not PACKET_HOST (another host's, broadcast or
+				   * multicast frame): TCX_NEXT, the stack drops or handles it */
+	NKC_HR_COUNTERS = 14,
 };
 
 #define NKC_HR_MAX_PODS 16384

@@ -100,25 +100,72 @@ impl Logger {
     /// Appends to `path`, creating it if needed. Several plugin processes run concurrently for
     /// different pods; O_APPEND plus one write per line keeps their lines whole.
     ///
-    /// Opened `O_NOFOLLOW | O_NONBLOCK` and required to be a regular file: a symlink planted at
-    /// the name is refused rather than appended through (the plugin runs as root), and a FIFO
-    /// or device neither blocks the open nor gets written.
+    /// The name is first opened `O_PATH | O_NOFOLLOW` (no open handler of a device or FIFO
+    /// runs, a symlink is not followed) and `fstat`ed through that handle: it must be a regular
+    /// file with one link, owned by the plugin's uid, so neither a symlink nor a hard link to,
+    /// say, a root 0600 file planted at the name is appended to, and a device node is never
+    /// opened. Only then is the same inode reopened for writing through `/proc/self/fd`. A
+    /// missing file is created `O_CREAT | O_EXCL | O_NOFOLLOW` (nothing planted there is
+    /// written through) and gets the same checks.
     pub fn file(path: &Path, level: LogLevel) -> Result<Logger, LogError> {
+        use std::os::fd::AsRawFd;
         let err = |source| LogError::Open {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        let handle = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
-            .map_err(err)?;
-        let md = file.metadata().map_err(err)?;
-        if !md.file_type().is_file() {
+        {
+            Ok(h) => h,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match OpenOptions::new()
+                    .append(true)
+                    .create_new(true)
+                    .mode(0o640)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(path)
+                {
+                    // Another invocation created it first: check theirs like any other.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(path)
+                        .map_err(err)?,
+                    r => r.map_err(err)?,
+                }
+            }
+            // O_PATH | O_NOFOLLOW opens a symlink itself; the type check below refuses it.
+            Err(e) => return Err(err(e)),
+        };
+        let st = nix::sys::stat::fstat(&handle).map_err(|e| err(io::Error::from(e)))?;
+        let kind = st.st_mode & libc::S_IFMT;
+        let me = nix::unistd::geteuid().as_raw();
+        if kind == libc::S_IFLNK {
+            return Err(err(io::Error::other("a symbolic link, not a regular file")));
+        }
+        if kind != libc::S_IFREG {
             return Err(err(io::Error::other("not a regular file")));
         }
+        #[allow(clippy::useless_conversion)]
+        if u64::from(st.st_nlink) != 1 {
+            return Err(err(io::Error::other(format!(
+                "it has {} hard links (a link to another file?), not 1",
+                st.st_nlink
+            ))));
+        }
+        if st.st_uid != me {
+            return Err(err(io::Error::other(format!(
+                "it is owned by uid {}, not {me}",
+                st.st_uid
+            ))));
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+            .map_err(err)?;
         Ok(Self::to_writer(Box::new(file), level))
     }
 
@@ -206,7 +253,26 @@ impl Logger {
     }
 }
 
-/// Appends `s` to `out` with every control character (C0, DEL, C1) escaped: `\n`, `\r`, `\t`
+/// Whether `c` is a Unicode format character (general category Cf: bidi embeddings, overrides
+/// and isolates such as U+202E and U+2066, zero-width characters, the BOM, tags) or a line or
+/// paragraph separator (U+2028, U+2029). None is visible; each can reorder or hide what a
+/// terminal shows around it ("Trojan Source"). The list is Unicode 15's Cf, by range.
+pub fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x890..=0x891 | 0x8e2 | 0x180e
+        | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x2064 | 0x2066..=0x206f | 0xfeff
+        | 0xfff9..=0xfffb | 0x110bd | 0x110cd | 0x13430..=0x1343f | 0x1bca0..=0x1bca3
+        | 0x1d173..=0x1d17a | 0xe0001 | 0xe0020..=0xe007f)
+}
+
+/// Whether `c` must never reach a terminal as itself: a control character (C0, DEL, C1) or a
+/// format character ([`is_format`]).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || is_format(c)
+}
+
+/// Appends `s` to `out` with every control character (C0, DEL, C1) and every format character
+/// ([`is_format`]: bidi overrides and isolates, zero-width characters) escaped: `\n`, `\r`, `\t`
 /// as such, the rest as `\u{..}`. A backslash is left alone (it cannot start anything a terminal
 /// acts on).
 pub fn escape_controls(s: &str, out: &mut String) {
@@ -215,10 +281,18 @@ pub fn escape_controls(s: &str, out: &mut String) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
+}
+
+/// `s` with [`escape_controls`] applied: what text output (tables, messages) prints of a value
+/// that a pod may have chosen.
+pub fn escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_controls(s, &mut out);
+    out
 }
 
 /// At most `max` characters of caller-supplied `s`, for echoing in an error or a log line; a
@@ -436,6 +510,34 @@ mod tests {
         );
         let err = Logger::file(Path::new("/dev/null"), LogLevel::Info).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_hard_link_or_a_foreign_file_at_the_log_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir("hardlink");
+        let victim = dir.join("shadow");
+        std::fs::write(&victim, "root only\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.join("cni.log");
+        std::fs::hard_link(&victim, &link).unwrap();
+        let err = Logger::file(&link, LogLevel::Info).unwrap_err();
+        assert!(err.to_string().contains("hard links"), "{err}");
+        Logger::file_or_stderr(Some(&link), LogLevel::Info).error("must not land in the victim");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root only\n");
+        // A file someone else owns (a pod's uid) is not the plugin's log.
+        let foreign = dir.join("foreign.log");
+        std::fs::write(&foreign, "").unwrap();
+        nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
+        let err = Logger::file(&foreign, LogLevel::Info).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 1000"), "{err}");
+        // The plugin's own file, created or appended to, still works.
+        let own = dir.join("own.log");
+        Logger::file(&own, LogLevel::Info).unwrap().error("one");
+        Logger::file(&own, LogLevel::Info).unwrap().error("two");
+        let text = std::fs::read_to_string(&own).unwrap();
+        assert!(text.contains("one") && text.contains("two"), "{text}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

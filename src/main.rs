@@ -19,6 +19,9 @@ Usage:
   netkit-cni qemu-netdev --device-info FILE --id ID [--sock-fds FD:FD...] [--force-copy]
                            print QEMU's -netdev af-xdp argument for an attachment
                            (`netkit-cni qemu-netdev --help` for details)
+  netkit-cni node-pod-cidr  read a Kubernetes Node object (JSON) on stdin and print its
+                           spec.podCIDR, checked to be a CIDR with its host bits clear
+                           (the DaemonSet's installer; exits 1 naming what is wrong)
   netkit-cni --version     print the plugin version and the CNI versions it speaks
   netkit-cni --help        this text
 ";
@@ -62,6 +65,7 @@ pub(crate) fn main() -> anyhow::Result<()> {
         }
         Some("inspect") => inspect(&args[1..]),
         Some("qemu-netdev") => qemu_netdev(&args[1..]),
+        Some("node-pod-cidr") if args.len() == 1 => node_pod_cidr(),
         Some(other) => {
             eprint!("{USAGE}");
             eprintln!("\nerror: unknown command {other:?}");
@@ -125,4 +129,26 @@ fn qemu_netdev(args: &[String]) -> anyhow::Result<()> {
         Err(e) => fail(e),
     }
     Ok(())
+}
+
+/// `netkit-cni node-pod-cidr`: `spec.podCIDR` of the Node object on stdin, and nothing else of
+/// it. The installer used to grep the whole object for `"podCIDR"`, so a string of that shape
+/// in an annotation (metadata comes before spec) won; a JSON parser reads the one field.
+fn node_pod_cidr() -> anyhow::Result<()> {
+    let mut body = Vec::new();
+    // A Node object is a few KiB; the cap keeps a runaway input from growing without bound.
+    std::io::stdin()
+        .take(16 << 20)
+        .read_to_end(&mut body)
+        .context("reading the Node object from stdin")?;
+    match netkit_cni::cni::node_pod_cidr(&body) {
+        Ok(c) => {
+            println!("{c}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("netkit-cni node-pod-cidr: error: {e}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -156,15 +156,53 @@ pub fn netdev_arg(info: &DeviceInfo, path: &Path, opts: &Options) -> Result<Stri
     if x.queue_count == 0 {
         return Err(unusable("xdp.queue-count is 0".into()));
     }
+    // The plugin never leases more (the pod cap's ceiling); checked before anything is sized
+    // from it.
+    if x.queue_count > MAX_QUEUES {
+        return Err(unusable(format!(
+            "xdp.queue-count {} is above {MAX_QUEUES}",
+            x.queue_count
+        )));
+    }
+    let end = x.start_queue.checked_add(x.queue_count).ok_or_else(|| {
+        unusable(format!(
+            "xdp.start-queue {} + xdp.queue-count {} overflows",
+            x.start_queue, x.queue_count
+        ))
+    })?;
     // QEMU binds socket i to start-queue + i: the virtual queues must be exactly that range.
     let mut vq: Vec<u32> = l.queues.iter().map(|q| q.virtual_id).collect();
     vq.sort_unstable();
-    let want: Vec<u32> = (x.start_queue..x.start_queue + x.queue_count).collect();
-    if vq != want {
+    if !vq.iter().copied().eq(x.start_queue..end) {
         return Err(unusable(format!(
-            "the virtual queues {vq:?} are not start-queue {} .. {} (QEMU binds socket i to start-queue + i)",
+            "the virtual queues {:?} are not start-queue {} .. {} (QEMU binds socket i to start-queue + i)",
+            crate::logging::clip(&format!("{vq:?}"), 64),
             x.start_queue,
-            x.start_queue + x.queue_count - 1
+            end - 1
+        )));
+    }
+    if x.map_start_index != x.start_queue {
+        return Err(unusable(format!(
+            "xdp.map-start-index {} is not xdp.start-queue {} (the XSKMAP is indexed by virtual queue)",
+            x.map_start_index, x.start_queue
+        )));
+    }
+    // Both are printed into QEMU's command line: they must be what the plugin writes for this
+    // record, not whatever the file says (a newline would start another argument for a shell
+    // reading the output).
+    crate::kernel::link::validate_ifname(&l.interface).map_err(|e| {
+        unusable(format!(
+            "interface {}: {e}",
+            crate::logging::escaped(&crate::logging::clip(&l.interface, 64))
+        ))
+    })?;
+    if !xsk_map_wellformed(&x.xsk_map, l) {
+        return Err(unusable(format!(
+            "xdp.xsk-map {} is not <bpffs>/netkit-cni/netns<cookie>-if{}/pods/{}/{}/xsks",
+            crate::logging::escaped(&crate::logging::clip(&x.xsk_map, 128)),
+            l.master.ifindex,
+            crate::logging::escaped(&crate::logging::clip(&l.container_id, 64)),
+            l.interface
         )));
     }
     let mut a = format!(
@@ -198,13 +236,66 @@ pub fn netdev_arg(info: &DeviceInfo, path: &Path, opts: &Options) -> Result<Stri
     Ok(a)
 }
 
-/// Reads the file and builds the argument.
+/// The most queues a record may name: the plugin's own ceiling on a pod's leases
+/// (`maxQueuesPerPod`'s default cap).
+pub const MAX_QUEUES: u32 = 1023;
+
+/// Whether `p` is the XSKMAP pin the plugin names for the record `l`:
+/// `<bpffs>/netkit-cni/netns<cookie>-if<master ifindex>/pods/<container id>/<interface>/xsks`,
+/// absolute, with no `.`/`..` component and no control or format character (the bpffs mount
+/// point is the admin's and not known here).
+fn xsk_map_wellformed(p: &str, l: &crate::plugin::devinfo::LeaseInfo) -> bool {
+    if !p.starts_with('/') || p.chars().any(crate::logging::is_unsafe_char) {
+        return false;
+    }
+    let parts: Vec<&str> = p.split('/').skip(1).collect();
+    if parts
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+        || parts.len() < 6
+    {
+        return false;
+    }
+    let tail = &parts[parts.len() - 6..];
+    let nic = tail[1]
+        .strip_prefix("netns")
+        .and_then(|r| r.split_once("-if"))
+        .is_some_and(|(cookie, ifx)| {
+            cookie.parse::<u64>().is_ok() && ifx.parse::<u32>().ok() == Some(l.master.ifindex)
+        });
+    tail[0] == "netkit-cni"
+        && nic
+        && tail[2] == "pods"
+        && tail[3] == l.container_id
+        && tail[4] == l.interface
+        && tail[5] == "xsks"
+}
+
+/// Reads the file the way the plugin reads device-info records ([`crate::safefs`]): its last
+/// component is opened `O_NOFOLLOW | O_NONBLOCK`, must be a regular file and is read up to
+/// [`READ_LIMIT`](crate::plugin::devinfo::READ_LIMIT) bytes (a symlink to `/etc/shadow`, a FIFO
+/// or `/dev/zero` is an error, not a parse, a hang or an OOM); then builds the argument.
 pub fn run(opts: &Options) -> Result<String, QemuError> {
     let path = &opts.device_info;
-    let body = std::fs::read(path).map_err(|source| QemuError::Read {
+    let read_err = |source: std::io::Error| QemuError::Read {
         path: path.clone(),
         source,
-    })?;
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(read_err(std::io::Error::other("not a file path")));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let safe = |e: crate::safefs::SafeFsError| read_err(std::io::Error::other(e.to_string()));
+    let dir = crate::safefs::Dir::open_trusted(parent, crate::safefs::Owner::Any).map_err(safe)?;
+    let body = dir
+        .read_file(name, crate::plugin::devinfo::READ_LIMIT)
+        .map_err(safe)?
+        .ok_or_else(|| read_err(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
     let info: DeviceInfo = serde_json::from_slice(&body).map_err(|source| QemuError::Decode {
         path: path.clone(),
         source,
@@ -338,10 +429,14 @@ mod tests {
     fn commas_in_values_are_doubled() {
         let mut i = info(&[1], true);
         i.lease.interface = "a,b".into();
-        i.lease.xdp.as_mut().unwrap().xsk_map = "/sys/fs/bpf/x,y/xsks".into();
+        i.lease.xdp.as_mut().unwrap().xsk_map =
+            "/sys/fs/bpf/x,y/netkit-cni/netns1-if4/pods/c1/a,b/xsks".into();
         let a = arg(&i, &[]).unwrap();
         assert!(
-            a.contains(",ifname=a,,b,") && a.contains(",map-path=/sys/fs/bpf/x,,y/xsks,"),
+            a.contains(",ifname=a,,b,")
+                && a.contains(
+                    ",map-path=/sys/fs/bpf/x,,y/netkit-cni/netns1-if4/pods/c1/a,,b/xsks,"
+                ),
             "{a}"
         );
     }
@@ -371,6 +466,115 @@ mod tests {
         gap.lease.xdp.as_mut().unwrap().queue_count = 2;
         let e = arg(&gap, &[]).unwrap_err();
         assert!(e.to_string().contains("[1, 3]"), "{e}");
+    }
+
+    #[test]
+    fn hostile_numbers_are_refused_before_anything_is_sized_from_them() {
+        // 4294967295 queues: a 17 GB Vec before; refused by the cap now.
+        let mut huge = info(&[1], true);
+        huge.lease.xdp.as_mut().unwrap().queue_count = u32::MAX;
+        let e = arg(&huge, &[]).unwrap_err();
+        assert!(e.to_string().contains("above 1023"), "{e}");
+        let mut over = info(&[1], true);
+        over.lease.xdp.as_mut().unwrap().queue_count = 1024;
+        assert!(arg(&over, &[]).is_err());
+        // start-queue + queue-count wrapped silently to an empty range before.
+        let mut wrap = info(&[1], true);
+        let x = wrap.lease.xdp.as_mut().unwrap();
+        x.start_queue = u32::MAX;
+        x.map_start_index = u32::MAX;
+        let e = arg(&wrap, &[]).unwrap_err();
+        assert!(e.to_string().contains("overflows"), "{e}");
+        let mut idx = info(&[1], true);
+        idx.lease.xdp.as_mut().unwrap().map_start_index = 7;
+        assert!(arg(&idx, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("map-start-index 7"));
+    }
+
+    #[test]
+    fn interface_and_map_path_must_be_the_records_own() {
+        for bad in [
+            "net1\n-netdev x",
+            "net1\u{1b}[2J",
+            "a/b",
+            "",
+            "sixteen-bytes-xx",
+        ] {
+            let mut i = info(&[1], true);
+            i.lease.interface = bad.into();
+            let e = arg(&i, &[]).unwrap_err();
+            assert!(e.to_string().contains("interface"), "{bad:?}: {e}");
+            assert!(
+                !e.to_string().contains('\n') && !e.to_string().contains('\u{1b}'),
+                "{e:?}"
+            );
+        }
+        for bad in [
+            "/sys/fs/bpf/netkit-cni/netns1-if4/pods/c1/net1/xsks\n-netdev x",
+            "/sys/fs/bpf/netkit-cni/netns1-if4/pods/c2/net1/xsks",
+            "/sys/fs/bpf/netkit-cni/netns1-if5/pods/c1/net1/xsks",
+            "/sys/fs/bpf/netkit-cni/netns1-if4/pods/c1/net2/xsks",
+            "/sys/fs/bpf/netkit-cni/netns1-if4/pods/c1/net1/../../../../../../etc/xsks",
+            "/sys/fs/bpf/netkit-cni/../netkit-cni/netns1-if4/pods/c1/net1/xsks",
+            "sys/fs/bpf/netkit-cni/netns1-if4/pods/c1/net1/xsks",
+            "/etc/shadow",
+            "/x/netkit-cni/netnsX-if4/pods/c1/net1/xsks",
+        ] {
+            let mut i = info(&[1], true);
+            i.lease.xdp.as_mut().unwrap().xsk_map = bad.into();
+            let e = arg(&i, &[]).unwrap_err();
+            assert!(e.to_string().contains("xsk-map"), "{bad:?}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e:?}");
+        }
+        let mut other = info(&[1], true);
+        other.lease.xdp.as_mut().unwrap().xsk_map =
+            "/run/bpf/netkit-cni/netns77-if4/pods/c1/net1/xsks".into();
+        assert!(arg(&other, &[]).is_ok(), "any bpffs mount point");
+    }
+
+    #[test]
+    fn run_reads_like_the_plugin_no_symlink_fifo_or_device() {
+        let dir = std::env::temp_dir().join(format!("nkc-qemu-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let o = |name: &str| Options {
+            device_info: dir.join(name),
+            id: "hn1".into(),
+            sock_fds: None,
+            force_copy: false,
+        };
+        let secret = dir.join("secret");
+        std::fs::write(&secret, serde_json::to_vec(&info(&[1], true)).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("link.json")).unwrap();
+        let e = run(&o("link.json")).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        nix::unistd::mkfifo(
+            &dir.join("fifo.json"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fifo = o("fifo.json");
+        std::thread::spawn(move || {
+            let _ = tx.send(run(&fifo).map_err(|e| e.to_string()));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("a FIFO must not hang qemu-netdev")
+            .unwrap_err();
+        assert!(e.contains("FIFO"), "{e}");
+        let zero = Options {
+            device_info: "/dev/zero".into(),
+            ..o("x")
+        };
+        let e = run(&zero).unwrap_err();
+        assert!(e.to_string().contains("device node"), "{e}");
+        std::fs::write(dir.join("big.json"), vec![b' '; (2 << 20) + 1]).unwrap();
+        let e = run(&o("big.json")).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

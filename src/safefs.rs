@@ -100,6 +100,11 @@ impl SafeFsError {
     }
 }
 
+/// How deep a removal walks below the directory it clears. The plugin itself never creates
+/// more than three levels below a NIC's directory (`pods/<container id>/<ifname>/xsks`); the
+/// walk holds one fd per level, so the bound also bounds its fds.
+pub const MAX_DEPTH: usize = 8;
+
 /// Who must own the directories (and files) found under a handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
@@ -417,18 +422,29 @@ impl Dir {
         }
     }
 
-    /// Removes everything inside this directory (not the directory itself). Subdirectories are
-    /// opened through [`Dir::child_dir`], so a subdirectory this walk may not enter (another
-    /// owner, another file system) stops it with an error naming it; symlinks are unlinked
-    /// themselves.
+    /// Removes everything inside this directory (not the directory itself), at most
+    /// [`MAX_DEPTH`] levels down. Subdirectories are opened through [`Dir::child_dir`], so a
+    /// subdirectory this walk may not enter (another owner, another file system) stops it with
+    /// an error naming it, and so does a tree deeper than the bound (the walk holds one fd per
+    /// level: an unbounded one ran out of fds, `EMFILE`, on a 3000-deep tree a pod made);
+    /// symlinks are unlinked themselves. See [`Dir::clear_or_move_aside`] for a removal that
+    /// never leaves the directory non-empty.
     pub fn clear(&self) -> Result<(), SafeFsError> {
+        self.clear_depth(MAX_DEPTH)
+    }
+
+    fn entry_name<'a>(&self, e: &'a Entry) -> Result<&'a str, SafeFsError> {
+        e.name.to_str().ok_or_else(|| SafeFsError::BadName {
+            dir: self.path.clone(),
+            name: e.name.to_string_lossy().into_owned(),
+        })
+    }
+
+    fn clear_depth(&self, depth: usize) -> Result<(), SafeFsError> {
         for e in self.entries()? {
-            let name = e.name.to_str().ok_or_else(|| SafeFsError::BadName {
-                dir: self.path.clone(),
-                name: e.name.to_string_lossy().into_owned(),
-            })?;
+            let name = self.entry_name(&e)?;
             if e.kind == Kind::Dir {
-                self.remove_tree(name)?;
+                self.remove_tree_depth(name, depth)?;
             } else {
                 self.unlink(name)?;
             }
@@ -439,11 +455,76 @@ impl Dir {
     /// Removes the subdirectory `name` and everything in it (see [`Dir::clear`]); `false` if it
     /// was not there.
     pub fn remove_tree(&self, name: &str) -> Result<bool, SafeFsError> {
+        self.remove_tree_depth(name, MAX_DEPTH)
+    }
+
+    fn remove_tree_depth(&self, name: &str, depth: usize) -> Result<bool, SafeFsError> {
+        if depth == 0 {
+            return Err(self.untrusted(
+                name,
+                "directory",
+                format!("it is more than {MAX_DEPTH} levels deep"),
+            ));
+        }
         let Some(sub) = self.child_dir(name)? else {
             return Ok(false);
         };
-        sub.clear()?;
+        sub.clear_depth(depth - 1)?;
         self.rmdir(name)
+    }
+
+    /// Empties this directory whatever a pod left in it: each entry is removed as
+    /// [`Dir::clear`] would, and one that cannot be (a tree deeper than [`MAX_DEPTH`], a
+    /// subdirectory another uid owns, a mount point) is renamed, as a whole, into `aside` (a
+    /// directory of the plugin's on the same file system) under a fresh unpredictable name,
+    /// never entered. So a pod's junk costs one rename, not an outage of the directory's owner
+    /// (a NIC whose dispatcher clears its directory before attaching). Returns where each
+    /// entry went, with why it could not be removed; an error only when an entry can be
+    /// neither removed nor moved.
+    pub fn clear_or_move_aside(&self, aside: &Dir) -> Result<Vec<String>, SafeFsError> {
+        let mut moved = Vec::new();
+        for e in self.entries()? {
+            let name = self.entry_name(&e)?;
+            let removed = if e.kind == Kind::Dir {
+                self.remove_tree(name).map(|_| ())
+            } else {
+                self.unlink(name).map(|_| ())
+            };
+            if let Err(why) = removed {
+                let to = format!("moved-{}", random_hex()?);
+                nix::fcntl::renameat(self.fd.as_fd(), name, aside.fd.as_fd(), to.as_str())
+                    .map_err(|e| self.sys("renameat (moving aside)", name, e))?;
+                moved.push(format!(
+                    "{} moved to {} ({why})",
+                    self.join(name).display(),
+                    aside.join(&to).display()
+                ));
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Removes the subdirectory `name` as [`Dir::remove_tree`] does, or, when it cannot be
+    /// removed, moves it into `aside` as [`Dir::clear_or_move_aside`] does. `None`: it was
+    /// removed (or not there); else where it went and why.
+    pub fn remove_tree_or_move_aside(
+        &self,
+        name: &str,
+        aside: &Dir,
+    ) -> Result<Option<String>, SafeFsError> {
+        match self.remove_tree(name) {
+            Ok(_) => Ok(None),
+            Err(why) => {
+                let to = format!("moved-{}", random_hex()?);
+                nix::fcntl::renameat(self.fd.as_fd(), name, aside.fd.as_fd(), to.as_str())
+                    .map_err(|e| self.sys("renameat (moving aside)", name, e))?;
+                Ok(Some(format!(
+                    "{} moved to {} ({why})",
+                    self.join(name).display(),
+                    aside.join(&to).display()
+                )))
+            }
+        }
     }
 
     /// Number of links of the directory (0 once it was removed while open).

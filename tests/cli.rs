@@ -191,3 +191,44 @@ fn inspect_bad_arguments_exit_2_naming_them() {
         .unwrap()
         .contains("frobnicate"));
 }
+
+#[test]
+fn control_and_format_characters_in_cni_ifname_are_code_4() {
+    for bad in [
+        "e\u{1b}[2J",
+        "e\u{b}x",
+        "e\u{7f}",
+        "e\u{202e}x",
+        "e\u{2066}x",
+    ] {
+        let env = add_env(&[("CNI_IFNAME", bad)]);
+        let v = error_of(&env, GOOD);
+        assert_eq!(v["code"], 4, "{bad:?}: {v}");
+        assert!(v["msg"].as_str().unwrap().contains("CNI_IFNAME"), "{v}");
+    }
+}
+
+/// A device-info file whose name carries terminal escapes (anyone who may write
+/// `deviceInfoDir` can create one) never reaches the terminal through `inspect`'s text output.
+#[test]
+fn inspect_prints_no_escape_from_a_device_info_file_name() {
+    let dir = std::env::temp_dir().join(format!("nkc-cli-esc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [
+        "net:c1:\u{1b}[31mX\u{1b}[8m-device.json",
+        "net:c1:e\u{202e}x-device.json",
+    ] {
+        std::fs::write(dir.join(name), b"not json").unwrap();
+    }
+    let out = admin(&["inspect", "--device-info-dir", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text
+            .chars()
+            .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+        "raw escape in inspect's output: {text:?}"
+    );
+}

@@ -422,6 +422,7 @@ struct InstallerRun {
     status: std::process::ExitStatus,
     stderr: String,
     curl_args: String,
+    curl_stdin: String,
 }
 
 fn run_installer(
@@ -474,11 +475,21 @@ fn run_installer_at(
         "test-ca",
     )
     .unwrap();
-    fs::write(root.join("node.json"), node.to_string()).unwrap();
+    // Compact, as the API server serves it by default; a node named "pretty-*" is served
+    // indented (one field per line), as a proxy or another API server version may.
+    let body = if node["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("pretty-"))
+    {
+        serde_json::to_string_pretty(node).unwrap()
+    } else {
+        node.to_string()
+    };
+    fs::write(root.join("node.json"), body).unwrap();
     let curl = root.join("fakebin/curl");
     fs::write(
         &curl,
-        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$FAKE_CURL_ARGS\"\ncat \"$FAKE_NODE_JSON\"\n",
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$FAKE_CURL_ARGS\"\ncat > \"$FAKE_CURL_STDIN\"\ncat \"$FAKE_NODE_JSON\"\n",
     )
     .unwrap();
     fs::set_permissions(&curl, fs::Permissions::from_mode(0o755)).unwrap();
@@ -495,6 +506,7 @@ fn run_installer_at(
         .env("KUBERNETES_SERVICE_HOST", service_host)
         .env("KUBERNETES_SERVICE_PORT", "443")
         .env("FAKE_CURL_ARGS", root.join("curl.args"))
+        .env("FAKE_CURL_STDIN", root.join("curl.stdin"))
         .env("FAKE_NODE_JSON", root.join("node.json"))
         .stdin(Stdio::null())
         .output()
@@ -503,6 +515,7 @@ fn run_installer_at(
         status: out.status,
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
         curl_args: fs::read_to_string(root.join("curl.args")).unwrap_or_default(),
+        curl_stdin: fs::read_to_string(root.join("curl.stdin")).unwrap_or_default(),
         root,
     }
 }
@@ -537,10 +550,17 @@ fn daemonset_installer_puts_the_binary_and_a_valid_conflist_for_the_nodes_pod_ci
         args.contains(&"https://10.96.0.1:443/api/v1/nodes/worker-3"),
         "curl args: {args:?}"
     );
+    // The token reaches curl on stdin (`-H @-`), never in its argv, which any user of the
+    // node can read in /proc/<pid>/cmdline.
     assert!(
-        args.contains(&"Authorization: Bearer test-token"),
+        args.windows(2).any(|w| w == ["-H", "@-"]),
         "curl args: {args:?}"
     );
+    assert!(
+        !args.iter().any(|a| a.contains("test-token")),
+        "the token is in curl's argv: {args:?}"
+    );
+    assert_eq!(run.curl_stdin, "Authorization: Bearer test-token\n");
     let cacert = args
         .iter()
         .position(|a| *a == "--cacert")
@@ -643,6 +663,47 @@ fn daemonset_installer_refuses_a_node_without_a_pod_cidr_and_installs_nothing() 
         0,
         "the binary was installed anyway"
     );
+}
+
+/// Only spec.podCIDR counts: a "podCIDR" string in an annotation (metadata comes before spec
+/// in what the API server serves) used to win over it, and whatever it held went into the
+/// conflist; a spec.podCIDR that is no CIDR is refused and installs nothing.
+#[test]
+fn daemonset_installer_reads_spec_pod_cidr_only_and_validates_it() {
+    let docs = documents();
+    let (data, script) = daemonset_installer(&docs);
+    for name in ["annotated", "pretty-annotated"] {
+        let node = json!({
+            "kind": "Node",
+            "metadata": {"name": name, "annotations": {"podCIDR": "10.66.0.0/16"}},
+            "spec": {"podCIDR": "10.244.7.0/24"},
+        });
+        let run = run_installer(&data, &script, &node);
+        assert!(run.status.success(), "{}", run.stderr);
+        let installed =
+            fs::read_to_string(run.root.join("host/etc/cni/net.d/10-netkit-cni.conflist")).unwrap();
+        assert!(
+            installed.contains("\"10.244.7.0/24\"") && !installed.contains("10.66.0.0/16"),
+            "{name}: {installed}"
+        );
+    }
+    for bad in ["10.244.7.0/24#g; s#a", "10.244.7.1/24", "not-a-cidr"] {
+        let node =
+            json!({"kind": "Node", "metadata": {"name": "badcidr"}, "spec": {"podCIDR": bad}});
+        let run = run_installer(&data, &script, &node);
+        assert!(!run.status.success(), "{bad:?} was accepted");
+        assert!(
+            run.stderr.contains("spec.podCIDR") && run.stderr.contains("badcidr"),
+            "{bad:?}: {}",
+            run.stderr
+        );
+        assert_eq!(
+            fs::read_dir(run.root.join("host/etc/cni/net.d"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
 }
 
 /// On a single-stack IPv6 cluster the kubelet sets KUBERNETES_SERVICE_HOST to a bare IPv6

@@ -722,6 +722,273 @@ fn check_del_and_gc_leave_nothing_and_refcount_per_uplink() {
 
 /// Nothing of the plugin is left in `node`: no tcx program on `nic`, no pins under `bpffs`, no
 /// netkit device, no IPAM reservation of `nets`.
+/// Host device names hash only the container id and ifname: network A's ADD of the same pod
+/// and ifname as network B's live attachment is refused (103), and the runtime then sends A's
+/// DEL. That DEL must leave B's addresses in the uplink's `pods` map and its tcx program
+/// attached (it used to remove the addresses of whatever device had the name, and detach the
+/// uplink when B was its last pod).
+#[test]
+fn a_refused_adds_del_for_another_network_leaves_the_owners_host_routing() {
+    let b = Bed::new();
+    let owner = Net::new(&b, "l3", "10.244.60.0/24", "fd44:60::/64", &BYPASS);
+    let other = Net::new(&b, "l3", "10.244.61.0/24", "fd44:61::/64", &BYPASS);
+    let pod = Netns::new("pod");
+    let (_, v4, _) = owner.add(&b, "c1", &pod);
+    let (_, before, _) = b.uplink().expect("attached");
+    assert!(before.iter().any(|(ip, _)| *ip == v4), "{before:?}");
+    let prog = b.tcx_programs();
+    assert_eq!(prog.len(), 1);
+    let e = other
+        .call(&b, "ADD", "c1", Some(&pod), &other.conf)
+        .err("ADD of the same pod and ifname in another network");
+    assert_eq!(e["code"], 103, "{e}");
+    other
+        .call(&b, "DEL", "c1", Some(&pod), &other.conf)
+        .ok("DEL after the refused ADD");
+    let (_, after, _) = b
+        .uplink()
+        .expect("the owner's uplink must stay attached after another network's DEL");
+    assert_eq!(after, before, "the owner's addresses are still routed");
+    assert_eq!(b.tcx_programs(), prog);
+    ping(&b.w.far, &v4.to_string());
+    owner
+        .call(&b, "DEL", "c1", Some(&pod), &owner.conf)
+        .ok("the owner's DEL");
+    assert!(b.uplink().is_none(), "the owner's DEL detaches");
+    assert!(b.tcx_programs().is_empty());
+}
+
+/// The `pods` map never takes an address over from another live pod: today the host route's
+/// `NLM_F_EXCL` refuses a duplicate address before host routing is reached, so the map's own
+/// guard is exercised directly, as a second ADD's `add_pod` would call it. It used to write
+/// with `BPF_ANY` and silently re-route the first pod's address to the second.
+#[test]
+fn add_pod_never_takes_over_another_pods_address() {
+    let b = Bed::new();
+    let net = Net::new(&b, "l3", "10.244.62.0/24", "fd44:62::/64", &BYPASS);
+    let (pa, pb) = (Netns::new("pod"), Netns::new("pod"));
+    let (_, a4, _) = net.add(&b, "ca", &pa);
+    let (_, b4, _) = net.add(&b, "cb", &pb);
+    let (_, before, _) = b.uplink().unwrap();
+    let of = |ip: IpAddr| before.iter().find(|(i, _)| *i == ip).unwrap().1;
+    let (a_if, b_if) = (of(a4), of(b4));
+    assert_ne!(a_if, b_if);
+    let (bpffs, nic) = (b.w.bpffs.path.clone(), b.w.nic.ifname.clone());
+    let r = b.w.node.run(move || {
+        let up = Uplink::open(&bpffs, &nic).unwrap().expect("attached");
+        up.add_pod(b_if, &[a4]).map_err(|e| e.to_string())
+    });
+    let e = r.expect_err("taking over ca's address must be refused");
+    assert!(
+        e.contains(&a4.to_string()) && e.contains("another pod"),
+        "{e}"
+    );
+    let (_, after, _) = b.uplink().unwrap();
+    assert_eq!(after, before, "ca's and cb's entries are as they were");
+    // Re-adding a pod's own address is fine (an ADD retried after a failure).
+    let (bpffs, nic) = (b.w.bpffs.path.clone(), b.w.nic.ifname.clone());
+    b.w.node
+        .run(move || {
+            let up = Uplink::open(&bpffs, &nic).unwrap().unwrap();
+            up.add_pod(a_if, &[a4]).map_err(|e| e.to_string())
+        })
+        .expect("a pod's own address");
+    ping(&b.w.far, &a4.to_string());
+    net.call(&b, "DEL", "ca", Some(&pa), &net.conf).ok("DEL ca");
+    net.call(&b, "DEL", "cb", Some(&pb), &net.conf).ok("DEL cb");
+    assert!(b.uplink().is_none());
+}
+
+/// Datagrams `pod` receives on `addr`:`port` while `send` runs, and up to 1 s after.
+fn received_while(pod: &Netns, addr: IpAddr, port: u16, send: impl FnOnce()) -> u32 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = done.clone();
+    let srv = pod.spawn(move || {
+        let s = UdpSocket::bind((addr, port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        tx.send(()).unwrap();
+        let (mut n, mut buf) = (0, [0u8; 64]);
+        loop {
+            match s.recv_from(&mut buf) {
+                Ok(_) => n += 1,
+                Err(_) if d.load(Ordering::SeqCst) => return n,
+                Err(_) => {}
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    send();
+    done.store(true, Ordering::SeqCst);
+    srv.join().unwrap()
+}
+
+/// `count` UDP datagrams from `src` (an address configured in `from`) to `dst`:`port`.
+fn send_udp_from(from: &Netns, src: IpAddr, dst: IpAddr, port: u16, count: u32) {
+    from.run(move || {
+        let s = UdpSocket::bind((src, 0)).unwrap();
+        for _ in 0..count {
+            s.send_to(b"nkc-spoof", (dst, port)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+}
+
+/// A source inside `bypass` that the node routes out of *another* device (a third netns's
+/// prefix, more specific than the uplink's), sent from the far side, must not reach the pod past
+/// netfilter: the reverse-path check hands it to the stack (`in_rpf`), where a prerouting rule
+/// the node enforces drops it. A frame sent to another host's MAC (PACKET_OTHERHOST) is the
+/// stack's too (`in_not_host`), which drops it. Both used to be redirected into the pod. Legit
+/// far traffic still bypasses.
+#[test]
+fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
+    let b = Bed::new();
+    let net = Net::new(&b, "l3", "10.244.64.0/24", "fd44:64::/64", &BYPASS);
+    let pod = Netns::new("pod");
+    let (_, a4, a6) = net.add(&b, "c1", &pod);
+    // A third netns behind a veth of the node, with prefixes inside `bypass` that the node
+    // routes through that veth (longer than the uplink's connected /24 and /64).
+    let third = Netns::new("third");
+    let (node_end, _) = b.w.node.veth(1, None);
+    let links: Vec<Value> = b.w.node.links();
+    let peer_end = links
+        .iter()
+        .find(|l| l["ifname"] != node_end.as_str() && l["link"] == node_end.as_str())
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .expect("the veth's other end");
+    b.w.node
+        .ip(&["link", "set", &peer_end, "netns", &third.name]);
+    third.ip(&["link", "set", &peer_end, "up"]);
+    b.w.node
+        .ip(&["addr", "add", "10.77.0.129/25", "dev", &node_end]);
+    b.w.node.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd77::8000:1/65",
+        "dev",
+        &node_end,
+        "nodad",
+    ]);
+    third.ip(&["addr", "add", "10.77.0.130/25", "dev", &peer_end]);
+    third.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd77::8000:2/65",
+        "dev",
+        &peer_end,
+        "nodad",
+    ]);
+    // The policy the node enforces in netfilter: nothing from the third netns's addresses
+    // arriving on the uplink.
+    let rules = format!(
+        "table inet nkt {{\n\tchain spoof {{\n\t\ttype filter hook prerouting priority -300; policy accept;\n\t\tiifname \"{up}\" ip saddr 10.77.0.130 counter drop comment \"spoofed\"\n\t\tiifname \"{up}\" ip6 saddr fd77::8000:2 counter drop comment \"spoofed\"\n\t}}\n}}\n",
+        up = b.w.nic.ifname
+    );
+    let mut child =
+        b.w.node
+            .cmd("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{rules}");
+    // The far side claims the third netns's addresses.
+    let far_if = b.w.peer.ifname.clone();
+    b.w.far
+        .ip(&["addr", "add", "10.77.0.130/32", "dev", &far_if]);
+    b.w.far.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd77::8000:2/128",
+        "dev",
+        &far_if,
+        "nodad",
+    ]);
+    let before = settled(|| b.counters());
+    let (s4, s6): (IpAddr, IpAddr) = (
+        "10.77.0.130".parse().unwrap(),
+        "fd77::8000:2".parse().unwrap(),
+    );
+    let got4 = received_while(&pod, a4, 7401, || send_udp_from(&b.w.far, s4, a4, 7401, 5));
+    let got6 = received_while(&pod, a6, 7402, || send_udp_from(&b.w.far, s6, a6, 7402, 5));
+    let after = settled(|| b.counters());
+    assert_eq!(
+        (got4, got6),
+        (0, 0),
+        "spoofed datagrams reached the pod past netfilter; counters: {}",
+        show_counters(&after)
+    );
+    assert_eq!(
+        delta(&after, &before, counter::IN_RPF),
+        10,
+        "{}",
+        show_counters(&after)
+    );
+    assert_eq!(delta(&after, &before, counter::IN_REDIRECT), 0);
+    assert_eq!(nft_counted(&b.w.node, "spoof", "spoofed"), 10);
+
+    // Frames for another host's MAC: the far side resolves the node's address to a wrong MAC.
+    let far_v4: IpAddr = FAR_IP.parse().unwrap();
+    b.w.far.ip(&[
+        "neigh",
+        "replace",
+        NODE_IP,
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        &far_if,
+        "nud",
+        "permanent",
+    ]);
+    let before = settled(|| b.counters());
+    let got = received_while(&pod, a4, 7403, || {
+        send_udp_from(&b.w.far, far_v4, a4, 7403, 5)
+    });
+    let after = settled(|| b.counters());
+    assert_eq!(got, 0, "{}", show_counters(&after));
+    assert_eq!(
+        delta(&after, &before, counter::IN_NOT_HOST),
+        5,
+        "{}",
+        show_counters(&after)
+    );
+    assert_eq!(delta(&after, &before, counter::IN_REDIRECT), 0);
+    b.w.far.ip(&[
+        "neigh",
+        "replace",
+        NODE_IP,
+        "lladdr",
+        &b.w.node_mac,
+        "dev",
+        &far_if,
+        "nud",
+        "permanent",
+    ]);
+
+    // Legit far traffic passes the check and still bypasses.
+    let before = settled(|| b.counters());
+    udp_rr(&pod, &b.w.far, a4, 7404);
+    udp_rr(&pod, &b.w.far, a6, 7405);
+    let after = b.counters();
+    assert!(
+        delta(&after, &before, counter::IN_REDIRECT) >= 2,
+        "{}",
+        show_counters(&after)
+    );
+    net.call(&b, "DEL", "c1", Some(&pod), &net.conf).ok("DEL");
+    assert!(b.uplink().is_none());
+}
+
 fn assert_no_leftovers(node: &Netns, nic: &Netdevsim, bpffs: &Bpffs, nets: &[&Net]) {
     assert_eq!(
         tcx_programs(node, nic.ifindex),

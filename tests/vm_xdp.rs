@@ -335,6 +335,125 @@ fn removing_the_nic_under_live_pods_leaves_del_and_gc_nothing_to_trip_on() {
     r.ok("GC");
 }
 
+/// Junk a pod planted in the plugin's bpffs directory for another NIC (a symlink where a NIC
+/// directory of this netns would be) does not fail the DEL of a pod whose own NIC is gone: the
+/// sweep removes the dead NIC's pins, leaves the junk (never following it) and reports it; GC
+/// reports it too.
+#[test]
+fn a_del_whose_master_is_gone_sweeps_past_junk_in_another_nics_directory() {
+    let mut w = wire(4);
+    let net = XdpNet::new(&w, json!({"queues": 1}));
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD");
+    let cookie = w
+        .node
+        .run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+    let victim = std::env::temp_dir().join(unique("nkc-victim-"));
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("precious"), b"keep me").unwrap();
+    let junk = w
+        .bpffs
+        .path
+        .join("netkit-cni")
+        .join(format!("netns{cookie}-if99999"));
+    std::os::unix::fs::symlink(&victim, &junk).unwrap();
+    w.nic.remove();
+    net.call(&w, "DEL", "c1", Some(&pod), "")
+        .ok("DEL after the NIC is gone, next to junk for another NIC");
+    let left = w.bpffs.plugin_entries();
+    assert!(
+        left.contains(&format!("netns{cookie}-if99999"))
+            && left
+                .iter()
+                .all(|e| e.starts_with(&format!("netns{cookie}-if99999"))),
+        "the dead NIC's pins are swept, the junk is left as found: {left:?}"
+    );
+    assert!(std::fs::symlink_metadata(&junk)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let mut gc = net.conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let e = run_plugin(
+        Some(&w.node),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_PATH)],
+        &gc.to_string(),
+    )
+    .err("GC reports the junk");
+    assert!(
+        format!("{} {}", e["msg"], e["details"]).contains(&format!("netns{cookie}-if99999")),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"keep me");
+    let _ = std::fs::remove_file(&junk);
+    let _ = std::fs::remove_dir_all(&victim);
+}
+
+/// A pod that can write bpffs leaves, in the directory of a NIC that has no dispatcher yet, a
+/// 3000-deep tree under `pods/` and a subdirectory owned by uid 1000. The next ADD on that NIC
+/// clears the directory before attaching: what cannot be removed is moved whole into
+/// `<bpffs>/netkit-cni/.attic/`, and ADD and DEL work (the clear used to fail, with EMFILE or on
+/// the foreign owner, and every later ADD on the NIC with it).
+#[test]
+fn junk_a_pod_left_in_a_nics_directory_never_stops_its_adds() {
+    use nix::fcntl::{open, openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    use std::os::fd::AsFd;
+    let w = wire(4);
+    let net = XdpNet::new(&w, json!({"queues": 1}));
+    let cookie = w
+        .node
+        .run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+    let plugin_dir = w.bpffs.path.join("netkit-cni");
+    let nic_dir = plugin_dir.join(format!("netns{cookie}-if{}", w.nic.ifindex));
+    std::fs::create_dir_all(nic_dir.join("pods/ghost/eth0")).unwrap();
+    let mut fd = open(
+        &nic_dir.join("pods/ghost/eth0"),
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+        Mode::empty(),
+    )
+    .unwrap();
+    for _ in 0..3000 {
+        mkdirat(fd.as_fd(), "d", Mode::from_bits_truncate(0o700)).unwrap();
+        fd = openat(
+            fd.as_fd(),
+            "d",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    drop(fd);
+    std::fs::create_dir(nic_dir.join("foreign")).unwrap();
+    std::os::unix::fs::chown(nic_dir.join("foreign"), Some(1000), Some(1000)).unwrap();
+    let pod = Netns::new("pod");
+    net.call(&w, "ADD", "c1", Some(&pod), "")
+        .ok("ADD on a NIC whose directory holds a pod's junk");
+    net.call(&w, "DEL", "c1", Some(&pod), "").ok("DEL");
+    let top: Vec<String> = std::fs::read_dir(&plugin_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        top,
+        [".attic"],
+        "the NIC's directory is gone, the junk moved aside"
+    );
+    assert_eq!(
+        std::fs::read_dir(plugin_dir.join(".attic"))
+            .unwrap()
+            .count(),
+        2,
+        "the deep tree and the foreign directory, each moved whole"
+    );
+    assert!(w.bpftool_xdp().is_empty(), "the dispatcher is detached");
+    assert!(
+        run(&["rm", "-rf", plugin_dir.join(".attic").to_str().unwrap()])
+            .status
+            .success()
+    );
+}
+
 #[test]
 fn bad_xdp_config_and_a_missing_bpffs_leave_nothing_behind() {
     let w = wire(4);

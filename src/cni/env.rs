@@ -202,6 +202,12 @@ impl IfName {
                 "must not contain whitespace (the kernel also counts byte 0xa0, e.g. inside \"à\")"
                     .to_owned(),
             )
+        } else if s.chars().any(crate::logging::is_unsafe_char) {
+            // The kernel would take them, but the name ends up in device-info file names, markers,
+            // inspect tables and logs: an escape sequence or a bidi override must not ride along.
+            Some(
+                "must not contain control or format characters (C0, DEL, C1, U+202E, …)".to_owned(),
+            )
         } else {
             None
         };
@@ -694,6 +700,15 @@ mod tests {
             // Bytes c3 a0: no Unicode whitespace, but the kernel's isspace() refuses 0xa0.
             "eth\u{e0}",
             "\u{920}",
+            // Control and format characters: an ANSI clear-screen, BEL, DEL, a C1 CSI, a bidi
+            // override and isolate, a zero-width space.
+            "e\u{1b}[2J",
+            "e\u{7}",
+            "e\u{7f}",
+            "e\u{9b}",
+            "e\u{202e}",
+            "e\u{2066}",
+            "e\u{200b}",
         ] {
             let err = IfName::parse(bad).unwrap_err();
             assert_eq!(err.code, 4, "{bad:?}");

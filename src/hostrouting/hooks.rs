@@ -61,10 +61,16 @@ pub fn add(
     Ok(())
 }
 
-/// DEL (and ADD's rollback), before the device goes: remove the pod's addresses (found by its
-/// primary `host_ifname`; addresses of primaries that no longer exist go too) and detach the
-/// uplink's program if no pod is left. An uplink that is gone or was never set up is fine.
-pub fn release(conf: &HostRoutingConfig, host_ifname: &str, log: &Logger) -> Result<(), CniError> {
+/// DEL (and ADD's rollback), before the device goes: remove the pod's addresses (those routed
+/// to `primary_ifindex`, the attachment's own primary: `None` when it has none, or when the
+/// device at its name is another network's; addresses of primaries that no longer exist go
+/// too) and detach the uplink's program if no pod is left. An uplink that is gone or was never
+/// set up is fine.
+pub fn release(
+    conf: &HostRoutingConfig,
+    primary_ifindex: Option<u32>,
+    log: &Logger,
+) -> Result<(), CniError> {
     let Some(up) = Uplink::open(&conf.bpffs, &conf.uplink).map_err(cni_error)? else {
         // No uplink (or a dead one): sweep its directory so nothing leaks.
         let removed = sweep(&conf.bpffs).map_err(cni_error)?;
@@ -74,7 +80,7 @@ pub fn release(conf: &HostRoutingConfig, host_ifname: &str, log: &Logger) -> Res
         return Ok(());
     };
     let mut n = 0;
-    if let Some(ifindex) = super::ifindex_of(host_ifname) {
+    if let Some(ifindex) = primary_ifindex {
         n = up.remove_pod(ifindex).map_err(cni_error)?;
     }
     n += up.sweep_dead().map_err(cni_error)?;

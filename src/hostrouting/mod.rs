@@ -87,7 +87,10 @@ pub mod counter {
     /// Appended after the first release's ten (indices stay): flows the node's conntrack NATs.
     pub const OUT_NAT: u32 = 10;
     pub const IN_NAT: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// Appended after NAT's two: ingress refusals, reverse path and frames not for the uplink.
+    pub const IN_RPF: u32 = 12;
+    pub const IN_NOT_HOST: u32 = 13;
+    pub const COUNT: u32 = 14;
     /// Names in index order, as `inspect`-style output and the tests print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "in_redirect",
@@ -102,8 +105,13 @@ pub mod counter {
         "other",
         "out_nat",
         "in_nat",
+        "in_rpf",
+        "in_not_host",
     ];
 }
+
+/// `BPF_NOEXIST`: create, never replace (include/uapi/linux/bpf.h).
+const BPF_NOEXIST: u64 = sys::BPF_NOEXIST as u64;
 
 const AF_INET: u32 = libc::AF_INET as u32;
 const AF_INET6: u32 = libc::AF_INET6 as u32;
@@ -206,6 +214,12 @@ pub enum HostRoutingError {
     },
     #[error("{} is not the plugin's own state: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
+    #[error("address {ip} is already routed to another pod (primary ifindex {ifindex}) in {}; refusing to take it over", .path.display())]
+    AddressTaken {
+        ip: IpAddr,
+        ifindex: u32,
+        path: PathBuf,
+    },
 }
 
 impl HostRoutingError {
@@ -384,13 +398,20 @@ struct Maps {
     stats: OwnedFd,
 }
 
-/// Load the ingress program with fresh maps.
-fn load_ingress() -> Result<(OwnedFd, Maps)> {
+/// Load the ingress program for `uplink_ifindex` (its reverse-path check) with fresh maps.
+fn load_ingress(uplink_ifindex: u32) -> Result<(OwnedFd, Maps)> {
     let load_err = |source| HostRoutingError::Load { source };
     let mut object = MaybeUninit::uninit();
-    let open = ingress_skel::HostIngressSkelBuilder::default()
+    let mut open = ingress_skel::HostIngressSkelBuilder::default()
         .open(&mut object)
         .map_err(load_err)?;
+    open.maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| HostRoutingError::Load {
+            source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
+        })?
+        .nkc_uplink_ifindex = uplink_ifindex;
     let skel = open.load().map_err(load_err)?;
     Ok((
         dup(skel.progs.nkc_host_ingress.as_fd())?,
@@ -598,7 +619,7 @@ impl Uplink {
         path: PathBuf,
         locked: Locked,
     ) -> Result<Uplink> {
-        let (prog, maps) = load_ingress()?;
+        let (prog, maps) = load_ingress(ifindex)?;
         let egress = load_egress(&maps, ifindex)?;
         let attach = || -> Result<OwnedFd> {
             pin_at(&locked.dir, PIN_PODS, maps.pods.as_fd())?;
@@ -687,14 +708,9 @@ impl Uplink {
             reserved: 0,
         };
         for ip in addrs {
-            if let Err(e) = bpf::map_update(self.maps.pods.as_fd(), &PodAddrKey::of(*ip), &value, 0)
-            {
+            if let Err(e) = self.insert_addr(*ip, value) {
                 let _ = self.remove_pod(primary_ifindex);
-                return Err(HostRoutingError::sys(
-                    "BPF_MAP_UPDATE_ELEM",
-                    Some(&self.path.join(PIN_PODS)),
-                    e,
-                ));
+                return Err(e);
             }
         }
         let egress_id = self.egress_prog_id()?;
@@ -711,6 +727,34 @@ impl Uplink {
             }
         }
         Ok(())
+    }
+
+    /// Routes `ip` to `value`'s primary with `BPF_NOEXIST`, so an address routed to another
+    /// pod is never silently taken over (a duplicate from IPAM would otherwise steal that pod's
+    /// traffic). An entry that is already this primary's is kept; one whose primary no longer
+    /// exists (deleted without DEL) is stale and replaced.
+    fn insert_addr(&self, ip: IpAddr, value: PodValue) -> Result<()> {
+        let pods = self.path.join(PIN_PODS);
+        let key = PodAddrKey::of(ip);
+        let fd = self.maps.pods.as_fd();
+        match bpf::map_update(fd, &key, &value, BPF_NOEXIST) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(HostRoutingError::sys("BPF_MAP_UPDATE_ELEM", Some(&pods), e)),
+        }
+        let have: Option<PodValue> = bpf::map_lookup(fd, &key)
+            .map_err(|e| HostRoutingError::sys("BPF_MAP_LOOKUP_ELEM", Some(&pods), e))?;
+        match have {
+            Some(h) if h.ifindex == value.ifindex => Ok(()),
+            Some(h) if ifindex_exists(h.ifindex) => Err(HostRoutingError::AddressTaken {
+                ip,
+                ifindex: h.ifindex,
+                path: pods,
+            }),
+            // Stale, or deleted since: replace.
+            _ => bpf::map_update(fd, &key, &value, 0)
+                .map_err(|e| HostRoutingError::sys("BPF_MAP_UPDATE_ELEM", Some(&pods), e)),
+        }
     }
 
     /// Remove every address routed to `primary_ifindex`. Returns how many there were.
@@ -841,8 +885,9 @@ impl Uplink {
         for i in 0..counter::COUNT {
             match bpf::map_lookup_raw(self.maps.stats.as_fd(), &i, &mut buf) {
                 Ok(()) => {}
-                // An uplink attached by a release before the NAT counters has a 10-entry map
-                // (its programs, kept until the uplink's last pod goes, never count them).
+                // An uplink attached by a release before the NAT counters has a 10-entry map,
+                // one before the reverse-path check a 12-entry one (its programs, kept until
+                // the uplink's last pod goes, never count the missing ones).
                 Err(Errno::ENOENT) if i >= counter::OUT_NAT => {
                     out.push(0);
                     continue;

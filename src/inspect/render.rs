@@ -3,6 +3,14 @@
 use std::fmt::Write;
 
 use super::*;
+use crate::logging::escaped;
+
+/// A value as text output shows it: names, paths and warnings may come from what a pod wrote
+/// (device-info file names, bpffs entries, device aliases), so every control and bidi/format
+/// character is escaped (`--json` escapes them as JSON does).
+fn t(v: impl std::fmt::Display) -> String {
+    escaped(&v.to_string())
+}
 
 /// Printed under a queue table with queues steered to pods: what a DPDK application in such a
 /// pod has to do. DPDK's AF_XDP PMD asks the interface for its channels (`ETHTOOL_GCHANNELS`,
@@ -28,7 +36,7 @@ pub fn render_table(r: &Report) -> String {
         out.push('\n');
     }
     for w in &r.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {}", t(w));
     }
     out
 }
@@ -42,7 +50,7 @@ fn render_nic(out: &mut String, nic: &NicReport) {
     let _ = writeln!(
         out,
         "NIC {} (ifindex {}, {}, {queues})",
-        nic.name,
+        t(&nic.name),
         nic.ifindex,
         if nic.up { "up" } else { "down" }
     );
@@ -50,7 +58,7 @@ fn render_nic(out: &mut String, nic: &NicReport) {
         out,
         "  netns cookie {}, bpffs dir {}",
         nic.netns_cookie,
-        nic.bpffs_dir.display()
+        t(nic.bpffs_dir.display())
     );
     match &nic.xdp {
         Some(x) => {
@@ -84,7 +92,7 @@ fn render_nic(out: &mut String, nic: &NicReport) {
                     out,
                     "  {:<12}{} ({kind} {})",
                     if i == 0 { "pinned:" } else { "" },
-                    p.path,
+                    t(&p.path),
                     opt(p.id)
                 );
             }
@@ -98,7 +106,7 @@ fn render_nic(out: &mut String, nic: &NicReport) {
             opt(h.ingress_prog_id),
             h.pods,
             h.addresses,
-            h.dir.display()
+            t(h.dir.display())
         );
     }
     if let Some(st) = &nic.steering {
@@ -164,7 +172,7 @@ fn render_nic(out: &mut String, nic: &NicReport) {
         }
     }
     for w in &nic.warnings {
-        let _ = writeln!(out, "  warning: {w}");
+        let _ = writeln!(out, "  warning: {}", t(w));
     }
 }
 
@@ -218,7 +226,7 @@ fn dispatch(d: &DispatchReport) -> String {
     if d.action == Action::Pod {
         let _ = write!(s, " vq {} xskmap {}", opt(d.vqueue), opt(d.xskmap_id));
         if let Some(p) = &d.pod {
-            let _ = write!(s, " ({p})");
+            let _ = write!(s, " ({})", t(p));
         }
     }
     if d.range_action != d.action {
@@ -251,6 +259,10 @@ fn opt(v: Option<u32>) -> String {
 
 /// Left-aligned columns separated by two spaces, without trailing blanks.
 fn table(out: &mut String, indent: &str, rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escaped(c)).collect())
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -261,7 +273,7 @@ fn table(out: &mut String, indent: &str, rows: &[Vec<String>]) {
                 .unwrap_or(0)
         })
         .collect();
-    for row in rows {
+    for row in &rows {
         let mut line = String::from(indent);
         for (c, cell) in row.iter().enumerate() {
             line.push_str(cell);

@@ -252,6 +252,40 @@ fn table_marks_an_owner_only_the_alias_names() {
 }
 
 #[test]
+fn table_escapes_control_and_bidi_characters_from_pod_written_names() {
+    let mut r = sample();
+    let hostile = "c1\u{1b}[31mX\u{1b}[8m\u{202e}\u{2066}\n\u{9b}2J";
+    r.warnings = vec![format!(
+        "device-info record left out: /run/d/net:{hostile}-device.json"
+    )];
+    r.nics[0].warnings = vec![hostile.to_string()];
+    r.nics[0].name = hostile.to_string();
+    r.nics[0].dispatcher.as_mut().unwrap().pins[1].path = hostile.to_string();
+    let lease = r.nics[0].queues[1].lease.as_mut().unwrap();
+    lease.container_id = Some(hostile.to_string());
+    lease.consumer = Some(hostile.to_string());
+    let text = render_table(&r);
+    assert!(
+        !text
+            .chars()
+            .any(|c| c != '\n' && crate::logging::is_unsafe_char(c)),
+        "raw control or format characters in:\n{text:?}"
+    );
+    // One line per row still: the embedded newline is escaped, not printed.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("c1\\u{1b}[31mX"))
+            .count(),
+        5,
+        "{text}"
+    );
+    assert!(
+        text.contains(r"c1\u{1b}[31mX\u{1b}[8m\u{202e}\u{2066}\n\u{9b}2J"),
+        "{text}"
+    );
+}
+
+#[test]
 fn table_without_nics_or_dispatcher_says_so() {
     let mut r = sample();
     r.warnings.clear();

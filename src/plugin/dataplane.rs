@@ -313,8 +313,8 @@ pub trait Dataplane {
     /// Every pod with an XSKMAP pin on the master's dispatcher (GC's view).
     fn xdp_pods(&mut self, conf: &XdpConfig, master_ifindex: u32) -> Result<Vec<PodId>, DpError>;
     /// Remove the pins of dispatchers whose NIC is gone (its link is defunct), in this netns.
-    /// Returns the directories removed.
-    fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<Vec<PathBuf>, DpError>;
+    /// Returns the directories removed and the entries it had to leave, each named.
+    fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<crate::xdp::Swept, DpError>;
 
     // --- Flow steering on the master ------------------------------------------------------
 

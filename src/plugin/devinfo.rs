@@ -66,10 +66,17 @@ pub enum DevInfoError {
     Fs(#[from] SafeFsError),
 }
 
+/// Mode of a device-info directory the plugin creates: 0755 plus the sticky bit, so that
+/// whoever the administrator later lets write it (a device plugin, a pod's uid) can unlink or
+/// rename only their own files, never the plugin's root-owned records (fs/namei.c
+/// `check_sticky`: only the file's or the directory's owner, or CAP_FOWNER in the init user
+/// namespace). A directory that already exists keeps the administrator's mode.
+pub const DIR_MODE: u32 = 0o1755;
+
 /// The device-info directory: the administrator's path, whose last component is opened without
-/// following a symlink (created mode 0755 when `create`). `None` if it does not exist.
+/// following a symlink (created [`DIR_MODE`] when `create`). `None` if it does not exist.
 fn open_dir(dir: &Path, create: bool) -> Result<Option<Dir>, DevInfoError> {
-    Ok(Dir::open_last_untrusted(dir, create, 0o755, Owner::Any)?)
+    Ok(Dir::open_last_untrusted(dir, create, DIR_MODE, Owner::Any)?)
 }
 
 fn file_name(marker: &Marker) -> String {
@@ -243,11 +250,13 @@ pub fn write(dir: &Path, marker: &Marker, info: &DeviceInfo) -> Result<PathBuf, 
 }
 
 /// The attachment's file, `None` if there is none. Read `O_NOFOLLOW | O_NONBLOCK`, a regular
-/// file of at most [`READ_LIMIT`] bytes.
+/// file of at most [`READ_LIMIT`] bytes, owned by the plugin's uid (as [`records`] requires for
+/// DEL, GC and inspect): a file someone else wrote at the name is an error, never the record.
 pub fn read(dir: &Path, marker: &Marker) -> Result<Option<DeviceInfo>, DevInfoError> {
     let Some(d) = open_dir(dir, false)? else {
         return Ok(None);
     };
+    let d = d.with_owner(Owner::Us);
     let name = file_name(marker);
     let Some(body) = d.read_file(&name, READ_LIMIT)? else {
         return Ok(None);
@@ -457,6 +466,68 @@ mod tests {
             !leftovers.iter().any(|n| n.ends_with(".tmp")),
             "{leftovers:?}"
         );
+    }
+
+    #[test]
+    fn check_reads_only_a_record_the_plugin_owns() {
+        let dir = TempDir::new();
+        let a = Marker::new("net", "c1", "eth0").unwrap();
+        let p = write(&dir.0, &a, &info(&a)).unwrap();
+        assert_eq!(read(&dir.0, &a).unwrap(), Some(info(&a)));
+        // Someone else's file at the name (a writer of the directory replaced the record).
+        std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
+        let e = read(&dir.0, &a).unwrap_err();
+        assert!(e.to_string().contains("owned by uid 1000"), "{e}");
+    }
+
+    /// Who may remove whose record: in the directory the plugin creates (sticky), a writer with
+    /// another uid removes only its own files; in a directory without the sticky bit (one the
+    /// administrator created so), it removes or renames any record: the limit the threat model
+    /// states.
+    #[test]
+    fn a_created_directory_is_sticky_and_only_there_records_are_safe_from_other_writers() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test switches to uid 1000 and must run as root (the plugin's own uid)"
+        );
+        let dir = TempDir::new();
+        let sticky = dir.0.join("sticky");
+        let a = Marker::new("net", "c1", "eth0").unwrap();
+        write(&sticky, &a, &info(&a)).unwrap();
+        let mode = std::fs::metadata(&sticky).unwrap().permissions().mode();
+        assert_eq!(mode & 0o1000, 0o1000, "created sticky: {mode:o}");
+        // The administrator hands it to a device plugin running as uid 1000 (keeping the bit).
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let as_uid = |args: &[&str]| {
+            std::process::Command::new(args[0])
+                .args(&args[1..])
+                .uid(1000)
+                .gid(1000)
+                .output()
+                .unwrap()
+        };
+        let rec = path_for(&sticky, &a);
+        let own = sticky.join("net:c9:eth0-device.json");
+        assert!(as_uid(&["touch", own.to_str().unwrap()]).status.success());
+        let rm = as_uid(&["rm", "-f", rec.to_str().unwrap()]);
+        assert!(!rm.status.success(), "uid 1000 removed root's record");
+        let mv = as_uid(&["mv", rec.to_str().unwrap(), own.to_str().unwrap()]);
+        assert!(!mv.status.success(), "uid 1000 renamed root's record");
+        assert_eq!(read(&sticky, &a).unwrap(), Some(info(&a)));
+        assert!(as_uid(&["rm", "-f", own.to_str().unwrap()])
+            .status
+            .success());
+        // The limit: without the sticky bit, any writer removes any record.
+        let plain = dir.0.join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o777)).unwrap();
+        write(&plain, &a, &info(&a)).unwrap();
+        let rm = as_uid(&["rm", "-f", path_for(&plain, &a).to_str().unwrap()]);
+        assert!(rm.status.success(), "{rm:?}");
+        assert_eq!(read(&plain, &a).unwrap(), None);
     }
 
     #[test]

@@ -938,7 +938,7 @@ impl Dataplane for KernelDataplane {
         }
     }
 
-    fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<Vec<PathBuf>, DpError> {
+    fn xdp_sweep(&mut self, conf: &XdpConfig) -> Result<crate::xdp::Swept, DpError> {
         Dispatcher::sweep_defunct(&conf.options())
             .map_err(xdp("remove the pins of NICs that are gone"))
     }

@@ -617,16 +617,6 @@ pub struct LeasingDevice {
     pub alias: Option<Marker>,
 }
 
-impl LeasingDevice {
-    /// The attachment it belongs to: the verified one, else what its alias claims.
-    pub fn owner(&self) -> Option<&Marker> {
-        self.verified
-            .as_ref()
-            .map(|(m, _)| m)
-            .or(self.alias.as_ref())
-    }
-}
-
 /// (physical, virtual) queue pairs, ascending physical.
 pub type QueuePairs = Vec<(u32, u32)>;
 /// A lessee as the master's leases name it: (nsid, ifindex, the queues it holds).

@@ -309,7 +309,11 @@ impl<'a> AddUndo<'a> {
         self.steer.roll_back(dp, log);
         // Before the device, as in DEL: no map entry ever names a deleted primary.
         if let (true, Some(h)) = (self.host_routing, &self.req.conf.host_routing) {
-            if let Err(e) = crate::hostrouting::hooks::release(h, &marker.host_ifname(), log) {
+            let ours = own_primary(dp, marker).unwrap_or_else(|e| {
+                log.warn(format_args!("rollback: host device of {marker}: {e}"));
+                None
+            });
+            if let Err(e) = crate::hostrouting::hooks::release(h, ours, log) {
                 log.error(format_args!("rollback: host routing: {e}"));
             }
         }
@@ -723,9 +727,12 @@ pub fn cmd_del(
     log: &Logger,
 ) -> Result<(), CniError> {
     let marker = req.marker()?;
-    // Before the device goes: its addresses stop being redirected to it first.
+    // Before the device goes: its addresses stop being redirected to it first. Only those of
+    // the host device that names this attachment: after network A's refused ADD (103), the
+    // device at the derived name is network B's, and A's DEL must not unroute B's pod.
     if let Some(h) = &req.conf.host_routing {
-        crate::hostrouting::hooks::release(h, &marker.host_ifname(), log)?;
+        let ours = own_primary(dp, &marker).map_err(kernel_error)?;
+        crate::hostrouting::hooks::release(h, ours, log)?;
     }
     // Before the device goes too: the NIC stops steering the pod's frames to its queues before
     // they return to the host.
@@ -808,7 +815,8 @@ fn release_steering(
 /// XDP pins are keyed by container id and ifname only, so the pin at this key may be another
 /// network's: a DEL for network A after A's ADD was refused with 103 (network B's device holds
 /// that ifname) must leave B's steering alone. The release is skipped when a device leasing from
-/// the master carries this container id and ifname for another network.
+/// the master *verifiably* belongs to this container id and ifname in another network (see
+/// [`foreign_owner`]); an alias never decides it.
 fn release_xdp(
     dp: &mut dyn Dataplane,
     l: &LeaseConfig,
@@ -817,15 +825,13 @@ fn release_xdp(
     log: &Logger,
 ) -> Result<(), CniError> {
     let pod = pod_id(marker)?;
-    let foreign = lease::leasing_devices(dp, l, log)
-        .map_err(kernel_error)?
-        .into_iter()
-        .filter_map(|d| d.owner().cloned())
-        .find(|m| {
-            m.container_id() == marker.container_id()
-                && m.ifname() == marker.ifname()
-                && m.network() != marker.network()
-        });
+    let devs = lease::leasing_devices(dp, l, log).map_err(kernel_error)?;
+    let foreign = foreign_owner(
+        &devs,
+        marker.network(),
+        marker.container_id(),
+        marker.ifname(),
+    );
     if let Some(m) = foreign {
         log.warn(format_args!(
             "DEL {marker}: the XDP steering of {pod} belongs to network {}'s device, left alone",
@@ -844,12 +850,50 @@ fn release_xdp(
         None => {
             let swept = dp.xdp_sweep(x).map_err(xdp_error)?;
             log.debug(format_args!(
-                "DEL {marker}: master {} is gone; swept {swept:?}",
-                l.master
+                "DEL {marker}: master {} is gone; swept {:?}",
+                l.master, swept.removed
             ));
+            // Another NIC's directory that cannot be swept (junk a pod planted there) is not
+            // this attachment's: reported, and GC reports it too, but it does not fail this DEL.
+            for r in &swept.refused {
+                log.warn(format_args!("DEL {marker}: left in bpffs: {r}"));
+            }
         }
     }
     Ok(())
+}
+
+/// The ifindex of the pair's host device (primary) named after `marker` in the node netns, if
+/// it carries exactly this marker. The name hashes only the container id and ifname, so it may
+/// be another network's device; its marker is in the node netns, out of the pod's reach.
+fn own_primary(dp: &mut dyn Dataplane, marker: &Marker) -> Result<Option<u32>, DpError> {
+    Ok(dp
+        .observe(marker, None, marker.ifname())?
+        .host
+        .filter(|h| h.marker.as_ref() == Some(marker))
+        .map(|h| h.ifindex))
+}
+
+/// The attachment of another network than `network` that holds `container_id`/`ifname` on the
+/// master, from facts the pod cannot change: a leasing device that a root-owned device-info
+/// record describes exactly ([`lease::LeasingDevice::verified`]). (XDP needs a single device,
+/// and only one device of that ifname can live in the pod netns, so a pin at this key belongs
+/// to a single device of some network.) A single device's alias is never asked: the pod
+/// rewrites it at will, and a pod that deleted its own record and took another attachment's
+/// marker as its alias must not make that attachment's DEL or GC skip the release of its XDP
+/// steering.
+fn foreign_owner(
+    devs: &[lease::LeasingDevice],
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Option<Marker> {
+    devs.iter()
+        .filter_map(|d| d.verified.as_ref().map(|(m, _)| m))
+        .find(|m| {
+            m.container_id() == container_id && m.ifname() == ifname && m.network() != network
+        })
+        .cloned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1264,10 +1308,15 @@ fn gc_xdp(
     log: &Logger,
 ) {
     match dp.xdp_sweep(x) {
-        Ok(swept) if !swept.is_empty() => log.info(format_args!(
-            "GC: removed the pins of NICs that are gone: {swept:?}"
-        )),
-        Ok(_) => {}
+        Ok(swept) => {
+            if !swept.removed.is_empty() {
+                log.info(format_args!(
+                    "GC: removed the pins of NICs that are gone: {:?}",
+                    swept.removed
+                ));
+            }
+            failures.extend(swept.refused);
+        }
         Err(e) => failures.push(e.to_string()),
     }
     let master = match dp.master(&l.master) {
@@ -1279,20 +1328,25 @@ fn gc_xdp(
         Ok(p) => p,
         Err(e) => return failures.push(e.to_string()),
     };
-    let others: BTreeSet<(String, String)> = match lease::leasing_devices(dp, l, log) {
-        Ok(devs) => devs
-            .iter()
-            .filter_map(|d| d.owner())
-            .filter(|m| m.network() != network)
-            .map(|m| (m.container_id().to_string(), m.ifname().to_string()))
-            .collect(),
+    let devs = match lease::leasing_devices(dp, l, log) {
+        Ok(devs) => devs,
         Err(e) => return failures.push(e.to_string()),
     };
-    let orphan = |p: &PodId| {
-        !valid.contains(&(p.container_id(), p.ifname()))
-            && !others.contains(&(p.container_id().to_string(), p.ifname().to_string()))
-    };
-    for pod in pods.into_iter().filter(|p| orphan(p)) {
+    let mut orphans = Vec::new();
+    for p in pods
+        .into_iter()
+        .filter(|p| !valid.contains(&(p.container_id(), p.ifname())))
+    {
+        // Verified facts only (see foreign_owner): an alias keeps no orphan's steering alive.
+        match foreign_owner(&devs, network, p.container_id(), p.ifname()) {
+            Some(m) => log.debug(format_args!(
+                "GC: the XDP steering of {p} belongs to network {}",
+                m.network()
+            )),
+            None => orphans.push(p),
+        }
+    }
+    for pod in orphans {
         log.info(format_args!(
             "GC: releasing the XDP steering of orphan {network}/{pod} on {}",
             master.name

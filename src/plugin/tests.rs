@@ -227,6 +227,8 @@ struct FakeXdp {
     pins: std::collections::BTreeSet<String>,
     /// The NIC died with the dispatcher attached: pins left for a sweep.
     defunct: bool,
+    /// Entries the sweep reports it had to leave (junk under other NICs' directories).
+    sweep_refuses: Vec<String>,
 }
 
 /// Every pod netns has this nsid in the node netns.
@@ -390,12 +392,17 @@ impl Dataplane for FakeKernel {
         _ifname: &str,
     ) -> Result<Observed, DpError> {
         self.step("observe")?;
-        let host = self.devices.get(&marker.to_string()).map(|m| ObservedLink {
-            ifindex: 10,
-            is_netkit: true,
-            mode: None,
-            marker: Some(m.clone()),
-        });
+        // By the derived host name, as the kernel is asked: whatever marker the device carries.
+        let host = self
+            .devices
+            .values()
+            .find(|m| m.host_ifname() == marker.host_ifname())
+            .map(|m| ObservedLink {
+                ifindex: 10,
+                is_netkit: true,
+                mode: None,
+                marker: Some(m.clone()),
+            });
         let pod = netns
             .and_then(|ns| self.pods.get(&marker.to_string()).filter(|p| p.netns == ns))
             .map(|p| ObservedLink {
@@ -698,13 +705,23 @@ impl Dataplane for FakeKernel {
     fn steering(&mut self) -> &mut dyn NicSteering {
         self
     }
-    fn xdp_sweep(&mut self, conf: &crate::cni::config::XdpConfig) -> Result<Vec<PathBuf>, DpError> {
+    fn xdp_sweep(
+        &mut self,
+        conf: &crate::cni::config::XdpConfig,
+    ) -> Result<crate::xdp::Swept, DpError> {
         self.calls.push("xdp_sweep".into());
+        let refused = self.xdp.sweep_refuses.clone();
         if !self.xdp.defunct {
-            return Ok(vec![]);
+            return Ok(crate::xdp::Swept {
+                removed: vec![],
+                refused,
+            });
         }
         self.xdp = FakeXdp::default();
-        Ok(vec![conf.bpffs.join("netkit-cni/dead")])
+        Ok(crate::xdp::Swept {
+            removed: vec![conf.bpffs.join("netkit-cni/dead")],
+            refused,
+        })
     }
     fn delete_remote(&mut self, netnsid: Option<i32>, ifindex: u32) -> Result<Deletion, DpError> {
         self.calls
@@ -1665,6 +1682,60 @@ fn del_for_another_network_leaves_the_owners_xdp_steering_alone() {
     assert!(k.xdp.steered.is_empty() && !k.xdp.attached);
 }
 
+/// A pod that deleted its own device-info record (anyone who may write `deviceInfoDir` can)
+/// and took another network's marker with the victim's container id and ifname as its alias.
+fn forge_foreign(k: &mut FakeKernel, dir: &DevDir, cid: &str, victim: &str) {
+    std::fs::remove_file(dir.0.join(format!("podnet:{cid}:eth0-device.json"))).unwrap();
+    let pod = k
+        .pods
+        .remove(&format!("netkit-cni/podnet/{cid}/eth0"))
+        .unwrap();
+    k.pods
+        .insert(format!("netkit-cni/othernet/{victim}/eth0"), pod);
+}
+
+#[test]
+fn an_alias_never_makes_del_skip_the_release_of_the_xdp_steering() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = xdp_conf(&dir, json!({"queues": 1}));
+    for cid in ["victim", "attacker"] {
+        cmd_add(&request("ADD", cid, conf.clone()), &mut k, None, &quiet()).unwrap();
+    }
+    forge_foreign(&mut k, &dir, "attacker", "victim");
+    cmd_del(&request("DEL", "victim", conf), &mut k, None, &quiet()).unwrap();
+    assert!(
+        !k.xdp.pins.contains("victim/eth0")
+            && !k.xdp.steered.values().any(|(o, _)| o == "victim/eth0"),
+        "the victim's queue must not stay steered to its dead XSKMAP: {:?} {:?}",
+        k.xdp.steered,
+        k.calls
+    );
+    assert!(k.xdp.pins.contains("attacker/eth0"));
+}
+
+#[test]
+fn an_alias_never_keeps_an_orphans_xdp_steering_from_gc() {
+    let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
+    let conf = xdp_conf(&dir, json!({"queues": 1}));
+    for cid in ["orphan", "attacker"] {
+        cmd_add(&request("ADD", cid, conf.clone()), &mut k, None, &quiet()).unwrap();
+    }
+    // The orphan's device died with its netns, without DEL; its pin and steering stayed.
+    let orphan = k.pods.remove("netkit-cni/podnet/orphan/eth0").unwrap();
+    k.nic()
+        .leases
+        .retain(|_, (_, ifx, _)| *ifx != orphan.ifindex);
+    forge_foreign(&mut k, &dir, "attacker", "orphan");
+    let mut gc = conf;
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "attacker", "ifname": "eth0"}]);
+    cmd_gc(&request("GC", "x", gc), &mut k, None, &quiet()).unwrap();
+    assert!(
+        !k.xdp.pins.contains("orphan/eth0"),
+        "GC must release the orphan's steering: {:?}",
+        k.calls
+    );
+}
+
 #[test]
 fn del_releases_the_queues_only_after_the_device_and_its_leases_are_gone() {
     let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
@@ -1756,12 +1827,13 @@ fn gc_releases_unlisted_pods_but_not_other_networks_live_ones() {
     for cid in ["live", "orphan"] {
         cmd_add(&request("ADD", cid, conf.clone()), &mut k, None, &quiet()).unwrap();
     }
-    // Another network's live pod on the same NIC and dispatcher.
-    let foreign = Marker::new("othernet", "f1", "eth0").unwrap();
-    let fi = k.add_pod(&foreign, Path::new("/run/netns/other"), true, 2);
-    k.nic().leases.insert(7, (Some(POD_NSID), fi, 1));
-    k.xdp.steered.insert(7, ("f1/eth0".into(), 1));
-    k.xdp.pins.insert("f1/eth0".into());
+    // Another network's live pod on the same NIC and dispatcher (its root-owned record
+    // describes its leases: an alias alone would not keep its steering).
+    let mut other = conf.clone();
+    other["name"] = json!("othernet");
+    other["lease"]["queueIds"] = json!([7]);
+    other["lease"].as_object_mut().unwrap().remove("queues");
+    cmd_add(&request("ADD", "f1", other), &mut k, None, &quiet()).unwrap();
     // A pin left by a pod whose device died with its netns without DEL.
     k.xdp.steered.insert(6, ("dead/eth0".into(), 1));
     k.xdp.pins.insert("dead/eth0".into());

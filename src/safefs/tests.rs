@@ -294,3 +294,95 @@ fn an_entry_planted_at_the_temporary_name_is_never_written_through() {
     assert_eq!(std::fs::read(v.join("precious")).unwrap(), b"keep me");
     assert!(!t.0.join("d/final.json").exists());
 }
+
+/// `depth` nested directories `d/d/d/…` below `dir`, made one level at a time through handles
+/// (the path would pass PATH_MAX).
+fn deep_tree(dir: &Path, depth: usize) {
+    let mut fd =
+        nix::fcntl::open(dir, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap();
+    for _ in 0..depth {
+        mkdirat(fd.as_fd(), "d", Mode::from_bits_truncate(0o700)).unwrap();
+        fd = nix::fcntl::openat(
+            fd.as_fd(),
+            "d",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+}
+
+/// Run by [`removal_holds_a_bounded_number_of_fds_and_moves_aside_what_it_cannot_remove`] in a
+/// child process whose fd limit is 64 (NKC_SAFEFS_DEEP names the tree); never on its own.
+#[test]
+#[ignore = "a helper the test below runs in a child process with a lowered fd limit"]
+fn deep_removal_child() {
+    let root = PathBuf::from(
+        std::env::var_os("NKC_SAFEFS_DEEP").expect("run by the test below, with NKC_SAFEFS_DEEP"),
+    );
+    let d = Dir::open_trusted(&root, Owner::Us).unwrap();
+    let nic = d.child_dir("nic").unwrap().unwrap();
+    // The strict removal stops at the bound with an error naming the depth, not EMFILE.
+    let e = nic.child_dir("pods").unwrap().unwrap().clear().unwrap_err();
+    assert!(
+        e.to_string().contains("more than 8 levels deep"),
+        "expected the depth bound, got: {e}"
+    );
+    let aside = d.create_dir(".attic", 0o700).unwrap();
+    let moved = nic.clear_or_move_aside(&aside).unwrap();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert!(nic.entries().unwrap().is_empty());
+}
+
+/// A pod that can write bpffs plants a 3000-deep tree, and a subdirectory owned by another uid,
+/// under a NIC's directory. Removal walks at most [`MAX_DEPTH`] levels (so at most that many fds:
+/// it used to hold one per level and failed with EMFILE), and what it cannot remove is moved
+/// aside whole, so the directory ends up empty.
+#[test]
+fn removal_holds_a_bounded_number_of_fds_and_moves_aside_what_it_cannot_remove() {
+    use std::os::unix::process::CommandExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test chowns a directory and must run as root (the plugin's own uid)"
+    );
+    let t = TempDir::new("deep");
+    std::fs::create_dir_all(t.0.join("nic/pods/c1/eth0")).unwrap();
+    deep_tree(&t.0.join("nic/pods/c1/eth0"), 3000);
+    std::fs::create_dir_all(t.0.join("nic/foreign/x")).unwrap();
+    std::fs::write(t.0.join("nic/plain"), b"removable").unwrap();
+    std::os::unix::fs::chown(t.0.join("nic/foreign"), Some(1000), Some(1000)).unwrap();
+    let out = unsafe {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "safefs::tests::deep_removal_child",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("NKC_SAFEFS_DEEP", &t.0)
+            .pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 64,
+                    rlim_max: 64,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+            .output()
+            .unwrap()
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "the helper ran: {text}");
+    assert_eq!(std::fs::read_dir(t.0.join("nic")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(t.0.join(".attic")).unwrap().count(), 2);
+    // The test's own cleanup (remove_dir_all) handles the deep tree by path: leave it shallow.
+    for e in std::fs::read_dir(t.0.join(".attic")).unwrap() {
+        let p = e.unwrap().path();
+        let _ = std::process::Command::new("rm").arg("-rf").arg(&p).status();
+    }
+}

@@ -73,6 +73,15 @@ impl XdpMode {
     }
 }
 
+/// What [`Dispatcher::sweep_defunct`] did: the directories it removed, and an error naming
+/// each entry it had to leave (an entry the plugin did not create, a lock held past the
+/// deadline).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub removed: Vec<PathBuf>,
+    pub refused: Vec<String>,
+}
+
 /// Options of a NIC's dispatcher.
 ///
 /// `mode` and `stats` only take effect when a call attaches the dispatcher; later users get
@@ -759,7 +768,11 @@ impl Dispatcher {
                     let _ = locked.parent.rmdir(&nic.dir_name());
                     return Err(e);
                 }
-                locked.dir.clear()?;
+                // Whatever a pod left here that cannot be removed is moved aside, never a reason
+                // for this NIC's ADDs to fail from now on.
+                locked
+                    .dir
+                    .clear_or_move_aside(&super::paths::attic(&locked.parent)?)?;
                 let d = Self::attach_fresh(opts, nic, paths, ranges, locked)?;
                 Ok((d, Attach::Attached))
             }
@@ -1086,7 +1099,7 @@ impl Dispatcher {
         let Some(cid) = pods.child_dir(pod.container_id())? else {
             return Ok(());
         };
-        cid.remove_tree(pod.ifname())?;
+        cid.remove_tree_or_move_aside(pod.ifname(), &super::paths::attic(&self.parent)?)?;
         match pods.rmdir(pod.container_id()) {
             Ok(_) => Ok(()),
             // Another interface of the same container still has a map.
@@ -1423,12 +1436,13 @@ impl Dispatcher {
     /// Removing a NIC detaches its XDP link but leaves the pins (bpffs outlives devices); with
     /// the NIC gone there is no ifindex left to DEL by, so DEL and GC sweep instead. Each
     /// directory is locked first, so a live attach in progress is never touched. Returns the
-    /// directories removed.
-    pub fn sweep_defunct(opts: &DispatcherOptions) -> Result<Vec<PathBuf>, XdpError> {
+    /// directories removed and, for each entry that could not be swept, the error naming it.
+    pub fn sweep_defunct(opts: &DispatcherOptions) -> Result<Swept, XdpError> {
         let root = open_bpffs(&opts.bpffs)?;
         let Some(plugin) = open_plugin_dir(&root, false)? else {
-            return Ok(vec![]);
+            return Ok(Swept::default());
         };
+        let mut refused = Vec::new();
         let cookie = super::paths::current_netns_cookie()?;
         let prefix = format!("netns{cookie}-if");
         let mut removed = Vec::new();
@@ -1448,17 +1462,29 @@ impl Dispatcher {
             };
             let paths = NicPaths::new(&opts.bpffs, &nic);
             // Refuses (with an error naming it) an entry that is not our own directory: a
-            // symlink here must never be cleared through.
-            let Some(locked) = lock_dir(&root, name, false)? else {
-                continue;
+            // symlink here must never be cleared through. One refused entry (junk a pod planted
+            // for one NIC) must not stop the sweep of the others: it is reported, and the sweep
+            // goes on.
+            let one = || -> Result<Option<PathBuf>, XdpError> {
+                let Some(locked) = lock_dir(&root, name, false)? else {
+                    return Ok(None);
+                };
+                if Self::open_pins(&locked.dir, &paths, &nic)?.is_none() {
+                    locked
+                        .dir
+                        .clear_or_move_aside(&super::paths::attic(&locked.parent)?)?;
+                    locked.parent.rmdir(name)?;
+                    return Ok(Some(paths.dir.clone()));
+                }
+                Ok(None)
             };
-            if Self::open_pins(&locked.dir, &paths, &nic)?.is_none() {
-                locked.dir.clear()?;
-                locked.parent.rmdir(name)?;
-                removed.push(paths.dir);
+            match one() {
+                Ok(Some(p)) => removed.push(p),
+                Ok(None) => {}
+                Err(e) => refused.push(e.to_string()),
             }
         }
-        Ok(removed)
+        Ok(Swept { removed, refused })
     }
 
     /// Detach the dispatcher and remove the NIC directory if no queue is steered to a pod any
@@ -1476,7 +1502,8 @@ impl Dispatcher {
         // bpftool) may hold the link open, and the NIC must be free when this returns.
         sys::link_detach(self.link.as_fd())
             .map_err(|e| XdpError::sys("BPF_LINK_DETACH", Some(&self.paths.link()), e))?;
-        self.dir.clear()?;
+        self.dir
+            .clear_or_move_aside(&super::paths::attic(&self.parent)?)?;
         // Still holding the lock: waiters see the dead directory (nlink 0) and start over.
         self.parent.rmdir(&self.nic.dir_name())?;
         Ok(DetachOutcome::Detached)

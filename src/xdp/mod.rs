@@ -38,7 +38,7 @@ pub(crate) mod skel {
 pub use config::{ActionName, QueueRange, QueueRangeConfig, QueueRanges, RangeAction};
 pub use dispatcher::{
     prog_name, Attach, DetachOutcome, Dispatcher, DispatcherOptions, NicLock, Pin, PinAccess,
-    PinKind, PodHandoff, QueueAction, QueueLease, QueueStats, QueueStatus, Upgrade, XdpMode,
+    PinKind, PodHandoff, QueueAction, QueueLease, QueueStats, QueueStatus, Swept, Upgrade, XdpMode,
     DISPATCHER_PROG_NAMES,
 };
 pub use error::XdpError;

@@ -34,9 +34,14 @@ pub fn validate_ifname(name: &str) -> Result<(), LinkError> {
         Some("is a path component")
     } else if name
         .bytes()
-        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+        .any(|b| b == b'/' || b == b':' || crate::cni::env::kernel_isspace(b))
     {
-        Some("contains '/', ':', NUL or whitespace")
+        Some("contains '/', ':' or whitespace")
+    } else if name.chars().any(crate::logging::is_unsafe_char) {
+        // The kernel takes them (`dev_valid_name` refuses only '/', ':' and isspace()), but a
+        // name is printed by inspect, `ip` and logs: no control or bidi/format character (an
+        // escape sequence, U+202E) may ride along in a marker.
+        Some("contains a control or format character")
     } else {
         None
     };
@@ -215,14 +220,21 @@ mod tests {
         for alias in [
             "",
             "netkit-cni/",
-            "netkit-cni/net/abc",                  // no ifname
-            "netkit-cni/net/abc/",                 // empty ifname
-            "netkit-cni/net//eth0",                // empty container id
-            "netkit-cni/abc/eth0",                 // no network name
-            "netkit-cni/net/-abc/eth0",            // id must start alphanumeric
-            "netkit-cni/-net/abc/eth0",            // network must start alphanumeric
-            "netkit-cni/net/abc/eth0/extra",       // '/' in ifname
-            "netkit-cni/net/abc/eth 0",            // whitespace in ifname
+            "netkit-cni/net/abc",            // no ifname
+            "netkit-cni/net/abc/",           // empty ifname
+            "netkit-cni/net//eth0",          // empty container id
+            "netkit-cni/abc/eth0",           // no network name
+            "netkit-cni/net/-abc/eth0",      // id must start alphanumeric
+            "netkit-cni/-net/abc/eth0",      // network must start alphanumeric
+            "netkit-cni/net/abc/eth0/extra", // '/' in ifname
+            "netkit-cni/net/abc/eth 0",      // whitespace in ifname
+            "netkit-cni/net/abc/e\u{1b}[2J", // an escape sequence
+            "netkit-cni/net/abc/e\u{b}x",    // \v, and every other C0 byte
+            "netkit-cni/net/abc/e\u{1}x",
+            "netkit-cni/net/abc/e\u{7f}x",         // DEL
+            "netkit-cni/net/abc/e\u{85}x",         // C1
+            "netkit-cni/net/abc/e\u{202e}x",       // a bidi override
+            "netkit-cni/net/abc/e\u{2066}x",       // a bidi isolate
             "netkit-cni/net/abc/sixteen-chars-xx", // ifname > 15 bytes
             "cilium/abc/eth0",
             "Netkit-cni/abc/eth0",
