@@ -20,6 +20,7 @@ use serde_json::Value;
 pub mod dpdk;
 pub mod host;
 pub mod packet;
+pub mod runtime;
 pub mod xdp;
 
 /// Fails loudly (never skips) when the environment cannot run privileged tests: a test that
