@@ -20,6 +20,7 @@ use serde_json::Value;
 pub mod dpdk;
 pub mod host;
 pub mod packet;
+pub mod runtime;
 pub mod steering;
 pub mod xdp;
 
