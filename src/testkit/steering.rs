@@ -170,9 +170,10 @@ pub fn rss_contexts(ynl: &Ynl, ns: Option<&Netns>, ifindex: u32) -> Vec<u32> {
         .unwrap_or_default()
         .iter()
         .filter(|c| {
+            // `Option::is_none_or` needs Rust 1.82; the crate's MSRV is 1.80.
             c["header"]["dev-index"]
                 .as_u64()
-                .is_none_or(|i| i == ifindex as u64)
+                .map_or(true, |i| i == ifindex as u64)
         })
         .filter_map(|c| c["context"].as_u64().map(|n| n as u32))
         .filter(|&c| c != 0)
