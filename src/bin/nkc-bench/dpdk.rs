@@ -492,7 +492,7 @@ pub(crate) fn dpdk_rate(
                     && f[6..12] == from_mac
                     && f[12..14] == [0x08, 0x00]
                     && f[26..30] == [10, 147, 0, 2]
-                    && f[30..34] == A_DST.octets()
+                    && f[30..34] == a_dst.octets()
             };
             let back = count_returns(&far_fd, peer_ifindex, macswapped, window + lead)?;
             let sent = sent_rx
