@@ -271,7 +271,7 @@ fn parallel_adds_and_dels_on_one_nic_share_exactly_one_dispatcher() {
     );
     assert_eq!(w.bpftool_xdp_links().len(), 1, "{:?}", all_links());
     let mut steered = std::collections::BTreeSet::new();
-    for i in 0..PODS {
+    for (i, pod) in pods.iter().enumerate().take(PODS) {
         let info = net.info(&format!("p{i}"));
         let q = info["queues"][0]["physical"].as_u64().unwrap();
         assert!(steered.insert(q), "queue {q} handed out twice");
@@ -279,7 +279,7 @@ fn parallel_adds_and_dels_on_one_nic_share_exactly_one_dispatcher() {
         assert_mac_steered(
             &w.node,
             &w.nic.ifname,
-            &Wire::pod_mac(&pods[i], "xsk0"),
+            &Wire::pod_mac(pod, "xsk0"),
             &[q as u32],
         );
         assert!(
