@@ -481,8 +481,14 @@ impl Dir {
     /// (a NIC whose dispatcher clears its directory before attaching). Returns where each
     /// entry went, with why it could not be removed; an error only when an entry can be
     /// neither removed nor moved.
-    pub fn clear_or_move_aside(&self, aside: &Dir) -> Result<Vec<String>, SafeFsError> {
+    pub fn clear_or_move_aside(
+        &self,
+        aside: &mut dyn FnMut() -> Result<Dir, SafeFsError>,
+    ) -> Result<Vec<String>, SafeFsError> {
         let mut moved = Vec::new();
+        // Made only when something must go there: an attach clears on every first ADD, and an
+        // empty attic left behind would be one more entry in bpffs for nothing.
+        let mut made: Option<Dir> = None;
         for e in self.entries()? {
             let name = self.entry_name(&e)?;
             let removed = if e.kind == Kind::Dir {
@@ -491,6 +497,10 @@ impl Dir {
                 self.unlink(name).map(|_| ())
             };
             if let Err(why) = removed {
+                if made.is_none() {
+                    made = Some(aside()?);
+                }
+                let aside = made.as_ref().expect("made above");
                 let to = format!("moved-{}", random_hex()?);
                 nix::fcntl::renameat(self.fd.as_fd(), name, aside.fd.as_fd(), to.as_str())
                     .map_err(|e| self.sys("renameat (moving aside)", name, e))?;
@@ -510,11 +520,12 @@ impl Dir {
     pub fn remove_tree_or_move_aside(
         &self,
         name: &str,
-        aside: &Dir,
+        aside: &mut dyn FnMut() -> Result<Dir, SafeFsError>,
     ) -> Result<Option<String>, SafeFsError> {
         match self.remove_tree(name) {
             Ok(_) => Ok(None),
             Err(why) => {
+                let aside = aside()?;
                 let to = format!("moved-{}", random_hex()?);
                 nix::fcntl::renameat(self.fd.as_fd(), name, aside.fd.as_fd(), to.as_str())
                     .map_err(|e| self.sys("renameat (moving aside)", name, e))?;

@@ -392,7 +392,7 @@ fn a_del_whose_master_is_gone_sweeps_past_junk_in_another_nics_directory() {
 /// A pod that can write bpffs leaves, in the directory of a NIC that has no dispatcher yet, a
 /// 3000-deep tree under `pods/` and a subdirectory owned by uid 1000. The next ADD on that NIC
 /// clears the directory before attaching: what cannot be removed is moved whole into
-/// `<bpffs>/netkit-cni/.attic/`, and ADD and DEL work (the clear used to fail, with EMFILE or on
+/// `<bpffs>/netkit-cni/attic/`, and ADD and DEL work (the clear used to fail, with EMFILE or on
 /// the foreign owner, and every later ADD on the NIC with it).
 #[test]
 fn junk_a_pod_left_in_a_nics_directory_never_stops_its_adds() {
@@ -436,11 +436,11 @@ fn junk_a_pod_left_in_a_nics_directory_never_stops_its_adds() {
         .collect();
     assert_eq!(
         top,
-        [".attic"],
+        ["attic"],
         "the NIC's directory is gone, the junk moved aside"
     );
     assert_eq!(
-        std::fs::read_dir(plugin_dir.join(".attic"))
+        std::fs::read_dir(plugin_dir.join("attic"))
             .unwrap()
             .count(),
         2,
@@ -448,7 +448,7 @@ fn junk_a_pod_left_in_a_nics_directory_never_stops_its_adds() {
     );
     assert!(w.bpftool_xdp().is_empty(), "the dispatcher is detached");
     assert!(
-        run(&["rm", "-rf", plugin_dir.join(".attic").to_str().unwrap()])
+        run(&["rm", "-rf", plugin_dir.join("attic").to_str().unwrap()])
             .status
             .success()
     );

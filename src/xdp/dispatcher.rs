@@ -772,7 +772,7 @@ impl Dispatcher {
                 // for this NIC's ADDs to fail from now on.
                 locked
                     .dir
-                    .clear_or_move_aside(&super::paths::attic(&locked.parent)?)?;
+                    .clear_or_move_aside(&mut super::paths::attic(&locked.parent))?;
                 let d = Self::attach_fresh(opts, nic, paths, ranges, locked)?;
                 Ok((d, Attach::Attached))
             }
@@ -1099,7 +1099,7 @@ impl Dispatcher {
         let Some(cid) = pods.child_dir(pod.container_id())? else {
             return Ok(());
         };
-        cid.remove_tree_or_move_aside(pod.ifname(), &super::paths::attic(&self.parent)?)?;
+        cid.remove_tree_or_move_aside(pod.ifname(), &mut super::paths::attic(&self.parent))?;
         match pods.rmdir(pod.container_id()) {
             Ok(_) => Ok(()),
             // Another interface of the same container still has a map.
@@ -1472,7 +1472,7 @@ impl Dispatcher {
                 if Self::open_pins(&locked.dir, &paths, &nic)?.is_none() {
                     locked
                         .dir
-                        .clear_or_move_aside(&super::paths::attic(&locked.parent)?)?;
+                        .clear_or_move_aside(&mut super::paths::attic(&locked.parent))?;
                     locked.parent.rmdir(name)?;
                     return Ok(Some(paths.dir.clone()));
                 }
@@ -1503,7 +1503,7 @@ impl Dispatcher {
         sys::link_detach(self.link.as_fd())
             .map_err(|e| XdpError::sys("BPF_LINK_DETACH", Some(&self.paths.link()), e))?;
         self.dir
-            .clear_or_move_aside(&super::paths::attic(&self.parent)?)?;
+            .clear_or_move_aside(&mut super::paths::attic(&self.parent))?;
         // Still holding the lock: waiters see the dead directory (nlink 0) and start over.
         self.parent.rmdir(&self.nic.dir_name())?;
         Ok(DetachOutcome::Detached)

@@ -276,17 +276,19 @@ pub(crate) fn open_plugin_dir(root: &Dir, create: bool) -> Result<Option<Dir>, X
     })
 }
 
-/// `<bpffs>/netkit-cni/.attic/` (mode 0700, created on first use): where a removal moves what
+/// `<bpffs>/netkit-cni/attic/` (mode 0700, created on first use): where a removal moves what
 /// a pod left in a NIC's directory that cannot be removed (a tree deeper than
 /// [`crate::safefs::MAX_DEPTH`], a subdirectory another uid owns), so that the NIC's directory
 /// empties and the NIC stays usable. Nothing in the plugin reads it; its name matches no NIC's
 /// or uplink's directory.
-pub(crate) fn attic(plugin: &Dir) -> Result<Dir, XdpError> {
-    Ok(plugin.create_dir(ATTIC, 0o700)?)
+/// Returns the maker the removals call only when something must be moved.
+pub(crate) fn attic(plugin: &Dir) -> impl FnMut() -> Result<Dir, crate::safefs::SafeFsError> + '_ {
+    move || plugin.create_dir(ATTIC, 0o700)
 }
 
-/// The name of [`attic`].
-pub const ATTIC: &str = ".attic";
+/// The name of [`attic`]. No dot: bpffs refuses any name with a '.' in it (`bpf_lookup`,
+/// kernel/bpf/inode.c: EPERM).
+pub const ATTIC: &str = "attic";
 
 /// A locked directory under `<bpffs>/netkit-cni/` (a NIC's dispatcher, an uplink's host
 /// routing): its handle, its parent's and the lock.
