@@ -440,9 +440,7 @@ fn junk_a_pod_left_in_a_nics_directory_never_stops_its_adds() {
         "the NIC's directory is gone, the junk moved aside"
     );
     assert_eq!(
-        std::fs::read_dir(plugin_dir.join("attic"))
-            .unwrap()
-            .count(),
+        std::fs::read_dir(plugin_dir.join("attic")).unwrap().count(),
         2,
         "the deep tree and the foreign directory, each moved whole"
     );
