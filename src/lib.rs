@@ -6,6 +6,7 @@
 
 pub mod cli_args;
 pub mod cni;
+pub mod config;
 pub mod failpoint;
 pub mod hostrouting;
 pub mod inspect;
@@ -18,5 +19,6 @@ pub mod qemu;
 pub mod safefs;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod text;
 pub mod xdp;
 pub mod xsk;

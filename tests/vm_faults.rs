@@ -656,7 +656,7 @@ fn a_mount_on_the_nic_directory_is_refused_not_crossed() {
 /// and ADD waits at most twice (the steer, then its rollback's release). It leaves nothing.
 #[test]
 fn a_held_nic_lock_makes_add_fail_with_try_again_later_within_the_deadline() {
-    use netkit_cni::xdp::dispatcher::LOCK_TIMEOUT;
+    use netkit_cni::xdp::paths::LOCK_TIMEOUT;
     let bed = Bed::new("single", "10.94.0.0/24");
     let ynl = Ynl::new();
     let dir = nic_dir(&bed);

@@ -45,8 +45,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use nix::errno::Errno;
 use nix::fcntl::Flock;
 
-use crate::cni::config::HostRoutingConfig;
-use crate::cni::IpCidr;
+use crate::ip::IpCidr;
 use crate::safefs::{utf8_name, Dir, SafeFsError};
 use crate::xdp::paths::{current_netns_cookie, lock_dir, open_bpffs, open_plugin_dir, Locked};
 use crate::xdp::sys as bpf;
@@ -118,6 +117,22 @@ const AF_INET6: u32 = libc::AF_INET6 as u32;
 
 /// `struct nkc_hr_addr`.
 #[repr(C)]
+/// The `hostRouting` block with `mode: bpf`, as the config layer reads it
+/// (`crate::config::host_routing`). Defined here, with the programs it configures, so this
+/// module does not import the config layer above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoutingConfig {
+    /// The physical NIC (by name, in the node's netns) whose tcx ingress redirects into pods
+    /// and through which pods' bypassing traffic leaves.
+    pub uplink: String,
+    /// Remote prefixes whose traffic with the pods skips the node's stack (and so netfilter)
+    /// in both directions. Empty (the default): nothing bypasses, every packet takes the
+    /// kernel's path exactly as without the block.
+    pub bypass: Vec<IpCidr>,
+    /// The bpf file system to pin under (`<bpffs>/netkit-cni/`).
+    pub bpffs: PathBuf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PodAddrKey {
     family: u32,

@@ -261,7 +261,7 @@ fn device_info_records(
     let dir = opts
         .device_info_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from(crate::cni::config::DEFAULT_DEVICE_INFO_DIR));
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DEVICE_INFO_DIR));
     match crate::plugin::devinfo::records(&dir) {
         Ok((records, skipped)) => {
             warnings.extend(

@@ -325,12 +325,6 @@ fn io_errno(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// How long an operation waits for another one on the same NIC before giving up with CNI code
-/// 11 ("try again later"): one plugin operation holds the lock for at most a program load and a
-/// few map updates (well under a second natively, a few seconds under TCG), so a holder past
-/// this is stuck or hostile (anyone who can open the directory can flock it).
-pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
 /// The pin named `name` in `dir`, opened without following symlinks; `None` if there is none.
 fn get_pin(dir: &Dir, name: &str) -> Result<Option<OwnedFd>, XdpError> {
     let Some(handle) = dir.open_file_path(name)? else {
@@ -368,7 +362,7 @@ pub struct NicLock {
 
 impl NicLock {
     /// Lock NIC `ifindex`'s directory (in the calling thread's netns) under `<bpffs>/netkit-cni/`.
-    /// Gives up after [`LOCK_TIMEOUT`] ([`XdpError::is_lock_timeout`]).
+    /// Gives up after [`LOCK_TIMEOUT`](super::paths::LOCK_TIMEOUT) ([`XdpError::is_lock_timeout`]).
     pub fn acquire(bpffs: &Path, ifindex: u32) -> Result<NicLock, XdpError> {
         let root = open_bpffs(bpffs)?;
         let nic = NicKey::in_current_netns(ifindex)?;

@@ -193,7 +193,7 @@ fn validate_ifname(name: &str) -> Result<(), XdpError> {
     }
     if name
         .bytes()
-        .any(|c| c == b'/' || c == b':' || c == 0 || crate::cni::env::kernel_isspace(c))
+        .any(|c| c == b'/' || c == b':' || c == 0 || crate::text::kernel_isspace(c))
     {
         return bad("contains '/', ':', NUL or whitespace");
     }
@@ -298,11 +298,17 @@ pub(crate) struct Locked {
     pub(crate) lock: Flock<File>,
 }
 
+/// How long an operation waits for another one on the same NIC before giving up with CNI code
+/// 11 ("try again later"): one plugin operation holds the lock for at most a program load and a
+/// few map updates (well under a second natively, a few seconds under TCG), so a holder past
+/// this is stuck or hostile (anyone who can open the directory can flock it).
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Lock the directory `name` (a NIC's, an uplink's) under `<bpffs>/netkit-cni/`, creating both first if `create`.
 /// Returns `None` if it does not exist and `create` is false. Every step goes through
 /// [`crate::safefs::Dir`]: an entry that is a symlink, a non-directory, not root's or on another
 /// file system is refused, and the lock gives up after
-/// [`LOCK_TIMEOUT`](crate::xdp::dispatcher::LOCK_TIMEOUT).
+/// [`LOCK_TIMEOUT`].
 ///
 /// A detaching user removes the directory while holding the lock, so a waiter that then gets
 /// the lock may hold a dead directory: it sees `st_nlink == 0` and starts over.
@@ -319,7 +325,7 @@ pub(crate) fn lock_dir(root: &Dir, name: &str, create: bool) -> Result<Option<Lo
                 None => return Ok(None),
             }
         };
-        let lock = dir.lock(crate::xdp::dispatcher::LOCK_TIMEOUT)?;
+        let lock = dir.lock(LOCK_TIMEOUT)?;
         if dir.nlink()? == 0 {
             if create {
                 continue;
