@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::{object, one_of, plain_absolute_path, string, ConfigError};
+use crate::bpf::pins::DEFAULT_BPFFS;
 use crate::ip::IpCidr;
 use crate::text::render_value;
-use crate::xdp::DEFAULT_BPFFS;
 
 pub use crate::hostrouting::HostRoutingConfig;
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::{object, one_of, plain_absolute_path, string, uint_in, ConfigError};
+use crate::bpf::pins::DEFAULT_BPFFS;
 use crate::text::render_value;
-use crate::xdp::DEFAULT_BPFFS;
 
 /// Where device-info files go unless the config says otherwise: the NPWG device-info spec's
 /// directory for files written by CNI plugins (section 4.2; `devinfo/dp/` belongs to device

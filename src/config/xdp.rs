@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::{boolean, object, one_of, plain_absolute_path, string, uint_in, ConfigError};
+use crate::bpf::pins::DEFAULT_BPFFS;
 use crate::text::render_value;
-use crate::xdp::{
-    DispatcherOptions, QueueRangeConfig, QueueRanges, XdpError, XdpMode, DEFAULT_BPFFS,
-};
+use crate::xdp::{DispatcherOptions, QueueRangeConfig, QueueRanges, XdpError, XdpMode};
 
 /// The `xdp` block.
 #[derive(Debug, Clone, PartialEq, Eq)]

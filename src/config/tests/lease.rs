@@ -1,7 +1,7 @@
 use super::xdp::xdp_conf;
 use super::*;
+use crate::bpf::pins::DEFAULT_BPFFS;
 use crate::config::lease::LEASE_CONSUMERS;
-use crate::xdp::DEFAULT_BPFFS;
 
 #[test]
 fn lease_consumer_is_declared_defaulted_and_trap_combinations_refused() {
