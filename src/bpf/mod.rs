@@ -1,5 +1,5 @@
-//! The BPF layer: what the XDP dispatcher ([`crate::xdp`]) and BPF host routing
-//! ([`crate::hostrouting`]) both need of bpf(2) and bpffs, so neither reaches into the other.
+//! The BPF layer: what the XDP dispatcher (`src/xdp/`) and BPF host routing (`src/hostrouting/`)
+//! both need of bpf(2) and bpffs, so neither reaches into the other.
 //!
 //! - [`sys`]: thin bpf(2) wrappers over libbpf-sys with the errno kept typed (maps, programs,
 //!   pins, and XDP, tcx and netkit attachments): the only raw libbpf-sys link code.

@@ -1,7 +1,7 @@
 //! The CNI protocol (spec 1.1.0, also speaking 0.3.0, 0.3.1, 0.4.0 and 1.0.0): environment,
 //! version negotiation, results, the error object and the parse layer. Pure data handling; no
 //! syscalls. It imports nothing above `ip`, `text` and `logging`: the plugin's own config
-//! (`crate::config`) builds on it, and the parse layer reads that config through a trait
+//! (`src/config/`) builds on it, and the parse layer reads that config through a trait
 //! ([`request::NetworkConfig`]).
 //!
 //! Our own types, not the design card's `cni-plugin` crate: that crate stops at spec 1.0 (no GC,

@@ -10,11 +10,11 @@ use serde_json::Value;
 use crate::cni::version::version_of_config;
 use crate::cni::{check_command_allowed, version_response, CniEnv, CniError, Command};
 
-/// What the parse layer needs of the plugin's own configuration ([`crate::config::NetConf`]).
+/// What the parse layer needs of the plugin's own configuration (`NetConf`, in `src/config/`).
 /// A trait rather than the type, so this protocol layer does not import the config layer above
 /// it (which reads `cniVersion` and `prevResult` with this layer's types).
 pub trait NetworkConfig: Sized {
-    /// CNI_ARGS keys accepted without `IgnoreUnknown=1` ([`crate::config::KNOWN_ARGS`]).
+    /// CNI_ARGS keys accepted without `IgnoreUnknown=1` (the config's `KNOWN_ARGS`).
     const KNOWN_ARGS: &'static [&'static str];
     /// The rest of the config, its `cniVersion` already checked.
     fn parse_value(value: Value) -> Result<Self, CniError>;

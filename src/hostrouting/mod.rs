@@ -126,7 +126,7 @@ const AF_INET6: u32 = libc::AF_INET6 as u32;
 /// `struct nkc_hr_addr`.
 #[repr(C)]
 /// The `hostRouting` block with `mode: bpf`, as the config layer reads it
-/// (`crate::config::host_routing`). Defined here, with the programs it configures, so this
+/// (`src/config/host_routing.rs`). Defined here, with the programs it configures, so this
 /// module does not import the config layer above it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoutingConfig {
