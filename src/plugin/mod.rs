@@ -887,7 +887,7 @@ fn own_primary(dp: &mut dyn Dataplane, marker: &Marker) -> Result<Option<u32>, D
 /// once that device is gone.
 fn held_by_another(
     dp: &mut dyn Dataplane,
-    x: &crate::cni::config::XdpConfig,
+    x: &crate::config::XdpConfig,
     master_ifindex: u32,
     devs: &[lease::LeasingDevice],
     network: &str,
