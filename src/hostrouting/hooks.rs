@@ -3,11 +3,10 @@
 
 use std::net::IpAddr;
 
-use crate::cni::config::HostRoutingConfig;
 use crate::cni::{codes, CniError};
 use crate::logging::Logger;
 
-use super::{sweep, Attach, HostRoutingError, Uplink};
+use super::{sweep, Attach, HostRoutingConfig, HostRoutingError, Uplink};
 
 /// The CNI error for `e`: a lock held past its deadline is 11, a bypass set that disagrees with
 /// the uplink's is 7 (the config is at fault), everything else 111.

@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::cni::config::{Mode, Policy, Scrub, XdpConfig};
 use crate::cni::IpCidr;
+use crate::config::{Mode, Policy, Scrub, XdpConfig};
 use crate::kernel::ethtool::EthtoolError;
 pub use crate::kernel::ethtool::{FlowRule, Rss, RuleTable};
 use crate::kernel::link::{LinkError, Marker};

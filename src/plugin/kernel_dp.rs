@@ -16,8 +16,8 @@ use std::sync::Arc;
 use netlink_packet_route::link::LinkAttribute;
 
 use super::dataplane::*;
-use crate::cni::config::{Mode, XdpConfig};
 use crate::cni::IpCidr;
+use crate::config::{Mode, XdpConfig};
 use crate::kernel::addr::{self, AddressSpec, IpFamily};
 use crate::kernel::link::{
     self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitSingle,

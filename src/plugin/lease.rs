@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 
 use super::dataplane::{Dataplane, DpError, LeaseTarget, Master};
 use super::errcodes;
-use crate::cni::config::{LeaseConfig, LeaseQueues, QueueSet, MAX_LEASES_PER_DEVICE};
 use crate::cni::{CniArgs, CniError};
+use crate::config::{LeaseConfig, LeaseQueues, QueueSet, MAX_LEASES_PER_DEVICE};
 use crate::kernel::link::Marker;
 use crate::kernel::netdev::{Queue, QueueType};
 use crate::kernel::rtnl::Deletion;
@@ -23,7 +23,7 @@ use crate::logging::Logger;
 
 // The pod's side of a lease request (CNI_ARGS, runtimeConfig) is named with the config, which
 // the parse layer checks before anything acts.
-pub use crate::cni::config::{ARG_QUEUES, ARG_QUEUE_IDS, RC_QUEUES, RC_QUEUE_IDS};
+pub use crate::config::{ARG_QUEUES, ARG_QUEUE_IDS, RC_QUEUES, RC_QUEUE_IDS};
 
 /// How much of a pod-supplied value an error message or log line repeats.
 const ECHO_MAX: usize = 64;
@@ -735,7 +735,7 @@ pub fn memory_provider_users(
     queues: &[Queue],
     records: &[super::devinfo::Record],
 ) -> Vec<String> {
-    let mp = crate::cni::config::LeaseConsumer::MemoryProvider.as_str();
+    let mp = crate::config::LeaseConsumer::MemoryProvider.as_str();
     let mut out = Vec::new();
     for (_, ifindex, held) in lessees(queues) {
         let declared = records.iter().find(|(_, r)| {

@@ -25,10 +25,10 @@ use std::time::Instant;
 use nix::errno::Errno;
 use serde_json::Value;
 
-use crate::cni::config::{LeaseConfig, LeaseConsumer, NetConf, Pairing};
 use crate::cni::{
     self, CniEnv, CniError, CniResult, CniVersion, Command, Interface, IpCidr, Route,
 };
+use crate::config::{LeaseConfig, LeaseConsumer, NetConf, Pairing};
 pub use crate::ipam::delegate::{ExecIpam, IpamDelegate};
 use crate::kernel::link::{LinkError, Marker};
 use crate::kernel::rtnl::Deletion;
@@ -761,7 +761,7 @@ pub fn cmd_del(
     // After the device, whose deletion ended its leases: what an ADD killed before its record
     // was written left behind is found by its location and its queue, now unleased.
     if let (Some(l), Some(master)) = (&req.conf.lease, &steer_master) {
-        if l.steering.match_on != crate::cni::config::SteerMatch::None {
+        if l.steering.match_on != crate::config::SteerMatch::None {
             steer::sweep(dp, l, master, log).map_err(kernel_error)?;
         }
     }
@@ -821,7 +821,7 @@ fn release_steering(
 fn release_xdp(
     dp: &mut dyn Dataplane,
     l: &LeaseConfig,
-    x: &crate::cni::config::XdpConfig,
+    x: &crate::config::XdpConfig,
     marker: &Marker,
     log: &Logger,
 ) -> Result<(), CniError> {
@@ -887,7 +887,7 @@ fn own_primary(dp: &mut dyn Dataplane, marker: &Marker) -> Result<Option<u32>, D
 /// once that device is gone.
 fn held_by_another(
     dp: &mut dyn Dataplane,
-    x: &crate::cni::config::XdpConfig,
+    x: &crate::config::XdpConfig,
     master_ifindex: u32,
     devs: &[lease::LeasingDevice],
     network: &str,
@@ -1058,7 +1058,7 @@ pub fn cmd_check(
 /// must be steered into this attachment's XSKMAP at their virtual queues.
 fn check_xdp(
     dp: &mut dyn Dataplane,
-    x: &crate::cni::config::XdpConfig,
+    x: &crate::config::XdpConfig,
     marker: &Marker,
     info: &devinfo::LeaseInfo,
 ) -> Result<(), String> {
@@ -1259,7 +1259,7 @@ pub fn cmd_gc(
         .conf
         .lease
         .as_ref()
-        .filter(|l| l.steering.match_on != crate::cni::config::SteerMatch::None)
+        .filter(|l| l.steering.match_on != crate::config::SteerMatch::None)
     {
         match dp.master(&l.master) {
             Ok(Some(master)) => {
@@ -1325,7 +1325,7 @@ pub fn cmd_gc(
 fn gc_xdp(
     dp: &mut dyn Dataplane,
     l: &LeaseConfig,
-    x: &crate::cni::config::XdpConfig,
+    x: &crate::config::XdpConfig,
     network: &str,
     valid: &BTreeSet<(&str, &str)>,
     failures: &mut Vec<String>,
@@ -1702,7 +1702,7 @@ pub fn run(vars: &[(OsString, OsString)], stdin: &[u8]) -> Response {
         exit_code: 1,
     };
 
-    let (env, conf) = match crate::cni::request::parse_request(lookup, stdin) {
+    let (env, conf) = match crate::cni::request::parse_request::<NetConf>(lookup, stdin) {
         Ok(crate::cni::request::Invocation::Version { response }) => {
             return Response {
                 stdout: Some(response.to_string()),

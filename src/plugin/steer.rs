@@ -19,8 +19,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use crate::cni::config::{LeaseConfig, QueueSet, RssPolicy, SteerMatch, Steering, RULES_PER_QUEUE};
 use crate::cni::CniError;
+use crate::config::{LeaseConfig, QueueSet, RssPolicy, SteerMatch, Steering, RULES_PER_QUEUE};
 use crate::kernel::ethtool::ntuple::{mac_string, parse_mac};
 use crate::kernel::ethtool::rss::{table_excluding, table_over};
 use crate::kernel::ethtool::{FlowMatch, FlowRule, RuleAction};
@@ -143,8 +143,8 @@ pub fn prepare(
     match s.rss {
         RssPolicy::Admin => {
             let candidates: Vec<u32> = match &plan.want {
-                crate::cni::config::LeaseQueues::Ids(ids) => ids.clone(),
-                crate::cni::config::LeaseQueues::Count(_) => plan.pool.iter().collect(),
+                crate::config::LeaseQueues::Ids(ids) => ids.clone(),
+                crate::config::LeaseQueues::Count(_) => plan.pool.iter().collect(),
             };
             let spread = rss.queues();
             if let Some(q) = candidates.iter().find(|q| spread.contains(q)) {

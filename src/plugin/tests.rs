@@ -307,7 +307,7 @@ impl FakeKernel {
         );
         ifindex
     }
-    fn handoff(&self, conf: &crate::cni::config::XdpConfig, pod: &PodId) -> PodHandoff {
+    fn handoff(&self, conf: &crate::config::XdpConfig, pod: &PodId) -> PodHandoff {
         let who = pod.to_string();
         PodHandoff {
             xskmap_pin: conf.bpffs.join(format!("netkit-cni/nic/pods/{who}/xsks")),
@@ -408,7 +408,7 @@ impl Dataplane for FakeKernel {
             .map(|p| ObservedLink {
                 ifindex: p.ifindex,
                 is_netkit: true,
-                mode: Some(crate::cni::config::Mode::L3),
+                mode: Some(crate::config::Mode::L3),
                 marker: p.single.then(|| marker.clone()),
             });
         Ok(Observed {
@@ -611,7 +611,7 @@ impl Dataplane for FakeKernel {
     }
     fn xdp_steer(
         &mut self,
-        conf: &crate::cni::config::XdpConfig,
+        conf: &crate::config::XdpConfig,
         master_ifindex: u32,
         pod: &PodId,
         queues: &[SteerQueue],
@@ -642,7 +642,7 @@ impl Dataplane for FakeKernel {
     }
     fn xdp_release(
         &mut self,
-        _conf: &crate::cni::config::XdpConfig,
+        _conf: &crate::config::XdpConfig,
         _master_ifindex: u32,
         pod: &PodId,
     ) -> Result<XdpRelease, DpError> {
@@ -670,7 +670,7 @@ impl Dataplane for FakeKernel {
     }
     fn xdp_observe(
         &mut self,
-        conf: &crate::cni::config::XdpConfig,
+        conf: &crate::config::XdpConfig,
         _master_ifindex: u32,
         pod: &PodId,
     ) -> Result<Option<XdpObserved>, DpError> {
@@ -689,7 +689,7 @@ impl Dataplane for FakeKernel {
     }
     fn xdp_pods(
         &mut self,
-        _conf: &crate::cni::config::XdpConfig,
+        _conf: &crate::config::XdpConfig,
         _master_ifindex: u32,
     ) -> Result<Vec<PodId>, DpError> {
         Ok(self
@@ -705,10 +705,7 @@ impl Dataplane for FakeKernel {
     fn steering(&mut self) -> &mut dyn NicSteering {
         self
     }
-    fn xdp_sweep(
-        &mut self,
-        conf: &crate::cni::config::XdpConfig,
-    ) -> Result<crate::xdp::Swept, DpError> {
+    fn xdp_sweep(&mut self, conf: &crate::config::XdpConfig) -> Result<crate::xdp::Swept, DpError> {
         self.calls.push("xdp_sweep".into());
         let refused = self.xdp.sweep_refuses.clone();
         if !self.xdp.defunct {
@@ -2169,7 +2166,7 @@ fn admin_refuses_a_pool_queue_in_rss_before_ipam_naming_queue_nic_and_fix() {
     assert_eq!(k.steer.rules.len(), 1);
 
     // A pool in the middle gets the weight form.
-    let pool = crate::cni::config::QueueSet::parse("2-3").unwrap();
+    let pool = crate::config::QueueSet::parse("2-3").unwrap();
     assert_eq!(
         steer::fix_command("nic0", &pool, 6),
         "ethtool -X nic0 weight 1 1 0 0 1 1"
