@@ -2,8 +2,8 @@
  * ipam-wrap: stands in for host-local in the benchmark's CNI_PATH (scripts/bench builds it static,
  * nkc-bench installs it as /run/nkc-bench-bin/host-local). It runs the real host-local with the
  * same arguments, environment and standard streams, then appends the CPU time (µs: user + system,
- * then user alone)
- * of that host-local *and of itself* to /run/nkc-bench-ipam/<CNI_CONTAINERID>.<CNI_COMMAND>.
+ * then user alone) of that host-local *and of itself* to
+ * /run/nkc-bench-ipam/<CNI_CONTAINERID>.<CNI_COMMAND>.
  *
  * Why: wait4(2) on a CNI plugin reports the plugin's CPU time together with that of the children
  * it waited for (the kernel's RUSAGE_BOTH at exit), i.e. with the delegated IPAM plugin's. Both
