@@ -106,7 +106,7 @@ const GOALS: [(&str, &[(&str, &str)]); 11] = [
         "5d",
         &[
             ("far_udp64_pps", ">= 1.3"),
-            ("far_rr_latency_p50", "<= 0.85"),
+            ("far_rr_latency_p50", "<= 0.90"),
             ("far_tcp_throughput", ">= 1.0"),
         ],
     ),
