@@ -50,8 +50,6 @@ teardown() {
     trap - EXIT
     if [ "$rc" != 0 ]; then
         echo "(cleaning up after the failure)" >&2
-        # The CRI step's own containerd and sandbox (when it got that far).
-        if declare -F cri_teardown >/dev/null; then cri_teardown; fi
         if [ -n "$containerd_pid" ]; then
             # Killing the tasks lets each ctr run call DEL; give them time to finish it.
             for id in c1 c2; do ctr task kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
@@ -423,123 +421,6 @@ sed -n '/Forward statistics for port 0/,/^  ---*$/p' "$scratch/testpmd.out" | he
 rx=$(sed -n '/Forward statistics for port 0/,/^ *-\{20,\}/s/.*RX-packets: *\([0-9]*\).*/\1/p' "$scratch/testpmd.out" | head -1)
 [ "$rx" = "$frames" ] || { cat "$scratch/testpmd.out" >&2; fail "testpmd counted ${rx:-no} frames on port 0, not $frames"; }
 ok "testpmd's AF_XDP port received exactly c1's $frames frames through the lease"
-
-# ------------------------------------------------------------------------------------------------
-# The CRI step: self-contained (its own containerd, network and clean-up), so it can move.
-step "A pod sandbox started the way the kubelet starts it: over containerd's CRI" \
-    "A second containerd, its CRI plugin on, in netns node: CNI bin_dir and conf_dir hold netkit-cni (a netkit" \
-    "pair, host-local) and Debian's portmap; sandbox_image is a pause image built FROM scratch (scripts/cri-setup)." \
-    "A small gRPC client plays the kubelet: RunPodSandbox with a hostPort, then a busybox httpd in the pod."
-[ -n "${NKC_CRI_FIXTURE:-}" ] || fail "NKC_CRI_FIXTURE is unset: scripts/demo runs scripts/cri-setup and sets it"
-cri_dir="$scratch/cri"
-mkdir -p "$cri_dir"/{root,state,opt,conf,bin,ipam}
-cri_sock="$cri_dir/containerd.sock"
-read -r cri_py cri_stubs cri_pause_tar cri_pause < <(python3 -c 'import json, sys
-f = json.load(open(sys.argv[1]))
-print(f["python"], f["stubs"], f["pause_archive"], f["pause_image"])' "$NKC_CRI_FIXTURE")
-cri() { "$cri_py" "$root/scripts/lib/cri-client.py" --socket "$cri_sock" --stubs "$cri_stubs" "$@"; }
-cri_ctr() { command ctr --address "$cri_sock" --namespace k8s.io "$@"; }
-cat >"$cri_dir/config.toml" <<CONFIG
-version = 2
-root = "$cri_dir/root"
-state = "$cri_dir/state"
-[grpc]
-  address = "$cri_sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$cri_dir/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$cri_pause"
-  disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$cri_dir/bin"
-    conf_dir = "$cri_dir/conf"
-    max_conf_num = 1
-CONFIG
-echo "# containerd's config, its CRI part (a node's has the same CNI keys, on /opt/cni/bin and /etc/cni/net.d):"
-sed -n '/grpc.v1.cri/,$p' "$cri_dir/config.toml"
-ln -s "$plugin" "$cri_dir/bin/netkit-cni"
-# loopback: containerd's CRI sets up every sandbox's lo with it.
-for p in host-local portmap loopback; do ln -s "/usr/lib/cni/$p" "$cri_dir/bin/$p"; done
-cat >"$cri_dir/conf/10-podnet.conflist" <<CONFLIST
-{
-  "cniVersion": "1.0.0",
-  "name": "podnet",
-  "plugins": [
-    {"type": "netkit-cni", "ipam": {"type": "host-local", "subnet": "10.89.0.0/24", "dataDir": "$cri_dir/ipam"},
-     "logFile": "$cri_dir/netkit-cni.log"},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-CONFLIST
-cri_id=""
-cri_teardown() {
-    [ -n "${cri_containerd_pid:-}" ] || return 0
-    if [ -n "$cri_id" ]; then
-        cri StopPodSandbox "{\"pod_sandbox_id\": \"$cri_id\"}" >/dev/null 2>&1 || true
-        cri RemovePodSandbox "{\"pod_sandbox_id\": \"$cri_id\"}" >/dev/null 2>&1 || true
-    fi
-    kill "$cri_containerd_pid" 2>/dev/null || true
-    wait "$cri_containerd_pid" 2>/dev/null || true
-    cri_containerd_pid=""
-}
-in_node containerd --config "$cri_dir/config.toml" >"$cri_dir/containerd.log" 2>&1 &
-cri_containerd_pid=$!
-for i in $(seq 360); do
-    cri Status '{}' 2>/dev/null | grep -q '"NetworkReady", "status": true' && break
-    kill -0 "$cri_containerd_pid" 2>/dev/null || { tail -n 20 "$cri_dir/containerd.log" >&2; fail "the CRI containerd exited"; }
-    [ "$i" = 360 ] && fail "containerd's CRI was not ready within 180 s"
-    sleep 0.5
-done
-cri_ctr image import "$cri_pause_tar" >/dev/null
-cri_ctr image import "$img/busybox-oci.tar" >/dev/null
-echo "imported into containerd's k8s.io namespace: $cri_pause (the sandbox image) and $image"
-echo "(cri below stands for: python3 scripts/lib/cri-client.py --socket <that socket>, a test fixture)"
-run cri Version
-pod='{"metadata": {"name": "web", "namespace": "demo", "uid": "4d3e0c1a-0000-4000-8000-000000000001", "attempt": 0},
- "hostname": "web", "port_mappings": [{"protocol": "TCP", "container_port": 80, "host_port": 8080}], "linux": {}}'
-printf '$ cri RunPodSandbox %s\n' "{\"config\": $(tr -s ' \n' ' ' <<<"$pod")}"
-cri_out=$(cri RunPodSandbox "{\"config\": $pod}") || { echo "$cri_out" >&2; tail -n 20 "$cri_dir/containerd.log" >&2; fail "RunPodSandbox failed"; }
-cri_id=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["pod_sandbox_id"])' "$cri_out")
-echo "sandbox $cri_id"
-cri_ip=$(cri PodSandboxStatus "{\"pod_sandbox_id\": \"$cri_id\"}" | python3 -c 'import json, sys
-s = json.load(sys.stdin)["status"]
-print(s["network"]["ip"]) if s["state"] == "SANDBOX_READY" else sys.exit("not ready: %s" % s)')
-echo "PodSandboxStatus: SANDBOX_READY, IP $cri_ip; the node's side of its netkit pair:"
-in_node ip -d link show type netkit | grep -B2 "alias netkit-cni/podnet/$cri_id" | sed 's/^/    /'
-grep -q "^$cri_id" "$cri_dir/ipam/podnet/$cri_ip" || fail "host-local did not reserve $cri_ip for $cri_id"
-# The container: busybox's httpd serving one page, written at start (the image holds only busybox).
-ctr_json=$(cri CreateContainer "{\"pod_sandbox_id\": \"$cri_id\", \"sandbox_config\": $pod,
-    \"config\": {\"metadata\": {\"name\": \"httpd\"}, \"image\": {\"image\": \"$image\"}, \"linux\": {},
-    \"command\": [\"/bin/sh\", \"-c\", \"busybox mkdir -p /www && echo hello from pod web over netkit >/www/index.html && exec busybox httpd -f -p 80 -h /www\"]}}")
-cri_cid=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["container_id"])' "$ctr_json")
-cri StartContainer "{\"container_id\": \"$cri_cid\"}" >/dev/null
-echo "container $cri_cid started in the sandbox (CreateContainer, StartContainer)"
-cri_get() { # url -> body, retried while httpd starts
-    local i
-    for i in $(seq 60); do
-        in_node curl -sf --max-time 10 "$1" && return 0
-        sleep 0.5
-    done
-    return 1
-}
-printf '$ nsenter --net=/run/netns/node curl http://%s/\n' "$cri_ip"
-body=$(cri_get "http://$cri_ip/") || fail "the pod IP $cri_ip did not answer"
-echo "    $body"
-printf '$ nsenter --net=/run/netns/node curl http://10.77.0.1:8080/    # the hostPort, on the node address\n'
-body2=$(cri_get "http://10.77.0.1:8080/") || fail "the hostPort 8080 did not answer"
-echo "    $body2"
-[ "$body" = "hello from pod web over netkit" ] && [ "$body2" = "$body" ] || fail "unexpected pages: $body / $body2"
-ok "the pod's IP and its hostPort answer"
-run cri StopPodSandbox "{\"pod_sandbox_id\": \"$cri_id\"}"
-run cri RemovePodSandbox "{\"pod_sandbox_id\": \"$cri_id\"}"
-cri_id=""
-[ -z "$(find "$cri_dir/ipam" -type f -name '10.*')" ] || fail "host-local still holds an address for the CRI pod"
-! in_node ip -d link show type netkit | grep -q 'netkit-cni/podnet/' || fail "the CRI pod's netkit pair is left"
-! in_node iptables-save | grep -q "$cri_ip" || fail "portmap's rules for $cri_ip are left"
-ok "StopPodSandbox ran DEL and RemovePodSandbox removed the sandbox: no pair, address or portmap rule left"
-cri_teardown
 
 # ------------------------------------------------------------------------------------------------
 step "Stop both containers; nothing of the plugin's may be left" \

@@ -975,7 +975,13 @@ fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
         "permanent",
     ]);
 
-    // Legit far traffic passes the check and still bypasses.
+    // Legit far traffic passes the check and still bypasses. The far side gives the third
+    // netns's addresses back first: with fd77::8000:2 still on it, IPv6 source selection
+    // (longest matching prefix, RFC 6724 rule 8) would send from it to fd44:64::2.
+    b.w.far
+        .ip(&["addr", "del", "10.77.0.130/32", "dev", &far_if]);
+    b.w.far
+        .ip(&["-6", "addr", "del", "fd77::8000:2/128", "dev", &far_if]);
     let before = settled(|| b.counters());
     udp_rr(&pod, &b.w.far, a4, 7404);
     udp_rr(&pod, &b.w.far, a6, 7405);

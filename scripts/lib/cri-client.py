@@ -61,7 +61,12 @@ def main():
             resp = getattr(stub, method)(req, timeout=a.timeout)
         except grpc.RpcError as e:
             return {"error": {"code": e.code().name, "message": e.details()}}
-        out = json_format.MessageToDict(resp, preserving_proto_field_name=True)
+        # Every field, defaults included: proto3 leaves out a field at its default, and the
+        # default of an enum is its 0 value (PodSandboxState SANDBOX_READY, ContainerState
+        # CONTAINER_CREATED), which the tests must see.
+        out = json_format.MessageToDict(
+            resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
         # ExecSync's stdout/stderr are bytes (base64 in the JSON mapping): decoded for the tests.
         for k in ("stdout", "stderr"):
             if method == "ExecSync" and k in out:

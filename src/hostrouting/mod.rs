@@ -707,18 +707,45 @@ impl Uplink {
             ifindex: primary_ifindex,
             reserved: 0,
         };
+        // On failure only what this call wrote goes again: an address refused because another
+        // pod holds it must not take that pod's entries, or this pod's earlier ones, with it.
+        let mut written: Vec<PodAddrKey> = Vec::new();
+        let undo = |written: &[PodAddrKey]| {
+            for k in written {
+                let _ = bpf::map_delete(self.maps.pods.as_fd(), k);
+            }
+        };
         for ip in addrs {
-            if let Err(e) = self.insert_addr(*ip, value) {
-                let _ = self.remove_pod(primary_ifindex);
-                return Err(e);
+            match self.insert_addr(*ip, value) {
+                Ok(true) => written.push(PodAddrKey::of(*ip)),
+                Ok(false) => {}
+                Err(e) => {
+                    undo(&written);
+                    return Err(e);
+                }
             }
         }
-        let egress_id = self.egress_prog_id()?;
-        let attached = netkit_peer_programs(primary_ifindex)
-            .map_err(|e| HostRoutingError::sys("BPF_PROG_QUERY (netkit peer)", None, e))?;
+        let egress_id = match self.egress_prog_id() {
+            Ok(id) => id,
+            Err(e) => {
+                undo(&written);
+                return Err(e);
+            }
+        };
+        let attached = match netkit_peer_programs(primary_ifindex) {
+            Ok(a) => a,
+            Err(e) => {
+                undo(&written);
+                return Err(HostRoutingError::sys(
+                    "BPF_PROG_QUERY (netkit peer)",
+                    None,
+                    e,
+                ));
+            }
+        };
         if !attached.contains(&egress_id) {
             if let Err(e) = netkit_attach(self.egress.as_fd(), primary_ifindex) {
-                let _ = self.remove_pod(primary_ifindex);
+                undo(&written);
                 return Err(HostRoutingError::sys(
                     "BPF_PROG_ATTACH (netkit peer)",
                     None,
@@ -732,20 +759,21 @@ impl Uplink {
     /// Routes `ip` to `value`'s primary with `BPF_NOEXIST`, so an address routed to another
     /// pod is never silently taken over (a duplicate from IPAM would otherwise steal that pod's
     /// traffic). An entry that is already this primary's is kept; one whose primary no longer
-    /// exists (deleted without DEL) is stale and replaced.
-    fn insert_addr(&self, ip: IpAddr, value: PodValue) -> Result<()> {
+    /// exists (deleted without DEL) is stale and replaced. Returns whether it wrote the entry
+    /// (false: it was already this primary's).
+    fn insert_addr(&self, ip: IpAddr, value: PodValue) -> Result<bool> {
         let pods = self.path.join(PIN_PODS);
         let key = PodAddrKey::of(ip);
         let fd = self.maps.pods.as_fd();
         match bpf::map_update(fd, &key, &value, BPF_NOEXIST) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(HostRoutingError::sys("BPF_MAP_UPDATE_ELEM", Some(&pods), e)),
         }
         let have: Option<PodValue> = bpf::map_lookup(fd, &key)
             .map_err(|e| HostRoutingError::sys("BPF_MAP_LOOKUP_ELEM", Some(&pods), e))?;
         match have {
-            Some(h) if h.ifindex == value.ifindex => Ok(()),
+            Some(h) if h.ifindex == value.ifindex => Ok(false),
             Some(h) if ifindex_exists(h.ifindex) => Err(HostRoutingError::AddressTaken {
                 ip,
                 ifindex: h.ifindex,
@@ -753,6 +781,7 @@ impl Uplink {
             }),
             // Stale, or deleted since: replace.
             _ => bpf::map_update(fd, &key, &value, 0)
+                .map(|()| true)
                 .map_err(|e| HostRoutingError::sys("BPF_MAP_UPDATE_ELEM", Some(&pods), e)),
         }
     }

@@ -814,9 +814,10 @@ fn release_steering(
 ///
 /// XDP pins are keyed by container id and ifname only, so the pin at this key may be another
 /// network's: a DEL for network A after A's ADD was refused with 103 (network B's device holds
-/// that ifname) must leave B's steering alone. The release is skipped when a device leasing from
-/// the master *verifiably* belongs to this container id and ifname in another network (see
-/// [`foreign_owner`]); an alias never decides it.
+/// that ifname) must leave B's steering alone, even when B keeps its records in another
+/// directory. The release is skipped while a live device leases the steered queues and no
+/// record of this network shows it to be this attachment (see [`held_by_another`]); an alias
+/// never decides it.
 fn release_xdp(
     dp: &mut dyn Dataplane,
     l: &LeaseConfig,
@@ -825,19 +826,16 @@ fn release_xdp(
     log: &Logger,
 ) -> Result<(), CniError> {
     let pod = pod_id(marker)?;
-    let devs = lease::leasing_devices(dp, l, log).map_err(kernel_error)?;
-    let foreign = foreign_owner(
-        &devs,
-        marker.network(),
-        marker.container_id(),
-        marker.ifname(),
-    );
-    if let Some(m) = foreign {
-        log.warn(format_args!(
-            "DEL {marker}: the XDP steering of {pod} belongs to network {}'s device, left alone",
-            m.network()
-        ));
-        return Ok(());
+    if let Some(master) = dp.master(&l.master).map_err(kernel_error)? {
+        let devs = lease::leasing_devices(dp, l, log).map_err(kernel_error)?;
+        if let Some(holder) = held_by_another(dp, x, master.ifindex, &devs, marker.network(), &pod)
+            .map_err(kernel_error)?
+        {
+            log.warn(format_args!(
+                "DEL {marker}: the XDP steering of {pod} is left alone: {holder}"
+            ));
+            return Ok(());
+        }
     }
     match dp.master(&l.master).map_err(kernel_error)? {
         Some(master) => {
@@ -874,26 +872,52 @@ fn own_primary(dp: &mut dyn Dataplane, marker: &Marker) -> Result<Option<u32>, D
         .map(|h| h.ifindex))
 }
 
-/// The attachment of another network than `network` that holds `container_id`/`ifname` on the
-/// master, from facts the pod cannot change: a leasing device that a root-owned device-info
-/// record describes exactly ([`lease::LeasingDevice::verified`]). (XDP needs a single device,
-/// and only one device of that ifname can live in the pod netns, so a pin at this key belongs
-/// to a single device of some network.) A single device's alias is never asked: the pod
-/// rewrites it at will, and a pod that deleted its own record and took another attachment's
-/// marker as its alias must not make that attachment's DEL or GC skip the release of its XDP
-/// steering.
-fn foreign_owner(
+/// Why the XDP steering of `pod` on the master is not `network`'s to release, or `None` when it
+/// is. The pin is keyed by container id and ifname only, so another network's attachment with
+/// the same key (a DEL of a network whose ADD was refused with 103, a GC of another network)
+/// finds the same pin. Decided from facts the pod cannot change: the kernel's leases of the
+/// queues the dispatcher steers to `pod`, and the root-owned device-info records of this
+/// network ([`lease::LeasingDevice::verified`]). The steering is left alone while a live device
+/// leases one of those queues and no record shows that device to be `network`'s attachment
+/// `pod`; with no live lessee (the device is gone: DEL runs after it is deleted, GC after its
+/// netns died) it is released. A device's alias is never asked: a pod can rewrite it, and a pod
+/// that deleted its own record and took another attachment's marker as its alias must not make
+/// that attachment's DEL or GC skip the release (its queues would stay steered to a dead
+/// XSKMAP). What this costs: a steering whose live lessee's record was removed is released only
+/// once that device is gone.
+fn held_by_another(
+    dp: &mut dyn Dataplane,
+    x: &crate::cni::config::XdpConfig,
+    master_ifindex: u32,
     devs: &[lease::LeasingDevice],
     network: &str,
-    container_id: &str,
-    ifname: &str,
-) -> Option<Marker> {
-    devs.iter()
-        .filter_map(|d| d.verified.as_ref().map(|(m, _)| m))
-        .find(|m| {
-            m.container_id() == container_id && m.ifname() == ifname && m.network() != network
-        })
-        .cloned()
+    pod: &PodId,
+) -> Result<Option<String>, DpError> {
+    let steered: Vec<u32> = match dp.xdp_observe(x, master_ifindex, pod)? {
+        Some(XdpObserved {
+            handoff: Some(h), ..
+        }) => h.queues.iter().map(|q| q.queue).collect(),
+        _ => return Ok(None),
+    };
+    let holder = devs.iter().find(|d| {
+        d.queues.iter().any(|(phys, _)| steered.contains(phys))
+            && !d.verified.as_ref().is_some_and(|(m, _)| {
+                m.network() == network
+                    && m.container_id() == pod.container_id()
+                    && m.ifname() == pod.ifname()
+            })
+    });
+    Ok(holder.map(|d| match &d.verified {
+        Some((m, _)) => format!(
+            "its queues {steered:?} are leased by network {}'s live device (ifindex {})",
+            m.network(),
+            d.ifindex
+        ),
+        None => format!(
+            "its queues {steered:?} are leased by a live device (ifindex {}) that no device-info record of network {network} describes; released once that device is gone",
+            d.ifindex
+        ),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1337,13 +1361,11 @@ fn gc_xdp(
         .into_iter()
         .filter(|p| !valid.contains(&(p.container_id(), p.ifname())))
     {
-        // Verified facts only (see foreign_owner): an alias keeps no orphan's steering alive.
-        match foreign_owner(&devs, network, p.container_id(), p.ifname()) {
-            Some(m) => log.debug(format_args!(
-                "GC: the XDP steering of {p} belongs to network {}",
-                m.network()
-            )),
-            None => orphans.push(p),
+        // Kernel facts and this network's records only (see held_by_another).
+        match held_by_another(dp, x, master.ifindex, &devs, network, &p) {
+            Ok(Some(why)) => log.debug(format_args!("GC: the XDP steering of {p} stays: {why}")),
+            Ok(None) => orphans.push(p),
+            Err(e) => failures.push(format!("XDP steering of {p}: {e}")),
         }
     }
     for pod in orphans {

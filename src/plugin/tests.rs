@@ -1713,6 +1713,32 @@ fn an_alias_never_makes_del_skip_the_release_of_the_xdp_steering() {
     assert!(k.xdp.pins.contains("attacker/eth0"));
 }
 
+/// Another network's DEL or GC for the same container id and ifname (its ADD was refused with
+/// 103) leaves the owner's XDP steering alone, although the owner's record is in another
+/// directory: a live device leases the steered queue and no record of that network describes it.
+#[test]
+fn another_networks_del_and_gc_leave_the_owners_xdp_steering_alone() {
+    let (mut k, owner_dir, other_dir) = (FakeKernel::with_nic(), DevDir::new(), DevDir::new());
+    let owner = xdp_conf(&owner_dir, json!({"queues": 1}));
+    let mut other = xdp_conf(&other_dir, json!({"queues": 1}));
+    other["name"] = json!("othernet");
+    cmd_add(&request("ADD", "c1", owner.clone()), &mut k, None, &quiet()).unwrap();
+    // (The fake keeps devices per network, so the other network's ADD is not refused here as
+    // the kernel refuses it, with 103, for the name clash in the pod; tests/vm_xdp.rs has that.)
+    cmd_del(&request("DEL", "c1", other.clone()), &mut k, None, &quiet()).unwrap();
+    let mut gc = other;
+    gc["cni.dev/valid-attachments"] = json!([]);
+    cmd_gc(&request("GC", "x", gc), &mut k, None, &quiet()).unwrap();
+    assert!(
+        k.xdp.pins.contains("c1/eth0") && k.xdp.steered.values().any(|(o, _)| o == "c1/eth0"),
+        "the owner's steering must survive: {:?} {:?}",
+        k.xdp.steered,
+        k.calls
+    );
+    cmd_del(&request("DEL", "c1", owner), &mut k, None, &quiet()).unwrap();
+    assert!(!k.xdp.pins.contains("c1/eth0"), "{:?}", k.calls);
+}
+
 #[test]
 fn an_alias_never_keeps_an_orphans_xdp_steering_from_gc() {
     let (mut k, dir) = (FakeKernel::with_nic(), DevDir::new());
