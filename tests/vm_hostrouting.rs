@@ -848,7 +848,9 @@ fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
     let pod = Netns::new("pod");
     let (_, a4, a6) = net.add(&b, "c1", &pod);
     // A third netns behind a veth of the node, with prefixes inside `bypass` that the node
-    // routes through that veth (longer than the uplink's connected /24 and /64).
+    // routes through that veth (longer than the uplink's connected /24 and /64): the upper
+    // halves, 10.77.0.128/25 and fd77::8000:0:0:0/65 (fd77::8000:1/65 would be the lower half,
+    // which holds the far side's own fd77::2 and made its legit traffic fail the check).
     let third = Netns::new("third");
     let (node_end, _) = b.w.node.veth(1, None);
     let links: Vec<Value> = b.w.node.links();
@@ -866,7 +868,7 @@ fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
         "-6",
         "addr",
         "add",
-        "fd77::8000:1/65",
+        "fd77:0:0:0:8000::1/65",
         "dev",
         &node_end,
         "nodad",
@@ -876,7 +878,7 @@ fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
         "-6",
         "addr",
         "add",
-        "fd77::8000:2/65",
+        "fd77:0:0:0:8000::2/65",
         "dev",
         &peer_end,
         "nodad",
@@ -884,7 +886,7 @@ fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
     // The policy the node enforces in netfilter: nothing from the third netns's addresses
     // arriving on the uplink.
     let rules = format!(
-        "table inet nkt {{\n\tchain spoof {{\n\t\ttype filter hook prerouting priority -300; policy accept;\n\t\tiifname \"{up}\" ip saddr 10.77.0.130 counter drop comment \"spoofed\"\n\t\tiifname \"{up}\" ip6 saddr fd77::8000:2 counter drop comment \"spoofed\"\n\t}}\n}}\n",
+        "table inet nkt {{\n\tchain spoof {{\n\t\ttype filter hook prerouting priority -300; policy accept;\n\t\tiifname \"{up}\" ip saddr 10.77.0.130 counter drop comment \"spoofed\"\n\t\tiifname \"{up}\" ip6 saddr fd77:0:0:0:8000::2 counter drop comment \"spoofed\"\n\t}}\n}}\n",
         up = b.w.nic.ifname
     );
     let mut child =
@@ -909,7 +911,7 @@ fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
         "-6",
         "addr",
         "add",
-        "fd77::8000:2/128",
+        "fd77:0:0:0:8000::2/128",
         "dev",
         &far_if,
         "nodad",
@@ -917,7 +919,7 @@ fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
     let before = settled(|| b.counters());
     let (s4, s6): (IpAddr, IpAddr) = (
         "10.77.0.130".parse().unwrap(),
-        "fd77::8000:2".parse().unwrap(),
+        "fd77:0:0:0:8000::2".parse().unwrap(),
     );
     let got4 = received_while(&pod, a4, 7401, || send_udp_from(&b.w.far, s4, a4, 7401, 5));
     let got6 = received_while(&pod, a6, 7402, || send_udp_from(&b.w.far, s6, a6, 7402, 5));
@@ -976,12 +978,17 @@ fn spoofed_sources_and_frames_for_other_hosts_never_bypass_netfilter() {
     ]);
 
     // Legit far traffic passes the check and still bypasses. The far side gives the third
-    // netns's addresses back first: with fd77::8000:2 still on it, IPv6 source selection
-    // (longest matching prefix, RFC 6724 rule 8) would send from it to fd44:64::2.
+    // netns's addresses back first, so that neither can be picked as the source.
     b.w.far
         .ip(&["addr", "del", "10.77.0.130/32", "dev", &far_if]);
-    b.w.far
-        .ip(&["-6", "addr", "del", "fd77::8000:2/128", "dev", &far_if]);
+    b.w.far.ip(&[
+        "-6",
+        "addr",
+        "del",
+        "fd77:0:0:0:8000::2/128",
+        "dev",
+        &far_if,
+    ]);
     let before = settled(|| b.counters());
     udp_rr(&pod, &b.w.far, a4, 7404);
     udp_rr(&pod, &b.w.far, a6, 7405);
