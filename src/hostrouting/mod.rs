@@ -77,9 +77,9 @@ pub const PIN_STATS: &str = "stats";
 /// directories start with `netns`, so neither sweep ever mistakes the other's).
 pub const DIR_PREFIX: &str = "host-";
 
-/// Counter indices (bpf/host_routing.h `enum nkc_hr_counter`).
 pub mod hooks;
 
+/// Counter indices (bpf/host_routing.h `enum nkc_hr_counter`).
 pub mod counter {
     pub const IN_REDIRECT: u32 = 0;
     pub const IN_NOT_POD: u32 = 1;
@@ -123,8 +123,6 @@ const BPF_NOEXIST: u64 = sys::BPF_NOEXIST as u64;
 const AF_INET: u32 = libc::AF_INET as u32;
 const AF_INET6: u32 = libc::AF_INET6 as u32;
 
-/// `struct nkc_hr_addr`.
-#[repr(C)]
 /// The `hostRouting` block with `mode: bpf`, as the config layer reads it
 /// (`src/config/host_routing.rs`). Defined here, with the programs it configures, so this
 /// module does not import the config layer above it.
@@ -141,6 +139,8 @@ pub struct HostRoutingConfig {
     pub bpffs: PathBuf,
 }
 
+/// `struct nkc_hr_addr`.
+#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PodAddrKey {
     family: u32,
