@@ -15,8 +15,8 @@ use super::del::own_primary;
 use super::lease::{self, LeasePlan, Leased};
 use super::plan::{host_plan, pod_plan};
 use super::{
-    devinfo, devinfo_error, dp_error, errcodes, injected, kernel_error, pod_id, steer, xdp_error,
-    IpamDelegate, Request,
+    devinfo, devinfo_error, dp_error, errcodes, host_routing_error, injected, kernel_error, pod_id,
+    steer, xdp_error, IpamDelegate, Request,
 };
 
 /// ADD, as ptp's `cmdAdd`: check what can be refused for free (the lease plan: master, kernel,
@@ -236,7 +236,8 @@ impl<'a> AddUndo<'a> {
                 log.warn(format_args!("rollback: host device of {marker}: {e}"));
                 None
             });
-            if let Err(e) = crate::hostrouting::hooks::release(h, ours, log) {
+            if let Err(e) = dp.host_routing().release(h, ours, log) {
+                let e = host_routing_error(e);
                 log.error(format_args!("rollback: host routing: {e}"));
             }
         }
@@ -308,7 +309,7 @@ impl Add<'_> {
         if !self.single() {
             self.setup_host(dp, &created, &pod)?;
             crate::failpoint::hit("add-after-host-config").map_err(injected)?;
-            self.setup_host_routing(&created, undo)?;
+            self.setup_host_routing(dp, &created, undo)?;
         }
         self.write_device_info(&created, &leased, handoff.as_ref(), steering, undo)?;
         let result = self.result(&created, reported_routes);
@@ -488,7 +489,12 @@ impl Add<'_> {
 
     /// BPF host routing (`hostRouting`): after the host route exists (the egress FIB lookup and
     /// the stack agree on the pod), before the result.
-    fn setup_host_routing(&self, created: &Created, undo: &mut AddUndo) -> Result<(), CniError> {
+    fn setup_host_routing(
+        &self,
+        dp: &mut dyn Dataplane,
+        created: &Created,
+        undo: &mut AddUndo,
+    ) -> Result<(), CniError> {
         let Some(h) = &self.req.conf.host_routing else {
             return Ok(());
         };
@@ -499,7 +505,9 @@ impl Add<'_> {
             .iter()
             .map(|ip| ip.address.addr())
             .collect();
-        crate::hostrouting::hooks::add(h, created.host_ifindex, &ips, self.log)?;
+        dp.host_routing()
+            .add(h, created.host_ifindex, &ips, self.log)
+            .map_err(host_routing_error)?;
         // Reached only with `hostRouting.mode: bpf`: the uplink's program, the pod's map entries
         // and its egress program all exist here, none of them yet in a result.
         crate::failpoint::hit("add-after-host-routing").map_err(injected)

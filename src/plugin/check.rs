@@ -10,7 +10,10 @@ use crate::kernel::link::Marker;
 
 use super::dataplane::*;
 use super::plan::cidr_str;
-use super::{devinfo, dp_error, errcodes, kernel_error, pod_id, steer, IpamDelegate, Request};
+use super::{
+    devinfo, dp_error, errcodes, host_routing_error, kernel_error, pod_id, steer, IpamDelegate,
+    Request,
+};
 
 /// CHECK: the attachment must still look like `prevResult` says — the device(s) exist and are
 /// netkit in the configured mode, every address and route is in place — every lease recorded
@@ -135,7 +138,10 @@ pub fn cmd_check(
             .filter(|ip| is_ours(ip.interface))
             .map(|ip| ip.address.addr())
             .collect();
-        crate::hostrouting::hooks::check(h, &host_name, &ips)?.map_err(fail)?;
+        dp.host_routing()
+            .check(h, &host_name, &ips)
+            .map_err(host_routing_error)?
+            .map_err(fail)?;
     }
     if let Some(ipam) = ipam {
         ipam.check()?;

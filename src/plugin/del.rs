@@ -10,7 +10,8 @@ use crate::xdp::PodId;
 
 use super::dataplane::*;
 use super::{
-    devinfo, devinfo_error, kernel_error, lease, pod_id, steer, xdp_error, IpamDelegate, Request,
+    devinfo, devinfo_error, host_routing_error, kernel_error, lease, pod_id, steer, xdp_error,
+    IpamDelegate, Request,
 };
 
 /// DEL is idempotent and best effort, as the spec asks: a missing netns, a missing device, a
@@ -33,7 +34,9 @@ pub fn cmd_del(
     // device at the derived name is network B's, and A's DEL must not unroute B's pod.
     if let Some(h) = &req.conf.host_routing {
         let ours = own_primary(dp, &marker).map_err(kernel_error)?;
-        crate::hostrouting::hooks::release(h, ours, log)?;
+        dp.host_routing()
+            .release(h, ours, log)
+            .map_err(host_routing_error)?;
     }
     // Before the device goes too: the NIC stops steering the pod's frames to its queues before
     // they return to the host.

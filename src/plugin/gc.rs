@@ -9,7 +9,9 @@ use crate::logging::Logger;
 
 use super::dataplane::*;
 use super::del::{held_by_another, release_steering};
-use super::{devinfo, errcodes, kernel_error, lease, steer, IpamDelegate, Request};
+use super::{
+    devinfo, errcodes, host_routing_error, kernel_error, lease, steer, IpamDelegate, Request,
+};
 
 /// GC: every attachment of this network that the runtime no longer lists is deleted and its
 /// addresses released — pairs found by their host side, single devices through the master's
@@ -109,8 +111,8 @@ pub fn cmd_gc(
     }
     // After the orphans' devices are gone: their addresses name dead primaries now.
     if let Some(h) = &req.conf.host_routing {
-        if let Err(e) = crate::hostrouting::hooks::gc(h, log) {
-            failures.push(e.to_string());
+        if let Err(e) = dp.host_routing().gc(h, log) {
+            failures.push(host_routing_error(e).to_string());
         }
     }
     if let Some(ipam) = ipam {

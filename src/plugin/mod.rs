@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use crate::cni::{self, CniEnv, CniError, CniVersion, Command};
 use crate::config::NetConf;
+use crate::hostrouting::HostRoutingError;
 pub use crate::ipam::delegate::{ExecIpam, IpamDelegate};
 use crate::kernel::link::{LinkError, Marker};
 use crate::logging::Logger;
@@ -159,6 +160,28 @@ fn xdp_error(e: DpError) -> CniError {
         }
     }
     CniError::plugin_specific(errcodes::XDP_FAILED, e.to_string(), "")
+}
+
+/// A lock held past its deadline is 11, a bypass set that disagrees with the uplink's is 7 (the
+/// config is at fault), everything else 111.
+fn host_routing_error(e: HostRoutingError) -> CniError {
+    let code = if e.is_lock_timeout() {
+        errcodes::TRY_AGAIN_LATER
+    } else if matches!(e, HostRoutingError::BypassConflict { .. }) {
+        errcodes::INVALID_CONFIG
+    } else {
+        errcodes::HOST_ROUTING_FAILED
+    };
+    let msg = match &e {
+        HostRoutingError::BypassConflict { uplink, want, .. } => format!(
+            "invalid value [{want}] for field hostRouting.bypass: uplink {uplink} is shared with another bypass set"
+        ),
+        HostRoutingError::NoUplink { name } => {
+            format!("invalid value {name:?} for field hostRouting.uplink: no such device")
+        }
+        _ => "BPF host routing failed".to_string(),
+    };
+    CniError::new(code, msg, e.to_string())
 }
 
 fn devinfo_error(e: devinfo::DevInfoError) -> CniError {

@@ -444,3 +444,82 @@ fn a_down_nic_dumps_nothing_so_the_kernel_decides_occupancy_and_range() {
         "1 was busy, learnt from EBUSY"
     );
 }
+
+#[test]
+fn host_routing_comes_after_the_host_side_and_a_later_failure_undoes_it_before_the_device() {
+    let (mut k, ipam, dir) = (FakeKernel::with_nic(), FakeIpam::default(), DevDir::new());
+    // The device-info file, the step after host routing, cannot be written: its directory is a
+    // regular file.
+    std::fs::write(&dir.0, b"").unwrap();
+    let conf = with_host_routing(lease_conf(&dir, "pair", json!({"queues": 1})));
+    let err = cmd_add(&request("ADD", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap_err();
+    std::fs::remove_file(&dir.0).unwrap();
+    assert_eq!(err.code, errcodes::DEVICE_INFO_FAILED, "{err:?}");
+    assert!(
+        pos(&k, "configure_host") < pos(&k, "host_routing_add 10"),
+        "{:?}",
+        k.calls
+    );
+    // Before the device goes, so no map entry ever names a deleted primary.
+    assert!(
+        pos(&k, "host_routing_release Some(10)") < pos(&k, "delete"),
+        "{:?}",
+        k.calls
+    );
+    assert!(k.host_routed.is_empty(), "{:?}", k.host_routed);
+    assert!(k.devices.is_empty() && leases_of(&k).is_empty());
+    assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
+}
+
+#[test]
+fn host_routing_refusals_surface_with_their_codes_and_roll_back() {
+    let taken = || HostRoutingError::AddressTaken {
+        ip: "10.1.0.5".parse().unwrap(),
+        ifindex: 99,
+        path: "/sys/fs/bpf/netkit-cni/host-up0/pods".into(),
+    };
+    let cases: Vec<(HostRoutingError, u32, &str)> = vec![
+        (taken(), 111, "BPF host routing failed"),
+        (
+            HostRoutingError::NoUplink { name: "up0".into() },
+            111,
+            "field hostRouting.uplink",
+        ),
+        (
+            HostRoutingError::BypassConflict {
+                uplink: "up0".into(),
+                have: "10.9.0.0/16".into(),
+                want: "".into(),
+            },
+            7,
+            "field hostRouting.bypass",
+        ),
+        (
+            HostRoutingError::Fs(crate::safefs::SafeFsError::LockTimeout {
+                path: "/sys/fs/bpf/netkit-cni/host-up0".into(),
+                waited: std::time::Duration::from_secs(5),
+            }),
+            11,
+            "BPF host routing failed",
+        ),
+    ];
+    for (refusal, code, msg) in cases {
+        let details = refusal.to_string();
+        let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
+        k.host_routing_refusal = Some(refusal);
+        let req = request("ADD", "c1", with_host_routing(json!({})));
+        let err = cmd_add(&req, &mut k, Some(&ipam), &quiet()).unwrap_err();
+        assert_eq!(err.code, code, "{err:?}");
+        assert!(err.msg.contains(msg), "{err:?}");
+        assert_eq!(err.details, details);
+        // The refused call may have half-happened: it is released, before the device goes.
+        assert!(
+            pos(&k, "host_routing_release Some(10)") < pos(&k, "delete"),
+            "{:?}",
+            k.calls
+        );
+        assert!(k.devices.is_empty());
+        assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"], "{err:?}");
+    }
+    assert_eq!(errcodes::HOST_ROUTING_FAILED, 111);
+}

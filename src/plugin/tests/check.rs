@@ -118,3 +118,28 @@ fn check_names_a_changed_rule_a_changed_context_and_rss_over_the_pool() {
         err.msg
     );
 }
+
+#[test]
+fn check_reports_a_missing_host_routing_entry() {
+    let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
+    let conf = with_host_routing(json!({}));
+    let r = cmd_add(
+        &request("ADD", "c1", conf.clone()),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap();
+    let check = request("CHECK", "c1", with_prev_result(conf, &r));
+    cmd_check(&check, &mut k, Some(&ipam)).unwrap();
+    assert_eq!(
+        k.calls.last().map(String::as_str),
+        Some("host_routing_check")
+    );
+
+    k.host_routed.clear();
+    let err = cmd_check(&check, &mut k, Some(&ipam)).unwrap_err();
+    assert_eq!(err.code, errcodes::CHECK_FAILED);
+    assert!(err.msg.contains("10.1.0.5"), "{err:?}");
+    assert!(err.details.contains("podnet/c1/eth0"), "{err:?}");
+}

@@ -260,3 +260,35 @@ fn del_and_gc_sweep_what_a_killed_add_left_and_keep_live_pods_steering() {
     assert!(k.steer.unicast.is_empty(), "{:?}", k.steer.unicast);
     assert!(dir.files().is_empty());
 }
+
+#[test]
+fn del_releases_host_routing_before_the_device_and_only_its_own_primarys_entries() {
+    let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
+    let conf = with_host_routing(json!({}));
+    cmd_add(
+        &request("ADD", "c1", conf.clone()),
+        &mut k,
+        Some(&ipam),
+        &quiet(),
+    )
+    .unwrap();
+    assert_eq!(k.host_routed.len(), 1);
+
+    // Another network's DEL of the same container id and ifname (its ADD was refused with 103):
+    // the primary at the derived name is not its own, so no entry routed to it is released.
+    let mut other = conf.clone();
+    other["name"] = json!("othernet");
+    k.calls.clear();
+    cmd_del(&request("DEL", "c1", other), &mut k, Some(&ipam), &quiet()).unwrap();
+    assert_eq!(k.calls, ["observe", "host_routing_release None", "delete"]);
+    assert_eq!(k.host_routed.len(), 1, "podnet's pod is still routed");
+    assert_eq!(k.devices.len(), 1);
+
+    k.calls.clear();
+    cmd_del(&request("DEL", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap();
+    assert_eq!(
+        k.calls,
+        ["observe", "host_routing_release Some(10)", "delete"]
+    );
+    assert!(k.host_routed.is_empty() && k.devices.is_empty());
+}

@@ -23,6 +23,9 @@ pub(super) struct FakePod {
     /// RX queues allocated (1 + leases it can take).
     pub(super) rx_cap: u32,
     pub(super) leased: u32,
+    /// What `configure_pod` put on it, as CHECK observes it.
+    pub(super) addrs: Vec<IpCidr>,
+    pub(super) routes: Vec<PlannedRoute>,
 }
 
 #[derive(Default)]
@@ -48,6 +51,12 @@ pub(super) struct FakeKernel {
     pub(super) nic_xdp: Vec<NicXdpProgram>,
     /// The master's RSS, rules and unicast filter.
     pub(super) steer: FakeSteer,
+    /// Routes on the host devices (every host device is ifindex 10), as CHECK observes them.
+    pub(super) host_routes: Vec<IpCidr>,
+    /// BPF host routing's map: pod address → the primary (ifindex) it is redirected to.
+    pub(super) host_routed: BTreeMap<IpAddr, u32>,
+    /// What the next host-routing ADD answers instead of routing (a refusal, a held lock).
+    pub(super) host_routing_refusal: Option<crate::hostrouting::HostRoutingError>,
 }
 
 /// The fake NIC's steering state. Reads are not recorded in `calls` (only what changes the
@@ -298,6 +307,8 @@ impl FakeKernel {
                 single,
                 rx_cap,
                 leased: 0,
+                addrs: vec![],
+                routes: vec![],
             },
         );
         ifindex
@@ -366,10 +377,23 @@ impl Dataplane for FakeKernel {
             plan.ifindex,
             netns.display()
         );
-        self.step("configure_pod")
+        self.step("configure_pod")?;
+        let pod = self
+            .pods
+            .values_mut()
+            .find(|p| p.netns == netns && p.ifindex == plan.ifindex)
+            .expect("asserted above");
+        pod.addrs = plan.addrs.clone();
+        pod.routes = plan.routes.clone();
+        Ok(())
     }
-    fn configure_host(&mut self, _plan: &HostPlan) -> Result<(), DpError> {
-        self.step("configure_host")
+    fn configure_host(&mut self, plan: &HostPlan) -> Result<(), DpError> {
+        self.step("configure_host")?;
+        for a in &plan.pod_addrs {
+            let full = if a.is_ipv4() { 32 } else { 128 };
+            self.host_routes.push(IpCidr::new(*a, full).unwrap());
+        }
+        Ok(())
     }
     fn delete(&mut self, marker: &Marker) -> Result<Deletion, DpError> {
         self.step("delete")?;
@@ -398,18 +422,22 @@ impl Dataplane for FakeKernel {
                 mode: None,
                 marker: Some(m.clone()),
             });
-        let pod = netns
-            .and_then(|ns| self.pods.get(&marker.to_string()).filter(|p| p.netns == ns))
-            .map(|p| ObservedLink {
+        let pod = netns.and_then(|ns| self.pods.get(&marker.to_string()).filter(|p| p.netns == ns));
+        Ok(Observed {
+            host_routes: if host.is_some() {
+                self.host_routes.clone()
+            } else {
+                vec![]
+            },
+            host,
+            pod: pod.map(|p| ObservedLink {
                 ifindex: p.ifindex,
                 is_netkit: true,
                 mode: Some(crate::config::Mode::L3),
                 marker: p.single.then(|| marker.clone()),
-            });
-        Ok(Observed {
-            host,
-            pod,
-            ..Default::default()
+            }),
+            pod_addrs: pod.map(|p| p.addrs.clone()).unwrap_or_default(),
+            pod_routes: pod.map(|p| p.routes.clone()).unwrap_or_default(),
         })
     }
     fn list_ours(&mut self) -> Result<Vec<Marker>, DpError> {
@@ -700,6 +728,9 @@ impl Dataplane for FakeKernel {
     fn steering(&mut self) -> &mut dyn NicSteering {
         self
     }
+    fn host_routing(&mut self) -> &mut dyn HostRoutingOps {
+        self
+    }
     fn xdp_sweep(&mut self, conf: &crate::config::XdpConfig) -> Result<crate::xdp::Swept, DpError> {
         self.calls.push("xdp_sweep".into());
         let refused = self.xdp.sweep_refuses.clone();
@@ -763,5 +794,60 @@ impl IpamDelegate for FakeIpam {
     }
     fn status(&self) -> Result<crate::ipam::Delegation, CniError> {
         Ok(crate::ipam::Delegation::Forwarded)
+    }
+}
+
+/// Host routing as a map of pod addresses to primaries; every call is recorded in `calls`, in
+/// the same list as the dataplane's, so orderings across the two can be asserted.
+impl HostRoutingOps for FakeKernel {
+    fn add(
+        &mut self,
+        _conf: &HostRoutingConfig,
+        primary_ifindex: u32,
+        ips: &[IpAddr],
+        _log: &Logger,
+    ) -> Result<(), HostRoutingError> {
+        self.calls
+            .push(format!("host_routing_add {primary_ifindex}"));
+        if let Some(e) = self.host_routing_refusal.take() {
+            return Err(e);
+        }
+        for ip in ips {
+            self.host_routed.insert(*ip, primary_ifindex);
+        }
+        Ok(())
+    }
+    fn release(
+        &mut self,
+        _conf: &HostRoutingConfig,
+        primary_ifindex: Option<u32>,
+        _log: &Logger,
+    ) -> Result<(), HostRoutingError> {
+        self.calls
+            .push(format!("host_routing_release {primary_ifindex:?}"));
+        if let Some(ifindex) = primary_ifindex {
+            self.host_routed.retain(|_, i| *i != ifindex);
+        }
+        Ok(())
+    }
+    fn check(
+        &mut self,
+        _conf: &HostRoutingConfig,
+        host_ifname: &str,
+        ips: &[IpAddr],
+    ) -> Result<Result<(), String>, HostRoutingError> {
+        self.calls.push("host_routing_check".into());
+        Ok(
+            match ips.iter().find(|ip| !self.host_routed.contains_key(ip)) {
+                Some(ip) => Err(format!(
+                    "address {ip} is not routed to host device {host_ifname}"
+                )),
+                None => Ok(()),
+            },
+        )
+    }
+    fn gc(&mut self, _conf: &HostRoutingConfig, _log: &Logger) -> Result<(), HostRoutingError> {
+        self.calls.push("host_routing_gc".into());
+        Ok(())
     }
 }

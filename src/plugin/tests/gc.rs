@@ -181,3 +181,24 @@ fn gc_releases_unlisted_pods_but_not_other_networks_live_ones() {
     assert_eq!(k.xdp.steered.keys().copied().collect::<Vec<_>>(), [1, 7]);
     assert!(k.xdp.attached);
 }
+
+#[test]
+fn gc_sweeps_host_routing_after_the_orphans_devices_are_gone() {
+    let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
+    let conf = with_host_routing(json!({}));
+    for cid in ["live", "orphan"] {
+        cmd_add(
+            &request("ADD", cid, conf.clone()),
+            &mut k,
+            Some(&ipam),
+            &quiet(),
+        )
+        .unwrap();
+    }
+    k.calls.clear();
+    let mut gc = conf;
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "live", "ifname": "eth0"}]);
+    cmd_gc(&request("GC", "x", gc), &mut k, Some(&ipam), &quiet()).unwrap();
+    // The sweep removes the entries of primaries that no longer exist: the orphan's, now.
+    assert_eq!(k.calls, ["list_ours", "delete", "host_routing_gc"]);
+}

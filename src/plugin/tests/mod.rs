@@ -24,6 +24,7 @@ use super::dataplane::*;
 use super::plan::{gateway_of, pod_plan};
 use super::*;
 use crate::cni::{CniResult, IpCidr, IpConfig, Route};
+use crate::hostrouting::{HostRoutingConfig, HostRoutingError};
 use crate::kernel::netdev::{Lease, NetdevError, Queue, QueueId, QueueType};
 use crate::kernel::netlink::{ExtAck, KernelError};
 use crate::kernel::rtnl::Deletion;
@@ -172,4 +173,16 @@ fn pos(k: &FakeKernel, call: &str) -> usize {
         .iter()
         .position(|c| c.starts_with(call))
         .unwrap_or_else(|| panic!("no {call:?} in {:?}", k.calls))
+}
+
+/// `hostRouting` in BPF mode on uplink "up0", merged into `conf` (the fake needs no bpffs).
+fn with_host_routing(mut conf: serde_json::Value) -> serde_json::Value {
+    conf["hostRouting"] = json!({"mode": "bpf", "uplink": "up0"});
+    conf
+}
+
+/// A pair ADD's result as the runtime hands it back to CHECK: `conf` with it as `prevResult`.
+fn with_prev_result(mut conf: serde_json::Value, r: &CniResult) -> serde_json::Value {
+    conf["prevResult"] = r.to_json(crate::cni::CniVersion::LATEST);
+    conf
 }
