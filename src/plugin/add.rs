@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::cni::{self, CniError, CniResult, Interface, Route};
-use crate::config::{LeaseConsumer, Pairing};
+use crate::config::{LeaseConsumer, Pairing, XdpConfig};
+use crate::hostrouting::HostRoutingConfig;
 use crate::kernel::link::Marker;
 use crate::logging::Logger;
 use crate::xdp::PodHandoff;
@@ -70,7 +71,7 @@ pub fn cmd_add(
     let addresses = match ipam {
         Some(ipam) => {
             let r = ipam.add()?;
-            undo.ipam = Some(ipam);
+            undo.push(Undo::Ipam(ipam));
             log.debug(format_args!("ipam gave {} address(es)", r.ips.len()));
             r
         }
@@ -188,24 +189,43 @@ fn refuse_existing(req: &Request, dp: &mut dyn Dataplane, marker: &Marker) -> Re
     Ok(())
 }
 
-/// What an ADD has done so far, so that a failure undoes exactly that. A step whose call can fail
-/// half-way (XDP steering, the device-info file) records itself before the call, since its undo
-/// is idempotent; the device records itself once created, since a failed create leaves nothing.
+/// One step an ADD took, as its rollback undoes it. Pushed onto [`AddUndo`] as the step is
+/// taken: a step whose call can fail half-way (XDP steering, NIC steering, host routing, the
+/// device-info file) before the call, since its undo is idempotent and finds only what exists;
+/// the device once created, since a failed create leaves nothing, and a device of the same name
+/// that made it fail may be another attachment's. The leases need no step of their own: they
+/// end with the device.
+enum Undo<'a> {
+    /// IPAM gave addresses: IPAM DEL releases them.
+    Ipam(&'a dyn IpamDelegate),
+    /// The device exists: deleting it also ends its leases and its host routes.
+    Device,
+    /// The master's dispatcher this ADD may have attached or steered.
+    Xdp { conf: &'a XdpConfig, master: u32 },
+    /// The NIC's rules, context and unicast address this ADD made, filled as they are made.
+    Steering(steer::SteerUndo),
+    /// BPF host routing may hold the pod's addresses.
+    HostRouting(&'a HostRoutingConfig),
+    /// The device-info file may exist.
+    DeviceInfo { dir: &'a Path },
+}
+
+impl Undo<'_> {
+    /// Undone only once the device is gone, whatever was pushed after it: the XDP steering
+    /// (resetting a queue that is still leased would hand its frames to the host) and the
+    /// device-info file (the record of the leases outlives them, as in DEL; it is what tells
+    /// the dispatcher that memory-provider leases exist on the NIC).
+    fn waits_for_device(&self) -> bool {
+        matches!(self, Undo::Xdp { .. } | Undo::DeviceInfo { .. })
+    }
+}
+
+/// What an ADD has done so far, so that a failure undoes exactly that, and nothing that existed
+/// before: the steps it took, in the order it took them.
 struct AddUndo<'a> {
     req: &'a Request,
     marker: Marker,
-    /// IPAM gave addresses: IPAM DEL releases them.
-    ipam: Option<&'a dyn IpamDelegate>,
-    /// The device may exist: deleting it also ends its leases and its host routes.
-    device: bool,
-    /// The master whose dispatcher this invocation may have attached or steered.
-    xdp_master: Option<u32>,
-    /// The device-info file may exist.
-    device_info: bool,
-    /// BPF host routing may hold the pod's addresses.
-    host_routing: bool,
-    /// The NIC's rules, context and unicast address this ADD made.
-    steer: steer::SteerUndo,
+    steps: Vec<Undo<'a>>,
 }
 
 impl<'a> AddUndo<'a> {
@@ -213,65 +233,94 @@ impl<'a> AddUndo<'a> {
         AddUndo {
             req,
             marker,
-            ipam: None,
-            device: false,
-            xdp_master: None,
-            device_info: false,
-            host_routing: false,
-            steer: steer::SteerUndo::default(),
+            steps: Vec::new(),
         }
     }
 
-    /// Undoes in DEL's order: the host-routing map entries, the device (its deletion also ends
-    /// the leases and the host routes), the XDP steering (after the leases ended, so resetting
-    /// the queues cannot hand a leased queue's frames to the host), the device-info file, IPAM.
-    /// Failures are logged, not returned: the ADD's own error is what the runtime must see.
-    fn roll_back(self, dp: &mut dyn Dataplane, log: &Logger) {
+    fn push(&mut self, step: Undo<'a>) {
+        self.steps.push(step);
+    }
+
+    /// A NIC-steering step, pushed before the first change, for [`steer::apply`] to fill.
+    fn steering(&mut self) -> &mut steer::SteerUndo {
+        self.steps.push(Undo::Steering(steer::SteerUndo::default()));
+        match self.steps.last_mut() {
+            Some(Undo::Steering(s)) => s,
+            _ => unreachable!("pushed above"),
+        }
+    }
+
+    /// Undoes the steps in reverse, except that those that wait for the device
+    /// ([`Undo::waits_for_device`]) run right after it, in the order they were taken; so the
+    /// order is DEL's: host routing and the NIC's steering, the device (and with it the leases
+    /// and host routes), the XDP steering, the device-info file, IPAM. Failures are logged, not
+    /// returned: the ADD's own error is what the runtime must see.
+    fn roll_back(mut self, dp: &mut dyn Dataplane, log: &Logger) {
+        let mut waiting = Vec::new();
+        while let Some(step) = self.steps.pop() {
+            let device_left = self.steps.iter().any(|s| matches!(s, Undo::Device));
+            if step.waits_for_device() && device_left {
+                waiting.push(step);
+                continue;
+            }
+            let device = matches!(step, Undo::Device);
+            self.undo(step, dp, log);
+            if device {
+                for step in waiting.drain(..).rev() {
+                    self.undo(step, dp, log);
+                }
+            }
+        }
+    }
+
+    fn undo(&self, step: Undo, dp: &mut dyn Dataplane, log: &Logger) {
         let marker = &self.marker;
-        // First, as in DEL: the NIC stops steering frames to queues about to be given back.
-        self.steer.roll_back(dp, log);
-        // Before the device, as in DEL: no map entry ever names a deleted primary.
-        if let (true, Some(h)) = (self.host_routing, &self.req.conf.host_routing) {
-            let ours = own_primary(dp, marker).unwrap_or_else(|e| {
-                log.warn(format_args!("rollback: host device of {marker}: {e}"));
-                None
-            });
-            if let Err(e) = dp.host_routing().release(h, ours, log) {
-                let e = host_routing_error(e);
-                log.error(format_args!("rollback: host routing: {e}"));
+        match step {
+            Undo::Ipam(ipam) => {
+                if let Err(e) = ipam.del(marker.container_id(), marker.ifname()) {
+                    log.error(format_args!("rollback: IPAM DEL failed: {}", e.msg));
+                }
             }
-        }
-        if self.device {
-            let deleted = match self.req.conf.pairing {
-                Pairing::Single => dp.delete_single(self.req.netns(), marker),
-                Pairing::Pair => dp.delete(marker),
-            };
-            if let Err(e) = deleted {
-                log.error(format_args!(
-                    "rollback: cannot delete the device of {marker}: {e}"
-                ));
+            Undo::Device => {
+                let deleted = match self.req.conf.pairing {
+                    Pairing::Single => dp.delete_single(self.req.netns(), marker),
+                    Pairing::Pair => dp.delete(marker),
+                };
+                if let Err(e) = deleted {
+                    log.error(format_args!(
+                        "rollback: cannot delete the device of {marker}: {e}"
+                    ));
+                }
             }
-        }
-        if let (Some(master), Some(x)) = (self.xdp_master, &self.req.conf.xdp) {
-            match pod_id(marker).map(|pod| dp.xdp_release(x, master, &pod)) {
-                Ok(Ok(r)) => log.debug(format_args!(
-                    "rollback: XDP queues {:?} given back, dispatcher detached: {}",
-                    r.reset, r.detached
-                )),
-                Ok(Err(e)) => log.error(format_args!(
-                    "rollback: cannot release the XDP steering of {marker}: {e}"
-                )),
-                Err(e) => log.error(format_args!("rollback: {}", e.msg)),
+            Undo::Xdp { conf, master } => {
+                match pod_id(marker).map(|pod| dp.xdp_release(conf, master, &pod)) {
+                    Ok(Ok(r)) => log.debug(format_args!(
+                        "rollback: XDP queues {:?} given back, dispatcher detached: {}",
+                        r.reset, r.detached
+                    )),
+                    Ok(Err(e)) => log.error(format_args!(
+                        "rollback: cannot release the XDP steering of {marker}: {e}"
+                    )),
+                    Err(e) => log.error(format_args!("rollback: {}", e.msg)),
+                }
             }
-        }
-        if let (true, Some(l)) = (self.device_info, &self.req.conf.lease) {
-            if let Err(e) = devinfo::remove(&l.device_info_dir, marker) {
-                log.error(format_args!("rollback: {e}"));
+            // The NIC stops steering frames to queues about to be given back.
+            Undo::Steering(s) => s.roll_back(dp, log),
+            // Only the entries of the host device that names this attachment, as in DEL.
+            Undo::HostRouting(conf) => {
+                let ours = own_primary(dp, marker).unwrap_or_else(|e| {
+                    log.warn(format_args!("rollback: host device of {marker}: {e}"));
+                    None
+                });
+                if let Err(e) = dp.host_routing().release(conf, ours, log) {
+                    let e = host_routing_error(e);
+                    log.error(format_args!("rollback: host routing: {e}"));
+                }
             }
-        }
-        if let Some(ipam) = self.ipam {
-            if let Err(e) = ipam.del(marker.container_id(), marker.ifname()) {
-                log.error(format_args!("rollback: IPAM DEL failed: {}", e.msg));
+            Undo::DeviceInfo { dir } => {
+                if let Err(e) = devinfo::remove(dir, marker) {
+                    log.error(format_args!("rollback: {e}"));
+                }
             }
         }
     }
@@ -289,17 +338,15 @@ struct Add<'a> {
     log: &'a Logger,
 }
 
-impl Add<'_> {
+impl<'a> Add<'a> {
     fn single(&self) -> bool {
         self.req.conf.pairing == Pairing::Single
     }
 
-    fn run(&self, dp: &mut dyn Dataplane, undo: &mut AddUndo) -> Result<CniResult, CniError> {
+    fn run(&self, dp: &mut dyn Dataplane, undo: &mut AddUndo<'a>) -> Result<CniResult, CniError> {
         crate::failpoint::hit("add-after-ipam").map_err(injected)?;
-        // A create that fails leaves no device (the Dataplane contract), and a device of the same
-        // name that failed it may be another attachment's: only a created device is undone.
         let created = self.create_device(dp)?;
-        undo.device = true;
+        undo.push(Undo::Device);
         crate::failpoint::hit("add-after-device").map_err(injected)?;
         let leased = self.lease_queues(dp, &created)?;
         let handoff = self.steer_xdp(dp, &leased, undo)?;
@@ -374,16 +421,19 @@ impl Add<'_> {
         &self,
         dp: &mut dyn Dataplane,
         leased: &[Leased],
-        undo: &mut AddUndo,
+        undo: &mut AddUndo<'a>,
     ) -> Result<Option<PodHandoff>, CniError> {
-        let (Some(plan), Some(x)) = (&self.plan, &self.req.conf.xdp) else {
+        let (Some(plan), Some(x)) = (&self.plan, self.req.conf.xdp.as_ref()) else {
             return Ok(None);
         };
         if leased.is_empty() {
             return Ok(None);
         }
         let pod = pod_id(&self.marker)?;
-        undo.xdp_master = Some(plan.master.ifindex);
+        undo.push(Undo::Xdp {
+            conf: x,
+            master: plan.master.ifindex,
+        });
         let queues: Vec<SteerQueue> = leased
             .iter()
             .map(|l| SteerQueue {
@@ -424,7 +474,7 @@ impl Add<'_> {
         dp: &mut dyn Dataplane,
         created: &Created,
         leased: &[Leased],
-        undo: &mut AddUndo,
+        undo: &mut AddUndo<'a>,
     ) -> Result<Option<devinfo::SteeringInfo>, CniError> {
         let (Some(plan), Some(prep)) = (&self.plan, &self.steer_prep) else {
             return Ok(None);
@@ -445,7 +495,7 @@ impl Add<'_> {
             .map(|ip| ip.address.addr())
             .collect();
         let matches = steer::matches_for(&prep.steering, mac.as_deref(), &addrs)?;
-        steer::apply(dp, plan, prep, leased, &matches, &mut undo.steer, self.log).map(Some)
+        steer::apply(dp, plan, prep, leased, &matches, undo.steering(), self.log).map(Some)
     }
 
     /// The pod side: addresses and routes on the pod-side device. Returns the plan (the host side
@@ -493,12 +543,12 @@ impl Add<'_> {
         &self,
         dp: &mut dyn Dataplane,
         created: &Created,
-        undo: &mut AddUndo,
+        undo: &mut AddUndo<'a>,
     ) -> Result<(), CniError> {
-        let Some(h) = &self.req.conf.host_routing else {
+        let Some(h) = self.req.conf.host_routing.as_ref() else {
             return Ok(());
         };
-        undo.host_routing = true;
+        undo.push(Undo::HostRouting(h));
         let ips: Vec<_> = self
             .addresses
             .ips
@@ -520,9 +570,9 @@ impl Add<'_> {
         leased: &[Leased],
         handoff: Option<&PodHandoff>,
         steering: Option<devinfo::SteeringInfo>,
-        undo: &mut AddUndo,
+        undo: &mut AddUndo<'a>,
     ) -> Result<(), CniError> {
-        let (Some(plan), Some(lconf)) = (&self.plan, &self.req.conf.lease) else {
+        let (Some(plan), Some(lconf)) = (&self.plan, self.req.conf.lease.as_ref()) else {
             return Ok(());
         };
         let info = device_info(
@@ -534,7 +584,9 @@ impl Add<'_> {
             handoff,
             steering,
         );
-        undo.device_info = true;
+        undo.push(Undo::DeviceInfo {
+            dir: &lconf.device_info_dir,
+        });
         let path =
             devinfo::write(&lconf.device_info_dir, &self.marker, &info).map_err(devinfo_error)?;
         crate::failpoint::hit("add-after-device-info").map_err(injected)?;

@@ -502,3 +502,45 @@ fn networks_steering_one_nic_must_name_the_same_pool_and_rule_base() {
     b["lease"]["steering"]["ruleBase"] = json!(0);
     cmd_add(&request("ADD", "c2", b), &mut k, None, &quiet()).unwrap();
 }
+
+#[test]
+fn a_failure_after_every_undoable_step_undoes_them_in_dels_order() {
+    // XDP steering needs a single device and host routing a pair: one ADD of each, both with
+    // NIC steering, each failing after its last step.
+    let dir = DevDir::new();
+    let steering = steer_conf(&dir, json!({"queues": 1}), json!({"match": "mac"}));
+    let mut single = steering.clone();
+    single["xdp"] = xdp_conf(&dir, json!({}))["xdp"].clone();
+    let mut pair = with_host_routing(steering);
+    pair["pairing"] = json!("pair");
+    pair["ipam"] = json!({"type": "host-local"});
+    let cases = [
+        // The XDP steering only once the device, and so its leases, are gone.
+        (
+            single,
+            ["xdp_steer", "rule_insert"],
+            ["rule_delete", "delete_single", "xdp_release"],
+        ),
+        // Host routing and the NIC's steering before the device, as in DEL.
+        (
+            pair,
+            ["rule_insert", "host_routing_add"],
+            ["host_routing_release", "rule_delete", "delete"],
+        ),
+    ];
+    for (conf, taken, undone) in cases {
+        let (mut k, ipam) = (FakeKernel::with_nic(), FakeIpam::default());
+        if conf["pairing"] == "pair" {
+            k.host_routing_refusal = Some(HostRoutingError::NoUplink { name: "up0".into() });
+        } else {
+            k.fail_on = Some("configure_pod");
+        }
+        cmd_add(&request("ADD", "c1", conf), &mut k, Some(&ipam), &quiet()).unwrap_err();
+        let at = |calls: [&str; 3]| calls.map(|c| pos(&k, c));
+        assert!(taken.map(|c| pos(&k, c)).is_sorted(), "{:?}", k.calls);
+        assert!(at(undone).is_sorted(), "{:?}", k.calls);
+        assert!(k.host_routed.is_empty() && k.steer.rules.is_empty() && k.xdp.steered.is_empty());
+        assert!(k.pods.is_empty() && leases_of(&k).is_empty() && dir.files().is_empty());
+        assert_eq!(*ipam.calls.borrow(), ["add", "del c1 eth0"]);
+    }
+}
