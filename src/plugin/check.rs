@@ -4,7 +4,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
-use crate::cni::{CniError, IpCidr};
+use crate::cni::{CniError, CniResult, IpCidr, IpConfig};
 use crate::config::{LeaseConfig, Pairing, XdpConfig};
 use crate::kernel::link::Marker;
 
@@ -27,98 +27,18 @@ pub fn cmd_check(
     let prev = req.conf.prev_result.as_ref().ok_or_else(|| {
         CniError::invalid_config("CHECK needs prevResult", "field prevResult is missing")
     })?;
-    let ifname = req.ifname();
-    let single = req.conf.pairing == Pairing::Single;
     let obs = dp
-        .observe(&marker, Some(req.netns()), ifname)
+        .observe(&marker, Some(req.netns()), req.ifname())
         .map_err(|e| dp_error(e, req))?;
     let fail = |what: String| {
         CniError::plugin_specific(errcodes::CHECK_FAILED, what, format!("attachment {marker}"))
     };
-
-    let host_name = marker.host_ifname();
-    if !single {
-        let host = obs
-            .host
-            .as_ref()
-            .ok_or_else(|| fail(format!("host device {host_name} is missing")))?;
-        if !host.is_netkit {
-            return Err(fail(format!(
-                "host device {host_name} is not a netkit device"
-            )));
-        }
-        if host.marker.as_ref() != Some(&marker) {
-            return Err(fail(format!(
-                "host device {host_name} is not marked as {marker}"
-            )));
-        }
-    }
-    let pod = obs
-        .pod
-        .as_ref()
-        .ok_or_else(|| fail(format!("pod interface {ifname} is missing")))?;
-    if !pod.is_netkit {
-        return Err(fail(format!(
-            "pod interface {ifname} is not a netkit device"
-        )));
-    }
-    if single && pod.marker.as_ref() != Some(&marker) {
-        return Err(fail(format!(
-            "pod interface {ifname} is not marked as {marker}"
-        )));
-    }
-    if pod.mode != Some(req.conf.mode) {
-        return Err(fail(format!(
-            "pod interface {ifname} is in mode {:?}, config says {:?}",
-            pod.mode, req.conf.mode
-        )));
-    }
-
-    let sandbox = req.netns().display().to_string();
-    let is_ours = |i: Option<usize>| {
-        i.and_then(|i| prev.interfaces.get(i)).is_some_and(|itf| {
-            itf.name == ifname && itf.sandbox.as_deref() == Some(sandbox.as_str())
-        })
-    };
-    for ip in prev.ips.iter().filter(|ip| is_ours(ip.interface)) {
-        if !obs.pod_addrs.contains(&ip.address) {
-            return Err(fail(format!(
-                "address {} is missing on {ifname}",
-                cidr_str(&ip.address)
-            )));
-        }
-        if single {
-            continue;
-        }
-        let host_route = IpCidr::new(
-            ip.address.addr(),
-            if ip.address.is_ipv4() { 32 } else { 128 },
-        )
-        .unwrap();
-        if !obs.host_routes.contains(&host_route) {
-            return Err(fail(format!(
-                "host route to {} via {host_name} is missing",
-                ip.address.addr()
-            )));
-        }
-    }
-    // A single device installs no routes, so any in prevResult belong to other plugins.
-    for r in prev.routes.iter().filter(|_| !single) {
-        let dst = r.dst.network();
-        let found = obs
-            .pod_routes
-            .iter()
-            .any(|o| o.dst == dst && (r.gw.is_none() || o.gw == r.gw));
-        if !found {
-            let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
-            return Err(fail(format!(
-                "route {}{via} is missing in the pod",
-                cidr_str(&r.dst)
-            )));
-        }
-    }
+    let pod_ifindex = check_devices(req, &marker, &obs).map_err(fail)?;
+    let ours = our_addresses(req, prev);
+    check_addresses(req, &marker, &ours, &obs).map_err(fail)?;
+    check_routes(req, prev, &obs).map_err(fail)?;
     if let Some(l) = &req.conf.lease {
-        let info = check_leases(req, dp, l, &marker, pod.ifindex).map_err(fail)?;
+        let info = check_leases(req, dp, l, &marker, pod_ifindex).map_err(fail)?;
         if let Some(x) = &req.conf.xdp {
             check_xdp(dp, x, &marker, &info).map_err(fail)?;
         }
@@ -132,19 +52,123 @@ pub fn cmd_check(
         }
     }
     if let Some(h) = &req.conf.host_routing {
-        let ips: Vec<_> = prev
-            .ips
-            .iter()
-            .filter(|ip| is_ours(ip.interface))
-            .map(|ip| ip.address.addr())
-            .collect();
+        let ips: Vec<_> = ours.iter().map(|ip| ip.address.addr()).collect();
         dp.host_routing()
-            .check(h, &host_name, &ips)
+            .check(h, &marker.host_ifname(), &ips)
             .map_err(host_routing_error)?
             .map_err(fail)?;
     }
     if let Some(ipam) = ipam {
         ipam.check()?;
+    }
+    Ok(())
+}
+
+/// The host device of a pair, marked as this attachment, and the pod interface, both netkit,
+/// the pod's in the configured mode (and marked, for a single device, which has no host side to
+/// carry the marker). Returns the pod interface's ifindex.
+fn check_devices(req: &Request, marker: &Marker, obs: &Observed) -> Result<u32, String> {
+    let ifname = req.ifname();
+    let single = req.conf.pairing == Pairing::Single;
+    let host_name = marker.host_ifname();
+    if !single {
+        let host = obs
+            .host
+            .as_ref()
+            .ok_or_else(|| format!("host device {host_name} is missing"))?;
+        if !host.is_netkit {
+            return Err(format!("host device {host_name} is not a netkit device"));
+        }
+        if host.marker.as_ref() != Some(marker) {
+            return Err(format!("host device {host_name} is not marked as {marker}"));
+        }
+    }
+    let pod = obs
+        .pod
+        .as_ref()
+        .ok_or_else(|| format!("pod interface {ifname} is missing"))?;
+    if !pod.is_netkit {
+        return Err(format!("pod interface {ifname} is not a netkit device"));
+    }
+    if single && pod.marker.as_ref() != Some(marker) {
+        return Err(format!("pod interface {ifname} is not marked as {marker}"));
+    }
+    if pod.mode != Some(req.conf.mode) {
+        return Err(format!(
+            "pod interface {ifname} is in mode {:?}, config says {:?}",
+            pod.mode, req.conf.mode
+        ));
+    }
+    Ok(pod.ifindex)
+}
+
+/// The addresses `prevResult` gives this attachment's pod interface: those whose interface is
+/// this ifname in this sandbox (a chained result also lists other plugins' addresses).
+fn our_addresses<'p>(req: &Request, prev: &'p CniResult) -> Vec<&'p IpConfig> {
+    let ifname = req.ifname();
+    let sandbox = req.netns().display().to_string();
+    let is_ours = |i: Option<usize>| {
+        i.and_then(|i| prev.interfaces.get(i)).is_some_and(|itf| {
+            itf.name == ifname && itf.sandbox.as_deref() == Some(sandbox.as_str())
+        })
+    };
+    prev.ips.iter().filter(|ip| is_ours(ip.interface)).collect()
+}
+
+/// Each address on the pod interface and, for a pair, the host route to it.
+fn check_addresses(
+    req: &Request,
+    marker: &Marker,
+    ours: &[&IpConfig],
+    obs: &Observed,
+) -> Result<(), String> {
+    let ifname = req.ifname();
+    let single = req.conf.pairing == Pairing::Single;
+    for ip in ours {
+        if !obs.pod_addrs.contains(&ip.address) {
+            return Err(format!(
+                "address {} is missing on {ifname}",
+                cidr_str(&ip.address)
+            ));
+        }
+        if single {
+            continue;
+        }
+        let host_route = IpCidr::new(
+            ip.address.addr(),
+            if ip.address.is_ipv4() { 32 } else { 128 },
+        )
+        .unwrap();
+        if !obs.host_routes.contains(&host_route) {
+            return Err(format!(
+                "host route to {} via {} is missing",
+                ip.address.addr(),
+                marker.host_ifname()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each route of `prevResult` in the pod, through the same gateway when it names one.
+fn check_routes(req: &Request, prev: &CniResult, obs: &Observed) -> Result<(), String> {
+    // A single device installs no routes, so any in prevResult belong to other plugins.
+    if req.conf.pairing == Pairing::Single {
+        return Ok(());
+    }
+    for r in &prev.routes {
+        let dst = r.dst.network();
+        let found = obs
+            .pod_routes
+            .iter()
+            .any(|o| o.dst == dst && (r.gw.is_none() || o.gw == r.gw));
+        if !found {
+            let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+            return Err(format!(
+                "route {}{via} is missing in the pod",
+                cidr_str(&r.dst)
+            ));
+        }
     }
     Ok(())
 }

@@ -30,66 +30,22 @@ pub fn cmd_gc(
             "field cni.dev/valid-attachments is missing",
         )
     })?;
-    let valid: BTreeSet<(&str, &str)> = valid
-        .iter()
-        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-        .collect();
-    let orphan = |m: &Marker| {
-        m.network() == req.conf.name && !valid.contains(&(m.container_id(), m.ifname()))
+    let mut gc = Gc {
+        network: &req.conf.name,
+        valid: valid
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect(),
+        failures: Vec::new(),
+        removed: Vec::new(),
+        log,
     };
-    let mut failures = Vec::new();
-    let mut removed: Vec<Marker> = Vec::new();
-    for m in dp
-        .list_ours()
-        .map_err(kernel_error)?
-        .into_iter()
-        .filter(|m| orphan(m))
-    {
-        log.info(format_args!("GC: removing orphan {m}"));
-        match dp.delete(&m) {
-            Ok(_) => removed.push(m),
-            Err(e) => failures.push(format!("{m}: {e}")),
-        }
-    }
+    gc.pairs(dp)?;
     if let Some(l) = &req.conf.lease {
-        match lease::leasing_devices(dp, l, log) {
-            Ok(devs) => {
-                for d in devs {
-                    // Only a device its record describes gets an IPAM release, under the
-                    // record's identifiers; an alias the pod may have forged never reaches IPAM.
-                    let (m, verified) = match (d.verified, d.alias) {
-                        (Some((m, lease::RecordedPairing::Single)), _) => (m, true),
-                        // Pairs are found by their host side above.
-                        (Some((_, lease::RecordedPairing::Pair)), _) => continue,
-                        (None, Some(m)) => (m, false),
-                        (None, None) => continue,
-                    };
-                    if !orphan(&m) {
-                        continue;
-                    }
-                    if verified {
-                        log.info(format_args!(
-                            "GC: removing orphan single device {m} (ifindex {} in netns id {:?})",
-                            d.ifindex, d.netnsid
-                        ));
-                    } else {
-                        log.warn(format_args!(
-                            "GC: removing the device ifindex {} in netns id {:?}, whose alias claims orphan {m} and which no device-info record describes; its claim is not handed to IPAM",
-                            d.ifindex, d.netnsid
-                        ));
-                    }
-                    match dp.delete_remote(d.netnsid, d.ifindex) {
-                        Ok(_) if verified => removed.push(m),
-                        Ok(_) => {}
-                        Err(e) => failures.push(format!("{m}: {e}")),
-                    }
-                }
-            }
-            Err(e) => failures.push(format!("devices leasing from {}: {e}", l.master)),
-        }
+        gc.single_devices(dp, l);
     }
     if let (Some(l), Some(x)) = (&req.conf.lease, &req.conf.xdp) {
-        gc_xdp(dp, l, x, &req.conf.name, &valid, &mut failures, log);
+        gc_xdp(dp, l, x, gc.network, &gc.valid, &mut gc.failures, log);
     }
     // After the orphans' devices (and so their leases) are gone: their rules, contexts and
     // unicast addresses are stale now, found by location and queue (see steer::sweep).
@@ -99,60 +55,148 @@ pub fn cmd_gc(
         .as_ref()
         .filter(|l| l.steering.match_on != crate::config::SteerMatch::None)
     {
-        match dp.master(&l.master) {
-            Ok(Some(master)) => {
-                if let Err(e) = steer::sweep(dp, l, &master, log) {
-                    failures.push(format!("steering on {}: {e}", l.master));
-                }
-            }
-            Ok(None) => {}
-            Err(e) => failures.push(format!("lease master {}: {e}", l.master)),
-        }
+        gc.steering(dp, l);
     }
     // After the orphans' devices are gone: their addresses name dead primaries now.
     if let Some(h) = &req.conf.host_routing {
         if let Err(e) = dp.host_routing().gc(h, log) {
-            failures.push(host_routing_error(e).to_string());
+            gc.failures.push(host_routing_error(e).to_string());
         }
     }
     if let Some(ipam) = ipam {
-        for m in &removed {
-            if let Err(e) = ipam.del(m.container_id(), m.ifname()) {
-                failures.push(format!("{m}: IPAM DEL: {}", e.msg));
-            }
-        }
+        gc.release_addresses(ipam);
     }
     if let Some(l) = &req.conf.lease {
-        // Files outlive devices that died with their netns without a DEL.
-        match devinfo::list(&l.device_info_dir, &req.conf.name) {
-            Ok(files) => {
-                for m in files.into_iter().filter(|m| orphan(m)) {
-                    // What the record names and the sweep cannot find by location (a MAC whose
-                    // rule someone else deleted) goes with it.
-                    if let Err(e) = release_steering(dp, l, &m, log) {
-                        failures.push(format!("{m}: {}", e.msg));
-                    }
-                    log.info(format_args!("GC: removing the device-info file of {m}"));
-                    if let Err(e) = devinfo::remove(&l.device_info_dir, &m) {
-                        failures.push(e.to_string());
-                    }
-                }
-            }
-            Err(e) => failures.push(e.to_string()),
-        }
+        gc.device_info(dp, l);
     }
     if let Some(ipam) = ipam {
         let d = ipam.gc()?;
         log.info(format_args!("GC forwarded to IPAM: {d}"));
     }
-    if failures.is_empty() {
+    if gc.failures.is_empty() {
         Ok(())
     } else {
         Err(CniError::plugin_specific(
             errcodes::KERNEL_FAILED,
             "GC could not remove every orphan",
-            failures.join("; "),
+            gc.failures.join("; "),
         ))
+    }
+}
+
+/// One GC: what the runtime lists, and what the steps removed and failed to.
+struct Gc<'a> {
+    network: &'a str,
+    valid: BTreeSet<(&'a str, &'a str)>,
+    /// Deleted orphans whose addresses IPAM releases: only identifiers the kernel or a record
+    /// vouches for, never an alias a pod could have written.
+    removed: Vec<Marker>,
+    failures: Vec<String>,
+    log: &'a Logger,
+}
+
+impl Gc<'_> {
+    fn orphan(&self, m: &Marker) -> bool {
+        m.network() == self.network && !self.valid.contains(&(m.container_id(), m.ifname()))
+    }
+
+    /// Pairs, found by the marker on their host side (in the node netns, out of the pod's reach).
+    fn pairs(&mut self, dp: &mut dyn Dataplane) -> Result<(), CniError> {
+        let mut ours = dp.list_ours().map_err(kernel_error)?;
+        ours.retain(|m| self.orphan(m));
+        for m in ours {
+            self.log.info(format_args!("GC: removing orphan {m}"));
+            match dp.delete(&m) {
+                Ok(_) => self.removed.push(m),
+                Err(e) => self.failures.push(format!("{m}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Single devices, found through the master's leases.
+    fn single_devices(&mut self, dp: &mut dyn Dataplane, l: &LeaseConfig) {
+        let devs = match lease::leasing_devices(dp, l, self.log) {
+            Ok(devs) => devs,
+            Err(e) => {
+                return self
+                    .failures
+                    .push(format!("devices leasing from {}: {e}", l.master))
+            }
+        };
+        for d in devs {
+            // Only a device its record describes gets an IPAM release, under the
+            // record's identifiers; an alias the pod may have forged never reaches IPAM.
+            let (m, verified) = match (d.verified, d.alias) {
+                (Some((m, lease::RecordedPairing::Single)), _) => (m, true),
+                // Pairs are found by their host side above.
+                (Some((_, lease::RecordedPairing::Pair)), _) => continue,
+                (None, Some(m)) => (m, false),
+                (None, None) => continue,
+            };
+            if !self.orphan(&m) {
+                continue;
+            }
+            if verified {
+                self.log.info(format_args!(
+                    "GC: removing orphan single device {m} (ifindex {} in netns id {:?})",
+                    d.ifindex, d.netnsid
+                ));
+            } else {
+                self.log.warn(format_args!(
+                    "GC: removing the device ifindex {} in netns id {:?}, whose alias claims orphan {m} and which no device-info record describes; its claim is not handed to IPAM",
+                    d.ifindex, d.netnsid
+                ));
+            }
+            match dp.delete_remote(d.netnsid, d.ifindex) {
+                Ok(_) if verified => self.removed.push(m),
+                Ok(_) => {}
+                Err(e) => self.failures.push(format!("{m}: {e}")),
+            }
+        }
+    }
+
+    fn steering(&mut self, dp: &mut dyn Dataplane, l: &LeaseConfig) {
+        match dp.master(&l.master) {
+            Ok(Some(master)) => {
+                if let Err(e) = steer::sweep(dp, l, &master, self.log) {
+                    self.failures.push(format!("steering on {}: {e}", l.master));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self
+                .failures
+                .push(format!("lease master {}: {e}", l.master)),
+        }
+    }
+
+    fn release_addresses(&mut self, ipam: &dyn IpamDelegate) {
+        for m in &self.removed {
+            if let Err(e) = ipam.del(m.container_id(), m.ifname()) {
+                self.failures.push(format!("{m}: IPAM DEL: {}", e.msg));
+            }
+        }
+    }
+
+    /// Files outlive devices that died with their netns without a DEL.
+    fn device_info(&mut self, dp: &mut dyn Dataplane, l: &LeaseConfig) {
+        let mut files = match devinfo::list(&l.device_info_dir, self.network) {
+            Ok(files) => files,
+            Err(e) => return self.failures.push(e.to_string()),
+        };
+        files.retain(|m| self.orphan(m));
+        for m in files {
+            // What the record names and the sweep cannot find by location (a MAC whose
+            // rule someone else deleted) goes with it.
+            if let Err(e) = release_steering(dp, l, &m, self.log) {
+                self.failures.push(format!("{m}: {}", e.msg));
+            }
+            self.log
+                .info(format_args!("GC: removing the device-info file of {m}"));
+            if let Err(e) = devinfo::remove(&l.device_info_dir, &m) {
+                self.failures.push(e.to_string());
+            }
+        }
     }
 }
 

@@ -10,43 +10,61 @@ use super::dataplane::{HostPlan, PlannedRoute, PodPlan};
 /// IPAM's routes via that gateway, and a default route via it unless IPAM gave one. Returns the
 /// plan and the routes to report (all but the gateway's link route).
 pub(super) fn pod_plan(ifname: &str, ipam: &CniResult) -> Result<(PodPlan, Vec<Route>), CniError> {
-    let mut plan = PodPlan {
-        ifname: ifname.to_string(),
-        ..Default::default()
+    let mut p = PodRoutes {
+        plan: PodPlan {
+            ifname: ifname.to_string(),
+            ..Default::default()
+        },
+        reported: Vec::new(),
     };
-    let mut reported = Vec::new();
-    let push = |plan: &mut PodPlan,
-                reported: &mut Vec<Route>,
-                dst: IpCidr,
-                gw: Option<IpAddr>,
-                report: bool| {
+    for ip in &ipam.ips {
+        p.address(ip)?;
+    }
+    for r in &ipam.routes {
+        p.ipam_route(r, ipam)?;
+    }
+    for ip in &ipam.ips {
+        p.default_route(ip)?;
+    }
+    Ok((p.plan, p.reported))
+}
+
+/// The pod plan as it is built, and the routes to report.
+struct PodRoutes {
+    plan: PodPlan,
+    reported: Vec<Route>,
+}
+
+impl PodRoutes {
+    /// Adds a route unless the plan has it already; reports it if `report`.
+    fn push(&mut self, dst: IpCidr, gw: Option<IpAddr>, report: bool) {
         let r = PlannedRoute {
             dst: dst.network(),
             gw,
         };
-        if !plan.routes.contains(&r) {
-            plan.routes.push(r);
+        if !self.plan.routes.contains(&r) {
+            self.plan.routes.push(r);
             if report {
-                reported.push(Route::new(dst.network(), gw));
+                self.reported.push(Route::new(dst.network(), gw));
             }
         }
-    };
-    for ip in &ipam.ips {
-        let gw = gateway_of(ip)?;
-        plan.addrs.push(ip.address);
-        let full = if gw.is_ipv4() { 32 } else { 128 };
-        push(
-            &mut plan,
-            &mut reported,
-            IpCidr::new(gw, full).unwrap(),
-            None,
-            false,
-        );
-        if ip.address.prefix_len() < full {
-            push(&mut plan, &mut reported, ip.address, Some(gw), true);
-        }
     }
-    for r in &ipam.routes {
+
+    /// The address, the link route to its gateway (not reported) and its subnet via the
+    /// gateway (unless it is a host address).
+    fn address(&mut self, ip: &cni::IpConfig) -> Result<(), CniError> {
+        let gw = gateway_of(ip)?;
+        self.plan.addrs.push(ip.address);
+        let full = if gw.is_ipv4() { 32 } else { 128 };
+        self.push(IpCidr::new(gw, full).unwrap(), None, false);
+        if ip.address.prefix_len() < full {
+            self.push(ip.address, Some(gw), true);
+        }
+        Ok(())
+    }
+
+    /// IPAM's route, via its gateway or that of IPAM's first address of its family.
+    fn ipam_route(&mut self, r: &Route, ipam: &CniResult) -> Result<(), CniError> {
         let gw = match r.gw {
             Some(g) => g,
             None => ipam
@@ -65,11 +83,15 @@ pub(super) fn pod_plan(ifname: &str, ipam: &CniResult) -> Result<(PodPlan, Vec<R
                     )
                 })?,
         };
-        push(&mut plan, &mut reported, r.dst, Some(gw), true);
+        self.push(r.dst, Some(gw), true);
+        Ok(())
     }
-    for ip in &ipam.ips {
+
+    /// A default route via the address's gateway, unless its family has one.
+    fn default_route(&mut self, ip: &cni::IpConfig) -> Result<(), CniError> {
         let v4 = ip.address.is_ipv4();
-        let has_default = plan
+        let has_default = self
+            .plan
             .routes
             .iter()
             .any(|r| r.dst.prefix_len() == 0 && r.dst.is_ipv4() == v4);
@@ -79,16 +101,10 @@ pub(super) fn pod_plan(ifname: &str, ipam: &CniResult) -> Result<(PodPlan, Vec<R
             } else {
                 IpAddr::from([0u16; 8])
             };
-            push(
-                &mut plan,
-                &mut reported,
-                IpCidr::new(any, 0).unwrap(),
-                Some(gateway_of(ip)?),
-                true,
-            );
+            self.push(IpCidr::new(any, 0).unwrap(), Some(gateway_of(ip)?), true);
         }
+        Ok(())
     }
-    Ok((plan, reported))
 }
 
 /// Host side: the gateways as host addresses (shared by every pod of the subnet, as ptp does)

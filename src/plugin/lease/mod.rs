@@ -208,81 +208,98 @@ pub fn lease_queues(
     plan: &LeasePlan,
     log: &Logger,
 ) -> Result<Vec<Leased>, CniError> {
+    match &plan.want {
+        LeaseQueues::Ids(ids) => lease_named(dp, target, plan, ids),
+        LeaseQueues::Count(n) => lease_any(dp, conf, target, plan, *n as usize, log),
+    }
+}
+
+/// Exactly the queues the pod named: one that is busy fails the ADD.
+fn lease_named(
+    dp: &mut dyn Dataplane,
+    target: &LeaseTarget,
+    plan: &LeasePlan,
+    ids: &[u32],
+) -> Result<Vec<Leased>, CniError> {
     let master = &plan.master.name;
     let mut out: Vec<Leased> = Vec::new();
-    match &plan.want {
-        LeaseQueues::Ids(ids) => {
-            for &phys in ids {
-                match dp.lease_queue(target, phys) {
-                    Ok(v) => {
-                        out.push(Leased {
-                            physical: phys,
-                            virtual_id: v,
-                        });
-                        crate::failpoint::hit("add-after-lease").map_err(super::injected)?;
-                    }
-                    Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
-                        let why = e.to_string();
-                        return Err(queue_busy(master, phys, &why));
-                    }
-                    Err(e) => return Err(lease_error(e, master, phys)),
-                }
+    for &phys in ids {
+        match dp.lease_queue(target, phys) {
+            Ok(v) => record(&mut out, phys, v)?,
+            Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
+                let why = e.to_string();
+                return Err(queue_busy(master, phys, &why));
             }
-        }
-        LeaseQueues::Count(n) => {
-            let n = *n as usize;
-            // Queues the kernel refused during this ADD: taken by a racing ADD, or (NIC down,
-            // range unknown) beyond the NIC's real queues.
-            let mut refused: BTreeSet<u32> = BTreeSet::new();
-            let mut view = nic_view(dp, &plan.master)?;
-            let bound = plan.pool.len() + n;
-            for _attempt in 0..bound {
-                if out.len() == n {
-                    break;
-                }
-                let taken = |q: u32| {
-                    view.is_busy(q) || refused.contains(&q) || out.iter().any(|l| l.physical == q)
-                };
-                let Some(phys) = plan.pool.iter().find(|q| !taken(*q)) else {
-                    break;
-                };
-                match dp.lease_queue(target, phys) {
-                    Ok(v) => {
-                        out.push(Leased {
-                            physical: phys,
-                            virtual_id: v,
-                        });
-                        crate::failpoint::hit("add-after-lease").map_err(super::injected)?;
-                    }
-                    Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
-                        log.info(format_args!(
-                            "queue {phys} of {master} was taken meanwhile ({e}); picking again"
-                        ));
-                        refused.insert(phys);
-                        view = nic_view(dp, &plan.master)?;
-                    }
-                    Err(e) if e.netdev_errno() == Some(Errno::ERANGE) && !view.known => {
-                        // The NIC is down and its allocated count overstated the real one:
-                        // every higher id is out of range too.
-                        log.info(format_args!(
-                            "queue {phys} of {master} is beyond its real RX queues"
-                        ));
-                        refused.extend(plan.pool.iter().filter(|q| *q >= phys));
-                    }
-                    Err(e) => return Err(lease_error(e, master, phys)),
-                }
-            }
-            if out.len() < n {
-                let free = plan
-                    .pool
-                    .iter()
-                    .filter(|q| !view.is_busy(*q) && !refused.contains(q))
-                    .count();
-                return Err(pool_exhausted(conf, plan, free.saturating_sub(out.len())));
-            }
+            Err(e) => return Err(lease_error(e, master, phys)),
         }
     }
     Ok(out)
+}
+
+/// `n` queues of the pool, the lowest free first; a queue the kernel refuses is skipped and the
+/// choice made again (see the module's documentation for why this ends).
+fn lease_any(
+    dp: &mut dyn Dataplane,
+    conf: &LeaseConfig,
+    target: &LeaseTarget,
+    plan: &LeasePlan,
+    n: usize,
+    log: &Logger,
+) -> Result<Vec<Leased>, CniError> {
+    let master = &plan.master.name;
+    let mut out: Vec<Leased> = Vec::new();
+    // Queues the kernel refused during this ADD: taken by a racing ADD, or (NIC down,
+    // range unknown) beyond the NIC's real queues.
+    let mut refused: BTreeSet<u32> = BTreeSet::new();
+    let mut view = nic_view(dp, &plan.master)?;
+    let bound = plan.pool.len() + n;
+    for _attempt in 0..bound {
+        if out.len() == n {
+            break;
+        }
+        let taken =
+            |q: u32| view.is_busy(q) || refused.contains(&q) || out.iter().any(|l| l.physical == q);
+        let Some(phys) = plan.pool.iter().find(|q| !taken(*q)) else {
+            break;
+        };
+        match dp.lease_queue(target, phys) {
+            Ok(v) => record(&mut out, phys, v)?,
+            Err(e) if e.netdev_errno() == Some(Errno::EBUSY) => {
+                log.info(format_args!(
+                    "queue {phys} of {master} was taken meanwhile ({e}); picking again"
+                ));
+                refused.insert(phys);
+                view = nic_view(dp, &plan.master)?;
+            }
+            Err(e) if e.netdev_errno() == Some(Errno::ERANGE) && !view.known => {
+                // The NIC is down and its allocated count overstated the real one:
+                // every higher id is out of range too.
+                log.info(format_args!(
+                    "queue {phys} of {master} is beyond its real RX queues"
+                ));
+                refused.extend(plan.pool.iter().filter(|q| *q >= phys));
+            }
+            Err(e) => return Err(lease_error(e, master, phys)),
+        }
+    }
+    if out.len() < n {
+        let free = plan
+            .pool
+            .iter()
+            .filter(|q| !view.is_busy(*q) && !refused.contains(q))
+            .count();
+        return Err(pool_exhausted(conf, plan, free.saturating_sub(out.len())));
+    }
+    Ok(out)
+}
+
+/// A lease the kernel made, then the fault tests' point after each lease.
+fn record(out: &mut Vec<Leased>, physical: u32, virtual_id: u32) -> Result<(), CniError> {
+    out.push(Leased {
+        physical,
+        virtual_id,
+    });
+    crate::failpoint::hit("add-after-lease").map_err(super::injected)
 }
 
 fn pool_exhausted(conf: &LeaseConfig, plan: &LeasePlan, free: usize) -> CniError {

@@ -41,11 +41,34 @@ pub fn pod_request(
     args: &CniArgs,
     runtime: Option<&Map<String, Value>>,
 ) -> Result<PodRequest, CniError> {
-    let rc = |k: &str| runtime.and_then(|m| m.get(k)).filter(|v| !v.is_null());
     // The pod controls these values: bounded before they are expanded, clipped where echoed.
     let cap = conf.max_queues_per_pod.unwrap_or(MAX_LEASES_PER_DEVICE) as usize;
-    let clip = |v: &dyn std::fmt::Display| crate::logging::clip(&v.to_string(), ECHO_MAX);
-    let req = match (rc(RC_QUEUES), rc(RC_QUEUE_IDS)) {
+    let asked = match from_runtime_config(runtime, cap)? {
+        Some(r) => Some(r),
+        None => from_cni_args(args, cap)?,
+    };
+    let Some(req) = asked else {
+        return Ok(PodRequest {
+            queues: conf.queues.clone(),
+            origin: "the lease block".into(),
+        });
+    };
+    check_against_pool(conf, &req)?;
+    Ok(req)
+}
+
+/// A pod-supplied value as an error message repeats it.
+fn clip(v: &dyn std::fmt::Display) -> String {
+    crate::logging::clip(&v.to_string(), ECHO_MAX)
+}
+
+/// The request in runtimeConfig, if it has one; `cap` bounds a list before it is read.
+fn from_runtime_config(
+    runtime: Option<&Map<String, Value>>,
+    cap: usize,
+) -> Result<Option<PodRequest>, CniError> {
+    let rc = |k: &str| runtime.and_then(|m| m.get(k)).filter(|v| !v.is_null());
+    Ok(match (rc(RC_QUEUES), rc(RC_QUEUE_IDS)) {
         (Some(_), Some(_)) => {
             return Err(CniError::invalid_config(
                 format!("runtimeConfig has both {RC_QUEUES} and {RC_QUEUE_IDS}"),
@@ -101,51 +124,52 @@ pub fn pod_request(
             })
         }
         (None, None) => None,
-    };
-    let req = match req {
-        Some(r) => r,
-        None => match (args.get(ARG_QUEUES), args.get(ARG_QUEUE_IDS)) {
-            (Some(_), Some(_)) => {
-                return Err(CniError::invalid_config(
-                    format!("CNI_ARGS has both {ARG_QUEUES} and {ARG_QUEUE_IDS}"),
-                    "ask for a number of queues or for exact queue ids, not both",
-                ))
-            }
-            (Some(v), None) => {
-                let n = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        CniError::invalid_config(
-                            format!("CNI_ARGS {ARG_QUEUES}={:?} is not a queue count", clip(&v)),
-                            "expected a positive integer",
-                        )
-                    })?;
-                PodRequest {
-                    queues: LeaseQueues::Count(n),
-                    origin: format!("CNI_ARGS {ARG_QUEUES}={n}"),
-                }
-            }
-            (None, Some(v)) => {
-                // Capped at what the pod may hold before anything is expanded.
-                let set = QueueSet::parse_capped(v, cap)
-                    .map_err(|why| CniError::invalid_config(format!("CNI_ARGS {ARG_QUEUE_IDS}={:?} is not a list of at most {cap} queue ids", clip(&v)), why))?;
-                PodRequest {
-                    queues: LeaseQueues::Ids(set.iter().collect()),
-                    origin: format!("CNI_ARGS {ARG_QUEUE_IDS}={}", clip(&v)),
-                }
-            }
-            (None, None) => {
-                return Ok(PodRequest {
-                    queues: conf.queues.clone(),
-                    origin: "the lease block".into(),
-                })
-            }
-        },
-    };
-    check_against_pool(conf, &req)?;
-    Ok(req)
+    })
+}
+
+/// The request in CNI_ARGS, if it has one; `cap` bounds a list before it is expanded.
+fn from_cni_args(args: &CniArgs, cap: usize) -> Result<Option<PodRequest>, CniError> {
+    Ok(match (args.get(ARG_QUEUES), args.get(ARG_QUEUE_IDS)) {
+        (Some(_), Some(_)) => {
+            return Err(CniError::invalid_config(
+                format!("CNI_ARGS has both {ARG_QUEUES} and {ARG_QUEUE_IDS}"),
+                "ask for a number of queues or for exact queue ids, not both",
+            ))
+        }
+        (Some(v), None) => {
+            let n = v
+                .parse::<u32>()
+                .ok()
+                .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    CniError::invalid_config(
+                        format!("CNI_ARGS {ARG_QUEUES}={:?} is not a queue count", clip(&v)),
+                        "expected a positive integer",
+                    )
+                })?;
+            Some(PodRequest {
+                queues: LeaseQueues::Count(n),
+                origin: format!("CNI_ARGS {ARG_QUEUES}={n}"),
+            })
+        }
+        (None, Some(v)) => {
+            // Capped at what the pod may hold before anything is expanded.
+            let set = QueueSet::parse_capped(v, cap).map_err(|why| {
+                CniError::invalid_config(
+                    format!(
+                        "CNI_ARGS {ARG_QUEUE_IDS}={:?} is not a list of at most {cap} queue ids",
+                        clip(&v)
+                    ),
+                    why,
+                )
+            })?;
+            Some(PodRequest {
+                queues: LeaseQueues::Ids(set.iter().collect()),
+                origin: format!("CNI_ARGS {ARG_QUEUE_IDS}={}", clip(&v)),
+            })
+        }
+        (None, None) => None,
+    })
 }
 
 /// A pod may only ask within the admin's pool and cap.
