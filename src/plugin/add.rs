@@ -343,6 +343,15 @@ impl<'a> Add<'a> {
         self.req.conf.pairing == Pairing::Single
     }
 
+    /// IPAM's addresses for the pod, without their prefixes.
+    fn pod_ips(&self) -> Vec<IpAddr> {
+        self.addresses
+            .ips
+            .iter()
+            .map(|ip| ip.address.addr())
+            .collect()
+    }
+
     fn run(&self, dp: &mut dyn Dataplane, undo: &mut AddUndo<'a>) -> Result<CniResult, CniError> {
         crate::failpoint::hit("add-after-ipam").map_err(injected)?;
         let created = self.create_device(dp)?;
@@ -488,13 +497,7 @@ impl<'a> Add<'a> {
             .and_then(|m| m.as_str())
             .map(str::to_string)
             .or_else(|| created.pod_mac.clone());
-        let addrs: Vec<IpAddr> = self
-            .addresses
-            .ips
-            .iter()
-            .map(|ip| ip.address.addr())
-            .collect();
-        let matches = steer::matches_for(&prep.steering, mac.as_deref(), &addrs)?;
+        let matches = steer::matches_for(&prep.steering, mac.as_deref(), &self.pod_ips())?;
         steer::apply(dp, plan, prep, leased, &matches, undo.steering(), self.log).map(Some)
     }
 
@@ -549,14 +552,8 @@ impl<'a> Add<'a> {
             return Ok(());
         };
         undo.push(Undo::HostRouting(h));
-        let ips: Vec<_> = self
-            .addresses
-            .ips
-            .iter()
-            .map(|ip| ip.address.addr())
-            .collect();
         dp.host_routing()
-            .add(h, created.host_ifindex, &ips, self.log)
+            .add(h, created.host_ifindex, &self.pod_ips(), self.log)
             .map_err(host_routing_error)?;
         // Reached only with `hostRouting.mode: bpf`: the uplink's program, the pod's map entries
         // and its egress program all exist here, none of them yet in a result.

@@ -123,13 +123,7 @@ fn check_names_a_changed_rule_a_changed_context_and_rss_over_the_pool() {
 fn check_reports_a_missing_host_routing_entry() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
     let conf = with_host_routing(json!({}));
-    let r = cmd_add(
-        &request("ADD", "c1", conf.clone()),
-        &mut k,
-        Some(&ipam),
-        &quiet(),
-    )
-    .unwrap();
+    let r = added(&mut k, &ipam, "c1", conf.clone());
     let check = request("CHECK", "c1", with_prev_result(conf, &r));
     cmd_check(&check, &mut k, Some(&ipam)).unwrap();
     assert_eq!(

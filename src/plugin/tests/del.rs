@@ -265,13 +265,7 @@ fn del_and_gc_sweep_what_a_killed_add_left_and_keep_live_pods_steering() {
 fn del_releases_host_routing_before_the_device_and_only_its_own_primarys_entries() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
     let conf = with_host_routing(json!({}));
-    cmd_add(
-        &request("ADD", "c1", conf.clone()),
-        &mut k,
-        Some(&ipam),
-        &quiet(),
-    )
-    .unwrap();
+    added(&mut k, &ipam, "c1", conf.clone());
     assert_eq!(k.host_routed.len(), 1);
 
     // Another network's DEL of the same container id and ifname (its ADD was refused with 103):

@@ -187,13 +187,7 @@ fn gc_sweeps_host_routing_after_the_orphans_devices_are_gone() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
     let conf = with_host_routing(json!({}));
     for cid in ["live", "orphan"] {
-        cmd_add(
-            &request("ADD", cid, conf.clone()),
-            &mut k,
-            Some(&ipam),
-            &quiet(),
-        )
-        .unwrap();
+        added(&mut k, &ipam, cid, conf.clone());
     }
     k.calls.clear();
     let mut gc = conf;

@@ -175,6 +175,11 @@ fn pos(k: &FakeKernel, call: &str) -> usize {
         .unwrap_or_else(|| panic!("no {call:?} in {:?}", k.calls))
 }
 
+/// A successful ADD of `cid` with `conf`, through the fake IPAM.
+fn added(k: &mut FakeKernel, ipam: &FakeIpam, cid: &str, conf: serde_json::Value) -> CniResult {
+    cmd_add(&request("ADD", cid, conf), k, Some(ipam), &quiet()).unwrap()
+}
+
 /// `hostRouting` in BPF mode on uplink "up0", merged into `conf` (the fake needs no bpffs).
 fn with_host_routing(mut conf: serde_json::Value) -> serde_json::Value {
     conf["hostRouting"] = json!({"mode": "bpf", "uplink": "up0"});
