@@ -35,7 +35,7 @@ pub struct PodRequest {
 
 /// Reads the pod's request: runtimeConfig first (the runtime's structured channel), then
 /// CNI_ARGS, then the config's own default. The request is checked against the admin's pool and
-/// cap here; against the NIC in [`plan`].
+/// cap here; against the NIC in [`super::plan`].
 pub fn pod_request(
     conf: &LeaseConfig,
     args: &CniArgs,
