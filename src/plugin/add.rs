@@ -355,6 +355,8 @@ impl<'a> Add<'a> {
     fn run(&self, dp: &mut dyn Dataplane, undo: &mut AddUndo<'a>) -> Result<CniResult, CniError> {
         crate::failpoint::hit("add-after-ipam").map_err(injected)?;
         let created = self.create_device(dp)?;
+        // Only once created: a device at this name that made the create fail may be another
+        // attachment's (see Undo).
         undo.push(Undo::Device);
         crate::failpoint::hit("add-after-device").map_err(injected)?;
         let leased = self.lease_queues(dp, &created)?;
