@@ -54,7 +54,6 @@ const GOALS: [(&str, &[(&str, &str)]); 11] = [
     (
         "1",
         &[
-            ("shell_check_disagreement", "<= 0.05"),
             ("add_p50_seq", "<= 0.5"),
             ("add_p99_seq", "<= 0.5"),
             ("del_p50_seq", "<= 0.5"),
