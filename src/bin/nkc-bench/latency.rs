@@ -195,42 +195,37 @@ pub(crate) fn run(
     secs.insert("1-sequential".into(), json!(t.elapsed().as_secs()));
 
     // 1c. The same comparison by a plain shell loop: the two must agree.
-    section(
-        "1c-shell",
-        &[],
-        secs,
-        rep,
-        |r| {
-            let (shell_ratio, shell_cpu_ratio, mut calls) = shell_check(env, plugins, n_seq / 2)?;
-            // The same on CPU time (plugin + host-local). Not a goal: bash's `times` and this
-            // harness's wait4 read the same kernel counters (the children's rusage), so the two
-            // can only disagree through the calls themselves; it checks the harness, not the
-            // clock (section 7's clock_check checks the clock).
-            let dc = (shell_cpu_ratio - bench_cpu_ratio).abs() / bench_cpu_ratio;
-            r.info(
+    section("1c-shell", &[], secs, rep, |r| {
+        let (shell_ratio, shell_cpu_ratio, mut calls) = shell_check(env, plugins, n_seq / 2)?;
+        // The same on CPU time (plugin + host-local). Not a goal: bash's `times` and this
+        // harness's wait4 read the same kernel counters (the children's rusage), so the two
+        // can only disagree through the calls themselves; it checks the harness, not the
+        // clock (section 7's clock_check checks the clock).
+        let dc = (shell_cpu_ratio - bench_cpu_ratio).abs() / bench_cpu_ratio;
+        r.info(
                 "shell_check_cpu_disagreement",
                 json!(round3(dc)),
                 &format!("{dc:.3}: the bash loop's ADD+DEL CPU ratio (times) against section 1's (wait4); both read the children's rusage, so this checks the harness, not the clock"),
             );
-            // Wall totals: not a goal either. Under icount with `sleep=off` an idle guest skips to
-            // its next timer, so a call that waits (rtnl behind a netns teardown) jumps ahead by
-            // chance and a sum of many wall windows is decided by its few largest; the medians
-            // below are what can agree.
-            let d = (shell_ratio - bench_ratio).abs() / bench_ratio;
-            r.info(
+        // Wall totals: not a goal either. Under icount with `sleep=off` an idle guest skips to
+        // its next timer, so a call that waits (rtnl behind a netns teardown) jumps ahead by
+        // chance and a sum of many wall windows is decided by its few largest; the medians
+        // below are what can agree.
+        let d = (shell_ratio - bench_ratio).abs() / bench_ratio;
+        r.info(
                 "shell_check_disagreement",
                 json!(round3(d)),
                 &format!("{d:.3}: the bash loop's ADD+DEL wall total ratio against section 1's; wall sums are not comparable under icount's sleep=off (see the medians in shell_check)"),
             );
-            // Medians beside the totals: a total of wall times is decided by its few largest
-            // windows, a median is not. Both loops' medians agreeing while the totals do not says
-            // the disagreement is in those windows, not in the calls.
-            let mut p50 = |k: &str| calls.get_mut(k).map_or(f64::NAN, |v| pct(v, 0.5));
-            let shell_p50 = json!({
-                "add": round3(p50("netkit-cni ADD") / p50("ptp ADD")),
-                "del": round3(p50("netkit-cni DEL") / p50("ptp DEL")),
-            });
-            r.info(
+        // Medians beside the totals: a total of wall times is decided by its few largest
+        // windows, a median is not. Both loops' medians agreeing while the totals do not says
+        // the disagreement is in those windows, not in the calls.
+        let mut p50 = |k: &str| calls.get_mut(k).map_or(f64::NAN, |v| pct(v, 0.5));
+        let shell_p50 = json!({
+            "add": round3(p50("netkit-cni ADD") / p50("ptp ADD")),
+            "del": round3(p50("netkit-cni DEL") / p50("ptp DEL")),
+        });
+        r.info(
                 "shell_check",
                 json!({"shell_ratio": round3(shell_ratio), "bench_ratio": round3(bench_ratio),
                     "shell_cpu_ratio": round3(shell_cpu_ratio), "bench_cpu_ratio": round3(bench_cpu_ratio),
@@ -238,9 +233,8 @@ pub(crate) fn run(
                     "shell_calls_ms": calls}),
                 &format!("ADD+DEL total, ours ÷ ptp's, bash loop vs section 1: wall {shell_ratio:.3} vs {bench_ratio:.3}, CPU incl. host-local {shell_cpu_ratio:.3} vs {bench_cpu_ratio:.3}; wall p50 ratios (ADD, DEL): bash {shell_p50}, section 1 {bench_p50}"),
             );
-            Ok(())
-        },
-    );
+        Ok(())
+    });
 
     // 1b. Parallel, on the one online vCPU: the calls overlap in the guest's time and contend
     // for its locks (rtnl) and the CPU, and each call's CPU time is its own instructions. (With
