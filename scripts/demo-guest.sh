@@ -270,11 +270,15 @@ reserved=$(find "$scratch/ipam" -type f -name '10.*' | wc -l)
 step "What the plugin set up, as netkit-cni inspect, bpftool and the device-info file report it" \
     "inspect is read-only: it lists nic0's RX queues (who leased which), and the dispatcher with its pins." \
     "The kernel has one XDP program on nic0, attached by one bpf_link pinned in the private bpffs."
-run in_node netkit-cni inspect --master nic0 --bpffs "$bpffs"
+# With the network's device-info directory inspect verifies each lease's owner from the record
+# the plugin wrote (without it, it can only show the alias, which the pod can rewrite).
+run in_node netkit-cni inspect --master nic0 --bpffs "$bpffs" --device-info-dir "$scratch/devinfo"
+unverified=$(in_node netkit-cni inspect --master nic0 --bpffs "$bpffs" --device-info-dir "$scratch/devinfo" | grep -c unverified || true)
+[ "$unverified" = 0 ] || fail "inspect could not verify $unverified lease owner(s) from $scratch/devinfo"
 echo
 echo "The same as JSON (for tools), trimmed to the dispatcher and the leased queues:"
-echo "\$ nsenter --net=/run/netns/node netkit-cni inspect --json --master nic0 --bpffs $bpffs | <filter>"
-in_node netkit-cni inspect --json --master nic0 --bpffs "$bpffs" | python3 -c 'import json, sys
+echo "\$ nsenter --net=/run/netns/node netkit-cni inspect --json --master nic0 --bpffs $bpffs --device-info-dir $scratch/devinfo | <filter>"
+in_node netkit-cni inspect --json --master nic0 --bpffs "$bpffs" --device-info-dir "$scratch/devinfo" | python3 -c 'import json, sys
 nic = json.load(sys.stdin)["nics"][0]
 d = dict(nic["dispatcher"], pins="[%d pins]" % len(nic["dispatcher"]["pins"]))
 print("nics[0].dispatcher:", json.dumps(d))
@@ -462,7 +466,7 @@ reserved=$(find "$scratch/ipam" -type f -name '10.*' | wc -l)
 ok "no host-local reservations"
 [ -z "$(ls -A "$scratch/devinfo")" ] || fail "device-info files left: $(ls -A "$scratch/devinfo")"
 ok "no device-info files"
-run in_node netkit-cni inspect --bpffs "$bpffs"
+run in_node netkit-cni inspect --bpffs "$bpffs" --device-info-dir "$scratch/devinfo"
 
 echo
 echo "Stopping containerd, removing the NICs and the namespaces"
