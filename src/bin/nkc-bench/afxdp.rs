@@ -270,10 +270,12 @@ pub(crate) fn afxdp_rate(
             let bound = (|| -> std::result::Result<Vec<Xsk>, String> {
                 nix::sched::setns(far_fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("setns: {e}"))?;
-                // TX queue 0 for both: where a frame lands is the NIC's steering.
+                // A TX queue of its own per socket (two AF_XDP sockets cannot share a queue
+                // without a shared UMEM: EBUSY); which one does not matter, where a frame lands
+                // is the NIC's steering (the test bed's netdevsim: ntuple rules, then RSS).
                 (0..2)
-                    .map(|_| {
-                        Xsk::bind(peer_ifindex, 0, &XskConfig::default()).map_err(|e| e.to_string())
+                    .map(|q| {
+                        Xsk::bind(peer_ifindex, q, &XskConfig::default()).map_err(|e| e.to_string())
                     })
                     .collect()
             })();
