@@ -31,7 +31,7 @@ test:
 
 # `tools`: nkc-xsk (the AF_XDP tool the demo and the bench use) and its CLI tests.
 unit-test:
-	$(CARGO) test --release --features tools
+	$(CARGO) test --release --features tools,bench
 
 # The XDP dispatcher's BPF tests (tests/host_xdp.rs): in the VM by default, because a host kernel
 # may refuse what they do (BPF_F_TEST_XDP_LIVE_FRAMES); NKC_TESTS_ON_HOST=1 runs them on a capable

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use crate::cni::error::render_str;
+use crate::text::render_str;
 
 /// An address with prefix length, as the spec's "CIDR notation" fields carry it. Host bits are
 /// kept (`10.1.0.5/16` is an interface address, not a network), so this is not a network type.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use crate::xdp::sys;
+use crate::bpf::sys;
 
 /// The kernel's smallest UMEM chunk (`XDP_UMEM_MIN_CHUNK_SIZE`).
 pub const MIN_FRAME_SIZE: u32 = 2048;

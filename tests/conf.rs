@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use netkit_cni::cni::config::{ConfigError, NetConf};
+use netkit_cni::config::{ConfigError, NetConf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -199,7 +199,7 @@ fn host_routing_example_names_uplink_bypass_and_host_local() {
     assert_eq!(h.uplink, "ens1f0");
     let bypass: Vec<String> = h.bypass.iter().map(|c| c.to_string()).collect();
     assert_eq!(bypass, ["10.244.0.0/16", "fd00:244::/48"]);
-    assert_eq!(conf.pairing, netkit_cni::cni::config::Pairing::Pair);
+    assert_eq!(conf.pairing, netkit_cni::config::Pairing::Pair);
     assert_eq!(conf.ipam.expect("ipam").plugin_type, "host-local");
     // The README shows this file; it must show it as it is.
     let readme = fs::read_to_string(conf_dir().join("../README.md")).unwrap();

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use corpus_case::Case;
-use netkit_cni::cni::config::NetConf;
 use netkit_cni::cni::request::{parse_request, Invocation};
+use netkit_cni::config::NetConf;
 
 /// The corpus is meant to stay at least this large: fewer cases means files went missing.
 const MIN_CASES: usize = 60;
@@ -24,7 +24,7 @@ const MIN_CASES: usize = 60;
 const MAX_ERROR_TEXT: usize = 1024;
 
 fn run(case: &Case) -> Result<(), String> {
-    let result = parse_request(|k| case.env.get(k).cloned(), &case.stdin);
+    let result = parse_request::<NetConf>(|k| case.env.get(k).cloned(), &case.stdin);
     let err = match (result, case.expect_code) {
         (Ok(r), 0) => return delegated_as_validated(&r),
         (Ok(r), code) => {
@@ -60,7 +60,7 @@ fn run(case: &Case) -> Result<(), String> {
 
 /// An accepted config, serialized as delegates get it (`raw_bytes`), must parse back to the same
 /// config: IPAM must see exactly what we validated (a fuzzing find: float re-serialization).
-fn delegated_as_validated(r: &Invocation) -> Result<(), String> {
+fn delegated_as_validated(r: &Invocation<NetConf>) -> Result<(), String> {
     let Invocation::Network { conf, .. } = r else {
         return Ok(());
     };

@@ -195,7 +195,7 @@ impl Bed {
         let nic = self.nic.ifindex;
         let tcx = self
             .node
-            .run(move || netkit_cni::hostrouting::tcx_ingress_programs(nic))
+            .run(move || netkit_cni::bpf::sys::tcx_ingress_programs(nic))
             .expect("BPF_PROG_QUERY tcx ingress");
         if !tcx.is_empty() {
             left.push(format!("tcx ingress programs on the NIC: {tcx:?}"));
@@ -589,7 +589,7 @@ fn soak(bed: Bed, loops: usize) {
 fn nic_dir(bed: &Bed) -> PathBuf {
     let cookie = bed
         .node
-        .run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+        .run(|| netkit_cni::bpf::pins::current_netns_cookie().unwrap());
     bed.bpffs
         .path
         .join("netkit-cni")
@@ -656,7 +656,7 @@ fn a_mount_on_the_nic_directory_is_refused_not_crossed() {
 /// and ADD waits at most twice (the steer, then its rollback's release). It leaves nothing.
 #[test]
 fn a_held_nic_lock_makes_add_fail_with_try_again_later_within_the_deadline() {
-    use netkit_cni::xdp::dispatcher::LOCK_TIMEOUT;
+    use netkit_cni::bpf::pins::LOCK_TIMEOUT;
     let bed = Bed::new("single", "10.94.0.0/24");
     let ynl = Ynl::new();
     let dir = nic_dir(&bed);

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::xdp::*;
 use common::*;
-use netkit_cni::hostrouting::{counter, tcx_ingress_programs, Uplink};
+use netkit_cni::bpf::sys::tcx_ingress_programs;
+use netkit_cni::hostrouting::{counter, Uplink};
 use serde_json::{json, Value};
 
 /// Far addresses inside the bypass set (the wire's subnet) and outside it (a second prefix the

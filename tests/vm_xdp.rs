@@ -347,7 +347,7 @@ fn a_del_whose_master_is_gone_sweeps_past_junk_in_another_nics_directory() {
     net.call(&w, "ADD", "c1", Some(&pod), "").ok("ADD");
     let cookie = w
         .node
-        .run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+        .run(|| netkit_cni::bpf::pins::current_netns_cookie().unwrap());
     let victim = std::env::temp_dir().join(unique("nkc-victim-"));
     std::fs::create_dir(&victim).unwrap();
     std::fs::write(victim.join("precious"), b"keep me").unwrap();
@@ -403,7 +403,7 @@ fn junk_a_pod_left_in_a_nics_directory_never_stops_its_adds() {
     let net = XdpNet::new(&w, json!({"queues": 1}));
     let cookie = w
         .node
-        .run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+        .run(|| netkit_cni::bpf::pins::current_netns_cookie().unwrap());
     let plugin_dir = w.bpffs.path.join("netkit-cni");
     let nic_dir = plugin_dir.join(format!("netns{cookie}-if{}", w.nic.ifindex));
     std::fs::create_dir_all(nic_dir.join("pods/ghost/eth0")).unwrap();
@@ -516,7 +516,7 @@ fn a_symlink_planted_in_the_plugins_bpffs_directory_is_refused_and_its_target_su
     std::fs::write(victim.join("precious"), b"keep me").unwrap();
     let cookie = w
         .node
-        .run(|| netkit_cni::xdp::paths::current_netns_cookie().unwrap());
+        .run(|| netkit_cni::bpf::pins::current_netns_cookie().unwrap());
     let plugin_dir = w.bpffs.path.join("netkit-cni");
     std::fs::create_dir(&plugin_dir).unwrap();
     let planted = plugin_dir.join(format!("netns{cookie}-if999"));

@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStringExt;
 
 use libfuzzer_sys::fuzz_target;
 use netkit_cni::cni::{CniArgs, CniEnv};
-use netkit_cni::cni::request::KNOWN_ARGS;
+use netkit_cni::config::KNOWN_ARGS;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {

@@ -10,7 +10,7 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use netkit_cni::cni::CniError;
-use netkit_cni::cni::config::NetConf;
+use netkit_cni::config::NetConf;
 
 fuzz_target!(|data: &[u8]| {
     match NetConf::parse(data) {

@@ -1,8 +1,9 @@
 /*
  * ipam-wrap: stands in for host-local in the benchmark's CNI_PATH (scripts/bench builds it static,
  * nkc-bench installs it as /run/nkc-bench-bin/host-local). It runs the real host-local with the
- * same arguments, environment and standard streams, then appends the CPU time (µs, user + system)
- * of that host-local *and of itself* to /run/nkc-bench-ipam/<CNI_CONTAINERID>.<CNI_COMMAND>.
+ * same arguments, environment and standard streams, then appends the CPU time (µs: user + system,
+ * then user alone) of that host-local *and of itself* to
+ * /run/nkc-bench-ipam/<CNI_CONTAINERID>.<CNI_COMMAND>.
  *
  * Why: wait4(2) on a CNI plugin reports the plugin's CPU time together with that of the children
  * it waited for (the kernel's RUSAGE_BOTH at exit), i.e. with the delegated IPAM plugin's. Both
@@ -39,13 +40,14 @@ int main(int argc, char **argv)
 		if (errno != EINTR)
 			return 126;
 	getrusage(RUSAGE_SELF, &self);
-	long long total = us(child.ru_utime) + us(child.ru_stime) + us(self.ru_utime) + us(self.ru_stime);
+	long long user = us(child.ru_utime) + us(self.ru_utime);
+	long long total = user + us(child.ru_stime) + us(self.ru_stime);
 	const char *cid = getenv("CNI_CONTAINERID"), *cmd = getenv("CNI_COMMAND");
 	char path[512];
 	snprintf(path, sizeof(path), RECORDS "/%s.%s", cid ? cid : "-", cmd ? cmd : "-");
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd >= 0) {
-		dprintf(fd, "%lld\n", total);
+		dprintf(fd, "%lld %lld\n", total, user);
 		close(fd);
 	}
 	if (WIFEXITED(status))

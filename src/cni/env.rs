@@ -8,7 +8,8 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use super::error::{render_str, CniError};
+use super::error::CniError;
+use crate::text::{kernel_isspace, render_str};
 
 pub const CNI_COMMAND: &str = "CNI_COMMAND";
 pub const CNI_CONTAINERID: &str = "CNI_CONTAINERID";
@@ -175,14 +176,6 @@ pub const IFNAME_MAX_LEN: usize = 15;
 /// a bad name is a code-4 error naming CNI_IFNAME rather than an EINVAL from netlink later.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IfName(String);
-
-/// The kernel's `isspace()` on one byte of a name (lib/ctype.c: `\t \n \v \f \r`, space and
-/// 0xa0), which `dev_valid_name()` (net/core/dev.c) applies byte by byte: a UTF-8 name with a
-/// 0xa0 byte anywhere (U+00A0, "à" = c3 a0, …) is refused by the kernel, so it is refused here,
-/// as a bad CNI_IFNAME (code 4) rather than a failed kernel call.
-pub fn kernel_isspace(b: u8) -> bool {
-    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0xa0)
-}
 
 impl IfName {
     pub fn parse(s: &str) -> Result<Self, CniError> {

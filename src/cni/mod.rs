@@ -1,10 +1,12 @@
 //! The CNI protocol (spec 1.1.0, also speaking 0.3.0, 0.3.1, 0.4.0 and 1.0.0): environment,
-//! version negotiation, results and the error object. Pure data handling; no syscalls.
+//! version negotiation, results, the error object and the parse layer. Pure data handling; no
+//! syscalls. It imports nothing above `ip`, `text` and `logging`: the plugin's own config
+//! (`src/config/`) builds on it, and the parse layer reads that config through a trait
+//! ([`request::NetworkConfig`]).
 //!
 //! Our own types, not the design card's `cni-plugin` crate: that crate stops at spec 1.0 (no GC,
 //! no STATUS, no `cni.dev/valid-attachments`) and its repository is archived.
 
-pub mod config;
 pub mod env;
 pub mod error;
 pub mod request;

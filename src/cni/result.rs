@@ -5,8 +5,9 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use super::error::{render_value, CniError};
+use super::error::CniError;
 use super::version::CniVersion;
+use crate::text::render_value;
 
 pub use crate::ip::IpCidr;
 

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use serde_json::{json, Value};
 
 use super::env::Command;
-use super::error::{render_str, render_value, CniError};
+use super::error::CniError;
+use crate::text::{render_str, render_value};
 
 /// A CNI spec version this plugin speaks. 0.1.0/0.2.0 are not supported: they predate the rich
 /// result type (interfaces list) that netkit pairs need to report.

@@ -1,35 +1,12 @@
-//! The plugin's calls into host routing, with CNI error mapping, so `src/plugin/mod.rs` only
-//! needs one line per command.
+//! What the plugin's verbs ask of host routing, one function per verb, each a sequence of
+//! [`Uplink`] steps. The plugin reaches these only through its host-routing seam
+//! (`plugin::dataplane::HostRoutingOps`), which maps the errors to CNI codes.
 
 use std::net::IpAddr;
 
-use crate::cni::config::HostRoutingConfig;
-use crate::cni::{codes, CniError};
 use crate::logging::Logger;
 
-use super::{sweep, Attach, HostRoutingError, Uplink};
-
-/// The CNI error for `e`: a lock held past its deadline is 11, a bypass set that disagrees with
-/// the uplink's is 7 (the config is at fault), everything else 111.
-pub fn cni_error(e: HostRoutingError) -> CniError {
-    let code = if e.is_lock_timeout() {
-        codes::TRY_AGAIN_LATER
-    } else if matches!(e, HostRoutingError::BypassConflict { .. }) {
-        codes::INVALID_CONFIG
-    } else {
-        codes::HOST_ROUTING_FAILED
-    };
-    let msg = match &e {
-        HostRoutingError::BypassConflict { uplink, want, .. } => format!(
-            "invalid value [{want}] for field hostRouting.bypass: uplink {uplink} is shared with another bypass set"
-        ),
-        HostRoutingError::NoUplink { name } => {
-            format!("invalid value {name:?} for field hostRouting.uplink: no such device")
-        }
-        _ => "BPF host routing failed".to_string(),
-    };
-    CniError::new(code, msg, e.to_string())
-}
+use super::{sweep, Attach, HostRoutingConfig, Result, Uplink};
 
 /// ADD, after the pair and its routes exist and before the result: route `ips` to the pod's
 /// primary `primary_ifindex` and attach the egress program to its pair (attaching the uplink's
@@ -39,8 +16,8 @@ pub fn add(
     primary_ifindex: u32,
     ips: &[IpAddr],
     log: &Logger,
-) -> Result<(), CniError> {
-    let (up, how) = Uplink::attach_or_open(conf).map_err(cni_error)?;
+) -> Result<()> {
+    let (up, how) = Uplink::attach_or_open(conf)?;
     if how == Attach::Attached {
         log.info(format_args!(
             "host routing: tcx ingress attached to {} (ifindex {}), pins in {}",
@@ -52,7 +29,7 @@ pub fn add(
     if let Err(e) = up.add_pod(primary_ifindex, ips) {
         // Leave no tcx program behind for an uplink without pods.
         let _ = up.detach_if_unused();
-        return Err(cni_error(e));
+        return Err(e);
     }
     log.debug(format_args!(
         "host routing: {ips:?} -> ifindex {primary_ifindex} via {}",
@@ -66,14 +43,10 @@ pub fn add(
 /// device at its name is another network's; addresses of primaries that no longer exist go
 /// too) and detach the uplink's program if no pod is left. An uplink that is gone or was never
 /// set up is fine.
-pub fn release(
-    conf: &HostRoutingConfig,
-    primary_ifindex: Option<u32>,
-    log: &Logger,
-) -> Result<(), CniError> {
-    let Some(up) = Uplink::open(&conf.bpffs, &conf.uplink).map_err(cni_error)? else {
+pub fn release(conf: &HostRoutingConfig, primary_ifindex: Option<u32>, log: &Logger) -> Result<()> {
+    let Some(up) = Uplink::open(&conf.bpffs, &conf.uplink)? else {
         // No uplink (or a dead one): sweep its directory so nothing leaks.
-        let removed = sweep(&conf.bpffs).map_err(cni_error)?;
+        let removed = sweep(&conf.bpffs)?;
         if !removed.is_empty() {
             log.info(format_args!("host routing: swept {removed:?}"));
         }
@@ -81,11 +54,11 @@ pub fn release(
     };
     let mut n = 0;
     if let Some(ifindex) = primary_ifindex {
-        n = up.remove_pod(ifindex).map_err(cni_error)?;
+        n = up.remove_pod(ifindex)?;
     }
-    n += up.sweep_dead().map_err(cni_error)?;
+    n += up.sweep_dead()?;
     let dir = up.dir().to_path_buf();
-    if up.detach_if_unused().map_err(cni_error)? {
+    if up.detach_if_unused()? {
         log.info(format_args!(
             "host routing: last pod gone, {} detached and {} removed",
             conf.uplink,
@@ -102,8 +75,8 @@ pub fn check(
     conf: &HostRoutingConfig,
     host_ifname: &str,
     ips: &[IpAddr],
-) -> Result<Result<(), String>, CniError> {
-    let Some(up) = Uplink::open(&conf.bpffs, &conf.uplink).map_err(cni_error)? else {
+) -> Result<std::result::Result<(), String>> {
+    let Some(up) = Uplink::open(&conf.bpffs, &conf.uplink)? else {
         return Ok(Err(format!(
             "uplink {} has no host-routing program attached",
             conf.uplink
@@ -112,13 +85,13 @@ pub fn check(
     let Some(ifindex) = super::ifindex_of(host_ifname) else {
         return Ok(Err(format!("host device {host_ifname} is missing")));
     };
-    up.verify_pod(ifindex, ips).map_err(cni_error)
+    up.verify_pod(ifindex, ips)
 }
 
 /// GC, after orphan devices are deleted: addresses of primaries that no longer exist go, and
 /// uplinks without pods (or whose NIC is gone) are detached and their pins removed.
-pub fn gc(conf: &HostRoutingConfig, log: &Logger) -> Result<(), CniError> {
-    let removed = sweep(&conf.bpffs).map_err(cni_error)?;
+pub fn gc(conf: &HostRoutingConfig, log: &Logger) -> Result<()> {
+    let removed = sweep(&conf.bpffs)?;
     if !removed.is_empty() {
         log.info(format_args!("GC: host routing removed {removed:?}"));
     }

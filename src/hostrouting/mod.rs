@@ -16,7 +16,8 @@
 //! a hostPort's replies, a ClusterIP's replies (`nkc_hr_ct_nat()` in bpf/host_routing.h).
 //!
 //! State lives in bpffs, one directory per uplink, like the XDP dispatcher's
-//! (`src/xdp/paths.rs`), and every invocation holds its `flock` (20 s deadline, then code 11):
+//! (the BPF layer's `src/bpf/pins.rs`), and every invocation holds its `flock` (20 s deadline,
+//! then code 11):
 //!
 //! ```text
 //! <bpffs>/netkit-cni/host-netns<cookie>-if<ifindex>/
@@ -35,21 +36,27 @@
 //! Walks below the bpffs root go through [`crate::safefs::Dir`]: no symlink is ever followed.
 
 use std::fs::File;
-use std::mem::{size_of, zeroed, MaybeUninit};
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::libbpf_sys as sys;
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::OpenSkel;
 use nix::errno::Errno;
 use nix::fcntl::Flock;
 
-use crate::cni::config::HostRoutingConfig;
-use crate::cni::IpCidr;
+use crate::bpf::pins::{
+    current_netns_cookie, get_pin, lock_dir, netns_dirs, open_bpffs, open_plugin_dir, pin_at,
+    plugin_root, Locked,
+};
+use crate::bpf::sys::{
+    self as bpf, link_info, map_keys, netkit_attach, netkit_peer_programs, tcx_ingress_programs,
+    tcx_link_create,
+};
+use crate::bpf::{skel, BpfError};
+use crate::ip::IpCidr;
 use crate::safefs::{utf8_name, Dir, SafeFsError};
-use crate::xdp::paths::{current_netns_cookie, lock_dir, open_bpffs, open_plugin_dir, Locked};
-use crate::xdp::sys as bpf;
 
 #[allow(clippy::all, missing_docs)]
 mod ingress_skel {
@@ -70,9 +77,9 @@ pub const PIN_STATS: &str = "stats";
 /// directories start with `netns`, so neither sweep ever mistakes the other's).
 pub const DIR_PREFIX: &str = "host-";
 
-/// Counter indices (bpf/host_routing.h `enum nkc_hr_counter`).
 pub mod hooks;
 
+/// Counter indices (bpf/host_routing.h `enum nkc_hr_counter`).
 pub mod counter {
     pub const IN_REDIRECT: u32 = 0;
     pub const IN_NOT_POD: u32 = 1;
@@ -115,6 +122,22 @@ const BPF_NOEXIST: u64 = sys::BPF_NOEXIST as u64;
 
 const AF_INET: u32 = libc::AF_INET as u32;
 const AF_INET6: u32 = libc::AF_INET6 as u32;
+
+/// The `hostRouting` block with `mode: bpf`, as the config layer reads it
+/// (`src/config/host_routing.rs`). Defined here, with the programs it configures, so this
+/// module does not import the config layer above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoutingConfig {
+    /// The physical NIC (by name, in the node's netns) whose tcx ingress redirects into pods
+    /// and through which pods' bypassing traffic leaves.
+    pub uplink: String,
+    /// Remote prefixes whose traffic with the pods skips the node's stack (and so netfilter)
+    /// in both directions. Empty (the default): nothing bypasses, every packet takes the
+    /// kernel's path exactly as without the block.
+    pub bypass: Vec<IpCidr>,
+    /// The bpf file system to pin under (`<bpffs>/netkit-cni/`).
+    pub bpffs: PathBuf,
+}
 
 /// `struct nkc_hr_addr`.
 #[repr(C)]
@@ -203,7 +226,7 @@ pub enum HostRoutingError {
     #[error(transparent)]
     Fs(#[from] SafeFsError),
     #[error(transparent)]
-    Xdp(#[from] crate::xdp::XdpError),
+    Bpf(#[from] BpfError),
     #[error("uplink {name:?} does not exist in the node's network namespace")]
     NoUplink { name: String },
     #[error("uplink {uplink:?} already routes for bypass prefixes [{have}], this network asks for [{want}]; every network on one uplink must name the same hostRouting.bypass")]
@@ -236,20 +259,12 @@ impl HostRoutingError {
         matches!(
             self,
             HostRoutingError::Fs(SafeFsError::LockTimeout { .. })
-                | HostRoutingError::Xdp(crate::xdp::XdpError::Fs(SafeFsError::LockTimeout { .. }))
+                | HostRoutingError::Bpf(BpfError::Fs(SafeFsError::LockTimeout { .. }))
         )
     }
 }
 
 type Result<T> = std::result::Result<T, HostRoutingError>;
-
-fn check(ret: i32) -> std::result::Result<i32, Errno> {
-    if ret < 0 {
-        Err(Errno::from_raw(-ret))
-    } else {
-        Ok(ret)
-    }
-}
 
 /// The ifindex of `name` in the calling thread's netns.
 pub fn ifindex_of(name: &str) -> Option<u32> {
@@ -268,116 +283,6 @@ fn dir_name(ifindex: u32) -> Result<String> {
         "{DIR_PREFIX}netns{}-if{ifindex}",
         current_netns_cookie()?
     ))
-}
-
-/// What a tcx link reports.
-#[derive(Debug, Clone, Copy)]
-struct LinkInfo {
-    link_type: u32,
-    prog_id: u32,
-    ifindex: u32,
-}
-
-fn link_info(fd: BorrowedFd<'_>) -> std::result::Result<LinkInfo, Errno> {
-    // SAFETY: zero is valid for the info struct; the kernel fills at most `len` bytes.
-    let mut info: sys::bpf_link_info = unsafe { zeroed() };
-    let mut len = size_of::<sys::bpf_link_info>() as u32;
-    // SAFETY: as above.
-    check(unsafe { sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })?;
-    let ifindex = if info.type_ == sys::BPF_LINK_TYPE_TCX {
-        // SAFETY: the union member matching the link type; 0 once the device is gone
-        // (tcx_link_fill_info() in kernel/bpf/tcx.c).
-        unsafe { info.__bindgen_anon_1.tcx.ifindex }
-    } else {
-        0
-    };
-    Ok(LinkInfo {
-        link_type: info.type_,
-        prog_id: info.prog_id,
-        ifindex,
-    })
-}
-
-/// `BPF_LINK_CREATE` with `BPF_TCX_INGRESS` on `ifindex`: appended after the programs already
-/// there (no `BPF_F_BEFORE`), so an admin's or Cilium's earlier program keeps running first.
-fn tcx_link_create(prog: BorrowedFd<'_>, ifindex: u32) -> std::result::Result<OwnedFd, Errno> {
-    // SAFETY: zero is a valid bit pattern for the options struct.
-    let mut opts: sys::bpf_link_create_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_link_create_opts>() as _;
-    // SAFETY: valid fd and options.
-    let fd = check(unsafe {
-        sys::bpf_link_create(
-            prog.as_raw_fd(),
-            ifindex as i32,
-            sys::BPF_TCX_INGRESS,
-            &opts,
-        )
-    })?;
-    // SAFETY: a new fd owned by us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `BPF_PROG_ATTACH` of the egress program to the pair whose primary is `primary_ifindex`,
-/// attach type `BPF_NETKIT_PEER` (netkit_dev_fetch() resolves the peer from the primary).
-fn netkit_attach(prog: BorrowedFd<'_>, primary_ifindex: u32) -> std::result::Result<(), Errno> {
-    // SAFETY: zero is valid for the options struct.
-    let mut opts: sys::bpf_prog_attach_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_prog_attach_opts>() as _;
-    // SAFETY: valid fd and options.
-    check(unsafe {
-        sys::bpf_prog_attach_opts(
-            prog.as_raw_fd(),
-            primary_ifindex as i32,
-            sys::BPF_NETKIT_PEER,
-            &opts,
-        )
-    })
-    .map(drop)
-}
-
-/// Program ids attached to the pair of `primary_ifindex` as `BPF_NETKIT_PEER`, in run order.
-pub fn netkit_peer_programs(primary_ifindex: u32) -> std::result::Result<Vec<u32>, Errno> {
-    prog_query(primary_ifindex, sys::BPF_NETKIT_PEER)
-}
-
-/// Program ids attached to `ifindex`'s tcx ingress, in run order.
-pub fn tcx_ingress_programs(ifindex: u32) -> std::result::Result<Vec<u32>, Errno> {
-    prog_query(ifindex, sys::BPF_TCX_INGRESS)
-}
-
-/// `BPF_PROG_QUERY` of a bpf_mprog hook (tcx, netkit): the attached program ids.
-fn prog_query(ifindex: u32, attach_type: u32) -> std::result::Result<Vec<u32>, Errno> {
-    let mut ids = [0u32; 64];
-    // SAFETY: zero is valid for the options struct.
-    let mut opts: sys::bpf_prog_query_opts = unsafe { zeroed() };
-    opts.sz = size_of::<sys::bpf_prog_query_opts>() as _;
-    opts.prog_ids = ids.as_mut_ptr();
-    opts.__bindgen_anon_1.count = ids.len() as u32;
-    // SAFETY: `ids` outlives the call and holds `count` entries.
-    check(unsafe { sys::bpf_prog_query_opts(ifindex as i32, attach_type, &mut opts) })?;
-    // SAFETY: the kernel wrote back the count (the union's other member is the same u32).
-    let n = unsafe { opts.__bindgen_anon_1.count } as usize;
-    Ok(ids[..n.min(ids.len())].to_vec())
-}
-
-fn get_pin(dir: &Dir, name: &str) -> Result<Option<OwnedFd>> {
-    let Some(handle) = dir.open_file_path(name)? else {
-        return Ok(None);
-    };
-    match bpf::obj_get_fd(handle.as_fd()) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(Errno::ENOENT) => Ok(None),
-        Err(e) => Err(HostRoutingError::sys(
-            "BPF_OBJ_GET",
-            Some(&dir.join(name)),
-            e,
-        )),
-    }
-}
-
-fn pin_at(dir: &Dir, name: &str, fd: BorrowedFd<'_>) -> Result<()> {
-    bpf::obj_pin_at(fd, dir.fd(), name)
-        .map_err(|e| HostRoutingError::sys("BPF_OBJ_PIN", Some(&dir.join(name)), e))
 }
 
 fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
@@ -402,15 +307,10 @@ struct Maps {
 fn load_ingress(uplink_ifindex: u32) -> Result<(OwnedFd, Maps)> {
     let load_err = |source| HostRoutingError::Load { source };
     let mut object = MaybeUninit::uninit();
-    let mut open = ingress_skel::HostIngressSkelBuilder::default()
-        .open(&mut object)
-        .map_err(load_err)?;
-    open.maps
-        .rodata_data
-        .as_deref_mut()
-        .ok_or_else(|| HostRoutingError::Load {
-            source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
-        })?
+    let mut open =
+        skel::open::<ingress_skel::HostIngressSkelBuilder>(&mut object).map_err(load_err)?;
+    skel::rodata(open.maps.rodata_data.as_deref_mut())
+        .map_err(load_err)?
         .nkc_uplink_ifindex = uplink_ifindex;
     let skel = open.load().map_err(load_err)?;
     Ok((
@@ -427,64 +327,20 @@ fn load_ingress(uplink_ifindex: u32) -> Result<(OwnedFd, Maps)> {
 fn load_egress(maps: &Maps, uplink_ifindex: u32) -> Result<OwnedFd> {
     let load_err = |source| HostRoutingError::Load { source };
     let mut object = MaybeUninit::uninit();
-    let mut open = egress_skel::HostEgressSkelBuilder::default()
-        .open(&mut object)
-        .map_err(load_err)?;
-    let rodata = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .ok_or_else(|| HostRoutingError::Load {
-            source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
-        })?;
-    rodata.nkc_uplink_ifindex = uplink_ifindex;
-    open.maps
-        .hr_pods
-        .reuse_fd(maps.pods.as_fd())
-        .map_err(load_err)?;
-    open.maps
-        .hr_bypass
-        .reuse_fd(maps.bypass.as_fd())
-        .map_err(load_err)?;
-    open.maps
-        .hr_stats
-        .reuse_fd(maps.stats.as_fd())
-        .map_err(load_err)?;
+    let mut open =
+        skel::open::<egress_skel::HostEgressSkelBuilder>(&mut object).map_err(load_err)?;
+    skel::rodata(open.maps.rodata_data.as_deref_mut())
+        .map_err(load_err)?
+        .nkc_uplink_ifindex = uplink_ifindex;
+    let m = &mut open.maps;
+    skel::reuse_maps([
+        (&mut m.hr_pods, maps.pods.as_fd()),
+        (&mut m.hr_bypass, maps.bypass.as_fd()),
+        (&mut m.hr_stats, maps.stats.as_fd()),
+    ])
+    .map_err(load_err)?;
     let skel = open.load().map_err(load_err)?;
     dup(skel.progs.nkc_host_egress.as_fd())
-}
-
-/// Every key of a map (`BPF_MAP_GET_NEXT_KEY` walk).
-fn map_keys<K: Copy + Default>(fd: BorrowedFd<'_>) -> std::result::Result<Vec<K>, Errno> {
-    let mut keys = Vec::new();
-    let mut next = K::default();
-    // SAFETY: NULL starts the walk; `next` has the map's key size.
-    let mut ret = unsafe {
-        sys::bpf_map_get_next_key(
-            fd.as_raw_fd(),
-            std::ptr::null(),
-            (&mut next as *mut K).cast(),
-        )
-    };
-    while ret == 0 {
-        keys.push(next);
-        let cur = next;
-        // SAFETY: both point to key-sized values.
-        ret = unsafe {
-            sys::bpf_map_get_next_key(
-                fd.as_raw_fd(),
-                (&cur as *const K).cast(),
-                (&mut next as *mut K).cast(),
-            )
-        };
-        if keys.len() > 1 << 20 {
-            return Err(Errno::E2BIG);
-        }
-    }
-    match Errno::from_raw(-ret) {
-        Errno::ENOENT => Ok(keys),
-        e => Err(e),
-    }
 }
 
 /// One uplink's host routing, opened and locked (the lock lasts as long as the value).
@@ -567,7 +423,7 @@ impl Uplink {
         let root = open_bpffs(&conf.bpffs)?;
         let name = dir_name(ifindex)?;
         let locked = lock_dir(&root, &name, true)?.expect("created");
-        let path = crate::xdp::paths::plugin_root(&conf.bpffs).join(&name);
+        let path = plugin_root(&conf.bpffs).join(&name);
         match open_pins(&locked.dir, &path, ifindex)? {
             Some(pins) => {
                 let up = Self::build(&conf.uplink, ifindex, path, locked, pins);
@@ -594,7 +450,7 @@ impl Uplink {
         let Some(locked) = lock_dir(&root, &name, false)? else {
             return Ok(None);
         };
-        let path = crate::xdp::paths::plugin_root(bpffs).join(&name);
+        let path = plugin_root(bpffs).join(&name);
         Ok(open_pins(&locked.dir, &path, ifindex)?
             .map(|pins| Self::build(uplink, ifindex, path, locked, pins)))
     }
@@ -967,22 +823,14 @@ pub fn sweep(bpffs: &Path) -> Result<Vec<PathBuf>> {
     let Some(plugin) = open_plugin_dir(&root, false)? else {
         return Ok(vec![]);
     };
-    let prefix = format!("{DIR_PREFIX}netns{}-if", current_netns_cookie()?);
+    let (_, dirs) = netns_dirs(&plugin, DIR_PREFIX)?;
     let mut removed = Vec::new();
-    for entry in plugin.entries()? {
-        let Some(name) = utf8_name(&entry.name) else {
-            continue;
-        };
-        let Some(ifindex) = name
-            .strip_prefix(&prefix)
-            .and_then(|i| i.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (name, ifindex) in dirs {
+        let name = name.as_str();
         let Some(locked) = lock_dir(&root, name, false)? else {
             continue;
         };
-        let path = crate::xdp::paths::plugin_root(bpffs).join(name);
+        let path = plugin_root(bpffs).join(name);
         match open_pins(&locked.dir, &path, ifindex)? {
             Some(pins) => {
                 let uplink_name = nix::net::if_::if_indextoname(ifindex)

@@ -6,11 +6,11 @@ use std::path::{Component, Path, PathBuf};
 use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
 
 use super::*;
+use crate::bpf::pins::{check_bpffs, current_netns_cookie, DEFAULT_BPFFS};
 use crate::kernel::link::{self, LinkInfo, Marker};
 use crate::kernel::netdev::{NetdevClient, Queue, QueueType};
 use crate::kernel::rtnl::Rtnl;
-use crate::xdp::paths::{check_bpffs, current_netns_cookie};
-use crate::xdp::{Dispatcher, DispatcherOptions, NicKey, NicPaths, DEFAULT_BPFFS};
+use crate::xdp::{Dispatcher, DispatcherOptions, NicKey, NicPaths};
 
 /// Build the report for the calling thread's netns (see the [module docs](super)).
 ///
@@ -42,7 +42,7 @@ pub fn inspect(opts: &Options) -> Result<Report, InspectError> {
     let bpffs_mounted = bpffs_mounted(opts, &bpffs, &mut warnings)?;
     let netns_cookie = current_netns_cookie().map_err(|source| InspectError::Xdp {
         step: "netns cookie",
-        source,
+        source: source.into(),
     })?;
     let dirs = if bpffs_mounted {
         nic_dirs(&bpffs, netns_cookie)?
@@ -110,7 +110,7 @@ fn bpffs_mounted(
         Ok(()) => Ok(true),
         Err(source) if opts.bpffs.is_some() => Err(InspectError::Xdp {
             step: "--bpffs",
-            source,
+            source: source.into(),
         }),
         Err(e) => {
             warnings.push(format!(
@@ -261,7 +261,7 @@ fn device_info_records(
     let dir = opts
         .device_info_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from(crate::cni::config::DEFAULT_DEVICE_INFO_DIR));
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DEVICE_INFO_DIR));
     match crate::plugin::devinfo::records(&dir) {
         Ok((records, skipped)) => {
             warnings.extend(
@@ -453,7 +453,7 @@ fn nic_dirs(bpffs: &Path, cookie: u64) -> Result<BTreeSet<u32>, InspectError> {
     };
     let root = crate::safefs::Dir::open_trusted(bpffs, crate::safefs::Owner::Us).map_err(fs_err)?;
     let Some(plugin) = root
-        .child_dir(crate::xdp::paths::PLUGIN_DIR)
+        .child_dir(crate::bpf::pins::PLUGIN_DIR)
         .map_err(fs_err)?
     else {
         return Ok(BTreeSet::new());

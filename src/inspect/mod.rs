@@ -197,10 +197,10 @@ pub struct Options {
     pub json: bool,
     /// `--master IFNAME`.
     pub master: Option<String>,
-    /// `--bpffs PATH`; `None`: [`crate::xdp::DEFAULT_BPFFS`], where a missing bpffs is only a
+    /// `--bpffs PATH`; `None`: [`crate::bpf::pins::DEFAULT_BPFFS`], where a missing bpffs is only a
     /// warning (an explicit path that is not a bpffs is an error).
     pub bpffs: Option<PathBuf>,
-    /// `--device-info-dir PATH`; `None`: [`crate::cni::config::DEFAULT_DEVICE_INFO_DIR`].
+    /// `--device-info-dir PATH`; `None`: [`crate::config::DEFAULT_DEVICE_INFO_DIR`].
     pub device_info_dir: Option<PathBuf>,
 }
 

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::cni::config::NetConf;
 use crate::cni::{CniError, CniResult};
+use crate::config::NetConf;
 use crate::ipam::{Delegation, Ipam};
 
 pub trait IpamDelegate {

@@ -18,10 +18,10 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
-use crate::cni::config::{ipam_type_problem, NetConf};
 use crate::cni::env::CNI_COMMAND;
-use crate::cni::error::render_value;
 use crate::cni::{check_command_allowed, codes, CniError, CniResult, CniVersion, Command};
+use crate::config::{ipam_type_problem, NetConf};
+use crate::text::render_value;
 
 /// The commands run on the IPAM plugin. Our own VERSION is never delegated (we answer it
 /// ourselves); `Version` is only the probe asking the IPAM plugin which versions it speaks.

@@ -1,19 +1,22 @@
 //! The kernel boundary of the plugin: what ADD/DEL/CHECK/GC/STATUS ask of the kernel, as one
-//! small trait. The real implementation is [`super::kernel_dp::KernelDataplane`];
+//! small trait, with the NIC's flow steering ([`NicSteering`]) and BPF host routing
+//! ([`HostRoutingOps`]) as traits of their own reached through it. The real implementation is [`super::kernel_dp::KernelDataplane`];
 //! unit tests use a recording fake to check ordering and rollback without a kernel. Which one is
 //! used is decided where the plugin is constructed, never by `cfg!(test)`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::cni::config::{Mode, Policy, Scrub, XdpConfig};
 use crate::cni::IpCidr;
+use crate::config::{Mode, Policy, Scrub, XdpConfig};
+use crate::hostrouting::{HostRoutingConfig, HostRoutingError};
 use crate::kernel::ethtool::EthtoolError;
 pub use crate::kernel::ethtool::{FlowRule, Rss, RuleTable};
 use crate::kernel::link::{LinkError, Marker};
 use crate::kernel::netdev::{NetdevError, Queue};
 use crate::kernel::nsid::NsidError;
 use crate::kernel::rtnl::Deletion;
+use crate::logging::Logger;
 use crate::xdp::{PodHandoff, PodId, XdpError};
 
 /// Everything needed to create one pod's netkit pair.
@@ -320,6 +323,85 @@ pub trait Dataplane {
 
     /// The master's RSS, ntuple rules and unicast filter ([`NicSteering`]).
     fn steering(&mut self) -> &mut dyn NicSteering;
+
+    // --- BPF host routing -----------------------------------------------------------------
+
+    /// The uplink's host-routing programs and the pods' entries ([`HostRoutingOps`]).
+    fn host_routing(&mut self) -> &mut dyn HostRoutingOps;
+}
+
+/// BPF host routing (`hostRouting.mode: bpf`), in the node netns: the uplink's tcx program, the
+/// pods' address-map entries and their egress programs, pinned under `conf.bpffs`. When each is
+/// called (after the host routes on ADD, before the device goes on DEL and in a rollback) is the
+/// verbs' policy; this only does it. Its errors stay [`HostRoutingError`]: the verbs map them to
+/// CNI codes where they map the dataplane's.
+pub trait HostRoutingOps {
+    /// Route `ips` to the pod's primary `primary_ifindex` and attach the egress program to its
+    /// pair, attaching the uplink's program first if this is its first pod. A failure leaves no
+    /// uplink program without pods.
+    fn add(
+        &mut self,
+        conf: &HostRoutingConfig,
+        primary_ifindex: u32,
+        ips: &[IpAddr],
+        log: &Logger,
+    ) -> Result<(), HostRoutingError>;
+    /// Remove the entries routed to `primary_ifindex` (`None`: the attachment has no primary of
+    /// its own, so only the entries of primaries that no longer exist go) and detach the
+    /// uplink's program when no pod is left. No uplink, or none set up, is success.
+    fn release(
+        &mut self,
+        conf: &HostRoutingConfig,
+        primary_ifindex: Option<u32>,
+        log: &Logger,
+    ) -> Result<(), HostRoutingError>;
+    /// `Ok(Err(reason))` when the pod's entries, its egress program or the uplink's program are
+    /// not as ADD left them.
+    fn check(
+        &mut self,
+        conf: &HostRoutingConfig,
+        host_ifname: &str,
+        ips: &[IpAddr],
+    ) -> Result<Result<(), String>, HostRoutingError>;
+    /// Remove the entries of primaries that no longer exist and the programs of uplinks without
+    /// pods (or whose NIC is gone).
+    fn gc(&mut self, conf: &HostRoutingConfig, log: &Logger) -> Result<(), HostRoutingError>;
+}
+
+/// [`HostRoutingOps`] on the real kernel: [`crate::hostrouting::hooks`], in the calling
+/// thread's netns (the node's).
+#[derive(Debug, Default)]
+pub struct KernelHostRouting;
+
+impl HostRoutingOps for KernelHostRouting {
+    fn add(
+        &mut self,
+        conf: &HostRoutingConfig,
+        primary_ifindex: u32,
+        ips: &[IpAddr],
+        log: &Logger,
+    ) -> Result<(), HostRoutingError> {
+        crate::hostrouting::hooks::add(conf, primary_ifindex, ips, log)
+    }
+    fn release(
+        &mut self,
+        conf: &HostRoutingConfig,
+        primary_ifindex: Option<u32>,
+        log: &Logger,
+    ) -> Result<(), HostRoutingError> {
+        crate::hostrouting::hooks::release(conf, primary_ifindex, log)
+    }
+    fn check(
+        &mut self,
+        conf: &HostRoutingConfig,
+        host_ifname: &str,
+        ips: &[IpAddr],
+    ) -> Result<Result<(), String>, HostRoutingError> {
+        crate::hostrouting::hooks::check(conf, host_ifname, ips)
+    }
+    fn gc(&mut self, conf: &HostRoutingConfig, log: &Logger) -> Result<(), HostRoutingError> {
+        crate::hostrouting::hooks::gc(conf, log)
+    }
 }
 
 /// The master NIC's flow steering, in the node netns: RSS contexts (ethtool netlink), ntuple

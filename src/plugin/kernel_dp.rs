@@ -16,8 +16,8 @@ use std::sync::Arc;
 use netlink_packet_route::link::LinkAttribute;
 
 use super::dataplane::*;
-use crate::cni::config::{Mode, XdpConfig};
 use crate::cni::IpCidr;
+use crate::config::{Mode, XdpConfig};
 use crate::kernel::addr::{self, AddressSpec, IpFamily};
 use crate::kernel::link::{
     self, LinkError, LinkInfo, Marker, NetkitMode, NetkitPair, NetkitSingle,
@@ -51,6 +51,8 @@ pub struct KernelDataplane {
     netns: HashMap<PathBuf, Arc<NetNs>>,
     /// The master's flow steering (ethtool), in the node netns.
     steer: KernelSteering,
+    /// BPF host routing, in the node netns.
+    host_routing: KernelHostRouting,
 }
 
 /// [`NicSteering`] in the calling thread's netns (the node's): an ethtool genl socket opened
@@ -173,6 +175,7 @@ impl KernelDataplane {
             pod_netdev: HashMap::new(),
             netns: HashMap::new(),
             steer: KernelSteering::default(),
+            host_routing: KernelHostRouting,
         })
     }
 
@@ -945,6 +948,9 @@ impl Dataplane for KernelDataplane {
 
     fn steering(&mut self) -> &mut dyn NicSteering {
         &mut self.steer
+    }
+    fn host_routing(&mut self) -> &mut dyn HostRoutingOps {
+        &mut self.host_routing
     }
 }
 

@@ -19,15 +19,15 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use crate::cni::config::{LeaseConfig, QueueSet, RssPolicy, SteerMatch, Steering, RULES_PER_QUEUE};
 use crate::cni::CniError;
+use crate::config::{LeaseConfig, QueueSet, RssPolicy, SteerMatch, Steering, RULES_PER_QUEUE};
 use crate::kernel::ethtool::ntuple::{mac_string, parse_mac};
 use crate::kernel::ethtool::rss::{table_excluding, table_over};
 use crate::kernel::ethtool::{FlowMatch, FlowRule, RuleAction};
 use crate::kernel::netdev::QueueType;
 use crate::logging::Logger;
 
-use super::dataplane::{Dataplane, DpError, Master};
+use super::dataplane::{Dataplane, DpError, Master, Rss};
 use super::devinfo::{self, RuleInfo, SteeringInfo};
 use super::errcodes;
 use super::lease::{LeasePlan, Leased};
@@ -95,27 +95,48 @@ pub fn prepare(
     let s = conf.steering;
     let nic = &plan.master;
     if s.match_on != SteerMatch::None {
-        match dp.steering().ntuple_enabled(nic) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(refused(
-                    format!(
-                        "lease master {} has ntuple filtering off (NETIF_F_NTUPLE): steering.match {:?} needs its rules",
-                        nic.name,
-                        s.match_on.as_str()
-                    ),
-                    format!("turn it on with `ethtool -K {} ntuple on`", nic.name),
-                ))
-            }
-            Err(e) => return Err(failed(nic, "ntuple filters (ETHTOOL_GFLAGS)", e)),
-        }
+        need_ntuple(dp, nic, s.match_on)?;
     }
     agree_with_other_networks(conf, plan)?;
-    let restore = format!(
+    let rss = read_default_rss(dp, nic)?;
+    match s.rss {
+        RssPolicy::Admin => refuse_rss_on_pool(plan, &rss)?,
+        RssPolicy::ExcludePool => exclude_pool(dp, plan, &rss, log)?,
+    }
+    Ok(SteerPrep {
+        steering: s,
+        table_size: rss.indir.len(),
+    })
+}
+
+/// The hint that names how to undo a table the admin or the plugin wrote.
+fn restore_hint(nic: &Master) -> String {
+    format!(
         "ethtool -X {} default restores the driver's table",
         nic.name
-    );
-    let fix = fix_command(&nic.name, &plan.pool, plan.rx_queues);
+    )
+}
+
+/// Rules need ntuple filtering on.
+fn need_ntuple(dp: &mut dyn Dataplane, nic: &Master, match_on: SteerMatch) -> Result<(), CniError> {
+    match dp.steering().ntuple_enabled(nic) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refused(
+            format!(
+                "lease master {} has ntuple filtering off (NETIF_F_NTUPLE): steering.match {:?} needs its rules",
+                nic.name,
+                match_on.as_str()
+            ),
+            format!("turn it on with `ethtool -K {} ntuple on`", nic.name),
+        )),
+        Err(e) => Err(failed(nic, "ntuple filters (ETHTOOL_GFLAGS)", e)),
+    }
+}
+
+/// The default RSS context, refused when it cannot be read or has no table: where a flow lands
+/// is then nothing the plugin can vouch for.
+fn read_default_rss(dp: &mut dyn Dataplane, nic: &Master) -> Result<Rss, CniError> {
+    let restore = restore_hint(nic);
     let rss = dp.steering().rss_get(nic, 0).map_err(|e| {
         refused(
             format!(
@@ -128,8 +149,7 @@ pub fn prepare(
             ),
         )
     })?;
-    let table_size = rss.indir.len();
-    if table_size == 0 {
+    if rss.indir.is_empty() {
         // No table (virtio-net without the RSS feature answers so): which queue a flow lands
         // on is not something the plugin can read, so not something it can vouch for.
         return Err(refused(
@@ -140,53 +160,64 @@ pub fn prepare(
             format!("steering needs a driver with RSS (get_rxfh); {restore} on one that has it"),
         ));
     }
-    match s.rss {
-        RssPolicy::Admin => {
-            let candidates: Vec<u32> = match &plan.want {
-                crate::cni::config::LeaseQueues::Ids(ids) => ids.clone(),
-                crate::cni::config::LeaseQueues::Count(_) => plan.pool.iter().collect(),
-            };
-            let spread = rss.queues();
-            if let Some(q) = candidates.iter().find(|q| spread.contains(q)) {
-                return Err(refused(
-                    format!(
-                        "the default RSS context of lease master {} still spreads onto queue {q} of the pool: the pod would receive other flows there",
-                        nic.name
-                    ),
-                    format!(
-                        "steering.rss is \"admin\": run `{fix}` (or set steering.rss \"exclude-pool\"); {restore} later"
-                    ),
-                ));
-            }
-        }
-        RssPolicy::ExcludePool => {
-            let pool: Vec<u32> = plan.pool.iter().collect();
-            let Some(want) = table_excluding(table_size, plan.rx_queues, &pool) else {
-                return Err(refused(
-                    format!(
-                        "the pool {} covers every RX queue of lease master {}: nothing is left for RSS",
-                        plan.pool, nic.name
-                    ),
-                    "leave at least one queue (usually 0) out of lease.allowedQueues",
-                ));
-            };
-            if want != rss.indir {
-                dp.steering()
-                    .rss_set_default(nic, &want)
-                    .map_err(|e| failed(nic, "writing the default RSS table (rss-set)", e))?;
-                log.info(format_args!(
-                    "steering: default RSS context of {} now spreads over {:?} (pool {} excluded)",
-                    nic.name,
-                    table_queues(&want),
-                    plan.pool
-                ));
-            }
-        }
+    Ok(rss)
+}
+
+/// `rss: admin`: the admin keeps the default context off the queues this pod may get.
+fn refuse_rss_on_pool(plan: &LeasePlan, rss: &Rss) -> Result<(), CniError> {
+    let nic = &plan.master;
+    let candidates: Vec<u32> = match &plan.want {
+        crate::config::LeaseQueues::Ids(ids) => ids.clone(),
+        crate::config::LeaseQueues::Count(_) => plan.pool.iter().collect(),
+    };
+    let spread = rss.queues();
+    match candidates.iter().find(|q| spread.contains(q)) {
+        Some(q) => Err(refused(
+            format!(
+                "the default RSS context of lease master {} still spreads onto queue {q} of the pool: the pod would receive other flows there",
+                nic.name
+            ),
+            format!(
+                "steering.rss is \"admin\": run `{}` (or set steering.rss \"exclude-pool\"); {} later",
+                fix_command(&nic.name, &plan.pool, plan.rx_queues),
+                restore_hint(nic)
+            ),
+        )),
+        None => Ok(()),
     }
-    Ok(SteerPrep {
-        steering: s,
-        table_size,
-    })
+}
+
+/// `rss: exclude-pool`: the default context spread over the queues outside the pool, written
+/// only when it differs.
+fn exclude_pool(
+    dp: &mut dyn Dataplane,
+    plan: &LeasePlan,
+    rss: &Rss,
+    log: &Logger,
+) -> Result<(), CniError> {
+    let nic = &plan.master;
+    let pool: Vec<u32> = plan.pool.iter().collect();
+    let Some(want) = table_excluding(rss.indir.len(), plan.rx_queues, &pool) else {
+        return Err(refused(
+            format!(
+                "the pool {} covers every RX queue of lease master {}: nothing is left for RSS",
+                plan.pool, nic.name
+            ),
+            "leave at least one queue (usually 0) out of lease.allowedQueues",
+        ));
+    };
+    if want != rss.indir {
+        dp.steering()
+            .rss_set_default(nic, &want)
+            .map_err(|e| failed(nic, "writing the default RSS table (rss-set)", e))?;
+        log.info(format_args!(
+            "steering: default RSS context of {} now spreads over {:?} (pool {} excluded)",
+            nic.name,
+            table_queues(&want),
+            plan.pool
+        ));
+    }
+    Ok(())
 }
 
 fn table_queues(t: &[u32]) -> Vec<u32> {
@@ -371,30 +402,11 @@ pub fn apply(
         return Ok(info);
     };
     undo.master = Some(nic.clone());
-    // Our locations were free for the taking: their queue was not leased until this ADD. A
-    // rule still there is stale (a killed ADD, a DEL never run) and goes first.
-    for i in 0..RULES_PER_QUEUE {
-        let loc = location(&s, first, i);
-        if let Some(old) = dp
-            .steering()
-            .rule_get(nic, loc)
-            .map_err(|e| failed(nic, "ntuple rules (ETHTOOL_GRXCLSRULE)", e))?
-        {
-            log.warn(format_args!(
-                "steering: removing the stale {old} on {}",
-                nic.name
-            ));
-            remove_rule(dp, nic, &old).map_err(|e| failed(nic, "ntuple rules", e))?;
-        }
-    }
+    remove_stale_rules(dp, nic, &s, first, log)?;
     let action = if queues.len() == 1 {
         RuleAction::Queue(first)
     } else {
-        let table = table_over(prep.table_size.max(queues.len()), &queues);
-        let c = dp
-            .steering()
-            .rss_create(nic, &table)
-            .map_err(|e| failed(nic, "additional RSS contexts (rss-create-act)", e))?;
+        let c = create_context(dp, nic, prep, &queues)?;
         undo.context = Some(c);
         info.context = Some(c);
         crate::failpoint::hit("add-after-steer-context").map_err(super::injected)?;
@@ -437,6 +449,45 @@ pub fn apply(
         nic.name
     ));
     Ok(info)
+}
+
+/// Our locations were free for the taking: their queue was not leased until this ADD. A rule
+/// still there is stale (a killed ADD, a DEL never run) and goes first.
+fn remove_stale_rules(
+    dp: &mut dyn Dataplane,
+    nic: &Master,
+    s: &Steering,
+    first: u32,
+    log: &Logger,
+) -> Result<(), CniError> {
+    for i in 0..RULES_PER_QUEUE {
+        let loc = location(s, first, i);
+        if let Some(old) = dp
+            .steering()
+            .rule_get(nic, loc)
+            .map_err(|e| failed(nic, "ntuple rules (ETHTOOL_GRXCLSRULE)", e))?
+        {
+            log.warn(format_args!(
+                "steering: removing the stale {old} on {}",
+                nic.name
+            ));
+            remove_rule(dp, nic, &old).map_err(|e| failed(nic, "ntuple rules", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// An RSS context spreading over exactly the leased `queues`; its id.
+fn create_context(
+    dp: &mut dyn Dataplane,
+    nic: &Master,
+    prep: &SteerPrep,
+    queues: &[u32],
+) -> Result<u32, CniError> {
+    let table = table_over(prep.table_size.max(queues.len()), queues);
+    dp.steering()
+        .rss_create(nic, &table)
+        .map_err(|e| failed(nic, "additional RSS contexts (rss-create-act)", e))
 }
 
 /// A rule as the record and CHECK say it, without its location.
@@ -524,25 +575,7 @@ pub fn sweep(
     nic: &Master,
     log: &Logger,
 ) -> Result<Vec<String>, DpError> {
-    let s = conf.steering;
-    let unsupported =
-        |e: &DpError| matches!(e, DpError::Ethtool { source, .. } if source.is_unsupported());
-    let contexts = match dp.steering().rss_contexts(nic) {
-        Ok(c) => c,
-        Err(e) if unsupported(&e) => vec![],
-        Err(e) => return Err(e),
-    };
-    let table = match dp.steering().rules(nic) {
-        Ok(t) => t,
-        Err(e) if unsupported(&e) => Default::default(),
-        Err(e) => return Err(e),
-    };
-    let mut rules = Vec::new();
-    for loc in table.locations {
-        if let Some(r) = dp.steering().rule_get(nic, loc)? {
-            rules.push(r);
-        }
-    }
+    let (contexts, rules) = read_steering(dp, nic)?;
     let queues = dp.master_queues(nic.ifindex)?;
     let rx: Vec<_> = queues
         .iter()
@@ -562,13 +595,82 @@ pub fn sweep(
         Some(set) => set.below(rx_queues).iter().collect(),
         None => (1..rx_queues).collect(),
     };
+    let (mut removed, pointed) = sweep_rules(
+        dp,
+        nic,
+        &conf.steering,
+        rules,
+        &contexts,
+        rx_queues,
+        &leased,
+    )?;
+    for c in contexts.iter().filter(|c| c.context != 0) {
+        let q = c.queues();
+        let stale = !q.is_empty()
+            && q.iter().all(|x| pool.contains(x))
+            && !q.iter().any(|x| leased.contains(x))
+            && !pointed.contains(&c.context);
+        if !stale {
+            continue;
+        }
+        // The kernel refuses to delete a context a rule points at (EBUSY): one made since.
+        match dp.steering().rss_delete(nic, c.context) {
+            Ok(true) => removed.push(format!("stale RSS context {} over queues {q:?}", c.context)),
+            Ok(false) => {}
+            Err(e) if e_errno(&e) == Some(nix::errno::Errno::EBUSY) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for r in &removed {
+        log.info(format_args!("steering: removed {r} on {}", nic.name));
+    }
+    Ok(removed)
+}
+
+/// The NIC's RSS contexts and ntuple rules; none of either on a NIC that supports neither.
+fn read_steering(
+    dp: &mut dyn Dataplane,
+    nic: &Master,
+) -> Result<(Vec<Rss>, Vec<FlowRule>), DpError> {
+    let unsupported =
+        |e: &DpError| matches!(e, DpError::Ethtool { source, .. } if source.is_unsupported());
+    let contexts = match dp.steering().rss_contexts(nic) {
+        Ok(c) => c,
+        Err(e) if unsupported(&e) => vec![],
+        Err(e) => return Err(e),
+    };
+    let table = match dp.steering().rules(nic) {
+        Ok(t) => t,
+        Err(e) if unsupported(&e) => Default::default(),
+        Err(e) => return Err(e),
+    };
+    let mut rules = Vec::new();
+    for loc in table.locations {
+        if let Some(r) = dp.steering().rule_get(nic, loc)? {
+            rules.push(r);
+        }
+    }
+    Ok((contexts, rules))
+}
+
+/// Removes the rules of ours (by location and action) whose queue is not leased; returns what
+/// it removed and the contexts the remaining rules point at.
+fn sweep_rules(
+    dp: &mut dyn Dataplane,
+    nic: &Master,
+    s: &Steering,
+    rules: Vec<FlowRule>,
+    contexts: &[Rss],
+    rx_queues: u32,
+    leased: &BTreeSet<u32>,
+) -> Result<(Vec<String>, BTreeSet<u32>), DpError> {
     let mut removed = Vec::new();
     let mut pointed = BTreeSet::new();
     for rule in rules {
         if let RuleAction::Context(c) = rule.action {
             pointed.insert(c);
         }
-        let Some(q) = queue_of(&s, rule.location, rx_queues) else {
+        let Some(q) = queue_of(s, rule.location, rx_queues) else {
             continue;
         };
         let ours = match rule.action {
@@ -593,27 +695,7 @@ pub fn sweep(
         }
         removed.push(format!("stale {rule}"));
     }
-    for c in contexts.iter().filter(|c| c.context != 0) {
-        let q = c.queues();
-        let stale = !q.is_empty()
-            && q.iter().all(|x| pool.contains(x))
-            && !q.iter().any(|x| leased.contains(x))
-            && !pointed.contains(&c.context);
-        if !stale {
-            continue;
-        }
-        // The kernel refuses to delete a context a rule points at (EBUSY): one made since.
-        match dp.steering().rss_delete(nic, c.context) {
-            Ok(true) => removed.push(format!("stale RSS context {} over queues {q:?}", c.context)),
-            Ok(false) => {}
-            Err(e) if e_errno(&e) == Some(nix::errno::Errno::EBUSY) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    for r in &removed {
-        log.info(format_args!("steering: removed {r} on {}", nic.name));
-    }
-    Ok(removed)
+    Ok((removed, pointed))
 }
 
 /// CHECK: the recorded rules still sit where they were put and still send to the leased

@@ -16,8 +16,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::XdpError;
-use super::paths::PLUGIN_DIR;
 use super::MAX_QUEUES;
+use crate::bpf::pins::PLUGIN_DIR;
 
 /// One configuration entry as written by the user.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

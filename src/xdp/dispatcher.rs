@@ -31,7 +31,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::libbpf_sys;
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::AsRawLibbpf;
 use nix::errno::Errno;
 use nix::fcntl::Flock;
@@ -39,14 +39,18 @@ use nix::fcntl::Flock;
 use super::config::{QueueRanges, RangeAction};
 use super::error::XdpError;
 use super::paths::{
-    lock_dir, open_bpffs, open_plugin_dir, Locked, NicKey, NicPaths, PodId, DEFAULT_BPFFS,
-    DIR_PODS, PIN_LINK, PIN_POD_XSKMAP, PIN_POD_XSKS, PIN_PROGRAMS, PIN_QUEUES, PIN_STATS,
+    NicKey, NicPaths, PodId, DIR_PODS, PIN_LINK, PIN_POD_XSKMAP, PIN_POD_XSKS, PIN_PROGRAMS,
+    PIN_QUEUES, PIN_STATS,
 };
 use super::skel::types::{nkc_action, nkc_queue, nkc_stats};
 use super::skel::DispatcherSkelBuilder;
-use super::sys;
 use super::table::QueueTable;
 use super::{MAX_QUEUES, MAX_VQUEUES};
+use crate::bpf::pins::{
+    attic, get_pin, lock_dir, netns_dirs, open_bpffs, open_plugin_dir, pin_at, Locked,
+    DEFAULT_BPFFS,
+};
+use crate::bpf::{skel, sys};
 use crate::safefs::{utf8_name, Dir, Kind};
 
 /// How the XDP link attaches to the NIC.
@@ -325,31 +329,6 @@ fn io_errno(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// How long an operation waits for another one on the same NIC before giving up with CNI code
-/// 11 ("try again later"): one plugin operation holds the lock for at most a program load and a
-/// few map updates (well under a second natively, a few seconds under TCG), so a holder past
-/// this is stuck or hostile (anyone who can open the directory can flock it).
-pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// The pin named `name` in `dir`, opened without following symlinks; `None` if there is none.
-fn get_pin(dir: &Dir, name: &str) -> Result<Option<OwnedFd>, XdpError> {
-    let Some(handle) = dir.open_file_path(name)? else {
-        return Ok(None);
-    };
-    match sys::obj_get_fd(handle.as_fd()) {
-        Ok(fd) => Ok(Some(fd)),
-        // Unpinned between the open and the get: the pin is gone.
-        Err(Errno::ENOENT) => Ok(None),
-        Err(e) => Err(XdpError::sys("BPF_OBJ_GET", Some(&dir.join(name)), e)),
-    }
-}
-
-/// Pin `fd` as `name` in `dir`, relative to the handle (see [`sys::obj_pin_at`]).
-fn pin_at(dir: &Dir, name: &str, fd: BorrowedFd<'_>) -> Result<(), XdpError> {
-    sys::obj_pin_at(fd, dir.fd(), name)
-        .map_err(|e| XdpError::sys("BPF_OBJ_PIN", Some(&dir.join(name)), e))
-}
-
 /// The NIC directory's lock, taken by an operation that is not a dispatcher user: an ADD whose
 /// leases are for a memory provider holds it from its check that the NIC carries no XDP program
 /// until its device-info record is written, so a first XDP ADD on the NIC (which asks, under the
@@ -368,7 +347,7 @@ pub struct NicLock {
 
 impl NicLock {
     /// Lock NIC `ifindex`'s directory (in the calling thread's netns) under `<bpffs>/netkit-cni/`.
-    /// Gives up after [`LOCK_TIMEOUT`] ([`XdpError::is_lock_timeout`]).
+    /// Gives up after [`LOCK_TIMEOUT`](crate::bpf::pins::LOCK_TIMEOUT) ([`XdpError::is_lock_timeout`]).
     pub fn acquire(bpffs: &Path, ifindex: u32) -> Result<NicLock, XdpError> {
         let root = open_bpffs(bpffs)?;
         let nic = NicKey::in_current_netns(ifindex)?;
@@ -494,17 +473,10 @@ fn load_program(
 ) -> Result<(OwnedFd, Option<Maps>), XdpError> {
     let load_err = |source| XdpError::Load { source };
     let mut object = MaybeUninit::uninit();
-    let mut open = DispatcherSkelBuilder::default()
-        .open(&mut object)
-        .map_err(load_err)?;
-    let rodata = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .ok_or_else(|| XdpError::Load {
-            source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
-        })?;
-    rodata.nkc_stats_enabled = stats;
+    let mut open = skel::open::<DispatcherSkelBuilder>(&mut object).map_err(load_err)?;
+    skel::rodata(open.maps.rodata_data.as_deref_mut())
+        .map_err(load_err)?
+        .nkc_stats_enabled = stats;
     if !stats {
         // The program never looks the map up then; one entry keeps its pin uniform and cheap.
         open.maps.stats.set_max_entries(1).map_err(load_err)?;
@@ -526,22 +498,14 @@ fn load_program(
         chosen.set_flags(flags | libbpf_sys::BPF_F_XDP_HAS_FRAGS);
     }
     if let Some(maps) = reuse {
-        open.maps
-            .data_queues
-            .reuse_fd(maps.queues.as_fd())
-            .map_err(load_err)?;
-        open.maps
-            .pod_xsks
-            .reuse_fd(maps.pod_xsks.as_fd())
-            .map_err(load_err)?;
-        open.maps
-            .programs
-            .reuse_fd(maps.programs.as_fd())
-            .map_err(load_err)?;
-        open.maps
-            .stats
-            .reuse_fd(maps.stats.as_fd())
-            .map_err(load_err)?;
+        let m = &mut open.maps;
+        skel::reuse_maps([
+            (&mut m.data_queues, maps.queues.as_fd()),
+            (&mut m.pod_xsks, maps.pod_xsks.as_fd()),
+            (&mut m.programs, maps.programs.as_fd()),
+            (&mut m.stats, maps.stats.as_fd()),
+        ])
+        .map_err(load_err)?;
     }
     let skel = open.load().map_err(load_err)?;
     let dup = |fd: BorrowedFd<'_>, what| {
@@ -770,9 +734,7 @@ impl Dispatcher {
                 }
                 // Whatever a pod left here that cannot be removed is moved aside, never a reason
                 // for this NIC's ADDs to fail from now on.
-                locked
-                    .dir
-                    .clear_or_move_aside(&mut super::paths::attic(&locked.parent))?;
+                locked.dir.clear_or_move_aside(&mut attic(&locked.parent))?;
                 let d = Self::attach_fresh(opts, nic, paths, ranges, locked)?;
                 Ok((d, Attach::Attached))
             }
@@ -942,7 +904,7 @@ impl Dispatcher {
         Ok(self.link_info()?.id)
     }
 
-    fn link_info(&self) -> Result<sys::XdpLinkInfo, XdpError> {
+    fn link_info(&self) -> Result<sys::LinkInfo, XdpError> {
         sys::link_info(self.link.as_fd())
             .map_err(|e| XdpError::sys("BPF_OBJ_GET_INFO_BY_FD", Some(&self.paths.link()), e))
     }
@@ -1099,7 +1061,7 @@ impl Dispatcher {
         let Some(cid) = pods.child_dir(pod.container_id())? else {
             return Ok(());
         };
-        cid.remove_tree_or_move_aside(pod.ifname(), &mut super::paths::attic(&self.parent))?;
+        cid.remove_tree_or_move_aside(pod.ifname(), &mut attic(&self.parent))?;
         match pods.rmdir(pod.container_id()) {
             Ok(_) => Ok(()),
             // Another interface of the same container still has a map.
@@ -1443,19 +1405,10 @@ impl Dispatcher {
             return Ok(Swept::default());
         };
         let mut refused = Vec::new();
-        let cookie = super::paths::current_netns_cookie()?;
-        let prefix = format!("netns{cookie}-if");
+        let (cookie, dirs) = netns_dirs(&plugin, "")?;
         let mut removed = Vec::new();
-        for entry in plugin.entries()? {
-            let Some(name) = utf8_name(&entry.name) else {
-                continue;
-            };
-            let Some(ifindex) = name
-                .strip_prefix(&prefix)
-                .and_then(|i| i.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for (name, ifindex) in dirs {
+            let name = name.as_str();
             let nic = NicKey {
                 netns_cookie: cookie,
                 ifindex,
@@ -1470,9 +1423,7 @@ impl Dispatcher {
                     return Ok(None);
                 };
                 if Self::open_pins(&locked.dir, &paths, &nic)?.is_none() {
-                    locked
-                        .dir
-                        .clear_or_move_aside(&mut super::paths::attic(&locked.parent))?;
+                    locked.dir.clear_or_move_aside(&mut attic(&locked.parent))?;
                     locked.parent.rmdir(name)?;
                     return Ok(Some(paths.dir.clone()));
                 }
@@ -1502,8 +1453,7 @@ impl Dispatcher {
         // bpftool) may hold the link open, and the NIC must be free when this returns.
         sys::link_detach(self.link.as_fd())
             .map_err(|e| XdpError::sys("BPF_LINK_DETACH", Some(&self.paths.link()), e))?;
-        self.dir
-            .clear_or_move_aside(&mut super::paths::attic(&self.parent))?;
+        self.dir.clear_or_move_aside(&mut attic(&self.parent))?;
         // Still holding the lock: waiters see the dead directory (nlink 0) and start over.
         self.parent.rmdir(&self.nic.dir_name())?;
         Ok(DetachOutcome::Detached)

@@ -171,3 +171,14 @@ impl XdpError {
         }
     }
 }
+
+/// The BPF layer's errors keep their message and meaning as the dispatcher's own.
+impl From<crate::bpf::BpfError> for XdpError {
+    fn from(e: crate::bpf::BpfError) -> Self {
+        match e {
+            crate::bpf::BpfError::Sys { op, path, errno } => XdpError::Sys { op, path, errno },
+            crate::bpf::BpfError::NotBpffs { path, magic } => XdpError::NotBpffs { path, magic },
+            crate::bpf::BpfError::Fs(e) => XdpError::Fs(e),
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! drops, tail-calls an admin program, or redirects into the XSKMAP of the pod that leased the
 //! queue at the pod's virtual queue id.
 //!
-//! Maps (pinned in the NIC's bpffs directory, see [`paths`]):
+//! Maps (pinned in the NIC's bpffs directory, see [`paths`]; bpf(2), pins and the directory
+//! walk are the BPF layer's, [`crate::bpf`]):
 //!
 //! | pin | type | key → value |
 //! |---|---|---|
@@ -24,7 +25,6 @@ pub mod dispatcher;
 pub mod egress;
 pub mod error;
 pub mod paths;
-pub(crate) mod sys;
 pub(crate) mod table;
 pub mod testrun;
 
@@ -42,7 +42,7 @@ pub use dispatcher::{
     DISPATCHER_PROG_NAMES,
 };
 pub use error::XdpError;
-pub use paths::{NicKey, NicPaths, PodId, DEFAULT_BPFFS};
+pub use paths::{NicKey, NicPaths, PodId};
 
 /// Physical queues the dispatcher has entries for (`NKC_MAX_QUEUES` in bpf/dispatch.h).
 pub const MAX_QUEUES: u32 = 1024;

@@ -1,4 +1,5 @@
-//! Where the dispatcher's state lives in bpffs, and the names it is derived from.
+//! Where the dispatcher's state lives in bpffs, and the names it is derived from. The plugin's
+//! bpffs directory itself (opening, locking, pinning) is the BPF layer's ([`crate::bpf::pins`]).
 //!
 //! ```text
 //! <bpffs>/netkit-cni/                          plugin root
@@ -12,23 +13,10 @@
 //! pod components are checked against the CNI container-id grammar and the kernel's interface
 //! name rules, so no input can climb out of (`..`) or alias into another directory.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::Flock;
-use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-
 use super::error::XdpError;
-use crate::safefs::{Dir, Owner};
-
-/// Where bpffs is usually mounted.
-pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
-/// The plugin's directory directly under the bpffs root.
-pub const PLUGIN_DIR: &str = "netkit-cni";
-/// `BPF_FS_MAGIC` from <linux/magic.h>.
-pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+use crate::bpf::pins::{current_netns_cookie, plugin_root};
 
 /// Pin names inside a NIC directory.
 pub(crate) const PIN_LINK: &str = "link";
@@ -73,38 +61,6 @@ impl NicKey {
     pub fn dir_name(&self) -> String {
         format!("netns{}-if{}", self.netns_cookie, self.ifindex)
     }
-}
-
-/// `SO_NETNS_COOKIE` of the calling thread's netns (Linux ≥ 5.14): sockets are created in the
-/// creating thread's netns, so a throwaway socket tells which one that is.
-pub fn current_netns_cookie() -> Result<u64, XdpError> {
-    let sock = socket(
-        AddressFamily::Unix,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| XdpError::sys("socket(AF_UNIX) for SO_NETNS_COOKIE", None, e))?;
-    let mut cookie = 0u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: valid socket, output buffer of `len` bytes.
-    let ret = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if ret != 0 {
-        return Err(XdpError::sys(
-            "getsockopt(SO_NETNS_COOKIE)",
-            None,
-            Errno::last(),
-        ));
-    }
-    Ok(cookie)
 }
 
 /// One pod interface that receives queues: the CNI container id and the interface name inside
@@ -193,16 +149,11 @@ fn validate_ifname(name: &str) -> Result<(), XdpError> {
     }
     if name
         .bytes()
-        .any(|c| c == b'/' || c == b':' || c == 0 || crate::cni::env::kernel_isspace(c))
+        .any(|c| c == b'/' || c == b':' || c == 0 || crate::text::kernel_isspace(c))
     {
         return bad("contains '/', ':', NUL or whitespace");
     }
     Ok(())
-}
-
-/// The plugin's root directory under a bpffs mount.
-pub fn plugin_root(bpffs: &Path) -> PathBuf {
-    bpffs.join(PLUGIN_DIR)
 }
 
 /// Every path of one NIC's directory.
@@ -250,95 +201,4 @@ impl NicPaths {
     pub fn pod_xskmap(&self, pod: &PodId) -> PathBuf {
         self.pod_dir(pod).join(PIN_POD_XSKMAP)
     }
-}
-
-/// Opens the configured bpffs mount (the administrator's path, trusted) and checks it is bpffs.
-/// Everything below it is walked through [`crate::safefs::Dir`] handles.
-pub(crate) fn open_bpffs(bpffs: &Path) -> Result<Dir, XdpError> {
-    let root = Dir::open_trusted(bpffs, Owner::Us)?;
-    let magic = root.fs_magic()?;
-    if magic != BPF_FS_MAGIC {
-        return Err(XdpError::NotBpffs {
-            path: bpffs.to_path_buf(),
-            magic,
-        });
-    }
-    Ok(root)
-}
-
-/// `<bpffs>/netkit-cni/`, created (mode 0700) if `create`; `None` if missing and not `create`.
-/// An entry there that is not a root-owned directory on the same bpffs is refused.
-pub(crate) fn open_plugin_dir(root: &Dir, create: bool) -> Result<Option<Dir>, XdpError> {
-    Ok(if create {
-        Some(root.create_dir(PLUGIN_DIR, 0o700)?)
-    } else {
-        root.child_dir(PLUGIN_DIR)?
-    })
-}
-
-/// `<bpffs>/netkit-cni/attic/` (mode 0700, created on first use): where a removal moves what
-/// a pod left in a NIC's directory that cannot be removed (a tree deeper than
-/// [`crate::safefs::MAX_DEPTH`], a subdirectory another uid owns), so that the NIC's directory
-/// empties and the NIC stays usable. Nothing in the plugin reads it; its name matches no NIC's
-/// or uplink's directory.
-/// Returns the maker the removals call only when something must be moved.
-pub(crate) fn attic(plugin: &Dir) -> impl FnMut() -> Result<Dir, crate::safefs::SafeFsError> + '_ {
-    move || plugin.create_dir(ATTIC, 0o700)
-}
-
-/// The name of [`attic`]. No dot: bpffs refuses any name with a '.' in it (`bpf_lookup`,
-/// kernel/bpf/inode.c: EPERM).
-pub const ATTIC: &str = "attic";
-
-/// A locked directory under `<bpffs>/netkit-cni/` (a NIC's dispatcher, an uplink's host
-/// routing): its handle, its parent's and the lock.
-pub(crate) struct Locked {
-    pub(crate) parent: Dir,
-    pub(crate) dir: Dir,
-    pub(crate) lock: Flock<File>,
-}
-
-/// Lock the directory `name` (a NIC's, an uplink's) under `<bpffs>/netkit-cni/`, creating both first if `create`.
-/// Returns `None` if it does not exist and `create` is false. Every step goes through
-/// [`crate::safefs::Dir`]: an entry that is a symlink, a non-directory, not root's or on another
-/// file system is refused, and the lock gives up after
-/// [`LOCK_TIMEOUT`](crate::xdp::dispatcher::LOCK_TIMEOUT).
-///
-/// A detaching user removes the directory while holding the lock, so a waiter that then gets
-/// the lock may hold a dead directory: it sees `st_nlink == 0` and starts over.
-pub(crate) fn lock_dir(root: &Dir, name: &str, create: bool) -> Result<Option<Locked>, XdpError> {
-    loop {
-        let Some(parent) = open_plugin_dir(root, create)? else {
-            return Ok(None);
-        };
-        let dir = if create {
-            parent.create_dir(name, 0o700)?
-        } else {
-            match parent.child_dir(name)? {
-                Some(d) => d,
-                None => return Ok(None),
-            }
-        };
-        let lock = dir.lock(crate::xdp::dispatcher::LOCK_TIMEOUT)?;
-        if dir.nlink()? == 0 {
-            if create {
-                continue;
-            }
-            return Ok(None);
-        }
-        return Ok(Some(Locked { parent, dir, lock }));
-    }
-}
-
-/// Fails unless `path` is the root of (or inside) a mounted bpffs.
-pub fn check_bpffs(path: &Path) -> Result<(), XdpError> {
-    let st = nix::sys::statfs::statfs(path).map_err(|e| XdpError::sys("statfs", Some(path), e))?;
-    let magic = st.filesystem_type().0 as i64;
-    if magic != BPF_FS_MAGIC {
-        return Err(XdpError::NotBpffs {
-            path: path.to_path_buf(),
-            magic,
-        });
-    }
-    Ok(())
 }

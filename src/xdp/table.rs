@@ -16,8 +16,8 @@ use nix::errno::Errno;
 
 use super::error::XdpError;
 use super::skel::types::{nkc_action, nkc_queue};
-use super::sys;
 use super::MAX_QUEUES;
+use crate::bpf::sys;
 
 /// Entry size (checked against the generated type in the unit tests).
 pub(crate) const ENTRY: usize = 8;

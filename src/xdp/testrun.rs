@@ -10,7 +10,7 @@ use std::time::Instant;
 use libbpf_rs::libbpf_sys as sys_;
 
 use super::error::XdpError;
-use super::sys;
+use crate::bpf::sys;
 
 /// XDP verdicts (`enum xdp_action`).
 pub mod verdict {

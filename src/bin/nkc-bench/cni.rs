@@ -22,27 +22,39 @@ pub(crate) struct CniOut {
     /// The part of `cpu_ms` spent in the delegated IPAM plugin for this command (ipam-wrap's
     /// records), ms.
     pub(crate) ipam_ms: f64,
+    /// The user-mode parts of `cpu_ms` and `ipam_ms` (section 7's clock check).
+    pub(crate) user_ms: f64,
+    pub(crate) ipam_user_ms: f64,
     pub(crate) stdout: String,
 }
 
-/// The IPAM CPU time ipam-wrap recorded for (`cid`, `cmd`), ms, removing the record. Only the
-/// command's own IPAM exec counts: an extra exec a plugin makes (a VERSION probe) is its own cost.
-pub(crate) fn take_ipam_ms(cid: &str, cmd: &str) -> Result<f64> {
+/// The IPAM CPU time ipam-wrap recorded for (`cid`, `cmd`), total and user-mode, ms, removing
+/// the record (one line per exec: "<total µs> <user µs>"). Only the command's own IPAM exec
+/// counts: an extra exec a plugin makes (a VERSION probe) is its own cost.
+pub(crate) fn take_ipam_ms(cid: &str, cmd: &str) -> Result<(f64, f64)> {
     let path = Path::new(IPAM_RECORDS).join(format!("{cid}.{cmd}"));
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0.0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0.0, 0.0)),
         Err(e) => return Err(e).with_context(|| path.display().to_string()),
     };
     std::fs::remove_file(&path)?;
-    let mut us = 0u64;
+    let (mut total, mut user) = (0u64, 0u64);
     for l in text.lines() {
-        us += l
-            .trim()
+        let bad = || format!("{}: {l:?}", path.display());
+        let mut f = l.split_whitespace();
+        total += f
+            .next()
+            .with_context(bad)?
             .parse::<u64>()
-            .with_context(|| format!("{}: {l:?}", path.display()))?;
+            .with_context(bad)?;
+        user += f
+            .next()
+            .with_context(bad)?
+            .parse::<u64>()
+            .with_context(bad)?;
     }
-    Ok(us as f64 / 1e3)
+    Ok((total as f64 / 1e3, user as f64 / 1e3))
 }
 
 /// One plugin invocation, timed from spawn to exit. `args` becomes CNI_ARGS; `wrap` is a command
@@ -98,12 +110,14 @@ pub(crate) fn cni_call(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let ipam_ms = take_ipam_ms(cid, cmd)?;
+    let (ipam_ms, ipam_user_ms) = take_ipam_ms(cid, cmd)?;
     Ok(CniOut {
         took,
         max_rss_kib: out.max_rss_kib,
         cpu_ms: out.cpu_us as f64 / 1e3,
         ipam_ms,
+        user_ms: out.user_us as f64 / 1e3,
+        ipam_user_ms,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     })
 }
@@ -118,6 +132,10 @@ pub(crate) struct Waited {
     /// scales the two so that they add up to the task's sum_exec_runtime (cputime_adjust() in
     /// kernel/sched/cputime.c), so the sum is exact, not tick-sampled.
     pub(crate) cpu_us: u64,
+    /// The user-mode part of `cpu_us`: tick-sampled (the split of an exact total in proportion
+    /// to the ticks that found the task in user or kernel mode), so only sums over many calls
+    /// mean something.
+    pub(crate) user_us: u64,
 }
 
 /// Collect a child's output and reap it with wait4(2), which reports that one child's rusage
@@ -157,6 +175,7 @@ pub(crate) fn wait_rusage(mut child: std::process::Child) -> Result<Waited> {
         stderr,
         max_rss_kib: ru.ru_maxrss as u64,
         cpu_us: us(ru.ru_utime) + us(ru.ru_stime),
+        user_us: us(ru.ru_utime),
     })
 }
 

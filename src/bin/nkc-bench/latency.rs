@@ -1,4 +1,6 @@
-//! Section 1: sequential and parallel ADD/DEL latency against ptp, and 1c, the shell-loop check.
+//! Section 1: sequential and parallel ADD/DEL latency against ptp, and 1c, the shell-loop check,
+//! all with one vCPU online (util::OneCpu), so that each call's CPU time is its own
+//! instructions; 1d, the concurrency goal, with every vCPU online.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -163,7 +165,7 @@ pub(crate) fn run(
         "ptp": {"add": summary(&pt.add), "del": summary(&pt.del)},
     });
     compare(rep, "add", "seq", &nk.add, &pt.add, true);
-    compare(rep, "del", "seq", &nk.del, &pt.del, false);
+    compare(rep, "del", "seq", &nk.del, &pt.del, true);
     let wall_total = |s: &Seq| s.add.iter().chain(&s.del).map(|c| c.wall).sum::<f64>();
     let bench_ratio = wall_total(nk) / wall_total(pt);
     let cpu_total = |s: &Seq| s.add.iter().chain(&s.del).map(|c| c.cpu).sum::<f64>();
@@ -193,48 +195,37 @@ pub(crate) fn run(
     secs.insert("1-sequential".into(), json!(t.elapsed().as_secs()));
 
     // 1c. The same comparison by a plain shell loop: the two must agree.
-    section(
-        "1c-shell",
-        &[
-            ("shell_check_disagreement", "<= 0.05"),
-            ("shell_check_cpu_disagreement", "<= 0.05"),
-        ],
-        secs,
-        rep,
-        |r| {
-            let (shell_ratio, shell_cpu_ratio, mut calls) = shell_check(env, plugins, n_seq / 2)?;
-            // The same check on CPU time (plugin + host-local), what the goals use: under icount
-            // a wall window also counts the guest's idle waits, which it skips to the next timer
-            // (sleep=off), so a call that waits for the rtnl lock held by a netns teardown
-            // polling for device references (netdev_wait_allrefs sleeps in steps of up to 250 ms)
-            // jumps ahead by seconds; a few such windows decide a wall total.
-            let dc = (shell_cpu_ratio - bench_cpu_ratio).abs() / bench_cpu_ratio;
-            r.goal(
+    section("1c-shell", &[], secs, rep, |r| {
+        let (shell_ratio, shell_cpu_ratio, mut calls) = shell_check(env, plugins, n_seq / 2)?;
+        // The same on CPU time (plugin + host-local). Not a goal: bash's `times` and this
+        // harness's wait4 read the same kernel counters (the children's rusage), so the two
+        // can only disagree through the calls themselves; it checks the harness, not the
+        // clock (section 7's clock_check checks the clock).
+        let dc = (shell_cpu_ratio - bench_cpu_ratio).abs() / bench_cpu_ratio;
+        r.info(
                 "shell_check_cpu_disagreement",
-                dc,
-                "ratio",
-                "<= 0.05",
-                0.05,
-                true,
+                json!(round3(dc)),
+                &format!("{dc:.3}: the bash loop's ADD+DEL CPU ratio (times) against section 1's (wait4); both read the children's rusage, so this checks the harness, not the clock"),
             );
-            let d = (shell_ratio - bench_ratio).abs() / bench_ratio;
-            r.goal(
+        // Wall totals: not a goal either. Under icount with `sleep=off` an idle guest skips to
+        // its next timer, so a call that waits (rtnl behind a netns teardown) jumps ahead by
+        // chance and a sum of many wall windows is decided by its few largest; the medians
+        // below are what can agree.
+        let d = (shell_ratio - bench_ratio).abs() / bench_ratio;
+        r.info(
                 "shell_check_disagreement",
-                d,
-                "ratio",
-                "<= 0.05",
-                0.05,
-                true,
+                json!(round3(d)),
+                &format!("{d:.3}: the bash loop's ADD+DEL wall total ratio against section 1's; wall sums are not comparable under icount's sleep=off (see the medians in shell_check)"),
             );
-            // Medians beside the totals: a total of wall times is decided by its few largest
-            // windows, a median is not. Both loops' medians agreeing while the totals do not says
-            // the disagreement is in those windows, not in the calls.
-            let mut p50 = |k: &str| calls.get_mut(k).map_or(f64::NAN, |v| pct(v, 0.5));
-            let shell_p50 = json!({
-                "add": round3(p50("netkit-cni ADD") / p50("ptp ADD")),
-                "del": round3(p50("netkit-cni DEL") / p50("ptp DEL")),
-            });
-            r.info(
+        // Medians beside the totals: a total of wall times is decided by its few largest
+        // windows, a median is not. Both loops' medians agreeing while the totals do not says
+        // the disagreement is in those windows, not in the calls.
+        let mut p50 = |k: &str| calls.get_mut(k).map_or(f64::NAN, |v| pct(v, 0.5));
+        let shell_p50 = json!({
+            "add": round3(p50("netkit-cni ADD") / p50("ptp ADD")),
+            "del": round3(p50("netkit-cni DEL") / p50("ptp DEL")),
+        });
+        r.info(
                 "shell_check",
                 json!({"shell_ratio": round3(shell_ratio), "bench_ratio": round3(bench_ratio),
                     "shell_cpu_ratio": round3(shell_cpu_ratio), "bench_cpu_ratio": round3(bench_cpu_ratio),
@@ -242,14 +233,14 @@ pub(crate) fn run(
                     "shell_calls_ms": calls}),
                 &format!("ADD+DEL total, ours ÷ ptp's, bash loop vs section 1: wall {shell_ratio:.3} vs {bench_ratio:.3}, CPU incl. host-local {shell_cpu_ratio:.3} vs {bench_cpu_ratio:.3}; wall p50 ratios (ADD, DEL): bash {shell_p50}, section 1 {bench_p50}"),
             );
-            Ok(())
-        },
-    );
+        Ok(())
+    });
 
-    // 1b. Parallel. Under the icount clock the VM's vCPUs take turns on one host thread
-    // (QEMU runs them round-robin), so "parallel" means interleaved: the calls overlap in the
-    // guest's time and contend for its locks (rtnl) and CPUs, but never run at the same
-    // host instant. Each call's CPU time is its own either way.
+    // 1b. Parallel, on the one online vCPU: the calls overlap in the guest's time and contend
+    // for its locks (rtnl) and the CPU, and each call's CPU time is its own instructions. (With
+    // two vCPUs under icount it would not be: QEMU runs them in turn against one instruction
+    // counter, so a busy process is also charged what the other vCPU executes.) Section 1d
+    // measures concurrency with both vCPUs.
     eprintln!("[bench] 1b. {n_par} parallel ADD/DEL per plugin");
     let t = Instant::now();
     let nk = parallel(env, &plugins[0], n_par, "par")?;
@@ -259,7 +250,74 @@ pub(crate) fn run(
         "ptp": {"add": summary(&pt.add), "del": summary(&pt.del)},
     });
     compare(rep, "add", "par", &nk.add, &pt.add, true);
-    compare(rep, "del", "par", &nk.del, &pt.del, false);
+    compare(rep, "del", "par", &nk.del, &pt.del, true);
     secs.insert("1b-parallel".into(), json!(t.elapsed().as_secs()));
     Ok(add_rss)
+}
+
+/// Section 1d, the concurrency goal: `rounds` batches of `n` concurrent ADDs per plugin (the
+/// plugins alternating which goes first), each batch timed in the guest's clock from the
+/// first spawn to the last exit, with every vCPU online. Under icount that is the batch's
+/// whole work, spinning on locks included (the per-NIC flock, rtnl), and its idle waits
+/// skipped. The goal is the p50 batch time, ours ÷ ptp's; each batch is deleted (untimed)
+/// before the next.
+pub(crate) fn batch(
+    env: &Env,
+    plugins: &[Plugin; 2],
+    rounds: usize,
+    rep: &mut Report,
+    raw: &mut Value,
+) -> Result<()> {
+    const N: usize = 32;
+    let mut took: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        let order: Vec<&Plugin> = if round % 2 == 0 {
+            plugins.iter().collect()
+        } else {
+            plugins.iter().rev().collect()
+        };
+        for p in order {
+            let tag = format!("bat{round}{}", &p.name[..2]);
+            let pods = Pods::make(&tag, N)?;
+            let go = |cmd: &'static str| -> Result<f64> {
+                let t = Instant::now();
+                std::thread::scope(|s| {
+                    let hs: Vec<_> = (0..N)
+                        .map(|i| {
+                            let netns = pods.path(i);
+                            let cid = format!("{tag}-{i}");
+                            s.spawn(move || cni(env, p, cmd, &cid, &netns))
+                        })
+                        .collect();
+                    hs.into_iter()
+                        .map(|h| h.join().unwrap().map(|_| ()))
+                        .collect::<Result<Vec<()>>>()
+                })?;
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            };
+            took.entry(p.name).or_default().push(go("ADD")?);
+            go("DEL")?;
+        }
+    }
+    let p50 = |k: &str| pct(&mut took[k].clone(), 0.5);
+    let ratio = p50("netkit-cni") / p50("ptp");
+    rep.goal(
+        "add_batch32_guest_time",
+        ratio,
+        "ratio",
+        "<= 1.0",
+        1.0,
+        true,
+    );
+    rep.info(
+        "add_batch32_guest_ms",
+        json!({"netkit-cni": round3(p50("netkit-cni")), "ptp": round3(p50("ptp"))}),
+        &format!(
+            "guest ms from the first spawn to the last exit of {N} concurrent ADDs, p50 of {rounds} batches, every vCPU online: ours {:.1}, ptp {:.1}",
+            p50("netkit-cni"),
+            p50("ptp")
+        ),
+    );
+    raw["batch"] = json!({"concurrent": N, "rounds": rounds, "add_guest_ms": took});
+    Ok(())
 }

@@ -8,10 +8,29 @@ use serde_json::{json, Value};
 
 use crate::cni::Call;
 
+/// The `p` quantile of `v`, interpolated linearly between the two nearest ranks (numpy's
+/// default): the p50 of an even count is the mean of the middle two, never the larger one (a
+/// rounded rank made the "median" of two rounds their maximum).
 pub(crate) fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
+    let x = (v.len() as f64 - 1.0) * p;
+    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pct;
+
+    #[test]
+    fn the_median_of_two_is_their_mean_and_quantiles_interpolate() {
+        assert_eq!(pct(&mut [1.389, 1.193], 0.5), (1.389 + 1.193) / 2.0);
+        assert_eq!(pct(&mut [3.0, 1.0, 2.0], 0.5), 2.0);
+        assert_eq!(pct(&mut [4.0], 0.99), 4.0);
+        let mut v: Vec<f64> = (0..=100).map(f64::from).collect();
+        assert_eq!(pct(&mut v, 0.99), 99.0);
+        assert_eq!(pct(&mut [0.0, 10.0], 0.25), 2.5);
+    }
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {

@@ -161,3 +161,63 @@ pub(crate) fn flood_for(
     }
     Ok(sent)
 }
+
+/// While alive, every CPU but CPU 0 is offline, so that a process's CPU time is its own
+/// instructions. Under icount QEMU runs all vCPUs in turn against one instruction counter: with
+/// two busy vCPUs, a process's `sum_exec_runtime` also grows by what the *other* vCPU executes
+/// (a 50 M-iteration loop pinned to CPU 0 read 305 ms alone and 528–540 ms beside a busy CPU 1).
+/// An offline vCPU sits halted and executes nothing. The per-invocation sections (1, 2, 3, 6,
+/// 7) run under it; the data-path sections need both CPUs (sender and receiver).
+pub(crate) struct OneCpu {
+    offlined: Vec<PathBuf>,
+}
+
+impl OneCpu {
+    pub(crate) fn new() -> Result<OneCpu> {
+        let mut offlined = Vec::new();
+        for e in std::fs::read_dir("/sys/devices/system/cpu")? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(n) = name.strip_prefix("cpu").and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let online = e.path().join("online");
+            // CPU 0 has no `online` file on x86 (it cannot be taken down).
+            if n == 0 || !online.exists() {
+                continue;
+            }
+            if std::fs::read_to_string(&online)?.trim() == "1" {
+                std::fs::write(&online, "0")
+                    .with_context(|| format!("taking {} offline", online.display()))?;
+                offlined.push(online);
+            }
+        }
+        let now = online_cpus()?;
+        if now != 1 {
+            bail!("{now} CPUs still online after taking all but CPU 0 offline");
+        }
+        Ok(OneCpu { offlined })
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        for p in &self.offlined {
+            if let Err(e) = std::fs::write(p, "1") {
+                eprintln!("[bench] cannot bring {} back online: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// How many CPUs are online now: /sys/devices/system/cpu/online, a list of ranges ("0", "0-1").
+pub(crate) fn online_cpus() -> Result<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    let mut n = 0;
+    for r in text.trim().split(',').filter(|r| !r.is_empty()) {
+        let (a, b) = r.split_once('-').unwrap_or((r, r));
+        let (a, b): (u32, u32) = (a.parse()?, b.parse()?);
+        n += b + 1 - a;
+    }
+    Ok(n)
+}

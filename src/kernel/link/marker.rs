@@ -34,7 +34,7 @@ pub fn validate_ifname(name: &str) -> Result<(), LinkError> {
         Some("is a path component")
     } else if name
         .bytes()
-        .any(|b| b == b'/' || b == b':' || crate::cni::env::kernel_isspace(b))
+        .any(|b| b == b'/' || b == b':' || crate::text::kernel_isspace(b))
     {
         Some("contains '/', ':' or whitespace")
     } else if name.chars().any(crate::logging::is_unsafe_char) {

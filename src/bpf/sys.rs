@@ -1,6 +1,7 @@
-//! Thin bpf(2) wrappers over libbpf-sys that keep the errno typed.
+//! Thin bpf(2) wrappers over libbpf-sys that keep the errno typed: the only place with raw
+//! libbpf-sys calls for maps, programs, pins and links (XDP, tcx, netkit).
 //!
-//! libbpf-rs' own map and link methods fold the errno into an opaque error, but the loader must
+//! libbpf-rs' own map and link methods fold the errno into an opaque error, but the loaders must
 //! tell e.g. `ENOENT` (no entry / no pin) from `EBUSY` (XDP already attached). libbpf ≥ 1.0
 //! returns `-errno` from every low-level call, which is what these wrappers decode.
 
@@ -236,21 +237,22 @@ pub fn map_info(fd: BorrowedFd<'_>) -> Result<sys::bpf_map_info, Errno> {
     Ok(info)
 }
 
-/// The parts of `BPF_OBJ_GET_INFO_BY_FD` for an XDP link the loader needs.
+/// The parts of `BPF_OBJ_GET_INFO_BY_FD` for a link the loaders need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct XdpLinkInfo {
+pub struct LinkInfo {
     /// Link id.
     pub id: u32,
     /// `bpf_link_type`.
     pub link_type: u32,
     /// Program the link runs.
     pub prog_id: u32,
-    /// Device the link is attached to; 0 once the device is gone (the link is then defunct).
+    /// Device an XDP or tcx link is attached to (0 for other types); 0 once the device is gone
+    /// (the link is then defunct).
     pub ifindex: u32,
 }
 
-/// `BPF_OBJ_GET_INFO_BY_FD` for a link, reduced to what an XDP link reports.
-pub fn link_info(fd: BorrowedFd<'_>) -> Result<XdpLinkInfo, Errno> {
+/// `BPF_OBJ_GET_INFO_BY_FD` for a link, reduced to what an XDP or tcx link reports.
+pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo, Errno> {
     // SAFETY: as in prog_info.
     let mut info: sys::bpf_link_info = unsafe { zeroed() };
     let mut len = size_of::<sys::bpf_link_info>() as u32;
@@ -259,10 +261,14 @@ pub fn link_info(fd: BorrowedFd<'_>) -> Result<XdpLinkInfo, Errno> {
     let ifindex = if info.type_ == sys::BPF_LINK_TYPE_XDP {
         // SAFETY: the union member matching the link type.
         unsafe { info.__bindgen_anon_1.xdp.ifindex }
+    } else if info.type_ == sys::BPF_LINK_TYPE_TCX {
+        // SAFETY: the union member matching the link type; 0 once the device is gone
+        // (tcx_link_fill_info() in kernel/bpf/tcx.c).
+        unsafe { info.__bindgen_anon_1.tcx.ifindex }
     } else {
         0
     };
-    Ok(XdpLinkInfo {
+    Ok(LinkInfo {
         id: info.id,
         link_type: info.type_,
         prog_id: info.prog_id,
@@ -302,4 +308,97 @@ pub fn prog_load(
 pub fn possible_cpus() -> Result<usize, Errno> {
     // SAFETY: plain libbpf call (reads /sys/devices/system/cpu/possible once).
     check(unsafe { sys::libbpf_num_possible_cpus() }).map(|n| n as usize)
+}
+
+/// `BPF_LINK_CREATE` with `BPF_TCX_INGRESS` on `ifindex`: appended after the programs already
+/// there (no `BPF_F_BEFORE`), so an admin's or Cilium's earlier program keeps running first.
+pub fn tcx_link_create(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd, Errno> {
+    // SAFETY: zero is a valid bit pattern for the options struct.
+    let mut opts: sys::bpf_link_create_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_link_create_opts>() as _;
+    // SAFETY: valid fd and options.
+    fd_from(unsafe {
+        sys::bpf_link_create(
+            prog.as_raw_fd(),
+            ifindex as i32,
+            sys::BPF_TCX_INGRESS,
+            &opts,
+        )
+    })
+}
+
+/// `BPF_PROG_ATTACH` of the egress program to the pair whose primary is `primary_ifindex`,
+/// attach type `BPF_NETKIT_PEER` (netkit_dev_fetch() resolves the peer from the primary).
+pub fn netkit_attach(prog: BorrowedFd<'_>, primary_ifindex: u32) -> Result<(), Errno> {
+    // SAFETY: zero is valid for the options struct.
+    let mut opts: sys::bpf_prog_attach_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_prog_attach_opts>() as _;
+    // SAFETY: valid fd and options.
+    check(unsafe {
+        sys::bpf_prog_attach_opts(
+            prog.as_raw_fd(),
+            primary_ifindex as i32,
+            sys::BPF_NETKIT_PEER,
+            &opts,
+        )
+    })
+    .map(drop)
+}
+
+/// Program ids attached to the pair of `primary_ifindex` as `BPF_NETKIT_PEER`, in run order.
+pub fn netkit_peer_programs(primary_ifindex: u32) -> Result<Vec<u32>, Errno> {
+    prog_query(primary_ifindex, sys::BPF_NETKIT_PEER)
+}
+
+/// Program ids attached to `ifindex`'s tcx ingress, in run order.
+pub fn tcx_ingress_programs(ifindex: u32) -> Result<Vec<u32>, Errno> {
+    prog_query(ifindex, sys::BPF_TCX_INGRESS)
+}
+
+/// `BPF_PROG_QUERY` of a bpf_mprog hook (tcx, netkit): the attached program ids.
+fn prog_query(ifindex: u32, attach_type: u32) -> Result<Vec<u32>, Errno> {
+    let mut ids = [0u32; 64];
+    // SAFETY: zero is valid for the options struct.
+    let mut opts: sys::bpf_prog_query_opts = unsafe { zeroed() };
+    opts.sz = size_of::<sys::bpf_prog_query_opts>() as _;
+    opts.prog_ids = ids.as_mut_ptr();
+    opts.__bindgen_anon_1.count = ids.len() as u32;
+    // SAFETY: `ids` outlives the call and holds `count` entries.
+    check(unsafe { sys::bpf_prog_query_opts(ifindex as i32, attach_type, &mut opts) })?;
+    // SAFETY: the kernel wrote back the count (the union's other member is the same u32).
+    let n = unsafe { opts.__bindgen_anon_1.count } as usize;
+    Ok(ids[..n.min(ids.len())].to_vec())
+}
+
+/// Every key of a map (`BPF_MAP_GET_NEXT_KEY` walk).
+pub fn map_keys<K: Copy + Default>(fd: BorrowedFd<'_>) -> Result<Vec<K>, Errno> {
+    let mut keys = Vec::new();
+    let mut next = K::default();
+    // SAFETY: NULL starts the walk; `next` has the map's key size.
+    let mut ret = unsafe {
+        sys::bpf_map_get_next_key(
+            fd.as_raw_fd(),
+            std::ptr::null(),
+            (&mut next as *mut K).cast(),
+        )
+    };
+    while ret == 0 {
+        keys.push(next);
+        let cur = next;
+        // SAFETY: both point to key-sized values.
+        ret = unsafe {
+            sys::bpf_map_get_next_key(
+                fd.as_raw_fd(),
+                (&cur as *const K).cast(),
+                (&mut next as *mut K).cast(),
+            )
+        };
+        if keys.len() > 1 << 20 {
+            return Err(Errno::E2BIG);
+        }
+    }
+    match Errno::from_raw(-ret) {
+        Errno::ENOENT => Ok(keys),
+        e => Err(e),
+    }
 }
