@@ -272,8 +272,9 @@ step "What the plugin set up, as netkit-cni inspect, bpftool and the device-info
     "The kernel has one XDP program on nic0, attached by one bpf_link pinned in the private bpffs."
 # With the network's device-info directory inspect verifies each lease's owner from the record
 # the plugin wrote (without it, it can only show the alias, which the pod can rewrite).
-run in_node netkit-cni inspect --master nic0 --bpffs "$bpffs" --device-info-dir "$scratch/devinfo"
-unverified=$(in_node netkit-cni inspect --master nic0 --bpffs "$bpffs" --device-info-dir "$scratch/devinfo" | grep -c unverified || true)
+inspected=$(run in_node netkit-cni inspect --master nic0 --bpffs "$bpffs" --device-info-dir "$scratch/devinfo")
+printf '%s\n' "$inspected"
+unverified=$(printf '%s\n' "$inspected" | grep -c unverified || true)
 [ "$unverified" = 0 ] || fail "inspect could not verify $unverified lease owner(s) from $scratch/devinfo"
 echo
 echo "The same as JSON (for tools), trimmed to the dispatcher and the leased queues:"
