@@ -409,13 +409,7 @@ fn match_ip_steers_each_ipam_address_and_a_failed_rule_leaves_nothing() {
         json!({"allowedQueues": "2-7", "steering": {"match": "ip"}}),
     );
     conf["ipam"] = json!({"type": "host-local"});
-    cmd_add(
-        &request("ADD", "c1", conf.clone()),
-        &mut k,
-        Some(&ipam),
-        &quiet(),
-    )
-    .unwrap();
+    added(&mut k, &ipam, "c1", conf.clone());
     assert_eq!(
         k.steer.rules[&8].to_string(),
         "rule 8: ip4 dst 10.1.0.5 -> queue 2"

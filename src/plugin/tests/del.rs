@@ -5,13 +5,7 @@ use super::*;
 #[test]
 fn del_is_idempotent_and_deletes_before_releasing() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
-    cmd_add(
-        &request("ADD", "c1", json!({})),
-        &mut k,
-        Some(&ipam),
-        &quiet(),
-    )
-    .unwrap();
+    added(&mut k, &ipam, "c1", json!({}));
     k.calls.clear();
     let del = request("DEL", "c1", json!({}));
     cmd_del(&del, &mut k, Some(&ipam), &quiet()).unwrap();

@@ -6,13 +6,7 @@ use super::*;
 fn gc_removes_only_this_networks_unlisted_attachments() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
     for cid in ["live", "orphan"] {
-        cmd_add(
-            &request("ADD", cid, json!({})),
-            &mut k,
-            Some(&ipam),
-            &quiet(),
-        )
-        .unwrap();
+        added(&mut k, &ipam, cid, json!({}));
     }
     let other = Marker::new("othernet", "foreign", "eth0").unwrap();
     k.devices.insert(other.to_string(), other);
@@ -38,13 +32,7 @@ fn gc_removes_only_this_networks_unlisted_attachments() {
 #[test]
 fn gc_without_a_list_deletes_nothing() {
     let (mut k, ipam) = (FakeKernel::new(), FakeIpam::default());
-    cmd_add(
-        &request("ADD", "c1", json!({})),
-        &mut k,
-        Some(&ipam),
-        &quiet(),
-    )
-    .unwrap();
+    added(&mut k, &ipam, "c1", json!({}));
     let err = cmd_gc(
         &request("GC", "x", json!({})),
         &mut k,
@@ -63,13 +51,7 @@ fn gc_finds_orphan_single_devices_through_the_masters_leases() {
     let mut conf = lease_conf(&dir, "single", json!({}));
     conf["ipam"] = json!({"type": "host-local"});
     for cid in ["live", "orphan"] {
-        cmd_add(
-            &request("ADD", cid, conf.clone()),
-            &mut k,
-            Some(&ipam),
-            &quiet(),
-        )
-        .unwrap();
+        added(&mut k, &ipam, cid, conf.clone());
     }
     // A device of another network leasing from the same NIC, and a stale file of a pod whose
     // netns died without DEL.
@@ -103,13 +85,7 @@ fn gc_hands_ipam_the_records_identifiers_never_a_forged_alias() {
     let mut conf = lease_conf(&dir, "single", json!({}));
     conf["ipam"] = json!({"type": "host-local"});
     for cid in ["live", "orphan", "norecord"] {
-        cmd_add(
-            &request("ADD", cid, conf.clone()),
-            &mut k,
-            Some(&ipam),
-            &quiet(),
-        )
-        .unwrap();
+        added(&mut k, &ipam, cid, conf.clone());
     }
     // The live pod claims an unlisted attachment, the orphan another one; the third device's
     // record is gone, so only its (forged) alias speaks for it.
